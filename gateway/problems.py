@@ -1,0 +1,114 @@
+"""RFC 9457 Problem+JSON for every error the gateway returns, and the one place gRPC status codes
+become HTTP status codes. No stack trace, SQL or upstream message beyond `detail` reaches a client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import orjson
+from starlette.responses import Response
+
+from libs.common import status as rich_status
+
+PROBLEM_BASE = "https://docs.cleanwithsnapshot.com/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    request_id: str = "",
+    instance: str = "",
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(orjson.dumps(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+class ProblemError(Exception):
+    """Raised anywhere in the gateway to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers
+
+
+GRPC_TO_HTTP = {
+    grpc.StatusCode.INVALID_ARGUMENT: 422,
+    grpc.StatusCode.OUT_OF_RANGE: 422,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 503,
+    grpc.StatusCode.CANCELLED: 503,
+}
+# Reasons whose HTTP status differs from their gRPC code's usual mapping.
+REASON_STATUS = {"signup_disabled": 403}
+
+
+def from_grpc(error: grpc.aio.AioRpcError, service: str) -> ProblemError:
+    decoded = rich_status.decode(error)
+    if decoded.reason.startswith("context_"):
+        # The service refused the gateway's own signature: a deployment fault, not the caller's.
+        return ProblemError(503, "service_unavailable", f"the {service} service refused the gateway")
+    status = REASON_STATUS.get(decoded.reason) or GRPC_TO_HTTP.get(decoded.code)
+    if status is None:
+        return ProblemError(502, "upstream_error", f"the {service} service failed to answer")
+    if status == 503:
+        return ProblemError(
+            503,
+            "service_unavailable",
+            f"the {service} service is unavailable; try again shortly",
+            headers={"Retry-After": "5"},
+        )
+    headers = None
+    if status == 429 and decoded.retry_after_seconds:
+        headers = {"Retry-After": str(decoded.retry_after_seconds)}
+    errors = [{"field": v.field, "message": v.description} for v in decoded.violations] or None
+    return ProblemError(status, decoded.reason or "error", decoded.detail, errors=errors, headers=headers)

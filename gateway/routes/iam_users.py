@@ -1,0 +1,83 @@
+"""/v1/iam/users: org-scoped onboarding, password resets and session rotation (seed 002)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from cws.iam.v1 import iam_pb2
+from fastapi import APIRouter, Depends, Query, Request
+
+from gateway.deps import MANAGERS, require_roles
+from gateway.principal import Principal
+from gateway.problems import ProblemError
+from gateway.routes import convert
+from gateway.schemas import CreateUserIn, RevokedOut, UsersOut, UserWithPasswordOut
+
+router = APIRouter(prefix="/v1/iam/users", tags=["iam"])
+
+
+def _user_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ProblemError(
+            422,
+            "invalid_argument",
+            "user_id must be a UUID",
+            errors=[{"field": "user_id", "message": "must be a UUID"}],
+        ) from None
+
+
+@router.get("", response_model=UsersOut, summary="List the users of your org")
+async def list_users(
+    request: Request,
+    limit: int = Query(50, ge=1, le=200),
+    offset: int = Query(0, ge=0, le=1_000_000),
+    principal: Principal = Depends(require_roles(*MANAGERS)),
+) -> dict[str, Any]:
+    response = await request.app.state.backends.iam.call(
+        request, "ListUsers", iam_pb2.ListUsersRequest(limit=limit, offset=offset)
+    )
+    return {"users": [convert.user(u) for u in response.users], "total": response.total}
+
+
+@router.post(
+    "",
+    response_model=UserWithPasswordOut,
+    status_code=201,
+    summary="Create a user; the temporary password is shown once",
+)
+async def create_user(
+    body: CreateUserIn, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+) -> dict[str, Any]:
+    response = await request.app.state.backends.iam.call(
+        request,
+        "CreateUser",
+        iam_pb2.CreateUserRequest(email=body.email, full_name=body.full_name, role=body.role),
+    )
+    return {"user": convert.user(response.user), "temp_password": response.temp_password}
+
+
+@router.post(
+    "/{user_id}/reset-password",
+    response_model=UserWithPasswordOut,
+    summary="Issue a new temporary password (shown once) and end the user's sessions",
+)
+async def reset_password(
+    user_id: str, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+) -> dict[str, Any]:
+    response = await request.app.state.backends.iam.call(
+        request, "ResetUserPassword", iam_pb2.ResetUserPasswordRequest(user_id=_user_id(user_id))
+    )
+    return {"user": convert.user(response.user), "temp_password": response.temp_password}
+
+
+@router.post("/{user_id}/logout", response_model=RevokedOut, summary="Revoke every session of a user")
+async def logout_user(
+    user_id: str, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+) -> dict[str, Any]:
+    response = await request.app.state.backends.iam.call(
+        request, "LogoutUser", iam_pb2.LogoutUserRequest(user_id=_user_id(user_id))
+    )
+    return {"revoked_sessions": response.revoked_sessions}

@@ -1,0 +1,152 @@
+"""Request and response bodies. Requests forbid unknown fields and bound every string, so bad input
+is a clear 422 before any service is asked."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Email = Annotated[str, Field(min_length=3, max_length=320)]
+Password = Annotated[str, Field(min_length=1, max_length=256)]
+TotpCode = Annotated[str, Field(pattern=r"^\d{6}$", description="6-digit TOTP code")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str
+    errors: list[dict[str, str]] | None = None
+
+
+class LoginIn(Strict):
+    email: Email
+    password: Password
+    totp_code: TotpCode | None = None
+
+
+class RefreshIn(Strict):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
+    totp_code: TotpCode | None = None
+
+
+class LogoutIn(Strict):
+    refresh_token: Annotated[str, Field(max_length=512)] | None = None
+
+
+class SignupIn(Strict):
+    org_name: Annotated[str, Field(min_length=1, max_length=200)]
+    email: Email
+    password: Password
+    full_name: Annotated[str, Field(max_length=200)] = ""
+    time_zone: Annotated[str, Field(max_length=64)] = "UTC"
+
+
+class ChangePasswordIn(Strict):
+    current_password: Password
+    new_password: Password
+
+
+class TokensOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    refresh_expires_in: int
+    mfa_verified: bool
+    must_change_password: bool
+    org_id: str
+    user_id: str
+    role: str
+
+
+class EnrollOut(BaseModel):
+    secret: str
+    otpauth_uri: str
+
+
+class VerifyTotpIn(Strict):
+    code: TotpCode
+
+
+class VerifyTotpOut(TokensOut):
+    revoked_sessions: int
+
+
+class DisableTotpIn(Strict):
+    user_id: Annotated[str, Field(max_length=64)] | None = None
+
+
+class RevokedOut(BaseModel):
+    revoked_sessions: int
+
+
+class UserOut(BaseModel):
+    id: str
+    org_id: str
+    email: str
+    full_name: str
+    role: str
+    totp_enabled: bool
+    must_change_password: bool
+    active: bool
+    created_at: datetime | None
+
+
+class UsersOut(BaseModel):
+    users: list[UserOut]
+    total: int
+
+
+class CreateUserIn(Strict):
+    email: Email
+    full_name: Annotated[str, Field(max_length=200)] = ""
+    role: Annotated[str, Field(max_length=20)]
+
+
+class UserWithPasswordOut(BaseModel):
+    user: UserOut
+    temp_password: str = Field(description="Shown once; the user must change it at first login")
+
+
+class BreakGlassIn(Strict):
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    ttl_minutes: Annotated[int, Field(ge=1, le=1440)]
+
+
+class BreakGlassOut(BaseModel):
+    token: str
+    expires_at: datetime
+    session_id: str
+
+
+class AuditLogOut(BaseModel):
+    id: str
+    actor: str
+    role: str
+    action: str
+    resource_type: str
+    resource_id: str
+    before: dict | None
+    after: dict | None
+    request_id: str
+    break_glass_reason: str | None
+    break_glass_session_id: str | None
+    created_at: datetime | None
+
+
+class ProfileOut(BaseModel):
+    username: str
+    role: str
+    org_id: str
+    auth_method: str
+    mfa_verified: bool
+    principal_id: str

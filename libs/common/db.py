@@ -1,0 +1,198 @@
+"""Database access: one async engine per process, and the unit of work every change goes through.
+
+The unit of work owns the transaction. It sets the org for row-level security with
+`set_config('app.current_org_id', ..., true)` (transaction-local, so a pooled connection never
+carries one request's org into the next), collects the domain events the work raises, writes them
+to the service's event outbox in the same transaction, and commits or rolls back as one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from google.protobuf.message import Message
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from libs.common import context as request_context
+from libs.common.settings import sqlalchemy_url
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ORG_SETTING = "app.current_org_id"
+# The RLS predicate every tenant table uses. A setting that was used once in a session reads back
+# as '' rather than NULL, hence NULLIF.
+ORG_PREDICATE = "org_id = NULLIF(current_setting('app.current_org_id', true), '')::uuid"
+
+
+@dataclass(frozen=True)
+class OutboxTables:
+    outbox: Table
+    inbox: Table
+    dead_letters: Table
+
+
+def service_metadata(schema: str) -> tuple[MetaData, OutboxTables]:
+    """The MetaData of one service's schema, with the event tables every service has.
+
+    The event tables are infrastructure, not tenant data: the relay and consumers read them across
+    orgs, and no endpoint serves them, so they carry org_id for routing but no RLS policy.
+    """
+    metadata = MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+    outbox = Table(
+        "event_outbox",
+        metadata,
+        Column("id", UUID(as_uuid=True), primary_key=True),
+        Column("subject", String(200), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("org_id", UUID(as_uuid=True), nullable=True),
+        Column("request_id", String(100), nullable=False, server_default=""),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("last_error", Text, nullable=True),
+        Index("ix_event_outbox_unpublished", "created_at", postgresql_where=text("published_at IS NULL")),
+    )
+    inbox = Table(
+        "event_inbox",
+        metadata,
+        Column("consumer", String(100), primary_key=True),
+        Column("event_id", String(100), primary_key=True),
+        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    dead_letters = Table(
+        "event_dead_letters",
+        metadata,
+        Column("id", UUID(as_uuid=True), primary_key=True),
+        Column("consumer", String(100), nullable=False),
+        Column("event_id", String(100), nullable=False),
+        Column("subject", String(200), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("headers", Text, nullable=False, server_default="{}"),
+        Column("org_id", UUID(as_uuid=True), nullable=True),
+        Column("error", Text, nullable=False),
+        Column("deliveries", Integer, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("replayed_at", DateTime(timezone=True), nullable=True),
+    )
+    return metadata, OutboxTables(outbox=outbox, inbox=inbox, dead_letters=dead_letters)
+
+
+def outbox_channel(schema: str) -> str:
+    return f"cws_outbox_{schema}"
+
+
+class Database:
+    """The process's engine and session factory, created at start-up inside the running loop."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str,
+        tables: OutboxTables,
+        pool_size: int = 10,
+        statement_timeout_ms: int = 5000,
+    ) -> None:
+        self.url = url
+        self.schema = schema
+        self.tables = tables
+        self.engine: AsyncEngine = create_async_engine(
+            sqlalchemy_url(url),
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            pool_timeout=5,
+            connect_args={"options": f"-c statement_timeout={statement_timeout_ms}", "connect_timeout": 5},
+        )
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+@dataclass
+class PendingEvent:
+    subject: str
+    message: Message
+    org_id: uuid.UUID | None
+
+
+@dataclass
+class UnitOfWork:
+    session: AsyncSession
+    org_id: uuid.UUID | None
+    db: Database
+    events: list[PendingEvent] = field(default_factory=list)
+
+    def add_event(self, subject: str, message: Message, org_id: uuid.UUID | None = None) -> None:
+        """Record a domain event; it is written to the outbox when the work commits, never before."""
+        self.events.append(PendingEvent(subject, message, org_id or self.org_id))
+
+    async def set_org(self, org_id: uuid.UUID) -> None:
+        """Switch the org for the rest of this transaction (sign-up, login after an email lookup)."""
+        self.org_id = org_id
+        await self.session.execute(
+            text("SELECT set_config(:name, :org, true)"), {"name": ORG_SETTING, "org": str(org_id)}
+        )
+
+    async def _flush_events(self) -> None:
+        if not self.events:
+            return
+        ctx = request_context._current.get()
+        request_id = ctx.request_id if ctx else ""
+        now = datetime.now(UTC)
+        await self.session.execute(
+            insert(self.db.tables.outbox),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "subject": event.subject,
+                    "payload": event.message.SerializeToString(),
+                    "org_id": event.org_id,
+                    "request_id": request_id,
+                    "created_at": now,
+                }
+                for event in self.events
+            ],
+        )
+        # Delivered to LISTENers only when this transaction commits, which is exactly when the
+        # relay may publish.
+        await self.session.execute(
+            text("SELECT pg_notify(:channel, '')"), {"channel": outbox_channel(self.db.schema)}
+        )
+
+
+@asynccontextmanager
+async def unit_of_work(db: Database, org_id: uuid.UUID | str | None = None) -> AsyncIterator[UnitOfWork]:
+    """Open a transaction in the given org (or none: then tenant tables show no rows)."""
+    async with db.sessions() as session, session.begin():
+        uow = UnitOfWork(session=session, org_id=None, db=db)
+        if org_id:
+            await uow.set_org(uuid.UUID(str(org_id)))
+        yield uow
+        await uow._flush_events()

@@ -1,0 +1,384 @@
+"""Domain events on NATS JetStream: the connection, each service's stream, the outbox relay and
+durable idempotent consumers.
+
+Delivery guarantee, end to end: an event is written to the outbox in the transaction that caused
+it; the relay publishes it with `Nats-Msg-Id` = event id (JetStream drops a re-publish inside the
+duplicate window) and only then marks it published; a consumer records the event id in its inbox in
+the same transaction as the handler's effects, so a redelivery does nothing twice. A process or NATS
+dying at any point loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import nats
+import psycopg
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.errors import NotFoundError
+from prometheus_client import Counter, Gauge
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from libs.common.db import Database, UnitOfWork, outbox_channel, unit_of_work
+from libs.common.logs import get_logger
+from libs.common.settings import libpq_url
+
+log = get_logger(__name__)
+
+OUTBOX_PENDING = Gauge("cws_outbox_pending_events", "Outbox events not yet published", ["service"])
+EVENTS_PUBLISHED = Counter("cws_events_published_total", "Events published to JetStream", ["service"])
+CONSUMER_DEAD_LETTERS = Counter(
+    "cws_consumer_dead_letters_total", "Events parked after the last delivery", ["service", "consumer"]
+)
+DUPLICATE_WINDOW_SECONDS = 2 * 60 * 60
+
+
+def stream_name(service: str) -> str:
+    return f"CWS_{service.upper()}"
+
+
+class EventBus:
+    """One NATS connection per process. Connects in the background and keeps reconnecting, so a
+    service starts (not ready) while NATS is down and becomes ready when it is back."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self.nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._connected = asyncio.Event()
+
+    @property
+    def is_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("NATS is not connected yet")
+        return self._js
+
+    async def connect(self, *, retry_every: float = 1.0) -> None:
+        while True:
+            try:
+                self.nc = await nats.connect(
+                    self.url,
+                    name=self.name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                )
+                self._js = self.nc.jetstream(timeout=5)
+                self._connected.set()
+                log.info("nats_connected", url=self.url)
+                return
+            except Exception as exc:  # nats raises several unrelated types on a refused connect
+                log.warning("nats_connect_failed", error=str(exc))
+                await asyncio.sleep(retry_every)
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def ensure_stream(self, service: str, *, max_age_days: int = 7) -> None:
+        config = StreamConfig(
+            name=stream_name(service),
+            subjects=[f"cws.{service}.>"],
+            max_age=max_age_days * 24 * 3600,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        )
+        try:
+            await self.js.stream_info(config.name)
+            await self.js.update_stream(config)
+        except NotFoundError:
+            await self.js.add_stream(config)
+
+    async def close(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.drain()
+
+
+def event_headers(
+    event_id: str, subject: str, source: str, created_at: datetime, org_id: str, request_id: str
+) -> dict[str, str]:
+    return {
+        "Nats-Msg-Id": event_id,
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-type": subject,
+        "ce-source": f"cws/{source}",
+        "ce-time": created_at.astimezone(UTC).isoformat(),
+        "ce-datacontenttype": "application/protobuf",
+        "cws-org-id": org_id,
+        "cws-request-id": request_id,
+    }
+
+
+class OutboxRelay:
+    """Publishes a service's outbox to JetStream, woken by LISTEN/NOTIFY, polling as a fallback."""
+
+    def __init__(
+        self, db: Database, bus: EventBus, service: str, *, batch_size: int = 200, poll_interval: float = 1.0
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.service = service
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        listener = asyncio.create_task(self._listen(), name=f"{self.service}-outbox-listen")
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                if not self.bus.is_connected:
+                    continue
+                try:
+                    while await self.publish_batch() == self.batch_size:
+                        pass
+                    await self._report_pending()
+                except Exception as exc:  # NATS or the database down: keep rows, retry next tick
+                    log.warning("outbox_publish_failed", error=str(exc))
+                    await asyncio.sleep(self.poll_interval)
+        finally:
+            listener.cancel()
+
+    async def _listen(self) -> None:
+        channel = outbox_channel(self.db.schema)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    libpq_url(self.db.url), autocommit=True
+                ) as conn:
+                    await conn.execute(f'LISTEN "{channel}"')
+                    self._wake.set()  # catch up on whatever committed while we were not listening
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except Exception as exc:  # connection lost: the poll keeps things moving meanwhile
+                log.warning("outbox_listen_lost", error=str(exc))
+                await asyncio.sleep(self.poll_interval)
+
+    async def publish_batch(self) -> int:
+        outbox = self.db.tables.outbox
+        async with self.db.sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(outbox)
+                    .where(outbox.c.published_at.is_(None))
+                    .order_by(outbox.c.created_at, outbox.c.id)
+                    .limit(self.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            acks = await asyncio.gather(
+                *(
+                    self.bus.js.publish(
+                        row.subject,
+                        row.payload,
+                        headers=event_headers(
+                            str(row.id),
+                            row.subject,
+                            self.service,
+                            row.created_at,
+                            str(row.org_id or ""),
+                            row.request_id,
+                        ),
+                    )
+                    for row in rows
+                ),
+                return_exceptions=True,
+            )
+            published = [
+                row.id for row, ack in zip(rows, acks, strict=True) if not isinstance(ack, BaseException)
+            ]
+            failed = [
+                (row.id, ack) for row, ack in zip(rows, acks, strict=True) if isinstance(ack, BaseException)
+            ]
+            if published:
+                await session.execute(
+                    update(outbox).where(outbox.c.id.in_(published)).values(published_at=func.now())
+                )
+            for row_id, error in failed:
+                await session.execute(
+                    update(outbox)
+                    .where(outbox.c.id == row_id)
+                    .values(attempts=outbox.c.attempts + 1, last_error=str(error)[:500])
+                )
+        EVENTS_PUBLISHED.labels(self.service).inc(len(published))
+        if failed:
+            raise RuntimeError(f"{len(failed)} events not acknowledged by JetStream: {failed[0][1]!r}")
+        return len(rows)
+
+    async def _report_pending(self) -> None:
+        outbox = self.db.tables.outbox
+        async with self.db.sessions() as session:
+            pending = await session.scalar(
+                select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+            )
+        OUTBOX_PENDING.labels(self.service).set(pending or 0)
+
+
+Handler = Callable[[UnitOfWork, Msg], Awaitable[None]]
+
+
+class DurableConsumer:
+    """A durable pull consumer whose handler runs at most once per event id.
+
+    The handler's effects and the inbox row commit in one transaction, in the org the event belongs
+    to. A failing event is redelivered with backoff; after `max_deliver` attempts it is parked in
+    the service's `event_dead_letters` table, where an operator can see it and replay it.
+    """
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        bus: EventBus,
+        service: str,
+        name: str,
+        stream: str,
+        subject: str,
+        handler: Handler,
+        max_deliver: int = 5,
+        ack_wait_seconds: float = 30,
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.service = service
+        self.name = name
+        self.stream = stream
+        self.subject = subject
+        self.handler = handler
+        self.max_deliver = max_deliver
+        self.ack_wait_seconds = ack_wait_seconds
+
+    async def run(self) -> None:
+        await self.bus.wait_connected()
+        while True:
+            try:
+                subscription = await self.bus.js.pull_subscribe(
+                    self.subject,
+                    durable=self.name,
+                    stream=self.stream,
+                    config=ConsumerConfig(
+                        ack_policy=AckPolicy.EXPLICIT,
+                        max_deliver=self.max_deliver,
+                        ack_wait=self.ack_wait_seconds,
+                        deliver_policy=DeliverPolicy.ALL,
+                    ),
+                )
+                while True:
+                    try:
+                        messages = await subscription.fetch(batch=50, timeout=1)
+                    except TimeoutError:
+                        continue
+                    for message in messages:
+                        await self.handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # stream missing, NATS reconnecting: try again shortly
+                log.warning("consumer_loop_error", consumer=self.name, error=str(exc))
+                await asyncio.sleep(1)
+
+    async def handle(self, message: Msg) -> None:
+        headers = message.headers or {}
+        event_id = headers.get("ce-id") or headers.get("Nats-Msg-Id") or ""
+        org_id = headers.get("cws-org-id") or None
+        try:
+            async with unit_of_work(self.db, org_id) as uow:
+                inbox = self.db.tables.inbox
+                first_time = await uow.session.scalar(
+                    pg_insert(inbox)
+                    .values(consumer=self.name, event_id=event_id)
+                    .on_conflict_do_nothing()
+                    .returning(inbox.c.event_id)
+                )
+                if first_time:
+                    await self.handler(uow, message)
+            await message.ack()
+        except Exception as exc:
+            deliveries = message.metadata.num_delivered if message.metadata else 1
+            log.warning(
+                "event_handler_failed",
+                consumer=self.name,
+                event_id=event_id,
+                deliveries=deliveries,
+                error=str(exc),
+            )
+            if deliveries >= self.max_deliver:
+                await self._park(message, event_id, org_id, exc, deliveries)
+                await message.ack()
+            else:
+                await message.nak(delay=min(2**deliveries, 60))
+
+    async def _park(
+        self, message: Msg, event_id: str, org_id: str | None, error: Exception, deliveries: int
+    ) -> None:
+        async with self.db.sessions() as session, session.begin():
+            await session.execute(
+                insert(self.db.tables.dead_letters).values(
+                    id=uuid.uuid4(),
+                    consumer=self.name,
+                    event_id=event_id,
+                    subject=message.subject,
+                    payload=message.data,
+                    headers=json.dumps(dict(message.headers or {})),
+                    org_id=uuid.UUID(org_id) if org_id else None,
+                    error=str(error)[:2000],
+                    deliveries=deliveries,
+                )
+            )
+        CONSUMER_DEAD_LETTERS.labels(self.service, self.name).inc()
+
+
+async def replay_dead_letter(db: Database, dead_letter_id: uuid.UUID, handler: Handler) -> None:
+    """Run a parked event's handler again, in its org, marking it replayed in the same transaction."""
+    dead = db.tables.dead_letters
+    async with db.sessions() as session:
+        row = (await session.execute(select(dead).where(dead.c.id == dead_letter_id))).one()
+    message = Msg(_client=None, subject=row.subject, data=row.payload, headers=json.loads(row.headers))  # type: ignore[arg-type]
+    async with unit_of_work(db, row.org_id) as uow:
+        await handler(uow, message)
+        await uow.session.execute(
+            update(dead).where(dead.c.id == dead_letter_id).values(replayed_at=func.now())
+        )
+
+
+async def follow_subject(
+    bus: EventBus, subject: str, since: timedelta, on_message: Callable[[Msg], Awaitable[None]]
+) -> None:
+    """An ordered, ephemeral consumer from `now - since`: for in-memory caches rebuilt at start-up
+    (the gateway's revocation list), where a durable consumer would be wrong."""
+    await bus.wait_connected()
+    while True:
+        try:
+            start = datetime.now(UTC) - since
+            subscription = await bus.js.subscribe(
+                subject,
+                ordered_consumer=True,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start.isoformat()
+                ),
+            )
+            async for message in subscription.messages:
+                await on_message(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # stream not there yet, reconnect: re-subscribe from the window start
+            log.warning("follow_subject_error", subject=subject, error=str(exc))
+            await asyncio.sleep(1)

@@ -1,0 +1,279 @@
+"""Everything a service process needs around its servicer: the grpc.aio server with reflection and
+the standard health service, interceptors (signed context, typed errors, metrics, logs), the ops
+servicer the gateway's /readyz asks, a small HTTP port for /healthz, /readyz and /metrics, the
+outbox relay, readiness that flips health to SERVING only while database, migrations and NATS are
+good, and a graceful stop that turns health NOT_SERVING before draining."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+import uvicorn
+from cws.common.v1 import ops_pb2, ops_pb2_grpc
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from libs.common import context as request_context
+from libs.common import status as rich_status
+from libs.common.db import Database, OutboxTables
+from libs.common.errors import ServiceError
+from libs.common.events import EventBus, OutboxRelay
+from libs.common.logs import configure_logging, get_logger
+from libs.common.readiness import Readiness
+from libs.common.settings import CommonSettings
+
+log = get_logger(__name__)
+
+GRPC_HANDLED = Counter("grpc_server_handled_total", "RPCs completed", ["service", "method", "code"])
+GRPC_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "RPC handling time",
+    ["service", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+UNSIGNED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.", "/cws.common.v1.OpsService/")
+
+
+class ContextInterceptor(grpc.aio.ServerInterceptor):
+    """Verifies the signed request context, makes it current, maps typed errors to status codes
+    with rich details, hides unexpected errors behind INTERNAL, and records metrics and logs."""
+
+    def __init__(self, service: str, secret: str, max_age_seconds: int) -> None:
+        self.service = service
+        self.secret = secret
+        self.max_age_seconds = max_age_seconds
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = details.method
+        needs_context = not method.startswith(UNSIGNED_PREFIXES)
+        inner = handler.unary_unary
+        metadata = details.invocation_metadata
+
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            token = None
+            try:
+                if needs_context:
+                    ctx = request_context.verify_metadata(metadata, self.secret, self.max_age_seconds)
+                    token = request_context.set_current(ctx)
+                    structlog.contextvars.bind_contextvars(
+                        request_id=ctx.request_id, org_id=ctx.org_id, principal=ctx.principal_id
+                    )
+                return await inner(request, context)
+            except ServiceError as error:
+                code = error.grpc_code
+                await context.abort(
+                    error.grpc_code, error.detail, trailing_metadata=rich_status.encode(error)
+                )
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc_failed", method=method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                if token is not None:
+                    request_context.reset_current(token)
+                    structlog.contextvars.unbind_contextvars("request_id", "org_id", "principal")
+                GRPC_HANDLED.labels(self.service, method, code.name).inc()
+                GRPC_SECONDS.labels(self.service, method).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapper,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
+    def __init__(self, service: str, readiness: Readiness) -> None:
+        self.service = service
+        self.readiness = readiness
+
+    async def GetReadiness(
+        self, request: ops_pb2.GetReadinessRequest, context: Any
+    ) -> ops_pb2.GetReadinessResponse:
+        checks = await self.readiness.run()
+        response = ops_pb2.GetReadinessResponse(service=self.service, ok=all(c.ok for c in checks))
+        for check in checks:
+            detail = struct_pb2.Struct()
+            detail.update(check.detail)
+            response.checks.append(
+                ops_pb2.ReadinessCheck(name=check.name, ok=check.ok, ms=check.ms, detail=detail)
+            )
+        return response
+
+
+@dataclass
+class ServiceApp:
+    """One service process. `register` adds the servicers; `background` coroutines (consumers,
+    sweepers) run beside the server and are cancelled on stop."""
+
+    name: str
+    settings: CommonSettings
+    schema: str
+    tables: OutboxTables
+    migrations_dir: Path
+    grpc_port: int
+    http_port: int
+    register: Callable[[grpc.aio.Server, ServiceApp], None]
+    background: list[Callable[[ServiceApp], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    service_names: tuple[str, ...] = ()
+
+    db: Database = field(init=False)
+    bus: EventBus = field(init=False)
+    readiness: Readiness = field(init=False)
+    health: health.aio.HealthServicer = field(init=False)  # type: ignore[name-defined]
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+
+    async def run(self) -> None:
+        configure_logging(self.name, self.settings.log_level)
+        self.db = Database(
+            self.settings.database_url,
+            schema=self.schema,
+            tables=self.tables,
+            pool_size=self.settings.database_pool_size,
+            statement_timeout_ms=self.settings.database_statement_timeout_ms,
+        )
+        self.bus = EventBus(self.settings.nats_url, name=f"cws-{self.name}")
+        self.readiness = Readiness(
+            service=self.name, db=self.db, bus=self.bus, migrations_dir=self.migrations_dir
+        )
+
+        server = grpc.aio.server(
+            interceptors=[
+                ContextInterceptor(
+                    self.name,
+                    self.settings.internal_context_secret,
+                    self.settings.internal_context_max_age_seconds,
+                )
+            ],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(self.name, self.readiness), server)
+        self.register(server, self)
+        reflection.enable_server_reflection(
+            (*self.service_names, "cws.common.v1.OpsService", health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
+        )
+        await self._set_health(False)
+        server.add_insecure_port(f"0.0.0.0:{self.grpc_port}")
+        await server.start()
+
+        http = uvicorn.Server(
+            uvicorn.Config(
+                self._ops_http(),
+                host="0.0.0.0",
+                port=self.http_port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        self._spawn(self.bus.connect(), "nats-connect")
+        self._spawn(self._ensure_stream(), "ensure-stream")
+        self._spawn(OutboxRelay(self.db, self.bus, self.name).run(), "outbox-relay")
+        self._spawn(self._readiness_loop(), "readiness")
+        self._spawn(http.serve(), "ops-http")
+        for make in self.background:
+            self._spawn(make(self), make.__name__)
+        log.info("service_started", grpc_port=self.grpc_port, http_port=self.http_port)
+
+        await stop.wait()
+        log.info("service_stopping")
+        await self._set_health(False)
+        await server.stop(grace=5)
+        http.should_exit = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bus.close()
+        await self.db.dispose()
+        log.info("service_stopped")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _ensure_stream(self) -> None:
+        await self.bus.wait_connected()
+        while True:
+            try:
+                await self.bus.ensure_stream(self.name)
+                return
+            except Exception as exc:  # JetStream not ready yet: keep trying, readiness stays false
+                log.warning("ensure_stream_failed", error=str(exc))
+                await asyncio.sleep(1)
+
+    async def _readiness_loop(self) -> None:
+        while True:
+            checks = await self.readiness.run()
+            await self._set_health(all(c.ok for c in checks))
+            await asyncio.sleep(self.settings.readiness_interval_seconds)
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    def _ops_http(self) -> Starlette:
+        async def healthz(_: Request) -> Response:
+            return JSONResponse({"status": "ok"})
+
+        async def readyz(_: Request) -> Response:
+            checks = await self.readiness.run()
+            ok = all(c.ok for c in checks)
+            body = {
+                "ok": ok,
+                "service": self.name,
+                "checks": [{"name": c.name, "ok": c.ok, "ms": c.ms, "detail": c.detail} for c in checks],
+            }
+            return JSONResponse(body, status_code=200 if ok else 503)
+
+        async def metrics(request: Request) -> Response:
+            token = self.settings.metrics_token
+            if token and request.headers.get("authorization", "") != f"Bearer {token}":
+                return JSONResponse({"detail": "metrics token required"}, status_code=401)
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        return Starlette(
+            routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+        )
+
+
+def main(app: ServiceApp) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(app.run())

@@ -1,0 +1,94 @@
+"""Readiness checks a service runs: its database, its migrations against the code's Alembic head,
+and NATS. The same results feed the gRPC health status, the service's /readyz and the gateway's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from libs.common.db import Database
+from libs.common.events import EventBus
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    ms: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def alembic_head(migrations_dir: Path) -> str:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    return head or ""
+
+
+class Readiness:
+    def __init__(self, *, service: str, db: Database, bus: EventBus, migrations_dir: Path) -> None:
+        self.service = service
+        self.db = db
+        self.bus = bus
+        self.expected_head = alembic_head(migrations_dir)
+        self.last: list[CheckResult] = []
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.last) and all(check.ok for check in self.last)
+
+    async def run(self) -> list[CheckResult]:
+        self.last = list(await asyncio.gather(self._database(), self._migrations(), self._nats()))
+        return self.last
+
+    async def _database(self) -> CheckResult:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(2):
+                async with self.db.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            return CheckResult("db", True, _ms(started), {"message": "database reachable"})
+        except Exception as exc:  # any failure means not ready; the reason is shown to operators
+            return CheckResult(
+                "db", False, _ms(started), {"message": f"database unreachable: {type(exc).__name__}"}
+            )
+
+    async def _migrations(self) -> CheckResult:
+        started = time.perf_counter()
+        current = ""
+        try:
+            async with asyncio.timeout(2):
+                async with self.db.engine.connect() as conn:
+                    current = (
+                        await conn.scalar(text(f'SELECT version_num FROM "{self.db.schema}".alembic_version'))
+                    ) or ""
+        except Exception:  # table missing means nothing migrated yet
+            current = ""
+        in_sync = bool(current) and current == self.expected_head
+        return CheckResult(
+            "migrations",
+            in_sync,
+            _ms(started),
+            {
+                "message": "migrations in sync" if in_sync else "migrations pending",
+                "migrations_current": in_sync,
+                "current_version": current,
+                "expected_head": self.expected_head,
+            },
+        )
+
+    async def _nats(self) -> CheckResult:
+        started = time.perf_counter()
+        ok = self.bus.is_connected
+        return CheckResult("nats", ok, _ms(started), {"message": "connected" if ok else "not connected"})
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)

@@ -1,0 +1,36 @@
+"""python -m services.iam: build settings, wire dependencies, serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from cws.iam.v1 import iam_pb2, iam_pb2_grpc
+
+from libs.common.grpc_server import ServiceApp, main
+from services.iam.grpc_api import IamServicer
+from services.iam.models import SCHEMA, event_tables
+from services.iam.settings import IamSettings
+
+
+def build() -> ServiceApp:
+    settings = IamSettings()
+
+    def register(server: grpc.aio.Server, app: ServiceApp) -> None:
+        iam_pb2_grpc.add_IamServiceServicer_to_server(IamServicer(app.db, settings), server)
+
+    return ServiceApp(
+        name="iam",
+        settings=settings,
+        schema=SCHEMA,
+        tables=event_tables,
+        migrations_dir=Path(__file__).parent / "migrations",
+        grpc_port=settings.iam_grpc_port,
+        http_port=settings.iam_http_port,
+        register=register,
+        service_names=(iam_pb2.DESCRIPTOR.services_by_name["IamService"].full_name,),
+    )
+
+
+if __name__ == "__main__":
+    main(build())

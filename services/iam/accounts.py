@@ -1,0 +1,213 @@
+"""Orgs and users: creating an org with its owner, sign-up, org-scoped user admin, password changes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cws.iam.v1 import events_pb2
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from libs.common.db import Database, UnitOfWork, unit_of_work
+from libs.common.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, invalid
+from services.iam import audit, passwords
+from services.iam.models import ROLES, orgs, users
+from services.iam.sessions import revoke_user_sessions
+
+# An ADMIN manages everyone below OWNER; only an OWNER may create or touch another OWNER.
+MANAGERS = ("OWNER", "ADMIN")
+
+
+def normalise_email(raw: str, field: str = "email") -> str:
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise invalid(field, str(exc)) from exc
+
+
+def check_time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise invalid("time_zone", f"unknown time zone {value!r}") from exc
+    return value
+
+
+@dataclass(frozen=True)
+class CreatedOrg:
+    org_id: uuid.UUID
+    owner_id: uuid.UUID
+
+
+async def create_org_with_owner(
+    db: Database, *, name: str, email: str, password: str, full_name: str = "", time_zone: str = "UTC"
+) -> CreatedOrg:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise invalid("org_name", "must be 1 to 200 characters")
+    email = normalise_email(email)
+    passwords.check_policy(password)
+    check_time_zone(time_zone or "UTC")
+    password_hash = await passwords.hash_password(password)
+    org_id, owner_id = uuid.uuid4(), uuid.uuid4()
+    try:
+        async with unit_of_work(db, org_id) as uow:
+            await uow.session.execute(insert(orgs).values(id=org_id, name=name, time_zone=time_zone or "UTC"))
+            await uow.session.execute(
+                insert(users).values(
+                    id=owner_id,
+                    org_id=org_id,
+                    email=email,
+                    full_name=full_name[:200],
+                    role="OWNER",
+                    password_hash=password_hash,
+                )
+            )
+            uow.add_event(
+                "cws.iam.org.created",
+                events_pb2.OrgCreated(org_id=str(org_id), name=name, owner_user_id=str(owner_id)),
+            )
+            uow.add_event(
+                "cws.iam.user.created",
+                events_pb2.UserCreated(org_id=str(org_id), user_id=str(owner_id), email=email, role="OWNER"),
+            )
+    except IntegrityError as exc:
+        raise Conflict("an account with this email already exists", code="email_taken") from exc
+    return CreatedOrg(org_id, owner_id)
+
+
+def user_view(row: Any) -> dict[str, Any]:
+    return {"id": str(row.id), "email": row.email, "role": row.role, "active": row.active}
+
+
+async def list_users(uow: UnitOfWork, *, limit: int, offset: int) -> tuple[list[Any], int]:
+    rows = (
+        await uow.session.execute(
+            select(users).order_by(users.c.created_at, users.c.id).limit(limit).offset(offset)
+        )
+    ).all()
+    total = await uow.session.scalar(select(func.count()).select_from(users))
+    return list(rows), int(total or 0)
+
+
+async def get_user(uow: UnitOfWork, user_id: str, *, for_update: bool = False) -> Any:
+    try:
+        key = uuid.UUID(user_id)
+    except ValueError as exc:
+        raise invalid("user_id", "must be a UUID") from exc
+    query = select(users).where(users.c.id == key)
+    if for_update:
+        query = query.with_for_update()
+    row = (await uow.session.execute(query)).first()
+    if row is None:
+        raise NotFound("user not found")
+    return row
+
+
+def _check_can_manage(actor_role: str, target_role: str) -> None:
+    if actor_role not in MANAGERS:
+        raise PermissionDenied("only owners and admins manage users", code="forbidden_role")
+    if target_role == "OWNER" and actor_role != "OWNER":
+        raise PermissionDenied("only an owner may manage an owner account", code="forbidden_role")
+
+
+async def create_user(
+    uow: UnitOfWork, *, actor_role: str, email: str, full_name: str, role: str
+) -> tuple[Any, str]:
+    role = role.strip().upper()
+    if role == "ACCOUNTANT":  # the seeds' name for FINANCE
+        role = "FINANCE"
+    if role not in ROLES:
+        raise invalid("role", f"must be one of {', '.join(ROLES)}")
+    _check_can_manage(actor_role, role)
+    email = normalise_email(email)
+    if len(full_name) > 200:
+        raise invalid("full_name", "must be at most 200 characters")
+    temp = passwords.temporary_password()
+    user_id = uuid.uuid4()
+    # Email is unique across all orgs; a clash with another org must not reveal that org, so the
+    # message is the same either way.
+    exists = await uow.session.scalar(text("SELECT count(*) FROM iam.find_login(:email)"), {"email": email})
+    if exists:
+        raise Conflict("an account with this email already exists", code="email_taken")
+    await uow.session.execute(
+        insert(users).values(
+            id=user_id,
+            org_id=uow.org_id,
+            email=email,
+            full_name=full_name,
+            role=role,
+            password_hash=await passwords.hash_password(temp),
+            must_change_password=True,
+        )
+    )
+    row = await get_user(uow, str(user_id))
+    await audit.record(
+        uow, "iam.user.create", resource_type="user", resource_id=str(user_id), after=user_view(row)
+    )
+    uow.add_event(
+        "cws.iam.user.created",
+        events_pb2.UserCreated(org_id=str(uow.org_id), user_id=str(user_id), email=email, role=role),
+    )
+    return row, temp
+
+
+async def reset_password(uow: UnitOfWork, *, actor_role: str, user_id: str) -> tuple[Any, str]:
+    target = await get_user(uow, user_id, for_update=True)
+    _check_can_manage(actor_role, target.role)
+    temp = passwords.temporary_password()
+    await uow.session.execute(
+        update(users)
+        .where(users.c.id == target.id)
+        .values(
+            password_hash=await passwords.hash_password(temp),
+            must_change_password=True,
+            failed_login_count=0,
+            locked_until=None,
+            updated_at=func.now(),
+        )
+    )
+    await revoke_user_sessions(uow, target.id, reason="password_reset")
+    await audit.record(uow, "iam.user.reset_password", resource_type="user", resource_id=str(target.id))
+    uow.add_event(
+        "cws.iam.user.password_reset",
+        events_pb2.UserPasswordReset(org_id=str(uow.org_id), user_id=str(target.id), email=target.email),
+    )
+    return await get_user(uow, user_id), temp
+
+
+async def logout_user(uow: UnitOfWork, *, actor_role: str, user_id: str) -> int:
+    target = await get_user(uow, user_id)
+    _check_can_manage(actor_role, target.role)
+    revoked = await revoke_user_sessions(uow, target.id, reason="admin_logout")
+    await audit.record(
+        uow,
+        "iam.user.logout",
+        resource_type="user",
+        resource_id=str(target.id),
+        after={"revoked_sessions": revoked},
+    )
+    return revoked
+
+
+async def change_password(uow: UnitOfWork, *, user_id: str, session_id: str, current: str, new: str) -> None:
+    user = await get_user(uow, user_id, for_update=True)
+    if not await passwords.verify_password(user.password_hash, current):
+        raise Unauthenticated("current password is wrong", code="invalid_credentials")
+    passwords.check_policy(new, "new_password")
+    if current == new:
+        raise invalid("new_password", "must differ from the current password")
+    await uow.session.execute(
+        update(users)
+        .where(users.c.id == user.id)
+        .values(
+            password_hash=await passwords.hash_password(new),
+            must_change_password=False,
+            updated_at=func.now(),
+        )
+    )
+    await revoke_user_sessions(uow, user.id, reason="password_changed", keep_session=session_id)

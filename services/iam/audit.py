@@ -1,0 +1,64 @@
+"""admin_audit_logs: every admin write, every break-glass start and every write under break-glass,
+written in the same transaction as the change it records."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from cws.common.v1 import context_pb2
+from sqlalchemy import insert, select
+
+from libs.common import context as request_context
+from libs.common.db import UnitOfWork
+from services.iam.models import admin_audit_logs
+
+AUTH_METHOD_NAMES = {
+    context_pb2.AUTH_METHOD_JWT: "jwt",
+    context_pb2.AUTH_METHOD_BASIC: "basic",
+    context_pb2.AUTH_METHOD_ANONYMOUS: "anonymous",
+    context_pb2.AUTH_METHOD_CLIENT_PORTAL: "client",
+    context_pb2.AUTH_METHOD_WORKER_PORTAL: "worker",
+}
+
+
+async def record(
+    uow: UnitOfWork,
+    action: str,
+    *,
+    resource_type: str = "",
+    resource_id: str = "",
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    break_glass_reason: str | None = None,
+    break_glass_session_id: str | None = None,
+) -> None:
+    ctx = request_context.current()
+    assert uow.org_id is not None, "audit rows belong to an org"
+    reason = break_glass_reason or (ctx.break_glass_reason if ctx.break_glass else None)
+    bg_session = break_glass_session_id or (ctx.break_glass_session_id if ctx.break_glass else None)
+    await uow.session.execute(
+        insert(admin_audit_logs).values(
+            id=uuid.uuid4(),
+            org_id=uow.org_id,
+            actor=request_context.actor_label(ctx),
+            role=ctx.role,
+            auth_method=AUTH_METHOD_NAMES.get(ctx.auth_method, ""),
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            before=before,
+            after=after,
+            request_id=ctx.request_id,
+            client_ip=ctx.client_ip,
+            break_glass_session_id=uuid.UUID(bg_session) if bg_session else None,
+            break_glass_reason=reason,
+        )
+    )
+
+
+async def list_entries(uow: UnitOfWork, *, limit: int, offset: int, action: str = "") -> list[Any]:
+    query = select(admin_audit_logs).order_by(admin_audit_logs.c.created_at.desc(), admin_audit_logs.c.id)
+    if action:
+        query = query.where(admin_audit_logs.c.action == action)
+    return list((await uow.session.execute(query.limit(limit).offset(offset))).all())

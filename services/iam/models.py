@@ -1,0 +1,128 @@
+"""Tables of the iam schema. Every tenant table has org_id and a forced RLS policy (migration 0001)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from libs.common.db import service_metadata
+
+SCHEMA = "iam"
+metadata, event_tables = service_metadata(SCHEMA)
+
+ROLES = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), ForeignKey("iam.orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("full_name", String(200), nullable=False, server_default=""),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("must_change_password", Boolean, nullable=False, server_default=text("false")),
+    Column("totp_secret_enc", Text, nullable=True),
+    Column("totp_enabled", Boolean, nullable=False, server_default=text("false")),
+    # The last accepted TOTP time step: a code is accepted only for a later step (RFC 6238 §5.2).
+    Column("totp_last_step", BigInteger, nullable=False, server_default="0"),
+    Column("failed_login_count", Integer, nullable=False, server_default="0"),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"role IN {ROLES!r}", name="role_known"),
+    Index("uq_users_email_lower", text("lower(email)"), unique=True),
+    Index("ix_users_org_id", "org_id"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("user_id", UUID(as_uuid=True), ForeignKey("iam.users.id", ondelete="CASCADE"), nullable=False),
+    Column("mfa_verified", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_used_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_reason", String(100), nullable=True),
+    Column("client_ip", String(64), nullable=False, server_default=""),
+    Index("ix_sessions_org_user", "org_id", "user_id"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column(
+        "session_id", UUID(as_uuid=True), ForeignKey("iam.sessions.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Index("ix_refresh_tokens_session", "session_id"),
+)
+
+break_glass_sessions = Table(
+    "break_glass_sessions",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+admin_audit_logs = Table(
+    "admin_audit_logs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("role", String(20), nullable=False, server_default=""),
+    Column("auth_method", String(20), nullable=False, server_default=""),
+    Column("action", String(100), nullable=False),
+    Column("resource_type", String(100), nullable=False, server_default=""),
+    Column("resource_id", String(100), nullable=False, server_default=""),
+    Column("before", JSONB, nullable=True),
+    Column("after", JSONB, nullable=True),
+    Column("request_id", String(100), nullable=False, server_default=""),
+    Column("client_ip", String(64), nullable=False, server_default=""),
+    Column("break_glass_session_id", UUID(as_uuid=True), nullable=True),
+    Column("break_glass_reason", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_admin_audit_logs_org_created", "org_id", "created_at"),
+)
+
+TENANT_TABLES = ("users", "sessions", "refresh_tokens", "break_glass_sessions", "admin_audit_logs")

