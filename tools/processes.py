@@ -87,13 +87,21 @@ class ServiceProc(Proc):
         return self
 
 
-def service_proc(name: str, env: dict[str, str], log_dir: Path, grpc_port: int = 0, http_port: int = 0) -> ServiceProc:
+def service_proc(
+    name: str, env: dict[str, str], log_dir: Path, grpc_port: int = 0, http_port: int = 0
+) -> ServiceProc:
     grpc_port = grpc_port or free_port()
     http_port = http_port or free_port()
     upper = name.upper()
     full_env = {**env, f"{upper}_GRPC_PORT": str(grpc_port), f"{upper}_HTTP_PORT": str(http_port)}
-    return ServiceProc(name=name, args=["-m", f"services.{name}"], env=full_env, log_path=log_dir / f"{name}.log",
-                       grpc_port=grpc_port, http_port=http_port)
+    return ServiceProc(
+        name=name,
+        args=["-m", f"services.{name}"],
+        env=full_env,
+        log_path=log_dir / f"{name}.log",
+        grpc_port=grpc_port,
+        http_port=http_port,
+    )
 
 
 @dataclass
@@ -119,8 +127,13 @@ class GatewayProc(Proc):
 
 def gateway_proc(env: dict[str, str], log_dir: Path, port: int = 0, label: str = "gateway") -> GatewayProc:
     port = port or free_port()
-    return GatewayProc(name=label, args=["-m", "gateway"], env={**env, "GATEWAY_PORT": str(port)},
-                       log_path=log_dir / f"{label}.log", port=port)
+    return GatewayProc(
+        name=label,
+        args=["-m", "gateway"],
+        env={**env, "GATEWAY_PORT": str(port)},
+        log_path=log_dir / f"{label}.log",
+        port=port,
+    )
 
 
 def wait_until(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:

@@ -17,7 +17,7 @@ def run_migrations(metadata: MetaData) -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url, "sqlalchemy.url is set by libs.common.migrate"
 
-    def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    def include_name(name: str | None, type_: Any, parent_names: Any) -> bool:
         if type_ == "schema":
             return name == schema
         return True

@@ -15,12 +15,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from cws.common.v1 import context_pb2
+from cws.common.v1.context_pb2 import AuthMethod, RequestContext
 
 from libs.common.errors import PermissionDenied, Unauthenticated
 
-RequestContext = context_pb2.RequestContext
-AuthMethod = context_pb2.AuthMethod
+__all__ = ["AuthMethod", "RequestContext"]
 
 CONTEXT_KEY = "cws-context-bin"
 SIGNATURE_KEY = "cws-context-sig"

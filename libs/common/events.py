@@ -96,14 +96,18 @@ class EventBus:
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
         )
         try:
-            await self.js.stream_info(config.name)
+            await self.js.stream_info(stream_name(service))
             await self.js.update_stream(config)
         except NotFoundError:
             await self.js.add_stream(config)
 
     async def close(self) -> None:
-        if self.nc is not None and not self.nc.is_closed:
+        if self.nc is None or self.nc.is_closed:
+            return
+        try:
             await self.nc.drain()
+        except Exception:  # NATS unreachable at shutdown: nothing left to flush, just close
+            await self.nc.close()
 
 
 def event_headers(
@@ -372,7 +376,7 @@ async def follow_subject(
                 subject,
                 ordered_consumer=True,
                 config=ConsumerConfig(
-                    deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start.isoformat()
+                    deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start
                 ),
             )
             async for message in subscription.messages:

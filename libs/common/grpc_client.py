@@ -54,4 +54,4 @@ class ServiceClient:
         )
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(grace=None)

@@ -83,7 +83,7 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
                     structlog.contextvars.bind_contextvars(
                         request_id=ctx.request_id, org_id=ctx.org_id, principal=ctx.principal_id
                     )
-                return await inner(request, context)
+                return await inner(request, context)  # type: ignore[arg-type]
             except ServiceError as error:
                 code = error.grpc_code
                 await context.abort(

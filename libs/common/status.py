@@ -49,7 +49,8 @@ class DecodedError:
 
 def decode(error: grpc.aio.AioRpcError) -> DecodedError:
     decoded = DecodedError(code=error.code(), detail=error.details() or "")
-    for key, value in error.trailing_metadata() or ():
+    for item in error.trailing_metadata() or ():
+        key, value = item.key, item.value  # type: ignore[attr-defined]
         if key != DETAILS_KEY or not isinstance(value, bytes):
             continue
         status = status_pb2.Status.FromString(value)

@@ -1,0 +1,58 @@
+# The two commands a newcomer needs: `make dev` and `make test`. Both create the environment first.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := .run/uv/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: bootstrap dev test proto proto-check migrate lint up down bench clean
+
+bootstrap: $(VENV)/.synced
+
+$(UV):
+	$(PYTHON) -m venv .run/uv
+	.run/uv/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+dev: bootstrap
+	$(PY) -m tools.dev
+
+test: bootstrap
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+proto: bootstrap
+	$(PY) -m tools.proto
+
+proto-check: bootstrap
+	$(PY) -m tools.proto --check
+
+migrate: bootstrap
+	$(PY) -m libs.common.migrate
+
+tools/buf/node_modules/.bin/buf: tools/buf/package.json
+	cd tools/buf && npm install --no-audit --no-fund --silent
+	@touch $@
+
+lint: bootstrap tools/buf/node_modules/.bin/buf
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy libs/common gateway
+	$(VENV)/bin/lint-imports
+	cd proto && ../tools/buf/node_modules/.bin/buf lint
+	$(PY) -m tools.proto --check
+	@if docker compose version >/dev/null 2>&1; then docker compose -f docker-compose.yml config -q && echo "compose file valid"; \
+	else echo "docker compose not installed: compose file not validated"; fi
+
+up:
+	docker compose up --build
+
+down:
+	docker compose down
+
+clean:
+	rm -rf .run/logs .run/pg .run/nats .run/*.port

@@ -1,0 +1,1 @@
+"""The billing service: its home, filled in by its own issue (see ARCHITECTURE.md)."""

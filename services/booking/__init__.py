@@ -1,0 +1,1 @@
+"""The booking service: its home, filled in by its own issue (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""The notify service: its home, filled in by its own issue (see ARCHITECTURE.md)."""

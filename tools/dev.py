@@ -1,0 +1,154 @@
+"""`make dev`: the whole suite on one machine, no Docker.
+
+Uses DATABASE_URL / NATS_URL / REDIS_URL where given; otherwise starts Postgres and nats-server from
+their wheels under .run/ (kept between runs, so a second `make dev` finds its data). Migrates, seeds
+a demo org with an owner, starts every process, prints how to log in, and stops everything on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import psycopg
+
+from libs.common.migrate import migrate
+from tools.devstack import RUN_DIR, EmbeddedPostgres, NatsServer, ensure_database, with_user
+from tools.processes import DEV_SECRETS, Proc, gateway_proc, service_proc
+
+SERVICES = ("iam",)
+DEFAULT_OWNER_EMAIL = "owner@example.com"
+DEFAULT_OWNER_PASSWORD = "Demo-owner-password-1"
+DEFAULT_BASIC_PASSWORD = "Demo-admin-basic-password-1"
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, "") or default
+
+
+async def _seed_demo_org(app_url: str, email: str, password: str) -> str:
+    from libs.common.db import Database
+    from libs.common.errors import Conflict
+    from services.iam.accounts import create_org_with_owner
+    from services.iam.models import SCHEMA, event_tables
+
+    db = Database(app_url, schema=SCHEMA, tables=event_tables, pool_size=1)
+    try:
+        created = await create_org_with_owner(db, name="Demo Cleaning Co", email=email, password=password)
+        return str(created.org_id)
+    except Conflict:
+        return ""
+    finally:
+        await db.dispose()
+
+
+def _existing_org(admin_url: str, email: str) -> str:
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute("SELECT org_id FROM iam.users WHERE lower(email) = lower(%s)", (email,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def main() -> int:
+    RUN_DIR.mkdir(exist_ok=True)
+    started: list[EmbeddedPostgres | NatsServer] = []
+
+    database_url = _env("DATABASE_URL")
+    if database_url:
+        app_url = database_url
+        migrations_url = _env("MIGRATIONS_DATABASE_URL", database_url)
+    else:
+        pg = EmbeddedPostgres(RUN_DIR / "pg" / "data").start()
+        started.append(pg)
+        migrations_url = ensure_database(pg.admin_url, "cws")
+        app_url = with_user(migrations_url, "cws_app")
+        print(f"postgres: embedded, {pg.admin_url.rsplit('/', 1)[0]}/cws (data in .run/pg)")
+
+    nats_url = _env("NATS_URL")
+    if not nats_url:
+        port_file = RUN_DIR / "nats.port"
+        port = int(port_file.read_text()) if port_file.exists() else 0
+        nats = NatsServer(RUN_DIR / "nats" / "js", port=port).start()
+        port_file.write_text(str(nats.port))
+        started.append(nats)
+        nats_url = nats.url
+        print(f"nats: embedded, {nats_url} (JetStream store in .run/nats)")
+
+    migrate(migrations_url, "cws_app", os.environ.get("DATABASE_APP_PASSWORD"))
+    owner_email = _env("DEV_OWNER_EMAIL", DEFAULT_OWNER_EMAIL)
+    owner_password = _env("DEV_OWNER_PASSWORD", DEFAULT_OWNER_PASSWORD)
+    org_id = asyncio.run(_seed_demo_org(app_url, owner_email, owner_password)) or _existing_org(
+        migrations_url, owner_email
+    )
+
+    env = {
+        **{k: _env(k, v) for k, v in DEV_SECRETS.items()},
+        "APP_ENV": _env("APP_ENV", "dev"),
+        "DATABASE_URL": app_url,
+        "NATS_URL": nats_url,
+        "REDIS_URL": _env("REDIS_URL"),
+        "DEFAULT_ORG_ID": _env("DEFAULT_ORG_ID", org_id),
+        "ADMIN_BASIC_USERNAME": _env("ADMIN_BASIC_USERNAME", "admin"),
+        "ADMIN_BASIC_PASSWORD": _env("ADMIN_BASIC_PASSWORD", DEFAULT_BASIC_PASSWORD),
+        "OWNER_BASIC_USERNAME": _env("OWNER_BASIC_USERNAME", "owner"),
+        "OWNER_BASIC_PASSWORD": _env("OWNER_BASIC_PASSWORD", DEFAULT_BASIC_PASSWORD),
+    }
+    log_dir = RUN_DIR / "logs"
+    services = [
+        service_proc(
+            name,
+            env,
+            log_dir,
+            grpc_port=int(_env(f"{name.upper()}_GRPC_PORT", str(50051 + i))),
+            http_port=int(_env(f"{name.upper()}_HTTP_PORT", str(8101 + i))),
+        )
+        for i, name in enumerate(SERVICES)
+    ]
+    gateway_env = {**env, **{f"{s.name.upper()}_GRPC_TARGET": s.target for s in services}}
+    gateway = gateway_proc(gateway_env, log_dir, port=int(_env("GATEWAY_PORT", "8000")))
+    processes: list[Proc] = [*services, gateway]
+
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for proc in services:
+            proc.start()
+        for proc in services:
+            proc.wait_ready()
+        gateway.start().wait_ready()
+        print(
+            f"""
+CleanWithSnapshot suite is running (logs in .run/logs/).
+  gateway:  {gateway.url}   (OpenAPI: {gateway.url}/docs)
+  demo org: {org_id}
+  log in:   curl -s -X POST {gateway.url}/v1/auth/login -H 'Content-Type: application/json' \\
+              -d '{{"email":"{owner_email}","password":"{owner_password}"}}'
+  basic:    curl -i -u 'admin:{env["ADMIN_BASIC_PASSWORD"]}' {gateway.url}/v1/admin/profile
+Press Ctrl-C to stop.""",
+            flush=True,
+        )
+        while not stopping:
+            for proc in processes:
+                if not proc.alive:
+                    print(f"{proc.name} exited; last log lines:\n{proc.tail()}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("stopping...", flush=True)
+        for proc in reversed(processes):
+            proc.stop()
+        for server in reversed(started):
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
