@@ -53,7 +53,8 @@ RATE_LIMIT_ERRORS = Counter("rate_limit_backend_errors_total", "Rate limiter sto
 
 ADMIN_PREFIXES = ("/v1/admin/", "/v1/iam/")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/metrics"})
+METRICS_PATHS = frozenset({"/metrics", "/v1/metrics"})
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", *METRICS_PATHS})
 LOGIN_PATHS = frozenset({"/v1/auth/login", "/v1/auth/signup", "/v1/auth/refresh", "/v1/auth/2fa/verify"})
 # Starting break-glass is itself how writes are re-enabled during read-only mode.
 READ_ONLY_EXEMPT = frozenset({"/v1/admin/break-glass/start"})
@@ -125,10 +126,13 @@ class MetricsMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
+            elapsed = time.perf_counter() - started
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
+            HTTP_DURATION.labels(method, route).observe(elapsed)
             if status >= 500:
                 HTTP_5XX.labels(method, route).inc()
+            # One access line per request; request id, org and principal come from contextvars.
+            log.info("http_request", method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
 
 
 class ClientIpMiddleware:
@@ -239,6 +243,13 @@ class BodyLimitMiddleware:
                 )
             if int(length) > self.max_bytes:
                 return await send_problem(scope, receive, send, too_large)
+        else:
+            # No Content-Length (chunked): read up to the limit before the app runs, because an
+            # error raised inside the app's body parsing would turn into FastAPI's generic 400.
+            buffered = await self._buffer(scope, receive, send, too_large)
+            if buffered is None:
+                return None
+            receive = buffered
         seen = 0
 
         async def counting_receive() -> Message:
@@ -251,6 +262,29 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+    async def _buffer(
+        self, scope: Scope, receive: Receive, send: Send, too_large: ProblemError
+    ) -> Receive | None:
+        """The whole body, replayed to the app; None when it was too large (413 already sent)."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await send_problem(scope, receive, send, too_large)
+                return None
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        return replay
 
 
 class AdminAllowlistMiddleware:
@@ -281,7 +315,8 @@ class AuthMiddleware:
         self.revoked = revoked
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # Metrics carry their own bearer (METRICS_TOKEN), checked by the route; it is not a JWT.
+        if scope["type"] != "http" or scope.get("path", "") in METRICS_PATHS:
             return await self.app(scope, receive, send)
         try:
             principal = self.resolve(Headers(scope=scope), scope.get("path", ""))

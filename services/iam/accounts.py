@@ -134,17 +134,23 @@ async def create_user(
     exists = await uow.session.scalar(text("SELECT count(*) FROM iam.find_login(:email)"), {"email": email})
     if exists:
         raise Conflict("an account with this email already exists", code="email_taken")
-    await uow.session.execute(
-        insert(users).values(
-            id=user_id,
-            org_id=uow.org_id,
-            email=email,
-            full_name=full_name,
-            role=role,
-            password_hash=await passwords.hash_password(temp),
-            must_change_password=True,
+    try:
+        await uow.session.execute(
+            insert(users).values(
+                id=user_id,
+                org_id=uow.org_id,
+                email=email,
+                full_name=full_name,
+                role=role,
+                password_hash=await passwords.hash_password(temp),
+                must_change_password=True,
+            )
         )
-    )
+    except IntegrityError as exc:
+        # A concurrent create of the same email passed the check above too; the unique index decides.
+        if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) != "uq_users_email_lower":
+            raise
+        raise Conflict("an account with this email already exists", code="email_taken") from exc
     row = await get_user(uow, str(user_id))
     await audit.record(
         uow, "iam.user.create", resource_type="user", resource_id=str(user_id), after=user_view(row)

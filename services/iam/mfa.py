@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from cws.iam.v1 import events_pb2
@@ -75,7 +74,3 @@ async def disable(uow: UnitOfWork, *, actor_role: str, target_user_id: str) -> i
         events_pb2.MfaChanged(org_id=str(uow.org_id), user_id=str(user.id), enabled=False),
     )
     return revoked
-
-
-def parse_user_id(value: str) -> str:
-    return str(uuid.UUID(value))

@@ -41,7 +41,8 @@ def provisioning_uri(secret: str, email: str, issuer: str) -> str:
 def matching_step(secret: str, code: str, last_step: int, now: float | None = None) -> int | None:
     """The time step the code belongs to, if it is valid and newer than `last_step`."""
     code = (code or "").strip()
-    if len(code) != 6 or not code.isdigit():
+    # isascii: str.isdigit() also accepts other scripts' digits, which hmac.compare_digest rejects.
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret)
     current = int((now if now is not None else time.time()) // STEP_SECONDS)
