@@ -11,6 +11,7 @@ from fastapi.responses import ORJSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.problems import ProblemError
+from gateway.settings import constant_time_equals
 
 router = APIRouter(tags=["health"])
 
@@ -123,7 +124,7 @@ def _metrics(request: Request) -> Response:
         raise ProblemError(404, "not_found", "metrics are disabled (METRICS_ENABLED=false)")
     if settings.metrics_token:
         header = request.headers.get("authorization", "")
-        if header != f"Bearer {settings.metrics_token}":
+        if not constant_time_equals(header, f"Bearer {settings.metrics_token}"):
             raise ProblemError(
                 401,
                 "unauthenticated",
