@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
 from sqlalchemy import (
@@ -175,9 +175,11 @@ class UnitOfWork:
                     "payload": event.message.SerializeToString(),
                     "org_id": event.org_id,
                     "request_id": request_id,
-                    "created_at": now,
+                    # The relay publishes in (created_at, id) order and ids are random: a microsecond
+                    # apart keeps one unit's events in the order they were raised.
+                    "created_at": now + timedelta(microseconds=position),
                 }
-                for event in self.events
+                for position, event in enumerate(self.events)
             ],
         )
         # Delivered to LISTENers only when this transaction commits, which is exactly when the

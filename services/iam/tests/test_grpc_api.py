@@ -1,0 +1,654 @@
+"""IAM through its gRPC API: the real process, a real database, contexts signed as the gateway does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import grpc
+import jwt
+import psycopg
+import pytest
+from cws.common.v1 import ops_pb2, ops_pb2_grpc
+from cws.iam.v1 import iam_pb2, iam_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from libs.common import context as request_context
+from libs.common import status as rich_status
+from libs.common.tokens import decode_access
+from tools.processes import DEV_SECRETS
+
+SECRET = DEV_SECRETS["INTERNAL_CONTEXT_SECRET"]
+JWT = request_context.AuthMethod.Value("AUTH_METHOD_JWT")
+ANONYMOUS = request_context.AuthMethod.Value("AUTH_METHOD_ANONYMOUS")
+Code = grpc.StatusCode
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def make_ctx(
+    org_id: str = "",
+    principal_id: str = "",
+    role: str = "",
+    auth_method: int = JWT,
+    **fields: Any,
+) -> request_context.RequestContext:
+    return request_context.RequestContext(
+        org_id=org_id,
+        principal_id=principal_id,
+        role=role,
+        auth_method=auth_method,  # type: ignore[arg-type]
+        request_id=fields.pop("request_id", f"test-{uuid.uuid4().hex[:12]}"),
+        session_id=fields.pop("session_id", str(uuid.uuid4()) if principal_id else ""),
+        **fields,
+    )
+
+
+def signed(ctx: request_context.RequestContext, secret: str = SECRET) -> tuple[tuple[str, Any], ...]:
+    return request_context.signed_metadata(ctx, secret)
+
+
+def as_role(org: Any, role: str = "OWNER", principal_id: str | None = None) -> tuple[tuple[str, Any], ...]:
+    principal = principal_id or (org.owner_id if role == "OWNER" else str(uuid.uuid4()))
+    return signed(make_ctx(org.org_id, principal, role))
+
+
+def anonymous() -> tuple[tuple[str, Any], ...]:
+    return signed(make_ctx(auth_method=ANONYMOUS, client_ip="203.0.113.9"))
+
+
+async def rpc_error(call: Awaitable[Any], code: grpc.StatusCode) -> rich_status.DecodedError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() == code, f"{raised.value.code()}: {raised.value.details()}"
+    return rich_status.decode(raised.value)
+
+
+async def admin_sql(stack: Any, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(stack.admin_url, autocommit=True) as conn:
+        cursor = await conn.execute(statement, params)
+        return await cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture
+async def channel(iam: Any) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(iam.target) as opened:
+        yield opened
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> iam_pb2_grpc.IamServiceStub:
+    return iam_pb2_grpc.IamServiceStub(channel)
+
+
+# --- signed context -------------------------------------------------------------------------
+
+
+async def test_call_without_context_is_unauthenticated(stub: Any) -> None:
+    error = await rpc_error(stub.ListUsers(iam_pb2.ListUsersRequest()), Code.UNAUTHENTICATED)
+    assert error.reason == "context_missing"
+    error = await rpc_error(
+        stub.Login(iam_pb2.LoginRequest(email="a@example.com", password="x")), Code.UNAUTHENTICATED
+    )
+    assert error.reason == "context_missing"
+
+
+async def test_context_signed_with_another_secret_is_unauthenticated(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    metadata = signed(make_ctx(org.org_id, org.owner_id, "OWNER"), secret=SECRET + "-not-the-gateway")
+    error = await rpc_error(
+        stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=metadata), Code.UNAUTHENTICATED
+    )
+    assert error.reason == "context_forged"
+
+
+async def test_context_altered_after_signing_is_unauthenticated(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    genuine = dict(signed(make_ctx(org.org_id, str(uuid.uuid4()), "VIEWER")))
+    escalated = request_context.RequestContext.FromString(genuine[request_context.CONTEXT_KEY])
+    escalated.role = "OWNER"
+    metadata = (
+        (request_context.CONTEXT_KEY, escalated.SerializeToString()),
+        (request_context.SIGNATURE_KEY, genuine[request_context.SIGNATURE_KEY]),
+    )
+    error = await rpc_error(
+        stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=metadata), Code.UNAUTHENTICATED
+    )
+    assert error.reason == "context_forged"
+    # A signature alone, without the context it signed, is not a context.
+    only_signature = ((request_context.SIGNATURE_KEY, genuine[request_context.SIGNATURE_KEY]),)
+    await rpc_error(stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=only_signature), Code.UNAUTHENTICATED)
+
+
+def hand_signed(ctx: request_context.RequestContext, issued_at_ms: int) -> tuple[tuple[str, Any], ...]:
+    ctx.issued_at_unix_ms = issued_at_ms
+    payload = ctx.SerializeToString()
+    return (
+        (request_context.CONTEXT_KEY, payload),
+        (request_context.SIGNATURE_KEY, request_context._sign(payload, SECRET)),
+    )
+
+
+async def test_stale_context_is_unauthenticated(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    now_ms = int(time.time() * 1000)
+    fresh = hand_signed(make_ctx(org.org_id, org.owner_id, "OWNER"), now_ms - 5_000)
+    assert (await stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=fresh)).total == 1
+    for issued_at in (now_ms - 121_000, now_ms - 3_600_000, now_ms + 120_000):
+        stale = hand_signed(make_ctx(org.org_id, org.owner_id, "OWNER"), issued_at)
+        error = await rpc_error(
+            stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=stale), Code.UNAUTHENTICATED
+        )
+        assert error.reason == "context_stale"
+
+
+# --- health, reflection, readiness ----------------------------------------------------------
+
+
+async def test_grpc_health_reports_serving(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "cws.iam.v1.IamService"):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+    await rpc_error(
+        health.Check(health_pb2.HealthCheckRequest(service="cws.nope.v1.Nope"), timeout=5), Code.NOT_FOUND
+    )
+
+
+async def test_reflection_lists_iam_service(channel: grpc.aio.Channel) -> None:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="cws.iam.v1.IamService"),
+    ]
+    responses = [r async for r in reflection.ServerReflectionInfo(iter(requests), timeout=5)]
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert {"cws.iam.v1.IamService", "cws.common.v1.OpsService", "grpc.health.v1.Health"} <= names
+    assert responses[1].file_descriptor_response.file_descriptor_proto, "the IAM descriptor is served"
+
+
+async def test_ops_readiness_reports_db_migrations_and_nats_ok(channel: grpc.aio.Channel) -> None:
+    ops = ops_pb2_grpc.OpsServiceStub(channel)
+    response = await ops.GetReadiness(ops_pb2.GetReadinessRequest(), timeout=5)
+    assert response.service == "iam"
+    assert response.ok
+    checks = {c.name: c for c in response.checks}
+    assert set(checks) == {"db", "migrations", "nats"}
+    assert all(c.ok for c in checks.values()), checks
+    assert checks["migrations"].detail["current_version"] == checks["migrations"].detail["expected_head"]
+
+
+# --- login ----------------------------------------------------------------------------------
+
+
+async def test_login_returns_tokens(stub: Any, stack: Any, make_org: Any) -> None:
+    org = await make_org()
+    response = await stub.Login(
+        iam_pb2.LoginRequest(email=f"  {org.owner_email.upper()} ", password=org.owner_password),
+        metadata=anonymous(),
+    )
+    tokens = response.tokens
+    assert tokens.token_type == "bearer"
+    assert (tokens.org_id, tokens.user_id, tokens.role) == (org.org_id, org.owner_id, "OWNER")
+    assert tokens.refresh_token.startswith(f"rt.{org.org_id}.")
+    assert 0 < tokens.expires_in <= 15 * 60
+    claims = decode_access(tokens.access_token, DEV_SECRETS["AUTH_SECRET_KEY"])
+    assert (claims.org_id, claims.user_id, claims.role) == (org.org_id, org.owner_id, "OWNER")
+    rows = await admin_sql(
+        stack, "SELECT org_id::text, client_ip FROM iam.sessions WHERE id = %s", (claims.session_id,)
+    )
+    assert rows == [(org.org_id, "203.0.113.9")]
+
+
+async def test_login_wrong_password_and_unknown_email_look_the_same(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    wrong = await rpc_error(
+        stub.Login(
+            iam_pb2.LoginRequest(email=org.owner_email, password="Wrong-password-123"), metadata=anonymous()
+        ),
+        Code.UNAUTHENTICATED,
+    )
+    unknown = await rpc_error(
+        stub.Login(
+            iam_pb2.LoginRequest(
+                email=f"nobody-{uuid.uuid4().hex}@example.com", password="Wrong-password-123"
+            ),
+            metadata=anonymous(),
+        ),
+        Code.UNAUTHENTICATED,
+    )
+    assert (
+        (wrong.reason, wrong.detail)
+        == (unknown.reason, unknown.detail)
+        == (
+            "invalid_credentials",
+            "email or password is wrong",
+        )
+    )
+
+
+async def test_login_locked_after_100_consecutive_failures(stub: Any, stack: Any, make_org: Any) -> None:
+    org = await make_org()
+    await admin_sql(
+        stack,
+        "UPDATE iam.users SET failed_login_count = 99, locked_until = NULL WHERE id = %s",
+        (org.owner_id,),
+    )
+    failure = await rpc_error(
+        stub.Login(
+            iam_pb2.LoginRequest(email=org.owner_email, password="Wrong-password-123"), metadata=anonymous()
+        ),
+        Code.UNAUTHENTICATED,
+    )
+    assert failure.reason == "invalid_credentials"
+    assert await admin_sql(
+        stack, "SELECT failed_login_count FROM iam.users WHERE id = %s", (org.owner_id,)
+    ) == [(100,)]
+    for _ in range(2):  # and it stays locked: the right password does not reset the count
+        locked = await rpc_error(
+            stub.Login(
+                iam_pb2.LoginRequest(email=org.owner_email, password=org.owner_password), metadata=anonymous()
+            ),
+            Code.RESOURCE_EXHAUSTED,
+        )
+        assert locked.reason == "account_locked"
+    # Even once the throttle delay has passed, only a reset unlocks the account.
+    await admin_sql(
+        stack, "UPDATE iam.users SET locked_until = now() - interval '1 hour' WHERE id = %s", (org.owner_id,)
+    )
+    locked = await rpc_error(
+        stub.Login(
+            iam_pb2.LoginRequest(email=org.owner_email, password=org.owner_password), metadata=anonymous()
+        ),
+        Code.RESOURCE_EXHAUSTED,
+    )
+    assert locked.reason == "account_locked"
+
+
+async def test_locked_user_is_unlocked_by_an_admin_reset(stub: Any, stack: Any, make_org: Any) -> None:
+    org = await make_org()
+    email = f"dispatcher-{uuid.uuid4().hex[:10]}@example.com"
+    created = await stub.CreateUser(
+        iam_pb2.CreateUserRequest(email=email, full_name="D", role="DISPATCHER"), metadata=as_role(org)
+    )
+    await admin_sql(stack, "UPDATE iam.users SET failed_login_count = 100 WHERE id = %s", (created.user.id,))
+    await rpc_error(
+        stub.Login(iam_pb2.LoginRequest(email=email, password=created.temp_password), metadata=anonymous()),
+        Code.RESOURCE_EXHAUSTED,
+    )
+    reset = await stub.ResetUserPassword(
+        iam_pb2.ResetUserPasswordRequest(user_id=created.user.id), metadata=as_role(org, "ADMIN")
+    )
+    assert reset.temp_password and reset.temp_password != created.temp_password
+    tokens = (
+        await stub.Login(
+            iam_pb2.LoginRequest(email=email, password=reset.temp_password), metadata=anonymous()
+        )
+    ).tokens
+    assert tokens.must_change_password
+    assert tokens.role == "DISPATCHER"
+
+
+async def test_login_throttled_after_a_few_failures(stub: Any, stack: Any, make_org: Any) -> None:
+    org = await make_org()
+    await admin_sql(stack, "UPDATE iam.users SET failed_login_count = 4 WHERE id = %s", (org.owner_id,))
+    await rpc_error(
+        stub.Login(
+            iam_pb2.LoginRequest(email=org.owner_email, password="Wrong-password-123"), metadata=anonymous()
+        ),
+        Code.UNAUTHENTICATED,
+    )
+    # Push the delay out so the assertion does not race the clock.
+    await admin_sql(
+        stack,
+        "UPDATE iam.users SET locked_until = now() + interval '30 seconds' WHERE id = %s",
+        (org.owner_id,),
+    )
+    throttled = await rpc_error(
+        stub.Login(
+            iam_pb2.LoginRequest(email=org.owner_email, password=org.owner_password), metadata=anonymous()
+        ),
+        Code.RESOURCE_EXHAUSTED,
+    )
+    assert throttled.reason == "login_throttled"
+    assert throttled.retry_after_seconds is not None and 1 <= throttled.retry_after_seconds <= 31
+
+
+# --- tenancy and user admin -----------------------------------------------------------------
+
+
+async def test_list_users_never_returns_another_orgs_users(stub: Any, make_org: Any) -> None:
+    org_a, org_b = await make_org("A"), await make_org("B")
+    b_email = f"b-user-{uuid.uuid4().hex[:10]}@example.com"
+    await stub.CreateUser(iam_pb2.CreateUserRequest(email=b_email, role="VIEWER"), metadata=as_role(org_b))
+    listed = await stub.ListUsers(iam_pb2.ListUsersRequest(limit=200), metadata=as_role(org_a))
+    assert listed.total == 1
+    assert [(u.id, u.email, u.org_id) for u in listed.users] == [
+        (org_a.owner_id, org_a.owner_email, org_a.org_id)
+    ]
+    listed_b = await stub.ListUsers(iam_pb2.ListUsersRequest(limit=200), metadata=as_role(org_b))
+    assert {u.email for u in listed_b.users} == {org_b.owner_email, b_email}
+    assert {u.org_id for u in listed_b.users} == {org_b.org_id}
+
+
+async def test_list_users_needs_a_manager_and_a_sane_page(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    await rpc_error(
+        stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=as_role(org, "VIEWER")), Code.PERMISSION_DENIED
+    )
+    error = await rpc_error(
+        stub.ListUsers(iam_pb2.ListUsersRequest(limit=500), metadata=as_role(org)), Code.INVALID_ARGUMENT
+    )
+    assert [v.field for v in error.violations] == ["limit"]
+
+
+async def test_reset_and_logout_of_another_orgs_user_is_not_found(stub: Any, make_org: Any) -> None:
+    org_a, org_b = await make_org("A"), await make_org("B")
+    b_login = await stub.Login(
+        iam_pb2.LoginRequest(email=org_b.owner_email, password=org_b.owner_password), metadata=anonymous()
+    )
+    await rpc_error(
+        stub.ResetUserPassword(
+            iam_pb2.ResetUserPasswordRequest(user_id=org_b.owner_id), metadata=as_role(org_a)
+        ),
+        Code.NOT_FOUND,
+    )
+    await rpc_error(
+        stub.LogoutUser(iam_pb2.LogoutUserRequest(user_id=org_b.owner_id), metadata=as_role(org_a)),
+        Code.NOT_FOUND,
+    )
+    # Nothing happened to B's owner: the password still works and the session is still alive.
+    again = await stub.Login(
+        iam_pb2.LoginRequest(email=org_b.owner_email, password=org_b.owner_password), metadata=anonymous()
+    )
+    assert again.tokens.user_id == org_b.owner_id
+    revoked = await stub.LogoutUser(
+        iam_pb2.LogoutUserRequest(user_id=org_b.owner_id), metadata=as_role(org_b)
+    )
+    assert revoked.revoked_sessions == 2, "both of B's sessions were still open"
+    assert b_login.tokens.user_id == org_b.owner_id
+    error = await rpc_error(
+        stub.ResetUserPassword(
+            iam_pb2.ResetUserPasswordRequest(user_id="not-a-uuid"), metadata=as_role(org_a)
+        ),
+        Code.INVALID_ARGUMENT,
+    )
+    assert [v.field for v in error.violations] == ["user_id"]
+
+
+async def test_admin_cannot_create_or_touch_an_owner(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    error = await rpc_error(
+        stub.CreateUser(
+            iam_pb2.CreateUserRequest(email=f"o-{uuid.uuid4().hex[:10]}@example.com", role="OWNER"),
+            metadata=as_role(org, "ADMIN"),
+        ),
+        Code.PERMISSION_DENIED,
+    )
+    assert error.reason == "forbidden_role"
+    await rpc_error(
+        stub.ResetUserPassword(
+            iam_pb2.ResetUserPasswordRequest(user_id=org.owner_id), metadata=as_role(org, "ADMIN")
+        ),
+        Code.PERMISSION_DENIED,
+    )
+    await rpc_error(
+        stub.CreateUser(
+            iam_pb2.CreateUserRequest(email=f"v-{uuid.uuid4().hex[:10]}@example.com", role="VIEWER"),
+            metadata=as_role(org, "DISPATCHER"),
+        ),
+        Code.PERMISSION_DENIED,
+    )
+    # An owner may create another owner; an admin may create an admin.
+    await stub.CreateUser(
+        iam_pb2.CreateUserRequest(email=f"o-{uuid.uuid4().hex[:10]}@example.com", role="OWNER"),
+        metadata=as_role(org),
+    )
+    await stub.CreateUser(
+        iam_pb2.CreateUserRequest(email=f"a-{uuid.uuid4().hex[:10]}@example.com", role="ADMIN"),
+        metadata=as_role(org, "ADMIN"),
+    )
+
+
+@pytest.mark.parametrize("email", ["not-an-email", "a@", "@example.com", "two@@example.com", ""])
+async def test_create_user_with_invalid_email_names_the_field(stub: Any, make_org: Any, email: str) -> None:
+    org = await make_org()
+    error = await rpc_error(
+        stub.CreateUser(iam_pb2.CreateUserRequest(email=email, role="VIEWER"), metadata=as_role(org)),
+        Code.INVALID_ARGUMENT,
+    )
+    assert [v.field for v in error.violations] == ["email"]
+    assert error.violations[0].description
+
+
+async def test_create_user_with_unknown_role_names_the_field(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    error = await rpc_error(
+        stub.CreateUser(iam_pb2.CreateUserRequest(email="x@example.com", role="GOD"), metadata=as_role(org)),
+        Code.INVALID_ARGUMENT,
+    )
+    assert [v.field for v in error.violations] == ["role"]
+
+
+async def test_duplicate_email_conflict_does_not_reveal_the_other_org(stub: Any, make_org: Any) -> None:
+    org_a, org_b = await make_org("A"), await make_org("B")
+    email = f"dup-{uuid.uuid4().hex[:10]}@example.com"
+    await stub.CreateUser(iam_pb2.CreateUserRequest(email=email, role="VIEWER"), metadata=as_role(org_a))
+    in_org = await rpc_error(
+        stub.CreateUser(
+            iam_pb2.CreateUserRequest(email=email.upper(), role="VIEWER"), metadata=as_role(org_a)
+        ),
+        Code.ALREADY_EXISTS,
+    )
+    cross_org = await rpc_error(
+        stub.CreateUser(
+            iam_pb2.CreateUserRequest(email=org_b.owner_email, role="VIEWER"), metadata=as_role(org_a)
+        ),
+        Code.ALREADY_EXISTS,
+    )
+    assert (in_org.reason, in_org.detail) == (cross_org.reason, cross_org.detail)
+    assert in_org.reason == "email_taken"
+    assert org_b.org_id not in cross_org.detail and "B" not in cross_org.detail.split()
+    listed = await stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=as_role(org_a))
+    assert listed.total == 2
+
+
+async def test_concurrent_creates_of_one_email_give_one_user_and_one_conflict(
+    stub: Any, make_org: Any
+) -> None:
+    org_a, org_b = await make_org("A"), await make_org("B")
+    email = f"race-{uuid.uuid4().hex[:10]}@example.com"
+    results = await asyncio.gather(
+        *(
+            stub.CreateUser(iam_pb2.CreateUserRequest(email=email, role="VIEWER"), metadata=as_role(org))
+            for org in (org_a, org_b, org_a, org_b)
+        ),
+        return_exceptions=True,
+    )
+    created = [r for r in results if isinstance(r, iam_pb2.CreateUserResponse)]
+    failed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(created) == 1, results
+    assert [e.code() for e in failed] == [Code.ALREADY_EXISTS] * 3, [(e.code(), e.details()) for e in failed]
+    assert {rich_status.decode(e).detail for e in failed} == {"an account with this email already exists"}
+
+
+# --- break-glass ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reason", "ttl", "field"),
+    [
+        ("", 30, "reason"),
+        ("   ", 30, "reason"),
+        ("x" * 501, 30, "reason"),
+        ("incident", 0, "ttl_minutes"),
+        ("incident", -5, "ttl_minutes"),
+        ("incident", 241, "ttl_minutes"),
+    ],
+)
+async def test_break_glass_needs_reason_and_1_to_240_minutes(
+    stub: Any, make_org: Any, reason: str, ttl: int, field: str
+) -> None:
+    org = await make_org()
+    error = await rpc_error(
+        stub.StartBreakGlass(
+            iam_pb2.StartBreakGlassRequest(reason=reason, ttl_minutes=ttl), metadata=as_role(org)
+        ),
+        Code.INVALID_ARGUMENT,
+    )
+    assert [v.field for v in error.violations] == [field]
+
+
+async def test_break_glass_start_verify_and_org_scope(stub: Any, stack: Any, make_org: Any) -> None:
+    org_a, org_b = await make_org("A"), await make_org("B")
+    for ttl in (1, 240):
+        await stub.StartBreakGlass(
+            iam_pb2.StartBreakGlassRequest(reason="bounds", ttl_minutes=ttl), metadata=as_role(org_a, "ADMIN")
+        )
+    await rpc_error(
+        stub.StartBreakGlass(
+            iam_pb2.StartBreakGlassRequest(reason="x", ttl_minutes=5), metadata=as_role(org_a, "VIEWER")
+        ),
+        Code.PERMISSION_DENIED,
+    )
+    started = await stub.StartBreakGlass(
+        iam_pb2.StartBreakGlassRequest(reason="  database incident  ", ttl_minutes=30),
+        metadata=as_role(org_a),
+    )
+    assert started.token.startswith("bg_")
+    assert 29 * 60 < started.expires_at.seconds - time.time() <= 30 * 60
+    verified = await stub.VerifyBreakGlass(
+        iam_pb2.VerifyBreakGlassRequest(token=started.token), metadata=as_role(org_a, "VIEWER")
+    )
+    assert (verified.session_id, verified.reason) == (started.session_id, "database incident")
+
+    error = await rpc_error(
+        stub.VerifyBreakGlass(iam_pb2.VerifyBreakGlassRequest(token=started.token), metadata=as_role(org_b)),
+        Code.PERMISSION_DENIED,
+    )
+    assert error.reason == "break_glass_invalid"
+    await rpc_error(
+        stub.VerifyBreakGlass(iam_pb2.VerifyBreakGlassRequest(token="bg_made-up"), metadata=as_role(org_a)),
+        Code.PERMISSION_DENIED,
+    )
+    # Only the hash is stored, and the start is in A's audit log with its reason.
+    stored = await admin_sql(
+        stack,
+        "SELECT token_hash, org_id::text FROM iam.break_glass_sessions WHERE id = %s",
+        (started.session_id,),
+    )
+    assert stored[0][1] == org_a.org_id and started.token not in stored[0][0]
+    audit = await stub.ListAuditLogs(
+        iam_pb2.ListAuditLogsRequest(action="admin.break_glass.start"), metadata=as_role(org_a)
+    )
+    assert started.session_id in {e.break_glass_session_id for e in audit.entries}
+    assert {e.break_glass_reason for e in audit.entries} >= {"database incident"}
+    audit_b = await stub.ListAuditLogs(iam_pb2.ListAuditLogsRequest(), metadata=as_role(org_b))
+    assert list(audit_b.entries) == []
+
+
+async def test_expired_break_glass_is_refused(stub: Any, stack: Any, make_org: Any) -> None:
+    org = await make_org()
+    started = await stub.StartBreakGlass(
+        iam_pb2.StartBreakGlassRequest(reason="incident", ttl_minutes=10), metadata=as_role(org)
+    )
+    await admin_sql(
+        stack,
+        "UPDATE iam.break_glass_sessions SET expires_at = now() - interval '1 second' WHERE id = %s",
+        (started.session_id,),
+    )
+    error = await rpc_error(
+        stub.VerifyBreakGlass(iam_pb2.VerifyBreakGlassRequest(token=started.token), metadata=as_role(org)),
+        Code.PERMISSION_DENIED,
+    )
+    assert error.reason == "break_glass_invalid"
+
+
+# --- portal tokens --------------------------------------------------------------------------
+
+
+async def test_client_portal_token_round_trip(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    issued = await stub.IssueClientPortalToken(
+        iam_pb2.IssueClientPortalTokenRequest(email=" Client@Example.COM ", ttl_minutes=15),
+        metadata=as_role(org, "DISPATCHER"),
+    )
+    verified = await stub.VerifyClientPortalToken(
+        iam_pb2.VerifyClientPortalTokenRequest(token=issued.token), metadata=anonymous()
+    )
+    assert verified.org_id == org.org_id
+    assert verified.email == "client@example.com"
+    assert verified.client_id == "client@example.com"
+    assert verified.expires_at.seconds == issued.expires_at.seconds
+
+
+async def test_client_portal_token_tampered_is_unauthenticated(stub: Any, make_org: Any) -> None:
+    org, other = await make_org(), await make_org()
+    issued = await stub.IssueClientPortalToken(
+        iam_pb2.IssueClientPortalTokenRequest(client_id="client-1"), metadata=as_role(org)
+    )
+    header, payload, signature = issued.token.split(".")
+    moved = jwt.utils.base64url_decode(payload).replace(org.org_id.encode(), other.org_id.encode())
+    tampered = f"{header}.{jwt.utils.base64url_encode(moved).decode()}.{signature}"
+    for token in (tampered, issued.token[:-3] + "abc", "garbage", ""):
+        error = await rpc_error(
+            stub.VerifyClientPortalToken(
+                iam_pb2.VerifyClientPortalTokenRequest(token=token), metadata=anonymous()
+            ),
+            Code.UNAUTHENTICATED,
+        )
+        assert error.reason == "invalid_portal_token"
+
+
+async def test_worker_and_client_tokens_are_not_interchangeable(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    worker_id = str(uuid.uuid4())
+    worker = await stub.IssueWorkerPortalToken(
+        iam_pb2.IssueWorkerPortalTokenRequest(worker_id=worker_id), metadata=as_role(org, "ADMIN")
+    )
+    client = await stub.IssueClientPortalToken(
+        iam_pb2.IssueClientPortalTokenRequest(client_id="c-1"), metadata=as_role(org, "ADMIN")
+    )
+    verified = await stub.VerifyWorkerPortalToken(
+        iam_pb2.VerifyWorkerPortalTokenRequest(token=worker.token), metadata=anonymous()
+    )
+    assert (verified.org_id, verified.worker_id) == (org.org_id, worker_id)
+    await rpc_error(
+        stub.VerifyClientPortalToken(
+            iam_pb2.VerifyClientPortalTokenRequest(token=worker.token), metadata=anonymous()
+        ),
+        Code.UNAUTHENTICATED,
+    )
+    await rpc_error(
+        stub.VerifyWorkerPortalToken(
+            iam_pb2.VerifyWorkerPortalTokenRequest(token=client.token), metadata=anonymous()
+        ),
+        Code.UNAUTHENTICATED,
+    )
+
+
+async def test_portal_tokens_need_a_staff_role_and_valid_input(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    await rpc_error(
+        stub.IssueClientPortalToken(
+            iam_pb2.IssueClientPortalTokenRequest(client_id="c"), metadata=as_role(org, "VIEWER")
+        ),
+        Code.PERMISSION_DENIED,
+    )
+    error = await rpc_error(
+        stub.IssueClientPortalToken(iam_pb2.IssueClientPortalTokenRequest(), metadata=as_role(org)),
+        Code.INVALID_ARGUMENT,
+    )
+    assert [v.field for v in error.violations] == ["email"]
+    error = await rpc_error(
+        stub.IssueWorkerPortalToken(
+            iam_pb2.IssueWorkerPortalTokenRequest(worker_id="w-1"), metadata=as_role(org)
+        ),
+        Code.INVALID_ARGUMENT,
+    )
+    assert [v.field for v in error.violations] == ["worker_id"]
