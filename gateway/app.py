@@ -31,7 +31,7 @@ from gateway.revocations import RevokedSessions
 from gateway.routes import admin, auth, health, iam_users
 from gateway.schemas import Problem
 from gateway.settings import GatewaySettings
-from libs.common.events import EventBus
+from libs.common.bus import EventBus
 from libs.common.logs import configure_logging, get_logger
 
 log = get_logger(__name__)

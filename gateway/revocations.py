@@ -12,7 +12,7 @@ from datetime import timedelta
 from cws.iam.v1 import events_pb2
 from nats.aio.msg import Msg
 
-from libs.common.events import EventBus, follow_subject
+from libs.common.bus import EventBus, follow_subject
 from libs.common.logs import get_logger
 
 log = get_logger(__name__)

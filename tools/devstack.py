@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,6 +169,7 @@ class NatsServer:
 
     store_dir: Path
     port: int = 0
+    monitor_port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -178,22 +180,29 @@ class NatsServer:
         self.port = self.port or free_port()
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.store_dir.parent / f"{self.store_dir.name}.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [
-                nats_server_binary(),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-js",
-                "-sd",
-                str(self.store_dir),
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        wait_for(lambda: port_open("127.0.0.1", self.port), "nats-server")
+        self.monitor_port = self.monitor_port or free_port()
+        command = [
+            nats_server_binary(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self.store_dir),
+        ]
+        self.process = subprocess.Popen([*command, "-m", str(self.monitor_port)], stdout=log, stderr=log)
+        wait_for(self._jetstream_ready, "nats-server with JetStream")
         return self
+
+    def _jetstream_ready(self) -> bool:
+        """The client port opens before JetStream is ready; its health endpoint says when it is."""
+        try:
+            url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -172,11 +172,14 @@ async def test_verify_enables_totp_and_revokes_other_sessions(gateway, http, mak
     assert users.status_code == 200, users.text
     owner = next(u for u in users.json()["users"] if u["id"] == org.owner_id)
     assert owner["totp_enabled"] is True
-    # Its pre-verification refresh token was used up by the verification.
+    # Its pre-verification refresh token is withdrawn: merely invalid, not "reuse", so a stale tab
+    # presenting it does not sign the user out of the verified session.
     stale = await http.post(
         f"{gateway.url}/v1/auth/refresh", json={"refresh_token": current["refresh_token"]}
     )
-    assert_problem(stale, 401)
+    assert_problem(stale, 401, "invalid_refresh_token")
+    still = await http.get(f"{gateway.url}/v1/iam/users", headers=bearer(verified["access_token"]))
+    assert still.status_code == 200, still.text
 
 
 async def test_owner_login_and_refresh_need_a_fresh_totp_code(gateway, http, make_org):

@@ -30,9 +30,10 @@ from starlette.routing import Route
 
 from libs.common import context as request_context
 from libs.common import status as rich_status
+from libs.common.bus import EventBus
 from libs.common.db import Database, OutboxTables
 from libs.common.errors import ServiceError
-from libs.common.events import EventBus, OutboxRelay
+from libs.common.events import OutboxRelay
 from libs.common.logs import configure_logging, get_logger
 from libs.common.readiness import Readiness
 from libs.common.settings import CommonSettings

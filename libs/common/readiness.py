@@ -13,8 +13,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from libs.common.bus import EventBus
 from libs.common.db import Database
-from libs.common.events import EventBus
 
 
 @dataclass

@@ -5,7 +5,6 @@ cross the wire intact."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 from typing import cast
 
 import grpc

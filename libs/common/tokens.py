@@ -50,7 +50,10 @@ def decode_access(token: str, secret: str) -> AccessClaims:
     )
     if payload.get("typ") != "access":
         raise jwt.InvalidTokenError("not an access token")
-    uuid.UUID(payload["org"])
+    try:
+        uuid.UUID(str(payload["org"]))
+    except ValueError as exc:
+        raise jwt.InvalidTokenError("org is not a UUID") from exc
     return AccessClaims(
         user_id=str(payload["sub"]),
         org_id=str(payload["org"]),

@@ -217,3 +217,39 @@ async def change_password(uow: UnitOfWork, *, user_id: str, session_id: str, cur
         )
     )
     await revoke_user_sessions(uow, user.id, reason="password_changed", keep_session=session_id)
+
+
+async def operator_reset_password(db: Database, *, email: str) -> tuple[str, str]:
+    """For an operator at the console (an org whose only owner is locked out): a new temporary
+    password, the lockout cleared, every session ended, and an audit row naming the operator.
+    Returns (org_id, temp_password)."""
+    temp = passwords.temporary_password()
+    async with unit_of_work(db) as uow:
+        found = (
+            await uow.session.execute(
+                text("SELECT user_id, org_id FROM iam.find_login(:email)"), {"email": normalise_email(email)}
+            )
+        ).first()
+        if found is None:
+            raise NotFound("no account with this email")
+        await uow.set_org(found.org_id)
+        await uow.session.execute(
+            update(users)
+            .where(users.c.id == found.user_id)
+            .values(
+                password_hash=await passwords.hash_password(temp),
+                must_change_password=True,
+                failed_login_count=0,
+                locked_until=None,
+                updated_at=func.now(),
+            )
+        )
+        await revoke_user_sessions(uow, found.user_id, reason="operator_password_reset")
+        await audit.record(
+            uow,
+            "iam.user.reset_password",
+            resource_type="user",
+            resource_id=str(found.user_id),
+            after={"by": "operator console"},
+        )
+    return str(found.org_id), temp

@@ -1,4 +1,5 @@
-"""Operator commands: `python -m services.iam.manage create-org --name ... --owner-email ...`.
+"""Operator commands: `python -m services.iam.manage create-org --name ... --owner-email ...` and
+`python -m services.iam.manage reset-password --email ...` (an org whose only owner is locked out).
 
 The owner password is read from --owner-password or, better, the OWNER_PASSWORD environment
 variable, so it stays out of shell history. Runs with the service's own DATABASE_URL."""
@@ -9,10 +10,13 @@ import argparse
 import asyncio
 import os
 import sys
+import uuid
 
+from libs.common import context as request_context
+from libs.common.context import RequestContext
 from libs.common.db import Database
 from libs.common.errors import ServiceError
-from services.iam.accounts import create_org_with_owner
+from services.iam.accounts import create_org_with_owner, operator_reset_password
 from services.iam.models import SCHEMA, event_tables
 from services.iam.settings import IamSettings
 
@@ -34,6 +38,24 @@ async def _create_org(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reset_password(args: argparse.Namespace) -> int:
+    settings = IamSettings()
+    db = Database(settings.database_url, schema=SCHEMA, tables=event_tables)
+    token = request_context.set_current(
+        RequestContext(principal_id="operator:console", role="OPERATOR", request_id=uuid.uuid4().hex)
+    )
+    try:
+        org_id, temp = await operator_reset_password(db, email=args.email)
+    except ServiceError as error:
+        print(f"error: {error.detail}", file=sys.stderr)
+        return 2
+    finally:
+        request_context.reset_current(token)
+        await db.dispose()
+    print(f"org_id={org_id} temp_password={temp}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.iam.manage")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--owner-email", required=True)
     create.add_argument("--owner-password", default="")
     create.add_argument("--time-zone", default="UTC")
+    reset = commands.add_parser(
+        "reset-password", help="new temporary password for an account (unlocks it, ends its sessions)"
+    )
+    reset.add_argument("--email", required=True)
     args = parser.parse_args(argv)
-    return asyncio.run(_create_org(args))
+    return asyncio.run(_create_org(args) if args.command == "create-org" else _reset_password(args))
 
 
 if __name__ == "__main__":

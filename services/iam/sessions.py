@@ -18,7 +18,7 @@ from typing import Any
 
 from cws.iam.v1 import events_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 
 from libs.common.db import Database, UnitOfWork, unit_of_work
 from libs.common.errors import ResourceExhausted, Unauthenticated
@@ -356,9 +356,11 @@ async def mark_session_mfa(
         )
     ).one()
     await uow.session.execute(update(sessions).where(sessions.c.id == session.id).values(mfa_verified=True))
+    # The session's outstanding refresh token is withdrawn, not "used": presenting it later is then
+    # merely invalid, and does not count as reuse that would revoke this freshly verified session.
     await uow.session.execute(
-        update(refresh_tokens)
-        .where(refresh_tokens.c.session_id == session.id, refresh_tokens.c.used_at.is_(None))
-        .values(used_at=func.now())
+        delete(refresh_tokens).where(
+            refresh_tokens.c.session_id == session.id, refresh_tokens.c.used_at.is_(None)
+        )
     )
     return await _issue(uow, user, session.id, True, settings, session.expires_at)

@@ -30,17 +30,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from libs.common import context as request_context
+from libs.common.bus import DUPLICATE_WINDOW_SECONDS, EventBus, event_headers, follow_subject, stream_name
 from libs.common.db import Database, OutboxTables, UnitOfWork, outbox_channel, service_metadata, unit_of_work
-from libs.common.events import (
-    DUPLICATE_WINDOW_SECONDS,
-    DurableConsumer,
-    EventBus,
-    OutboxRelay,
-    event_headers,
-    follow_subject,
-    replay_dead_letter,
-    stream_name,
-)
+from libs.common.events import DurableConsumer, OutboxRelay, replay_dead_letter
 from libs.common.settings import sqlalchemy_url
 
 APP_ROLE = "cws_app"

@@ -1,0 +1,143 @@
+"""The NATS connection every process holds, each service's JetStream stream, CloudEvents-style
+headers, and ordered replay for in-memory caches. Kept apart from the outbox/consumer code (which
+needs the database layer) so the gateway imports no SQLAlchemy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.errors import NotFoundError
+
+from libs.common.logs import get_logger
+
+log = get_logger(__name__)
+
+DUPLICATE_WINDOW_SECONDS = 2 * 60 * 60
+
+
+def stream_name(service: str) -> str:
+    return f"CWS_{service.upper()}"
+
+
+class EventBus:
+    """One NATS connection per process. Connects in the background and keeps reconnecting, so a
+    service starts (not ready) while NATS is down and becomes ready when it is back."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self.nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._connected = asyncio.Event()
+
+    @property
+    def is_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("NATS is not connected yet")
+        return self._js
+
+    async def connect(self, *, retry_every: float = 1.0) -> None:
+        while True:
+            try:
+                self.nc = await nats.connect(
+                    self.url,
+                    name=self.name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+                self._js = self.nc.jetstream(timeout=5)
+                self._connected.set()
+                log.info("nats_connected", url=self.url)
+                return
+            except Exception as exc:  # nats raises several unrelated types on a refused connect
+                log.warning("nats_connect_failed", error=str(exc))
+                await asyncio.sleep(retry_every)
+
+    # nats-py prints tracebacks for connection errors by default; keep our logs JSON lines instead.
+    async def _on_error(self, error: Exception) -> None:
+        log.warning("nats_error", error=f"{type(error).__name__}: {error}")
+
+    async def _on_disconnected(self) -> None:
+        log.warning("nats_disconnected", url=self.url)
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats_reconnected", url=self.url)
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def ensure_stream(self, service: str, *, max_age_days: int = 7) -> None:
+        config = StreamConfig(
+            name=stream_name(service),
+            subjects=[f"cws.{service}.>"],
+            max_age=max_age_days * 24 * 3600,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        )
+        try:
+            await self.js.stream_info(stream_name(service))
+            await self.js.update_stream(config)
+        except NotFoundError:
+            await self.js.add_stream(config)
+
+    async def close(self) -> None:
+        if self.nc is None or self.nc.is_closed:
+            return
+        try:
+            await self.nc.drain()
+        except Exception:  # NATS unreachable at shutdown: nothing left to flush, just close
+            await self.nc.close()
+
+
+def event_headers(
+    event_id: str, subject: str, source: str, created_at: datetime, org_id: str, request_id: str
+) -> dict[str, str]:
+    return {
+        "Nats-Msg-Id": event_id,
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-type": subject,
+        "ce-source": f"cws/{source}",
+        "ce-time": created_at.astimezone(UTC).isoformat(),
+        "ce-datacontenttype": "application/protobuf",
+        "cws-org-id": org_id,
+        "cws-request-id": request_id,
+    }
+
+
+async def follow_subject(
+    bus: EventBus, subject: str, since: timedelta, on_message: Callable[[Msg], Awaitable[None]]
+) -> None:
+    """An ordered, ephemeral consumer from `now - since`: for in-memory caches rebuilt at start-up
+    (the gateway's revocation list), where a durable consumer would be wrong."""
+    await bus.wait_connected()
+    while True:
+        try:
+            start = datetime.now(UTC) - since
+            subscription = await bus.js.subscribe(
+                subject,
+                ordered_consumer=True,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start),
+            )
+            async for message in subscription.messages:
+                await on_message(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # stream not there yet, reconnect: re-subscribe from the window start
+            log.warning("follow_subject_error", subject=subject, error=str(exc))
+            await asyncio.sleep(1)
