@@ -45,8 +45,8 @@ lint: bootstrap tools/buf/node_modules/.bin/buf
 	$(VENV)/bin/lint-imports
 	cd proto && ../tools/buf/node_modules/.bin/buf lint
 	$(PY) -m tools.proto --check
-	@if docker compose version >/dev/null 2>&1; then docker compose -f docker-compose.yml config -q && echo "compose file valid"; \
-	else echo "docker compose not installed: compose file not validated"; fi
+	DOCKER_CONFIG=.run/docker $(VENV)/bin/docker-compose -f docker-compose.yml config -q
+	$(VENV)/bin/hadolint deploy/Dockerfile
 
 up:
 	docker compose up --build

@@ -1,4 +1,6 @@
-"""Settings from the environment, and the fail-fast rules of APP_ENV=prod."""
+"""Settings of the gateway and of every process (libs.common.settings): prod fail-fast rules and parsing.
+
+Kept with the gateway tests because they exercise GatewaySettings, which libs/common may not import."""
 
 from __future__ import annotations
 
