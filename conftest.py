@@ -115,18 +115,27 @@ def iam(stack: Stack) -> Iterator[ServiceProc]:
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def booking(stack: Stack) -> Iterator[ServiceProc]:
+    proc = service_proc("booking", stack.env(), stack.work_dir / "logs").start().wait_ready()
+    yield proc
+    proc.stop()
+
+
 class Gateways:
     """Gateways in front of the real services, one process per distinct configuration."""
 
-    def __init__(self, stack: Stack, iam: ServiceProc) -> None:
+    def __init__(self, stack: Stack, iam: ServiceProc, booking: ServiceProc) -> None:
         self.stack = stack
         self.iam = iam
+        self.booking = booking
         self._running: dict[tuple[tuple[str, str], ...], GatewayProc] = {}
 
     def base_env(self) -> dict[str, str]:
         return {
             **self.stack.env(),
             "IAM_GRPC_TARGET": self.iam.target,
+            "BOOKING_GRPC_TARGET": self.booking.target,
             "RATE_LIMIT_PER_MINUTE": "100000",
             "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
             "GRPC_DEADLINE_SECONDS": "3",
@@ -146,8 +155,8 @@ class Gateways:
 
 
 @pytest.fixture(scope="session")
-def gateways(stack: Stack, iam: ServiceProc) -> Iterator[Gateways]:
-    running = Gateways(stack, iam)
+def gateways(stack: Stack, iam: ServiceProc, booking: ServiceProc) -> Iterator[Gateways]:
+    running = Gateways(stack, iam, booking)
     yield running
     running.stop_all()
 

@@ -7,12 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import ORJSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.captcha import Captcha
 from gateway.clients import build_backends
 from gateway.middleware import (
     AdminAllowlistMiddleware,
@@ -28,7 +30,7 @@ from gateway.middleware import (
 from gateway.principal import request_id_of
 from gateway.problems import ProblemError, problem_response
 from gateway.revocations import RevokedSessions
-from gateway.routes import admin, auth, health, iam_users
+from gateway.routes import admin, auth, bookings, health, iam_users, insights, portal, public, scheduling
 from gateway.schemas import Problem
 from gateway.settings import GatewaySettings
 from libs.common.bus import EventBus
@@ -60,9 +62,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Channels and connections are made here, inside the running loop, once.
-        app.state.backends = build_backends(
-            settings.iam_grpc_target, settings.internal_context_secret, settings.grpc_deadline_seconds
-        )
+        app.state.backends = build_backends(settings)
+        app.state.http = httpx.AsyncClient(timeout=5)
+        app.state.captcha = Captcha(settings, app.state.http)
         tasks = [
             asyncio.create_task(bus.connect(), name="nats-connect"),
             asyncio.create_task(revoked.run(), name="revocations"),
@@ -75,6 +77,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await bus.close()
             await app.state.backends.close()
+            await app.state.http.aclose()
 
     app = FastAPI(
         title="CleanWithSnapshot API",
@@ -87,7 +90,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.bus = bus
     app.state.revoked = revoked
-    for router in (health.router, auth.router, iam_users.router, admin.router):
+    for router in (
+        health.router,
+        auth.router,
+        iam_users.router,
+        admin.router,
+        public.router,
+        bookings.router,
+        scheduling.router,
+        portal.router,
+        insights.router,
+    ):
         app.include_router(router)
     _install_error_handlers(app)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from cws.booking.v1 import booking_pb2_grpc
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
 from cws.iam.v1 import iam_pb2_grpc
 from google.protobuf.json_format import MessageToDict
@@ -16,6 +17,7 @@ from starlette.requests import HTTPConnection
 
 from gateway.principal import Principal, context_for
 from gateway.problems import from_grpc
+from gateway.settings import GatewaySettings
 from libs.common.grpc_client import ServiceClient
 
 
@@ -68,14 +70,21 @@ def make_backend(name: str, target: str, stub_factory: Any, secret: str, deadlin
 @dataclass
 class Backends:
     iam: Backend
+    booking: Backend
 
     def all(self) -> list[Backend]:
-        return [self.iam]
+        return [self.iam, self.booking]
 
     async def close(self) -> None:
         for backend in self.all():
             await backend.client.close()
 
 
-def build_backends(target_iam: str, secret: str, deadline: float) -> Backends:
-    return Backends(iam=make_backend("iam", target_iam, iam_pb2_grpc.IamServiceStub, secret, deadline))
+def build_backends(settings: GatewaySettings) -> Backends:
+    secret, deadline = settings.internal_context_secret, settings.grpc_deadline_seconds
+    return Backends(
+        iam=make_backend("iam", settings.iam_grpc_target, iam_pb2_grpc.IamServiceStub, secret, deadline),
+        booking=make_backend(
+            "booking", settings.booking_grpc_target, booking_pb2_grpc.BookingServiceStub, secret, deadline
+        ),
+    )

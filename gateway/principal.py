@@ -3,6 +3,7 @@ RequestContext for every gRPC call."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 
 from starlette.requests import HTTPConnection
@@ -44,10 +45,25 @@ def principal_of(conn: HTTPConnection) -> Principal | None:
     return conn.scope.get("state", {}).get("principal")  # type: ignore[no-any-return]
 
 
+def public_org_of(conn: HTTPConnection) -> str:
+    settings = conn.app.state.settings
+    test_org = conn.headers.get("x-test-org", "")
+    if test_org and settings.test_org_header_allowed:
+        try:
+            return str(uuid.UUID(test_org))
+        except ValueError:
+            return ""
+    return str(settings.default_org_id)
+
+
 def context_for(conn: HTTPConnection, principal: Principal | None = None) -> RequestContext:
     principal = principal or principal_of(conn)
     ctx = RequestContext(request_id=request_id_of(conn), client_ip=client_ip_of(conn), auth_method=ANONYMOUS)
-    if principal is not None:
+    if principal is None:
+        # Public endpoints act for the org the caller names (X-Org-Key, resolved by the service),
+        # else X-Test-Org in dev/test, else DEFAULT_ORG_ID.
+        ctx.org_id = public_org_of(conn)
+    else:
         ctx.org_id = principal.org_id
         ctx.principal_id = principal.principal_id
         ctx.role = principal.role

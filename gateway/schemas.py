@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Email = Annotated[str, Field(min_length=3, max_length=320)]
 Password = Annotated[str, Field(min_length=1, max_length=256)]
@@ -150,3 +150,44 @@ class ProfileOut(BaseModel):
     auth_method: str
     mfa_verified: bool
     principal_id: str
+
+
+class EstimateIn(Strict):
+    beds: Annotated[int, Field(ge=0, le=20)]
+    baths: Annotated[float, Field(ge=0, le=20, multiple_of=0.5)]
+    cleaning_type: Annotated[str, Field(min_length=1, max_length=20)]
+
+
+class LeadIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    phone: Annotated[str, Field(min_length=1, max_length=32)]
+    email: Email
+    postal_code: Annotated[str, Field(min_length=1, max_length=16)]
+    structured_inputs: EstimateIn
+    notes: Annotated[str, Field(max_length=2000)] = ""
+    captcha_token: Annotated[str, Field(max_length=4096)] | None = None
+
+
+class BookingIn(Strict):
+    lead_id: Annotated[str, Field(max_length=64)] | None = None
+    starts_at: AwareDatetime
+    duration_minutes: Annotated[int, Field(ge=15, le=1440)]
+    client_name: Annotated[str, Field(max_length=200)] = ""
+    client_email: Annotated[str, Field(max_length=320)] = ""
+    client_phone: Annotated[str, Field(max_length=32)] = ""
+    address: Annotated[str, Field(max_length=500)] = ""
+    postal_code: Annotated[str, Field(max_length=16)] = ""
+    cleaning_type: Annotated[str, Field(max_length=20)] = ""
+    beds: Annotated[int, Field(ge=0, le=20)] = 0
+    baths: Annotated[float, Field(ge=0, le=20, multiple_of=0.5)] = 0
+    notes: Annotated[str, Field(max_length=2000)] = ""
+    deposit_required: bool = False
+
+
+class CancelIn(Strict):
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class RescheduleIn(Strict):
+    starts_at: AwareDatetime
+    duration_minutes: Annotated[int, Field(ge=15, le=1440)]

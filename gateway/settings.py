@@ -36,6 +36,7 @@ class GatewaySettings(CommonSettings):
     gateway_port: int = 8000
     gateway_workers: int = 1
     iam_grpc_target: str = "127.0.0.1:50051"
+    booking_grpc_target: str = "127.0.0.1:50052"
 
     cors_origins: CsvList = []
     strict_cors: bool = False
@@ -72,6 +73,9 @@ class GatewaySettings(CommonSettings):
     export_mode: str = "off"
     strict_policy_mode: bool = False
     captcha_mode: str = "off"
+    turnstile_verify_url: str = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+    # Public endpoints may name their org by a subdomain of this domain (acme.example.com → "acme").
+    public_base_domain: str = ""
     email_mode: str = "off"
     order_storage_backend: str = "local"
     stripe_secret_key: str = ""
@@ -106,6 +110,8 @@ class GatewaySettings(CommonSettings):
             problems.append("STRICT_CORS requires explicit CORS_ORIGINS (no '*')")
         if self.testing:
             problems.append("TESTING must be off in prod")
+        if self.captcha_mode.lower() not in ("", "off", "disabled") and not self.turnstile_secret_key:
+            problems.append("CAPTCHA_MODE requires TURNSTILE_SECRET_KEY")
         if self.basic_auth_enabled:
             for name, _role in BASIC_ROLES:
                 user = getattr(self, f"{name}_basic_username")

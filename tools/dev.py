@@ -19,7 +19,7 @@ from libs.common.migrate import migrate
 from tools.devstack import RUN_DIR, EmbeddedPostgres, NatsServer, ensure_database, with_user
 from tools.processes import DEV_SECRETS, Proc, gateway_proc, service_proc
 
-SERVICES = ("iam",)
+SERVICES = ("iam", "booking")
 DEFAULT_OWNER_EMAIL = "owner@example.com"
 DEFAULT_OWNER_PASSWORD = "Demo-owner-password-1"
 DEFAULT_BASIC_PASSWORD = "Demo-admin-basic-password-1"

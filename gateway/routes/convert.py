@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cws.iam.v1 import iam_pb2
 from google.protobuf.json_format import MessageToDict
@@ -51,4 +53,84 @@ def audit(entry: iam_pb2.AuditLog) -> dict[str, Any]:
         "break_glass_reason": entry.break_glass_reason or None,
         "break_glass_session_id": entry.break_glass_session_id or None,
         "created_at": entry.created_at.ToJsonString() if entry.created_at.seconds else None,
+    }
+
+
+def cents_to_amount(cents: int) -> float:
+    return round(cents / 100, 2)
+
+
+def estimate(message: Any) -> dict[str, Any]:
+    return {
+        "pricing_config_id": message.pricing_config_id,
+        "pricing_config_version": message.pricing_config_version,
+        "currency": message.currency,
+        "total_before_tax": cents_to_amount(message.total_before_tax_cents),
+        "total_before_tax_cents": message.total_before_tax_cents,
+        "estimated_minutes": message.estimated_minutes,
+        "breakdown": [
+            {
+                "code": line.code,
+                "label": line.label,
+                "quantity": line.quantity,
+                "unit_price_cents": line.unit_cents,
+                "amount_cents": line.amount_cents,
+                "amount": cents_to_amount(line.amount_cents),
+            }
+            for line in message.lines
+        ],
+    }
+
+
+def lead(message: Any) -> dict[str, Any]:
+    return {
+        "lead_id": message.id,
+        "name": message.name,
+        "phone": message.phone,
+        "email": message.email,
+        "postal_code": message.postal_code,
+        "structured_inputs": {
+            "beds": message.structured_inputs.beds,
+            "baths": message.structured_inputs.baths,
+            "cleaning_type": message.structured_inputs.cleaning_type,
+        },
+        "estimate": estimate(message.estimate),
+        "notes": message.notes,
+        "status": message.status,
+        "created_at": message.created_at.ToJsonString(),
+    }
+
+
+def _local(stamp: Any, time_zone: str) -> str:
+    return stamp.ToDatetime(tzinfo=UTC).astimezone(ZoneInfo(time_zone or "UTC")).isoformat()
+
+
+def booking(message: Any) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "lead_id": message.lead_id or None,
+        "status": message.status,
+        "starts_at": message.starts_at.ToJsonString(),
+        "ends_at": message.ends_at.ToJsonString(),
+        "time_zone": message.time_zone,
+        "starts_at_local": _local(message.starts_at, message.time_zone),
+        "ends_at_local": _local(message.ends_at, message.time_zone),
+        "client_name": message.client_name,
+        "client_email": message.client_email,
+        "client_phone": message.client_phone,
+        "address": message.address,
+        "postal_code": message.postal_code,
+        "cleaning_type": message.cleaning_type,
+        "beds": message.beds,
+        "baths": message.baths,
+        "total_before_tax": cents_to_amount(message.total_before_tax_cents),
+        "total_before_tax_cents": message.total_before_tax_cents,
+        "currency": message.currency,
+        "team_id": message.team_id or None,
+        "worker_ids": list(message.worker_ids),
+        "deposit_required": message.deposit_required,
+        "deposit_paid": message.deposit_paid,
+        "notes": message.notes,
+        "cancel_reason": message.cancel_reason or None,
+        "created_at": message.created_at.ToJsonString(),
     }

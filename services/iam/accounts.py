@@ -69,7 +69,9 @@ async def create_org_with_owner(
             )
             uow.add_event(
                 "cws.iam.org.created",
-                events_pb2.OrgCreated(org_id=str(org_id), name=name, owner_user_id=str(owner_id)),
+                events_pb2.OrgCreated(
+                    org_id=str(org_id), name=name, owner_user_id=str(owner_id), time_zone=time_zone or "UTC"
+                ),
             )
             uow.add_event(
                 "cws.iam.user.created",

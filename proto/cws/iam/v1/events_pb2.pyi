@@ -28,19 +28,22 @@ class OrgCreated(_message.Message):
     ORG_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     name: _builtins.str
     owner_user_id: _builtins.str
+    time_zone: _builtins.str
     def __init__(
         self,
         *,
         org_id: _builtins.str = ...,
         name: _builtins.str = ...,
         owner_user_id: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "org_id", b"org_id", "owner_user_id", b"owner_user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "org_id", b"org_id", "owner_user_id", b"owner_user_id", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,172 @@
+"""/v1/admin/leads, /v1/admin/bookings and /v1/admin/cleanup (dispatcher and up for writes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from cws.booking.v1 import booking_pb2
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import ORJSONResponse
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import AwareDatetime
+
+from gateway.deps import MANAGERS, STAFF, require_roles
+from gateway.principal import Principal
+from gateway.problems import ProblemError
+from gateway.routes import convert
+from gateway.schemas import BookingIn, CancelIn, RescheduleIn
+
+router = APIRouter(prefix="/v1/admin", tags=["bookings"])
+DISPATCH = ("OWNER", "ADMIN", "DISPATCHER")
+ACTIONS = {
+    "confirm": "confirm",
+    "start": "start",
+    "complete": "complete",
+    "cancel": "cancel",
+    "deposit-paid": "deposit_paid",
+}
+
+
+def ts(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _booking(request: Request) -> Any:
+    return request.app.state.backends.booking
+
+
+@router.get("/leads", summary="Leads of your org, newest first")
+async def list_leads(
+    request: Request,
+    limit: int = Query(50, ge=1, le=200),
+    offset: int = Query(0, ge=0),
+    principal: Principal = Depends(require_roles(*STAFF)),
+) -> dict[str, Any]:
+    response = await _booking(request).call(
+        request, "ListLeads", booking_pb2.ListLeadsRequest(limit=limit, offset=offset)
+    )
+    return {"leads": [convert.lead(lead) for lead in response.leads], "total": response.total}
+
+
+@router.get("/leads/{lead_id}", summary="One lead with its estimate snapshot")
+async def get_lead(
+    lead_id: str, request: Request, principal: Principal = Depends(require_roles(*STAFF))
+) -> dict[str, Any]:
+    response = await _booking(request).call(request, "GetLead", booking_pb2.GetLeadRequest(lead_id=lead_id))
+    return convert.lead(response.lead)
+
+
+@router.post("/bookings", status_code=201, summary="Create a booking, from a lead or by hand")
+async def create_booking(
+    body: BookingIn,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+    principal: Principal = Depends(require_roles(*DISPATCH)),
+) -> ORJSONResponse:
+    response = await _booking(request).call(
+        request,
+        "CreateBooking",
+        booking_pb2.CreateBookingRequest(
+            lead_id=body.lead_id or "",
+            starts_at=ts(body.starts_at),
+            duration_minutes=body.duration_minutes,
+            client_name=body.client_name,
+            client_email=body.client_email,
+            client_phone=body.client_phone,
+            address=body.address,
+            postal_code=body.postal_code,
+            cleaning_type=body.cleaning_type,
+            beds=body.beds,
+            baths=body.baths,
+            notes=body.notes,
+            idempotency_key=idempotency_key or "",
+            deposit_required=body.deposit_required,
+        ),
+    )
+    headers = {"Idempotent-Replayed": "true"} if response.replayed else None
+    return ORJSONResponse(convert.booking(response.booking), status_code=201, headers=headers)
+
+
+@router.get("/bookings", summary="Bookings in a window, by status")
+async def list_bookings(
+    request: Request,
+    status: str = Query("", max_length=20),
+    from_: AwareDatetime | None = Query(None, alias="from"),
+    to: AwareDatetime | None = Query(None),
+    limit: int = Query(50, ge=1, le=200),
+    offset: int = Query(0, ge=0),
+    principal: Principal = Depends(require_roles(*STAFF)),
+) -> dict[str, Any]:
+    message = booking_pb2.ListBookingsRequest(status=status, limit=limit, offset=offset)
+    if from_:
+        message.from_time.CopyFrom(ts(from_))
+    if to:
+        message.to_time.CopyFrom(ts(to))
+    response = await _booking(request).call(request, "ListBookings", message)
+    return {"bookings": [convert.booking(b) for b in response.bookings], "total": response.total}
+
+
+@router.get("/bookings/{booking_id}", summary="One booking, times in UTC and in the org's time zone")
+async def get_booking(
+    booking_id: str, request: Request, principal: Principal = Depends(require_roles(*STAFF))
+) -> dict[str, Any]:
+    response = await _booking(request).call(
+        request, "GetBooking", booking_pb2.GetBookingRequest(booking_id=booking_id)
+    )
+    return convert.booking(response.booking)
+
+
+@router.post("/bookings/{booking_id}/reschedule", summary="Move a booking (its assignments move with it)")
+async def reschedule(
+    booking_id: str,
+    body: RescheduleIn,
+    request: Request,
+    principal: Principal = Depends(require_roles(*DISPATCH)),
+) -> dict[str, Any]:
+    response = await _booking(request).call(
+        request,
+        "RescheduleBooking",
+        booking_pb2.RescheduleBookingRequest(
+            booking_id=booking_id, starts_at=ts(body.starts_at), duration_minutes=body.duration_minutes
+        ),
+    )
+    return convert.booking(response.booking)
+
+
+@router.post(
+    "/bookings/{booking_id}/{action}",
+    summary="confirm, start, complete, cancel (with a reason) or deposit-paid",
+)
+async def transition(
+    booking_id: str,
+    action: str,
+    request: Request,
+    body: CancelIn | None = None,
+    principal: Principal = Depends(require_roles(*DISPATCH)),
+) -> dict[str, Any]:
+    if action not in ACTIONS:
+        raise ProblemError(404, "not_found", f"unknown booking action {action!r}")
+    response = await _booking(request).call(
+        request,
+        "TransitionBooking",
+        booking_pb2.TransitionBookingRequest(
+            booking_id=booking_id, action=ACTIONS[action], reason=body.reason if body else ""
+        ),
+    )
+    result = convert.booking(response.booking)
+    if response.nps_token:
+        result["nps_token"] = response.nps_token
+    return result
+
+
+@router.post("/cleanup", status_code=202, summary='Remove stale pending bookings: {"deleted": n}')
+async def cleanup(
+    request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+) -> dict[str, int]:
+    response = await _booking(request).call(
+        request, "CleanupPendingBookings", booking_pb2.CleanupPendingBookingsRequest()
+    )
+    return {"deleted": response.deleted}

@@ -1,0 +1,347 @@
+"""Bookings: created from a lead or by a dispatcher, then pending → confirmed → in progress →
+completed, or cancelled. Times are stored in UTC; the org's time zone travels with each booking."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cws.booking.v1 import events_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import Range
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+
+from libs.common.db import UnitOfWork
+from libs.common.errors import (
+    Conflict,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    invalid,
+)
+from services.booking import contacts, leads, nps, pricing
+from services.booking.models import bookings, schedule_blocks
+from services.booking.settings import BookingSettings
+
+MAX_DURATION_MINUTES = 24 * 60
+MAX_HORIZON_DAYS = 730
+
+# action: (allowed from, to, event name)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "confirm": (("pending",), "confirmed", "confirmed"),
+    "start": (("confirmed",), "in_progress", "started"),
+    "complete": (("in_progress", "confirmed"), "completed", "completed"),
+    "cancel": (("pending", "confirmed"), "cancelled", "cancelled"),
+}
+
+
+def parse_id(value: str, field: str = "booking_id") -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise invalid(field, "must be a UUID") from exc
+
+
+def to_ts(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def from_ts(stamp: Timestamp, field: str) -> datetime:
+    if not stamp.seconds and not stamp.nanos:
+        raise invalid(field, "is required")
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def check_window(starts_at: datetime, duration_minutes: int, problems: list[FieldViolation]) -> datetime:
+    if not 15 <= duration_minutes <= MAX_DURATION_MINUTES:
+        problems.append(FieldViolation("duration_minutes", f"must be between 15 and {MAX_DURATION_MINUTES}"))
+    now = datetime.now(UTC)
+    if starts_at < now - timedelta(days=1) or starts_at > now + timedelta(days=MAX_HORIZON_DAYS):
+        problems.append(FieldViolation("starts_at", f"must be within the next {MAX_HORIZON_DAYS} days"))
+    return starts_at + timedelta(minutes=max(duration_minutes, 0))
+
+
+@dataclass(frozen=True)
+class BookingInput:
+    starts_at: datetime
+    duration_minutes: int
+    lead_id: str = ""
+    client_name: str = ""
+    client_email: str = ""
+    client_phone: str = ""
+    address: str = ""
+    postal_code: str = ""
+    cleaning_type: str = ""
+    beds: int = 0
+    baths: float = 0
+    notes: str = ""
+    idempotency_key: str = ""
+    deposit_required: bool = False
+
+
+async def create(uow: UnitOfWork, settings: BookingSettings, data: BookingInput) -> tuple[Any, bool]:
+    if data.idempotency_key:
+        if len(data.idempotency_key) > 200:
+            raise invalid("idempotency_key", "must be at most 200 characters")
+        earlier = (
+            await uow.session.execute(
+                select(bookings).where(bookings.c.idempotency_key == data.idempotency_key)
+            )
+        ).first()
+        if earlier is not None:
+            return earlier, True
+    problems: list[FieldViolation] = []
+    lead = await leads.get(uow, data.lead_id) if data.lead_id else None
+    name = contacts.text(
+        data.client_name or (lead.name if lead else ""),
+        "client_name",
+        problems,
+        max_length=200,
+        required=True,
+    )
+    email = contacts.email(
+        data.client_email or (lead.email if lead else ""), "client_email", problems, required=False
+    )
+    phone = contacts.phone(
+        data.client_phone or (lead.phone if lead else ""),
+        "client_phone",
+        problems,
+        settings.phone_region,
+        required=False,
+    )
+    postal = contacts.postal_code(
+        data.postal_code or (lead.postal_code if lead else ""),
+        "postal_code",
+        problems,
+        settings.postal_code_country,
+        required=False,
+    )
+    address = contacts.text(data.address, "address", problems, max_length=500)
+    notes = contacts.text(data.notes, "notes", problems, max_length=2000)
+    cleaning_type = data.cleaning_type or (lead.cleaning_type if lead else "")
+    beds = data.beds if data.beds or not lead else lead.beds
+    baths = data.baths if data.baths or not lead else lead.baths
+    ends_at = check_window(data.starts_at, data.duration_minutes, problems)
+    config = await pricing.active_config(uow)
+    try:
+        pricing.validate_inputs(beds, baths, cleaning_type, config.rules)
+    except InvalidArgument as error:
+        problems.extend(error.violations)
+    if problems:
+        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
+    if lead is not None:
+        total, currency = lead.total_before_tax_cents, lead.currency  # the price the client was quoted
+    else:
+        quote = await pricing.estimate(uow, beds, baths, cleaning_type)
+        total, currency = quote.total_before_tax_cents, quote.currency
+    booking_id = uuid.uuid4()
+    inserted = await uow.session.scalar(
+        pg_insert(bookings)
+        .values(
+            id=booking_id,
+            org_id=uow.org_id,
+            lead_id=lead.id if lead else None,
+            starts_at=data.starts_at,
+            ends_at=ends_at,
+            client_name=name,
+            client_email=email,
+            client_phone=phone,
+            address=address,
+            postal_code=postal,
+            cleaning_type=cleaning_type,
+            beds=beds,
+            baths=baths,
+            total_before_tax_cents=total,
+            currency=currency,
+            deposit_required=settings.deposits_enabled or data.deposit_required,
+            notes=notes,
+            idempotency_key=data.idempotency_key or None,
+        )
+        .on_conflict_do_nothing()
+        .returning(bookings.c.id)
+    )
+    if inserted is None:
+        earlier = (
+            await uow.session.execute(
+                select(bookings).where(bookings.c.idempotency_key == data.idempotency_key)
+            )
+        ).one()
+        return earlier, True
+    row = await get(uow, str(booking_id))
+    raise_event(uow, row, "created")
+    return row, False
+
+
+def raise_event(
+    uow: UnitOfWork, row: Any, name: str, *, worker_ids: list[str] | None = None, reason: str = ""
+) -> None:
+    uow.add_event(
+        f"cws.booking.booking.{name}",
+        events_pb2.BookingChanged(
+            org_id=str(row.org_id),
+            booking_id=str(row.id),
+            status=row.status,
+            starts_at=to_ts(row.starts_at),
+            ends_at=to_ts(row.ends_at),
+            client_email=row.client_email,
+            team_id=str(row.team_id or ""),
+            worker_ids=worker_ids or [],
+            reason=reason,
+        ),
+    )
+
+
+async def get(uow: UnitOfWork, booking_id: str, *, for_update: bool = False) -> Any:
+    query = select(bookings).where(bookings.c.id == parse_id(booking_id))
+    if for_update:
+        query = query.with_for_update()
+    row = (await uow.session.execute(query)).first()
+    if row is None:
+        raise NotFound("booking not found")
+    return row
+
+
+async def worker_ids_of(uow: UnitOfWork, booking_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+    if not booking_ids:
+        return {}
+    rows = (
+        await uow.session.execute(
+            select(schedule_blocks.c.booking_id, schedule_blocks.c.worker_id).where(
+                schedule_blocks.c.booking_id.in_(booking_ids), schedule_blocks.c.worker_id.is_not(None)
+            )
+        )
+    ).all()
+    found: dict[uuid.UUID, list[str]] = {}
+    for booking_id, worker_id in rows:
+        found.setdefault(booking_id, []).append(str(worker_id))
+    return found
+
+
+async def list_bookings(
+    uow: UnitOfWork,
+    *,
+    status: str = "",
+    from_time: datetime | None = None,
+    to_time: datetime | None = None,
+    client_email: str = "",
+    worker_id: str = "",
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Any], int]:
+    query = select(bookings)
+    if status:
+        if status not in TRANSITIONS and status not in (
+            "pending",
+            "confirmed",
+            "in_progress",
+            "completed",
+            "cancelled",
+        ):
+            raise invalid("status", "must be pending, confirmed, in_progress, completed or cancelled")
+        query = query.where(bookings.c.status == status)
+    if from_time:
+        query = query.where(bookings.c.ends_at > from_time)
+    if to_time:
+        query = query.where(bookings.c.starts_at < to_time)
+    if client_email:
+        query = query.where(func.lower(bookings.c.client_email) == client_email.lower())
+    if worker_id:
+        assigned = select(schedule_blocks.c.booking_id).where(
+            schedule_blocks.c.worker_id == parse_id(worker_id, "worker_id")
+        )
+        query = query.where(bookings.c.id.in_(assigned))
+    total = await uow.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = (
+        await uow.session.execute(
+            query.order_by(bookings.c.starts_at, bookings.c.id).limit(limit).offset(offset)
+        )
+    ).all()
+    return list(rows), int(total or 0)
+
+
+async def transition(uow: UnitOfWork, booking_id: str, action: str, *, reason: str = "") -> tuple[Any, str]:
+    """Returns (booking, nps token if the action completed it)."""
+    if action == "deposit_paid":
+        return await _deposit_paid(uow, booking_id), ""
+    if action not in TRANSITIONS:
+        raise invalid("action", "must be confirm, start, complete, cancel or deposit_paid")
+    allowed_from, target, event = TRANSITIONS[action]
+    row = await get(uow, booking_id, for_update=True)
+    if row.status not in allowed_from:
+        raise FailedPrecondition(f"cannot {action} a booking that is {row.status}", code="invalid_transition")
+    if action == "confirm" and row.deposit_required and not row.deposit_paid:
+        raise FailedPrecondition("this booking waits for its deposit", code="deposit_required")
+    if action == "cancel" and len(reason) > 500:
+        raise invalid("reason", "must be at most 500 characters")
+    values: dict[str, Any] = {"status": target, "updated_at": func.now()}
+    if action == "cancel":
+        values["cancel_reason"] = reason.strip()
+        # A cancelled job frees its team and workers at once.
+        await uow.session.execute(delete(schedule_blocks).where(schedule_blocks.c.booking_id == row.id))
+    await uow.session.execute(update(bookings).where(bookings.c.id == row.id).values(**values))
+    updated = await get(uow, booking_id)
+    raise_event(uow, updated, event, reason=reason)
+    token = await nps.create_survey(uow, updated.id) if action == "complete" else ""
+    return updated, token
+
+
+async def _deposit_paid(uow: UnitOfWork, booking_id: str) -> Any:
+    row = await get(uow, booking_id, for_update=True)
+    values: dict[str, Any] = {"deposit_paid": True, "updated_at": func.now()}
+    confirm = row.status == "pending"
+    if confirm:
+        values["status"] = "confirmed"
+    await uow.session.execute(update(bookings).where(bookings.c.id == row.id).values(**values))
+    updated = await get(uow, booking_id)
+    if confirm:
+        raise_event(uow, updated, "confirmed", reason="deposit_paid")
+    return updated
+
+
+async def reschedule(uow: UnitOfWork, booking_id: str, starts_at: datetime, duration_minutes: int) -> Any:
+    row = await get(uow, booking_id, for_update=True)
+    if row.status not in ("pending", "confirmed"):
+        raise FailedPrecondition(
+            f"cannot reschedule a booking that is {row.status}", code="invalid_transition"
+        )
+    problems: list[FieldViolation] = []
+    ends_at = check_window(starts_at, duration_minutes, problems)
+    if problems:
+        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
+    try:
+        async with uow.session.begin_nested():
+            await uow.session.execute(
+                update(schedule_blocks)
+                .where(schedule_blocks.c.booking_id == row.id)
+                .values(period=Range(starts_at, ends_at, bounds="[)"))
+            )
+            await uow.session.execute(
+                update(bookings)
+                .where(bookings.c.id == row.id)
+                .values(starts_at=starts_at, ends_at=ends_at, updated_at=func.now())
+            )
+    except IntegrityError as exc:
+        raise Conflict(
+            "the new time overlaps another job or a blackout of the assigned team or workers",
+            code="schedule_conflict",
+        ) from exc
+    updated = await get(uow, booking_id)
+    raise_event(uow, updated, "rescheduled")
+    return updated
+
+
+async def cleanup_pending(uow: UnitOfWork, older_than_hours: int) -> int:
+    cutoff = datetime.now(UTC) - timedelta(hours=older_than_hours)
+    deleted = await uow.session.execute(
+        delete(bookings).where(
+            bookings.c.status == "pending", bookings.c.created_at < cutoff, bookings.c.deposit_paid.is_(False)
+        )
+    )
+    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,206 @@
+"""The booking servicer: proto in, domain call, proto out. No SQL and no business rules here.
+
+It is assembled from per-area parts (this module: estimates, leads, bookings; grpc_scheduling.py:
+teams, workers, blackouts, scheduling, queue; grpc_insights.py: NPS and analytics) so no file grows
+past what a reader holds at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cws.booking.v1 import booking_pb2, booking_pb2_grpc
+
+from libs.common import context as request_context
+from libs.common.context import AuthMethod
+from libs.common.db import Database, UnitOfWork, unit_of_work
+from libs.common.errors import NotFound, PermissionDenied, invalid
+from services.booking import bookings, leads, orgs, pricing, protos
+from services.booking.bookings import from_ts
+from services.booking.grpc_insights import InsightsApi
+from services.booking.grpc_scheduling import SchedulingApi
+from services.booking.settings import BookingSettings
+
+STAFF = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
+DISPATCH = ("OWNER", "ADMIN", "DISPATCHER")
+CLIENT = AuthMethod.Value("AUTH_METHOD_CLIENT_PORTAL")
+WORKER = AuthMethod.Value("AUTH_METHOD_WORKER_PORTAL")
+
+
+def page(limit: int, offset: int) -> tuple[int, int]:
+    if not 0 <= limit <= 200:
+        raise invalid("limit", "must be between 1 and 200")
+    if offset < 0:
+        raise invalid("offset", "must not be negative")
+    return limit or 50, offset
+
+
+async def booking_proto(uow: UnitOfWork, row: Any) -> booking_pb2.Booking:
+    profile = await orgs.ensure_profile(uow)
+    workers = await bookings.worker_ids_of(uow, [row.id])
+    return protos.booking(row, profile.time_zone, workers.get(row.id, []))
+
+
+class BookingServicer(SchedulingApi, InsightsApi, booking_pb2_grpc.BookingServiceServicer):
+    def __init__(self, db: Database, settings: BookingSettings) -> None:
+        self.db = db
+        self.settings = settings
+
+    async def ResolvePublicOrg(self, request: booking_pb2.ResolvePublicOrgRequest, context: Any) -> Any:
+        async with unit_of_work(self.db) as uow:
+            org_id = await orgs.resolve_public_org(uow, request.org_key)
+            await uow.set_org(org_id)
+            profile = await orgs.ensure_profile(uow)
+        return booking_pb2.ResolvePublicOrgResponse(org_id=str(org_id), time_zone=profile.time_zone)
+
+    async def Estimate(
+        self, request: booking_pb2.EstimateRequest, context: Any
+    ) -> booking_pb2.EstimateResponse:
+        async with unit_of_work(self.db) as uow:
+            await uow.set_org(await orgs.resolve_public_org(uow, request.org_key))
+            await orgs.ensure_profile(uow)
+            quote = await pricing.estimate(uow, request.beds, request.baths, request.cleaning_type)
+        return protos.estimate(quote)
+
+    async def CreateLead(self, request: booking_pb2.CreateLeadRequest, context: Any) -> Any:
+        inputs = request.structured_inputs
+        async with unit_of_work(self.db) as uow:
+            await uow.set_org(await orgs.resolve_public_org(uow, request.org_key))
+            await orgs.ensure_profile(uow)
+            row, replayed = await leads.create(
+                uow,
+                self.settings,
+                leads.LeadInput(
+                    name=request.name,
+                    phone=request.phone,
+                    email=request.email,
+                    postal_code=request.postal_code,
+                    beds=inputs.beds,
+                    baths=inputs.baths,
+                    cleaning_type=inputs.cleaning_type,
+                    notes=request.notes,
+                    idempotency_key=request.idempotency_key,
+                ),
+            )
+        return booking_pb2.CreateLeadResponse(lead=protos.lead(row), replayed=replayed)
+
+    async def ListLeads(self, request: booking_pb2.ListLeadsRequest, context: Any) -> Any:
+        request_context.require_role(*STAFF)
+        limit, offset = page(request.limit, request.offset)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            rows, total = await leads.list_leads(uow, limit=limit, offset=offset)
+        return booking_pb2.ListLeadsResponse(leads=[protos.lead(r) for r in rows], total=total)
+
+    async def GetLead(self, request: booking_pb2.GetLeadRequest, context: Any) -> Any:
+        request_context.require_role(*STAFF)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            row = await leads.get(uow, request.lead_id)
+        return booking_pb2.GetLeadResponse(lead=protos.lead(row))
+
+    async def CreateBooking(self, request: booking_pb2.CreateBookingRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        data = bookings.BookingInput(
+            starts_at=from_ts(request.starts_at, "starts_at"),
+            duration_minutes=request.duration_minutes,
+            lead_id=request.lead_id,
+            client_name=request.client_name,
+            client_email=request.client_email,
+            client_phone=request.client_phone,
+            address=request.address,
+            postal_code=request.postal_code,
+            cleaning_type=request.cleaning_type,
+            beds=request.beds,
+            baths=request.baths,
+            notes=request.notes,
+            idempotency_key=request.idempotency_key,
+            deposit_required=request.deposit_required,
+        )
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            await orgs.ensure_profile(uow)
+            row, replayed = await bookings.create(uow, self.settings, data)
+            result = await booking_proto(uow, row)
+        return booking_pb2.CreateBookingResponse(booking=result, replayed=replayed)
+
+    async def ListBookings(self, request: booking_pb2.ListBookingsRequest, context: Any) -> Any:
+        client_email, worker_id = self._portal_scope(request.client_email, request.worker_id)
+        limit, offset = page(request.limit, request.offset)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            profile = await orgs.ensure_profile(uow)
+            rows, total = await bookings.list_bookings(
+                uow,
+                status=request.status,
+                from_time=from_ts(request.from_time, "from_time") if request.HasField("from_time") else None,
+                to_time=from_ts(request.to_time, "to_time") if request.HasField("to_time") else None,
+                client_email=client_email,
+                worker_id=worker_id,
+                limit=limit,
+                offset=offset,
+            )
+            workers = await bookings.worker_ids_of(uow, [r.id for r in rows])
+        return booking_pb2.ListBookingsResponse(
+            bookings=[protos.booking(r, profile.time_zone, workers.get(r.id, [])) for r in rows], total=total
+        )
+
+    async def GetBooking(self, request: booking_pb2.GetBookingRequest, context: Any) -> Any:
+        client_email, worker_id = self._portal_scope("", "")
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            row = await bookings.get(uow, request.booking_id)
+            result = await booking_proto(uow, row)
+        self._check_portal_access(result, client_email, worker_id)
+        return booking_pb2.GetBookingResponse(booking=result)
+
+    async def TransitionBooking(self, request: booking_pb2.TransitionBookingRequest, context: Any) -> Any:
+        ctx = request_context.current()
+        if ctx.auth_method == WORKER:
+            if request.action not in ("start", "complete"):
+                raise PermissionDenied("workers may only start or complete their jobs", code="forbidden_role")
+        else:
+            request_context.require_role(*DISPATCH)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            if ctx.auth_method == WORKER:
+                self._check_portal_access(
+                    await booking_proto(uow, await bookings.get(uow, request.booking_id)),
+                    "",
+                    ctx.principal_id,
+                )
+            row, token = await bookings.transition(
+                uow, request.booking_id, request.action, reason=request.reason
+            )
+            result = await booking_proto(uow, row)
+        return booking_pb2.TransitionBookingResponse(booking=result, nps_token=token)
+
+    async def RescheduleBooking(self, request: booking_pb2.RescheduleBookingRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            row = await bookings.reschedule(
+                uow, request.booking_id, from_ts(request.starts_at, "starts_at"), request.duration_minutes
+            )
+            result = await booking_proto(uow, row)
+        return booking_pb2.RescheduleBookingResponse(booking=result)
+
+    async def CleanupPendingBookings(
+        self, request: booking_pb2.CleanupPendingBookingsRequest, context: Any
+    ) -> Any:
+        request_context.require_role("OWNER", "ADMIN")
+        hours = request.older_than_hours or self.settings.pending_booking_ttl_hours
+        if not 1 <= hours <= 24 * 365:
+            raise invalid("older_than_hours", "must be between 1 and 8760")
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            deleted = await bookings.cleanup_pending(uow, hours)
+        return booking_pb2.CleanupPendingBookingsResponse(deleted=deleted)
+
+    def _portal_scope(self, client_email: str, worker_id: str) -> tuple[str, str]:
+        """Portal callers see only their own bookings, whatever they ask for; staff may filter."""
+        ctx = request_context.current()
+        if ctx.auth_method == CLIENT:
+            return ctx.principal_id, ""
+        if ctx.auth_method == WORKER:
+            return "", ctx.principal_id
+        request_context.require_role(*STAFF)
+        return client_email, worker_id
+
+    def _check_portal_access(self, booking: booking_pb2.Booking, client_email: str, worker_id: str) -> None:
+        # Not ours: answer as if it did not exist, so ids cannot be probed.
+        if client_email and booking.client_email.lower() != client_email.lower():
+            raise NotFound("booking not found")
+        if worker_id and worker_id not in booking.worker_ids:
+            raise NotFound("booking not found")

@@ -1,0 +1,115 @@
+"""Lead intake: validated, normalised contact details with the estimate snapshot they were quoted."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cws.booking.v1 import events_pb2
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from libs.common.db import UnitOfWork
+from libs.common.errors import FieldViolation, InvalidArgument, NotFound, invalid
+from services.booking import contacts, pricing
+from services.booking.models import leads
+from services.booking.settings import BookingSettings
+
+
+@dataclass(frozen=True)
+class LeadInput:
+    name: str
+    phone: str
+    email: str
+    postal_code: str
+    beds: int
+    baths: float
+    cleaning_type: str
+    notes: str = ""
+    idempotency_key: str = ""
+
+
+async def create(uow: UnitOfWork, settings: BookingSettings, data: LeadInput) -> tuple[Any, bool]:
+    """Returns (lead row, replayed). A repeated idempotency key returns the first lead."""
+    if data.idempotency_key:
+        if len(data.idempotency_key) > 200:
+            raise invalid("idempotency_key", "must be at most 200 characters")
+        earlier = await _by_idempotency_key(uow, data.idempotency_key)
+        if earlier is not None:
+            return earlier, True
+    problems: list[FieldViolation] = []
+    name = contacts.text(data.name, "name", problems, max_length=200, required=True)
+    phone = contacts.phone(data.phone, "phone", problems, settings.phone_region)
+    email = contacts.email(data.email, "email", problems)
+    postal = contacts.postal_code(data.postal_code, "postal_code", problems, settings.postal_code_country)
+    notes = contacts.text(data.notes, "notes", problems, max_length=2000)
+    config = await pricing.active_config(uow)
+    try:
+        pricing.validate_inputs(data.beds, data.baths, data.cleaning_type, config.rules, "structured_inputs.")
+    except InvalidArgument as error:
+        problems.extend(error.violations)
+    if problems:
+        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
+    quote = await pricing.estimate(uow, data.beds, data.baths, data.cleaning_type)
+    lead_id = uuid.uuid4()
+    inserted = await uow.session.scalar(
+        pg_insert(leads)
+        .values(
+            id=lead_id,
+            org_id=uow.org_id,
+            name=name,
+            phone=phone,
+            email=email,
+            postal_code=postal,
+            beds=data.beds,
+            baths=data.baths,
+            cleaning_type=data.cleaning_type,
+            pricing_config_id=quote.pricing_config_id,
+            estimate=quote.snapshot(),
+            total_before_tax_cents=quote.total_before_tax_cents,
+            currency=quote.currency,
+            notes=notes,
+            idempotency_key=data.idempotency_key or None,
+        )
+        .on_conflict_do_nothing()
+        .returning(leads.c.id)
+    )
+    if inserted is None:  # the same key won a race a moment ago
+        earlier = await _by_idempotency_key(uow, data.idempotency_key)
+        return earlier, True
+    uow.add_event(
+        "cws.booking.lead.created",
+        events_pb2.LeadCreated(
+            org_id=str(uow.org_id),
+            lead_id=str(lead_id),
+            email=email,
+            total_before_tax_cents=quote.total_before_tax_cents,
+        ),
+    )
+    return await get(uow, str(lead_id)), False
+
+
+async def _by_idempotency_key(uow: UnitOfWork, key: str) -> Any:
+    return (await uow.session.execute(select(leads).where(leads.c.idempotency_key == key))).first()
+
+
+async def get(uow: UnitOfWork, lead_id: str) -> Any:
+    try:
+        key = uuid.UUID(lead_id)
+    except ValueError as exc:
+        raise invalid("lead_id", "must be a UUID") from exc
+    row = (await uow.session.execute(select(leads).where(leads.c.id == key))).first()
+    if row is None:
+        raise NotFound("lead not found")
+    return row
+
+
+async def list_leads(uow: UnitOfWork, *, limit: int, offset: int) -> tuple[list[Any], int]:
+    rows = (
+        await uow.session.execute(
+            select(leads).order_by(leads.c.created_at.desc(), leads.c.id).limit(limit).offset(offset)
+        )
+    ).all()
+    total = await uow.session.scalar(select(func.count()).select_from(leads))
+    return list(rows), int(total or 0)

@@ -1,0 +1,208 @@
+"""Tables of the booking schema. Every tenant table has org_id and a forced RLS policy (migration 0001).
+
+Occupancy of teams and workers lives in `schedule_blocks`: one row per assigned team, per assigned
+worker, and per blackout. Two exclusion constraints (btree_gist) make the database itself refuse any
+overlap for the same team or worker, so concurrent assignments cannot double-book."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSTZRANGE, UUID
+
+from libs.common.db import service_metadata
+
+SCHEMA = "booking"
+metadata, event_tables = service_metadata(SCHEMA)
+
+BOOKING_STATUSES = ("pending", "confirmed", "in_progress", "completed", "cancelled")
+CLEANING_TYPES = ("standard", "deep", "move_out")
+
+org_profiles = Table(
+    "org_profiles",
+    metadata,
+    Column("org_id", UUID(as_uuid=True), primary_key=True),
+    Column("name", String(200), nullable=False),
+    # The public key a website sends (X-Org-Key) or the host's subdomain, for public endpoints.
+    Column("public_key", String(64), nullable=False, unique=True),
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
+    Column("currency", String(3), nullable=False, server_default="CAD"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+pricing_configs = Table(
+    "pricing_configs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    # {"standard": {"base_cents": .., "per_bed_cents": .., "per_bath_cents": .., "minutes_base": ..,
+    #   "minutes_per_bed": .., "minutes_per_bath": ..}, ...}
+    Column("rules", JSONB, nullable=False),
+    Column("min_total_cents", Integer, nullable=False, server_default="0"),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    # Set when an estimate first used it; the migration's trigger then refuses changes to its rules.
+    Column("used", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("org_id", "version"),
+    Index("uq_pricing_configs_one_active", "org_id", unique=True, postgresql_where=text("active")),
+)
+
+leads = Table(
+    "leads",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("postal_code", String(16), nullable=False),
+    Column("beds", Integer, nullable=False),
+    Column("baths", Float, nullable=False),
+    Column("cleaning_type", String(20), nullable=False),
+    Column("pricing_config_id", UUID(as_uuid=True), ForeignKey("booking.pricing_configs.id"), nullable=False),
+    Column("estimate", JSONB, nullable=False),
+    Column("total_before_tax_cents", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("notes", Text, nullable=False, server_default=""),
+    Column("status", String(20), nullable=False, server_default="new"),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("org_id", "idempotency_key"),
+    Index("ix_leads_org_created", "org_id", "created_at"),
+)
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("uq_teams_org_name", "org_id", text("lower(name)"), unique=True),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("team_id", UUID(as_uuid=True), ForeignKey("booking.teams.id", ondelete="SET NULL"), nullable=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=False, server_default=""),
+    Column("phone", String(32), nullable=False, server_default=""),
+    Column("role", String(200), nullable=False, server_default=""),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_workers_org_team", "org_id", "team_id"),
+)
+
+bookings = Table(
+    "bookings",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("lead_id", UUID(as_uuid=True), ForeignKey("booking.leads.id", ondelete="SET NULL"), nullable=True),
+    Column("status", String(20), nullable=False, server_default="pending"),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("client_name", String(200), nullable=False),
+    Column("client_email", String(320), nullable=False, server_default=""),
+    Column("client_phone", String(32), nullable=False, server_default=""),
+    Column("address", String(500), nullable=False, server_default=""),
+    Column("postal_code", String(16), nullable=False, server_default=""),
+    Column("cleaning_type", String(20), nullable=False),
+    Column("beds", Integer, nullable=False),
+    Column("baths", Float, nullable=False),
+    Column("total_before_tax_cents", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("team_id", UUID(as_uuid=True), ForeignKey("booking.teams.id", ondelete="SET NULL"), nullable=True),
+    Column("deposit_required", Boolean, nullable=False, server_default=text("false")),
+    Column("deposit_paid", Boolean, nullable=False, server_default=text("false")),
+    Column("notes", Text, nullable=False, server_default=""),
+    Column("cancel_reason", Text, nullable=False, server_default=""),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+    CheckConstraint(f"status IN {BOOKING_STATUSES!r}", name="status_known"),
+    UniqueConstraint("org_id", "idempotency_key"),
+    Index("ix_bookings_org_starts", "org_id", "starts_at"),
+    Index("ix_bookings_org_email", "org_id", text("lower(client_email)")),
+    Index("ix_bookings_org_status_starts", "org_id", "status", "starts_at"),
+)
+
+schedule_blocks = Table(
+    "schedule_blocks",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column(
+        "booking_id", UUID(as_uuid=True), ForeignKey("booking.bookings.id", ondelete="CASCADE"), nullable=True
+    ),
+    Column("team_id", UUID(as_uuid=True), ForeignKey("booking.teams.id", ondelete="CASCADE"), nullable=True),
+    Column(
+        "worker_id", UUID(as_uuid=True), ForeignKey("booking.workers.id", ondelete="CASCADE"), nullable=True
+    ),
+    Column("period", TSTZRANGE, nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("kind IN ('booking', 'blackout')", name="kind_known"),
+    CheckConstraint("(team_id IS NULL) <> (worker_id IS NULL)", name="one_subject"),
+    CheckConstraint("(kind = 'booking') = (booking_id IS NOT NULL)", name="booking_blocks_name_booking"),
+    CheckConstraint("NOT isempty(period)", name="period_not_empty"),
+    Index("ix_schedule_blocks_booking", "booking_id"),
+)
+
+nps_surveys = Table(
+    "nps_surveys",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column(
+        "booking_id",
+        UUID(as_uuid=True),
+        ForeignKey("booking.bookings.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+)
+
+nps_responses = Table(
+    "nps_responses",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column(
+        "booking_id",
+        UUID(as_uuid=True),
+        ForeignKey("booking.bookings.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("score", Integer, nullable=False),
+    Column("comment", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("score BETWEEN 0 AND 10", name="score_range"),
+    Index("ix_nps_responses_org_created", "org_id", "created_at"),
+)

@@ -1,0 +1,76 @@
+"""Org profiles: the booking side of an org (public key, time zone, currency). Created from IAM's
+cws.iam.org.created event, and lazily on first use so a request never waits for the event."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from cws.iam.v1 import events_pb2 as iam_events
+from nats.aio.msg import Msg
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from libs.common import context as request_context
+from libs.common.db import UnitOfWork
+from libs.common.errors import NotFound, PermissionDenied
+from services.booking import pricing
+from services.booking.models import org_profiles
+
+
+@dataclass(frozen=True)
+class OrgProfile:
+    org_id: uuid.UUID
+    time_zone: str
+    currency: str
+
+
+def public_key_for(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "org"
+    return f"{slug}-{secrets.token_hex(3)}"
+
+
+async def ensure_profile(
+    uow: UnitOfWork, *, name: str = "", time_zone: str = "UTC", currency: str = "CAD", update: bool = False
+) -> OrgProfile:
+    """The org's profile and an active pricing config, creating defaults if the org is new here."""
+    assert uow.org_id is not None
+    statement = pg_insert(org_profiles).values(
+        org_id=uow.org_id, name=name, public_key=public_key_for(name), time_zone=time_zone, currency=currency
+    )
+    if update:
+        statement = statement.on_conflict_do_update(
+            index_elements=[org_profiles.c.org_id], set_={"name": name, "time_zone": time_zone}
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=[org_profiles.c.org_id])
+    await uow.session.execute(statement)
+    row = (await uow.session.execute(select(org_profiles).where(org_profiles.c.org_id == uow.org_id))).one()
+    await pricing.ensure_default_config(uow, row.currency)
+    return OrgProfile(row.org_id, row.time_zone, row.currency)
+
+
+async def resolve_public_org(uow: UnitOfWork, org_key: str) -> uuid.UUID:
+    """The org a public request acts for: its public key, else the context's org (DEFAULT_ORG_ID)."""
+    if org_key:
+        found = (
+            await uow.session.execute(text("SELECT org_id FROM booking.org_for_key(:key)"), {"key": org_key})
+        ).first()
+        if found is None:
+            raise NotFound("unknown organisation key", code="unknown_org")
+        return found.org_id  # type: ignore[no-any-return]
+    ctx = request_context.current()
+    if not ctx.org_id:
+        raise PermissionDenied(
+            "no organisation: send X-Org-Key or configure DEFAULT_ORG_ID", code="org_required"
+        )
+    return uuid.UUID(ctx.org_id)
+
+
+async def on_org_created(uow: UnitOfWork, message: Msg) -> None:
+    """Consumer of cws.iam.org.created: the org's booking profile and default pricing."""
+    event = iam_events.OrgCreated.FromString(message.data)
+    await uow.set_org(uuid.UUID(event.org_id))
+    await ensure_profile(uow, name=event.name, time_zone=event.time_zone or "UTC", update=True)

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from libs.common.settings import CommonSettings
+
+
+class BookingSettings(CommonSettings):
+    service_name: str = "booking"
+    booking_grpc_port: int = 50052
+    booking_http_port: int = 8102
+    deposits_enabled: bool = False
+    default_currency: str = "CAD"
+    # POST /v1/admin/cleanup removes pending bookings created longer ago than this.
+    pending_booking_ttl_hours: int = 24
+    # Longest window scheduling suggestions/conflicts accept (seed 002: invalid windows are 422).
+    schedule_max_window_days: int = 31
+    phone_region: str = "CA"
+    postal_code_country: str = "CA"
