@@ -25,7 +25,7 @@ from libs.common.errors import (
     invalid,
 )
 from services.booking import contacts, leads, nps, pricing
-from services.booking.models import bookings, schedule_blocks
+from services.booking.models import BOOKING_STATUSES, bookings, schedule_blocks
 from services.booking.settings import BookingSettings
 
 MAX_DURATION_MINUTES = 24 * 60
@@ -237,13 +237,7 @@ async def list_bookings(
 ) -> tuple[list[Any], int]:
     query = select(bookings)
     if status:
-        if status not in TRANSITIONS and status not in (
-            "pending",
-            "confirmed",
-            "in_progress",
-            "completed",
-            "cancelled",
-        ):
+        if status not in BOOKING_STATUSES:
             raise invalid("status", "must be pending, confirmed, in_progress, completed or cancelled")
         query = query.where(bookings.c.status == status)
     if from_time:

@@ -1,0 +1,239 @@
+"""Bookings at the gateway: lifecycle, deposits, cleanup, time zones, idempotency, cross-org, events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import nats
+import psycopg
+from cws.booking.v1 import events_pb2
+
+from libs.common.db import Database
+from services.booking.tests.helpers import (
+    assert_problem,
+    create_booking,
+    owner_headers,
+    slot,
+    staff_headers,
+)
+from services.iam.accounts import create_org_with_owner
+from services.iam.models import SCHEMA, event_tables
+
+
+async def test_lifecycle_pending_confirmed_in_progress_completed(gateway, http, make_org):
+    org = await make_org()
+    owner = await owner_headers(http, gateway.url, org)
+    booking = await create_booking(http, gateway.url, owner)
+    assert booking["status"] == "pending" and booking["total_before_tax_cents"] > 0
+    url = f"{gateway.url}/v1/admin/bookings/{booking['id']}"
+
+    assert_problem(await http.post(f"{url}/start", headers=owner), 409, "invalid_transition")
+    for action, status in (("confirm", "confirmed"), ("start", "in_progress"), ("complete", "completed")):
+        response = await http.post(f"{url}/{action}", headers=owner)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == status
+    assert response.json()["nps_token"].startswith("nps.")
+    assert_problem(
+        await http.post(f"{url}/cancel", headers=owner, json={"reason": "late"}), 409, "invalid_transition"
+    )
+    assert_problem(await http.post(f"{url}/explode", headers=owner), 404)
+
+
+async def test_cancel_keeps_the_reason(gateway, http, make_org):
+    org = await make_org()
+    owner = await owner_headers(http, gateway.url, org)
+    booking = await create_booking(http, gateway.url, owner)
+    cancelled = await http.post(
+        f"{gateway.url}/v1/admin/bookings/{booking['id']}/cancel",
+        headers=owner,
+        json={"reason": "client moved"},
+    )
+    assert cancelled.status_code == 200 and cancelled.json()["cancel_reason"] == "client moved"
+    too_long = await http.post(
+        f"{gateway.url}/v1/admin/bookings/{booking['id']}/cancel", headers=owner, json={"reason": "x" * 501}
+    )
+    assert_problem(too_long, 422)
+
+
+async def test_booking_from_a_lead_keeps_the_quoted_price(gateway, http, make_org):
+    org = await make_org()
+    lead = await http.post(
+        f"{gateway.url}/v1/leads",
+        headers={"X-Test-Org": org.org_id},
+        json={
+            "name": "Lee Lead",
+            "phone": "780-555-0101",
+            "email": "lee@example.com",
+            "postal_code": "T5J 0N3",
+            "structured_inputs": {"beds": 3, "baths": 2, "cleaning_type": "move_out"},
+        },
+    )
+    assert lead.status_code == 201, lead.text
+    owner = await owner_headers(http, gateway.url, org)
+    booking = await create_booking(
+        http,
+        gateway.url,
+        owner,
+        lead_id=lead.json()["lead_id"],
+        client_name="",
+        client_email="",
+        cleaning_type="",
+        beds=0,
+        baths=0,
+    )
+    assert booking["lead_id"] == lead.json()["lead_id"]
+    assert booking["client_email"] == "lee@example.com" and booking["cleaning_type"] == "move_out"
+    assert booking["total_before_tax_cents"] == lead.json()["estimate"]["total_before_tax_cents"]
+
+
+async def test_deposits_keep_a_booking_pending_until_paid(gateways, http, make_org):
+    gateway = gateways.get()
+    org = await make_org()
+    owner = await owner_headers(http, gateway.url, org)
+    booking = await create_booking(http, gateway.url, owner, deposit_required=True)
+    url = f"{gateway.url}/v1/admin/bookings/{booking['id']}"
+    assert_problem(await http.post(f"{url}/confirm", headers=owner), 409, "deposit_required")
+    paid = await http.post(f"{url}/deposit-paid", headers=owner)
+    assert paid.status_code == 200 and paid.json()["status"] == "confirmed" and paid.json()["deposit_paid"]
+
+
+async def test_times_are_utc_and_shown_in_the_org_time_zone(gateway, http, stack):
+    db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=1)
+    email, password = f"tz-{uuid.uuid4().hex[:8]}@example.com", "Owner-password-123"
+    await create_org_with_owner(
+        db, name="Tz Org", email=email, password=password, time_zone="America/Edmonton"
+    )
+    await db.dispose()
+    login = await http.post(f"{gateway.url}/v1/auth/login", json={"email": email, "password": password})
+    owner = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    start = (datetime.now(UTC) + timedelta(days=10)).replace(hour=16, minute=0, second=0, microsecond=0)
+    booking = None
+    for _ in range(50):  # the org profile (with its time zone) arrives by event; a lazy default is UTC
+        booking = await create_booking(http, gateway.url, owner, starts_at=start.isoformat())
+        if booking["time_zone"] == "America/Edmonton":
+            break
+        await asyncio.sleep(0.1)
+    assert booking["time_zone"] == "America/Edmonton"
+    assert booking["starts_at"].startswith(start.strftime("%Y-%m-%dT16:00:00"))
+    local = datetime.fromisoformat(booking["starts_at_local"])
+    assert local.utcoffset() in (timedelta(hours=-7), timedelta(hours=-6)) and local == start
+
+
+async def test_bad_booking_input(gateway, http, make_org):
+    org = await make_org()
+    owner = await owner_headers(http, gateway.url, org)
+    base = {
+        "starts_at": slot(24),
+        "duration_minutes": 60,
+        "client_name": "A",
+        "cleaning_type": "standard",
+        "beds": 1,
+        "baths": 1,
+    }
+    for change, field in (
+        ({"starts_at": "2030-01-01T10:00:00"}, "starts_at"),
+        ({"duration_minutes": 5}, "duration_minutes"),
+        ({"duration_minutes": 100_000}, "duration_minutes"),
+        ({"starts_at": (datetime.now(UTC) + timedelta(days=3000)).isoformat()}, "starts_at"),
+        ({"client_email": "nope"}, "client_email"),
+        ({"cleaning_type": "palace"}, "cleaning_type"),
+        ({"lead_id": "not-a-uuid"}, "lead_id"),
+    ):
+        response = await http.post(f"{gateway.url}/v1/admin/bookings", headers=owner, json={**base, **change})
+        body = assert_problem(response, 422)
+        assert any(field in e["field"] for e in body.get("errors", [])), body
+    assert_problem(await http.get(f"{gateway.url}/v1/admin/bookings/not-a-uuid", headers=owner), 422)
+    assert_problem(await http.get(f"{gateway.url}/v1/admin/bookings?status=lost", headers=owner), 422)
+
+
+async def test_idempotent_booking_create(gateway, http, make_org):
+    org = await make_org()
+    owner = await owner_headers(http, gateway.url, org)
+    key = {"Idempotency-Key": f"bk-{uuid.uuid4()}", **owner}
+    first = await create_booking(http, gateway.url, key)
+    second = await create_booking(http, gateway.url, key, client_name="Someone Else")
+    assert first["id"] == second["id"] and second["client_name"] == first["client_name"]
+
+
+async def test_another_orgs_booking_is_not_found_and_lists_are_separate(gateway, http, make_org):
+    a, b = await make_org(), await make_org()
+    owner_a, owner_b = await owner_headers(http, gateway.url, a), await owner_headers(http, gateway.url, b)
+    booking = await create_booking(http, gateway.url, owner_a)
+    url = f"{gateway.url}/v1/admin/bookings/{booking['id']}"
+    assert_problem(await http.get(url, headers=owner_b), 404)
+    for action in ("confirm", "cancel"):
+        assert_problem(await http.post(f"{url}/{action}", headers=owner_b), 404)
+    assert_problem(
+        await http.post(
+            f"{url}/reschedule", headers=owner_b, json={"starts_at": slot(72), "duration_minutes": 60}
+        ),
+        404,
+    )
+    assert (await http.get(f"{gateway.url}/v1/admin/bookings", headers=owner_b)).json()["total"] == 0
+    assert (await http.get(url, headers=owner_a)).status_code == 200
+
+
+async def test_roles(gateway, http, make_org):
+    org = await make_org()
+    owner = await owner_headers(http, gateway.url, org)
+    viewer = await staff_headers(http, gateway.url, owner, "VIEWER")
+    dispatcher = await staff_headers(http, gateway.url, owner, "DISPATCHER")
+    assert_problem(await http.post(f"{gateway.url}/v1/admin/bookings", headers=viewer, json={}), 403)
+    booking = await create_booking(http, gateway.url, dispatcher)
+    assert (
+        await http.get(f"{gateway.url}/v1/admin/bookings/{booking['id']}", headers=viewer)
+    ).status_code == 200
+    assert_problem(await http.post(f"{gateway.url}/v1/admin/cleanup", headers=dispatcher), 403)
+    assert_problem(await http.get(f"{gateway.url}/v1/admin/leads"), 401)
+
+
+async def test_cleanup_removes_only_stale_pending_bookings(gateway, http, make_org, stack):
+    org = await make_org()
+    owner = await owner_headers(http, gateway.url, org)
+    stale = await create_booking(http, gateway.url, owner)
+    fresh = await create_booking(http, gateway.url, owner)
+    confirmed = await create_booking(http, gateway.url, owner)
+    await http.post(f"{gateway.url}/v1/admin/bookings/{confirmed['id']}/confirm", headers=owner)
+    with psycopg.connect(stack.admin_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE booking.bookings SET created_at = now() - interval '3 days' WHERE id = ANY(%s)",
+            ([uuid.UUID(stale["id"]), uuid.UUID(confirmed["id"])],),
+        )
+    response = await http.post(f"{gateway.url}/v1/admin/cleanup", headers=owner)
+    assert response.status_code == 202 and response.json() == {"deleted": 1}
+    remaining = {
+        b["id"]
+        for b in (await http.get(f"{gateway.url}/v1/admin/bookings", headers=owner)).json()["bookings"]
+    }
+    assert remaining == {fresh["id"], confirmed["id"]}
+
+
+async def test_booking_events_are_published_with_cloudevents_headers(gateway, http, make_org, stack):
+    org = await make_org()
+    owner = await owner_headers(http, gateway.url, org)
+    nc = await nats.connect(stack.nats.url)
+    try:
+        js = nc.jetstream()
+        seen: list = []
+        sub = await js.subscribe(
+            "cws.booking.booking.>", ordered_consumer=True, deliver_policy=nats.js.api.DeliverPolicy.NEW
+        )
+        booking = await create_booking(http, gateway.url, owner)
+        await http.post(f"{gateway.url}/v1/admin/bookings/{booking['id']}/confirm", headers=owner)
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(seen) < 2 and asyncio.get_running_loop().time() < deadline:
+            try:
+                message = await sub.next_msg(timeout=1)
+            except TimeoutError:
+                continue
+            if message.headers and message.headers.get("cws-org-id") == org.org_id:
+                seen.append(message)
+        assert [m.subject for m in seen] == ["cws.booking.booking.created", "cws.booking.booking.confirmed"]
+        event = events_pb2.BookingChanged.FromString(seen[1].data)
+        assert event.booking_id == booking["id"] and event.status == "confirmed"
+        assert seen[1].headers["ce-source"] == "cws/booking" and seen[1].headers["ce-type"] == seen[1].subject
+        assert seen[1].headers["Nats-Msg-Id"] == seen[1].headers["ce-id"]
+    finally:
+        await nc.close()

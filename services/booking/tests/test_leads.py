@@ -1,0 +1,231 @@
+"""Seed 004 smoke tests and lead intake at the gateway: org resolution, validation, idempotency,
+Turnstile (a local server stands in for the verify endpoint), and the org profile created from IAM's
+org.created event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+import psycopg
+import pytest
+
+from libs.common.db import Database
+from services.booking.tests.helpers import assert_clean, assert_problem, owner_headers
+from services.iam.accounts import create_org_with_owner
+from services.iam.models import SCHEMA, event_tables
+from tools.devstack import free_port
+
+LEAD = {
+    "name": "Smoke Lead",
+    "phone": "780-555-0000",
+    "email": "lead@example.com",
+    "postal_code": "T5J0N3",
+    "structured_inputs": {"beds": 1, "baths": 1, "cleaning_type": "standard"},
+}
+
+
+async def test_seed_004_curl_lines_work_as_written_with_default_org(gateways, http, make_org):
+    org = await make_org()
+    gateway = gateways.get(DEFAULT_ORG_ID=org.org_id)
+    estimate = await http.post(
+        f"{gateway.url}/v1/estimate", json={"beds": 2, "baths": 1.5, "cleaning_type": "deep"}
+    )
+    assert estimate.status_code == 200, estimate.text
+    body = estimate.json()
+    assert uuid.UUID(body["pricing_config_id"])
+    assert body["total_before_tax"] == body["total_before_tax_cents"] / 100 > 0
+    assert sum(line["amount_cents"] for line in body["breakdown"]) == body["total_before_tax_cents"]
+
+    lead = await http.post(f"{gateway.url}/v1/leads", json=LEAD)
+    assert lead.status_code == 201, lead.text
+    created = lead.json()
+    assert uuid.UUID(created["lead_id"])
+    assert created["phone"] == "+17805550000" and created["postal_code"] == "T5J 0N3"
+    assert created["estimate"]["pricing_config_id"] == body["pricing_config_id"]
+
+    owner = await owner_headers(http, gateway.url, org)
+    listed = await http.get(f"{gateway.url}/v1/admin/leads", headers=owner)
+    assert [item["lead_id"] for item in listed.json()["leads"]] == [created["lead_id"]]
+    one = await http.get(f"{gateway.url}/v1/admin/leads/{created['lead_id']}", headers=owner)
+    assert one.status_code == 200 and one.json()["estimate"] == created["estimate"]
+
+
+async def test_org_profile_comes_from_iam_event_and_public_key_selects_the_org(gateway, http, stack):
+    db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=1)
+    name = f"Edmonton Sparkle {uuid.uuid4().hex[:6]}"
+    created = await create_org_with_owner(
+        db,
+        name=name,
+        email=f"o-{uuid.uuid4().hex[:8]}@example.com",
+        password="Owner-password-123",
+        time_zone="America/Edmonton",
+    )
+    await db.dispose()
+    row = None
+    for _ in range(100):  # the booking service consumes cws.iam.org.created
+        with psycopg.connect(stack.admin_url) as conn:
+            row = conn.execute(
+                "SELECT public_key, time_zone, name FROM booking.org_profiles WHERE org_id = %s",
+                (created.org_id,),
+            ).fetchone()
+        if row:
+            break
+        await asyncio.sleep(0.1)
+    assert row is not None, "org profile was not created from the IAM event"
+    public_key, time_zone, stored_name = row
+    assert time_zone == "America/Edmonton" and stored_name == name
+    assert public_key.startswith("edmonton-sparkle-")
+
+    lead = await http.post(f"{gateway.url}/v1/leads", json=LEAD, headers={"X-Org-Key": public_key})
+    assert lead.status_code == 201, lead.text
+    with psycopg.connect(stack.admin_url) as conn:
+        owner_org = conn.execute(
+            "SELECT org_id FROM booking.leads WHERE id = %s", (lead.json()["lead_id"],)
+        ).fetchone()
+    assert str(owner_org[0]) == str(created.org_id)
+
+    unknown = await http.post(
+        f"{gateway.url}/v1/estimate",
+        headers={"X-Org-Key": "no-such-org"},
+        json={"beds": 1, "baths": 1, "cleaning_type": "standard"},
+    )
+    assert_problem(unknown, 404, "unknown_org")
+
+
+async def test_public_endpoints_without_any_org_are_refused(gateway, http):
+    response = await http.post(
+        f"{gateway.url}/v1/estimate", json={"beds": 1, "baths": 1, "cleaning_type": "deep"}
+    )
+    assert_problem(response, 403, "org_required")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"beds": -1, "baths": 1, "cleaning_type": "deep"}, "beds"),
+        ({"beds": 500, "baths": 1, "cleaning_type": "deep"}, "beds"),
+        ({"beds": 1, "baths": 1.25, "cleaning_type": "deep"}, "baths"),
+        ({"beds": 1, "baths": 1, "cleaning_type": "palace"}, "cleaning_type"),
+        ({"beds": "two", "baths": 1, "cleaning_type": "deep"}, "beds"),
+        ({"beds": 1, "baths": 1, "cleaning_type": "deep", "pets": 3}, "pets"),
+    ],
+)
+async def test_estimate_bad_input_is_422_naming_the_field(gateway, http, make_org, payload, field):
+    org = await make_org()
+    response = await http.post(f"{gateway.url}/v1/estimate", json=payload, headers={"X-Test-Org": org.org_id})
+    body = assert_problem(response, 422)
+    assert any(field in error["field"] for error in body["errors"]), body
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"phone": "not a phone"}, "phone"),
+        ({"email": "nobody@"}, "email"),
+        ({"postal_code": "12345"}, "postal_code"),
+        ({"name": "x" * 201}, "name"),
+        ({"notes": "n" * 2001}, "notes"),
+        ({"structured_inputs": {"beds": 1, "baths": 1, "cleaning_type": "palace"}}, "cleaning_type"),
+    ],
+)
+async def test_lead_bad_input_is_422_naming_the_field(gateway, http, make_org, change, field):
+    org = await make_org()
+    response = await http.post(
+        f"{gateway.url}/v1/leads", json={**LEAD, **change}, headers={"X-Test-Org": org.org_id}
+    )
+    body = assert_problem(response, 422)
+    assert any(field in error["field"] for error in body["errors"]), body
+
+
+async def test_idempotency_key_returns_the_first_lead_even_under_concurrency(gateway, http, make_org):
+    org = await make_org()
+    headers = {"X-Test-Org": org.org_id, "Idempotency-Key": f"lead-{uuid.uuid4()}"}
+    first = await http.post(f"{gateway.url}/v1/leads", json=LEAD, headers=headers)
+    again = await http.post(f"{gateway.url}/v1/leads", json={**LEAD, "name": "Changed"}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["lead_id"] == first.json()["lead_id"]
+    assert again.headers.get("idempotent-replayed") == "true"
+
+    racing = {"X-Test-Org": org.org_id, "Idempotency-Key": f"race-{uuid.uuid4()}"}
+    results = await asyncio.gather(
+        *(http.post(f"{gateway.url}/v1/leads", json=LEAD, headers=racing) for _ in range(8))
+    )
+    assert {r.status_code for r in results} == {201}
+    assert len({r.json()["lead_id"] for r in results}) == 1
+
+    owner = await owner_headers(http, gateway.url, org)
+    listed = await http.get(f"{gateway.url}/v1/admin/leads", headers=owner)
+    assert listed.json()["total"] == 2
+
+
+class Turnstile:
+    """A local server standing in for Cloudflare's siteverify endpoint."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.seen: list[dict[str, list[str]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                outer.seen.append(form)
+                ok = form.get("response") == ["good-token"] and form.get("secret") == ["turnstile-secret"]
+                payload = json.dumps({"success": ok}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_turnstile_captcha_when_enabled(gateways, http, make_org):
+    turnstile = Turnstile()
+    try:
+        gateway = gateways.get(
+            CAPTCHA_MODE="turnstile",
+            TURNSTILE_SECRET_KEY="turnstile-secret",
+            TURNSTILE_VERIFY_URL=f"http://127.0.0.1:{turnstile.port}/siteverify",
+        )
+        org = await make_org()
+        headers = {"X-Test-Org": org.org_id}
+        missing = await http.post(f"{gateway.url}/v1/leads", json=LEAD, headers=headers)
+        assert_problem(missing, 400, "captcha_required")
+        failed = await http.post(
+            f"{gateway.url}/v1/leads", json={**LEAD, "captcha_token": "bad"}, headers=headers
+        )
+        assert_problem(failed, 400, "captcha_failed")
+        passed = await http.post(
+            f"{gateway.url}/v1/leads", json={**LEAD, "captcha_token": "good-token"}, headers=headers
+        )
+        assert passed.status_code == 201, passed.text
+        via_header = await http.post(
+            f"{gateway.url}/v1/leads", json=LEAD, headers={**headers, "CF-Turnstile-Response": "good-token"}
+        )
+        assert via_header.status_code == 201, via_header.text
+        assert turnstile.seen[-1]["remoteip"] == ["127.0.0.1"]
+    finally:
+        turnstile.close()
+    started = time.monotonic()
+    down = await http.post(
+        f"{gateway.url}/v1/leads", json={**LEAD, "captcha_token": "good-token"}, headers=headers
+    )
+    assert_problem(down, 503, "captcha_unavailable")
+    assert time.monotonic() - started < 10
+    assert_clean(down)
