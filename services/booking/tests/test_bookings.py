@@ -237,3 +237,22 @@ async def test_booking_events_are_published_with_cloudevents_headers(gateway, ht
         assert seen[1].headers["Nats-Msg-Id"] == seen[1].headers["ce-id"]
     finally:
         await nc.close()
+
+
+async def test_unknown_time_zones_are_refused(stack):
+    from libs.common.errors import InvalidArgument
+
+    db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=1)
+    try:
+        await create_org_with_owner(
+            db,
+            name="Nowhere",
+            email=f"n-{uuid.uuid4().hex[:8]}@example.com",
+            password="Owner-password-123",
+            time_zone="Mars/Olympus_Mons",
+        )
+        raise AssertionError("an unknown time zone was accepted")
+    except InvalidArgument as error:
+        assert error.violations[0].field == "time_zone"
+    finally:
+        await db.dispose()

@@ -50,3 +50,21 @@ async def test_runtime_role_sees_nothing_without_an_org_and_only_its_org_with_on
             conn.execute("SELECT set_config('app.current_org_id', %s, true)", (a.org_id,))
             orgs = {str(r[0]) for r in conn.execute("SELECT DISTINCT org_id FROM booking.bookings")}
         assert orgs == {a.org_id}
+
+
+async def test_a_used_pricing_config_cannot_change(gateway, http, make_org, stack):
+    org = await make_org()
+    estimate = await http.post(
+        f"{gateway.url}/v1/estimate",
+        headers={"X-Test-Org": org.org_id},
+        json={"beds": 1, "baths": 1, "cleaning_type": "standard"},
+    )
+    config_id = estimate.json()["pricing_config_id"]
+    with psycopg.connect(stack.admin_url, autocommit=True) as conn:
+        try:
+            conn.execute("UPDATE booking.pricing_configs SET min_total_cents = 1 WHERE id = %s", (config_id,))
+            raise AssertionError("a used pricing config was changed")
+        except psycopg.errors.CheckViolation as error:
+            assert "cannot change" in str(error)
+        # Retiring it (a new version takes over) is allowed.
+        conn.execute("UPDATE booking.pricing_configs SET active = false WHERE id = %s", (config_id,))
