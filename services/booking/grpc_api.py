@@ -35,7 +35,7 @@ def page(limit: int, offset: int) -> tuple[int, int]:
 
 
 async def booking_proto(uow: UnitOfWork, row: Any) -> booking_pb2.Booking:
-    profile = await orgs.ensure_profile(uow)
+    profile = await orgs.profile(uow)
     workers = await bookings.worker_ids_of(uow, [row.id])
     return protos.booking(row, profile.time_zone, workers.get(row.id, []))
 
@@ -49,7 +49,7 @@ class BookingServicer(SchedulingApi, InsightsApi, booking_pb2_grpc.BookingServic
         async with unit_of_work(self.db) as uow:
             org_id = await orgs.resolve_public_org(uow, request.org_key)
             await uow.set_org(org_id)
-            profile = await orgs.ensure_profile(uow)
+            profile = await orgs.profile(uow)
         return booking_pb2.ResolvePublicOrgResponse(org_id=str(org_id), time_zone=profile.time_zone)
 
     async def Estimate(
@@ -57,7 +57,7 @@ class BookingServicer(SchedulingApi, InsightsApi, booking_pb2_grpc.BookingServic
     ) -> booking_pb2.EstimateResponse:
         async with unit_of_work(self.db) as uow:
             await uow.set_org(await orgs.resolve_public_org(uow, request.org_key))
-            await orgs.ensure_profile(uow)
+            await orgs.profile(uow)
             quote = await pricing.estimate(uow, request.beds, request.baths, request.cleaning_type)
         return protos.estimate(quote)
 
@@ -65,7 +65,7 @@ class BookingServicer(SchedulingApi, InsightsApi, booking_pb2_grpc.BookingServic
         inputs = request.structured_inputs
         async with unit_of_work(self.db) as uow:
             await uow.set_org(await orgs.resolve_public_org(uow, request.org_key))
-            await orgs.ensure_profile(uow)
+            await orgs.profile(uow)
             row, replayed = await leads.create(
                 uow,
                 self.settings,
@@ -115,7 +115,7 @@ class BookingServicer(SchedulingApi, InsightsApi, booking_pb2_grpc.BookingServic
             deposit_required=request.deposit_required,
         )
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            await orgs.ensure_profile(uow)
+            await orgs.profile(uow)
             row, replayed = await bookings.create(uow, self.settings, data)
             result = await booking_proto(uow, row)
         return booking_pb2.CreateBookingResponse(booking=result, replayed=replayed)
@@ -124,7 +124,7 @@ class BookingServicer(SchedulingApi, InsightsApi, booking_pb2_grpc.BookingServic
         client_email, worker_id = self._portal_scope(request.client_email, request.worker_id)
         limit, offset = page(request.limit, request.offset)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            profile = await orgs.ensure_profile(uow)
+            profile = await orgs.profile(uow)
             rows, total = await bookings.list_bookings(
                 uow,
                 status=request.status,

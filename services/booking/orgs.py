@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -52,6 +53,24 @@ async def ensure_profile(
     return OrgProfile(row.org_id, row.time_zone, row.currency)
 
 
+_CACHE_SECONDS = 60.0
+_cache: dict[uuid.UUID, tuple[float, OrgProfile]] = {}
+
+
+async def profile(uow: UnitOfWork) -> OrgProfile:
+    """The org's profile for reads on the hot path: from a short per-process cache (time zones
+    rarely change), else one primary-key read, else created with defaults."""
+    assert uow.org_id is not None
+    cached = _cache.get(uow.org_id)
+    now = time.monotonic()
+    if cached and cached[0] > now:
+        return cached[1]
+    row = (await uow.session.execute(select(org_profiles).where(org_profiles.c.org_id == uow.org_id))).first()
+    found = OrgProfile(row.org_id, row.time_zone, row.currency) if row else await ensure_profile(uow)
+    _cache[uow.org_id] = (now + _CACHE_SECONDS, found)
+    return found
+
+
 async def resolve_public_org(uow: UnitOfWork, org_key: str) -> uuid.UUID:
     """The org a public request acts for: its public key, else the context's org (DEFAULT_ORG_ID)."""
     if org_key:
@@ -74,3 +93,4 @@ async def on_org_created(uow: UnitOfWork, message: Msg) -> None:
     event = iam_events.OrgCreated.FromString(message.data)
     await uow.set_org(uuid.UUID(event.org_id))
     await ensure_profile(uow, name=event.name, time_zone=event.time_zone or "UTC", update=True)
+    _cache.pop(uow.org_id, None)
