@@ -189,10 +189,12 @@ async def make_org(stack: Stack) -> AsyncIterator[object]:
 
     db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=2)
 
-    async def create(name: str = "Test Org") -> Org:
+    async def create(name: str = "Test Org", time_zone: str = "UTC") -> Org:
         email = f"owner-{uuid.uuid4().hex[:12]}@example.com"
         password = "Owner-password-" + secrets.token_hex(6)
-        created = await create_org_with_owner(db, name=name, email=email, password=password)
+        created = await create_org_with_owner(
+            db, name=name, email=email, password=password, time_zone=time_zone
+        )
         return Org(str(created.org_id), str(created.owner_id), email, password)
 
     yield create

@@ -25,6 +25,7 @@ from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import HTTPConnection
 
+from gateway.portal_auth import PORTAL_PREFIXES
 from gateway.principal import BASIC, JWT, Principal
 from gateway.problems import ProblemError, problem_response
 from gateway.revocations import RevokedSessions
@@ -55,7 +56,10 @@ ADMIN_PREFIXES = ("/v1/admin/", "/v1/iam/")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 METRICS_PATHS = frozenset({"/metrics", "/v1/metrics"})
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", *METRICS_PATHS})
-LOGIN_PATHS = frozenset({"/v1/auth/login", "/v1/auth/signup", "/v1/auth/refresh", "/v1/auth/2fa/verify"})
+# Credential endpoints get the tighter per-IP limit: guessing, and mail-bombing through magic links.
+LOGIN_PATHS = frozenset(
+    {"/v1/auth/login", "/v1/auth/signup", "/v1/auth/refresh", "/v1/auth/2fa/verify", "/client/login/request"}
+)
 # Starting break-glass is itself how writes are re-enabled during read-only mode.
 READ_ONLY_EXEMPT = frozenset({"/v1/admin/break-glass/start"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -328,6 +332,10 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
     def resolve(self, headers: Headers, path: str) -> Principal | None:
+        if path.startswith(PORTAL_PREFIXES):
+            # Portal credentials (a magic-link token as cookie or bearer) are no access tokens:
+            # the portal routes verify them with IAM (gateway/portal_auth.py).
+            return None
         authorization = headers.get("authorization", "")
         scheme, _, credentials = authorization.partition(" ")
         scheme = scheme.lower()

@@ -13,7 +13,7 @@ from cws.booking.v1 import booking_pb2, booking_pb2_grpc
 from libs.common import context as request_context
 from libs.common.context import AuthMethod
 from libs.common.db import Database, UnitOfWork, unit_of_work
-from libs.common.errors import NotFound, PermissionDenied, invalid
+from libs.common.errors import NotFound, PermissionDenied, Unauthenticated, invalid
 from services.booking import bookings, leads, orgs, pricing, protos
 from services.booking.bookings import from_ts
 from services.booking.grpc_insights import InsightsApi
@@ -191,10 +191,11 @@ class BookingServicer(SchedulingApi, InsightsApi, booking_pb2_grpc.BookingServic
     def _portal_scope(self, client_email: str, worker_id: str) -> tuple[str, str]:
         """Portal callers see only their own bookings, whatever they ask for; staff may filter."""
         ctx = request_context.current()
-        if ctx.auth_method == CLIENT:
-            return ctx.principal_id, ""
-        if ctx.auth_method == WORKER:
-            return "", ctx.principal_id
+        if ctx.auth_method in (CLIENT, WORKER):
+            # An empty identity would mean "no filter", i.e. the whole org: refuse it outright.
+            if not ctx.principal_id:
+                raise Unauthenticated("portal credential names nobody", code="invalid_portal_token")
+            return (ctx.principal_id, "") if ctx.auth_method == CLIENT else ("", ctx.principal_id)
         request_context.require_role(*STAFF)
         return client_email, worker_id
 

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from libs.common import context as request_context
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import FailedPrecondition, Unauthenticated, invalid
-from services.iam import accounts, audit, breakglass, mfa, portal_tokens, sessions
+from services.iam import accounts, audit, breakglass, client_login, mfa, portal_tokens, sessions
 from services.iam.settings import IamSettings
 
 MANAGERS = ("OWNER", "ADMIN")
@@ -307,6 +307,15 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
             email="",
             ttl_minutes=request.ttl_minutes or self.settings.worker_portal_token_ttl_minutes,
         )
+        # A credential minted by an admin for someone else is an admin write: audit it.
+        async with unit_of_work(self.db, org_id) as uow:
+            await audit.record(
+                uow,
+                "iam.worker_portal_link.issue",
+                resource_type="worker",
+                resource_id=worker_id,
+                after={"expires_at": expires},
+            )
         return iam_pb2.IssueWorkerPortalTokenResponse(token=token, expires_at=_ts(expires))
 
     async def VerifyWorkerPortalToken(
@@ -316,3 +325,13 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         return iam_pb2.VerifyWorkerPortalTokenResponse(
             org_id=claims.org_id, worker_id=claims.subject, expires_at=_ts(claims.expires_at)
         )
+
+    async def RequestClientLogin(self, request: iam_pb2.RequestClientLoginRequest, context: Any) -> Any:
+        if not request.email:
+            raise invalid("email", "is required")
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            requested = await client_login.request_login(uow, self.settings, request.email)
+        response = iam_pb2.RequestClientLoginResponse(token=requested.token)
+        if requested.token:
+            response.expires_at.CopyFrom(_ts(requested.expires_at))
+        return response

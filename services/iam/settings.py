@@ -15,3 +15,12 @@ class IamSettings(CommonSettings):
     login_lockout_failures: int = 100
     break_glass_max_ttl_minutes: int = 240
     totp_issuer: str = "CleanWithSnapshot"
+    # Dev/test only: RequestClientLogin also returns the magic-link token, so a developer or a test
+    # can follow the link without an inbox. Refused in APP_ENV=prod.
+    client_magic_link_in_response: bool = False
+
+    def prod_problems(self) -> list[str]:
+        problems = super().prod_problems()
+        if self.client_magic_link_in_response:
+            problems.append("CLIENT_MAGIC_LINK_IN_RESPONSE must be off in prod")
+        return problems

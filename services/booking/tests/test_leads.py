@@ -15,10 +15,7 @@ from urllib.parse import parse_qs
 import psycopg
 import pytest
 
-from libs.common.db import Database
 from services.booking.tests.helpers import assert_clean, assert_problem, owner_headers
-from services.iam.accounts import create_org_with_owner
-from services.iam.models import SCHEMA, event_tables
 from tools.devstack import free_port
 
 LEAD = {
@@ -56,17 +53,11 @@ async def test_seed_004_curl_lines_work_as_written_with_default_org(gateways, ht
     assert one.status_code == 200 and one.json()["estimate"] == created["estimate"]
 
 
-async def test_org_profile_comes_from_iam_event_and_public_key_selects_the_org(gateway, http, stack):
-    db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=1)
+async def test_org_profile_comes_from_iam_event_and_public_key_selects_the_org(
+    gateway, http, stack, make_org
+):
     name = f"Edmonton Sparkle {uuid.uuid4().hex[:6]}"
-    created = await create_org_with_owner(
-        db,
-        name=name,
-        email=f"o-{uuid.uuid4().hex[:8]}@example.com",
-        password="Owner-password-123",
-        time_zone="America/Edmonton",
-    )
-    await db.dispose()
+    created = await make_org(name, time_zone="America/Edmonton")
     row = None
     for _ in range(100):  # the booking service consumes cws.iam.org.created
         with psycopg.connect(stack.admin_url) as conn:

@@ -73,3 +73,18 @@ def test_create_org_then_rescue_a_locked_owner(stack):
 
     missing = manage(stack, "reset-password", "--email", f"nobody-{email}")
     assert missing.returncode == 2 and "no account" in missing.stderr
+
+
+def test_unknown_time_zones_are_refused(stack):
+    result = manage(
+        stack,
+        "create-org",
+        "--name",
+        "Nowhere",
+        "--owner-email",
+        f"n-{uuid.uuid4().hex[:8]}@example.com",
+        "--time-zone",
+        "Mars/Olympus_Mons",
+        OWNER_PASSWORD="Console-owner-password-1",
+    )
+    assert result.returncode == 2 and "unknown time zone" in result.stderr

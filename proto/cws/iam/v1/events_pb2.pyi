@@ -201,3 +201,29 @@ class BreakGlassStarted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BreakGlassStarted: _TypeAlias = BreakGlassStarted  # noqa: Y015
+
+@_typing.final
+class ClientLoginRequested(_message.Message):
+    """Subject cws.iam.client_login.requested: a client asked for a portal magic link. No token travels
+    in the event; the notify service mints one and emails the link.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    email: _builtins.str
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "org_id", b"org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClientLoginRequested: _TypeAlias = ClientLoginRequested  # noqa: Y015

@@ -136,6 +136,11 @@ class IamServiceStub:
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenRequest.SerializeToString,
                 response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenResponse.FromString,
                 _registered_method=True)
+        self.RequestClientLogin = channel.unary_unary(
+                '/cws.iam.v1.IamService/RequestClientLogin',
+                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginRequest.SerializeToString,
+                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginResponse.FromString,
+                _registered_method=True)
 
 
 class IamServiceServicer:
@@ -263,6 +268,14 @@ class IamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestClientLogin(self, request, context):
+        """Public (anonymous context carrying the org the gateway resolved): a client asks for a magic link.
+        Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IamServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -365,6 +378,11 @@ def add_IamServiceServicer_to_server(servicer, server):
                     servicer.VerifyWorkerPortalToken,
                     request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenRequest.FromString,
                     response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenResponse.SerializeToString,
+            ),
+            'RequestClientLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestClientLogin,
+                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginRequest.FromString,
+                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -909,6 +927,33 @@ class IamService:
             '/cws.iam.v1.IamService/VerifyWorkerPortalToken',
             cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenRequest.SerializeToString,
             cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestClientLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.iam.v1.IamService/RequestClientLogin',
+            cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginRequest.SerializeToString,
+            cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,10 @@ class IamServiceStub:
     VerifyClientPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.VerifyClientPortalTokenRequest, _iam_pb2.VerifyClientPortalTokenResponse]
     IssueWorkerPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.IssueWorkerPortalTokenRequest, _iam_pb2.IssueWorkerPortalTokenResponse]
     VerifyWorkerPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.VerifyWorkerPortalTokenRequest, _iam_pb2.VerifyWorkerPortalTokenResponse]
+    RequestClientLogin: _grpc.UnaryUnaryMultiCallable[_iam_pb2.RequestClientLoginRequest, _iam_pb2.RequestClientLoginResponse]
+    """Public (anonymous context carrying the org the gateway resolved): a client asks for a magic link.
+    Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
+    """
 
 @_typing.type_check_only
 class IamServiceAsyncStub(IamServiceStub):
@@ -83,6 +87,10 @@ class IamServiceAsyncStub(IamServiceStub):
     VerifyClientPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.VerifyClientPortalTokenRequest, _iam_pb2.VerifyClientPortalTokenResponse]  # type: ignore[assignment]
     IssueWorkerPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.IssueWorkerPortalTokenRequest, _iam_pb2.IssueWorkerPortalTokenResponse]  # type: ignore[assignment]
     VerifyWorkerPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.VerifyWorkerPortalTokenRequest, _iam_pb2.VerifyWorkerPortalTokenResponse]  # type: ignore[assignment]
+    RequestClientLogin: _aio.UnaryUnaryMultiCallable[_iam_pb2.RequestClientLoginRequest, _iam_pb2.RequestClientLoginResponse]  # type: ignore[assignment]
+    """Public (anonymous context carrying the org the gateway resolved): a client asks for a magic link.
+    Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
+    """
 
 class IamServiceServicer(metaclass=_abc_1.ABCMeta):
     """Identity and access: orgs, users, sessions, MFA, break-glass, portal tokens, admin audit log.
@@ -228,5 +236,15 @@ class IamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _iam_pb2.VerifyWorkerPortalTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_iam_pb2.VerifyWorkerPortalTokenResponse, _abc.Awaitable[_iam_pb2.VerifyWorkerPortalTokenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RequestClientLogin(
+        self,
+        request: _iam_pb2.RequestClientLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.RequestClientLoginResponse, _abc.Awaitable[_iam_pb2.RequestClientLoginResponse]]:
+        """Public (anonymous context carrying the org the gateway resolved): a client asks for a magic link.
+        Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
+        """
 
 def add_IamServiceServicer_to_server(servicer: IamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,45 @@
+"""Client portal sign-in requests: a client asks for a magic link for one org.
+
+The request is recorded as an event (`cws.iam.client_login.requested`) for the notify service, which
+mints the link and emails it; the answer never says whether the email belongs to a known client.
+Only with CLIENT_MAGIC_LINK_IN_RESPONSE (dev/test) is a token minted here and handed back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cws.iam.v1 import events_pb2
+from sqlalchemy import select
+
+from libs.common.db import UnitOfWork
+from services.iam import accounts, portal_tokens
+from services.iam.models import orgs
+from services.iam.settings import IamSettings
+
+
+@dataclass(frozen=True)
+class LoginRequested:
+    token: str = ""
+    expires_at: int = 0
+
+
+async def request_login(uow: UnitOfWork, settings: IamSettings, raw_email: str) -> LoginRequested:
+    """`uow` is bound to the org the caller named; an org that does not exist records nothing."""
+    email = accounts.normalise_email(raw_email)
+    if await uow.session.scalar(select(orgs.c.id).where(orgs.c.id == uow.org_id)) is None:
+        return LoginRequested()
+    uow.add_event(
+        "cws.iam.client_login.requested",
+        events_pb2.ClientLoginRequested(org_id=str(uow.org_id), email=email),
+    )
+    if not settings.client_magic_link_in_response:
+        return LoginRequested()
+    token, expires_at = portal_tokens.issue(
+        portal_tokens.CLIENT,
+        settings.client_portal_secret,
+        org_id=str(uow.org_id),
+        subject=email,
+        email=email,
+        ttl_minutes=settings.client_portal_token_ttl_minutes,
+    )
+    return LoginRequested(token, expires_at)
