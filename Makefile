@@ -25,6 +25,10 @@ dev: bootstrap
 test: bootstrap
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Suite against a one-process baseline, one table (issue 3); not a test, never fails on a target.
+bench: bootstrap
+	$(PY) -m tools.bench
+
 proto: bootstrap
 	$(PY) -m tools.proto
 

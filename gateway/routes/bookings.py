@@ -13,19 +13,11 @@ from pydantic import AwareDatetime
 
 from gateway.deps import MANAGERS, STAFF, require_roles
 from gateway.principal import Principal
-from gateway.problems import ProblemError
 from gateway.routes import convert
 from gateway.schemas import BookingIn, CancelIn, RescheduleIn
 
 router = APIRouter(prefix="/v1/admin", tags=["bookings"])
 DISPATCH = ("OWNER", "ADMIN", "DISPATCHER")
-ACTIONS = {
-    "confirm": "confirm",
-    "start": "start",
-    "complete": "complete",
-    "cancel": "cancel",
-    "deposit-paid": "deposit_paid",
-}
 
 
 def ts(value: datetime) -> Timestamp:
@@ -136,30 +128,47 @@ async def reschedule(
     return convert.booking(response.booking)
 
 
-@router.post(
-    "/bookings/{booking_id}/{action}",
-    summary="confirm, start, complete, cancel (with a reason) or deposit-paid",
-)
-async def transition(
-    booking_id: str,
-    action: str,
-    request: Request,
-    body: CancelIn | None = None,
-    principal: Principal = Depends(require_roles(*DISPATCH)),
-) -> dict[str, Any]:
-    if action not in ACTIONS:
-        raise ProblemError(404, "not_found", f"unknown booking action {action!r}")
+async def _transition(request: Request, booking_id: str, action: str, reason: str = "") -> dict[str, Any]:
     response = await _booking(request).call(
         request,
         "TransitionBooking",
-        booking_pb2.TransitionBookingRequest(
-            booking_id=booking_id, action=ACTIONS[action], reason=body.reason if body else ""
-        ),
+        booking_pb2.TransitionBookingRequest(booking_id=booking_id, action=action, reason=reason),
     )
     result = convert.booking(response.booking)
     if response.nps_token:
         result["nps_token"] = response.nps_token
     return result
+
+
+def _add_transition_route(path: str, action: str, summary: str) -> None:
+    """One explicit route per action: no catch-all segment to shadow other booking routes."""
+
+    async def endpoint(
+        booking_id: str, request: Request, principal: Principal = Depends(require_roles(*DISPATCH))
+    ) -> dict[str, Any]:
+        return await _transition(request, booking_id, action)
+
+    endpoint.__name__ = f"booking_{action}"
+    router.add_api_route(f"/bookings/{{booking_id}}/{path}", endpoint, methods=["POST"], summary=summary)
+
+
+for _path, _action, _summary in (
+    ("confirm", "confirm", "pending → confirmed (409 deposit_required while a deposit is unpaid)"),
+    ("start", "start", "confirmed → in_progress"),
+    ("complete", "complete", "in_progress → completed; returns the one-use nps_token"),
+    ("deposit-paid", "deposit_paid", "mark the deposit paid; a pending booking confirms itself"),
+):
+    _add_transition_route(_path, _action, _summary)
+
+
+@router.post("/bookings/{booking_id}/cancel", summary="pending or confirmed → cancelled, with a reason")
+async def cancel(
+    booking_id: str,
+    request: Request,
+    body: CancelIn | None = None,
+    principal: Principal = Depends(require_roles(*DISPATCH)),
+) -> dict[str, Any]:
+    return await _transition(request, booking_id, "cancel", body.reason if body else "")
 
 
 @router.post("/cleanup", status_code=202, summary='Remove stale pending bookings: {"deleted": n}')

@@ -124,7 +124,9 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             sqlalchemy_url(url),
             pool_size=pool_size,
-            max_overflow=pool_size,
+            # A steady pool: overflow connections are opened and closed per burst, which costs more
+            # than they save; size DATABASE_POOL_SIZE to the concurrency a process serves instead.
+            max_overflow=max(pool_size // 4, 2),
             pool_pre_ping=True,
             pool_timeout=5,
             connect_args={"options": f"-c statement_timeout={statement_timeout_ms}", "connect_timeout": 5},

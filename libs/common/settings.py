@@ -66,7 +66,7 @@ class CommonSettings(BaseSettings):
     database_url: str = "postgresql://cws_app@127.0.0.1:5432/cws"
     migrations_database_url: str = ""
     database_app_role: str = "cws_app"
-    database_pool_size: int = 10
+    database_pool_size: int = 20
     database_statement_timeout_ms: int = 5000
 
     nats_url: str = "nats://127.0.0.1:4222"

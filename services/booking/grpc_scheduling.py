@@ -1,7 +1,214 @@
-"""Teams, workers, blackouts, assignment, scheduling suggestions and conflicts, assignment queue."""
+"""Teams, workers, blackouts, assignment, scheduling suggestions and conflicts, assignment queue:
+proto in, domain call, proto out. Role checks here, in the service that owns the data."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from cws.booking.v1 import booking_pb2
+
+from libs.common import context as request_context
+from libs.common.db import Database, UnitOfWork, unit_of_work
+from libs.common.errors import invalid
+from services.booking import bookings, orgs, protos, resources, scheduling
+from services.booking.bookings import from_ts, to_ts
+from services.booking.resources import Window
+from services.booking.settings import BookingSettings
+
+STAFF = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
+DISPATCH = ("OWNER", "ADMIN", "DISPATCHER")
+
+
+def _team(row: Any) -> booking_pb2.Team:
+    return booking_pb2.Team(id=str(row.id), name=row.name, active=row.active)
+
+
+def _worker(row: Any) -> booking_pb2.Worker:
+    return booking_pb2.Worker(
+        id=str(row.id),
+        name=row.name,
+        email=row.email,
+        phone=row.phone,
+        role=row.role,
+        team_id=str(row.team_id or ""),
+        active=row.active,
+    )
+
+
+def _blackout(row: Any) -> booking_pb2.Blackout:
+    return booking_pb2.Blackout(
+        id=str(row.id),
+        team_id=str(row.team_id or ""),
+        worker_id=str(row.worker_id or ""),
+        starts_at=to_ts(row.period.lower),
+        ends_at=to_ts(row.period.upper),
+        reason=row.reason,
+    )
+
+
+def _conflict(found: scheduling.ScheduleConflict) -> booking_pb2.Conflict:
+    return booking_pb2.Conflict(
+        kind=found.kind,
+        reference_id=str(found.reference_id),
+        starts_at=to_ts(found.starts_at),
+        ends_at=to_ts(found.ends_at),
+        team_id=str(found.team_id or ""),
+        worker_id=str(found.worker_id or ""),
+        note=found.note,
+    )
+
+
+async def _bookings(uow: UnitOfWork, rows: list[Any]) -> list[booking_pb2.Booking]:
+    profile = await orgs.ensure_profile(uow)
+    assigned = await bookings.worker_ids_of(uow, [row.id for row in rows])
+    return [protos.booking(row, profile.time_zone, assigned.get(row.id, [])) for row in rows]
+
+
+def _page(limit: int, offset: int) -> tuple[int, int]:
+    if not 0 <= limit <= 200:
+        raise invalid("limit", "must be between 1 and 200")
+    if offset < 0:
+        raise invalid("offset", "must not be negative")
+    return limit or 50, offset
+
 
 class SchedulingApi:
-    pass
+    db: Database
+    settings: BookingSettings
+
+    def _window(self, request: Any) -> Window:
+        return resources.check_window(
+            from_ts(request.starts_at, "starts_at"),
+            from_ts(request.ends_at, "ends_at"),
+            max_days=self.settings.schedule_max_window_days,
+        )
+
+    # --- teams --------------------------------------------------------------------------------
+
+    async def CreateTeam(self, request: booking_pb2.CreateTeamRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            row = await resources.create_team(uow, request.name)
+        return booking_pb2.CreateTeamResponse(team=_team(row))
+
+    async def ListTeams(self, request: booking_pb2.ListTeamsRequest, context: Any) -> Any:
+        request_context.require_role(*STAFF)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            rows = await resources.list_teams(uow)
+        return booking_pb2.ListTeamsResponse(teams=[_team(r) for r in rows])
+
+    async def DeleteTeam(self, request: booking_pb2.DeleteTeamRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            await resources.delete_team(uow, request.team_id)
+        return booking_pb2.DeleteTeamResponse()
+
+    # --- workers ------------------------------------------------------------------------------
+
+    async def CreateWorker(self, request: booking_pb2.CreateWorkerRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        data = resources.WorkerInput(
+            name=request.name,
+            email=request.email,
+            phone=request.phone,
+            role=request.role,
+            team_id=request.team_id,
+        )
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            row = await resources.create_worker(uow, self.settings, data)
+        return booking_pb2.CreateWorkerResponse(worker=_worker(row))
+
+    async def ListWorkers(self, request: booking_pb2.ListWorkersRequest, context: Any) -> Any:
+        request_context.require_role(*STAFF)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            rows = await resources.list_workers(uow, request.team_id)
+        return booking_pb2.ListWorkersResponse(workers=[_worker(r) for r in rows])
+
+    async def DeleteWorker(self, request: booking_pb2.DeleteWorkerRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            await resources.delete_worker(uow, request.worker_id)
+        return booking_pb2.DeleteWorkerResponse()
+
+    # --- blackouts ----------------------------------------------------------------------------
+
+    async def CreateBlackout(self, request: booking_pb2.CreateBlackoutRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        starts_at, ends_at = from_ts(request.starts_at, "starts_at"), from_ts(request.ends_at, "ends_at")
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            row = await resources.create_blackout(
+                uow,
+                team_id=request.team_id,
+                worker_id=request.worker_id,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                reason=request.reason,
+            )
+        return booking_pb2.CreateBlackoutResponse(blackout=_blackout(row))
+
+    async def ListBlackouts(self, request: booking_pb2.ListBlackoutsRequest, context: Any) -> Any:
+        request_context.require_role(*STAFF)
+        from_time = from_ts(request.from_time, "from") if request.HasField("from_time") else None
+        to_time = from_ts(request.to_time, "to") if request.HasField("to_time") else None
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            rows = await resources.list_blackouts(uow, from_time, to_time)
+        return booking_pb2.ListBlackoutsResponse(blackouts=[_blackout(r) for r in rows])
+
+    async def DeleteBlackout(self, request: booking_pb2.DeleteBlackoutRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            await resources.delete_blackout(uow, request.blackout_id)
+        return booking_pb2.DeleteBlackoutResponse()
+
+    # --- scheduling ---------------------------------------------------------------------------
+
+    async def AssignBooking(self, request: booking_pb2.AssignBookingRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            row, _ = await scheduling.assign(
+                uow, request.booking_id, request.team_id, list(request.worker_ids)
+            )
+            (result,) = await _bookings(uow, [row])
+        return booking_pb2.AssignBookingResponse(booking=result)
+
+    async def ScheduleSuggestions(self, request: booking_pb2.ScheduleSuggestionsRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        window = self._window(request)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            found = await scheduling.suggestions(
+                uow, window, skill_tags=list(request.skill_tags), booking_id=request.booking_id
+            )
+        return booking_pb2.ScheduleSuggestionsResponse(
+            teams=[_team(r) for r in found.teams], workers=[_worker(r) for r in found.workers]
+        )
+
+    async def ScheduleConflicts(self, request: booking_pb2.ScheduleConflictsRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        window = self._window(request)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            found = await scheduling.conflicts(
+                uow,
+                window,
+                team_id=request.team_id,
+                booking_id=request.booking_id,
+                worker_id=request.worker_id,
+            )
+        return booking_pb2.ScheduleConflictsResponse(
+            has_conflict=bool(found), conflicts=[_conflict(c) for c in found]
+        )
+
+    async def AssignmentQueue(self, request: booking_pb2.AssignmentQueueRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        limit, offset = _page(request.limit, request.offset)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            entries, total = await scheduling.assignment_queue(
+                uow, days=request.days, limit=limit, offset=offset
+            )
+            converted = await _bookings(uow, [entry.booking for entry in entries])
+        return booking_pb2.AssignmentQueueResponse(
+            items=[
+                booking_pb2.QueueItem(booking=b, urgent=entry.urgent)
+                for b, entry in zip(converted, entries, strict=True)
+            ],
+            total=total,
+        )

@@ -1,0 +1,319 @@
+"""Teams, workers and blackouts: who can be scheduled, and when they cannot.
+
+Occupancy is the `schedule_blocks` table; a blackout is a row of kind 'blackout' for one team or one
+worker. The exclusion constraints refuse any overlap for the same team or worker, so writes to it go
+through `schedule_guard`, which turns that refusal into a 409 instead of a failed transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, delete, exists, func, select
+from sqlalchemy.dialects.postgresql import Range
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
+
+from libs.common.db import UnitOfWork
+from libs.common.errors import (
+    Conflict,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    invalid,
+)
+from services.booking import contacts
+from services.booking.bookings import parse_id
+from services.booking.models import schedule_blocks, teams, workers
+from services.booking.settings import BookingSettings
+
+MAX_NAME = 200
+MAX_ROLE = 200
+MAX_REASON = 500
+MAX_BLACKOUT_DAYS = 366
+
+EXCLUSION_VIOLATION = "23P01"
+FOREIGN_KEY_VIOLATION = "23503"
+DEADLOCK_DETECTED = "40P01"
+
+
+# --- shared by scheduling ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open period [starts_at, ends_at), as the schedule blocks store it."""
+
+    starts_at: datetime
+    ends_at: datetime
+
+    def as_range(self) -> Range[datetime]:
+        return Range(self.starts_at, self.ends_at, bounds="[)")
+
+
+def check_window(starts_at: datetime, ends_at: datetime, *, max_days: int) -> Window:
+    if ends_at <= starts_at:
+        raise InvalidArgument(
+            "ends_at must be after starts_at",
+            code="invalid_window",
+            violations=[FieldViolation("ends_at", "must be after starts_at")],
+        )
+    if ends_at - starts_at > timedelta(days=max_days):
+        raise InvalidArgument(
+            f"the window may span at most {max_days} days",
+            code="invalid_window",
+            violations=[FieldViolation("ends_at", f"must be at most {max_days} days after starts_at")],
+        )
+    return Window(starts_at, ends_at)
+
+
+def raise_problems(problems: list[FieldViolation]) -> None:
+    if problems:
+        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
+
+
+def _sqlstate(error: DBAPIError) -> str:
+    return str(getattr(error.orig, "sqlstate", "") or "")
+
+
+def _constraint(error: DBAPIError) -> str:
+    diag = getattr(error.orig, "diag", None)
+    return str(getattr(diag, "constraint_name", "") or "")
+
+
+@asynccontextmanager
+async def schedule_guard(uow: UnitOfWork, what: str) -> AsyncIterator[None]:
+    """Writes to schedule_blocks inside a SAVEPOINT. When the database refuses an overlap (or picks
+    this transaction as a deadlock victim while two assignments wait on each other), only the
+    savepoint rolls back and the caller gets a Conflict it can answer as 409."""
+    try:
+        async with uow.session.begin_nested():
+            yield
+    except DBAPIError as exc:
+        state = _sqlstate(exc)
+        if state == EXCLUSION_VIOLATION:
+            subject = "a worker" if "worker" in _constraint(exc) else "the team"
+            raise Conflict(
+                f"{what}: {subject} is already booked or blacked out in this window",
+                code="schedule_conflict",
+            ) from exc
+        if state == DEADLOCK_DETECTED:
+            raise Conflict(f"{what}: a concurrent change got there first", code="schedule_conflict") from exc
+        if state == FOREIGN_KEY_VIOLATION:
+            raise NotFound("the team or worker no longer exists") from exc
+        raise
+
+
+async def _owned(uow: UnitOfWork, table: Table, value: str, field: str, noun: str) -> Any:
+    """One row of this org (RLS hides every other org's rows, so theirs are simply not found)."""
+    row = (await uow.session.execute(select(table).where(table.c.id == parse_id(value, field)))).first()
+    if row is None:
+        raise NotFound(f"{noun} not found", code=f"{noun}_not_found")
+    return row
+
+
+async def get_team(uow: UnitOfWork, team_id: str, field: str = "team_id") -> Any:
+    return await _owned(uow, teams, team_id, field, "team")
+
+
+async def get_worker(uow: UnitOfWork, worker_id: str, field: str = "worker_id") -> Any:
+    return await _owned(uow, workers, worker_id, field, "worker")
+
+
+async def get_workers(uow: UnitOfWork, worker_ids: list[uuid.UUID]) -> list[Any]:
+    """All of them, in the order given, or NotFound naming the first that is not this org's."""
+    if not worker_ids:
+        return []
+    rows = {
+        row.id: row
+        for row in (await uow.session.execute(select(workers).where(workers.c.id.in_(worker_ids)))).all()
+    }
+    for worker_id in worker_ids:
+        if worker_id not in rows:
+            raise NotFound(f"worker {worker_id} not found", code="worker_not_found")
+    return [rows[worker_id] for worker_id in worker_ids]
+
+
+async def _refuse_if_assigned(uow: UnitOfWork, column: Any, subject_id: uuid.UUID, noun: str) -> None:
+    """Deleting a team or worker would silently unassign their upcoming jobs: say so instead."""
+    upcoming = await uow.session.scalar(
+        select(
+            exists().where(
+                column == subject_id,
+                schedule_blocks.c.kind == "booking",
+                func.upper(schedule_blocks.c.period) > func.now(),
+            )
+        )
+    )
+    if upcoming:
+        raise FailedPrecondition(
+            f"this {noun} has upcoming assignments; reassign them first", code="has_upcoming_assignments"
+        )
+
+
+# --- teams ------------------------------------------------------------------------------------
+
+
+async def create_team(uow: UnitOfWork, name: str) -> Any:
+    problems: list[FieldViolation] = []
+    name = contacts.text(name, "name", problems, max_length=MAX_NAME, required=True)
+    raise_problems(problems)
+    team_id = await uow.session.scalar(
+        pg_insert(teams)
+        .values(id=uuid.uuid4(), org_id=uow.org_id, name=name)
+        .on_conflict_do_nothing()
+        .returning(teams.c.id)
+    )
+    if team_id is None:
+        raise Conflict("a team with this name already exists", code="team_exists")
+    return await get_team(uow, str(team_id))
+
+
+async def list_teams(uow: UnitOfWork) -> list[Any]:
+    query = select(teams).where(teams.c.org_id == uow.org_id).order_by(func.lower(teams.c.name), teams.c.id)
+    return list((await uow.session.execute(query)).all())
+
+
+async def delete_team(uow: UnitOfWork, team_id: str) -> None:
+    team = await _owned_for_update(uow, teams, team_id, "team_id", "team")
+    await _refuse_if_assigned(uow, schedule_blocks.c.team_id, team.id, "team")
+    # Its blackouts and past blocks go with it (ON DELETE CASCADE); members stay, without a team.
+    await uow.session.execute(delete(teams).where(teams.c.id == team.id))
+
+
+async def _owned_for_update(uow: UnitOfWork, table: Table, value: str, field: str, noun: str) -> Any:
+    query = select(table).where(table.c.id == parse_id(value, field)).with_for_update()
+    row = (await uow.session.execute(query)).first()
+    if row is None:
+        raise NotFound(f"{noun} not found", code=f"{noun}_not_found")
+    return row
+
+
+# --- workers ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerInput:
+    name: str
+    email: str = ""
+    phone: str = ""
+    # Free text, e.g. "deep clean, windows, supervisor": suggestions match skill tags against it.
+    role: str = ""
+    team_id: str = ""
+
+
+async def create_worker(uow: UnitOfWork, settings: BookingSettings, data: WorkerInput) -> Any:
+    problems: list[FieldViolation] = []
+    name = contacts.text(data.name, "name", problems, max_length=MAX_NAME, required=True)
+    email = contacts.email(data.email, "email", problems, required=False)
+    phone = contacts.phone(data.phone, "phone", problems, settings.phone_region, required=False)
+    role = contacts.text(data.role, "role", problems, max_length=MAX_ROLE)
+    team_uuid = None
+    if data.team_id:
+        try:
+            team_uuid = parse_id(data.team_id, "team_id")
+        except InvalidArgument as error:
+            problems.extend(error.violations)
+    raise_problems(problems)
+    if team_uuid is not None:
+        await get_team(uow, str(team_uuid))
+    worker_id = uuid.uuid4()
+    await uow.session.execute(
+        pg_insert(workers).values(
+            id=worker_id, org_id=uow.org_id, team_id=team_uuid, name=name, email=email, phone=phone, role=role
+        )
+    )
+    return await get_worker(uow, str(worker_id))
+
+
+async def list_workers(uow: UnitOfWork, team_id: str = "") -> list[Any]:
+    query = select(workers).where(workers.c.org_id == uow.org_id)
+    if team_id:
+        team = await get_team(uow, team_id)
+        query = query.where(workers.c.team_id == team.id)
+    query = query.order_by(func.lower(workers.c.name), workers.c.id)
+    return list((await uow.session.execute(query)).all())
+
+
+async def delete_worker(uow: UnitOfWork, worker_id: str) -> None:
+    worker = await _owned_for_update(uow, workers, worker_id, "worker_id", "worker")
+    await _refuse_if_assigned(uow, schedule_blocks.c.worker_id, worker.id, "worker")
+    await uow.session.execute(delete(workers).where(workers.c.id == worker.id))
+
+
+# --- blackouts --------------------------------------------------------------------------------
+
+
+async def create_blackout(
+    uow: UnitOfWork, *, team_id: str, worker_id: str, starts_at: datetime, ends_at: datetime, reason: str
+) -> Any:
+    if bool(team_id) == bool(worker_id):
+        raise InvalidArgument(
+            "a blackout is for one team or one worker: give team_id or worker_id, not both",
+            violations=[FieldViolation("team_id", "give exactly one of team_id and worker_id")],
+        )
+    window = check_window(starts_at, ends_at, max_days=MAX_BLACKOUT_DAYS)
+    problems: list[FieldViolation] = []
+    reason = contacts.text(reason, "reason", problems, max_length=MAX_REASON)
+    raise_problems(problems)
+    team = await get_team(uow, team_id) if team_id else None
+    worker = await get_worker(uow, worker_id) if worker_id else None
+    blackout_id = uuid.uuid4()
+    async with schedule_guard(uow, "the blackout overlaps"):
+        await uow.session.execute(
+            pg_insert(schedule_blocks).values(
+                id=blackout_id,
+                org_id=uow.org_id,
+                kind="blackout",
+                team_id=team.id if team else None,
+                worker_id=worker.id if worker else None,
+                period=window.as_range(),
+                reason=reason,
+            )
+        )
+    return await get_blackout(uow, str(blackout_id))
+
+
+async def get_blackout(uow: UnitOfWork, blackout_id: str) -> Any:
+    query = select(schedule_blocks).where(
+        schedule_blocks.c.id == parse_id(blackout_id, "blackout_id"), schedule_blocks.c.kind == "blackout"
+    )
+    row = (await uow.session.execute(query)).first()
+    if row is None:
+        raise NotFound("blackout not found", code="blackout_not_found")
+    return row
+
+
+async def list_blackouts(
+    uow: UnitOfWork, from_time: datetime | None = None, to_time: datetime | None = None
+) -> list[Any]:
+    if from_time and to_time and to_time <= from_time:
+        raise invalid("to", "must be after from")
+    # Blackouts are the blocks without a booking: the booking_id index finds them (IS NULL).
+    query = select(schedule_blocks).where(
+        schedule_blocks.c.booking_id.is_(None),
+        schedule_blocks.c.org_id == uow.org_id,
+        schedule_blocks.c.kind == "blackout",
+    )
+    if from_time or to_time:
+        query = query.where(schedule_blocks.c.period.overlaps(Range(from_time, to_time, bounds="[)")))
+    query = query.order_by(func.lower(schedule_blocks.c.period), schedule_blocks.c.id)
+    return list((await uow.session.execute(query)).all())
+
+
+async def delete_blackout(uow: UnitOfWork, blackout_id: str) -> None:
+    deleted = await uow.session.scalar(
+        delete(schedule_blocks)
+        .where(
+            schedule_blocks.c.id == parse_id(blackout_id, "blackout_id"),
+            schedule_blocks.c.kind == "blackout",
+        )
+        .returning(schedule_blocks.c.id)
+    )
+    if deleted is None:
+        raise NotFound("blackout not found", code="blackout_not_found")

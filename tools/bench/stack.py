@@ -1,0 +1,185 @@
+"""The suite and the baseline for one bench run, started the way the test fixtures start them
+(conftest.py): Postgres from TEST_DATABASE_ADMIN_URL, else the machine's on 127.0.0.1:5432, else an
+embedded one; a fresh database `cws_bench_<random>` migrated with libs.common.migrate; a private
+nats-server; iam, booking and gateway as real processes. Everything is registered on an ExitStack,
+so it is stopped and the database dropped on any exit: success, failure or Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from libs.common.migrate import migrate
+from tools.devstack import (
+    ROOT,
+    EmbeddedPostgres,
+    NatsServer,
+    drop_database,
+    ensure_database,
+    free_port,
+    system_postgres_admin_url,
+    wait_for,
+    with_user,
+)
+from tools.processes import DEV_SECRETS, GatewayProc, Proc, ServiceProc, gateway_proc, service_proc
+
+APP_ROLE = "cws_app"
+BENCH_DIR = ROOT / ".run" / "bench"
+
+
+@dataclass
+class Stack:
+    server_admin_url: str
+    db_name: str
+    admin_url: str  # superuser, this run's database
+    app_url: str  # the runtime role cws_app, this run's database
+    nats: NatsServer
+    log_dir: Path
+    iam: ServiceProc | None = None
+    booking: ServiceProc | None = None
+    gateway: GatewayProc | None = None
+    baseline: BaselineProc | None = None
+
+    def env(self) -> dict[str, str]:
+        return {
+            **DEV_SECRETS,
+            "APP_ENV": "test",
+            "DATABASE_URL": self.app_url,
+            "MIGRATIONS_DATABASE_URL": self.admin_url,
+            "NATS_URL": self.nats.url,
+            "REDIS_URL": "",
+            "LOG_LEVEL": "INFO",
+            # The tests poll readiness every 0.5 s to notice faults fast; the default is enough here.
+            "READINESS_INTERVAL_SECONDS": "2",
+            "AUTH_ACCESS_TOKEN_TTL_MINUTES": "60",
+        }
+
+
+@dataclass
+class BaselineProc(Proc):
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 60) -> BaselineProc:
+        import httpx
+
+        def up() -> bool:
+            if not self.alive:
+                raise RuntimeError(f"baseline exited:\n{self.tail()}")
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, "baseline", timeout)
+        return self
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (and SIGHUP) unwind like Ctrl-C, so the ExitStack stops everything and drops the DB."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
+
+
+def _stop(proc: Proc) -> None:
+    proc.stop(timeout=10)
+
+
+def start_infrastructure(exits: contextlib.ExitStack) -> Stack:
+    """Postgres (database created and migrated) and NATS; the processes come after."""
+    work_dir = Path(tempfile.mkdtemp(prefix="cws-bench-"))
+    exits.callback(shutil.rmtree, work_dir, ignore_errors=True)
+    log_dir = BENCH_DIR / "logs"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    server_url = os.environ.get("TEST_DATABASE_ADMIN_URL") or system_postgres_admin_url()
+    if not server_url:
+        embedded = EmbeddedPostgres(work_dir / "pg" / "data").start()
+        exits.callback(embedded.stop)
+        server_url = embedded.admin_url
+    name = f"cws_bench_{secrets.token_hex(4)}"
+    exits.callback(drop_database, server_url, name)  # registered first, so it runs after the processes stop
+    admin_url = ensure_database(server_url, name)
+    migrate(admin_url, APP_ROLE, None)
+
+    nats = NatsServer(work_dir / "nats" / "js").start()
+    exits.callback(nats.stop)
+    return Stack(
+        server_admin_url=server_url,
+        db_name=name,
+        admin_url=admin_url,
+        app_url=with_user(admin_url, APP_ROLE),
+        nats=nats,
+        log_dir=log_dir,
+    )
+
+
+def start_processes(exits: contextlib.ExitStack, stack: Stack) -> None:
+    """iam and booking, then the gateway in front of them, and the baseline; returns once started
+    (call wait_processes for readiness), so slow start-ups overlap with other preparation."""
+    env = stack.env()
+    iam = service_proc("iam", env, stack.log_dir)
+    booking = service_proc("booking", env, stack.log_dir)
+    gateway = gateway_proc(
+        {
+            **env,
+            "IAM_GRPC_TARGET": iam.target,
+            "BOOKING_GRPC_TARGET": booking.target,
+            "RATE_LIMIT_PER_MINUTE": "100000000",
+            "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
+            "GRPC_DEADLINE_SECONDS": "5",
+            "GATEWAY_WORKERS": "1",
+        },
+        stack.log_dir,
+    )
+    port = free_port()
+    baseline = BaselineProc(
+        name="baseline",
+        args=["-m", "tools.bench.baseline"],
+        env={
+            "DATABASE_URL": stack.app_url,
+            "AUTH_SECRET_KEY": env["AUTH_SECRET_KEY"],
+            "BASELINE_PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+        },
+        log_path=stack.log_dir / "baseline.log",
+        port=port,
+    )
+    for proc in (iam, booking, gateway, baseline):
+        proc.start()
+        exits.callback(_stop, proc)
+    stack.iam, stack.booking, stack.gateway, stack.baseline = iam, booking, gateway, baseline
+
+
+def wait_processes(stack: Stack, timeout: float = 90) -> float:
+    started = time.monotonic()
+    assert stack.iam and stack.booking and stack.gateway and stack.baseline
+    stack.iam.wait_ready(timeout)
+    stack.booking.wait_ready(timeout)
+    stack.gateway.wait_ready(timeout)
+    stack.baseline.wait_ready(timeout)
+    return time.monotonic() - started
+
+
+def pids(stack: Stack) -> dict[str, int]:
+    found = {}
+    for proc in (stack.iam, stack.booking, stack.gateway, stack.baseline):
+        if proc is not None and proc.process is not None:
+            found[proc.name] = proc.process.pid
+    return found
