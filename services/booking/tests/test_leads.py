@@ -220,3 +220,30 @@ async def test_turnstile_captcha_when_enabled(gateways, http, make_org):
     assert_problem(down, 503, "captcha_unavailable")
     assert time.monotonic() - started < 10
     assert_clean(down)
+
+
+async def test_subdomain_of_public_base_domain_selects_the_org(gateways, http, stack, make_org):
+    org = await make_org(f"Sub Domain {uuid.uuid4().hex[:6]}")
+    key = None
+    for _ in range(100):  # the profile (and its public key) comes from IAM's org.created event
+        with psycopg.connect(stack.admin_url) as conn:
+            row = conn.execute(
+                "SELECT public_key FROM booking.org_profiles WHERE org_id = %s AND name <> ''", (org.org_id,)
+            ).fetchone()
+        if row:
+            key = row[0]
+            break
+        await asyncio.sleep(0.1)
+    assert key
+    gateway = gateways.get(PUBLIC_BASE_DOMAIN="cleaning.test")
+    lead = await http.post(f"{gateway.url}/v1/leads", json=LEAD, headers={"Host": f"{key}.cleaning.test"})
+    assert lead.status_code == 201, lead.text
+    with psycopg.connect(stack.admin_url) as conn:
+        owner_org = conn.execute(
+            "SELECT org_id FROM booking.leads WHERE id = %s", (lead.json()["lead_id"],)
+        ).fetchone()
+    assert str(owner_org[0]) == org.org_id
+    elsewhere = await http.post(
+        f"{gateway.url}/v1/leads", json=LEAD, headers={"Host": "nobody.cleaning.test"}
+    )
+    assert_problem(elsewhere, 404, "unknown_org")
