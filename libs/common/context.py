@@ -63,6 +63,33 @@ def verify_metadata(
     return ctx
 
 
+_call: contextvars.ContextVar[tuple[str, Any] | None] = contextvars.ContextVar(
+    "cws_current_call", default=None
+)
+
+
+def set_call(method: str, request: Any) -> contextvars.Token[tuple[str, Any] | None]:
+    """The RPC being served (full method name and request), for audit records of admin writes."""
+    return _call.set((method, request))
+
+
+def reset_call(token: contextvars.Token[tuple[str, Any] | None]) -> None:
+    _call.reset(token)
+
+
+def current_call() -> tuple[str, Any] | None:
+    return _call.get()
+
+
+ADMIN_METHODS = (AuthMethod.Value("AUTH_METHOD_JWT"), AuthMethod.Value("AUTH_METHOD_BASIC"))
+STAFF_ROLES = frozenset({"OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER"})
+
+
+def is_admin(ctx: RequestContext | None) -> bool:
+    """A staff member signed in to the admin side (not a portal user, not anonymous)."""
+    return ctx is not None and ctx.auth_method in ADMIN_METHODS and ctx.role in STAFF_ROLES
+
+
 def set_current(ctx: RequestContext) -> contextvars.Token[RequestContext | None]:
     return _current.set(ctx)
 

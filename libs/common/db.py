@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from cws.common.v1 import audit_pb2
 from google.protobuf.message import Message
 from sqlalchemy import (
     Column,
@@ -25,12 +26,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     func,
     insert,
     text,
 )
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from libs.common import context as request_context
 from libs.common.settings import sqlalchemy_url
@@ -117,6 +120,7 @@ class Database:
         tables: OutboxTables,
         pool_size: int = 10,
         statement_timeout_ms: int = 5000,
+        audit_admin_writes: bool = False,
     ) -> None:
         self.url = url
         self.schema = schema
@@ -131,7 +135,12 @@ class Database:
             pool_timeout=5,
             connect_args={"options": f"-c statement_timeout={statement_timeout_ms}", "connect_timeout": 5},
         )
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # With audit_admin_writes, every unit of work in which an admin changed rows raises
+        # cws.<schema>.audit.recorded in the same transaction; iam turns it into admin_audit_logs.
+        self.audit_admin_writes = audit_admin_writes
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=_WriteTrackingSession
+        )
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -162,7 +171,38 @@ class UnitOfWork:
             text("SELECT set_config(:name, :org, true)"), {"name": ORG_SETTING, "org": str(org_id)}
         )
 
+    def _audit_admin_write(self) -> None:
+        ctx = request_context._current.get()
+        call = request_context.current_call()
+        if not (
+            self.db.audit_admin_writes and self.session.info.get("wrote") and request_context.is_admin(ctx)
+        ):
+            return
+        assert ctx is not None
+        method, request = call if call else ("", None)
+        resource_type, resource_id = _resource_of(request)
+        self.add_event(
+            f"cws.{self.db.schema}.audit.recorded",
+            audit_pb2.AdminAuditRecorded(
+                org_id=ctx.org_id,
+                actor=ctx.principal_id,
+                role=ctx.role,
+                auth_method="basic"
+                if ctx.auth_method == request_context.AuthMethod.Value("AUTH_METHOD_BASIC")
+                else "jwt",
+                action=f"{self.db.schema}.{method.rsplit('/', 1)[-1]}",
+                resource_type=resource_type,
+                resource_id=resource_id,
+                request_id=ctx.request_id,
+                client_ip=ctx.client_ip,
+                break_glass_session_id=ctx.break_glass_session_id if ctx.break_glass else "",
+                break_glass_reason=ctx.break_glass_reason if ctx.break_glass else "",
+            ),
+            uuid.UUID(ctx.org_id) if ctx.org_id else None,
+        )
+
     async def _flush_events(self) -> None:
+        self._audit_admin_write()
         if not self.events:
             return
         ctx = request_context._current.get()
@@ -189,6 +229,26 @@ class UnitOfWork:
         await self.session.execute(
             text("SELECT pg_notify(:channel, '')"), {"channel": outbox_channel(self.db.schema)}
         )
+
+
+class _WriteTrackingSession(Session):
+    """Notes in `info` whether the session ran any INSERT, UPDATE or DELETE."""
+
+
+@event.listens_for(_WriteTrackingSession, "do_orm_execute")
+def _note_writes(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info["wrote"] = True
+
+
+def _resource_of(request: Message | None) -> tuple[str, str]:
+    """The first `<thing>_id` the request names: ("booking", "<uuid>") for AssignBooking."""
+    if request is None:
+        return "", ""
+    for descriptor, value in request.ListFields():
+        if descriptor.name.endswith("_id") and isinstance(value, str) and value:
+            return descriptor.name[: -len("_id")], value
+    return "", ""
 
 
 @asynccontextmanager

@@ -78,6 +78,7 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             token = None
+            call_token = request_context.set_call(method, request)
             try:
                 if needs_context:
                     ctx = request_context.verify_metadata(metadata, self.secret, self.max_age_seconds)
@@ -99,6 +100,7 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("rpc_failed", method=method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
+                request_context.reset_call(call_token)
                 if token is not None:
                     request_context.reset_current(token)
                     structlog.contextvars.unbind_contextvars("request_id", "org_id", "principal")
@@ -146,6 +148,8 @@ class ServiceApp:
     register: Callable[[grpc.aio.Server, ServiceApp], None]
     background: list[Callable[[ServiceApp], Coroutine[Any, Any, None]]] = field(default_factory=list)
     service_names: tuple[str, ...] = ()
+    # Raise cws.<service>.audit.recorded for every admin write (iam audits its own writes itself).
+    audit_admin_writes: bool = False
 
     db: Database = field(init=False)
     bus: EventBus = field(init=False)
@@ -161,6 +165,7 @@ class ServiceApp:
             tables=self.tables,
             pool_size=self.settings.database_pool_size,
             statement_timeout_ms=self.settings.database_statement_timeout_ms,
+            audit_admin_writes=self.audit_admin_writes,
         )
         self.bus = EventBus(self.settings.nats_url, name=f"cws-{self.name}")
         self.readiness = Readiness(

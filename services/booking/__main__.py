@@ -45,6 +45,7 @@ def build() -> ServiceApp:
         http_port=settings.booking_http_port,
         register=register,
         background=[org_profiles_consumer],
+        audit_admin_writes=True,
         service_names=(booking_pb2.DESCRIPTOR.services_by_name["BookingService"].full_name,),
     )
 

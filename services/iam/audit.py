@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from cws.common.v1 import context_pb2
+from cws.common.v1 import audit_pb2, context_pb2
 from sqlalchemy import insert, select
 
 from libs.common import context as request_context
@@ -62,3 +62,25 @@ async def list_entries(uow: UnitOfWork, *, limit: int, offset: int, action: str 
     if action:
         query = query.where(admin_audit_logs.c.action == action)
     return list((await uow.session.execute(query.limit(limit).offset(offset))).all())
+
+
+async def record_from_service(uow: UnitOfWork, event: audit_pb2.AdminAuditRecorded) -> None:
+    """An admin write another service committed (cws.<service>.audit.recorded), as an audit row."""
+    await uow.session.execute(
+        insert(admin_audit_logs).values(
+            id=uuid.uuid4(),
+            org_id=uow.org_id,
+            actor=event.actor,
+            role=event.role,
+            auth_method=event.auth_method,
+            action=event.action,
+            resource_type=event.resource_type,
+            resource_id=event.resource_id,
+            request_id=event.request_id,
+            client_ip=event.client_ip,
+            break_glass_session_id=uuid.UUID(event.break_glass_session_id)
+            if event.break_glass_session_id
+            else None,
+            break_glass_reason=event.break_glass_reason or None,
+        )
+    )
