@@ -30,7 +30,18 @@ from gateway.middleware import (
 from gateway.principal import request_id_of
 from gateway.problems import ProblemError, problem_response
 from gateway.revocations import RevokedSessions
-from gateway.routes import admin, auth, bookings, health, iam_users, insights, portal, public, scheduling
+from gateway.routes import (
+    admin,
+    auth,
+    bookings,
+    health,
+    iam_users,
+    insights,
+    portal,
+    pricing,
+    public,
+    scheduling,
+)
 from gateway.schemas import Problem
 from gateway.settings import GatewaySettings
 from libs.common.bus import EventBus
@@ -98,6 +109,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         public.router,
         bookings.router,
         scheduling.router,
+        pricing.router,
         portal.router,
         insights.router,
     ):

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from cws.booking.v1 import booking_pb2
 from fastapi import APIRouter, Depends, Query, Request, Response
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, field_validator
 
 from gateway.deps import STAFF, require_roles
 from gateway.principal import Principal
@@ -33,6 +33,38 @@ class WorkerIn(Strict):
     phone: Annotated[str, Field(max_length=32)] = ""
     role: Annotated[str, Field(max_length=200, description="Free text, matched as skill tags")] = ""
     team_id: Id | None = None
+
+
+class TeamPatch(Strict):
+    """Only the fields sent change."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    active: bool | None = None
+
+    @field_validator("name", "active")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out, not null")
+        return value
+
+
+class WorkerPatch(Strict):
+    """Only the fields sent change; team_id null detaches the worker, email/phone/role null clear them."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    email: Annotated[str, Field(max_length=320)] | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+    role: Annotated[str, Field(max_length=200)] | None = None
+    team_id: Id | None = None
+    active: bool | None = None
+
+    @field_validator("name", "active")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out, not null")
+        return value
 
 
 class BlackoutIn(Strict):
@@ -136,6 +168,19 @@ async def delete_team(
     return Response(status_code=204)
 
 
+@router.patch("/teams/{team_id}", summary="Rename a team or (de)activate it")
+async def update_team(
+    team_id: str, body: TeamPatch, request: Request, principal: Principal = Depends(require_roles(*DISPATCH))
+) -> dict[str, Any]:
+    message = booking_pb2.UpdateTeamRequest(team_id=team_id)
+    if "name" in body.model_fields_set:
+        message.name = body.name or ""
+    if "active" in body.model_fields_set:
+        message.active = bool(body.active)
+    response = await _booking(request).call(request, "UpdateTeam", message)
+    return team(response.team)
+
+
 # --- workers ----------------------------------------------------------------------------------
 
 
@@ -173,6 +218,23 @@ async def delete_worker(
         request, "DeleteWorker", booking_pb2.DeleteWorkerRequest(worker_id=worker_id)
     )
     return Response(status_code=204)
+
+
+@router.patch("/workers/{worker_id}", summary="Change a worker; team_id null detaches it from its team")
+async def update_worker(
+    worker_id: str,
+    body: WorkerPatch,
+    request: Request,
+    principal: Principal = Depends(require_roles(*DISPATCH)),
+) -> dict[str, Any]:
+    message = booking_pb2.UpdateWorkerRequest(worker_id=worker_id)
+    for name in ("name", "email", "phone", "role", "team_id"):
+        if name in body.model_fields_set:
+            setattr(message, name, getattr(body, name) or "")
+    if "active" in body.model_fields_set:
+        message.active = bool(body.active)
+    response = await _booking(request).call(request, "UpdateWorker", message)
+    return worker(response.worker)
 
 
 # --- blackouts --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from libs.common.errors import NotFound, PermissionDenied, Unauthenticated, inva
 from services.booking import bookings, leads, orgs, pricing, protos
 from services.booking.bookings import from_ts
 from services.booking.grpc_insights import InsightsApi
+from services.booking.grpc_pricing import PricingApi
 from services.booking.grpc_scheduling import SchedulingApi
 from services.booking.settings import BookingSettings
 
@@ -40,7 +41,7 @@ async def booking_proto(uow: UnitOfWork, row: Any) -> booking_pb2.Booking:
     return protos.booking(row, profile.time_zone, workers.get(row.id, []))
 
 
-class BookingServicer(SchedulingApi, InsightsApi, booking_pb2_grpc.BookingServiceServicer):
+class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.BookingServiceServicer):
     def __init__(self, db: Database, settings: BookingSettings) -> None:
         self.db = db
         self.settings = settings

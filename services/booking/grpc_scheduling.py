@@ -103,6 +103,17 @@ class SchedulingApi:
             await resources.delete_team(uow, request.team_id)
         return booking_pb2.DeleteTeamResponse()
 
+    async def UpdateTeam(self, request: booking_pb2.UpdateTeamRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            row = await resources.update_team(
+                uow,
+                request.team_id,
+                name=request.name if request.HasField("name") else None,
+                active=request.active if request.HasField("active") else None,
+            )
+        return booking_pb2.UpdateTeamResponse(team=_team(row))
+
     # --- workers ------------------------------------------------------------------------------
 
     async def CreateWorker(self, request: booking_pb2.CreateWorkerRequest, context: Any) -> Any:
@@ -129,6 +140,19 @@ class SchedulingApi:
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             await resources.delete_worker(uow, request.worker_id)
         return booking_pb2.DeleteWorkerResponse()
+
+    async def UpdateWorker(self, request: booking_pb2.UpdateWorkerRequest, context: Any) -> Any:
+        request_context.require_role(*DISPATCH)
+        given = {
+            name: getattr(request, name)
+            for name in ("name", "email", "phone", "role", "team_id", "active")
+            if request.HasField(name)
+        }
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            row = await resources.update_worker(
+                uow, self.settings, request.worker_id, resources.WorkerChanges(**given)
+            )
+        return booking_pb2.UpdateWorkerResponse(worker=_worker(row))
 
     # --- blackouts ----------------------------------------------------------------------------
 

@@ -4,11 +4,12 @@ never changed (a database trigger enforces it): a price change is a new version.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common.db import UnitOfWork
@@ -17,6 +18,16 @@ from services.booking.models import pricing_configs
 
 MAX_BEDS = 20
 MAX_BATHS = 20.0
+
+# Bounds of a new pricing version (a typo must not price a job at a million dollars silently).
+MAX_CENTS = 10_000_000
+MAX_MINUTES = 1_440
+MAX_CLEANING_TYPES = 20
+PRICE_FIELDS = ("base_cents", "per_bed_cents", "per_bath_cents")
+MINUTE_FIELDS = ("minutes_base", "minutes_per_bed", "minutes_per_bath")
+RULE_FIELDS = PRICE_FIELDS + MINUTE_FIELDS
+_CLEANING_TYPE = re.compile(r"^[a-z_]{1,20}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 DEFAULT_RULES: dict[str, dict[str, int]] = {
     "standard": {
@@ -163,3 +174,91 @@ async def estimate(uow: UnitOfWork, beds: int, baths: float, cleaning_type: str)
             update(pricing_configs).where(pricing_configs.c.id == config.id).values(used=True)
         )
     return result
+
+
+# --- versions -----------------------------------------------------------------------------------
+
+
+async def list_configs(uow: UnitOfWork) -> list[Any]:
+    """Every version of this org's pricing, newest first."""
+    query = (
+        select(pricing_configs)
+        .where(pricing_configs.c.org_id == uow.org_id)
+        .order_by(pricing_configs.c.version.desc())
+    )
+    return list((await uow.session.execute(query)).all())
+
+
+def validate_config(
+    rules: list[tuple[str, dict[str, int]]], min_total_cents: int, currency: str
+) -> dict[str, dict[str, int]]:
+    """The rules as stored, or InvalidArgument naming every bad field."""
+    problems: list[FieldViolation] = []
+    if not rules:
+        problems.append(FieldViolation("rules", "must name at least one cleaning type"))
+    if len(rules) > MAX_CLEANING_TYPES:
+        problems.append(FieldViolation("rules", f"may name at most {MAX_CLEANING_TYPES} cleaning types"))
+    checked: dict[str, dict[str, int]] = {}
+    for name, rule in rules:
+        if not _CLEANING_TYPE.match(name):
+            problems.append(FieldViolation(f"rules.{name[:40]}", "cleaning type must match [a-z_]{1,20}"))
+            continue
+        if name in checked:
+            problems.append(FieldViolation(f"rules.{name}", "is given twice"))
+            continue
+        for key in RULE_FIELDS:
+            value = rule.get(key)
+            limit = MAX_CENTS if key in PRICE_FIELDS else MAX_MINUTES
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+                problems.append(
+                    FieldViolation(f"rules.{name}.{key}", f"must be an integer from 0 to {limit}")
+                )
+        checked[name] = {key: rule.get(key, 0) for key in RULE_FIELDS}
+    if not 0 <= min_total_cents <= MAX_CENTS:
+        problems.append(FieldViolation("min_total_cents", f"must be an integer from 0 to {MAX_CENTS}"))
+    if currency and not _CURRENCY.match(currency):
+        problems.append(FieldViolation("currency", "must be three upper-case letters, e.g. CAD"))
+    if problems:
+        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
+    return checked
+
+
+async def create_config(
+    uow: UnitOfWork,
+    rules: list[tuple[str, dict[str, int]]],
+    min_total_cents: int,
+    currency: str,
+    default_currency: str,
+) -> Any:
+    """A new version (max + 1) that becomes the active one in this same transaction. Used versions
+    stay as they are (the trigger allows turning `active` off), so leads keep their snapshot."""
+    checked = validate_config(rules, min_total_cents, currency)
+    # One new version at a time per org: concurrent creations would pick the same number.
+    await uow.session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended('booking.pricing_configs:' || :org, 0))"),
+        {"org": str(uow.org_id)},
+    )
+    version = await uow.session.scalar(
+        select(func.coalesce(func.max(pricing_configs.c.version), 0)).where(
+            pricing_configs.c.org_id == uow.org_id
+        )
+    )
+    # The partial unique index allows one active config per org: the old one steps down first.
+    await uow.session.execute(
+        update(pricing_configs)
+        .where(pricing_configs.c.org_id == uow.org_id, pricing_configs.c.active)
+        .values(active=False)
+    )
+    config_id = uuid.uuid4()
+    await uow.session.execute(
+        pg_insert(pricing_configs).values(
+            id=config_id,
+            org_id=uow.org_id,
+            version=int(version or 0) + 1,
+            currency=currency or default_currency,
+            rules=checked,
+            min_total_cents=min_total_cents,
+            active=True,
+        )
+    )
+    return (await uow.session.execute(select(pricing_configs).where(pricing_configs.c.id == config_id))).one()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, exists, func, select
+from sqlalchemy import Table, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
@@ -38,6 +38,7 @@ MAX_REASON = 500
 MAX_BLACKOUT_DAYS = 366
 
 EXCLUSION_VIOLATION = "23P01"
+UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 DEADLOCK_DETECTED = "40P01"
 
@@ -186,6 +187,27 @@ async def delete_team(uow: UnitOfWork, team_id: str) -> None:
     await uow.session.execute(delete(teams).where(teams.c.id == team.id))
 
 
+async def update_team(uow: UnitOfWork, team_id: str, *, name: str | None, active: bool | None) -> Any:
+    """Only the fields given change; a name another team of the org has (any case) is a 409."""
+    problems: list[FieldViolation] = []
+    values: dict[str, Any] = {}
+    if name is not None:
+        values["name"] = contacts.text(name, "name", problems, max_length=MAX_NAME, required=True)
+    if active is not None:
+        values["active"] = active
+    raise_problems(problems)
+    team = await _owned_for_update(uow, teams, team_id, "team_id", "team")
+    if values:
+        try:
+            async with uow.session.begin_nested():
+                await uow.session.execute(update(teams).where(teams.c.id == team.id).values(**values))
+        except DBAPIError as exc:
+            if _sqlstate(exc) == UNIQUE_VIOLATION:
+                raise Conflict("a team with this name already exists", code="team_exists") from exc
+            raise
+    return await get_team(uow, str(team.id))
+
+
 async def _owned_for_update(uow: UnitOfWork, table: Table, value: str, field: str, noun: str) -> Any:
     query = select(table).where(table.c.id == parse_id(value, field)).with_for_update()
     row = (await uow.session.execute(query)).first()
@@ -229,6 +251,51 @@ async def create_worker(uow: UnitOfWork, settings: BookingSettings, data: Worker
         )
     )
     return await get_worker(uow, str(worker_id))
+
+
+@dataclass(frozen=True)
+class WorkerChanges:
+    """A partial update: None leaves a field as it is; team_id "" detaches the worker."""
+
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    role: str | None = None
+    team_id: str | None = None
+    active: bool | None = None
+
+
+async def update_worker(
+    uow: UnitOfWork, settings: BookingSettings, worker_id: str, changes: WorkerChanges
+) -> Any:
+    problems: list[FieldViolation] = []
+    values: dict[str, Any] = {}
+    if changes.name is not None:
+        values["name"] = contacts.text(changes.name, "name", problems, max_length=MAX_NAME, required=True)
+    if changes.email is not None:
+        values["email"] = contacts.email(changes.email, "email", problems, required=False)
+    if changes.phone is not None:
+        values["phone"] = contacts.phone(
+            changes.phone, "phone", problems, settings.phone_region, required=False
+        )
+    if changes.role is not None:
+        values["role"] = contacts.text(changes.role, "role", problems, max_length=MAX_ROLE)
+    if changes.team_id is not None:
+        values["team_id"] = None
+        if changes.team_id:
+            try:
+                values["team_id"] = parse_id(changes.team_id, "team_id")
+            except InvalidArgument as error:
+                problems.extend(error.violations)
+    if changes.active is not None:
+        values["active"] = changes.active
+    raise_problems(problems)
+    worker = await _owned_for_update(uow, workers, worker_id, "worker_id", "worker")
+    if values.get("team_id") is not None:
+        await get_team(uow, str(values["team_id"]))
+    if values:
+        await uow.session.execute(update(workers).where(workers.c.id == worker.id).values(**values))
+    return await get_worker(uow, str(worker.id))
 
 
 async def list_workers(uow: UnitOfWork, team_id: str = "") -> list[Any]:

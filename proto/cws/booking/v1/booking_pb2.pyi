@@ -1740,3 +1740,310 @@ class CohortAnalyticsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CohortAnalyticsResponse: _TypeAlias = CohortAnalyticsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateTeamRequest(_message.Message):
+    """Partial update: only the fields that are set change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEAM_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    team_id: _builtins.str
+    name: _builtins.str
+    active: _builtins.bool
+    def __init__(
+        self,
+        *,
+        team_id: _builtins.str = ...,
+        name: _builtins.str | None = ...,
+        active: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "_name", b"_name", "active", b"active", "name", b"name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "_name", b"_name", "active", b"active", "name", b"name", "team_id", b"team_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
+    _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__active) -> _WhichOneofReturnType__active | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+
+Global___UpdateTeamRequest: _TypeAlias = UpdateTeamRequest  # noqa: Y015
+
+@_typing.final
+class UpdateTeamResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEAM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def team(self) -> Global___Team: ...
+    def __init__(
+        self,
+        *,
+        team: Global___Team | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["team", b"team"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["team", b"team"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTeamResponse: _TypeAlias = UpdateTeamResponse  # noqa: Y015
+
+@_typing.final
+class UpdateWorkerRequest(_message.Message):
+    """Partial update: only the fields that are set change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    TEAM_ID_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    name: _builtins.str
+    email: _builtins.str
+    phone: _builtins.str
+    role: _builtins.str
+    team_id: _builtins.str
+    """Set to an empty string: detach the worker from its team."""
+    active: _builtins.bool
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        name: _builtins.str | None = ...,
+        email: _builtins.str | None = ...,
+        phone: _builtins.str | None = ...,
+        role: _builtins.str | None = ...,
+        team_id: _builtins.str | None = ...,
+        active: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "_email", b"_email", "_name", b"_name", "_phone", b"_phone", "_role", b"_role", "_team_id", b"_team_id", "active", b"active", "email", b"email", "name", b"name", "phone", b"phone", "role", b"role", "team_id", b"team_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "_email", b"_email", "_name", b"_name", "_phone", b"_phone", "_role", b"_role", "_team_id", b"_team_id", "active", b"active", "email", b"email", "name", b"name", "phone", b"phone", "role", b"role", "team_id", b"team_id", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
+    _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
+    _WhichOneofReturnType__email: _TypeAlias = _typing.Literal["email"]  # noqa: Y015
+    _WhichOneofArgType__email: _TypeAlias = _typing.Literal["_email", b"_email"]  # noqa: Y015
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    _WhichOneofReturnType__phone: _TypeAlias = _typing.Literal["phone"]  # noqa: Y015
+    _WhichOneofArgType__phone: _TypeAlias = _typing.Literal["_phone", b"_phone"]  # noqa: Y015
+    _WhichOneofReturnType__role: _TypeAlias = _typing.Literal["role"]  # noqa: Y015
+    _WhichOneofArgType__role: _TypeAlias = _typing.Literal["_role", b"_role"]  # noqa: Y015
+    _WhichOneofReturnType__team_id: _TypeAlias = _typing.Literal["team_id"]  # noqa: Y015
+    _WhichOneofArgType__team_id: _TypeAlias = _typing.Literal["_team_id", b"_team_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__active) -> _WhichOneofReturnType__active | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__email) -> _WhichOneofReturnType__email | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__phone) -> _WhichOneofReturnType__phone | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__role) -> _WhichOneofReturnType__role | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__team_id) -> _WhichOneofReturnType__team_id | None: ...
+
+Global___UpdateWorkerRequest: _TypeAlias = UpdateWorkerRequest  # noqa: Y015
+
+@_typing.final
+class UpdateWorkerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def worker(self) -> Global___Worker: ...
+    def __init__(
+        self,
+        *,
+        worker: Global___Worker | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["worker", b"worker"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["worker", b"worker"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateWorkerResponse: _TypeAlias = UpdateWorkerResponse  # noqa: Y015
+
+@_typing.final
+class PricingRule(_message.Message):
+    """The price and duration of one cleaning type."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLEANING_TYPE_FIELD_NUMBER: _builtins.int
+    BASE_CENTS_FIELD_NUMBER: _builtins.int
+    PER_BED_CENTS_FIELD_NUMBER: _builtins.int
+    PER_BATH_CENTS_FIELD_NUMBER: _builtins.int
+    MINUTES_BASE_FIELD_NUMBER: _builtins.int
+    MINUTES_PER_BED_FIELD_NUMBER: _builtins.int
+    MINUTES_PER_BATH_FIELD_NUMBER: _builtins.int
+    cleaning_type: _builtins.str
+    """[a-z_]{1,20}, e.g. standard, deep, move_out"""
+    base_cents: _builtins.int
+    per_bed_cents: _builtins.int
+    per_bath_cents: _builtins.int
+    minutes_base: _builtins.int
+    minutes_per_bed: _builtins.int
+    minutes_per_bath: _builtins.int
+    def __init__(
+        self,
+        *,
+        cleaning_type: _builtins.str = ...,
+        base_cents: _builtins.int = ...,
+        per_bed_cents: _builtins.int = ...,
+        per_bath_cents: _builtins.int = ...,
+        minutes_base: _builtins.int = ...,
+        minutes_per_bed: _builtins.int = ...,
+        minutes_per_bath: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_cents", b"base_cents", "cleaning_type", b"cleaning_type", "minutes_base", b"minutes_base", "minutes_per_bath", b"minutes_per_bath", "minutes_per_bed", b"minutes_per_bed", "per_bath_cents", b"per_bath_cents", "per_bed_cents", b"per_bed_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PricingRule: _TypeAlias = PricingRule  # noqa: Y015
+
+@_typing.final
+class PricingConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    MIN_TOTAL_CENTS_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    version: _builtins.int
+    currency: _builtins.str
+    min_total_cents: _builtins.int
+    active: _builtins.bool
+    """The one estimates use now."""
+    used: _builtins.bool
+    """An estimate used it: its rules are frozen."""
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___PricingRule]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        rules: _abc.Iterable[Global___PricingRule] | None = ...,
+        min_total_cents: _builtins.int = ...,
+        active: _builtins.bool = ...,
+        used: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "currency", b"currency", "id", b"id", "min_total_cents", b"min_total_cents", "rules", b"rules", "used", b"used", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PricingConfig: _TypeAlias = PricingConfig  # noqa: Y015
+
+@_typing.final
+class ListPricingConfigsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPricingConfigsRequest: _TypeAlias = ListPricingConfigsRequest  # noqa: Y015
+
+@_typing.final
+class ListPricingConfigsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PricingConfig]:
+        """Newest version first."""
+
+    def __init__(
+        self,
+        *,
+        configs: _abc.Iterable[Global___PricingConfig] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["configs", b"configs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPricingConfigsResponse: _TypeAlias = ListPricingConfigsResponse  # noqa: Y015
+
+@_typing.final
+class CreatePricingConfigRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    MIN_TOTAL_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    min_total_cents: _builtins.int
+    currency: _builtins.str
+    """Empty: the org's currency."""
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___PricingRule]: ...
+    def __init__(
+        self,
+        *,
+        rules: _abc.Iterable[Global___PricingRule] | None = ...,
+        min_total_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "min_total_cents", b"min_total_cents", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePricingConfigRequest: _TypeAlias = CreatePricingConfigRequest  # noqa: Y015
+
+@_typing.final
+class CreatePricingConfigResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def config(self) -> Global___PricingConfig:
+        """The new version, now the active one."""
+
+    def __init__(
+        self,
+        *,
+        config: Global___PricingConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePricingConfigResponse: _TypeAlias = CreatePricingConfigResponse  # noqa: Y015

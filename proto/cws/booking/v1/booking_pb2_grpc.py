@@ -172,6 +172,26 @@ class BookingServiceStub:
                 request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CohortAnalyticsRequest.SerializeToString,
                 response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CohortAnalyticsResponse.FromString,
                 _registered_method=True)
+        self.UpdateTeam = channel.unary_unary(
+                '/cws.booking.v1.BookingService/UpdateTeam',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.UpdateTeamRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.UpdateTeamResponse.FromString,
+                _registered_method=True)
+        self.UpdateWorker = channel.unary_unary(
+                '/cws.booking.v1.BookingService/UpdateWorker',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.UpdateWorkerRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.UpdateWorkerResponse.FromString,
+                _registered_method=True)
+        self.ListPricingConfigs = channel.unary_unary(
+                '/cws.booking.v1.BookingService/ListPricingConfigs',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListPricingConfigsRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListPricingConfigsResponse.FromString,
+                _registered_method=True)
+        self.CreatePricingConfig = channel.unary_unary(
+                '/cws.booking.v1.BookingService/CreatePricingConfig',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigResponse.FromString,
+                _registered_method=True)
 
 
 class BookingServiceServicer:
@@ -342,6 +362,30 @@ class BookingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateTeam(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWorker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPricingConfigs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePricingConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BookingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -479,6 +523,26 @@ def add_BookingServiceServicer_to_server(servicer, server):
                     servicer.CohortAnalytics,
                     request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CohortAnalyticsRequest.FromString,
                     response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CohortAnalyticsResponse.SerializeToString,
+            ),
+            'UpdateTeam': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTeam,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.UpdateTeamRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.UpdateTeamResponse.SerializeToString,
+            ),
+            'UpdateWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWorker,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.UpdateWorkerRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.UpdateWorkerResponse.SerializeToString,
+            ),
+            'ListPricingConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPricingConfigs,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListPricingConfigsRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListPricingConfigsResponse.SerializeToString,
+            ),
+            'CreatePricingConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePricingConfig,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1213,6 +1277,114 @@ class BookingService:
             '/cws.booking.v1.BookingService/CohortAnalytics',
             cws_dot_booking_dot_v1_dot_booking__pb2.CohortAnalyticsRequest.SerializeToString,
             cws_dot_booking_dot_v1_dot_booking__pb2.CohortAnalyticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTeam(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/UpdateTeam',
+            cws_dot_booking_dot_v1_dot_booking__pb2.UpdateTeamRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.UpdateTeamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/UpdateWorker',
+            cws_dot_booking_dot_v1_dot_booking__pb2.UpdateWorkerRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.UpdateWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPricingConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/ListPricingConfigs',
+            cws_dot_booking_dot_v1_dot_booking__pb2.ListPricingConfigsRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.ListPricingConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePricingConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/CreatePricingConfig',
+            cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,10 @@ class BookingServiceStub:
     SubmitNps: _grpc.UnaryUnaryMultiCallable[_booking_pb2.SubmitNpsRequest, _booking_pb2.SubmitNpsResponse]
     NpsAnalytics: _grpc.UnaryUnaryMultiCallable[_booking_pb2.NpsAnalyticsRequest, _booking_pb2.NpsAnalyticsResponse]
     CohortAnalytics: _grpc.UnaryUnaryMultiCallable[_booking_pb2.CohortAnalyticsRequest, _booking_pb2.CohortAnalyticsResponse]
+    UpdateTeam: _grpc.UnaryUnaryMultiCallable[_booking_pb2.UpdateTeamRequest, _booking_pb2.UpdateTeamResponse]
+    UpdateWorker: _grpc.UnaryUnaryMultiCallable[_booking_pb2.UpdateWorkerRequest, _booking_pb2.UpdateWorkerResponse]
+    ListPricingConfigs: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListPricingConfigsRequest, _booking_pb2.ListPricingConfigsResponse]
+    CreatePricingConfig: _grpc.UnaryUnaryMultiCallable[_booking_pb2.CreatePricingConfigRequest, _booking_pb2.CreatePricingConfigResponse]
 
 @_typing.type_check_only
 class BookingServiceAsyncStub(BookingServiceStub):
@@ -99,6 +103,10 @@ class BookingServiceAsyncStub(BookingServiceStub):
     SubmitNps: _aio.UnaryUnaryMultiCallable[_booking_pb2.SubmitNpsRequest, _booking_pb2.SubmitNpsResponse]  # type: ignore[assignment]
     NpsAnalytics: _aio.UnaryUnaryMultiCallable[_booking_pb2.NpsAnalyticsRequest, _booking_pb2.NpsAnalyticsResponse]  # type: ignore[assignment]
     CohortAnalytics: _aio.UnaryUnaryMultiCallable[_booking_pb2.CohortAnalyticsRequest, _booking_pb2.CohortAnalyticsResponse]  # type: ignore[assignment]
+    UpdateTeam: _aio.UnaryUnaryMultiCallable[_booking_pb2.UpdateTeamRequest, _booking_pb2.UpdateTeamResponse]  # type: ignore[assignment]
+    UpdateWorker: _aio.UnaryUnaryMultiCallable[_booking_pb2.UpdateWorkerRequest, _booking_pb2.UpdateWorkerResponse]  # type: ignore[assignment]
+    ListPricingConfigs: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListPricingConfigsRequest, _booking_pb2.ListPricingConfigsResponse]  # type: ignore[assignment]
+    CreatePricingConfig: _aio.UnaryUnaryMultiCallable[_booking_pb2.CreatePricingConfigRequest, _booking_pb2.CreatePricingConfigResponse]  # type: ignore[assignment]
 
 class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Leads, estimates and pricing, bookings, teams, workers, blackouts, scheduling, the assignment
@@ -294,5 +302,33 @@ class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _booking_pb2.CohortAnalyticsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_booking_pb2.CohortAnalyticsResponse, _abc.Awaitable[_booking_pb2.CohortAnalyticsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateTeam(
+        self,
+        request: _booking_pb2.UpdateTeamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.UpdateTeamResponse, _abc.Awaitable[_booking_pb2.UpdateTeamResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateWorker(
+        self,
+        request: _booking_pb2.UpdateWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.UpdateWorkerResponse, _abc.Awaitable[_booking_pb2.UpdateWorkerResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPricingConfigs(
+        self,
+        request: _booking_pb2.ListPricingConfigsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.ListPricingConfigsResponse, _abc.Awaitable[_booking_pb2.ListPricingConfigsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreatePricingConfig(
+        self,
+        request: _booking_pb2.CreatePricingConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.CreatePricingConfigResponse, _abc.Awaitable[_booking_pb2.CreatePricingConfigResponse]]: ...
 
 def add_BookingServiceServicer_to_server(servicer: BookingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
