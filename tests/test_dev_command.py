@@ -12,6 +12,7 @@ import uuid
 
 import httpx
 
+from tools.dev import SERVICES
 from tools.devstack import ROOT, free_port
 
 
@@ -63,11 +64,11 @@ def _run_dev(stack, env_extra: dict[str, str]) -> tuple[int, str]:
 def test_make_dev_runs_twice_and_stops_cleanly(stack):
     email = f"dev-owner-{uuid.uuid4().hex[:8]}@example.com"
     for _ in range(2):
-        ports = {
-            "GATEWAY_PORT": str(free_port()),
-            "IAM_GRPC_PORT": str(free_port()),
-            "IAM_HTTP_PORT": str(free_port()),
-        }
+        # Every port on a free one, so a developer's own `make dev` may run beside the tests.
+        ports = {"GATEWAY_PORT": str(free_port())}
+        for service in SERVICES:
+            ports[f"{service.upper()}_GRPC_PORT"] = str(free_port())
+            ports[f"{service.upper()}_HTTP_PORT"] = str(free_port())
         code, output = _run_dev(
             stack,
             {
