@@ -324,6 +324,8 @@ class AuthMiddleware:
             return await self.app(scope, receive, send)
         try:
             principal = self.resolve(Headers(scope=scope), scope.get("path", ""))
+            if principal is not None and principal.session_id and not self.revoked.live:
+                await self._check_with_iam(scope, principal)
         except ProblemError as error:
             return await send_problem(scope, receive, send, error)
         state(scope)["principal"] = principal
@@ -358,6 +360,23 @@ class AuthMiddleware:
                 headers=self._challenge(),
             )
         return None
+
+    async def _check_with_iam(self, scope: Scope, principal: Principal) -> None:
+        """Fail safe: without the revocation feed, a session is believed only if IAM says it stands."""
+        backends = scope["app"].state.backends
+        response = await backends.iam.call(
+            HTTPConnection(scope),
+            "CheckSession",
+            iam_pb2.CheckSessionRequest(session_id=principal.session_id),
+            principal,
+        )
+        if not response.active:
+            raise ProblemError(
+                401,
+                "session_revoked",
+                "this session has been signed out",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
 
     def _challenge(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Basic realm="cws-admin"'} if self.settings.basic_credentials else {}

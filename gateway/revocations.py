@@ -25,6 +25,15 @@ class RevokedSessions:
         # An entry can go once every access token of that session has expired.
         self.keep_seconds = access_ttl_seconds + 120
         self._revoked: dict[str, float] = {}
+        self._fed = False
+
+    @property
+    def live(self) -> bool:
+        """While NATS is down, revocations cannot arrive: the gateway then asks IAM instead."""
+        return self._fed and self.bus.is_connected
+
+    def _set_fed(self, fed: bool) -> None:
+        self._fed = fed
 
     def is_revoked(self, session_id: str) -> bool:
         return session_id in self._revoked
@@ -43,7 +52,9 @@ class RevokedSessions:
 
     async def run(self) -> None:
         await asyncio.gather(
-            follow_subject(self.bus, SUBJECT, timedelta(seconds=self.keep_seconds), self._on_message),
+            follow_subject(
+                self.bus, SUBJECT, timedelta(seconds=self.keep_seconds), self._on_message, self._set_fed
+            ),
             self._expire(),
         )
 

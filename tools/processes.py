@@ -36,7 +36,11 @@ class Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, *self.args], env={**os.environ, **self.env}, cwd=ROOT, stdout=log, stderr=log
+            [sys.executable, *self.args],
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
         )
         return self
 

@@ -50,7 +50,9 @@ async def readyz(request: Request) -> Response:
         "services": versions,
     }
     jobs = _jobs_check(request)
-    events_ok = request.app.state.bus.is_connected
+    nats_ok = request.app.state.bus.is_connected
+    feed_ok = request.app.state.revoked.live
+    events_ok = nats_ok and feed_ok
     checks: list[dict[str, Any]] = [
         {
             "name": "db",
@@ -67,7 +69,13 @@ async def readyz(request: Request) -> Response:
             "name": "events",
             "ok": events_ok,
             "ms": 0.0,
-            "detail": {"message": "NATS connected" if events_ok else "NATS not connected"},
+            "detail": {
+                "message": "revocation feed live"
+                if events_ok
+                else "revocations checked with IAM per request",
+                "nats_connected": nats_ok,
+                "revocation_feed": feed_ok,
+            },
         },
     ]
     for service, report in reports.items():

@@ -5,6 +5,7 @@ needs the database layer) so the gateway imports no SQLAlchemy."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -36,6 +37,7 @@ class EventBus:
         self.nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._connected = asyncio.Event()
+        self.generation = 0
 
     @property
     def is_connected(self) -> bool:
@@ -77,6 +79,9 @@ class EventBus:
         log.warning("nats_disconnected", url=self.url)
 
     async def _on_reconnected(self) -> None:
+        # Ephemeral consumers did not survive a server restart: followers re-subscribe on a new
+        # generation.
+        self.generation += 1
         log.info("nats_reconnected", url=self.url)
 
     async def wait_connected(self) -> None:
@@ -121,23 +126,43 @@ def event_headers(
 
 
 async def follow_subject(
-    bus: EventBus, subject: str, since: timedelta, on_message: Callable[[Msg], Awaitable[None]]
+    bus: EventBus,
+    subject: str,
+    since: timedelta,
+    on_message: Callable[[Msg], Awaitable[None]],
+    on_live: Callable[[bool], None] | None = None,
 ) -> None:
     """An ordered, ephemeral consumer from `now - since`: for in-memory caches rebuilt at start-up
-    (the gateway's revocation list), where a durable consumer would be wrong."""
+    (the gateway's revocation list), where a durable consumer would be wrong. After every reconnect
+    it subscribes again from `now - since`, so what was published meanwhile is replayed; `on_live`
+    hears whether the cache is being fed."""
     await bus.wait_connected()
     while True:
+        subscription = None
         try:
+            generation = bus.generation
             start = datetime.now(UTC) - since
             subscription = await bus.js.subscribe(
                 subject,
                 ordered_consumer=True,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start),
             )
-            async for message in subscription.messages:
+            if on_live:
+                on_live(True)
+            while bus.generation == generation:
+                try:
+                    message = await subscription.next_msg(timeout=0.5)
+                except TimeoutError:
+                    continue
                 await on_message(message)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # stream not there yet, reconnect: re-subscribe from the window start
+        except Exception as exc:  # stream not there yet, or NATS away: re-subscribe from the window start
             log.warning("follow_subject_error", subject=subject, error=str(exc))
             await asyncio.sleep(1)
+        finally:
+            if on_live:
+                on_live(False)
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()

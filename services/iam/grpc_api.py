@@ -114,6 +114,13 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         )
         return iam_pb2.LogoutResponse()
 
+    async def CheckSession(self, request: iam_pb2.CheckSessionRequest, context: Any) -> Any:
+        ctx = request_context.current()
+        if not ctx.org_id:
+            raise Unauthenticated("authentication required")
+        active = await sessions.is_active(self.db, org_id=ctx.org_id, session_id=request.session_id)
+        return iam_pb2.CheckSessionResponse(active=active)
+
     async def Signup(self, request: iam_pb2.SignupRequest, context: Any) -> iam_pb2.SignupResponse:
         if not self.settings.signup_enabled:
             raise FailedPrecondition("sign-up is disabled on this installation", code="signup_disabled")

@@ -364,3 +364,18 @@ async def mark_session_mfa(
         )
     )
     return await _issue(uow, user, session.id, True, settings, session.expires_at)
+
+
+async def is_active(db: Database, *, org_id: str, session_id: str) -> bool:
+    """Whether a session still stands (not revoked, not expired): the gateway's fallback check."""
+    try:
+        key = uuid.UUID(session_id)
+    except ValueError:
+        return False
+    async with unit_of_work(db, org_id) as uow:
+        row = (
+            await uow.session.execute(
+                select(sessions.c.revoked_at, sessions.c.expires_at).where(sessions.c.id == key)
+            )
+        ).first()
+    return row is not None and row.revoked_at is None and row.expires_at > datetime.now(UTC)

@@ -141,6 +141,11 @@ class IamServiceStub:
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginRequest.SerializeToString,
                 response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginResponse.FromString,
                 _registered_method=True)
+        self.CheckSession = channel.unary_unary(
+                '/cws.iam.v1.IamService/CheckSession',
+                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionRequest.SerializeToString,
+                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionResponse.FromString,
+                _registered_method=True)
 
 
 class IamServiceServicer:
@@ -276,6 +281,12 @@ class IamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IamServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -383,6 +394,11 @@ def add_IamServiceServicer_to_server(servicer, server):
                     servicer.RequestClientLogin,
                     request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginRequest.FromString,
                     response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginResponse.SerializeToString,
+            ),
+            'CheckSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckSession,
+                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionRequest.FromString,
+                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -954,6 +970,33 @@ class IamService:
             '/cws.iam.v1.IamService/RequestClientLogin',
             cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginRequest.SerializeToString,
             cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.iam.v1.IamService/CheckSession',
+            cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionRequest.SerializeToString,
+            cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,7 @@ class IamServiceStub:
     """Public (anonymous context carrying the org the gateway resolved): a client asks for a magic link.
     Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
     """
+    CheckSession: _grpc.UnaryUnaryMultiCallable[_iam_pb2.CheckSessionRequest, _iam_pb2.CheckSessionResponse]
 
 @_typing.type_check_only
 class IamServiceAsyncStub(IamServiceStub):
@@ -91,6 +92,7 @@ class IamServiceAsyncStub(IamServiceStub):
     """Public (anonymous context carrying the org the gateway resolved): a client asks for a magic link.
     Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
     """
+    CheckSession: _aio.UnaryUnaryMultiCallable[_iam_pb2.CheckSessionRequest, _iam_pb2.CheckSessionResponse]  # type: ignore[assignment]
 
 class IamServiceServicer(metaclass=_abc_1.ABCMeta):
     """Identity and access: orgs, users, sessions, MFA, break-glass, portal tokens, admin audit log.
@@ -246,5 +248,12 @@ class IamServiceServicer(metaclass=_abc_1.ABCMeta):
         """Public (anonymous context carrying the org the gateway resolved): a client asks for a magic link.
         Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
         """
+
+    @_abc_1.abstractmethod
+    def CheckSession(
+        self,
+        request: _iam_pb2.CheckSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.CheckSessionResponse, _abc.Awaitable[_iam_pb2.CheckSessionResponse]]: ...
 
 def add_IamServiceServicer_to_server(servicer: IamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
