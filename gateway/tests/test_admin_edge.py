@@ -15,9 +15,9 @@ import uuid
 import httpx
 import pytest
 
+from tools.http_checks import assert_clean, assert_problem, bearer
 from tools.processes import DEV_SECRETS
 
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "request_id"}
 STRONG_ADMIN_PASSWORD = "Strong-admin-pass-" + "7c1d9e4a2b"
 # Settings that hold secrets, so the config viewer has something to redact.
 SECRET_ENV = {
@@ -32,28 +32,6 @@ RATE_LIMITED_ENV = {
     "TRUST_PROXY_HEADERS": "true",
     "TRUSTED_PROXY_IPS": "127.0.0.1",
 }
-
-
-def assert_clean(response: httpx.Response) -> None:
-    body = response.text
-    assert "Traceback" not in body, body
-    assert "sqlalchemy" not in body.lower(), body
-
-
-def assert_problem(response: httpx.Response, status: int, type_suffix: str | None = None) -> dict:
-    assert_clean(response)
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
-    body = response.json()
-    assert body.keys() >= PROBLEM_FIELDS, body
-    assert body["status"] == status
-    if type_suffix is not None:
-        assert body["type"].endswith(type_suffix), body
-    return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def basic(username: str, password: str) -> dict[str, str]:

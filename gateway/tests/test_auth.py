@@ -11,29 +11,8 @@ import uuid
 import httpx
 import pytest
 
+from tools.http_checks import assert_clean, assert_problem, bearer
 from tools.processes import service_proc
-
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "request_id"}
-
-
-def assert_clean(response: httpx.Response) -> None:
-    """No stack trace or SQL ever reaches a client."""
-    body = response.text
-    assert "Traceback" not in body, body
-    assert "sqlalchemy" not in body.lower(), body
-
-
-def assert_problem(response: httpx.Response, status: int, type_suffix: str | None = None) -> dict:
-    assert_clean(response)
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
-    body = response.json()
-    assert body.keys() >= PROBLEM_FIELDS, body
-    assert body["status"] == status
-    assert body["request_id"] == response.headers["x-request-id"]
-    if type_suffix is not None:
-        assert body["type"].endswith(type_suffix), body
-    return body
 
 
 async def login(http: httpx.AsyncClient, url: str, email: str, password: str, **extra: str) -> httpx.Response:
@@ -46,10 +25,6 @@ async def login_ok(http: httpx.AsyncClient, url: str, email: str, password: str)
     response = await login(http, url, email, password)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def wait_refused(http: httpx.AsyncClient, url: str, token: str, within: float = 2.0) -> httpx.Response:

@@ -11,34 +11,10 @@ import httpx
 import jwt
 
 from tools.devstack import free_port
+from tools.http_checks import assert_clean, assert_problem, bearer
 from tools.processes import DEV_SECRETS
 
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "request_id"}
 AUTH_SECRET = DEV_SECRETS["AUTH_SECRET_KEY"]
-
-
-def assert_clean(response: httpx.Response) -> None:
-    """No stack trace or SQL ever reaches a client."""
-    body = response.text
-    assert "Traceback" not in body, body
-    assert "sqlalchemy" not in body.lower(), body
-
-
-def assert_problem(response: httpx.Response, status: int, type_suffix: str | None = None) -> dict:
-    assert_clean(response)
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
-    body = response.json()
-    assert body.keys() >= PROBLEM_FIELDS, body
-    assert body["status"] == status
-    assert body["request_id"]
-    if type_suffix is not None:
-        assert body["type"].endswith(type_suffix), body
-    return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def login(http: httpx.AsyncClient, url: str, email: str, password: str) -> dict:

@@ -14,29 +14,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pyotp
 
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "request_id"}
-
-
-def assert_clean(response: httpx.Response) -> None:
-    body = response.text
-    assert "Traceback" not in body, body
-    assert "sqlalchemy" not in body.lower(), body
-
-
-def assert_problem(response: httpx.Response, status: int, type_suffix: str | None = None) -> dict:
-    assert_clean(response)
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
-    body = response.json()
-    assert body.keys() >= PROBLEM_FIELDS, body
-    assert body["status"] == status
-    if type_suffix is not None:
-        assert body["type"].endswith(type_suffix), body
-    return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tools.http_checks import assert_clean, assert_problem, bearer
 
 
 def now_code(secret: str) -> str:

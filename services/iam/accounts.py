@@ -167,6 +167,14 @@ async def create_user(
 async def reset_password(uow: UnitOfWork, *, actor_role: str, user_id: str) -> tuple[Any, str]:
     target = await get_user(uow, user_id, for_update=True)
     _check_can_manage(actor_role, target.role)
+    temp = await _set_temporary_password(uow, target, reason="password_reset")
+    return await get_user(uow, user_id), temp
+
+
+async def _set_temporary_password(
+    uow: UnitOfWork, target: Any, *, reason: str, after: dict[str, Any] | None = None
+) -> str:
+    """A new temporary password (shown once), the lockout cleared, every session ended, audited."""
     temp = passwords.temporary_password()
     await uow.session.execute(
         update(users)
@@ -179,13 +187,15 @@ async def reset_password(uow: UnitOfWork, *, actor_role: str, user_id: str) -> t
             updated_at=func.now(),
         )
     )
-    await revoke_user_sessions(uow, target.id, reason="password_reset")
-    await audit.record(uow, "iam.user.reset_password", resource_type="user", resource_id=str(target.id))
+    await revoke_user_sessions(uow, target.id, reason=reason)
+    await audit.record(
+        uow, "iam.user.reset_password", resource_type="user", resource_id=str(target.id), after=after
+    )
     uow.add_event(
         "cws.iam.user.password_reset",
         events_pb2.UserPasswordReset(org_id=str(uow.org_id), user_id=str(target.id), email=target.email),
     )
-    return await get_user(uow, user_id), temp
+    return temp
 
 
 async def logout_user(uow: UnitOfWork, *, actor_role: str, user_id: str) -> int:
@@ -225,7 +235,6 @@ async def operator_reset_password(db: Database, *, email: str) -> tuple[str, str
     """For an operator at the console (an org whose only owner is locked out): a new temporary
     password, the lockout cleared, every session ended, and an audit row naming the operator.
     Returns (org_id, temp_password)."""
-    temp = passwords.temporary_password()
     async with unit_of_work(db) as uow:
         found = (
             await uow.session.execute(
@@ -235,23 +244,8 @@ async def operator_reset_password(db: Database, *, email: str) -> tuple[str, str
         if found is None:
             raise NotFound("no account with this email")
         await uow.set_org(found.org_id)
-        await uow.session.execute(
-            update(users)
-            .where(users.c.id == found.user_id)
-            .values(
-                password_hash=await passwords.hash_password(temp),
-                must_change_password=True,
-                failed_login_count=0,
-                locked_until=None,
-                updated_at=func.now(),
-            )
-        )
-        await revoke_user_sessions(uow, found.user_id, reason="operator_password_reset")
-        await audit.record(
-            uow,
-            "iam.user.reset_password",
-            resource_type="user",
-            resource_id=str(found.user_id),
-            after={"by": "operator console"},
+        target = await get_user(uow, str(found.user_id), for_update=True)
+        temp = await _set_temporary_password(
+            uow, target, reason="operator_password_reset", after={"by": "operator console"}
         )
     return str(found.org_id), temp

@@ -8,21 +8,6 @@ from typing import Any
 import httpx
 
 
-def assert_clean(response: httpx.Response) -> None:
-    assert "Traceback" not in response.text, response.text
-    assert "sqlalchemy" not in response.text.lower(), response.text
-
-
-def assert_problem(response: httpx.Response, status: int, type_suffix: str | None = None) -> dict[str, Any]:
-    assert_clean(response)
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
-    body = response.json()
-    if type_suffix:
-        assert body["type"].endswith(type_suffix), body
-    return body
-
-
 async def owner_headers(http: httpx.AsyncClient, url: str, org: Any) -> dict[str, str]:
     response = await http.post(
         f"{url}/v1/auth/login", json={"email": org.owner_email, "password": org.owner_password}

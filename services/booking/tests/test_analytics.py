@@ -13,14 +13,9 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from services.booking.tests.helpers import (
-    assert_clean,
-    assert_problem,
-    create_booking,
-    owner_headers,
-    staff_headers,
-)
+from services.booking.tests.helpers import create_booking, owner_headers, staff_headers
 from services.booking.tests.test_nps import completed_booking
+from tools.http_checks import assert_clean, assert_problem
 
 
 async def org_in(stack: Any, make_org: Any, time_zone: str) -> Any:

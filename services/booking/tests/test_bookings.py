@@ -10,13 +10,8 @@ import nats
 import psycopg
 from cws.booking.v1 import events_pb2
 
-from services.booking.tests.helpers import (
-    assert_problem,
-    create_booking,
-    owner_headers,
-    slot,
-    staff_headers,
-)
+from services.booking.tests.helpers import create_booking, owner_headers, slot, staff_headers
+from tools.http_checks import assert_problem
 
 
 async def test_lifecycle_pending_confirmed_in_progress_completed(gateway, http, make_org):

@@ -15,8 +15,9 @@ from urllib.parse import parse_qs
 import psycopg
 import pytest
 
-from services.booking.tests.helpers import assert_clean, assert_problem, owner_headers
+from services.booking.tests.helpers import owner_headers
 from tools.devstack import free_port
+from tools.http_checks import assert_clean, assert_problem
 
 LEAD = {
     "name": "Smoke Lead",

@@ -8,7 +8,8 @@ from typing import Any
 
 import psycopg
 
-from services.booking.tests.helpers import assert_clean, assert_problem, create_booking, owner_headers
+from services.booking.tests.helpers import create_booking, owner_headers
+from tools.http_checks import assert_clean, assert_problem
 
 
 async def completed_booking(http: Any, url: str, owner: dict[str, str], **fields: Any) -> dict[str, Any]:

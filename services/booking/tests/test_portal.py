@@ -19,14 +19,8 @@ import psycopg
 import pytest
 from cws.iam.v1 import events_pb2
 
-from services.booking.tests.helpers import (
-    assert_clean,
-    assert_problem,
-    create_booking,
-    owner_headers,
-    slot,
-    staff_headers,
-)
+from services.booking.tests.helpers import create_booking, owner_headers, slot, staff_headers
+from tools.http_checks import assert_clean, assert_problem, bearer
 from tools.processes import DEV_SECRETS, GatewayProc, gateway_proc, service_proc
 
 
@@ -60,10 +54,6 @@ async def client_token(http: Any, url: str, org_id: str, email: str) -> str:
     assert callback.status_code == 200, callback.text
     http.cookies.clear()  # callers choose how to present it
     return str(set_cookie(callback, "client_session").value)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def set_cookie(response: Any, name: str) -> Any:

@@ -12,7 +12,8 @@ import pytest
 
 from libs.common.errors import InvalidArgument
 from services.booking import pricing
-from services.booking.tests.helpers import assert_clean, assert_problem, owner_headers, staff_headers
+from services.booking.tests.helpers import owner_headers, staff_headers
+from tools.http_checks import assert_clean, assert_problem
 
 RULE = {
     "base_cents": 10_000,

@@ -10,14 +10,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from services.booking.tests.helpers import (
-    assert_clean,
-    assert_problem,
-    create_booking,
-    owner_headers,
-    slot,
-    staff_headers,
-)
+from services.booking.tests.helpers import create_booking, owner_headers, slot, staff_headers
+from tools.http_checks import assert_clean, assert_problem
 
 
 async def post(http: httpx.AsyncClient, url: str, headers: dict[str, str], body: Any) -> dict[str, Any]:

@@ -9,15 +9,9 @@ from typing import Any
 
 import httpx
 
-from services.booking.tests.helpers import (
-    assert_clean,
-    assert_problem,
-    create_booking,
-    owner_headers,
-    slot,
-    staff_headers,
-)
+from services.booking.tests.helpers import create_booking, owner_headers, slot, staff_headers
 from services.booking.tests.test_scheduling import assign, make_team, make_worker, post
+from tools.http_checks import assert_clean, assert_problem
 
 
 async def get(http: httpx.AsyncClient, url: str, headers: dict[str, str], **params: Any) -> dict[str, Any]:

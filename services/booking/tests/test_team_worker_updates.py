@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 
-from services.booking.tests.helpers import assert_clean, assert_problem, owner_headers, staff_headers
+from services.booking.tests.helpers import owner_headers, staff_headers
 from services.booking.tests.test_scheduling import make_team, make_worker
+from tools.http_checks import assert_clean, assert_problem
 
 
 async def test_patch_team_changes_only_what_is_sent(gateway, http, make_org):
