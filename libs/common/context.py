@@ -81,13 +81,35 @@ def current_call() -> tuple[str, Any] | None:
     return _call.get()
 
 
-ADMIN_METHODS = (AuthMethod.Value("AUTH_METHOD_JWT"), AuthMethod.Value("AUTH_METHOD_BASIC"))
+SERVICE = AuthMethod.Value("AUTH_METHOD_SERVICE")
+# Service contexts count as admin: their writes (a scheduled cleanup) are audited like an operator's.
+ADMIN_METHODS = (AuthMethod.Value("AUTH_METHOD_JWT"), AuthMethod.Value("AUTH_METHOD_BASIC"), SERVICE)
 STAFF_ROLES = frozenset({"OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER"})
 
 
 def is_admin(ctx: RequestContext | None) -> bool:
-    """A staff member signed in to the admin side (not a portal user, not anonymous)."""
+    """A staff member signed in to the admin side, or a suite service (not a portal user, not anonymous)."""
     return ctx is not None and ctx.auth_method in ADMIN_METHODS and ctx.role in STAFF_ROLES
+
+
+def service_context(service: str, org_id: str = "", request_id: str = "") -> RequestContext:
+    """The context a suite service acts under on its own (the scheduler, an event consumer): the
+    principal is "service:<name>" with the ADMIN role, signed with the same internal secret."""
+    return RequestContext(
+        org_id=org_id,
+        principal_id=f"service:{service}",
+        role="ADMIN",
+        auth_method=SERVICE,
+        request_id=request_id or f"{service}-{uuid.uuid4().hex[:16]}",
+    )
+
+
+def require_service() -> RequestContext:
+    """Calls only another suite service may make (walking every org, for instance)."""
+    ctx = current()
+    if ctx.auth_method != SERVICE or not ctx.principal_id.startswith("service:"):
+        raise PermissionDenied("only suite services may call this", code="service_only")
+    return ctx
 
 
 def set_current(ctx: RequestContext) -> contextvars.Token[RequestContext | None]:

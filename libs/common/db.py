@@ -187,9 +187,7 @@ class UnitOfWork:
                 org_id=ctx.org_id,
                 actor=ctx.principal_id,
                 role=ctx.role,
-                auth_method="basic"
-                if ctx.auth_method == request_context.AuthMethod.Value("AUTH_METHOD_BASIC")
-                else "jwt",
+                auth_method=_AUDIT_AUTH_LABELS.get(ctx.auth_method, "jwt"),
                 action=f"{self.db.schema}.{method.rsplit('/', 1)[-1]}",
                 resource_type=resource_type,
                 resource_id=resource_id,
@@ -229,6 +227,13 @@ class UnitOfWork:
         await self.session.execute(
             text("SELECT pg_notify(:channel, '')"), {"channel": outbox_channel(self.db.schema)}
         )
+
+
+_AUDIT_AUTH_LABELS = {
+    request_context.AuthMethod.Value("AUTH_METHOD_BASIC"): "basic",
+    request_context.AuthMethod.Value("AUTH_METHOD_JWT"): "jwt",
+    request_context.SERVICE: "service",
+}
 
 
 class _WriteTrackingSession(Session):

@@ -10,7 +10,7 @@ from typing import Any
 
 from cws.booking.v1 import events_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -339,3 +339,30 @@ async def cleanup_pending(uow: UnitOfWork, older_than_hours: int) -> int:
         )
     )
     return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def list_upcoming(
+    uow: UnitOfWork,
+    start: datetime,
+    end: datetime,
+    *,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> list[Any]:
+    """Confirmed bookings starting in [start, end), in start order, keyset-paged: reminders and digests."""
+    query = (
+        select(
+            bookings.c.id,
+            bookings.c.starts_at,
+            bookings.c.ends_at,
+            bookings.c.client_name,
+            bookings.c.client_email,
+            bookings.c.address,
+        )
+        .where(bookings.c.status == "confirmed", bookings.c.starts_at >= start, bookings.c.starts_at < end)
+        .order_by(bookings.c.starts_at, bookings.c.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(tuple_(bookings.c.starts_at, bookings.c.id) > tuple_(*after))
+    return list((await uow.session.execute(query)).all())

@@ -6,6 +6,7 @@ past what a reader holds at once."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from cws.booking.v1 import booking_pb2, booking_pb2_grpc
@@ -189,6 +190,39 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
             deleted = await bookings.cleanup_pending(uow, hours)
         return booking_pb2.CleanupPendingBookingsResponse(deleted=deleted)
 
+    async def ListUpcomingBookings(
+        self, request: booking_pb2.ListUpcomingBookingsRequest, context: Any
+    ) -> booking_pb2.ListUpcomingBookingsResponse:
+        request_context.require_role(*STAFF)
+        if not (request.HasField("from_time") and request.HasField("to_time")):
+            raise invalid("from_time", "from_time and to_time are required")
+        start, end = from_ts(request.from_time, "from_time"), from_ts(request.to_time, "to_time")
+        if end <= start:
+            raise invalid("to_time", "must be after from_time")
+        limit, _ = page(request.limit, 0)
+        after = None
+        if request.after_id:
+            after = (
+                from_ts(request.after_starts_at, "after_starts_at"),
+                _parse_uuid(request.after_id, "after_id"),
+            )
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            profile = await orgs.profile(uow)
+            rows = await bookings.list_upcoming(uow, start, end, limit=limit, after=after)
+        return booking_pb2.ListUpcomingBookingsResponse(
+            bookings=[protos.upcoming(row, profile.time_zone) for row in rows]
+        )
+
+    async def RetentionCleanup(
+        self, request: booking_pb2.RetentionCleanupRequest, context: Any
+    ) -> booking_pb2.RetentionCleanupResponse:
+        request_context.require_role("OWNER", "ADMIN")
+        if self.settings.retention_lead_days <= 0:
+            return booking_pb2.RetentionCleanupResponse(deleted=0)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            deleted = await leads.retention_cleanup(uow, self.settings.retention_lead_days)
+        return booking_pb2.RetentionCleanupResponse(deleted=deleted)
+
     def _portal_scope(self, client_email: str, worker_id: str) -> tuple[str, str]:
         """Portal callers see only their own bookings, whatever they ask for; staff may filter."""
         ctx = request_context.current()
@@ -206,3 +240,10 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
             raise NotFound("booking not found")
         if worker_id and worker_id not in booking.worker_ids:
             raise NotFound("booking not found")
+
+
+def _parse_uuid(value: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise invalid(field, "must be a UUID") from None

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cws.booking.v1 import events_pb2
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common.db import UnitOfWork
 from libs.common.errors import FieldViolation, InvalidArgument, NotFound, invalid
 from services.booking import contacts, pricing
-from services.booking.models import leads
+from services.booking.models import bookings, leads
 from services.booking.settings import BookingSettings
 
 
@@ -85,6 +86,9 @@ async def create(uow: UnitOfWork, settings: BookingSettings, data: LeadInput) ->
             lead_id=str(lead_id),
             email=email,
             total_before_tax_cents=quote.total_before_tax_cents,
+            name=name,
+            postal_code=postal,
+            cleaning_type=data.cleaning_type,
         ),
     )
     return await get(uow, str(lead_id)), False
@@ -113,3 +117,12 @@ async def list_leads(uow: UnitOfWork, *, limit: int, offset: int) -> tuple[list[
     ).all()
     total = await uow.session.scalar(select(func.count()).select_from(leads))
     return list(rows), int(total or 0)
+
+
+async def retention_cleanup(uow: UnitOfWork, older_than_days: int) -> int:
+    """RETENTION_LEAD_DAYS: delete leads older than that which never became a booking (their PII
+    has no further use); leads behind a booking stay with it."""
+    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+    linked = select(bookings.c.id).where(bookings.c.lead_id == leads.c.id).exists()
+    deleted = await uow.session.execute(delete(leads).where(leads.c.created_at < cutoff, ~linked))
+    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]

@@ -86,3 +86,15 @@ def booking(row: Any, time_zone: str, worker_ids: list[str] | None = None) -> bo
         created_at=to_ts(row.created_at),
         cancel_reason=row.cancel_reason,
     )
+
+
+def upcoming(row: Any, time_zone: str) -> booking_pb2.UpcomingBooking:
+    return booking_pb2.UpcomingBooking(
+        id=str(row.id),
+        starts_at=to_ts(row.starts_at),
+        ends_at=to_ts(row.ends_at),
+        client_name=row.client_name,
+        client_email=row.client_email,
+        address=row.address,
+        time_zone=time_zone,
+    )

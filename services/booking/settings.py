@@ -15,3 +15,6 @@ class BookingSettings(CommonSettings):
     schedule_max_window_days: int = 31
     phone_region: str = "CA"
     postal_code_country: str = "CA"
+    # Seed 002 RETENTION_*: leads older than this many days that never became a booking are deleted
+    # by POST /v1/admin/retention/cleanup (and the retention-cleanup job); 0 keeps them.
+    retention_lead_days: int = 0

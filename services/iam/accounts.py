@@ -118,8 +118,16 @@ def _check_can_manage(actor_role: str, target_role: str) -> None:
 
 
 async def create_user(
-    uow: UnitOfWork, *, actor_role: str, email: str, full_name: str, role: str
+    uow: UnitOfWork,
+    *,
+    actor_role: str,
+    email: str,
+    full_name: str,
+    role: str,
+    email_temp_password: bool = False,
 ) -> tuple[Any, str]:
+    """A new user with a temporary password (shown once). With `email_temp_password`
+    (EMAIL_TEMP_PASSWORDS=true) the password also travels in user.created for notify to email."""
     role = role.strip().upper()
     if role == "ACCOUNTANT":  # the seeds' name for FINANCE
         role = "FINANCE"
@@ -159,20 +167,35 @@ async def create_user(
     )
     uow.add_event(
         "cws.iam.user.created",
-        events_pb2.UserCreated(org_id=str(uow.org_id), user_id=str(user_id), email=email, role=role),
+        events_pb2.UserCreated(
+            org_id=str(uow.org_id),
+            user_id=str(user_id),
+            email=email,
+            role=role,
+            temp_password=temp if email_temp_password else "",
+        ),
     )
     return row, temp
 
 
-async def reset_password(uow: UnitOfWork, *, actor_role: str, user_id: str) -> tuple[Any, str]:
+async def reset_password(
+    uow: UnitOfWork, *, actor_role: str, user_id: str, email_temp_password: bool = False
+) -> tuple[Any, str]:
     target = await get_user(uow, user_id, for_update=True)
     _check_can_manage(actor_role, target.role)
-    temp = await _set_temporary_password(uow, target, reason="password_reset")
+    temp = await _set_temporary_password(
+        uow, target, reason="password_reset", email_temp_password=email_temp_password
+    )
     return await get_user(uow, user_id), temp
 
 
 async def _set_temporary_password(
-    uow: UnitOfWork, target: Any, *, reason: str, after: dict[str, Any] | None = None
+    uow: UnitOfWork,
+    target: Any,
+    *,
+    reason: str,
+    after: dict[str, Any] | None = None,
+    email_temp_password: bool = False,
 ) -> str:
     """A new temporary password (shown once), the lockout cleared, every session ended, audited."""
     temp = passwords.temporary_password()
@@ -193,7 +216,12 @@ async def _set_temporary_password(
     )
     uow.add_event(
         "cws.iam.user.password_reset",
-        events_pb2.UserPasswordReset(org_id=str(uow.org_id), user_id=str(target.id), email=target.email),
+        events_pb2.UserPasswordReset(
+            org_id=str(uow.org_id),
+            user_id=str(target.id),
+            email=target.email,
+            temp_password=temp if email_temp_password else "",
+        ),
     )
     return temp
 
@@ -229,6 +257,16 @@ async def change_password(uow: UnitOfWork, *, user_id: str, session_id: str, cur
         )
     )
     await revoke_user_sessions(uow, user.id, reason="password_changed", keep_session=session_id)
+
+
+async def list_orgs(db: Database, *, after: uuid.UUID | None, limit: int) -> list[Any]:
+    """Every org (id, name, time zone), keyset-paged, for service callers that sweep per org."""
+    async with unit_of_work(db) as uow:
+        result = await uow.session.execute(
+            text("SELECT id, name, time_zone FROM iam.list_orgs(:after, :limit)"),
+            {"after": after, "limit": limit},
+        )
+        return list(result.all())
 
 
 async def operator_reset_password(db: Database, *, email: str) -> tuple[str, str]:

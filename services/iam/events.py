@@ -17,7 +17,7 @@ from libs.common.grpc_server import ServiceApp
 from services.iam import audit
 
 # Services whose admin writes are audited here; a new service adds its name.
-AUDITED_SERVICES = ("booking",)
+AUDITED_SERVICES = ("booking", "notify")
 
 
 async def on_admin_audit(uow: UnitOfWork, message: Msg) -> None:

@@ -121,6 +121,16 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         active = await sessions.is_active(self.db, org_id=ctx.org_id, session_id=request.session_id)
         return iam_pb2.CheckSessionResponse(active=active)
 
+    async def ListOrgs(self, request: iam_pb2.ListOrgsRequest, context: Any) -> iam_pb2.ListOrgsResponse:
+        request_context.require_service()
+        if not 0 <= request.limit <= 1000:
+            raise invalid("limit", "must be between 1 and 1000")
+        after = _uuid_or_none(request.after_org_id, "after_org_id")
+        rows = await accounts.list_orgs(self.db, after=after, limit=request.limit or 500)
+        return iam_pb2.ListOrgsResponse(
+            orgs=[iam_pb2.OrgSummary(org_id=str(r.id), name=r.name, time_zone=r.time_zone) for r in rows]
+        )
+
     async def Signup(self, request: iam_pb2.SignupRequest, context: Any) -> iam_pb2.SignupResponse:
         if not self.settings.signup_enabled:
             raise FailedPrecondition("sign-up is disabled on this installation", code="signup_disabled")
@@ -192,14 +202,24 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         ctx = request_context.require_role(*MANAGERS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             row, temp = await accounts.create_user(
-                uow, actor_role=ctx.role, email=request.email, full_name=request.full_name, role=request.role
+                uow,
+                actor_role=ctx.role,
+                email=request.email,
+                full_name=request.full_name,
+                role=request.role,
+                email_temp_password=self.settings.email_temp_passwords,
             )
         return iam_pb2.CreateUserResponse(user=_user(row), temp_password=temp)
 
     async def ResetUserPassword(self, request: iam_pb2.ResetUserPasswordRequest, context: Any) -> Any:
         ctx = request_context.require_role(*MANAGERS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            row, temp = await accounts.reset_password(uow, actor_role=ctx.role, user_id=request.user_id)
+            row, temp = await accounts.reset_password(
+                uow,
+                actor_role=ctx.role,
+                user_id=request.user_id,
+                email_temp_password=self.settings.email_temp_passwords,
+            )
         return iam_pb2.ResetUserPasswordResponse(user=_user(row), temp_password=temp)
 
     async def LogoutUser(
@@ -342,3 +362,12 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         if requested.token:
             response.expires_at.CopyFrom(_ts(requested.expires_at))
         return response
+
+
+def _uuid_or_none(value: str, field: str) -> uuid.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise invalid(field, "must be a UUID") from None

@@ -18,6 +18,9 @@ class IamSettings(CommonSettings):
     # Dev/test only: RequestClientLogin also returns the magic-link token, so a developer or a test
     # can follow the link without an inbox. Refused in APP_ENV=prod.
     client_magic_link_in_response: bool = False
+    # Seed 000: with EMAIL_TEMP_PASSWORDS=true reset and onboarding emails carry the temporary
+    # password (it then travels in user.created / user.password_reset for notify); off, they only notify.
+    email_temp_passwords: bool = False
 
     def prod_problems(self) -> list[str]:
         problems = super().prod_problems()

@@ -206,22 +206,28 @@ async def test_every_tenant_table_has_forced_rls_and_an_org_isolation_policy(sta
         not_forced = [name for name, flags in tenant.items() if flags != (True, True)]
         assert not_forced == [], "RLS must be enabled and forced"
 
-        policies = {
-            table: (name, cmd, permissive, qual)
-            for table, name, cmd, permissive, qual in await (
-                await admin.execute(
-                    "SELECT tablename, policyname, cmd, permissive, qual FROM pg_policies WHERE schemaname = 'iam'"
-                )
-            ).fetchall()
-        }
+        policies: dict[str, dict[str, tuple[str, str, str, list[str]]]] = {}
+        for table, name, cmd, permissive, qual, roles in await (
+            await admin.execute(
+                "SELECT tablename, policyname, cmd, permissive, qual, roles::text[] FROM pg_policies "
+                "WHERE schemaname = 'iam'"
+            )
+        ).fetchall():
+            policies.setdefault(table, {})[name] = (cmd, permissive, qual, roles)
         for table in tenant:
             assert table in policies, f"{table} has no policy"
-            name, cmd, permissive, qual = policies[table]
-            assert name == f"{table}_org_isolation"
+            table_policies = dict(policies[table])
+            assert f"{table}_org_isolation" in table_policies, table_policies
+            cmd, permissive, qual, roles = table_policies.pop(f"{table}_org_isolation")
             assert (cmd, permissive) == ("ALL", "PERMISSIVE")
             assert "current_setting('app.current_org_id'" in qual and "NULLIF" in qual, qual
             column = "id" if table == "orgs" else "org_id"
             assert qual.startswith(f"({column} = "), qual
+            # The only other policies are the owner's read-only doors for its SECURITY DEFINER
+            # functions (find_login, list_orgs): never for the app role, never for PUBLIC.
+            for name, (cmd, _permissive, _qual, roles) in table_policies.items():
+                assert cmd == "SELECT", f"{table}.{name} is {cmd}"
+                assert "public" not in roles and "cws_app" not in roles, f"{table}.{name} is for {roles}"
 
 
 async def test_find_login_is_a_narrow_security_definer(stack: Any) -> None:

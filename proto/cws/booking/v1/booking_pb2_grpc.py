@@ -192,6 +192,16 @@ class BookingServiceStub:
                 request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigRequest.SerializeToString,
                 response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigResponse.FromString,
                 _registered_method=True)
+        self.ListUpcomingBookings = channel.unary_unary(
+                '/cws.booking.v1.BookingService/ListUpcomingBookings',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListUpcomingBookingsRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListUpcomingBookingsResponse.FromString,
+                _registered_method=True)
+        self.RetentionCleanup = channel.unary_unary(
+                '/cws.booking.v1.BookingService/RetentionCleanup',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupResponse.FromString,
+                _registered_method=True)
 
 
 class BookingServiceServicer:
@@ -386,6 +396,20 @@ class BookingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUpcomingBookings(self, request, context):
+        """For notify's reminders and digests: confirmed bookings starting in a window, with the client's email.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetentionCleanup(self, request, context):
+        """RETENTION_LEAD_DAYS: leads older than that which never became a booking are deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BookingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -543,6 +567,16 @@ def add_BookingServiceServicer_to_server(servicer, server):
                     servicer.CreatePricingConfig,
                     request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigRequest.FromString,
                     response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigResponse.SerializeToString,
+            ),
+            'ListUpcomingBookings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUpcomingBookings,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListUpcomingBookingsRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListUpcomingBookingsResponse.SerializeToString,
+            ),
+            'RetentionCleanup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetentionCleanup,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1385,6 +1419,60 @@ class BookingService:
             '/cws.booking.v1.BookingService/CreatePricingConfig',
             cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigRequest.SerializeToString,
             cws_dot_booking_dot_v1_dot_booking__pb2.CreatePricingConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUpcomingBookings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/ListUpcomingBookings',
+            cws_dot_booking_dot_v1_dot_booking__pb2.ListUpcomingBookingsRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.ListUpcomingBookingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetentionCleanup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/RetentionCleanup',
+            cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,10 @@ class BookingServiceStub:
     UpdateWorker: _grpc.UnaryUnaryMultiCallable[_booking_pb2.UpdateWorkerRequest, _booking_pb2.UpdateWorkerResponse]
     ListPricingConfigs: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListPricingConfigsRequest, _booking_pb2.ListPricingConfigsResponse]
     CreatePricingConfig: _grpc.UnaryUnaryMultiCallable[_booking_pb2.CreatePricingConfigRequest, _booking_pb2.CreatePricingConfigResponse]
+    ListUpcomingBookings: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListUpcomingBookingsRequest, _booking_pb2.ListUpcomingBookingsResponse]
+    """For notify's reminders and digests: confirmed bookings starting in a window, with the client's email."""
+    RetentionCleanup: _grpc.UnaryUnaryMultiCallable[_booking_pb2.RetentionCleanupRequest, _booking_pb2.RetentionCleanupResponse]
+    """RETENTION_LEAD_DAYS: leads older than that which never became a booking are deleted."""
 
 @_typing.type_check_only
 class BookingServiceAsyncStub(BookingServiceStub):
@@ -107,6 +111,10 @@ class BookingServiceAsyncStub(BookingServiceStub):
     UpdateWorker: _aio.UnaryUnaryMultiCallable[_booking_pb2.UpdateWorkerRequest, _booking_pb2.UpdateWorkerResponse]  # type: ignore[assignment]
     ListPricingConfigs: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListPricingConfigsRequest, _booking_pb2.ListPricingConfigsResponse]  # type: ignore[assignment]
     CreatePricingConfig: _aio.UnaryUnaryMultiCallable[_booking_pb2.CreatePricingConfigRequest, _booking_pb2.CreatePricingConfigResponse]  # type: ignore[assignment]
+    ListUpcomingBookings: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListUpcomingBookingsRequest, _booking_pb2.ListUpcomingBookingsResponse]  # type: ignore[assignment]
+    """For notify's reminders and digests: confirmed bookings starting in a window, with the client's email."""
+    RetentionCleanup: _aio.UnaryUnaryMultiCallable[_booking_pb2.RetentionCleanupRequest, _booking_pb2.RetentionCleanupResponse]  # type: ignore[assignment]
+    """RETENTION_LEAD_DAYS: leads older than that which never became a booking are deleted."""
 
 class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Leads, estimates and pricing, bookings, teams, workers, blackouts, scheduling, the assignment
@@ -330,5 +338,21 @@ class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _booking_pb2.CreatePricingConfigRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_booking_pb2.CreatePricingConfigResponse, _abc.Awaitable[_booking_pb2.CreatePricingConfigResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListUpcomingBookings(
+        self,
+        request: _booking_pb2.ListUpcomingBookingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.ListUpcomingBookingsResponse, _abc.Awaitable[_booking_pb2.ListUpcomingBookingsResponse]]:
+        """For notify's reminders and digests: confirmed bookings starting in a window, with the client's email."""
+
+    @_abc_1.abstractmethod
+    def RetentionCleanup(
+        self,
+        request: _booking_pb2.RetentionCleanupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.RetentionCleanupResponse, _abc.Awaitable[_booking_pb2.RetentionCleanupResponse]]:
+        """RETENTION_LEAD_DAYS: leads older than that which never became a booking are deleted."""
 
 def add_BookingServiceServicer_to_server(servicer: BookingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

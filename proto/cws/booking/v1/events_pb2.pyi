@@ -29,10 +29,16 @@ class LeadCreated(_message.Message):
     LEAD_ID_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     TOTAL_BEFORE_TAX_CENTS_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    POSTAL_CODE_FIELD_NUMBER: _builtins.int
+    CLEANING_TYPE_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     lead_id: _builtins.str
     email: _builtins.str
     total_before_tax_cents: _builtins.int
+    name: _builtins.str
+    postal_code: _builtins.str
+    cleaning_type: _builtins.str
     def __init__(
         self,
         *,
@@ -40,10 +46,13 @@ class LeadCreated(_message.Message):
         lead_id: _builtins.str = ...,
         email: _builtins.str = ...,
         total_before_tax_cents: _builtins.int = ...,
+        name: _builtins.str = ...,
+        postal_code: _builtins.str = ...,
+        cleaning_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "lead_id", b"lead_id", "org_id", b"org_id", "total_before_tax_cents", b"total_before_tax_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cleaning_type", b"cleaning_type", "email", b"email", "lead_id", b"lead_id", "name", b"name", "org_id", b"org_id", "postal_code", b"postal_code", "total_before_tax_cents", b"total_before_tax_cents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,6 +29,8 @@ class _AuthMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuthMethod
     AUTH_METHOD_BASIC: _AuthMethod.ValueType  # 3
     AUTH_METHOD_CLIENT_PORTAL: _AuthMethod.ValueType  # 4
     AUTH_METHOD_WORKER_PORTAL: _AuthMethod.ValueType  # 5
+    AUTH_METHOD_SERVICE: _AuthMethod.ValueType  # 6
+    """A suite service acting on its own (the jobs scheduler, notify's consumers): principal "service:<name>"."""
 
 class AuthMethod(_AuthMethod, metaclass=_AuthMethodEnumTypeWrapper):
     """How the gateway authenticated the caller."""
@@ -39,6 +41,8 @@ AUTH_METHOD_JWT: AuthMethod.ValueType  # 2
 AUTH_METHOD_BASIC: AuthMethod.ValueType  # 3
 AUTH_METHOD_CLIENT_PORTAL: AuthMethod.ValueType  # 4
 AUTH_METHOD_WORKER_PORTAL: AuthMethod.ValueType  # 5
+AUTH_METHOD_SERVICE: AuthMethod.ValueType  # 6
+"""A suite service acting on its own (the jobs scheduler, notify's consumers): principal "service:<name>"."""
 Global___AuthMethod: _TypeAlias = AuthMethod  # noqa: Y015
 
 @_typing.final

@@ -59,10 +59,13 @@ class UserCreated(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    TEMP_PASSWORD_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     user_id: _builtins.str
     email: _builtins.str
     role: _builtins.str
+    temp_password: _builtins.str
+    """Only with EMAIL_TEMP_PASSWORDS=true (the operator chose to email passwords); empty otherwise."""
     def __init__(
         self,
         *,
@@ -70,10 +73,11 @@ class UserCreated(_message.Message):
         user_id: _builtins.str = ...,
         email: _builtins.str = ...,
         role: _builtins.str = ...,
+        temp_password: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "org_id", b"org_id", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "org_id", b"org_id", "role", b"role", "temp_password", b"temp_password", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -81,26 +85,31 @@ Global___UserCreated: _TypeAlias = UserCreated  # noqa: Y015
 
 @_typing.final
 class UserPasswordReset(_message.Message):
-    """Subject cws.iam.user.password_reset (the password itself never travels in an event)"""
+    """Subject cws.iam.user.password_reset. The temporary password travels only when the operator set
+    EMAIL_TEMP_PASSWORDS=true, so that notify can email it; otherwise the email only says it was reset.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ORG_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
+    TEMP_PASSWORD_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     user_id: _builtins.str
     email: _builtins.str
+    temp_password: _builtins.str
     def __init__(
         self,
         *,
         org_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
         email: _builtins.str = ...,
+        temp_password: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "org_id", b"org_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "org_id", b"org_id", "temp_password", b"temp_password", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1124,3 +1124,70 @@ class CheckSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckSessionResponse: _TypeAlias = CheckSessionResponse  # noqa: Y015
+
+@_typing.final
+class OrgSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    name: _builtins.str
+    time_zone: _builtins.str
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "org_id", b"org_id", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrgSummary: _TypeAlias = OrgSummary  # noqa: Y015
+
+@_typing.final
+class ListOrgsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_ORG_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    after_org_id: _builtins.str
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        after_org_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_org_id", b"after_org_id", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrgsRequest: _TypeAlias = ListOrgsRequest  # noqa: Y015
+
+@_typing.final
+class ListOrgsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def orgs(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrgSummary]: ...
+    def __init__(
+        self,
+        *,
+        orgs: _abc.Iterable[Global___OrgSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["orgs", b"orgs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrgsResponse: _TypeAlias = ListOrgsResponse  # noqa: Y015

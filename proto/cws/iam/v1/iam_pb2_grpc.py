@@ -146,6 +146,11 @@ class IamServiceStub:
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionRequest.SerializeToString,
                 response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionResponse.FromString,
                 _registered_method=True)
+        self.ListOrgs = channel.unary_unary(
+                '/cws.iam.v1.IamService/ListOrgs',
+                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsRequest.SerializeToString,
+                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsResponse.FromString,
+                _registered_method=True)
 
 
 class IamServiceServicer:
@@ -287,6 +292,13 @@ class IamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOrgs(self, request, context):
+        """Service callers only (the jobs scheduler walking the orgs): every org, keyset-paged by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IamServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -399,6 +411,11 @@ def add_IamServiceServicer_to_server(servicer, server):
                     servicer.CheckSession,
                     request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionRequest.FromString,
                     response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionResponse.SerializeToString,
+            ),
+            'ListOrgs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrgs,
+                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsRequest.FromString,
+                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -997,6 +1014,33 @@ class IamService:
             '/cws.iam.v1.IamService/CheckSession',
             cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionRequest.SerializeToString,
             cws_dot_iam_dot_v1_dot_iam__pb2.CheckSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrgs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.iam.v1.IamService/ListOrgs',
+            cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsRequest.SerializeToString,
+            cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsResponse.FromString,
             options,
             channel_credentials,
             insecure,

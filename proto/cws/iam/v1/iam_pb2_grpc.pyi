@@ -60,6 +60,8 @@ class IamServiceStub:
     Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
     """
     CheckSession: _grpc.UnaryUnaryMultiCallable[_iam_pb2.CheckSessionRequest, _iam_pb2.CheckSessionResponse]
+    ListOrgs: _grpc.UnaryUnaryMultiCallable[_iam_pb2.ListOrgsRequest, _iam_pb2.ListOrgsResponse]
+    """Service callers only (the jobs scheduler walking the orgs): every org, keyset-paged by id."""
 
 @_typing.type_check_only
 class IamServiceAsyncStub(IamServiceStub):
@@ -93,6 +95,8 @@ class IamServiceAsyncStub(IamServiceStub):
     Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
     """
     CheckSession: _aio.UnaryUnaryMultiCallable[_iam_pb2.CheckSessionRequest, _iam_pb2.CheckSessionResponse]  # type: ignore[assignment]
+    ListOrgs: _aio.UnaryUnaryMultiCallable[_iam_pb2.ListOrgsRequest, _iam_pb2.ListOrgsResponse]  # type: ignore[assignment]
+    """Service callers only (the jobs scheduler walking the orgs): every org, keyset-paged by id."""
 
 class IamServiceServicer(metaclass=_abc_1.ABCMeta):
     """Identity and access: orgs, users, sessions, MFA, break-glass, portal tokens, admin audit log.
@@ -255,5 +259,13 @@ class IamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _iam_pb2.CheckSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_iam_pb2.CheckSessionResponse, _abc.Awaitable[_iam_pb2.CheckSessionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListOrgs(
+        self,
+        request: _iam_pb2.ListOrgsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.ListOrgsResponse, _abc.Awaitable[_iam_pb2.ListOrgsResponse]]:
+        """Service callers only (the jobs scheduler walking the orgs): every org, keyset-paged by id."""
 
 def add_IamServiceServicer_to_server(servicer: IamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
