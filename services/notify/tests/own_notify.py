@@ -1,0 +1,277 @@
+"""What the notify delivery tests share.
+
+- `OwnNotify`: a notify process of a test's own configuration, with its own database (notify schema
+  only) and its own nats-server. Its delivery loop claims rows across orgs, so on the session's
+  database it would take the session notify's rows (and its durable consumers the session's events);
+  on its own it sends only what its tests enqueue.
+- `HttpRecorder`: a local HTTP server (stdlib, in a thread) that records what it receives and answers
+  with a status the test sets: the SendGrid API and webhook receivers of these tests.
+- gRPC calls with contexts signed as the gateway signs them, and SQL as the superuser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import httpx
+import psycopg
+import psycopg.rows
+from cws.notify.v1 import notify_pb2, notify_pb2_grpc
+from google.protobuf.struct_pb2 import Struct
+
+from libs.common import context as request_context
+from libs.common.migrate import migrate
+from tools.devstack import NatsServer, drop_database, ensure_database, with_user
+from tools.processes import DEV_SECRETS, ServiceProc, service_proc
+
+SECRET = DEV_SECRETS["INTERNAL_CONTEXT_SECRET"]
+JWT = request_context.AuthMethod.Value("AUTH_METHOD_JWT")
+APP_ROLE = "cws_app"
+
+
+# --- a notify process of one's own -----------------------------------------------------------------
+
+
+@dataclass
+class OwnNotify:
+    proc: ServiceProc
+    admin_url: str
+    db_name: str
+    nats: NatsServer
+    server_admin_url: str
+
+    @property
+    def target(self) -> str:
+        return self.proc.target
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.proc.http_port}/metrics"
+
+    def stop(self) -> None:
+        self.proc.stop()
+        self.nats.stop()
+        drop_database(self.server_admin_url, self.db_name)
+
+
+def stop_all(owns: list[OwnNotify]) -> None:
+    """Signal every process first, so they shut down side by side rather than one after another."""
+    for own in owns:
+        if own.proc.alive and own.proc.process is not None:
+            own.proc.process.send_signal(signal.SIGTERM)
+    for own in owns:
+        own.stop()
+
+
+def start_own_notify(stack: Any, label: str, env: dict[str, str]) -> OwnNotify:
+    """Started, not yet ready: start several, then `wait_ready` each (they boot in parallel)."""
+    db_name = f"{stack.admin_url.rsplit('/', 1)[1]}_{label.replace('-', '_')}_{secrets.token_hex(2)}"
+    admin_url = ensure_database(stack.admin_url, db_name)
+    migrate(admin_url, APP_ROLE, None, only=["notify"])
+    nats = NatsServer(stack.work_dir / f"nats-{label}" / "js").start()
+    full_env = {
+        **stack.env(),
+        "DATABASE_URL": with_user(admin_url, APP_ROLE),
+        "MIGRATIONS_DATABASE_URL": admin_url,
+        "NATS_URL": nats.url,
+        "EMAIL_FROM": "bookings@cws.test",
+        "EMAIL_MODE": "off",
+        "OUTBOX_BASE_BACKOFF_SECONDS": "0.2",
+        "OUTBOX_MAX_BACKOFF_SECONDS": "1",
+        "OUTBOX_POLL_SECONDS": "0.2",
+        "CIRCUIT_RESET_SECONDS": "1",
+        **env,
+    }
+    proc = service_proc("notify", full_env, stack.work_dir / "logs", label=label).start()
+    return OwnNotify(proc, admin_url, db_name, nats, stack.admin_url)
+
+
+# --- a local HTTP server that records requests ------------------------------------------------------
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class HttpRecorder:
+    """Answers every request with `status` (or `respond(request) -> status`), recording each one."""
+
+    status: int = 200
+    respond: Callable[[Recorded], int] | None = None
+    requests: list[Recorded] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> HttpRecorder:
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                request = Recorded(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length),
+                )
+                with recorder.lock:
+                    recorder.requests.append(request)
+                status = recorder.respond(request) if recorder.respond else recorder.status
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/redirected")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_POST = do_GET = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def at(self, path: str) -> list[Recorded]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+    def wait_for(self, path: str, count: int = 1, timeout: float = 10.0) -> list[Recorded]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.at(path)
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} request(s) to {path}, got {len(self.at(path))}")
+
+
+# --- gRPC and SQL -----------------------------------------------------------------------------------
+
+
+def signed_as(org_id: str, role: str = "OWNER", *, service: bool = False) -> tuple[tuple[str, Any], ...]:
+    if service:
+        ctx = request_context.service_context("jobs", org_id)
+    else:
+        ctx = request_context.RequestContext(
+            org_id=org_id,
+            principal_id=str(uuid.uuid4()),
+            role=role,
+            auth_method=JWT,  # type: ignore[arg-type]
+            request_id=f"test-{uuid.uuid4().hex[:12]}",
+            session_id=str(uuid.uuid4()),
+        )
+    return request_context.signed_metadata(ctx, SECRET)
+
+
+async def call(
+    target: str, method: str, request: Any, org_id: str, role: str = "OWNER", *, service: bool = False
+) -> Any:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = notify_pb2_grpc.NotifyServiceStub(channel)
+        return await getattr(stub, method)(
+            request, metadata=signed_as(org_id, role, service=service), timeout=15
+        )
+
+
+def struct(value: dict[str, Any]) -> Struct:
+    message = Struct()
+    message.update(value)
+    return message
+
+
+async def enqueue(
+    target: str, org_id: str, kind: str, payload: dict[str, Any], dedupe_key: str = ""
+) -> notify_pb2.EnqueueResponse:
+    request = notify_pb2.EnqueueRequest(
+        kind=kind, dedupe_key=dedupe_key or f"test:{uuid.uuid4()}", payload=struct(payload)
+    )
+    return await call(target, "Enqueue", request, org_id)
+
+
+def email_payload(to: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "to": to,
+        "subject": f"Hello {to}",
+        "text": "Your booking is confirmed.",
+        "email_type": "test",
+        **extra,
+    }
+
+
+def mailbox() -> str:
+    return f"client-{uuid.uuid4().hex[:12]}@example.com"
+
+
+async def sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute(statement, params)
+        return await cursor.fetchall() if cursor.description else []
+
+
+async def outbox_row(url: str, outbox_id: str) -> dict[str, Any]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        conn.row_factory = psycopg.rows.dict_row  # type: ignore[assignment]
+        cursor = await conn.execute("SELECT * FROM notify.outbox_events WHERE id = %s", (outbox_id,))
+        row = await cursor.fetchone()
+    assert row is not None, outbox_id
+    return dict(row)
+
+
+async def wait_row(
+    url: str, outbox_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+) -> dict[str, Any]:
+    """Poll the row until `predicate` holds; fail with the row as it last was."""
+    deadline = time.monotonic() + timeout
+    row = await outbox_row(url, outbox_id)
+    while not predicate(row):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"outbox row never matched; last seen: {row}")
+        await asyncio.sleep(0.05)
+        row = await outbox_row(url, outbox_id)
+    return row
+
+
+def metric(url: str, name: str, **labels: str) -> float | None:
+    """One sample of a Prometheus text exposition, or None when it is absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    for line in httpx.get(url, timeout=5).text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return None

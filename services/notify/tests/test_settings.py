@@ -1,0 +1,58 @@
+"""Notify's settings: what production refuses to start with."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from services.notify.settings import NotifySettings
+
+
+def prod(**values: Any) -> NotifySettings:
+    strong = {
+        name: secrets.token_urlsafe(32)
+        for name in (
+            "internal_context_secret",
+            "auth_secret_key",
+            "client_portal_secret",
+            "worker_portal_secret",
+        )
+    }
+    return NotifySettings(_env_file=None, app_env="prod", metrics_token="t" * 24, **strong, **values)  # type: ignore[call-arg]
+
+
+def test_prod_starts_with_exports_off_or_a_complete_webhook() -> None:
+    assert prod().export_mode == "off"
+    webhook = prod(
+        export_mode="webhook",
+        export_webhook_url="https://hooks.example.com/x",
+        export_webhook_secret="whsec_x",
+    )
+    assert webhook.export_mode == "webhook"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"export_mode": "sheets"}, "EXPORT_MODE=sheets is not implemented yet"),
+        (
+            {"export_mode": "webhook"},
+            "EXPORT_MODE=webhook requires EXPORT_WEBHOOK_URL and EXPORT_WEBHOOK_SECRET",
+        ),
+        ({"email_mode": "sendgrid"}, "EMAIL_MODE=sendgrid requires SENDGRID_API_KEY"),
+    ],
+)
+def test_prod_refuses_what_would_lose_messages(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        prod(**values)
+    assert message in str(raised.value)
+
+
+def test_unknown_modes_refused_in_every_env() -> None:
+    with pytest.raises(ValidationError, match="EXPORT_MODE must be off, webhook or sheets"):
+        NotifySettings(_env_file=None, export_mode="csv")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="EMAIL_MODE must be off, smtp or sendgrid"):
+        NotifySettings(_env_file=None, email_mode="postfix")  # type: ignore[call-arg]
