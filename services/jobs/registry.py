@@ -1,0 +1,132 @@
+"""The jobs the scheduler knows. Each is one gRPC call to the service that owns the data, made per
+org when the data is tenant data; a later job (accounting-export, gcal-sync, qbo-sync) joins by
+adding one entry to REGISTRY.
+
+Every job is an idempotent call (a cleanup deletes what is still due, a scan deduplicates by key, a
+digest is sent once per period), so running one twice, or again after a runner died half-way through
+the orgs, finishes the work and never repeats it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from cws.booking.v1 import booking_pb2
+from cws.notify.v1 import notify_pb2
+from google.protobuf.message import Message
+
+from services.jobs.peers import Peers
+from services.jobs.settings import JobsSettings
+
+# (peers, org_id) -> counts for the job's detail; org_id is "" for a job that is not per org.
+Work = Callable[[Peers, str], Awaitable[dict[str, int]]]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    interval_seconds: int
+    per_org: bool
+    run: Work
+
+
+class JobSkipped(Exception):
+    """Raised by a job that cannot run here at all (its service is not deployed): outcome "skipped"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ScheduleError(ValueError):
+    """JOB_SCHEDULE, JOB_NAMES or --job name a job that does not exist."""
+
+
+def counts(message: Message, prefix: str = "") -> dict[str, int]:
+    """The numeric fields of a response (deleted, sent, ...) as the run's detail counts."""
+    values = {field.name: getattr(message, field.name) for field in message.DESCRIPTOR.fields}
+    return {prefix + name: int(value) for name, value in values.items() if isinstance(value, int)}
+
+
+async def cleanup(peers: Peers, org_id: str) -> dict[str, int]:
+    request = booking_pb2.CleanupPendingBookingsRequest()
+    return counts(await peers.call_booking("CleanupPendingBookings", request, org_id))
+
+
+async def email_scan(peers: Peers, org_id: str) -> dict[str, int]:
+    return counts(await peers.call_notify("ScanReminders", notify_pb2.ScanRemindersRequest(), org_id))
+
+
+async def outbox_delivery(peers: Peers, org_id: str) -> dict[str, int]:
+    # Not per org: notify claims due rows across orgs itself (its delivery loop normally does this).
+    return counts(await peers.call_notify("DeliverDue", notify_pb2.DeliverDueRequest()))
+
+
+async def email_dlq(peers: Peers, org_id: str) -> dict[str, int]:
+    return counts(await peers.call_notify("RetryDeadEmails", notify_pb2.RetryDeadEmailsRequest(), org_id))
+
+
+async def retention_cleanup(peers: Peers, org_id: str) -> dict[str, int]:
+    booking = await peers.call_booking("RetentionCleanup", booking_pb2.RetentionCleanupRequest(), org_id)
+    notify = await peers.call_notify("RetentionCleanup", notify_pb2.RetentionCleanupRequest(), org_id)
+    return {**counts(booking, "booking_"), **counts(notify, "notify_")}
+
+
+def digests(schedule: str) -> Work:
+    async def run(peers: Peers, org_id: str) -> dict[str, int]:
+        request = notify_pb2.RunDigestsRequest(schedule=schedule)
+        return counts(await peers.call_notify("RunDigests", request, org_id))
+
+    return run
+
+
+async def storage_janitor(peers: Peers, org_id: str) -> dict[str, int]:
+    # Seed 004 runs it beside outbox-delivery; until the media service exists there is nothing to
+    # clean, and saying so beats pretending it ran.
+    raise JobSkipped("media service not deployed")
+
+
+REGISTRY: tuple[Job, ...] = (
+    Job("cleanup", 3600, per_org=True, run=cleanup),
+    Job("email-scan", 300, per_org=True, run=email_scan),
+    Job("outbox-delivery", 60, per_org=False, run=outbox_delivery),
+    Job("email-dlq", 600, per_org=True, run=email_dlq),
+    Job("retention-cleanup", 86400, per_org=True, run=retention_cleanup),
+    # Every minute: the digest state dedupes per period in each org's time zone.
+    Job("notifications-digest-daily", 60, per_org=True, run=digests("daily")),
+    Job("notifications-digest-weekly", 60, per_org=True, run=digests("weekly")),
+    Job("notifications-digest-monthly", 60, per_org=True, run=digests("monthly")),
+    Job("storage-janitor", 3600, per_org=False, run=storage_janitor),
+)
+
+JOB_NAMES = tuple(job.name for job in REGISTRY)
+
+
+def _unknown(names: Sequence[str], setting: str) -> None:
+    unknown = sorted(set(names) - set(JOB_NAMES))
+    if unknown:
+        raise ScheduleError(
+            f"{setting}: unknown job {', '.join(unknown)} (known jobs: {', '.join(JOB_NAMES)})"
+        )
+
+
+def scheduled_jobs(settings: JobsSettings, names: Sequence[str] = ()) -> list[Job]:
+    """The jobs to run, in registry order, with JOB_SCHEDULE's intervals applied. `names` (the CLI's
+    --job list) wins over JOB_NAMES; neither given means every job."""
+    intervals = settings.intervals()
+    _unknown(list(intervals), "JOB_SCHEDULE")
+    _unknown(settings.job_names, "JOB_NAMES")
+    _unknown(names, "--job")
+    wanted = set(names or settings.job_names or JOB_NAMES)
+    return [
+        dataclasses.replace(job, interval_seconds=intervals.get(job.name, job.interval_seconds))
+        for job in REGISTRY
+        if job.name in wanted
+    ]
+
+
+def all_jobs(settings: JobsSettings) -> list[Job]:
+    """Every registered job with its effective interval (the status view lists even those not run)."""
+    return scheduled_jobs(settings, JOB_NAMES)

@@ -1,0 +1,127 @@
+"""python -m services.jobs.run --job NAME [--job NAME ...] [--once]
+
+With --once: record a heartbeat, run each job now (under its lock, no slot claim), log
+`job_complete` / `job_skipped` / `job_failed` for each, and exit 0 when every job succeeded or was
+skipped, 1 if any failed. Without --once: run those jobs on their schedules, with heartbeats, until
+SIGTERM or SIGINT. Needs DATABASE_URL, IAM_GRPC_TARGET, BOOKING_GRPC_TARGET, NOTIFY_GRPC_TARGET and
+INTERNAL_CONTEXT_SECRET. An unknown job name is a usage error (exit 2) listing the known jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+import httpx
+import uvloop
+from pydantic import ValidationError
+
+from libs.common.db import Database
+from libs.common.logs import configure_logging, get_logger
+from services.jobs import heartbeats
+from services.jobs.models import SCHEMA, event_tables
+from services.jobs.peers import open_peers
+from services.jobs.registry import JOB_NAMES, Job, ScheduleError, scheduled_jobs
+from services.jobs.runner import FAILED, SKIPPED, JobRunner, RunResult, describe
+from services.jobs.scheduler import Scheduler
+from services.jobs.settings import JobsSettings, explain
+
+log = get_logger(__name__)
+
+
+def parser() -> argparse.ArgumentParser:
+    parsed = argparse.ArgumentParser(
+        prog="python -m services.jobs.run", description="Run scheduled jobs once, or on their schedules."
+    )
+    parsed.add_argument(
+        "--job",
+        action="append",
+        required=True,
+        choices=JOB_NAMES,
+        metavar="NAME",
+        help=f"a job to run (repeatable); one of: {', '.join(JOB_NAMES)}",
+    )
+    parsed.add_argument("--once", action="store_true", help="run each job now and exit")
+    return parsed
+
+
+async def run_once(settings: JobsSettings, jobs: list[Job]) -> int:
+    db = Database(
+        settings.database_url,
+        schema=SCHEMA,
+        tables=event_tables,
+        pool_size=2,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+    )
+    peers = open_peers(settings)
+    runner = JobRunner(db, peers, settings)
+    results: list[RunResult] = []
+    try:
+        try:
+            await heartbeats.beat(db, settings.job_runner_id)
+        except Exception as error:  # the jobs below will say what is wrong with the database too
+            log.error("heartbeat_failed", error=describe(error))
+        for job in jobs:
+            try:
+                results.append(await runner.run_once(job))
+            except Exception as error:  # the lock or the record could not be taken: nothing ran
+                log.error("job_failed", name=job.name, outcome=FAILED, error=describe(error))
+                results.append(RunResult(job.name, FAILED, error=describe(error)))
+        failed = [r.name for r in results if r.outcome == FAILED]
+        if not failed and settings.better_stack_heartbeat_url:
+            async with httpx.AsyncClient(timeout=settings.better_stack_timeout_seconds) as http:
+                await heartbeats.ping_better_stack(http, settings.better_stack_heartbeat_url)
+        log.info(
+            "jobs_run_finished",
+            runner_id=settings.job_runner_id,
+            ok=[r.name for r in results if r.outcome not in (FAILED, SKIPPED)],
+            skipped=[r.name for r in results if r.outcome == SKIPPED],
+            failed=failed,
+        )
+        return 1 if failed else 0
+    finally:
+        await peers.close()
+        await db.dispose()
+
+
+async def run_loop(settings: JobsSettings, jobs: list[Job]) -> int:
+    db = Database(
+        settings.database_url,
+        schema=SCHEMA,
+        tables=event_tables,
+        pool_size=4,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+    )
+    peers = open_peers(settings)
+    task = asyncio.create_task(Scheduler(db, JobRunner(db, peers, settings), settings, jobs).run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return 0
+    finally:
+        await peers.close()
+        await db.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parser()
+    args = cli.parse_args(argv)
+    try:
+        settings = JobsSettings()
+        jobs = scheduled_jobs(settings, args.job)
+    except ValidationError as error:
+        cli.error(f"refusing to start: {explain(error)}")
+    except ScheduleError as error:
+        cli.error(f"refusing to start: {error}")
+    configure_logging("jobs", settings.log_level)
+    return uvloop.run(run_once(settings, jobs) if args.once else run_loop(settings, jobs))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

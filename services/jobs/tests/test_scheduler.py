@@ -1,0 +1,339 @@
+"""The long-running scheduler (`python -m services.jobs` with JOBS_ENABLED=true) as real processes:
+two runners started together, a lock held elsewhere, heartbeats, the Better Stack ping (a local HTTP
+server) and the metrics on the process's /metrics."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import httpx
+import psycopg
+import pytest
+from cws.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from libs.common import context as request_context
+from services.jobs.runner import lock_key
+from services.jobs.tests.conftest import JobsEnv, admin_sql, log_events, reset_jobs, status_row
+from tools.devstack import free_port
+from tools.processes import DEV_SECRETS, Proc, ServiceProc, wait_until
+
+RUN_EVENTS = ("job_complete", "job_skipped", "job_failed")
+
+
+class PingServer:
+    """Better Stack's heartbeat endpoint, locally: records every GET; paths under /fail answer 500."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        pings = self.paths
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                pings.append(self.path)
+                self.send_response(500 if self.path.startswith("/fail") else 200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def count(self, path: str) -> int:
+        return sum(1 for p in self.paths if p == path)
+
+
+@pytest.fixture
+def pings() -> Iterator[PingServer]:
+    server = PingServer()
+    yield server
+    server.server.shutdown()
+
+
+def slots(stack: Any, name: str) -> list[float]:
+    rows = admin_sql(
+        stack,
+        "SELECT extract(epoch FROM slot_at) FROM jobs.job_runs"
+        " WHERE name = %s AND trigger = 'schedule' ORDER BY slot_at",
+        (name,),
+    )
+    return [float(epoch) for (epoch,) in rows]
+
+
+def run_events(proc: Proc, name: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in log_events(proc.log_path.read_text())
+        if e.get("event") in RUN_EVENTS and e.get("name") == name and e.get("trigger") == "schedule"
+    ]
+
+
+def metrics(proc: ServiceProc) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"http://127.0.0.1:{proc.http_port}/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def heartbeat_span(stack: Any, runner_id: str) -> float:
+    """Seconds between this runner's first and latest heartbeat: how long its loop has been going."""
+    rows = admin_sql(
+        stack,
+        "SELECT extract(epoch FROM last_heartbeat - started_at) FROM jobs.job_heartbeats WHERE runner_id = %s",
+        (runner_id,),
+    )
+    return float(rows[0][0]) if rows else -1.0
+
+
+async def owner_status(target: str) -> jobs_pb2.GetStatusResponse:
+    ctx = request_context.RequestContext(
+        org_id="00000000-0000-0000-0000-000000000001",
+        principal_id="user-1",
+        role="OWNER",
+        auth_method=request_context.AuthMethod.Value("AUTH_METHOD_JWT"),
+    )
+    metadata = request_context.signed_metadata(ctx, DEV_SECRETS["INTERNAL_CONTEXT_SECRET"])
+    async with grpc.aio.insecure_channel(target) as channel:
+        return await jobs_pb2_grpc.JobsServiceStub(channel).GetStatus(
+            jobs_pb2.GetStatusRequest(), metadata=metadata, timeout=5
+        )
+
+
+async def test_two_runners_started_together_run_each_job_once_per_slot(
+    jobs_setup: JobsEnv, stopping: list[Proc], stack: Any
+) -> None:
+    intervals = {"storage-janitor": 1, "cleanup": 2}
+    reset_jobs(stack, *intervals)
+    settings = {
+        "JOB_NAMES": ",".join(intervals),
+        "JOB_SCHEDULE": ",".join(f"{name}={seconds}" for name, seconds in intervals.items()),
+        "JOB_LOOP_SECONDS": "0.2",
+    }
+    runners = [jobs_setup.runner(label, **settings) for label in ("a", "b")]
+    stopping.extend(runners)
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.wait_ready()
+
+    wait_until(
+        lambda: len(slots(stack, "storage-janitor")) >= 5 and len(slots(stack, "cleanup")) >= 3,
+        timeout=30,
+        what="several schedule slots of each job",
+    )
+    status = await owner_status(runners[0].target)
+    assert {job.name: job.interval_seconds for job in status.jobs if job.name in intervals} == intervals
+    for runner in runners:
+        runner.stop()
+
+    for name, interval in intervals.items():
+        claimed = slots(stack, name)
+        # Slots sit on the schedule's grid (the database clock's, the same for both runners)...
+        assert all(epoch % interval == 0 for epoch in claimed), claimed
+        # ...and each one ran exactly once, on one runner or the other: as many runs as slots.
+        ran = run_events(runners[0], name) + run_events(runners[1], name)
+        assert len(ran) == len(claimed), (name, claimed, ran)
+        recorded = status_row(stack, name)
+        assert recorded is not None and recorded["runs_total"] == len(claimed), recorded
+        outcomes = admin_sql(stack, "SELECT DISTINCT outcome FROM jobs.job_runs WHERE name = %s", (name,))
+        assert {o for (o,) in outcomes} <= {"ok", "skipped", "failed"}, outcomes  # none left "running"
+    # The instant job was never held up, so no slot was missed between the first and the last.
+    janitor = slots(stack, "storage-janitor")
+    assert [b - a for a, b in itertools.pairwise(janitor)] == [1.0] * (len(janitor) - 1)
+    assert status_row(stack, "storage-janitor")["last_outcome"] == "skipped"  # type: ignore[index]
+    beats = admin_sql(
+        stack,
+        "SELECT runner_id FROM jobs.job_heartbeats WHERE runner_id = ANY(%s) ORDER BY runner_id",
+        ([jobs_setup.runner_id("a"), jobs_setup.runner_id("b")],),
+    )
+    assert [r for (r,) in beats] == [jobs_setup.runner_id("a"), jobs_setup.runner_id("b")]
+
+
+async def test_the_scheduler_waits_while_another_runner_holds_the_job_lock(
+    jobs_setup: JobsEnv, stopping: list[Proc], stack: Any, pings: PingServer
+) -> None:
+    reset_jobs(stack, "storage-janitor")
+    runner_id = jobs_setup.runner_id("locked")
+    with psycopg.connect(stack.app_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key("storage-janitor"),))
+        runner = jobs_setup.cli_loop(
+            "locked",
+            "storage-janitor",
+            JOB_SCHEDULE="storage-janitor=3600",
+            JOB_LOOP_SECONDS="0.2",
+            # A monitor answering 500: logged, never fatal.
+            BETTER_STACK_HEARTBEAT_URL=pings.url("/fail/hb"),
+        )
+        stopping.append(runner)
+        runner.start()
+        # A second of heartbeats is five loops, each of which found the lock taken.
+        wait_until(lambda: heartbeat_span(stack, runner_id) >= 1.0, timeout=20, what="a second of loops")
+        assert slots(stack, "storage-janitor") == []
+        assert status_row(stack, "storage-janitor") is None
+        assert runner.alive and pings.count("/fail/hb") >= 2
+        assert any(
+            e.get("event") == "better_stack_ping_failed" for e in log_events(runner.log_path.read_text())
+        )
+    # The holder's connection closed: the lock is free, and the waiting slot runs.
+    wait_until(lambda: len(slots(stack, "storage-janitor")) == 1, timeout=10, what="the slot to run")
+    wait_until(
+        lambda: (status_row(stack, "storage-janitor") or {}).get("last_outcome") == "skipped",
+        timeout=10,
+        what="the run to be recorded",
+    )
+    assert len(run_events(runner, "storage-janitor")) == 1
+
+
+async def test_healthy_loops_ping_better_stack_and_metrics_show_the_runner(
+    jobs_setup: JobsEnv, stopping: list[Proc], stack: Any, jobs: ServiceProc, pings: PingServer
+) -> None:
+    reset_jobs(stack, "cleanup")
+    runner = jobs_setup.runner(
+        "metrics",
+        JOB_NAMES="cleanup",
+        JOB_SCHEDULE="cleanup=1800",
+        JOB_LOOP_SECONDS="0.3",
+        BETTER_STACK_HEARTBEAT_URL=pings.url("/hb/token-1"),
+    )
+    stopping.append(runner)
+    runner.start().wait_ready()
+
+    wait_until(lambda: pings.count("/hb/token-1") >= 2, timeout=20, what="Better Stack pings")
+    runner_up = ("job_runner_up", ())
+    success = ("job_last_success_timestamp", (("job", "cleanup"),))
+    wait_until(
+        lambda: (m := metrics(runner)).get(runner_up) == 1.0 and success in m,
+        timeout=20,
+        what="the runner's metrics",
+    )
+    scraped = metrics(runner)
+    recorded = status_row(stack, "cleanup")
+    assert recorded is not None and recorded["last_outcome"] == "ok"
+    assert scraped[success] == pytest.approx(recorded["last_success_at"].timestamp(), abs=0.01)
+    assert scraped[("job_errors_total", (("job", "cleanup"),))] == recorded["failures_total"] == 0
+    assert abs(scraped[("job_last_heartbeat_timestamp", ())] - time.time()) < 30
+    assert 0 <= scraped[("job_heartbeat_age_seconds", ())] < 5
+    # The status-only process (scheduler off) reports its own runner down, and the shared heartbeat.
+    wait_until(lambda: ("job_last_heartbeat_timestamp", ()) in metrics(jobs), timeout=15, what="refresh")
+    assert metrics(jobs)[runner_up] == 0.0
+
+
+def job_run_rows(stack: Any, name: str) -> list[tuple[str, str, str | None]]:
+    return [
+        (runner, outcome, error)
+        for runner, outcome, error in admin_sql(
+            stack,
+            "SELECT runner_id, outcome, error FROM jobs.job_runs WHERE name = %s ORDER BY started_at",
+            (name,),
+        )
+    ]
+
+
+async def test_a_runner_dying_mid_job_leaves_nothing_the_next_run_cannot_finish(
+    jobs_setup: JobsEnv, stopping: list[Proc], stack: Any
+) -> None:
+    # IAM that accepts connections and never answers: the job hangs listing orgs, holding its lock.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    hanging = {
+        "JOB_NAMES": "email-dlq",
+        "JOB_SCHEDULE": "email-dlq=3600",
+        "JOB_LOOP_SECONDS": "0.2",
+        "IAM_GRPC_TARGET": f"127.0.0.1:{silent.getsockname()[1]}",
+        "JOB_STOP_GRACE_SECONDS": "0.5",
+    }
+    try:
+        reset_jobs(stack, "email-dlq")
+        killed = jobs_setup.cli_loop("killed", "email-dlq", **hanging)
+        stopping.append(killed)
+        killed.start()
+        wait_until(lambda: job_run_rows(stack, "email-dlq"), timeout=15, what="the job to start")
+        killed.kill()  # SIGKILL mid-job: its database connections, and the job's lock, die with it
+
+        # The next scheduler gets the lock at once (it died with its holder), sees the slot's run
+        # "running" with no one holding the lock, i.e. dead, takes the slot over and does it all.
+        heir = jobs_setup.cli_loop(
+            "heir", "email-dlq", **{**hanging, "IAM_GRPC_TARGET": jobs_setup.base["IAM_GRPC_TARGET"]}
+        )
+        stopping.append(heir)
+        heir.start()
+        wait_until(
+            lambda: job_run_rows(stack, "email-dlq") == [(jobs_setup.runner_id("heir"), "ok", None)],
+            timeout=20,
+            what="the heir to finish the dead runner's slot",
+        )
+        heir.stop()
+        done = [e for e in log_events(heir.log_path.read_text()) if e.get("event") == "job_complete"]
+        assert len(done) == 1 and done[0]["detail"]["orgs_failed"] == 0, done
+        recorded = status_row(stack, "email-dlq")
+        assert recorded is not None and recorded["last_outcome"] == "ok" and recorded["runs_total"] == 1
+
+        # SIGTERM mid-job, to the CLI's own loop (run.py without --once): the job gets
+        # JOB_STOP_GRACE_SECONDS, then is interrupted and says so; the CLI exits 0.
+        reset_jobs(stack, "email-dlq")
+        loop = jobs_setup.cli_loop("stopped", "email-dlq", **hanging)
+        stopping.append(loop)
+        loop.start()
+        wait_until(lambda: job_run_rows(stack, "email-dlq"), timeout=15, what="the job to start")
+        loop.stop()
+        assert loop.process is not None and loop.process.returncode == 0, loop.tail()
+        interrupted = "interrupted: the runner was stopped mid-job"
+        assert job_run_rows(stack, "email-dlq") == [(jobs_setup.runner_id("stopped"), "failed", interrupted)]
+        recorded = status_row(stack, "email-dlq")
+        assert recorded is not None and recorded["last_error"] == interrupted
+        assert recorded["consecutive_failures"] == 1 and recorded["runs_total"] == 1
+        assert "scheduler_stopped" in loop.tail()
+    finally:
+        silent.close()
+
+
+async def test_a_failed_slot_is_run_again_after_job_retry_seconds(
+    jobs_setup: JobsEnv, stopping: list[Proc], stack: Any
+) -> None:
+    reset_jobs(stack, "cleanup")
+    loop = jobs_setup.cli_loop(
+        "retry",
+        "cleanup",
+        JOB_SCHEDULE="cleanup=3600",
+        JOB_LOOP_SECONDS="0.2",
+        JOB_RETRY_SECONDS="0.6",
+        IAM_GRPC_TARGET=f"127.0.0.1:{free_port()}",  # the org list cannot be had: every run fails
+    )
+    stopping.append(loop)
+    loop.start()
+    wait_until(
+        lambda: (status_row(stack, "cleanup") or {}).get("runs_total", 0) >= 3, timeout=20, what="retries"
+    )
+    loop.stop()
+
+    # One hourly slot, run again and again within it, on its one row: not once per loop, and not
+    # left until the next slot.
+    rows = job_run_rows(stack, "cleanup")
+    assert len(rows) == 1 and rows[0][1] == "failed" and rows[0][2].startswith("UNAVAILABLE"), rows
+    recorded = status_row(stack, "cleanup")
+    assert recorded is not None
+    assert recorded["consecutive_failures"] == recorded["failures_total"] == recorded["runs_total"] >= 3
+    failures = [
+        datetime.fromisoformat(e["timestamp"]).timestamp()
+        for e in log_events(loop.log_path.read_text())
+        if e.get("event") == "job_failed" and e.get("name") == "cleanup"
+    ]
+    assert len(failures) == recorded["runs_total"]
+    assert all(later - earlier >= 0.6 for earlier, later in itertools.pairwise(failures)), failures
