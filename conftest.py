@@ -32,6 +32,7 @@ from tools.devstack import (
     with_user,
 )
 from tools.processes import DEV_SECRETS, GatewayProc, ServiceProc, gateway_proc, service_proc
+from tools.smtp_sink import SmtpSink
 
 APP_ROLE = "cws_app"
 
@@ -122,13 +123,71 @@ def booking(stack: Stack) -> Iterator[ServiceProc]:
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[SmtpSink]:
+    """The session's mail provider: a real SMTP server. Tests tell their mail apart by recipient."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+def notify_env(stack: Stack, iam: ServiceProc, booking: ServiceProc, smtp: SmtpSink) -> dict[str, str]:
+    """Notify as the session runs it: SMTP to the sink, quick retries, short breaker reset."""
+    return {
+        **stack.env(),
+        "IAM_GRPC_TARGET": iam.target,
+        "BOOKING_GRPC_TARGET": booking.target,
+        "EMAIL_MODE": "smtp",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp.port),
+        "EMAIL_FROM": "bookings@cws.test",
+        "OUTBOX_BASE_BACKOFF_SECONDS": "0.2",
+        "OUTBOX_MAX_BACKOFF_SECONDS": "2",
+        "OUTBOX_POLL_SECONDS": "0.2",
+        "CIRCUIT_RESET_SECONDS": "1",
+        "CLIENT_PORTAL_BASE_URL": "https://portal.cws.test",
+    }
+
+
+@pytest.fixture(scope="session")
+def notify(
+    stack: Stack, iam: ServiceProc, booking: ServiceProc, smtp_sink: SmtpSink
+) -> Iterator[ServiceProc]:
+    env = notify_env(stack, iam, booking, smtp_sink)
+    proc = service_proc("notify", env, stack.work_dir / "logs").start().wait_ready()
+    yield proc
+    proc.stop()
+
+
+def jobs_env(stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc) -> dict[str, str]:
+    return {
+        **stack.env(),
+        "IAM_GRPC_TARGET": iam.target,
+        "BOOKING_GRPC_TARGET": booking.target,
+        "NOTIFY_GRPC_TARGET": notify.target,
+    }
+
+
+@pytest.fixture(scope="session")
+def jobs(stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc) -> Iterator[ServiceProc]:
+    """The jobs service serving status, its scheduler off (tests that schedule start their own)."""
+    env = {**jobs_env(stack, iam, booking, notify), "JOBS_ENABLED": "false"}
+    proc = service_proc("jobs", env, stack.work_dir / "logs").start().wait_ready()
+    yield proc
+    proc.stop()
+
+
 class Gateways:
     """Gateways in front of the real services, one process per distinct configuration."""
 
-    def __init__(self, stack: Stack, iam: ServiceProc, booking: ServiceProc) -> None:
+    def __init__(
+        self, stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc, jobs: ServiceProc
+    ) -> None:
         self.stack = stack
         self.iam = iam
         self.booking = booking
+        self.notify = notify
+        self.jobs = jobs
         self._running: dict[tuple[tuple[str, str], ...], GatewayProc] = {}
 
     def base_env(self) -> dict[str, str]:
@@ -136,6 +195,8 @@ class Gateways:
             **self.stack.env(),
             "IAM_GRPC_TARGET": self.iam.target,
             "BOOKING_GRPC_TARGET": self.booking.target,
+            "NOTIFY_GRPC_TARGET": self.notify.target,
+            "JOBS_GRPC_TARGET": self.jobs.target,
             "RATE_LIMIT_PER_MINUTE": "100000",
             "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
             "GRPC_DEADLINE_SECONDS": "3",
@@ -149,14 +210,20 @@ class Gateways:
             self._running[key] = proc.start().wait_ready()
         return self._running[key]
 
+    def running(self) -> list[GatewayProc]:
+        """The gateways started so far that are still up."""
+        return [proc for proc in self._running.values() if proc.alive]
+
     def stop_all(self) -> None:
         for proc in self._running.values():
             proc.stop()
 
 
 @pytest.fixture(scope="session")
-def gateways(stack: Stack, iam: ServiceProc, booking: ServiceProc) -> Iterator[Gateways]:
-    running = Gateways(stack, iam, booking)
+def gateways(
+    stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc, jobs: ServiceProc
+) -> Iterator[Gateways]:
+    running = Gateways(stack, iam, booking, notify, jobs)
     yield running
     running.stop_all()
 

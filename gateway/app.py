@@ -37,6 +37,9 @@ from gateway.routes import (
     health,
     iam_users,
     insights,
+    jobs,
+    notifications,
+    outbox,
     portal,
     pricing,
     public,
@@ -112,6 +115,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         pricing.router,
         portal.router,
         insights.router,
+        outbox.router,
+        notifications.router,
+        jobs.router,
     ):
         app.include_router(router)
     _install_error_handlers(app)

@@ -11,6 +11,8 @@ import grpc
 from cws.booking.v1 import booking_pb2_grpc
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
 from cws.iam.v1 import iam_pb2_grpc
+from cws.jobs.v1 import jobs_pb2_grpc
+from cws.notify.v1 import notify_pb2_grpc
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.requests import HTTPConnection
@@ -71,9 +73,11 @@ def make_backend(name: str, target: str, stub_factory: Any, secret: str, deadlin
 class Backends:
     iam: Backend
     booking: Backend
+    notify: Backend
+    jobs: Backend
 
     def all(self) -> list[Backend]:
-        return [self.iam, self.booking]
+        return [self.iam, self.booking, self.notify, self.jobs]
 
     async def close(self) -> None:
         for backend in self.all():
@@ -87,4 +91,8 @@ def build_backends(settings: GatewaySettings) -> Backends:
         booking=make_backend(
             "booking", settings.booking_grpc_target, booking_pb2_grpc.BookingServiceStub, secret, deadline
         ),
+        notify=make_backend(
+            "notify", settings.notify_grpc_target, notify_pb2_grpc.NotifyServiceStub, secret, deadline
+        ),
+        jobs=make_backend("jobs", settings.jobs_grpc_target, jobs_pb2_grpc.JobsServiceStub, secret, deadline),
     )

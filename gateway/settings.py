@@ -37,6 +37,8 @@ class GatewaySettings(CommonSettings):
     gateway_workers: int = 1
     iam_grpc_target: str = "127.0.0.1:50051"
     booking_grpc_target: str = "127.0.0.1:50052"
+    notify_grpc_target: str = "127.0.0.1:50055"
+    jobs_grpc_target: str = "127.0.0.1:50056"
 
     cors_origins: CsvList = []
     strict_cors: bool = False

@@ -6,14 +6,21 @@ import asyncio
 import time
 from typing import Any
 
+import grpc
+from cws.jobs.v1 import jobs_pb2
 from fastapi import APIRouter, Request
 from fastapi.responses import ORJSONResponse, Response
+from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.principal import context_for
 from gateway.problems import ProblemError
 from gateway.settings import constant_time_equals
 
 router = APIRouter(tags=["health"])
+
+# /readyz answers within its own budget even when the jobs service hangs.
+JOBS_CHECK_TIMEOUT = 2.0
 
 
 @router.get("/healthz", summary="Liveness")
@@ -35,7 +42,10 @@ def _merge(name: str, reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
 async def readyz(request: Request) -> Response:
     started = time.perf_counter()
     backends = request.app.state.backends.all()
-    results = await asyncio.gather(*(b.readiness() for b in backends))
+    # The heartbeat is asked beside the services' own checks, not after them.
+    results, jobs = await asyncio.gather(
+        asyncio.gather(*(b.readiness() for b in backends)), _jobs_check(request)
+    )
     reports = dict(zip((b.name for b in backends), results, strict=True))
     elapsed = round((time.perf_counter() - started) * 1000, 2)
 
@@ -49,7 +59,6 @@ async def readyz(request: Request) -> Response:
         "expected_head": ",".join(f"{s}:{v.get('expected_head', '')}" for s, v in versions.items()),
         "services": versions,
     }
-    jobs = _jobs_check(request)
     nats_ok = request.app.state.bus.is_connected
     feed_ok = request.app.state.revoked.live
     events_ok = nats_ok and feed_ok
@@ -109,20 +118,43 @@ async def readyz(request: Request) -> Response:
     return ORJSONResponse(body, status_code=200 if ok else 503)
 
 
-def _jobs_check(request: Request) -> dict[str, Any]:
+async def _jobs_check(request: Request) -> dict[str, Any]:
+    """Seed 002: with JOBS_ENABLED or JOB_HEARTBEAT_REQUIRED, ready only while the freshest runner
+    heartbeat (asked of the jobs service, aged by the database clock) is younger than the TTL."""
     settings = request.app.state.settings
     enabled = settings.jobs_enabled or settings.job_heartbeat_required
     if not enabled:
         return {"ok": True, "enabled": False, "message": "job heartbeat check disabled"}
-    # The jobs service and its heartbeats arrive with the notify/jobs issue; until it answers, a
-    # required heartbeat is honestly missing.
-    return {
+    ttl = settings.job_heartbeat_ttl_seconds
+    report: dict[str, Any] = {
         "ok": False,
         "enabled": True,
-        "message": "no job heartbeat: the jobs service is not deployed",
-        "ttl_seconds": settings.job_heartbeat_ttl_seconds,
+        "runner_id": None,
         "last_heartbeat": None,
         "age_seconds": None,
+        "ttl_seconds": ttl,
+    }
+    try:
+        response = await request.app.state.backends.jobs.client.call(
+            "GetHeartbeat", jobs_pb2.GetHeartbeatRequest(), context_for(request), timeout=JOBS_CHECK_TIMEOUT
+        )
+    except grpc.aio.AioRpcError as error:
+        return {**report, "message": f"jobs service unreachable: {error.code().name}"}
+    if not response.found:
+        return {**report, "message": "no job runner heartbeat recorded"}
+    beat = response.heartbeat
+    age = round(beat.age_seconds, 3)
+    fresh = age < ttl
+    return {
+        **report,
+        "ok": fresh,
+        "runner_id": beat.runner_id,
+        # Whole seconds, as seed 002 shows it: "2026-01-06T12:34:56Z".
+        "last_heartbeat": Timestamp(seconds=beat.last_heartbeat.seconds).ToJsonString(),
+        "age_seconds": age,
+        "message": "job runner heartbeat fresh"
+        if fresh
+        else f"job runner heartbeat stale: {age:.0f}s old, TTL {ttl}s",
     }
 
 

@@ -1,0 +1,57 @@
+"""/v1/admin/jobs/status: what the scheduler ran, and whether its runners are alive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cws.jobs.v1 import jobs_pb2
+from fastapi import APIRouter, Depends, Request
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.deps import MANAGERS, require_roles
+from gateway.principal import Principal
+
+router = APIRouter(prefix="/v1/admin", tags=["jobs"])
+
+
+def _iso(stamp: Timestamp, present: bool) -> str | None:
+    return stamp.ToJsonString() if present else None
+
+
+def _job(job: jobs_pb2.JobStatus) -> dict[str, Any]:
+    return {
+        "name": job.name,
+        "interval_seconds": job.interval_seconds,
+        "last_started_at": _iso(job.last_started_at, job.HasField("last_started_at")),
+        "last_finished_at": _iso(job.last_finished_at, job.HasField("last_finished_at")),
+        "last_success_at": _iso(job.last_success_at, job.HasField("last_success_at")),
+        "consecutive_failures": job.consecutive_failures,
+        "last_error": job.last_error or None,
+        "last_runner_id": job.last_runner_id or None,
+        "runs_total": job.runs_total,
+        "failures_total": job.failures_total,
+        # "" until the job first finishes; ok | failed | skipped after.
+        "last_outcome": job.last_outcome or None,
+    }
+
+
+def _heartbeat(beat: jobs_pb2.Heartbeat) -> dict[str, Any]:
+    return {
+        "name": beat.name,
+        "runner_id": beat.runner_id,
+        "last_heartbeat": _iso(beat.last_heartbeat, beat.HasField("last_heartbeat")),
+        "age_seconds": beat.age_seconds,
+    }
+
+
+@router.get(
+    "/jobs/status", summary="Every scheduled job's last runs, failures and errors, and runner heartbeats"
+)
+async def jobs_status(
+    request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+) -> dict[str, Any]:
+    response = await request.app.state.backends.jobs.call(request, "GetStatus", jobs_pb2.GetStatusRequest())
+    return {
+        "jobs": [_job(job) for job in response.jobs],
+        "heartbeats": [_heartbeat(beat) for beat in response.heartbeats],
+    }

@@ -1,0 +1,139 @@
+"""/v1/admin/email-scan, /v1/admin/retention/cleanup and the notification digests' settings.
+
+The scheduler's endpoints of seed 004 (Basic Auth works as for any admin route): email-scan answers
+202 with the reminder counts, retention cleanup 200 with the rows deleted across services. Writes
+are blocked by ADMIN_READ_ONLY in the middleware like every /v1/admin write."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from cws.booking.v1 import booking_pb2
+from cws.notify.v1 import notify_pb2
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import ORJSONResponse
+from pydantic import Field
+
+from gateway.deps import MANAGERS, STAFF, require_roles
+from gateway.principal import Principal
+from gateway.schemas import Email, Strict
+
+router = APIRouter(prefix="/v1/admin", tags=["notifications"])
+
+DigestKey = Annotated[
+    str, Path(pattern=r"^[a-z0-9_-]{1,100}$", description="1 to 100 characters of a-z, 0-9, _ and -")
+]
+
+
+class EmailScanIn(Strict):
+    window_hours: Annotated[int, Field(ge=1, le=744)] | None = None
+
+
+class DigestIn(Strict):
+    enabled: bool = True
+    schedule: Literal["daily", "weekly", "monthly"]
+    recipients: Annotated[list[Email], Field(max_length=50)] = []
+
+
+class ModuleIn(Strict):
+    enabled: bool
+
+
+def _notify(request: Request) -> Any:
+    return request.app.state.backends.notify
+
+
+def digest_view(message: notify_pb2.DigestSetting) -> dict[str, Any]:
+    return {
+        "digest_key": message.digest_key,
+        "enabled": message.enabled,
+        "schedule": message.schedule,
+        "recipients": list(message.recipients),
+        "updated_at": message.updated_at.ToJsonString() if message.HasField("updated_at") else None,
+    }
+
+
+@router.post(
+    "/email-scan",
+    status_code=202,
+    summary="Enqueue reminders for upcoming confirmed bookings; answers the counts",
+)
+async def email_scan(
+    request: Request,
+    body: EmailScanIn | None = None,
+    principal: Principal = Depends(require_roles(*MANAGERS)),
+) -> ORJSONResponse:
+    window = body.window_hours if body and body.window_hours else 0
+    response = await _notify(request).call(
+        request, "ScanReminders", notify_pb2.ScanRemindersRequest(window_hours=window)
+    )
+    return ORJSONResponse(
+        {
+            "scanned": response.scanned,
+            "enqueued": response.enqueued,
+            "duplicates": response.duplicates,
+            "skipped_no_email": response.skipped_no_email,
+        },
+        status_code=202,
+    )
+
+
+@router.post(
+    "/retention/cleanup", summary='Delete data past its RETENTION_* age in every service: {"deleted": n}'
+)
+async def retention_cleanup(
+    request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+) -> dict[str, int]:
+    booking, notify = await asyncio.gather(
+        request.app.state.backends.booking.call(
+            request, "RetentionCleanup", booking_pb2.RetentionCleanupRequest()
+        ),
+        _notify(request).call(request, "RetentionCleanup", notify_pb2.RetentionCleanupRequest()),
+    )
+    return {"deleted": booking.deleted + notify.deleted}
+
+
+@router.get("/notifications/digests", summary="The org's digests and whether the notifications module is on")
+async def get_digests(
+    request: Request, principal: Principal = Depends(require_roles(*STAFF))
+) -> dict[str, Any]:
+    response = await _notify(request).call(
+        request, "GetDigestSettings", notify_pb2.GetDigestSettingsRequest()
+    )
+    return {
+        "module_enabled": response.module_enabled,
+        "digests": [digest_view(d) for d in response.digests],
+    }
+
+
+@router.put("/notifications/digests/{digest_key}", summary="Create or change one digest")
+async def put_digest(
+    digest_key: DigestKey,
+    body: DigestIn,
+    request: Request,
+    principal: Principal = Depends(require_roles(*MANAGERS)),
+) -> dict[str, Any]:
+    response = await _notify(request).call(
+        request,
+        "UpdateDigestSetting",
+        notify_pb2.UpdateDigestSettingRequest(
+            digest=notify_pb2.DigestSetting(
+                digest_key=digest_key,
+                enabled=body.enabled,
+                schedule=body.schedule,
+                recipients=body.recipients,
+            )
+        ),
+    )
+    return digest_view(response.digest)
+
+
+@router.put("/notifications/module", summary="Turn the notifications module (digests) on or off")
+async def put_module(
+    body: ModuleIn, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+) -> dict[str, bool]:
+    response = await _notify(request).call(
+        request, "SetNotificationsModule", notify_pb2.SetNotificationsModuleRequest(enabled=body.enabled)
+    )
+    return {"module_enabled": response.module_enabled}
