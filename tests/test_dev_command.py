@@ -1,5 +1,6 @@
 """`make dev` (python -m tools.dev) as a newcomer runs it: against given DATABASE_URL / NATS_URL,
-twice in a row, with the printed login line working and Ctrl-C stopping everything."""
+twice in a row, with the printed login line working and Ctrl-C stopping everything; and seed 004's
+"Jobs / Scheduler" steps, unchanged, against `make dev` with JOBS_ENABLED=true."""
 
 from __future__ import annotations
 
@@ -14,9 +15,19 @@ import httpx
 
 from tools.dev import SERVICES
 from tools.devstack import ROOT, free_port
+from tools.processes import DEV_SECRETS
 
 
-def _run_dev(stack, env_extra: dict[str, str]) -> tuple[int, str]:
+def _free_ports() -> dict[str, str]:
+    # Every port on a free one, so a developer's own `make dev` may run beside the tests.
+    ports = {"GATEWAY_PORT": str(free_port())}
+    for service in SERVICES:
+        ports[f"{service.upper()}_GRPC_PORT"] = str(free_port())
+        ports[f"{service.upper()}_HTTP_PORT"] = str(free_port())
+    return ports
+
+
+def _run_dev(stack, env_extra: dict[str, str], then=None) -> tuple[int, str]:
     env = {
         **os.environ,
         "DATABASE_URL": stack.app_url,
@@ -54,6 +65,8 @@ def _run_dev(stack, env_extra: dict[str, str]) -> tuple[int, str]:
         )
         assert profile.status_code == 200, profile.text
         assert profile.json()["org_id"] == login.json()["org_id"]
+        if then is not None:
+            then(base, env)
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
@@ -64,11 +77,7 @@ def _run_dev(stack, env_extra: dict[str, str]) -> tuple[int, str]:
 def test_make_dev_runs_twice_and_stops_cleanly(stack):
     email = f"dev-owner-{uuid.uuid4().hex[:8]}@example.com"
     for _ in range(2):
-        # Every port on a free one, so a developer's own `make dev` may run beside the tests.
-        ports = {"GATEWAY_PORT": str(free_port())}
-        for service in SERVICES:
-            ports[f"{service.upper()}_GRPC_PORT"] = str(free_port())
-            ports[f"{service.upper()}_HTTP_PORT"] = str(free_port())
+        ports = _free_ports()
         code, output = _run_dev(
             stack,
             {
@@ -86,3 +95,77 @@ def test_make_dev_runs_twice_and_stops_cleanly(stack):
                 raise AssertionError(f"port {port} still answers after Ctrl-C")
             except httpx.TransportError:
                 pass
+
+
+BASIC = ("admin", "Demo-admin-basic-password-1")
+SEED_004_JOBS = ("--job", "outbox-delivery", "--job", "storage-janitor", "--job", "email-dlq")
+
+
+def _seed_004_jobs_steps(base: str, env: dict[str, str]) -> None:
+    """Seed 004 "Jobs / Scheduler", step by step, with the seed's credentials and expectations."""
+    cleanup = httpx.post(f"{base}/v1/admin/cleanup", auth=BASIC, timeout=10)
+    assert cleanup.status_code == 202 and isinstance(cleanup.json()["deleted"], int), cleanup.text
+    scan = httpx.post(f"{base}/v1/admin/email-scan", auth=BASIC, timeout=10)
+    assert scan.status_code == 202, scan.text
+    assert {"scanned", "enqueued"} <= set(scan.json()), scan.text
+    retention = httpx.post(f"{base}/v1/admin/retention/cleanup", auth=BASIC, timeout=10)
+    assert retention.status_code == 200 and isinstance(retention.json()["deleted"], int), retention.text
+    for path in ("/v1/admin/export-dead-letter?limit=1", "/v1/admin/outbox/dead-letter?limit=1"):
+        listed = httpx.get(f"{base}{path}", auth=BASIC, timeout=10)
+        assert listed.status_code == 200 and isinstance(listed.json(), list), (path, listed.text)
+
+    # The background loop step, "where the API environment variables are available".
+    run_env = {
+        **env,
+        "APP_ENV": "dev",
+        "INTERNAL_CONTEXT_SECRET": DEV_SECRETS["INTERNAL_CONTEXT_SECRET"],
+        **{
+            f"{name.upper()}_GRPC_TARGET": f"127.0.0.1:{env[name.upper() + '_GRPC_PORT']}"
+            for name in SERVICES
+        },
+    }
+    once = subprocess.run(
+        [sys.executable, "-m", "services.jobs.run", *SEED_004_JOBS, "--once"],
+        cwd=ROOT,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert once.returncode == 0, once.stdout + once.stderr
+    assert "job_complete" in once.stdout + once.stderr
+
+    # Heartbeat: the scheduler started by make dev (JOBS_ENABLED=true) keeps /readyz's jobs check green.
+    deadline = time.monotonic() + 30
+    while True:
+        ready = httpx.get(f"{base}/readyz", timeout=10)
+        jobs = ready.json()["jobs"]
+        if jobs.get("ok") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert ready.status_code == 200, ready.text
+    assert jobs["ok"] is True and jobs["enabled"] is True, jobs
+    assert jobs["age_seconds"] < 180, jobs
+    status = httpx.get(f"{base}/v1/admin/jobs/status", auth=BASIC, timeout=10)
+    assert status.status_code == 200, status.text
+    by_name = {job["name"]: job for job in status.json()["jobs"]}
+    assert by_name["outbox-delivery"]["last_success_at"], by_name["outbox-delivery"]
+    assert by_name["email-dlq"]["consecutive_failures"] == 0, by_name["email-dlq"]
+
+
+def test_seed_004_jobs_steps_pass_against_make_dev_with_jobs_enabled(stack):
+    email = f"dev-jobs-{uuid.uuid4().hex[:8]}@example.com"
+    code, output = _run_dev(
+        stack,
+        {
+            **_free_ports(),
+            "DEV_OWNER_EMAIL": email,
+            "DEV_OWNER_PASSWORD": "Dev-owner-password-42",
+            "DEFAULT_ORG_ID": "",
+            "JOBS_ENABLED": "true",
+            "JOB_HEARTBEAT_REQUIRED": "true",
+            "JOB_LOOP_SECONDS": "1",
+        },
+        then=_seed_004_jobs_steps,
+    )
+    assert code == 0, output

@@ -18,8 +18,16 @@ import psycopg
 from libs.common.migrate import migrate
 from tools.devstack import RUN_DIR, EmbeddedPostgres, NatsServer, ensure_database, with_user
 from tools.processes import DEV_SECRETS, Proc, gateway_proc, service_proc
+from tools.smtp_sink import SmtpSink
 
-SERVICES = ("iam", "booking")
+SERVICES = ("iam", "booking", "notify", "jobs")
+# Default ports (ARCHITECTURE: billing 50053/8103 and media 50054/8104 are reserved for their issues).
+DEFAULT_PORTS = {
+    "iam": (50051, 8101),
+    "booking": (50052, 8102),
+    "notify": (50055, 8105),
+    "jobs": (50056, 8106),
+}
 DEFAULT_OWNER_EMAIL = "owner@example.com"
 DEFAULT_OWNER_PASSWORD = "Demo-owner-password-1"
 DEFAULT_BASIC_PASSWORD = "Demo-admin-basic-password-1"
@@ -95,19 +103,28 @@ def main() -> int:
         "OWNER_BASIC_USERNAME": _env("OWNER_BASIC_USERNAME", "owner"),
         "OWNER_BASIC_PASSWORD": _env("OWNER_BASIC_PASSWORD", DEFAULT_BASIC_PASSWORD),
     }
+    mail = None
+    if not _env("EMAIL_MODE"):
+        # No mail provider configured: catch every email in .run/mail/ (one .eml each), so magic links,
+        # confirmations and reminders can be read without an inbox.
+        mail = SmtpSink(save_dir=RUN_DIR / "mail").start()
+        env.update({"EMAIL_MODE": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail.port)})
+    ports = {
+        name: (
+            int(_env(f"{name.upper()}_GRPC_PORT", str(DEFAULT_PORTS[name][0]))),
+            int(_env(f"{name.upper()}_HTTP_PORT", str(DEFAULT_PORTS[name][1]))),
+        )
+        for name in SERVICES
+    }
+    # Every process learns every service's address (notify asks iam and booking; jobs asks them all).
+    env.update({f"{name.upper()}_GRPC_TARGET": f"127.0.0.1:{grpc}" for name, (grpc, _) in ports.items()})
+    env["JOBS_ENABLED"] = _env("JOBS_ENABLED", "false")
     log_dir = RUN_DIR / "logs"
     services = [
-        service_proc(
-            name,
-            env,
-            log_dir,
-            grpc_port=int(_env(f"{name.upper()}_GRPC_PORT", str(50051 + i))),
-            http_port=int(_env(f"{name.upper()}_HTTP_PORT", str(8101 + i))),
-        )
-        for i, name in enumerate(SERVICES)
+        service_proc(name, env, log_dir, grpc_port=ports[name][0], http_port=ports[name][1])
+        for name in SERVICES
     ]
-    gateway_env = {**env, **{f"{s.name.upper()}_GRPC_TARGET": s.target for s in services}}
-    gateway = gateway_proc(gateway_env, log_dir, port=int(_env("GATEWAY_PORT", "8000")))
+    gateway = gateway_proc(env, log_dir, port=int(_env("GATEWAY_PORT", "8000")))
     processes: list[Proc] = [*services, gateway]
 
     stopping = False
@@ -132,6 +149,8 @@ CleanWithSnapshot suite is running (logs in .run/logs/).
   log in:   curl -s -X POST {gateway.url}/v1/auth/login -H 'Content-Type: application/json' \\
               -d '{{"email":"{owner_email}","password":"{owner_password}"}}'
   basic:    curl -i -u 'admin:{env["ADMIN_BASIC_PASSWORD"]}' {gateway.url}/v1/admin/profile
+  mail:     {"captured in .run/mail/ (one .eml per message)" if mail else "EMAIL_MODE=" + env["EMAIL_MODE"]}
+  jobs:     scheduler {"on" if env["JOBS_ENABLED"].lower() == "true" else "off (JOBS_ENABLED=true turns it on)"}
 Press Ctrl-C to stop.""",
             flush=True,
         )
@@ -148,6 +167,8 @@ Press Ctrl-C to stop.""",
             proc.stop()
         for server in reversed(started):
             server.stop()
+        if mail is not None:
+            mail.stop()
 
 
 if __name__ == "__main__":

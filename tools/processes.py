@@ -92,17 +92,18 @@ class ServiceProc(Proc):
 
 
 def service_proc(
-    name: str, env: dict[str, str], log_dir: Path, grpc_port: int = 0, http_port: int = 0
+    name: str, env: dict[str, str], log_dir: Path, grpc_port: int = 0, http_port: int = 0, label: str = ""
 ) -> ServiceProc:
+    """`label` names the log file when one test run starts several processes of one service."""
     grpc_port = grpc_port or free_port()
     http_port = http_port or free_port()
     upper = name.upper()
     full_env = {**env, f"{upper}_GRPC_PORT": str(grpc_port), f"{upper}_HTTP_PORT": str(http_port)}
     return ServiceProc(
-        name=name,
+        name=label or name,
         args=["-m", f"services.{name}"],
         env=full_env,
-        log_path=log_dir / f"{name}.log",
+        log_path=log_dir / f"{label or name}.log",
         grpc_port=grpc_port,
         http_port=http_port,
     )
