@@ -20,7 +20,7 @@ class NotifySettings(CommonSettings):
     # Rows claimed per round, parallel sends (one reused SMTP connection each), and how long a claim
     # holds a row before another worker may take it (a worker that died mid-send).
     outbox_batch_size: int = 100
-    outbox_concurrency: int = 8
+    outbox_concurrency: int = 16
     outbox_lease_seconds: int = 120
     outbox_poll_seconds: float = 1.0
 

@@ -7,13 +7,16 @@
    a fixed concurrency: read one booking by id, create a booking. Finds the read path's saturating
    rate (closed loop at a higher concurrency) and runs an open loop at half of it for its p99.
 4. Measures GET /v1/admin/schedule/suggestions over random windows, if the suite serves it.
-5. Prints one Markdown table (also .run/bench/last.md; raw numbers in .run/bench/last.json) and stops
+5. Starts notify and an SMTP sink process and measures email delivery from a backlog and the latency
+   from a booking confirmation to the email accepted by the sink (tools/bench/notify_bench.py).
+6. Prints one Markdown table (also .run/bench/last.md; raw numbers in .run/bench/last.json) and stops
    everything, dropping the database, whatever happened.
 
 A benchmark, not a test: a missed target is reported, never a failure; the exit status is non-zero
 only when something crashed. Knobs (environment): BENCH_SECONDS (8, measured seconds per scenario),
 BENCH_WARMUP (2), BENCH_CONCURRENCY (16), BENCH_SATURATION_CONCURRENCY (32), BENCH_CLIENT (raw or
-httpx), BENCH_WORKERS (1000), BENCH_BOOKINGS (100000), BENCH_SUGGESTIONS (200).
+httpx), BENCH_WORKERS (1000), BENCH_BOOKINGS (100000), BENCH_SUGGESTIONS (200), BENCH_EMAILS (10000, the
+notify backlog; 0 skips it), BENCH_CONFIRM_RATE (50 confirmations/s), BENCH_CONFIRM_SECONDS (10).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from tools.bench import notify_bench
 from tools.bench import stack as bench_stack
 from tools.bench.cpu import CpuMeter
 from tools.bench.report import Row, table, verdict
@@ -366,6 +370,7 @@ class Bench:
                     ),
                 )
             log(f"suggestions: {about}")
+            notify = notify_bench.run(exits, stack, owner.org_id, gateway, token)
 
         elapsed = time.monotonic() - started
         self._rows(read_suite, read_base, saturation, half, create_suite, create_base, suggestions, about)
@@ -389,6 +394,10 @@ class Bench:
             f"{min(others, default=0):.2f}-{max(others, default=0):.2f} cores busy during the scenarios.",
             seeded.summary() + ".",
         ]
+        self.rows += notify.rows
+        self.notes += notify.notes
+        self.results.update(notify.results)
+        self.failed = self.failed or notify.failed
 
     def _rows(
         self,

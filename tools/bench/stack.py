@@ -2,7 +2,9 @@
 (conftest.py): Postgres from TEST_DATABASE_ADMIN_URL, else the machine's on 127.0.0.1:5432, else an
 embedded one; a fresh database `cws_bench_<random>` migrated with libs.common.migrate; a private
 nats-server; iam, booking and gateway as real processes. Everything is registered on an ExitStack,
-so it is stopped and the database dropped on any exit: success, failure or Ctrl-C."""
+so it is stopped and the database dropped on any exit: success, failure or Ctrl-C. Notify and the
+SMTP sink it delivers to (its own process, recording each acceptance) start later, when the notify
+scenarios need them (tools/bench/notify_bench.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from tools.devstack import (
     drop_database,
     ensure_database,
     free_port,
+    port_open,
     system_postgres_admin_url,
     wait_for,
     with_user,
@@ -47,6 +50,8 @@ class Stack:
     booking: ServiceProc | None = None
     gateway: GatewayProc | None = None
     baseline: BaselineProc | None = None
+    notify: ServiceProc | None = None
+    sink: SinkProc | None = None
 
     def env(self) -> dict[str, str]:
         return {
@@ -83,6 +88,23 @@ class BaselineProc(Proc):
                 return False
 
         wait_for(up, "baseline", timeout)
+        return self
+
+
+@dataclass
+class SinkProc(Proc):
+    """tools.smtp_sink as its own process, appending one line per accepted recipient to `record`."""
+
+    port: int = 0
+    record: Path = Path()
+
+    def wait_ready(self, timeout: float = 30) -> SinkProc:
+        def up() -> bool:
+            if not self.alive:
+                raise RuntimeError(f"smtp sink exited:\n{self.tail()}")
+            return port_open("127.0.0.1", self.port)
+
+        wait_for(up, "smtp sink", timeout)
         return self
 
 
@@ -167,6 +189,47 @@ def start_processes(exits: contextlib.ExitStack, stack: Stack) -> None:
     stack.iam, stack.booking, stack.gateway, stack.baseline = iam, booking, gateway, baseline
 
 
+def start_sink(exits: contextlib.ExitStack, stack: Stack) -> SinkProc:
+    port = free_port()
+    record = stack.log_dir / "smtp-sink.accepted"
+    record.unlink(missing_ok=True)
+    sink = SinkProc(
+        name="smtp-sink",
+        args=["-m", "tools.smtp_sink", "--port", str(port), "--record", str(record)],
+        env={},
+        log_path=stack.log_dir / "smtp-sink.log",
+        port=port,
+        record=record,
+    )
+    sink.start()
+    exits.callback(_stop, sink)
+    stack.sink = sink
+    return sink.wait_ready()
+
+
+def start_notify(exits: contextlib.ExitStack, stack: Stack, smtp_port: int) -> ServiceProc:
+    """Notify beside iam and booking, delivering email over SMTP to the sink; returns once started
+    (it delivers from then on, before it reports ready)."""
+    assert stack.iam and stack.booking
+    notify = service_proc(
+        "notify",
+        {
+            **stack.env(),
+            "IAM_GRPC_TARGET": stack.iam.target,
+            "BOOKING_GRPC_TARGET": stack.booking.target,
+            "EMAIL_MODE": "smtp",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(smtp_port),
+            "EMAIL_FROM": "bookings@cws.test",
+        },
+        stack.log_dir,
+    )
+    notify.start()
+    exits.callback(_stop, notify)
+    stack.notify = notify
+    return notify
+
+
 def wait_processes(stack: Stack, timeout: float = 90) -> float:
     started = time.monotonic()
     assert stack.iam and stack.booking and stack.gateway and stack.baseline
@@ -179,7 +242,7 @@ def wait_processes(stack: Stack, timeout: float = 90) -> float:
 
 def pids(stack: Stack) -> dict[str, int]:
     found = {}
-    for proc in (stack.iam, stack.booking, stack.gateway, stack.baseline):
+    for proc in (stack.iam, stack.booking, stack.gateway, stack.baseline, stack.notify, stack.sink):
         if proc is not None and proc.process is not None:
             found[proc.name] = proc.process.pid
     return found
