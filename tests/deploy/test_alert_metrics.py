@@ -34,8 +34,13 @@ def metric_names(expr: str) -> set[str]:
 
 
 def declared(name: str, sources: str) -> bool:
+    """Declared as a metric (Counter("...", ...), GaugeMetricFamily(\n "...") and the like), not merely
+    a string somewhere: `outbox_dead_count` is also a field of the DLQ response."""
     bases = {name} | {name.removesuffix(s) for s in SUFFIXES if name.endswith(s)}
-    return any(f'"{base}"' in sources for base in bases)
+    return any(
+        re.search(rf'(Counter|Gauge|Histogram|Summary|MetricFamily)\(\s*"{re.escape(base)}"', sources)
+        for base in bases
+    )
 
 
 def test_every_alert_reads_a_metric_the_suite_exports() -> None:
@@ -59,5 +64,6 @@ def test_every_alert_reads_a_metric_the_suite_exports() -> None:
 def test_the_check_sees_a_misnamed_metric() -> None:
     # The rule this test was written after: notify exports notify_outbox_rows, not outbox_dead_count.
     assert metric_names('sum(outbox_dead_count{job="x"}) > 0') == {"outbox_dead_count"}
-    assert not declared("outbox_dead_count", '"notify_outbox_rows"')
+    assert not declared("outbox_dead_count", 'Gauge("notify_outbox_rows")\nbody = {"outbox_dead_count": 3}')
     assert declared("notify_deliveries_total", 'Counter("notify_deliveries", "...")')
+    assert declared("job_errors_total", 'CounterMetricFamily(\n    "job_errors", "...")')
