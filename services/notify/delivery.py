@@ -45,6 +45,7 @@ from services.notify.adapters.base import (
 )
 from services.notify.adapters.email_sendgrid import SendGridAdapter
 from services.notify.adapters.email_smtp import SmtpAdapter
+from services.notify.adapters.sheets import SheetsAdapter
 from services.notify.adapters.webhook import WebhookAdapter
 from services.notify.models import email_events, export_events, outbox_events
 from services.notify.outbox import DUE_CHANNEL
@@ -67,6 +68,7 @@ ADAPTERS: dict[str, Callable[[NotifySettings], Adapter]] = {
     "smtp": SmtpAdapter,
     "sendgrid": SendGridAdapter,
     "webhook": WebhookAdapter,
+    "sheets": SheetsAdapter,
 }
 
 
@@ -251,9 +253,7 @@ class Delivery:
             mode = self.settings.export_mode
             if mode == "off":
                 return SKIP
-            if mode == "sheets":
-                raise PermanentFailure("EXPORT_MODE=sheets is not implemented", reached_remote=False)
-            return self._adapter("webhook")
+            return self._adapter("sheets" if mode == "sheets" else "webhook")
         return self._adapter("webhook")
 
     def _adapter(self, name: str) -> Adapter:
@@ -272,10 +272,7 @@ class Delivery:
 
     async def _deliver(self, job: Job, stack: AsyncExitStack, senders: dict[str, Send]) -> str:
         """Send one row and record what happened; returns the outcome's name in DeliveryCounts."""
-        try:
-            route = self._route(job.row.kind)
-        except PermanentFailure as failure:
-            return await self._failed(job, failure)
+        route = self._route(job.row.kind)
         if route == SKIP:
             return await self._skipped(job)
         assert not isinstance(route, str)

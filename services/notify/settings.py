@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import field_validator
 
 from libs.common.settings import CommonSettings, CsvList, split_csv
@@ -46,6 +48,13 @@ class NotifySettings(CommonSettings):
     # link-local address is refused unless that address is listed here too.
     export_webhook_allowed_hosts: CsvList = []
     export_webhook_timeout_seconds: float = 10.0
+    # EXPORT_MODE=sheets: rows appended to SHEETS_RANGE of this spreadsheet, as the service account
+    # whose JSON key is GOOGLE_SERVICE_ACCOUNT_FILE (share the sheet with its client_email).
+    sheets_spreadsheet_id: str = ""
+    sheets_range: str = "Leads!A1"
+    google_service_account_file: str = ""
+    sheets_api_url: str = "https://sheets.googleapis.com"
+    sheets_timeout_seconds: float = 10.0
     # Circuit breaker per adapter.
     circuit_failure_threshold: int = 5
     circuit_reset_seconds: float = 30.0
@@ -87,7 +96,10 @@ class NotifySettings(CommonSettings):
         if self.export_mode == "webhook" and not (self.export_webhook_url and self.export_webhook_secret):
             problems.append("EXPORT_MODE=webhook requires EXPORT_WEBHOOK_URL and EXPORT_WEBHOOK_SECRET")
         if self.export_mode == "sheets":
-            # Accepted (the seeds name it) but not built: exports would only go dead. Refuse to
-            # start in production rather than lose leads quietly.
-            problems.append("EXPORT_MODE=sheets is not implemented yet; use webhook or off")
+            if not self.sheets_spreadsheet_id:
+                problems.append("EXPORT_MODE=sheets requires SHEETS_SPREADSHEET_ID")
+            if not Path(self.google_service_account_file or "").is_file():
+                problems.append(
+                    "EXPORT_MODE=sheets requires GOOGLE_SERVICE_ACCOUNT_FILE, a readable key file"
+                )
         return problems

@@ -113,10 +113,12 @@ class Recorded:
 
 @dataclass
 class HttpRecorder:
-    """Answers every request with `status` (or `respond(request) -> status`), recording each one."""
+    """Answers every request with `status` (or `respond(request) -> status`) and an empty JSON object
+    (or `answer(request) -> (status, json)`), recording each one."""
 
     status: int = 200
     respond: Callable[[Recorded], int] | None = None
+    answer: Callable[[Recorded], tuple[int, Any]] | None = None
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -136,13 +138,17 @@ class HttpRecorder:
                 with recorder.lock:
                     recorder.requests.append(request)
                 status = recorder.respond(request) if recorder.respond else recorder.status
+                body = b"{}"
+                if recorder.answer:
+                    status, reply = recorder.answer(request)
+                    body = json.dumps(reply).encode()
                 self.send_response(status)
                 if 300 <= status < 400:
                     self.send_header("Location", "/redirected")
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(body)
 
             do_POST = do_GET = _handle
 

@@ -66,7 +66,7 @@ class Fleet:
     http: OwnNotify  # EMAIL_MODE=sendgrid and EXPORT_MODE=webhook
     sendgrid: HttpRecorder
     receiver: Receiver
-    quiet: OwnNotify  # EMAIL_MODE=off, EXPORT_MODE=sheets, no poll to speak of
+    quiet: OwnNotify  # EMAIL_MODE=off, EXPORT_MODE=sheets without its settings, no poll to speak of
 
 
 @pytest.fixture(scope="module")
@@ -391,10 +391,10 @@ async def test_a_refused_export_lands_in_the_export_dlq_and_replays_with_the_sam
     assert list(after.events) == []
 
 
-# --- EMAIL_MODE=off, EXPORT_MODE=sheets, and the catch-up RPC -----------------------------------------
+# --- EMAIL_MODE=off, EXPORT_MODE=sheets unconfigured, and the catch-up RPC -----------------------------------------
 
 
-async def test_email_off_skips_and_sheets_exports_fail_visibly(fleet):
+async def test_email_off_skips_and_unconfigured_sheets_exports_fail_visibly(fleet):
     own = fleet.quiet
     org_id, to = str(uuid.uuid4()), mailbox()
     email = await enqueue(own.target, org_id, "email", email_payload(to))
@@ -403,13 +403,16 @@ async def test_email_off_skips_and_sheets_exports_fail_visibly(fleet):
     skipped = await wait_row(own.admin_url, email.event.id, lambda r: r["status"] == "skipped")
     assert skipped["sent_at"] is None
     dead = await wait_row(own.admin_url, export.event.id, lambda r: r["status"] == "dead")
-    assert dead["last_error"] == "EXPORT_MODE=sheets is not implemented" and dead["attempts"] == 1
+    assert (
+        dead["last_error"] == "EXPORT_MODE=sheets needs SHEETS_SPREADSHEET_ID and GOOGLE_SERVICE_ACCOUNT_FILE"
+        and dead["attempts"] == 1
+    )
     assert await sql(
         own.admin_url, "SELECT status FROM notify.email_events WHERE outbox_id = %s", (email.event.id,)
     ) == [("skipped",)]
     assert await sql(
         own.admin_url, "SELECT last_error FROM notify.export_events WHERE outbox_id = %s", (export.event.id,)
-    ) == [("EXPORT_MODE=sheets is not implemented",)]
+    ) == [("EXPORT_MODE=sheets needs SHEETS_SPREADSHEET_ID and GOOGLE_SERVICE_ACCOUNT_FILE",)]
 
 
 async def test_deliver_due_catches_up_rows_the_loop_was_not_woken_for(fleet):

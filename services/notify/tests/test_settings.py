@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ def prod(**values: Any) -> NotifySettings:
     return NotifySettings(_env_file=None, app_env="prod", metrics_token="t" * 24, **strong, **values)  # type: ignore[call-arg]
 
 
-def test_prod_starts_with_exports_off_or_a_complete_webhook() -> None:
+def test_prod_starts_with_exports_off_or_a_complete_webhook_or_sheet(tmp_path: Path) -> None:
     assert prod().export_mode == "off"
     webhook = prod(
         export_mode="webhook",
@@ -32,12 +33,24 @@ def test_prod_starts_with_exports_off_or_a_complete_webhook() -> None:
         export_webhook_secret="whsec_x",
     )
     assert webhook.export_mode == "webhook"
+    key = tmp_path / "key.json"
+    key.write_text("{}")
+    sheets = prod(export_mode="sheets", sheets_spreadsheet_id="1abc", google_service_account_file=str(key))
+    assert sheets.export_mode == "sheets"
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"export_mode": "sheets"}, "EXPORT_MODE=sheets is not implemented yet"),
+        ({"export_mode": "sheets"}, "EXPORT_MODE=sheets requires SHEETS_SPREADSHEET_ID"),
+        (
+            {
+                "export_mode": "sheets",
+                "sheets_spreadsheet_id": "1abc",
+                "google_service_account_file": "/nonexistent.json",
+            },
+            "EXPORT_MODE=sheets requires GOOGLE_SERVICE_ACCOUNT_FILE, a readable key file",
+        ),
         (
             {"export_mode": "webhook"},
             "EXPORT_MODE=webhook requires EXPORT_WEBHOOK_URL and EXPORT_WEBHOOK_SECRET",
