@@ -8,12 +8,14 @@ to the service's event outbox in the same transaction, and commits or rolls back
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from cws.common.v1 import audit_pb2
 from google.protobuf.message import Message
 from sqlalchemy import (
@@ -36,7 +38,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from libs.common import context as request_context
-from libs.common.settings import sqlalchemy_url
+from libs.common.logs import get_logger
+from libs.common.settings import libpq_url, sqlalchemy_url
+
+log = get_logger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -107,6 +112,22 @@ def service_metadata(schema: str) -> tuple[MetaData, OutboxTables]:
 
 def outbox_channel(schema: str) -> str:
     return f"cws_outbox_{schema}"
+
+
+async def wake_on_notify(db: Database, channel: str, wake: asyncio.Event, retry_seconds: float) -> None:
+    """LISTEN on `channel` for as long as the task runs, setting `wake` on every notification (and once
+    on each (re)connect, to catch up on what was notified while not listening). A lost connection is
+    retried after `retry_seconds`; the caller's poll keeps work moving meanwhile."""
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(libpq_url(db.url), autocommit=True) as conn:
+                await conn.execute(f'LISTEN "{channel}"')
+                wake.set()
+                async for _ in conn.notifies():
+                    wake.set()
+        except Exception as exc:  # connection lost: logged, retried; never ends the task
+            log.warning("listen_lost", channel=channel, error=str(exc))
+            await asyncio.sleep(retry_seconds)
 
 
 class Database:

@@ -16,7 +16,6 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 
-import psycopg
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
@@ -24,9 +23,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common.bus import EventBus, event_headers
-from libs.common.db import Database, UnitOfWork, outbox_channel, unit_of_work
+from libs.common.db import Database, UnitOfWork, outbox_channel, unit_of_work, wake_on_notify
 from libs.common.logs import get_logger
-from libs.common.settings import libpq_url
 
 log = get_logger(__name__)
 
@@ -51,7 +49,10 @@ class OutboxRelay:
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
-        listener = asyncio.create_task(self._listen(), name=f"{self.service}-outbox-listen")
+        listener = asyncio.create_task(
+            wake_on_notify(self.db, outbox_channel(self.db.schema), self._wake, self.poll_interval),
+            name=f"{self.service}-outbox-listen",
+        )
         try:
             while True:
                 try:
@@ -70,21 +71,6 @@ class OutboxRelay:
                     await asyncio.sleep(self.poll_interval)
         finally:
             listener.cancel()
-
-    async def _listen(self) -> None:
-        channel = outbox_channel(self.db.schema)
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    libpq_url(self.db.url), autocommit=True
-                ) as conn:
-                    await conn.execute(f'LISTEN "{channel}"')
-                    self._wake.set()  # catch up on whatever committed while we were not listening
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except Exception as exc:  # connection lost: the poll keeps things moving meanwhile
-                log.warning("outbox_listen_lost", error=str(exc))
-                await asyncio.sleep(self.poll_interval)
 
     async def publish_batch(self) -> int:
         outbox = self.db.tables.outbox

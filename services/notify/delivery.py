@@ -27,14 +27,12 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, fields
 from typing import Any
 
-import psycopg
 from prometheus_client import Counter, Gauge
 from sqlalchemy import insert, select, text
 
 from libs.common.circuit import CircuitBreaker
-from libs.common.db import Database, unit_of_work
+from libs.common.db import Database, unit_of_work, wake_on_notify
 from libs.common.logs import get_logger
-from libs.common.settings import libpq_url
 from services.notify.adapters.base import (
     Adapter,
     DeliveryFailure,
@@ -116,7 +114,10 @@ class Delivery:
     # --- the loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        listener = asyncio.create_task(self._listen(), name="notify-delivery-listen")
+        listener = asyncio.create_task(
+            wake_on_notify(self.db, DUE_CHANNEL, self._wake, self.settings.outbox_poll_seconds),
+            name="notify-delivery-listen",
+        )
         try:
             while True:
                 try:
@@ -133,20 +134,6 @@ class Delivery:
         finally:
             listener.cancel()
             await self.close()
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    libpq_url(self.db.url), autocommit=True
-                ) as conn:
-                    await conn.execute(f'LISTEN "{DUE_CHANNEL}"')
-                    self._wake.set()  # catch up on what was enqueued while we were not listening
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except Exception as exc:  # connection lost: the poll keeps delivery going meanwhile
-                log.warning("outbox_listen_lost", error=str(exc))
-                await asyncio.sleep(self.settings.outbox_poll_seconds)
 
     async def _count_rows(self, *, busy: bool) -> None:
         """Refresh the backlog gauge: each second while rows move, every 15 seconds otherwise."""
