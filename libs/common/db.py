@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -180,10 +180,16 @@ class UnitOfWork:
     org_id: uuid.UUID | None
     db: Database
     events: list[PendingEvent] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def add_event(self, subject: str, message: Message, org_id: uuid.UUID | None = None) -> None:
         """Record a domain event; it is written to the outbox when the work commits, never before."""
         self.events.append(PendingEvent(subject, message, org_id or self.org_id))
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this work has committed (never if it rolls back): for in-process caches,
+        which must not forget an entry while readers can still see the old row."""
+        self.after_commit.append(callback)
 
     async def set_org(self, org_id: uuid.UUID) -> None:
         """Switch the org for the rest of this transaction (sign-up, login after an email lookup)."""
@@ -286,3 +292,5 @@ async def unit_of_work(db: Database, org_id: uuid.UUID | str | None = None) -> A
             await uow.set_org(uuid.UUID(str(org_id)))
         yield uow
         await uow._flush_events()
+    for callback in uow.after_commit:
+        callback()

@@ -53,21 +53,43 @@ async def ensure_profile(
     return OrgProfile(row.org_id, row.time_zone, row.currency)
 
 
-_CACHE_SECONDS = 60.0
-_cache: dict[uuid.UUID, tuple[float, OrgProfile]] = {}
+class ProfileCache:
+    """A short per-process cache of profiles (time zones rarely change). A reader keeps what it read
+    only if no profile was forgotten since it began: a read that started before an update committed
+    may have seen the old row, and must not put it back after the update emptied the cache."""
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        self.seconds = seconds
+        self.entries: dict[uuid.UUID, tuple[float, OrgProfile]] = {}
+        self.generation = 0
+
+    def get(self, org_id: uuid.UUID) -> OrgProfile | None:
+        cached = self.entries.get(org_id)
+        return cached[1] if cached and cached[0] > time.monotonic() else None
+
+    def keep(self, profile: OrgProfile, generation: int) -> None:
+        if generation == self.generation:
+            self.entries[profile.org_id] = (time.monotonic() + self.seconds, profile)
+
+    def forget(self, org_id: uuid.UUID) -> None:
+        self.generation += 1
+        self.entries.pop(org_id, None)
+
+
+_cache = ProfileCache()
 
 
 async def profile(uow: UnitOfWork) -> OrgProfile:
-    """The org's profile for reads on the hot path: from a short per-process cache (time zones
-    rarely change), else one primary-key read, else created with defaults."""
+    """The org's profile for reads on the hot path: from the per-process cache, else one primary-key
+    read, else created with defaults."""
     assert uow.org_id is not None
     cached = _cache.get(uow.org_id)
-    now = time.monotonic()
-    if cached and cached[0] > now:
-        return cached[1]
+    if cached is not None:
+        return cached
+    generation = _cache.generation
     row = (await uow.session.execute(select(org_profiles).where(org_profiles.c.org_id == uow.org_id))).first()
     found = OrgProfile(row.org_id, row.time_zone, row.currency) if row else await ensure_profile(uow)
-    _cache[uow.org_id] = (now + _CACHE_SECONDS, found)
+    _cache.keep(found, generation)
     return found
 
 
@@ -92,5 +114,7 @@ async def on_org_created(uow: UnitOfWork, message: Msg) -> None:
     """Consumer of cws.iam.org.created: the org's booking profile and default pricing."""
     event = iam_events.OrgCreated.FromString(message.data)
     await uow.set_org(uuid.UUID(event.org_id))
+    org_id = uuid.UUID(event.org_id)
     await ensure_profile(uow, name=event.name, time_zone=event.time_zone or "UTC", update=True)
-    _cache.pop(uow.org_id, None)
+    # Forgotten once committed: until then, readers still see (and may cache) the old row.
+    uow.on_commit(lambda: _cache.forget(org_id))

@@ -161,6 +161,23 @@ class Boom(Exception):
     pass
 
 
+async def test_on_commit_callbacks_run_after_the_commit_and_never_on_rollback(env: EventEnv) -> None:
+    org, ran = uuid.uuid4(), []
+    with pytest.raises(Boom):
+        async with unit_of_work(env.db, org) as uow:
+            uow.on_commit(lambda: ran.append("rolled back"))
+            raise Boom
+    with pytest.raises(DBAPIError):
+        async with unit_of_work(env.db, org) as uow:
+            uow.on_commit(lambda: ran.append("failed sql"))
+            await uow.session.execute(text("SELECT 1 / 0"))
+    async with unit_of_work(env.db, org) as uow:
+        uow.add_event(env.subject("thing.happened"), StringValue(value="with callback"))
+        uow.on_commit(lambda: ran.append("committed"))
+        assert ran == []  # not while the work is still open
+    assert ran == ["committed"]
+
+
 async def test_events_of_a_rolled_back_unit_of_work_are_never_written_or_published(env: EventEnv) -> None:
     org = uuid.uuid4()
     subscription = await env.bus.js.subscribe(env.subject(">"), stream=env.stream)
