@@ -3,6 +3,7 @@ become HTTP status codes. No stack trace, SQL or upstream message beyond `detail
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import grpc
@@ -72,6 +73,19 @@ class ProblemError(Exception):
         self.detail = detail
         self.errors = errors
         self.headers = headers
+
+
+def uuid_param(value: str, field: str) -> str:
+    """A path parameter that must be a UUID, normalised; else 422 naming the field."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ProblemError(
+            422,
+            "invalid_argument",
+            f"{field} must be a UUID",
+            errors=[{"field": field, "message": "must be a UUID"}],
+        ) from None
 
 
 GRPC_TO_HTTP = {

@@ -56,6 +56,12 @@ def audit(entry: iam_pb2.AuditLog) -> dict[str, Any]:
     }
 
 
+def optional_time(message: Any, name: str) -> str | None:
+    """A Timestamp field as RFC 3339, or None when the service left it unset."""
+    stamp = getattr(message, name)
+    return stamp.ToJsonString() if message.HasField(name) and (stamp.seconds or stamp.nanos) else None
+
+
 def cents_to_amount(cents: int) -> float:
     return round(cents / 100, 2)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from cws.iam.v1 import iam_pb2
@@ -10,23 +9,11 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from gateway.deps import MANAGERS, require_roles
 from gateway.principal import Principal
-from gateway.problems import ProblemError
+from gateway.problems import uuid_param
 from gateway.routes import convert
 from gateway.schemas import CreateUserIn, RevokedOut, UsersOut, UserWithPasswordOut
 
 router = APIRouter(prefix="/v1/iam/users", tags=["iam"])
-
-
-def _user_id(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise ProblemError(
-            422,
-            "invalid_argument",
-            "user_id must be a UUID",
-            errors=[{"field": "user_id", "message": "must be a UUID"}],
-        ) from None
 
 
 @router.get("", response_model=UsersOut, summary="List the users of your org")
@@ -68,7 +55,7 @@ async def reset_password(
     user_id: str, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, Any]:
     response = await request.app.state.backends.iam.call(
-        request, "ResetUserPassword", iam_pb2.ResetUserPasswordRequest(user_id=_user_id(user_id))
+        request, "ResetUserPassword", iam_pb2.ResetUserPasswordRequest(user_id=uuid_param(user_id, "user_id"))
     )
     return {"user": convert.user(response.user), "temp_password": response.temp_password}
 
@@ -78,6 +65,6 @@ async def logout_user(
     user_id: str, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, Any]:
     response = await request.app.state.backends.iam.call(
-        request, "LogoutUser", iam_pb2.LogoutUserRequest(user_id=_user_id(user_id))
+        request, "LogoutUser", iam_pb2.LogoutUserRequest(user_id=uuid_param(user_id, "user_id"))
     )
     return {"revoked_sessions": response.revoked_sessions}

@@ -6,25 +6,21 @@ from typing import Any
 
 from cws.jobs.v1 import jobs_pb2
 from fastapi import APIRouter, Depends, Request
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.deps import MANAGERS, require_roles
 from gateway.principal import Principal
+from gateway.routes.convert import optional_time
 
 router = APIRouter(prefix="/v1/admin", tags=["jobs"])
-
-
-def _iso(stamp: Timestamp, present: bool) -> str | None:
-    return stamp.ToJsonString() if present else None
 
 
 def _job(job: jobs_pb2.JobStatus) -> dict[str, Any]:
     return {
         "name": job.name,
         "interval_seconds": job.interval_seconds,
-        "last_started_at": _iso(job.last_started_at, job.HasField("last_started_at")),
-        "last_finished_at": _iso(job.last_finished_at, job.HasField("last_finished_at")),
-        "last_success_at": _iso(job.last_success_at, job.HasField("last_success_at")),
+        "last_started_at": optional_time(job, "last_started_at"),
+        "last_finished_at": optional_time(job, "last_finished_at"),
+        "last_success_at": optional_time(job, "last_success_at"),
         "consecutive_failures": job.consecutive_failures,
         "last_error": job.last_error or None,
         "last_runner_id": job.last_runner_id or None,
@@ -39,7 +35,7 @@ def _heartbeat(beat: jobs_pb2.Heartbeat) -> dict[str, Any]:
     return {
         "name": beat.name,
         "runner_id": beat.runner_id,
-        "last_heartbeat": _iso(beat.last_heartbeat, beat.HasField("last_heartbeat")),
+        "last_heartbeat": optional_time(beat, "last_heartbeat"),
         "age_seconds": beat.age_seconds,
     }
 

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from gateway.deps import MANAGERS, STAFF, require_roles
 from gateway.principal import Principal
+from gateway.routes.convert import optional_time
 from gateway.schemas import Email, Strict
 
 router = APIRouter(prefix="/v1/admin", tags=["notifications"])
@@ -50,7 +51,7 @@ def digest_view(message: notify_pb2.DigestSetting) -> dict[str, Any]:
         "enabled": message.enabled,
         "schedule": message.schedule,
         "recipients": list(message.recipients),
-        "updated_at": message.updated_at.ToJsonString() if message.HasField("updated_at") else None,
+        "updated_at": optional_time(message, "updated_at"),
     }
 
 

@@ -4,7 +4,6 @@ everything is in the caller's org, so another org's ids are not found."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from cws.notify.v1 import notify_pb2
@@ -13,29 +12,14 @@ from fastapi.responses import ORJSONResponse
 
 from gateway.deps import MANAGERS, require_roles
 from gateway.principal import Principal
-from gateway.problems import ProblemError
+from gateway.problems import uuid_param
+from gateway.routes.convert import optional_time
 
 router = APIRouter(prefix="/v1/admin", tags=["outbox"])
 
 
 def _notify(request: Request) -> Any:
     return request.app.state.backends.notify
-
-
-def _uuid(value: str, field: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise ProblemError(
-            422,
-            "invalid_argument",
-            f"{field} must be a UUID",
-            errors=[{"field": field, "message": "must be a UUID"}],
-        ) from None
-
-
-def _time(stamp: Any) -> str | None:
-    return stamp.ToJsonString() if stamp.seconds or stamp.nanos else None
 
 
 def outbox_event(message: Any) -> dict[str, Any]:
@@ -47,9 +31,9 @@ def outbox_event(message: Any) -> dict[str, Any]:
         "attempts": message.attempts,
         "last_error": message.last_error or None,
         "target": message.target,
-        "created_at": _time(message.created_at),
-        "updated_at": _time(message.updated_at),
-        "next_attempt_at": _time(message.next_attempt_at),
+        "created_at": optional_time(message, "created_at"),
+        "updated_at": optional_time(message, "updated_at"),
+        "next_attempt_at": optional_time(message, "next_attempt_at"),
     }
 
 
@@ -60,8 +44,8 @@ def export_dead_letter(message: Any) -> dict[str, Any]:
         "target": message.target,
         "last_error": message.last_error or None,
         "attempts": message.attempts,
-        "created_at": _time(message.created_at),
-        "replayed_at": _time(message.replayed_at),
+        "created_at": optional_time(message, "created_at"),
+        "replayed_at": optional_time(message, "replayed_at"),
     }
 
 
@@ -75,7 +59,7 @@ def dead_letter_item(message: Any) -> dict[str, Any]:
         "target": message.target,
         "attempts": message.attempts,
         "last_error": message.last_error or None,
-        "created_at": _time(message.created_at),
+        "created_at": optional_time(message, "created_at"),
     }
 
 
@@ -116,7 +100,7 @@ async def replay_outbox(
     event_id: str, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> ORJSONResponse:
     response = await _notify(request).call(
-        request, "ReplayOutbox", notify_pb2.ReplayOutboxRequest(id=_uuid(event_id, "id"))
+        request, "ReplayOutbox", notify_pb2.ReplayOutboxRequest(id=uuid_param(event_id, "id"))
     )
     return ORJSONResponse(outbox_event(response.event), status_code=202)
 
@@ -147,7 +131,7 @@ async def replay_export_dead_letter(
     response = await _notify(request).call(
         request,
         "ReplayExportDeadLetter",
-        notify_pb2.ReplayExportDeadLetterRequest(id=_uuid(dead_letter_id, "id")),
+        notify_pb2.ReplayExportDeadLetterRequest(id=uuid_param(dead_letter_id, "id")),
     )
     return ORJSONResponse(outbox_event(response.event), status_code=202)
 
