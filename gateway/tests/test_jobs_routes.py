@@ -18,7 +18,7 @@ import psycopg
 
 from conftest import jobs_env
 from tools.devstack import ROOT, free_port
-from tools.http_checks import assert_clean, assert_problem
+from tools.http_checks import assert_clean, assert_problem, owner, staff
 from tools.processes import Proc, wait_until
 
 STATUS_FIELDS = {
@@ -44,12 +44,6 @@ def forget_heartbeats(stack: Any, prefix: str) -> None:
 
 def readyz(url: str) -> httpx.Response:
     return httpx.get(f"{url}/readyz", timeout=10)
-
-
-async def login(http: httpx.AsyncClient, url: str, email: str, password: str) -> dict[str, str]:
-    response = await http.post(f"{url}/v1/auth/login", json={"email": email, "password": password})
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 async def test_readyz_is_ready_while_the_runner_beats_and_503_once_it_is_killed(
@@ -134,10 +128,10 @@ async def test_jobs_status_for_owners_and_admins_only(
     assert once.returncode == 0, output.decode()
     try:
         org = await make_org()
-        owner = await login(http, gateway.url, org.owner_email, org.owner_password)
+        owner_headers = await owner(http, gateway.url, org)
         url = f"{gateway.url}/v1/admin/jobs/status"
 
-        response = await http.get(url, headers=owner)
+        response = await http.get(url, headers=owner_headers)
         assert_clean(response)
         assert response.status_code == 200, response.text
         body = response.json()
@@ -157,12 +151,7 @@ async def test_jobs_status_for_owners_and_admins_only(
         )
 
         # Staff below admin are refused; so is everyone signed out.
-        email = f"viewer-{uuid.uuid4().hex[:8]}@example.com"
-        created = await http.post(
-            f"{gateway.url}/v1/iam/users", headers=owner, json={"email": email, "role": "VIEWER"}
-        )
-        assert created.status_code == 201, created.text
-        viewer = await login(http, gateway.url, email, created.json()["temp_password"])
+        viewer = await staff(http, gateway.url, owner_headers, "VIEWER")
         assert_problem(await http.get(url, headers=viewer), 403)
         assert_problem(await http.get(url), 401)
 

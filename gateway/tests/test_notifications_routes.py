@@ -7,12 +7,11 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import psycopg
 
-from tools.http_checks import assert_problem, bearer
+from tools.http_checks import assert_problem, owner, staff
 
 STRONG_ADMIN_PASSWORD = "Strong-scheduler-pass-" + "4e8a1f0c"
 COUNTS = {"scanned", "enqueued", "duplicates", "skipped_no_email"}
@@ -20,27 +19,6 @@ COUNTS = {"scanned", "enqueued", "duplicates", "skipped_no_email"}
 
 def basic(username: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
-
-
-async def login(http: httpx.AsyncClient, url: str, email: str, password: str) -> dict[str, str]:
-    response = await http.post(f"{url}/v1/auth/login", json={"email": email, "password": password})
-    assert response.status_code == 200, response.text
-    return bearer(response.json()["access_token"])
-
-
-async def owner(http: httpx.AsyncClient, url: str, org: Any) -> dict[str, str]:
-    return await login(http, url, org.owner_email, org.owner_password)
-
-
-async def staff(
-    http: httpx.AsyncClient, url: str, owner_headers: dict[str, str], role: str
-) -> dict[str, str]:
-    email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
-    created = await http.post(
-        f"{url}/v1/iam/users", headers=owner_headers, json={"email": email, "role": role}
-    )
-    assert created.status_code == 201, created.text
-    return await login(http, url, email, created.json()["temp_password"])
 
 
 async def confirmed_booking(http: httpx.AsyncClient, url: str, headers: dict[str, str], hours: float) -> str:

@@ -8,32 +8,10 @@ import json
 import uuid
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
-from tools.http_checks import assert_clean, assert_problem, bearer
-
-
-async def sign_in(http: httpx.AsyncClient, url: str, email: str, password: str) -> dict[str, str]:
-    response = await http.post(f"{url}/v1/auth/login", json={"email": email, "password": password})
-    assert response.status_code == 200, response.text
-    return bearer(response.json()["access_token"])
-
-
-async def owner(http: httpx.AsyncClient, url: str, org: Any) -> dict[str, str]:
-    return await sign_in(http, url, org.owner_email, org.owner_password)
-
-
-async def staff(
-    http: httpx.AsyncClient, url: str, owner_headers: dict[str, str], role: str
-) -> dict[str, str]:
-    email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
-    created = await http.post(
-        f"{url}/v1/iam/users", headers=owner_headers, json={"email": email, "role": role}
-    )
-    assert created.status_code == 201, created.text
-    return await sign_in(http, url, email, created.json()["temp_password"])
+from tools.http_checks import assert_clean, assert_problem, owner, staff
 
 
 async def dead_row(

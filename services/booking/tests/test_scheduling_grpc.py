@@ -18,23 +18,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from libs.common import context as request_context
 from libs.common import status as rich_status
-from tools.processes import DEV_SECRETS
+from tools.grpc_contexts import SECRET, as_role
 
-SECRET = DEV_SECRETS["INTERNAL_CONTEXT_SECRET"]
-JWT = request_context.AuthMethod.Value("AUTH_METHOD_JWT")
 Code = grpc.StatusCode
-
-
-def as_role(org_id: str, role: str) -> tuple[tuple[str, Any], ...]:
-    ctx = request_context.RequestContext(
-        org_id=org_id,
-        principal_id=str(uuid.uuid4()),
-        role=role,
-        auth_method=JWT,  # type: ignore[arg-type]
-        request_id=f"test-{uuid.uuid4().hex[:12]}",
-        session_id=str(uuid.uuid4()),
-    )
-    return request_context.signed_metadata(ctx, SECRET)
 
 
 def ts(value: datetime) -> Timestamp:

@@ -14,31 +14,11 @@ import pytest
 from cws.booking.v1 import booking_pb2, booking_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from libs.common import context as request_context
 from libs.common.db import Database, unit_of_work
 from services.booking import leads
 from services.booking.models import SCHEMA, event_tables
 from services.booking.tests.helpers import create_booking, owner_headers, slot
-from tools.processes import DEV_SECRETS
-
-SECRET = DEV_SECRETS["INTERNAL_CONTEXT_SECRET"]
-JWT = request_context.AuthMethod.Value("AUTH_METHOD_JWT")
-
-
-def as_role(org_id: str, role: str) -> tuple[tuple[str, Any], ...]:
-    ctx = request_context.RequestContext(
-        org_id=org_id,
-        principal_id=str(uuid.uuid4()),
-        role=role,
-        auth_method=JWT,  # type: ignore[arg-type]
-        request_id=f"test-{uuid.uuid4().hex[:12]}",
-        session_id=str(uuid.uuid4()),
-    )
-    return request_context.signed_metadata(ctx, SECRET)
-
-
-def as_service(org_id: str) -> tuple[tuple[str, Any], ...]:
-    return request_context.signed_metadata(request_context.service_context("notify", org_id), SECRET)
+from tools.grpc_contexts import as_role, as_service
 
 
 def ts(value: datetime) -> Timestamp:
@@ -82,7 +62,7 @@ async def test_upcoming_lists_confirmed_bookings_in_the_window_paged_in_the_call
     seen: list[booking_pb2.UpcomingBooking] = []
     pages = 0
     while True:
-        page = await stub.ListUpcomingBookings(request, metadata=as_service(org.org_id))
+        page = await stub.ListUpcomingBookings(request, metadata=as_service(org.org_id, "notify"))
         pages += 1
         seen.extend(page.bookings)
         if len(page.bookings) < 2:
@@ -119,14 +99,14 @@ async def test_upcoming_refuses_bad_windows(stub, make_org):
         ),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.ListUpcomingBookings(request, metadata=as_service(org.org_id))
+            await stub.ListUpcomingBookings(request, metadata=as_service(org.org_id, "notify"))
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_retention_cleanup_rpc_is_for_managers_and_off_by_default(stub, make_org):
     org = await make_org()
     response = await stub.RetentionCleanup(
-        booking_pb2.RetentionCleanupRequest(), metadata=as_service(org.org_id)
+        booking_pb2.RetentionCleanupRequest(), metadata=as_service(org.org_id, "notify")
     )
     assert response.deleted == 0  # RETENTION_LEAD_DAYS=0 keeps every lead
     with pytest.raises(grpc.aio.AioRpcError) as raised:

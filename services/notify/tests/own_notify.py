@@ -21,22 +21,25 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import grpc
 import httpx
+import jwt
 import psycopg
 import psycopg.rows
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cws.notify.v1 import notify_pb2, notify_pb2_grpc
 from google.protobuf.struct_pb2 import Struct
 
-from libs.common import context as request_context
 from libs.common.migrate import migrate
 from tools.devstack import NatsServer, drop_database, ensure_database, with_user
-from tools.processes import DEV_SECRETS, ServiceProc, service_proc
+from tools.grpc_contexts import Metadata, as_role, as_service
+from tools.processes import ServiceProc, service_proc
 
-SECRET = DEV_SECRETS["INTERNAL_CONTEXT_SECRET"]
-JWT = request_context.AuthMethod.Value("AUTH_METHOD_JWT")
 APP_ROLE = "cws_app"
 
 
@@ -187,22 +190,83 @@ class HttpRecorder:
         raise AssertionError(f"expected {count} request(s) to {path}, got {len(self.at(path))}")
 
 
+# --- Google (OAuth token endpoint and Sheets API), for EXPORT_MODE=sheets ------------------------------
+
+SPREADSHEET = "1AbC-sheet_id"
+CLIENT_EMAIL = "cws-notify@example-project.iam.gserviceaccount.com"
+# google-auth addresses the assertion to Google's token endpoint whatever the key's token_uri.
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+
+
+class GoogleStandIn:
+    """The token endpoint and the Sheets API, each a recording local HTTP server, and the service
+    account whose key the token endpoint checks (the JWT google-auth signs, verified with its public
+    half)."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.sheets_status = 200
+        self.tokens_issued = 0
+        self.token_server = HttpRecorder(answer=self._token).start()
+        self.sheets = HttpRecorder(answer=self._append).start()
+
+    @property
+    def token_uri(self) -> str:
+        return f"{self.token_server.url}/token"
+
+    def write_key(self, directory: Path) -> Path:
+        """The service account's JSON key file, pointing at this token endpoint."""
+        pem = self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        path = directory / "service-account.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "project_id": "example-project",
+                    "private_key_id": "k1",
+                    "private_key": pem,
+                    "client_email": CLIENT_EMAIL,
+                    "client_id": "1",
+                    "token_uri": self.token_uri,
+                }
+            )
+        )
+        return path
+
+    def _token(self, request: Recorded) -> tuple[int, Any]:
+        form = parse_qs(request.body.decode())
+        assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+        claims = jwt.decode(
+            form["assertion"][0], self.key.public_key(), algorithms=["RS256"], audience=GOOGLE_TOKEN_AUDIENCE
+        )
+        assert claims["iss"] == CLIENT_EMAIL
+        assert claims["scope"] == "https://www.googleapis.com/auth/spreadsheets"
+        self.tokens_issued += 1
+        return 200, {
+            "access_token": f"token-{self.tokens_issued}",
+            "expires_in": 3600,
+            "token_type": "Bearer",
+        }
+
+    def _append(self, request: Recorded) -> tuple[int, Any]:
+        if self.sheets_status != 200:
+            return self.sheets_status, {
+                "error": {"code": self.sheets_status, "message": "refused by the test"}
+            }
+        return 200, {"spreadsheetId": SPREADSHEET, "updates": {"updatedRows": 1}}
+
+    def stop(self) -> None:
+        self.token_server.stop()
+        self.sheets.stop()
+
+
 # --- gRPC and SQL -----------------------------------------------------------------------------------
 
 
-def signed_as(org_id: str, role: str = "OWNER", *, service: bool = False) -> tuple[tuple[str, Any], ...]:
-    if service:
-        ctx = request_context.service_context("jobs", org_id)
-    else:
-        ctx = request_context.RequestContext(
-            org_id=org_id,
-            principal_id=str(uuid.uuid4()),
-            role=role,
-            auth_method=JWT,  # type: ignore[arg-type]
-            request_id=f"test-{uuid.uuid4().hex[:12]}",
-            session_id=str(uuid.uuid4()),
-        )
-    return request_context.signed_metadata(ctx, SECRET)
+def signed_as(org_id: str, role: str = "OWNER", *, service: bool = False) -> Metadata:
+    return as_service(org_id) if service else as_role(org_id, role)
 
 
 async def call(

@@ -12,11 +12,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from libs.common import context as request_context
-from tools.processes import DEV_SECRETS, wait_until
-
-SECRET = DEV_SECRETS["INTERNAL_CONTEXT_SECRET"]
-JWT = request_context.AuthMethod.Value("AUTH_METHOD_JWT")
+from tools.processes import wait_until
 
 
 async def owner_headers(http: httpx.AsyncClient, url: str, org: Any) -> dict[str, str]:
@@ -59,22 +55,6 @@ async def new_booking(
         assert done.status_code == 200, done.text
         result = done.json()
     return result
-
-
-def as_role(org_id: str, role: str) -> tuple[tuple[str, Any], ...]:
-    ctx = request_context.RequestContext(
-        org_id=org_id,
-        principal_id=str(uuid.uuid4()),
-        role=role,
-        auth_method=JWT,  # type: ignore[arg-type]
-        request_id=f"test-{uuid.uuid4().hex[:12]}",
-        session_id=str(uuid.uuid4()),
-    )
-    return request_context.signed_metadata(ctx, SECRET)
-
-
-def as_service(org_id: str) -> tuple[tuple[str, Any], ...]:
-    return request_context.signed_metadata(request_context.service_context("jobs", org_id), SECRET)
 
 
 def outbox(admin_url: str, org_id: str, key_prefix: str = "") -> list[dict[str, Any]]:

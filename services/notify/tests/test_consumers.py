@@ -24,7 +24,6 @@ from libs.common.bus import event_headers, stream_name
 from libs.common.db import Database, unit_of_work
 from services.notify.events import Handlers
 from services.notify.models import SCHEMA, event_tables
-from services.notify.peers import Peers, open_peers
 from services.notify.settings import NotifySettings
 from services.notify.tests.support import new_booking, outbox, owner_headers, slot, wait_outbox
 from tools.processes import DEV_SECRETS, wait_until
@@ -166,13 +165,6 @@ async def notify_db(stack) -> AsyncIterator[Database]:
     db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=2)
     yield db
     await db.dispose()
-
-
-@pytest.fixture
-async def peers(iam, booking) -> AsyncIterator[Peers]:
-    opened = open_peers(settings(iam_grpc_target=iam.target, booking_grpc_target=booking.target))
-    yield opened
-    await opened.close()
 
 
 def settings(**values: Any) -> NotifySettings:

@@ -18,6 +18,8 @@ from cws.notify.v1 import notify_pb2
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from services.notify.tests.own_notify import (
+    SPREADSHEET,
+    GoogleStandIn,
     HttpRecorder,
     OwnNotify,
     Recorded,
@@ -67,11 +69,14 @@ class Fleet:
     sendgrid: HttpRecorder
     receiver: Receiver
     quiet: OwnNotify  # EMAIL_MODE=off, EXPORT_MODE=sheets without its settings, no poll to speak of
+    sheets: OwnNotify  # EXPORT_MODE=sheets to the Google stand-in
+    google: GoogleStandIn
 
 
 @pytest.fixture(scope="module")
-def fleet(stack) -> Iterator[Fleet]:
+def fleet(stack, tmp_path_factory) -> Iterator[Fleet]:
     flaky_sink, strict_sink = SmtpSink().start(), SmtpSink().start()
+    google = GoogleStandIn()
     sendgrid, receiver = HttpRecorder(status=202).start(), Receiver().start()
     smtp = {"EMAIL_MODE": "smtp", "SMTP_HOST": "127.0.0.1"}
     configs = {
@@ -92,6 +97,12 @@ def fleet(stack) -> Iterator[Fleet]:
             "EXPORT_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         },
         "notify-quiet": {"EMAIL_MODE": "off", "EXPORT_MODE": "sheets", "OUTBOX_POLL_SECONDS": "3600"},
+        "notify-sheets": {
+            "EXPORT_MODE": "sheets",
+            "SHEETS_SPREADSHEET_ID": SPREADSHEET,
+            "GOOGLE_SERVICE_ACCOUNT_FILE": str(google.write_key(tmp_path_factory.mktemp("google"))),
+            "SHEETS_API_URL": google.sheets.url,
+        },
     }
     started: list[OwnNotify] = []
     try:
@@ -99,11 +110,11 @@ def fleet(stack) -> Iterator[Fleet]:
             started.append(start_own_notify(stack, label, env))
         for own in started:  # booting side by side
             own.proc.wait_ready()
-        flaky, strict, http, quiet = started
-        yield Fleet(flaky, flaky_sink, strict, strict_sink, http, sendgrid, receiver, quiet)
+        flaky, strict, http, quiet, sheets = started
+        yield Fleet(flaky, flaky_sink, strict, strict_sink, http, sendgrid, receiver, quiet, sheets, google)
     finally:
         stop_all(started)
-        for server in (flaky_sink, strict_sink, sendgrid, receiver):
+        for server in (flaky_sink, strict_sink, sendgrid, receiver, google):
             server.stop()
 
 
@@ -336,6 +347,24 @@ async def test_an_export_is_posted_signed_and_the_receiver_verifies_it(fleet):
     assert Webhook(WEBHOOK_SECRET).verify(request.body, request.headers) == payload
     assert request.headers["host"] == f"127.0.0.1:{receiver.port}"
     assert request.headers["content-type"] == "application/json"
+
+
+async def test_an_export_is_appended_to_the_sheet_as_one_row(fleet):
+    own, google = fleet.sheets, fleet.google
+    org_id, lead_id = str(uuid.uuid4()), str(uuid.uuid4())
+    payload = {
+        "type": "lead.created",
+        "data": {"lead_id": lead_id, "name": "Robin", "email": "r@example.com"},
+    }
+    enqueued = await enqueue(own.target, org_id, "export", payload)
+    assert enqueued.event.target == "sheets"
+    await wait_row(own.admin_url, enqueued.event.id, lambda r: r["status"] == "sent")
+    [request] = [r for r in google.sheets.requests if r.json()["values"][0][0] == enqueued.event.id]
+    assert request.path.startswith(f"/v4/spreadsheets/{SPREADSHEET}/values/Leads%21A1:append?")
+    assert request.headers["authorization"].startswith("Bearer token-")
+    assert request.json()["values"] == [
+        [enqueued.event.id, "lead.created", "", lead_id, "Robin", "r@example.com", "", "", "", ""]
+    ]
 
 
 async def test_a_webhook_to_a_host_off_the_allowlist_is_dead_at_once(fleet):

@@ -20,10 +20,8 @@ from libs.common.db import Database
 from libs.common.errors import InvalidArgument
 from services.notify import digests
 from services.notify.models import SCHEMA, event_tables
-from services.notify.peers import Peers, open_peers
-from services.notify.settings import NotifySettings
-from services.notify.tests.support import as_role, as_service, new_booking, outbox, owner_headers
-from tools.processes import DEV_SECRETS
+from services.notify.tests.support import new_booking, outbox, owner_headers
+from tools.grpc_contexts import as_role, as_service
 
 # --- periods ----------------------------------------------------------------------------------------
 
@@ -182,18 +180,6 @@ async def test_the_rpcs_check_roles_and_input(stub, make_org):
 
 
 # --- what a digest says, period after period (the domain, with a chosen clock) ------------------------
-
-
-@pytest.fixture
-async def peers(iam: Any, booking: Any) -> AsyncIterator[Peers]:
-    settings = NotifySettings(
-        internal_context_secret=DEV_SECRETS["INTERNAL_CONTEXT_SECRET"],
-        iam_grpc_target=iam.target,
-        booking_grpc_target=booking.target,
-    )
-    opened = open_peers(settings)
-    yield opened
-    await opened.close()
 
 
 async def test_a_digest_summarises_the_last_period_and_the_coming_bookings(

@@ -17,11 +17,9 @@ from cws.notify.v1 import notify_pb2, notify_pb2_grpc
 from libs.common.db import Database
 from services.notify import reminders
 from services.notify.models import SCHEMA, event_tables
-from services.notify.peers import Peers, open_peers
-from services.notify.settings import NotifySettings
-from services.notify.tests.support import as_role, new_booking, outbox, owner_headers, slot
+from services.notify.tests.support import new_booking, outbox, owner_headers, slot
+from tools.grpc_contexts import as_role
 from tools.http_checks import assert_problem
-from tools.processes import DEV_SECRETS
 
 REMINDER = "email:booking_reminder:booking:"
 
@@ -151,18 +149,6 @@ async def test_the_rpc_checks_roles_and_the_window_itself(notify_stub, make_org)
         notify_pb2.ScanRemindersRequest(), metadata=as_role(org.org_id, "OWNER")
     )
     assert (done.scanned, done.enqueued) == (0, 0)
-
-
-@pytest.fixture
-async def peers(iam: Any, booking: Any) -> AsyncIterator[Peers]:
-    settings = NotifySettings(
-        internal_context_secret=DEV_SECRETS["INTERNAL_CONTEXT_SECRET"],
-        iam_grpc_target=iam.target,
-        booking_grpc_target=booking.target,
-    )
-    opened = open_peers(settings)
-    yield opened
-    await opened.close()
 
 
 async def test_the_scan_pages_through_every_upcoming_booking(gateway, peers, stack, http, make_org):
