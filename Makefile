@@ -45,7 +45,7 @@ tools/buf/node_modules/.bin/buf: tools/buf/package.json
 lint: bootstrap tools/buf/node_modules/.bin/buf
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/common gateway
+	$(VENV)/bin/mypy libs gateway services tools
 	$(VENV)/bin/lint-imports
 	cd proto && ../tools/buf/node_modules/.bin/buf lint
 	$(PY) -m tools.proto --check

@@ -20,6 +20,7 @@ from gateway.middleware import (
     AdminAllowlistMiddleware,
     AuthMiddleware,
     BodyLimitMiddleware,
+    CallContextMiddleware,
     ClientIpMiddleware,
     MetricsMiddleware,
     RateLimitMiddleware,
@@ -122,7 +123,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.include_router(router)
     _install_error_handlers(app)
 
-    # Added innermost first; requests pass them in the reverse order.
+    # Added innermost first; requests pass them in the reverse order. The call context goes last,
+    # once authentication and break-glass have settled who the request's gRPC calls act as.
+    app.add_middleware(CallContextMiddleware)
     app.add_middleware(ReadOnlyMiddleware, settings=settings)
     app.add_middleware(AuthMiddleware, settings=settings, revoked=revoked)
     app.add_middleware(AdminAllowlistMiddleware, settings=settings)

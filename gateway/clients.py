@@ -1,11 +1,16 @@
-"""The gateway's gRPC clients, created once at start-up inside the running loop."""
+"""The gateway's gRPC clients, created once at start-up inside the running loop.
+
+Each backend is a typed stub over a channel with two interceptors: libs/common's, which signs the
+request context and applies the deadline, and `ProblemInterceptor`, which turns a service's error
+status into the Problem+JSON the caller gets. Routes receive the stubs through gateway/stubs.py."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 import grpc
 from cws.booking.v1 import booking_pb2_grpc
@@ -15,28 +20,54 @@ from cws.jobs.v1 import jobs_pb2_grpc
 from cws.notify.v1 import notify_pb2_grpc
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from starlette.requests import HTTPConnection
 
-from gateway.principal import Principal, context_for
 from gateway.problems import from_grpc
 from gateway.settings import GatewaySettings
-from libs.common.grpc_client import ServiceClient
+from libs.common.grpc_client import Peer, StubT, open_peer
+
+if TYPE_CHECKING:
+    from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub
+    from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub
+    from cws.jobs.v1.jobs_pb2_grpc import JobsServiceAsyncStub
+    from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub
+
+
+class ProblemInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """A failed call raises the ProblemError for its status (gateway/problems.py), naming the service."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        call = await continuation(client_call_details, request)
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:
+            raise from_grpc(error, self.service) from None
 
 
 @dataclass
-class Backend:
-    name: str
-    client: ServiceClient
-    ops: ops_pb2_grpc.OpsServiceStub
-    health: health_pb2_grpc.HealthStub
+class Backend(Generic[StubT]):
+    """One service: its typed stub, and the health and ops probes of /readyz (which carry no context)."""
 
-    async def call(
-        self, conn: HTTPConnection, method: str, request: Any, principal: Principal | None = None
-    ) -> Any:
-        try:
-            return await self.client.call(method, request, context_for(conn, principal))
-        except grpc.aio.AioRpcError as error:
-            raise from_grpc(error, self.name) from None
+    peer: Peer[StubT]
+    ops: ops_pb2_grpc.OpsServiceAsyncStub  # unsigned probes (readiness)
+    health: Any  # grpc_health ships no type stubs
+    # The same OpsService on the signing channel, for what needs a caller (feature flags).
+    signed_ops: ops_pb2_grpc.OpsServiceAsyncStub
+
+    @property
+    def name(self) -> str:
+        return self.peer.name
+
+    @property
+    def stub(self) -> StubT:
+        return self.peer.stub
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, Any]:
         """The service's own checks, plus its gRPC health status; never raises."""
@@ -61,38 +92,52 @@ class Backend:
                 "ms": round((time.perf_counter() - started) * 1000, 2),
             }
 
+    async def close(self) -> None:
+        await self.peer.close()
 
-def make_backend(name: str, target: str, stub_factory: Any, secret: str, deadline: float) -> Backend:
-    client = ServiceClient(target, stub_factory, secret=secret, deadline_seconds=deadline)
+
+def make_backend(
+    name: str, target: str, stub_class: Callable[[grpc.aio.Channel], StubT], settings: GatewaySettings
+) -> Backend[StubT]:
+    peer = open_peer(
+        name,
+        target,
+        stub_class,
+        secret=settings.internal_context_secret,
+        deadline_seconds=settings.grpc_deadline_seconds,
+        interceptors=[ProblemInterceptor(name)],
+    )
     return Backend(
-        name, client, ops_pb2_grpc.OpsServiceStub(client.channel), health_pb2_grpc.HealthStub(client.channel)
+        peer,
+        ops_pb2_grpc.OpsServiceStub(peer.plain_channel),
+        health_pb2_grpc.HealthStub(peer.plain_channel),
+        ops_pb2_grpc.OpsServiceStub(peer.channel),
     )
 
 
 @dataclass
 class Backends:
-    iam: Backend
-    booking: Backend
-    notify: Backend
-    jobs: Backend
+    iam: Backend[IamServiceAsyncStub]
+    booking: Backend[BookingServiceAsyncStub]
+    notify: Backend[NotifyServiceAsyncStub]
+    jobs: Backend[JobsServiceAsyncStub]
 
-    def all(self) -> list[Backend]:
+    def all(self) -> list[Backend[Any]]:
         return [self.iam, self.booking, self.notify, self.jobs]
 
     async def close(self) -> None:
         for backend in self.all():
-            await backend.client.close()
+            await backend.close()
 
 
 def build_backends(settings: GatewaySettings) -> Backends:
-    secret, deadline = settings.internal_context_secret, settings.grpc_deadline_seconds
     return Backends(
-        iam=make_backend("iam", settings.iam_grpc_target, iam_pb2_grpc.IamServiceStub, secret, deadline),
+        iam=make_backend("iam", settings.iam_grpc_target, iam_pb2_grpc.IamServiceStub, settings),
         booking=make_backend(
-            "booking", settings.booking_grpc_target, booking_pb2_grpc.BookingServiceStub, secret, deadline
+            "booking", settings.booking_grpc_target, booking_pb2_grpc.BookingServiceStub, settings
         ),
         notify=make_backend(
-            "notify", settings.notify_grpc_target, notify_pb2_grpc.NotifyServiceStub, secret, deadline
+            "notify", settings.notify_grpc_target, notify_pb2_grpc.NotifyServiceStub, settings
         ),
-        jobs=make_backend("jobs", settings.jobs_grpc_target, jobs_pb2_grpc.JobsServiceStub, secret, deadline),
+        jobs=make_backend("jobs", settings.jobs_grpc_target, jobs_pb2_grpc.JobsServiceStub, settings),
     )

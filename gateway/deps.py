@@ -1,34 +1,32 @@
 """Route dependencies: who may call a route. They also declare the security schemes, so OpenAPI
-documents each route's authentication."""
+documents each route's authentication. Roles and their groups are libs/common/roles.py's
+(`require_roles(*MANAGERS)`, `require_roles(Role.OWNER)`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 
 from gateway.principal import Principal, principal_of
 from gateway.problems import ProblemError
+from gateway.resources import settings_of
 
 bearer_scheme = HTTPBearer(auto_error=False, description="Access token from POST /v1/auth/login")
 basic_scheme = HTTPBasic(auto_error=False, description="Legacy Basic Auth pairs (LEGACY_BASIC_AUTH_ENABLED)")
 
-STAFF = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
-MANAGERS = ("OWNER", "ADMIN")
-
 
 def _unauthenticated(request: Request) -> ProblemError:
     headers = {}
-    if request.app.state.settings.basic_credentials:
+    if settings_of(request).basic_credentials:
         headers["WWW-Authenticate"] = 'Basic realm="cws-admin"'
     else:
         headers["WWW-Authenticate"] = "Bearer"
     return ProblemError(401, "unauthenticated", "authentication required", headers=headers)
 
 
-def require_roles(*roles: str) -> Callable[..., Any]:
+def require_roles(*roles: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
         _bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),

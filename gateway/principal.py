@@ -8,13 +8,12 @@ from dataclasses import dataclass, replace
 
 from starlette.requests import HTTPConnection
 
+from gateway.resources import settings_of
 from libs.common.context import AuthMethod, RequestContext
 
 JWT = AuthMethod.Value("AUTH_METHOD_JWT")
 BASIC = AuthMethod.Value("AUTH_METHOD_BASIC")
 ANONYMOUS = AuthMethod.Value("AUTH_METHOD_ANONYMOUS")
-
-ROLE_RANK = {"VIEWER": 1, "FINANCE": 2, "DISPATCHER": 2, "ADMIN": 3, "OWNER": 4}
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ def principal_of(conn: HTTPConnection) -> Principal | None:
 
 
 def public_org_of(conn: HTTPConnection) -> str:
-    settings = conn.app.state.settings
+    settings = settings_of(conn)
     test_org = conn.headers.get("x-test-org", "")
     if test_org and settings.test_org_header_allowed:
         try:

@@ -66,6 +66,7 @@ class ProblemError(Exception):
         *,
         errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        grpc_code: grpc.StatusCode | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -73,6 +74,8 @@ class ProblemError(Exception):
         self.detail = detail
         self.errors = errors
         self.headers = headers
+        # The status a service answered with, when this error stands for a failed call.
+        self.grpc_code = grpc_code
 
 
 def uuid_param(value: str, field: str) -> str:
@@ -107,6 +110,12 @@ REASON_STATUS = {"signup_disabled": 403}
 
 
 def from_grpc(error: grpc.aio.AioRpcError, service: str) -> ProblemError:
+    problem = _problem_of(error, service)
+    problem.grpc_code = error.code()
+    return problem
+
+
+def _problem_of(error: grpc.aio.AioRpcError, service: str) -> ProblemError:
     decoded = rich_status.decode(error)
     if decoded.reason.startswith("context_"):
         # The service refused the gateway's own signature: a deployment fault, not the caller's.

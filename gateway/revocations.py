@@ -10,13 +10,26 @@ import time
 from datetime import timedelta
 
 from cws.iam.v1 import events_pb2
+from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
 from libs.common.bus import EventBus, follow_subject
+from libs.common.event_types import Event
 from libs.common.logs import get_logger
 
 log = get_logger(__name__)
-SUBJECT = "cws.iam.session.revoked"
+
+# Consumed: IAM's declaration (services/iam/events.py), repeated here as the gateway imports no service.
+IAM_SESSION_REVOKED = Event(
+    "cws.iam.session.revoked",
+    events_pb2.SessionRevoked,
+    doc="sessions ended (logout, reset, MFA change, refresh-token reuse): their access tokens stop working",
+)
+# What the gateway does with it, for proto/EVENTS.md (tools/events_catalogue.py).
+FEED_DOC = (
+    "in-memory revocation cache of every replica: an ordered consumer replaying the last access-token "
+    "lifetime after each (re)connect"
+)
 
 
 class RevokedSessions:
@@ -42,10 +55,13 @@ class RevokedSessions:
         self._revoked[session_id] = time.monotonic() + self.keep_seconds
 
     async def _on_message(self, message: Msg) -> None:
+        """A message that is no SessionRevoked can never become one: it is logged and skipped, so
+        it cannot stop the feed. Any other error propagates to `follow_subject`, which subscribes
+        again from the window start, so the revocation is replayed rather than lost."""
         try:
-            event = events_pb2.SessionRevoked.FromString(message.data)
-        except Exception:  # a malformed event must not stop the feed
-            log.warning("bad_revocation_event", subject=message.subject)
+            event = IAM_SESSION_REVOKED.decode(message.data)
+        except DecodeError as error:
+            log.warning("bad_revocation_event", subject=message.subject, error=str(error))
             return
         for session_id in event.session_ids:
             self.add(session_id)
@@ -53,7 +69,11 @@ class RevokedSessions:
     async def run(self) -> None:
         await asyncio.gather(
             follow_subject(
-                self.bus, SUBJECT, timedelta(seconds=self.keep_seconds), self._on_message, self._set_fed
+                self.bus,
+                IAM_SESSION_REVOKED.subject,
+                timedelta(seconds=self.keep_seconds),
+                self._on_message,
+                self._set_fed,
             ),
             self._expire(),
         )

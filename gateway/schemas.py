@@ -128,21 +128,6 @@ class BreakGlassOut(BaseModel):
     session_id: str
 
 
-class AuditLogOut(BaseModel):
-    id: str
-    actor: str
-    role: str
-    action: str
-    resource_type: str
-    resource_id: str
-    before: dict | None
-    after: dict | None
-    request_id: str
-    break_glass_reason: str | None
-    break_glass_session_id: str | None
-    created_at: datetime | None
-
-
 class ProfileOut(BaseModel):
     username: str
     role: str

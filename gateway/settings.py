@@ -10,14 +10,16 @@ from functools import cached_property
 
 from pydantic import field_validator, model_validator
 
+from libs.common.roles import Role
 from libs.common.settings import PLACEHOLDER_SECRETS, CommonSettings, CsvList, parse_networks, split_csv
 
+# The legacy Basic Auth pairs (<name>_BASIC_USERNAME/PASSWORD) and the role each signs in as.
 BASIC_ROLES = (
-    ("owner", "OWNER"),
-    ("admin", "ADMIN"),
-    ("dispatcher", "DISPATCHER"),
-    ("accountant", "FINANCE"),
-    ("viewer", "VIEWER"),
+    ("owner", Role.OWNER),
+    ("admin", Role.ADMIN),
+    ("dispatcher", Role.DISPATCHER),
+    ("accountant", Role.FINANCE),
+    ("viewer", Role.VIEWER),
 )
 MIN_BASIC_PASSWORD = 12
 

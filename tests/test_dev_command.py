@@ -15,7 +15,7 @@ import httpx
 
 from tools.dev import SERVICES
 from tools.devstack import ROOT, free_port
-from tools.processes import DEV_SECRETS
+from tools.processes import DEV_SECRETS, wait_until
 
 
 def _free_ports() -> dict[str, str]:
@@ -136,13 +136,13 @@ def _seed_004_jobs_steps(base: str, env: dict[str, str]) -> None:
     assert "job_complete" in once.stdout + once.stderr
 
     # Heartbeat: the scheduler started by make dev (JOBS_ENABLED=true) keeps /readyz's jobs check green.
-    deadline = time.monotonic() + 30
-    while True:
-        ready = httpx.get(f"{base}/readyz", timeout=10)
-        jobs = ready.json()["jobs"]
-        if jobs.get("ok") or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    wait_until(
+        lambda: httpx.get(f"{base}/readyz", timeout=10).json()["jobs"].get("ok"),
+        timeout=30,
+        what="the jobs check of /readyz to turn green",
+    )
+    ready = httpx.get(f"{base}/readyz", timeout=10)
+    jobs = ready.json()["jobs"]
     assert ready.status_code == 200, ready.text
     assert jobs["ok"] is True and jobs["enabled"] is True, jobs
     assert jobs["age_seconds"] < 180, jobs

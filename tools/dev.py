@@ -136,10 +136,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        for proc in services:
-            proc.start()
-        for proc in services:
-            proc.wait_ready()
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_ready()
         gateway.start().wait_ready()
         print(
             f"""

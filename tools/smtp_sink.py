@@ -119,6 +119,8 @@ class SmtpSink:
             return len(self.messages)
 
     def wait_for(self, address: str, count: int = 1, timeout: float = 15.0) -> list[Received]:
+        """Block until `count` messages to `address` are in: for sync tests. Async tests await
+        `delivered`, which lets the event loop run meanwhile."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.to(address)
@@ -126,6 +128,17 @@ class SmtpSink:
                 return found
             time.sleep(0.05)
         raise AssertionError(f"expected {count} message(s) to {address}, got {len(self.to(address))}")
+
+    async def delivered(self, address: str, count: int = 1, timeout: float = 15.0) -> list[Received]:
+        """The messages to `address` once there are at least `count` of them (`wait_for` for async tests)."""
+        from tools.testkit import eventually  # test support; the sink's own process never needs it
+
+        def enough() -> list[Received]:
+            found = self.to(address)
+            assert len(found) >= count, f"{len(found)} so far"
+            return found
+
+        return await eventually(enough, timeout=timeout, message=f"{count} message(s) to {address}")
 
 
 @dataclass

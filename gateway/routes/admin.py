@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from cws.common.v1 import ops_pb2
 from cws.iam.v1 import iam_pb2
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
+from google.protobuf.json_format import MessageToDict
 
-from gateway.deps import MANAGERS, STAFF, require_roles
+from gateway.deps import require_roles
 from gateway.principal import BASIC, Principal
+from gateway.problems import ProblemError
+from gateway.resources import Settings
 from gateway.routes import convert
 from gateway.schemas import BreakGlassIn, BreakGlassOut, ProfileOut
+from gateway.stubs import AllBackends, Iam
+from libs.common.roles import MANAGERS, STAFF
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -92,9 +99,8 @@ async def profile(principal: Principal = Depends(require_roles(*STAFF))) -> dict
 
 @router.get("/config", summary="Whitelisted operational settings, secrets redacted")
 async def config(
-    request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+    settings: Settings, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, Any]:
-    settings = request.app.state.settings
     snapshot: dict[str, Any] = {}
     for key in CONFIG_KEYS:
         value = getattr(settings, key, None)
@@ -106,22 +112,43 @@ async def config(
     return {"config": snapshot}
 
 
+# Flags a service acts on are asked of that service (its FEATURE_FLAGS, over OpsService), so the
+# answer is what the service does, not what the gateway's own environment happens to say.
+SERVICE_FLAGS = {
+    "iam": ("signup_enabled",),
+    "booking": ("deposits_enabled",),
+    "notify": ("export_mode",),
+    "jobs": ("jobs_enabled",),
+}
+
+
 @router.get("/feature-flags", summary="Runtime feature flags")
 async def feature_flags(
-    request: Request, principal: Principal = Depends(require_roles(*STAFF))
+    settings: Settings, backends: AllBackends, principal: Principal = Depends(require_roles(*STAFF))
 ) -> dict[str, Any]:
-    settings = request.app.state.settings
-    return {
-        "deposits_enabled": settings.deposits_enabled,
-        "export_mode": settings.export_mode,
+    flags: dict[str, Any] = {
         "strict_policy_mode": settings.strict_policy_mode,
         "captcha_mode": settings.captcha_mode,
         "admin_read_only": settings.admin_read_only,
         "admin_mfa_required": settings.admin_mfa_required,
         "legacy_basic_auth_enabled": settings.basic_auth_enabled,
-        "signup_enabled": settings.signup_enabled,
-        "jobs_enabled": settings.jobs_enabled,
     }
+    owners = [b for b in backends.all() if b.name in SERVICE_FLAGS]
+    answers = await asyncio.gather(
+        *(b.signed_ops.GetFeatureFlags(ops_pb2.GetFeatureFlagsRequest(), timeout=2) for b in owners),
+        return_exceptions=True,
+    )
+    unavailable = []
+    for backend, answer in zip(owners, answers, strict=True):
+        if isinstance(answer, ProblemError):  # that service is down or slow: say so, answer the rest
+            unavailable.append(backend.name)
+            flags.update(dict.fromkeys(SERVICE_FLAGS[backend.name]))
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            flags.update(MessageToDict(answer.flags))
+    flags["unavailable"] = unavailable
+    return flags
 
 
 @router.post(
@@ -131,12 +158,10 @@ async def feature_flags(
     summary="Mint a one-time, org-scoped token that allows writes during ADMIN_READ_ONLY",
 )
 async def start_break_glass(
-    body: BreakGlassIn, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+    body: BreakGlassIn, iam: Iam, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, Any]:
-    response = await request.app.state.backends.iam.call(
-        request,
-        "StartBreakGlass",
-        iam_pb2.StartBreakGlassRequest(reason=body.reason, ttl_minutes=body.ttl_minutes),
+    response = await iam.StartBreakGlass(
+        iam_pb2.StartBreakGlassRequest(reason=body.reason, ttl_minutes=body.ttl_minutes)
     )
     return {
         "token": response.token,
@@ -147,13 +172,13 @@ async def start_break_glass(
 
 @router.get("/audit-logs", summary="The org's admin audit log, newest first")
 async def audit_logs(
-    request: Request,
+    iam: Iam,
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0, le=1_000_000),
     action: str = Query("", max_length=100),
     principal: Principal = Depends(require_roles(*MANAGERS)),
 ) -> list[dict[str, Any]]:
-    response = await request.app.state.backends.iam.call(
-        request, "ListAuditLogs", iam_pb2.ListAuditLogsRequest(limit=limit, offset=offset, action=action)
+    response = await iam.ListAuditLogs(
+        iam_pb2.ListAuditLogsRequest(limit=limit, offset=offset, action=action)
     )
     return [convert.audit(entry) for entry in response.entries]

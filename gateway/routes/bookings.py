@@ -2,68 +2,53 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from cws.booking.v1 import booking_pb2
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import ORJSONResponse
-from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import AwareDatetime
 
-from gateway.deps import MANAGERS, STAFF, require_roles
+from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.routes import convert
 from gateway.schemas import BookingIn, CancelIn, RescheduleIn
+from gateway.stubs import Booking, BookingStub
+from libs.common.roles import DISPATCH, MANAGERS, STAFF
 
 router = APIRouter(prefix="/v1/admin", tags=["bookings"])
-DISPATCH = ("OWNER", "ADMIN", "DISPATCHER")
-
-
-def ts(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _booking(request: Request) -> Any:
-    return request.app.state.backends.booking
 
 
 @router.get("/leads", summary="Leads of your org, newest first")
 async def list_leads(
-    request: Request,
+    booking: Booking,
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0),
     principal: Principal = Depends(require_roles(*STAFF)),
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request, "ListLeads", booking_pb2.ListLeadsRequest(limit=limit, offset=offset)
-    )
+    response = await booking.ListLeads(booking_pb2.ListLeadsRequest(limit=limit, offset=offset))
     return {"leads": [convert.lead(lead) for lead in response.leads], "total": response.total}
 
 
 @router.get("/leads/{lead_id}", summary="One lead with its estimate snapshot")
 async def get_lead(
-    lead_id: str, request: Request, principal: Principal = Depends(require_roles(*STAFF))
+    lead_id: str, booking: Booking, principal: Principal = Depends(require_roles(*STAFF))
 ) -> dict[str, Any]:
-    response = await _booking(request).call(request, "GetLead", booking_pb2.GetLeadRequest(lead_id=lead_id))
+    response = await booking.GetLead(booking_pb2.GetLeadRequest(lead_id=lead_id))
     return convert.lead(response.lead)
 
 
 @router.post("/bookings", status_code=201, summary="Create a booking, from a lead or by hand")
 async def create_booking(
     body: BookingIn,
-    request: Request,
+    booking: Booking,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
     principal: Principal = Depends(require_roles(*DISPATCH)),
 ) -> ORJSONResponse:
-    response = await _booking(request).call(
-        request,
-        "CreateBooking",
+    response = await booking.CreateBooking(
         booking_pb2.CreateBookingRequest(
             lead_id=body.lead_id or "",
-            starts_at=ts(body.starts_at),
+            starts_at=convert.timestamp(body.starts_at, "starts_at"),
             duration_minutes=body.duration_minutes,
             client_name=body.client_name,
             client_email=body.client_email,
@@ -76,7 +61,7 @@ async def create_booking(
             notes=body.notes,
             idempotency_key=idempotency_key or "",
             deposit_required=body.deposit_required,
-        ),
+        )
     )
     headers = {"Idempotent-Replayed": "true"} if response.replayed else None
     return ORJSONResponse(convert.booking(response.booking), status_code=201, headers=headers)
@@ -84,7 +69,7 @@ async def create_booking(
 
 @router.get("/bookings", summary="Bookings in a window, by status")
 async def list_bookings(
-    request: Request,
+    booking: Booking,
     status: str = Query("", max_length=20),
     from_: AwareDatetime | None = Query(None, alias="from"),
     to: AwareDatetime | None = Query(None),
@@ -94,20 +79,18 @@ async def list_bookings(
 ) -> dict[str, Any]:
     message = booking_pb2.ListBookingsRequest(status=status, limit=limit, offset=offset)
     if from_:
-        message.from_time.CopyFrom(ts(from_))
+        message.from_time.CopyFrom(convert.timestamp(from_, "from"))
     if to:
-        message.to_time.CopyFrom(ts(to))
-    response = await _booking(request).call(request, "ListBookings", message)
+        message.to_time.CopyFrom(convert.timestamp(to, "to"))
+    response = await booking.ListBookings(message)
     return {"bookings": [convert.booking(b) for b in response.bookings], "total": response.total}
 
 
 @router.get("/bookings/{booking_id}", summary="One booking, times in UTC and in the org's time zone")
 async def get_booking(
-    booking_id: str, request: Request, principal: Principal = Depends(require_roles(*STAFF))
+    booking_id: str, booking: Booking, principal: Principal = Depends(require_roles(*STAFF))
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request, "GetBooking", booking_pb2.GetBookingRequest(booking_id=booking_id)
-    )
+    response = await booking.GetBooking(booking_pb2.GetBookingRequest(booking_id=booking_id))
     return convert.booking(response.booking)
 
 
@@ -115,24 +98,22 @@ async def get_booking(
 async def reschedule(
     booking_id: str,
     body: RescheduleIn,
-    request: Request,
+    booking: Booking,
     principal: Principal = Depends(require_roles(*DISPATCH)),
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request,
-        "RescheduleBooking",
+    response = await booking.RescheduleBooking(
         booking_pb2.RescheduleBookingRequest(
-            booking_id=booking_id, starts_at=ts(body.starts_at), duration_minutes=body.duration_minutes
-        ),
+            booking_id=booking_id,
+            starts_at=convert.timestamp(body.starts_at, "starts_at"),
+            duration_minutes=body.duration_minutes,
+        )
     )
     return convert.booking(response.booking)
 
 
-async def _transition(request: Request, booking_id: str, action: str, reason: str = "") -> dict[str, Any]:
-    response = await _booking(request).call(
-        request,
-        "TransitionBooking",
-        booking_pb2.TransitionBookingRequest(booking_id=booking_id, action=action, reason=reason),
+async def _transition(booking: BookingStub, booking_id: str, action: str, reason: str = "") -> dict[str, Any]:
+    response = await booking.TransitionBooking(
+        booking_pb2.TransitionBookingRequest(booking_id=booking_id, action=action, reason=reason)
     )
     result = convert.booking(response.booking)
     if response.nps_token:
@@ -144,9 +125,9 @@ def _add_transition_route(path: str, action: str, summary: str) -> None:
     """One explicit route per action: no catch-all segment to shadow other booking routes."""
 
     async def endpoint(
-        booking_id: str, request: Request, principal: Principal = Depends(require_roles(*DISPATCH))
+        booking_id: str, booking: Booking, principal: Principal = Depends(require_roles(*DISPATCH))
     ) -> dict[str, Any]:
-        return await _transition(request, booking_id, action)
+        return await _transition(booking, booking_id, action)
 
     endpoint.__name__ = f"booking_{action}"
     router.add_api_route(f"/bookings/{{booking_id}}/{path}", endpoint, methods=["POST"], summary=summary)
@@ -164,18 +145,16 @@ for _path, _action, _summary in (
 @router.post("/bookings/{booking_id}/cancel", summary="pending or confirmed → cancelled, with a reason")
 async def cancel(
     booking_id: str,
-    request: Request,
+    booking: Booking,
     body: CancelIn | None = None,
     principal: Principal = Depends(require_roles(*DISPATCH)),
 ) -> dict[str, Any]:
-    return await _transition(request, booking_id, "cancel", body.reason if body else "")
+    return await _transition(booking, booking_id, "cancel", body.reason if body else "")
 
 
 @router.post("/cleanup", status_code=202, summary='Remove stale pending bookings: {"deleted": n}')
 async def cleanup(
-    request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+    booking: Booking, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, int]:
-    response = await _booking(request).call(
-        request, "CleanupPendingBookings", booking_pb2.CleanupPendingBookingsRequest()
-    )
+    response = await booking.CleanupPendingBookings(booking_pb2.CleanupPendingBookingsRequest())
     return {"deleted": response.deleted}

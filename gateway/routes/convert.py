@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cws.booking.v1 import booking_pb2
 from cws.iam.v1 import iam_pb2
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.problems import ProblemError
+from libs.common.convert import to_ts
 
 
 def tokens(message: iam_pb2.Tokens) -> dict[str, Any]:
@@ -56,9 +62,9 @@ def audit(entry: iam_pb2.AuditLog) -> dict[str, Any]:
     }
 
 
-def optional_time(message: Any, name: str) -> str | None:
+def optional_time(message: Message, name: str) -> str | None:
     """A Timestamp field as RFC 3339, or None when the service left it unset."""
-    stamp = getattr(message, name)
+    stamp: Timestamp = getattr(message, name)
     return stamp.ToJsonString() if message.HasField(name) and (stamp.seconds or stamp.nanos) else None
 
 
@@ -66,7 +72,7 @@ def cents_to_amount(cents: int) -> float:
     return round(cents / 100, 2)
 
 
-def estimate(message: Any) -> dict[str, Any]:
+def estimate(message: booking_pb2.EstimateResponse) -> dict[str, Any]:
     return {
         "pricing_config_id": message.pricing_config_id,
         "pricing_config_version": message.pricing_config_version,
@@ -88,7 +94,7 @@ def estimate(message: Any) -> dict[str, Any]:
     }
 
 
-def lead(message: Any) -> dict[str, Any]:
+def lead(message: booking_pb2.Lead) -> dict[str, Any]:
     return {
         "lead_id": message.id,
         "name": message.name,
@@ -107,11 +113,11 @@ def lead(message: Any) -> dict[str, Any]:
     }
 
 
-def _local(stamp: Any, time_zone: str) -> str:
+def _local(stamp: Timestamp, time_zone: str) -> str:
     return stamp.ToDatetime(tzinfo=UTC).astimezone(ZoneInfo(time_zone or "UTC")).isoformat()
 
 
-def booking(message: Any) -> dict[str, Any]:
+def booking(message: booking_pb2.Booking) -> dict[str, Any]:
     return {
         "id": message.id,
         "lead_id": message.lead_id or None,
@@ -140,3 +146,17 @@ def booking(message: Any) -> dict[str, Any]:
         "cancel_reason": message.cancel_reason or None,
         "created_at": message.created_at.ToJsonString(),
     }
+
+
+def timestamp(value: datetime, field: str) -> Timestamp:
+    """`to_ts`, with a date a Timestamp cannot hold (or that overflows on the way to UTC) refused as
+    422 naming the field."""
+    try:
+        return to_ts(value)
+    except (OverflowError, ValueError):
+        raise ProblemError(
+            422,
+            "validation_error",
+            f"{field} is out of range",
+            errors=[{"field": field, "message": "out of range"}],
+        ) from None

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
-import grpc
 from cws.jobs.v1 import jobs_pb2
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import ORJSONResponse, Response
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.principal import context_for
+from gateway.clients import Backends
 from gateway.problems import ProblemError
-from gateway.settings import constant_time_equals
+from gateway.resources import Bus, Revocations, Settings
+from gateway.settings import GatewaySettings, constant_time_equals
+from gateway.stubs import Jobs, JobsStub, backends_of
 
 router = APIRouter(tags=["health"])
 
 # /readyz answers within its own budget even when the jobs service hangs.
 JOBS_CHECK_TIMEOUT = 2.0
+# Readiness probes every service itself (health and ops, no context), not only its stub.
+AllBackends = Annotated[Backends, Depends(backends_of)]
 
 
 @router.get("/healthz", summary="Liveness")
@@ -39,12 +42,14 @@ def _merge(name: str, reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 @router.get("/readyz", summary="Readiness: every service's database, migrations and health; job heartbeat")
-async def readyz(request: Request) -> Response:
+async def readyz(
+    all_backends: AllBackends, jobs_stub: Jobs, settings: Settings, bus: Bus, revoked: Revocations
+) -> Response:
     started = time.perf_counter()
-    backends = request.app.state.backends.all()
+    backends = all_backends.all()
     # The heartbeat is asked beside the services' own checks, not after them.
     results, jobs = await asyncio.gather(
-        asyncio.gather(*(b.readiness() for b in backends)), _jobs_check(request)
+        asyncio.gather(*(b.readiness() for b in backends)), _jobs_check(jobs_stub, settings)
     )
     reports = dict(zip((b.name for b in backends), results, strict=True))
     elapsed = round((time.perf_counter() - started) * 1000, 2)
@@ -59,8 +64,8 @@ async def readyz(request: Request) -> Response:
         "expected_head": ",".join(f"{s}:{v.get('expected_head', '')}" for s, v in versions.items()),
         "services": versions,
     }
-    nats_ok = request.app.state.bus.is_connected
-    feed_ok = request.app.state.revoked.live
+    nats_ok = bus.is_connected
+    feed_ok = revoked.live
     events_ok = nats_ok and feed_ok
     checks: list[dict[str, Any]] = [
         {
@@ -118,10 +123,9 @@ async def readyz(request: Request) -> Response:
     return ORJSONResponse(body, status_code=200 if ok else 503)
 
 
-async def _jobs_check(request: Request) -> dict[str, Any]:
+async def _jobs_check(jobs: JobsStub, settings: GatewaySettings) -> dict[str, Any]:
     """Seed 002: with JOBS_ENABLED or JOB_HEARTBEAT_REQUIRED, ready only while the freshest runner
     heartbeat (asked of the jobs service, aged by the database clock) is younger than the TTL."""
-    settings = request.app.state.settings
     enabled = settings.jobs_enabled or settings.job_heartbeat_required
     if not enabled:
         return {"ok": True, "enabled": False, "message": "job heartbeat check disabled"}
@@ -135,11 +139,10 @@ async def _jobs_check(request: Request) -> dict[str, Any]:
         "ttl_seconds": ttl,
     }
     try:
-        response = await request.app.state.backends.jobs.client.call(
-            "GetHeartbeat", jobs_pb2.GetHeartbeatRequest(), context_for(request), timeout=JOBS_CHECK_TIMEOUT
-        )
-    except grpc.aio.AioRpcError as error:
-        return {**report, "message": f"jobs service unreachable: {error.code().name}"}
+        response = await jobs.GetHeartbeat(jobs_pb2.GetHeartbeatRequest(), timeout=JOBS_CHECK_TIMEOUT)
+    except ProblemError as error:
+        code = error.grpc_code.name if error.grpc_code else "UNKNOWN"
+        return {**report, "message": f"jobs service unreachable: {code}"}
     if not response.found:
         return {**report, "message": "no job runner heartbeat recorded"}
     beat = response.heartbeat
@@ -158,8 +161,7 @@ async def _jobs_check(request: Request) -> dict[str, Any]:
     }
 
 
-def _metrics(request: Request) -> Response:
-    settings = request.app.state.settings
+def _metrics(request: Request, settings: GatewaySettings) -> Response:
     if not settings.metrics_enabled:
         raise ProblemError(404, "not_found", "metrics are disabled (METRICS_ENABLED=false)")
     if settings.metrics_token:
@@ -175,10 +177,10 @@ def _metrics(request: Request) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics (METRICS_TOKEN bearer)", include_in_schema=True)
-async def metrics(request: Request) -> Response:
-    return _metrics(request)
+async def metrics(request: Request, settings: Settings) -> Response:
+    return _metrics(request, settings)
 
 
 @router.get("/v1/metrics", summary="Prometheus metrics (METRICS_TOKEN bearer)")
-async def v1_metrics(request: Request) -> Response:
-    return _metrics(request)
+async def v1_metrics(request: Request, settings: Settings) -> Response:
+    return _metrics(request, settings)

@@ -5,27 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from cws.iam.v1 import iam_pb2
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
-from gateway.deps import MANAGERS, require_roles
+from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.problems import uuid_param
 from gateway.routes import convert
 from gateway.schemas import CreateUserIn, RevokedOut, UsersOut, UserWithPasswordOut
+from gateway.stubs import Iam
+from libs.common.roles import MANAGERS
 
 router = APIRouter(prefix="/v1/iam/users", tags=["iam"])
 
 
 @router.get("", response_model=UsersOut, summary="List the users of your org")
 async def list_users(
-    request: Request,
+    iam: Iam,
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0, le=1_000_000),
     principal: Principal = Depends(require_roles(*MANAGERS)),
 ) -> dict[str, Any]:
-    response = await request.app.state.backends.iam.call(
-        request, "ListUsers", iam_pb2.ListUsersRequest(limit=limit, offset=offset)
-    )
+    response = await iam.ListUsers(iam_pb2.ListUsersRequest(limit=limit, offset=offset))
     return {"users": [convert.user(u) for u in response.users], "total": response.total}
 
 
@@ -36,12 +36,10 @@ async def list_users(
     summary="Create a user; the temporary password is shown once",
 )
 async def create_user(
-    body: CreateUserIn, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+    body: CreateUserIn, iam: Iam, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, Any]:
-    response = await request.app.state.backends.iam.call(
-        request,
-        "CreateUser",
-        iam_pb2.CreateUserRequest(email=body.email, full_name=body.full_name, role=body.role),
+    response = await iam.CreateUser(
+        iam_pb2.CreateUserRequest(email=body.email, full_name=body.full_name, role=body.role)
     )
     return {"user": convert.user(response.user), "temp_password": response.temp_password}
 
@@ -52,19 +50,17 @@ async def create_user(
     summary="Issue a new temporary password (shown once) and end the user's sessions",
 )
 async def reset_password(
-    user_id: str, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+    user_id: str, iam: Iam, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, Any]:
-    response = await request.app.state.backends.iam.call(
-        request, "ResetUserPassword", iam_pb2.ResetUserPasswordRequest(user_id=uuid_param(user_id, "user_id"))
+    response = await iam.ResetUserPassword(
+        iam_pb2.ResetUserPasswordRequest(user_id=uuid_param(user_id, "user_id"))
     )
     return {"user": convert.user(response.user), "temp_password": response.temp_password}
 
 
 @router.post("/{user_id}/logout", response_model=RevokedOut, summary="Revoke every session of a user")
 async def logout_user(
-    user_id: str, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+    user_id: str, iam: Iam, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, Any]:
-    response = await request.app.state.backends.iam.call(
-        request, "LogoutUser", iam_pb2.LogoutUserRequest(user_id=uuid_param(user_id, "user_id"))
-    )
+    response = await iam.LogoutUser(iam_pb2.LogoutUserRequest(user_id=uuid_param(user_id, "user_id")))
     return {"revoked_sessions": response.revoked_sessions}

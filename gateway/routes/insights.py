@@ -4,20 +4,22 @@ Analytics answers are aggregates: no comments, names or emails."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from cws.booking.v1 import booking_pb2
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import ORJSONResponse
 from pydantic import AwareDatetime, Field
 
 from gateway.deps import require_roles
 from gateway.principal import Principal
-from gateway.routes.bookings import ts
+from gateway.routes import convert
 from gateway.schemas import Strict
+from gateway.stubs import Booking
+from libs.common.roles import ANALYSTS
 
 router = APIRouter(tags=["insights"])
-ANALYSTS = ("OWNER", "ADMIN", "FINANCE")
 
 
 class NpsIn(Strict):
@@ -25,15 +27,11 @@ class NpsIn(Strict):
     comment: Annotated[str, Field(max_length=2000)] = ""
 
 
-def _booking(request: Request) -> Any:
-    return request.app.state.backends.booking
-
-
 def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 1) if whole else 0.0
 
 
-def _trend(points: Any) -> list[dict[str, Any]]:
+def _trend(points: Iterable[booking_pb2.NpsTrendPoint]) -> list[dict[str, Any]]:
     return [
         {"period": p.period, "responses": p.responses, "average_score": round(p.average_score, 2)}
         for p in points
@@ -42,13 +40,9 @@ def _trend(points: Any) -> list[dict[str, Any]]:
 
 @router.post("/v1/public/nps/{token}", status_code=201, summary="Answer an NPS survey (one use per token)")
 async def submit_nps(
-    token: Annotated[str, Path(min_length=1, max_length=200)], body: NpsIn, request: Request
+    token: Annotated[str, Path(min_length=1, max_length=200)], body: NpsIn, booking: Booking
 ) -> ORJSONResponse:
-    await _booking(request).call(
-        request,
-        "SubmitNps",
-        booking_pb2.SubmitNpsRequest(token=token, score=body.score, comment=body.comment),
-    )
+    await booking.SubmitNps(booking_pb2.SubmitNpsRequest(token=token, score=body.score, comment=body.comment))
     # The token is a credential in the URL: nothing about this answer should be cached.
     return ORJSONResponse({"status": "recorded"}, status_code=201, headers={"Cache-Control": "no-store"})
 
@@ -58,17 +52,17 @@ async def submit_nps(
     summary="NPS distribution and weekly/monthly average trends (org time zone); aggregates only",
 )
 async def nps_analytics(
-    request: Request,
+    booking: Booking,
     from_: AwareDatetime | None = Query(None, alias="from", description="Default: a year before `to`"),
     to: AwareDatetime | None = Query(None, description="Default: now"),
     principal: Principal = Depends(require_roles(*ANALYSTS)),
 ) -> dict[str, Any]:
     message = booking_pb2.NpsAnalyticsRequest()
     if from_:
-        message.from_time.CopyFrom(ts(from_))
+        message.from_time.CopyFrom(convert.timestamp(from_, "from"))
     if to:
-        message.to_time.CopyFrom(ts(to))
-    found = await _booking(request).call(request, "NpsAnalytics", message)
+        message.to_time.CopyFrom(convert.timestamp(to, "to"))
+    found = await booking.NpsAnalytics(message)
     return {
         "responses": found.responses,
         "promoters": found.promoters,
@@ -88,13 +82,11 @@ async def nps_analytics(
     summary="Customers by first-booking month, with repeat counts and rates; aggregates only",
 )
 async def cohort_analytics(
-    request: Request,
+    booking: Booking,
     months: int = Query(12, ge=1, le=60, description="How many months back, this one included"),
     principal: Principal = Depends(require_roles(*ANALYSTS)),
 ) -> dict[str, Any]:
-    found = await _booking(request).call(
-        request, "CohortAnalytics", booking_pb2.CohortAnalyticsRequest(months=months)
-    )
+    found = await booking.CohortAnalytics(booking_pb2.CohortAnalyticsRequest(months=months))
     return {
         "months": months,
         "cohorts": [

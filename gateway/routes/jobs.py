@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from cws.jobs.v1 import jobs_pb2
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
-from gateway.deps import MANAGERS, require_roles
+from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.routes.convert import optional_time
+from gateway.stubs import Jobs
+from libs.common.roles import MANAGERS
 
 router = APIRouter(prefix="/v1/admin", tags=["jobs"])
 
@@ -43,10 +45,8 @@ def _heartbeat(beat: jobs_pb2.Heartbeat) -> dict[str, Any]:
 @router.get(
     "/jobs/status", summary="Every scheduled job's last runs, failures and errors, and runner heartbeats"
 )
-async def jobs_status(
-    request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
-) -> dict[str, Any]:
-    response = await request.app.state.backends.jobs.call(request, "GetStatus", jobs_pb2.GetStatusRequest())
+async def jobs_status(jobs: Jobs, principal: Principal = Depends(require_roles(*MANAGERS))) -> dict[str, Any]:
+    response = await jobs.GetStatus(jobs_pb2.GetStatusRequest())
     return {
         "jobs": [_job(job) for job in response.jobs],
         "heartbeats": [_heartbeat(beat) for beat in response.heartbeats],

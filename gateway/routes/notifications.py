@@ -11,14 +11,16 @@ from typing import Annotated, Any, Literal
 
 from cws.booking.v1 import booking_pb2
 from cws.notify.v1 import notify_pb2
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import ORJSONResponse
 from pydantic import Field
 
-from gateway.deps import MANAGERS, STAFF, require_roles
+from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.routes.convert import optional_time
 from gateway.schemas import Email, Strict
+from gateway.stubs import Booking, Notify
+from libs.common.roles import MANAGERS, STAFF
 
 router = APIRouter(prefix="/v1/admin", tags=["notifications"])
 
@@ -41,10 +43,6 @@ class ModuleIn(Strict):
     enabled: bool
 
 
-def _notify(request: Request) -> Any:
-    return request.app.state.backends.notify
-
-
 def digest_view(message: notify_pb2.DigestSetting) -> dict[str, Any]:
     return {
         "digest_key": message.digest_key,
@@ -61,14 +59,12 @@ def digest_view(message: notify_pb2.DigestSetting) -> dict[str, Any]:
     summary="Enqueue reminders for upcoming confirmed bookings; answers the counts",
 )
 async def email_scan(
-    request: Request,
+    notify: Notify,
     body: EmailScanIn | None = None,
     principal: Principal = Depends(require_roles(*MANAGERS)),
 ) -> ORJSONResponse:
     window = body.window_hours if body and body.window_hours else 0
-    response = await _notify(request).call(
-        request, "ScanReminders", notify_pb2.ScanRemindersRequest(window_hours=window)
-    )
+    response = await notify.ScanReminders(notify_pb2.ScanRemindersRequest(window_hours=window))
     return ORJSONResponse(
         {
             "scanned": response.scanned,
@@ -84,24 +80,20 @@ async def email_scan(
     "/retention/cleanup", summary='Delete data past its RETENTION_* age in every service: {"deleted": n}'
 )
 async def retention_cleanup(
-    request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+    booking: Booking, notify: Notify, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, int]:
-    booking, notify = await asyncio.gather(
-        request.app.state.backends.booking.call(
-            request, "RetentionCleanup", booking_pb2.RetentionCleanupRequest()
-        ),
-        _notify(request).call(request, "RetentionCleanup", notify_pb2.RetentionCleanupRequest()),
+    in_booking, in_notify = await asyncio.gather(
+        booking.RetentionCleanup(booking_pb2.RetentionCleanupRequest()),
+        notify.RetentionCleanup(notify_pb2.RetentionCleanupRequest()),
     )
-    return {"deleted": booking.deleted + notify.deleted}
+    return {"deleted": in_booking.deleted + in_notify.deleted}
 
 
 @router.get("/notifications/digests", summary="The org's digests and whether the notifications module is on")
 async def get_digests(
-    request: Request, principal: Principal = Depends(require_roles(*STAFF))
+    notify: Notify, principal: Principal = Depends(require_roles(*STAFF))
 ) -> dict[str, Any]:
-    response = await _notify(request).call(
-        request, "GetDigestSettings", notify_pb2.GetDigestSettingsRequest()
-    )
+    response = await notify.GetDigestSettings(notify_pb2.GetDigestSettingsRequest())
     return {
         "module_enabled": response.module_enabled,
         "digests": [digest_view(d) for d in response.digests],
@@ -112,12 +104,10 @@ async def get_digests(
 async def put_digest(
     digest_key: DigestKey,
     body: DigestIn,
-    request: Request,
+    notify: Notify,
     principal: Principal = Depends(require_roles(*MANAGERS)),
 ) -> dict[str, Any]:
-    response = await _notify(request).call(
-        request,
-        "UpdateDigestSetting",
+    response = await notify.UpdateDigestSetting(
         notify_pb2.UpdateDigestSettingRequest(
             digest=notify_pb2.DigestSetting(
                 digest_key=digest_key,
@@ -125,16 +115,16 @@ async def put_digest(
                 schedule=body.schedule,
                 recipients=body.recipients,
             )
-        ),
+        )
     )
     return digest_view(response.digest)
 
 
 @router.put("/notifications/module", summary="Turn the notifications module (digests) on or off")
 async def put_module(
-    body: ModuleIn, request: Request, principal: Principal = Depends(require_roles(*MANAGERS))
+    body: ModuleIn, notify: Notify, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, bool]:
-    response = await _notify(request).call(
-        request, "SetNotificationsModule", notify_pb2.SetNotificationsModuleRequest(enabled=body.enabled)
+    response = await notify.SetNotificationsModule(
+        notify_pb2.SetNotificationsModuleRequest(enabled=body.enabled)
     )
     return {"module_enabled": response.module_enabled}

@@ -32,13 +32,17 @@ from gateway.portal_auth import (
     verify_client_token,
     verify_worker_token,
 )
-from gateway.principal import ANONYMOUS, Principal
+from gateway.principal import ANONYMOUS, Principal, context_for
 from gateway.problems import ProblemError
+from gateway.resources import Settings
 from gateway.routes import convert
-from gateway.routes.bookings import ts
 from gateway.routes.public import org_key
 from gateway.schemas import Email, Strict
+from gateway.stubs import Booking, BookingStub, Iam
+from libs.common.convert import to_ts
+from libs.common.grpc_client import acting_as
 from libs.common.logs import get_logger
+from libs.common.roles import DISPATCH
 
 router = APIRouter(tags=["portals"])
 CLIENT_AUTH = "Send the `client_session` cookie set by /client/login/callback, or its token as a Bearer."
@@ -57,14 +61,6 @@ NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 class ClientLoginIn(Strict):
     email: Email
     org_key: Annotated[str, Field(max_length=64)] | None = None
-
-
-def _booking(request: Request) -> Any:
-    return request.app.state.backends.booking
-
-
-def _iam(request: Request) -> Any:
-    return request.app.state.backends.iam
 
 
 # What a client sees of their booking: no staff notes, cancel reasons (staff free text), staffing.
@@ -110,12 +106,12 @@ WORKER_FIELDS = (
 )
 
 
-def client_view(message: Any) -> dict[str, Any]:
+def client_view(message: booking_pb2.Booking) -> dict[str, Any]:
     full = convert.booking(message)
     return {key: full[key] for key in CLIENT_FIELDS}
 
 
-def worker_view(message: Any) -> dict[str, Any]:
+def worker_view(message: booking_pb2.Booking) -> dict[str, Any]:
     full = convert.booking(message)
     return {key: full[key] for key in WORKER_FIELDS}
 
@@ -129,38 +125,41 @@ def worker_view(message: Any) -> dict[str, Any]:
     summary="Ask for a magic link by email; always 202, whether or not the email is known",
 )
 async def request_client_login(
-    body: ClientLoginIn, request: Request, x_org_key: OrgKeyHeader = None
+    body: ClientLoginIn,
+    request: Request,
+    booking: Booking,
+    iam: Iam,
+    settings: Settings,
+    x_org_key: OrgKeyHeader = None,
 ) -> dict[str, str]:
     sent = {"status": "sent"}
-    key = (body.org_key or "").strip().lower() or org_key(request, x_org_key)
+    key = (body.org_key or "").strip().lower() or org_key(request, settings, x_org_key)
     org: Principal | None = None  # None: the public org (X-Test-Org in dev/test, else DEFAULT_ORG_ID)
     if key:
         try:
-            resolved = await _booking(request).call(
-                request, "ResolvePublicOrg", booking_pb2.ResolvePublicOrgRequest(org_key=key)
-            )
+            resolved = await booking.ResolvePublicOrg(booking_pb2.ResolvePublicOrgRequest(org_key=key))
         except ProblemError as error:
             if error.status != 404:
                 raise
             log.warning("client_login_unknown_org_key", org_key=key)
             return sent  # same answer as for any email: nothing to learn from it
         org = Principal(principal_id="", org_id=resolved.org_id, role="", auth_method=ANONYMOUS)
-    found = await _iam(request).call(
-        request, "RequestClientLogin", iam_pb2.RequestClientLoginRequest(email=body.email), org
-    )
+    # The magic link is issued in the org the key named, not the request's public org.
+    with acting_as(context_for(request, org)):
+        found = await iam.RequestClientLogin(iam_pb2.RequestClientLoginRequest(email=body.email))
     if found.token:  # only with CLIENT_MAGIC_LINK_IN_RESPONSE (dev/test)
         return {**sent, "magic_link": "/client/login/callback?" + urlencode({"token": found.token})}
     return sent
 
 
 @router.get("/client/login/callback", summary="Follow the magic link: sets the client_session cookie")
-async def client_login_callback(token: Token, request: Request) -> ORJSONResponse:
-    verified = await verify_client_token(request, token)
+async def client_login_callback(token: Token, iam: Iam, settings: Settings) -> ORJSONResponse:
+    verified = await verify_client_token(iam, token)
     response = ORJSONResponse(
         {"ok": True, "org_id": verified.principal.org_id, "email": verified.principal.principal_id},
         headers=NO_STORE,
     )
-    set_session_cookie(request, response, CLIENT_COOKIE, token, verified.expires_at)
+    set_session_cookie(settings, response, CLIENT_COOKIE, token, verified.expires_at)
     return response
 
 
@@ -170,7 +169,7 @@ async def client_login_callback(token: Token, request: Request) -> ORJSONRespons
     summary="The signed-in client's bookings (upcoming by default)",
 )
 async def client_bookings(
-    request: Request,
+    booking: Booking,
     include_past: bool = Query(False, description="Also list bookings that have ended"),
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0),
@@ -178,8 +177,8 @@ async def client_bookings(
 ) -> dict[str, Any]:
     message = booking_pb2.ListBookingsRequest(limit=limit, offset=offset)
     if not include_past:
-        message.from_time.CopyFrom(ts(datetime.now(UTC)))
-    response = await _booking(request).call(request, "ListBookings", message, client)
+        message.from_time.CopyFrom(to_ts(datetime.now(UTC)))
+    response = await booking.ListBookings(message)
     return {"bookings": [client_view(b) for b in response.bookings], "total": response.total}
 
 
@@ -190,12 +189,10 @@ async def client_bookings(
 )
 async def client_booking(
     booking_id: Id,
-    request: Request,
+    booking: Booking,
     client: Principal = Depends(require_client),
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request, "GetBooking", booking_pb2.GetBookingRequest(booking_id=booking_id), client
-    )
+    response = await booking.GetBooking(booking_pb2.GetBookingRequest(booking_id=booking_id))
     return client_view(response.booking)
 
 
@@ -208,13 +205,12 @@ async def client_booking(
 )
 async def worker_portal_link(
     worker_id: Id,
-    request: Request,
-    principal: Principal = Depends(require_roles("OWNER", "ADMIN", "DISPATCHER")),
+    booking: Booking,
+    iam: Iam,
+    principal: Principal = Depends(require_roles(*DISPATCH)),
 ) -> ORJSONResponse:
-    await _check_worker(request, worker_id)
-    issued = await _iam(request).call(
-        request, "IssueWorkerPortalToken", iam_pb2.IssueWorkerPortalTokenRequest(worker_id=worker_id)
-    )
+    await _check_worker(booking, worker_id)
+    issued = await iam.IssueWorkerPortalToken(iam_pb2.IssueWorkerPortalTokenRequest(worker_id=worker_id))
     return ORJSONResponse(
         {
             "token": issued.token,
@@ -225,7 +221,7 @@ async def worker_portal_link(
     )
 
 
-async def _check_worker(request: Request, worker_id: str) -> None:
+async def _check_worker(booking: BookingStub, worker_id: str) -> None:
     """IAM signs whatever id it is given; only booking knows the org's workers, so ask it first."""
     try:
         wanted = str(uuid.UUID(worker_id))
@@ -236,7 +232,7 @@ async def _check_worker(request: Request, worker_id: str) -> None:
             "the request is invalid; see errors",
             errors=[{"field": "worker_id", "message": "must be a UUID"}],
         ) from None
-    found = await _booking(request).call(request, "ListWorkers", booking_pb2.ListWorkersRequest())
+    found = await booking.ListWorkers(booking_pb2.ListWorkersRequest())
     worker = next((w for w in found.workers if w.id == wanted), None)
     if worker is None:
         raise ProblemError(404, "not_found", "worker not found")
@@ -245,13 +241,13 @@ async def _check_worker(request: Request, worker_id: str) -> None:
 
 
 @router.get("/worker/login/callback", summary="Follow the worker link: sets the worker_session cookie")
-async def worker_login_callback(token: Token, request: Request) -> ORJSONResponse:
-    verified = await verify_worker_token(request, token)
+async def worker_login_callback(token: Token, iam: Iam, settings: Settings) -> ORJSONResponse:
+    verified = await verify_worker_token(iam, token)
     response = ORJSONResponse(
         {"ok": True, "org_id": verified.principal.org_id, "worker_id": verified.principal.principal_id},
         headers=NO_STORE,
     )
-    set_session_cookie(request, response, WORKER_COOKIE, token, verified.expires_at)
+    set_session_cookie(settings, response, WORKER_COOKIE, token, verified.expires_at)
     return response
 
 
@@ -259,7 +255,7 @@ async def worker_login_callback(token: Token, request: Request) -> ORJSONRespons
     "/v1/worker/portal/jobs", description=WORKER_AUTH, summary="Jobs assigned to the signed-in worker"
 )
 async def worker_jobs(
-    request: Request,
+    booking: Booking,
     include_past: bool = Query(False, description="Also list jobs that ended more than a day ago"),
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0),
@@ -267,8 +263,8 @@ async def worker_jobs(
 ) -> dict[str, Any]:
     message = booking_pb2.ListBookingsRequest(limit=limit, offset=offset)
     if not include_past:
-        message.from_time.CopyFrom(ts(datetime.now(UTC) - WORKER_LOOKBACK))
-    response = await _booking(request).call(request, "ListBookings", message, worker)
+        message.from_time.CopyFrom(to_ts(datetime.now(UTC) - WORKER_LOOKBACK))
+    response = await booking.ListBookings(message)
     return {"jobs": [worker_view(b) for b in response.bookings], "total": response.total}
 
 
@@ -279,12 +275,10 @@ async def worker_jobs(
 )
 async def worker_job(
     job_id: Id,
-    request: Request,
+    booking: Booking,
     worker: Principal = Depends(require_worker),
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request, "GetBooking", booking_pb2.GetBookingRequest(booking_id=job_id), worker
-    )
+    response = await booking.GetBooking(booking_pb2.GetBookingRequest(booking_id=job_id))
     return worker_view(response.booking)
 
 
@@ -296,16 +290,13 @@ async def worker_job(
 async def worker_transition(
     job_id: Id,
     action: str,
-    request: Request,
+    booking: Booking,
     worker: Principal = Depends(require_worker),
 ) -> dict[str, Any]:
     if action not in ("start", "complete"):
         raise ProblemError(404, "not_found", f"unknown job action {action!r}")
-    response = await _booking(request).call(
-        request,
-        "TransitionBooking",
-        booking_pb2.TransitionBookingRequest(booking_id=job_id, action=action),
-        worker,
+    response = await booking.TransitionBooking(
+        booking_pb2.TransitionBookingRequest(booking_id=job_id, action=action)
     )
     # The NPS token of a completed job is the client's to use, never the worker's: it is dropped.
     return worker_view(response.booking)

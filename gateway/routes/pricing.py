@@ -7,15 +7,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from cws.booking.v1 import booking_pb2
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import Field, StrictInt
 
-from gateway.deps import STAFF, require_roles
+from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.schemas import Strict
+from gateway.stubs import Booking
+from libs.common.roles import MANAGERS, STAFF
 
 router = APIRouter(prefix="/v1/admin", tags=["pricing"])
-PRICING_ADMIN = ("OWNER", "ADMIN")
 MAX_CENTS = 10_000_000
 MAX_MINUTES = 1_440
 
@@ -65,17 +66,11 @@ def config(message: booking_pb2.PricingConfig) -> dict[str, Any]:
     }
 
 
-def _booking(request: Request) -> Any:
-    return request.app.state.backends.booking
-
-
 @router.get("/pricing-configs", summary="Pricing versions of your org, newest first")
 async def list_pricing_configs(
-    request: Request, principal: Principal = Depends(require_roles(*STAFF))
+    booking: Booking, principal: Principal = Depends(require_roles(*STAFF))
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request, "ListPricingConfigs", booking_pb2.ListPricingConfigsRequest()
-    )
+    response = await booking.ListPricingConfigs(booking_pb2.ListPricingConfigsRequest())
     return {"configs": [config(c) for c in response.configs]}
 
 
@@ -83,11 +78,9 @@ async def list_pricing_configs(
     "/pricing-configs", status_code=201, summary="Publish a new pricing version; it becomes active at once"
 )
 async def create_pricing_config(
-    body: PricingConfigIn, request: Request, principal: Principal = Depends(require_roles(*PRICING_ADMIN))
+    body: PricingConfigIn, booking: Booking, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request,
-        "CreatePricingConfig",
+    response = await booking.CreatePricingConfig(
         booking_pb2.CreatePricingConfigRequest(
             rules=[
                 booking_pb2.PricingRule(cleaning_type=name, **rule.model_dump())
@@ -95,6 +88,6 @@ async def create_pricing_config(
             ],
             min_total_cents=body.min_total_cents,
             currency=body.currency or "",
-        ),
+        )
     )
     return config(response.config)

@@ -4,22 +4,21 @@ else: dispatcher credentials (OWNER, ADMIN, DISPATCHER). The booking service che
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated, Any
 
 from cws.booking.v1 import booking_pb2
-from fastapi import APIRouter, Depends, Query, Request, Response
-from google.protobuf.timestamp_pb2 import Timestamp
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AwareDatetime, Field, field_validator
 
-from gateway.deps import STAFF, require_roles
+from gateway.deps import require_roles
 from gateway.principal import Principal
-from gateway.problems import ProblemError
 from gateway.routes import convert
 from gateway.schemas import Strict
+from gateway.stubs import Booking
+from libs.common.roles import DISPATCH, STAFF
 
 router = APIRouter(prefix="/v1/admin", tags=["scheduling"])
-DISPATCH = ("OWNER", "ADMIN", "DISPATCHER")
 Id = Annotated[str, Field(max_length=64)]
 
 
@@ -80,24 +79,6 @@ class AssignIn(Strict):
     worker_ids: Annotated[list[Id], Field(max_length=20)] = []
 
 
-def ts(value: datetime, field: str) -> Timestamp:
-    stamp = Timestamp()
-    try:
-        stamp.FromDatetime(value.astimezone(UTC))
-    except (OverflowError, ValueError):
-        raise ProblemError(
-            422,
-            "validation_error",
-            f"{field} is out of range",
-            errors=[{"field": field, "message": "out of range"}],
-        ) from None
-    return stamp
-
-
-def _booking(request: Request) -> Any:
-    return request.app.state.backends.booking
-
-
 def team(message: booking_pb2.Team) -> dict[str, Any]:
     return {"id": message.id, "name": message.name, "active": message.active}
 
@@ -142,19 +123,17 @@ def conflict(message: booking_pb2.Conflict) -> dict[str, Any]:
 
 @router.post("/teams", status_code=201, summary="Create a team")
 async def create_team(
-    body: TeamIn, request: Request, principal: Principal = Depends(require_roles(*DISPATCH))
+    body: TeamIn, booking: Booking, principal: Principal = Depends(require_roles(*DISPATCH))
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request, "CreateTeam", booking_pb2.CreateTeamRequest(name=body.name)
-    )
+    response = await booking.CreateTeam(booking_pb2.CreateTeamRequest(name=body.name))
     return team(response.team)
 
 
 @router.get("/teams", summary="Teams of your org")
 async def list_teams(
-    request: Request, principal: Principal = Depends(require_roles(*STAFF))
+    booking: Booking, principal: Principal = Depends(require_roles(*STAFF))
 ) -> dict[str, Any]:
-    response = await _booking(request).call(request, "ListTeams", booking_pb2.ListTeamsRequest())
+    response = await booking.ListTeams(booking_pb2.ListTeamsRequest())
     return {"teams": [team(t) for t in response.teams]}
 
 
@@ -162,22 +141,22 @@ async def list_teams(
     "/teams/{team_id}", status_code=204, summary="Delete a team (refused while it has upcoming jobs)"
 )
 async def delete_team(
-    team_id: str, request: Request, principal: Principal = Depends(require_roles(*DISPATCH))
+    team_id: str, booking: Booking, principal: Principal = Depends(require_roles(*DISPATCH))
 ) -> Response:
-    await _booking(request).call(request, "DeleteTeam", booking_pb2.DeleteTeamRequest(team_id=team_id))
+    await booking.DeleteTeam(booking_pb2.DeleteTeamRequest(team_id=team_id))
     return Response(status_code=204)
 
 
 @router.patch("/teams/{team_id}", summary="Rename a team or (de)activate it")
 async def update_team(
-    team_id: str, body: TeamPatch, request: Request, principal: Principal = Depends(require_roles(*DISPATCH))
+    team_id: str, body: TeamPatch, booking: Booking, principal: Principal = Depends(require_roles(*DISPATCH))
 ) -> dict[str, Any]:
     message = booking_pb2.UpdateTeamRequest(team_id=team_id)
     if "name" in body.model_fields_set:
         message.name = body.name or ""
     if "active" in body.model_fields_set:
         message.active = bool(body.active)
-    response = await _booking(request).call(request, "UpdateTeam", message)
+    response = await booking.UpdateTeam(message)
     return team(response.team)
 
 
@@ -186,11 +165,9 @@ async def update_team(
 
 @router.post("/workers", status_code=201, summary="Create a worker; role is free text used as skill tags")
 async def create_worker(
-    body: WorkerIn, request: Request, principal: Principal = Depends(require_roles(*DISPATCH))
+    body: WorkerIn, booking: Booking, principal: Principal = Depends(require_roles(*DISPATCH))
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request,
-        "CreateWorker",
+    response = await booking.CreateWorker(
         booking_pb2.CreateWorkerRequest(
             name=body.name, email=body.email, phone=body.phone, role=body.role, team_id=body.team_id or ""
         ),
@@ -200,23 +177,19 @@ async def create_worker(
 
 @router.get("/workers", summary="Workers of your org, optionally of one team")
 async def list_workers(
-    request: Request,
+    booking: Booking,
     team_id: str = Query("", max_length=64),
     principal: Principal = Depends(require_roles(*STAFF)),
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request, "ListWorkers", booking_pb2.ListWorkersRequest(team_id=team_id)
-    )
+    response = await booking.ListWorkers(booking_pb2.ListWorkersRequest(team_id=team_id))
     return {"workers": [worker(w) for w in response.workers]}
 
 
 @router.delete("/workers/{worker_id}", status_code=204, summary="Delete a worker (refused while assigned)")
 async def delete_worker(
-    worker_id: str, request: Request, principal: Principal = Depends(require_roles(*DISPATCH))
+    worker_id: str, booking: Booking, principal: Principal = Depends(require_roles(*DISPATCH))
 ) -> Response:
-    await _booking(request).call(
-        request, "DeleteWorker", booking_pb2.DeleteWorkerRequest(worker_id=worker_id)
-    )
+    await booking.DeleteWorker(booking_pb2.DeleteWorkerRequest(worker_id=worker_id))
     return Response(status_code=204)
 
 
@@ -224,7 +197,7 @@ async def delete_worker(
 async def update_worker(
     worker_id: str,
     body: WorkerPatch,
-    request: Request,
+    booking: Booking,
     principal: Principal = Depends(require_roles(*DISPATCH)),
 ) -> dict[str, Any]:
     message = booking_pb2.UpdateWorkerRequest(worker_id=worker_id)
@@ -233,7 +206,7 @@ async def update_worker(
             setattr(message, name, getattr(body, name) or "")
     if "active" in body.model_fields_set:
         message.active = bool(body.active)
-    response = await _booking(request).call(request, "UpdateWorker", message)
+    response = await booking.UpdateWorker(message)
     return worker(response.worker)
 
 
@@ -242,16 +215,14 @@ async def update_worker(
 
 @router.post("/blackouts", status_code=201, summary="Block a team or a worker for a period")
 async def create_blackout(
-    body: BlackoutIn, request: Request, principal: Principal = Depends(require_roles(*DISPATCH))
+    body: BlackoutIn, booking: Booking, principal: Principal = Depends(require_roles(*DISPATCH))
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request,
-        "CreateBlackout",
+    response = await booking.CreateBlackout(
         booking_pb2.CreateBlackoutRequest(
             team_id=body.team_id or "",
             worker_id=body.worker_id or "",
-            starts_at=ts(body.starts_at, "starts_at"),
-            ends_at=ts(body.ends_at, "ends_at"),
+            starts_at=convert.timestamp(body.starts_at, "starts_at"),
+            ends_at=convert.timestamp(body.ends_at, "ends_at"),
             reason=body.reason,
         ),
     )
@@ -260,27 +231,25 @@ async def create_blackout(
 
 @router.get("/blackouts", summary="Blackouts, optionally those overlapping [from, to)")
 async def list_blackouts(
-    request: Request,
+    booking: Booking,
     from_: AwareDatetime | None = Query(None, alias="from"),
     to: AwareDatetime | None = Query(None),
     principal: Principal = Depends(require_roles(*STAFF)),
 ) -> dict[str, Any]:
     message = booking_pb2.ListBlackoutsRequest()
     if from_:
-        message.from_time.CopyFrom(ts(from_, "from"))
+        message.from_time.CopyFrom(convert.timestamp(from_, "from"))
     if to:
-        message.to_time.CopyFrom(ts(to, "to"))
-    response = await _booking(request).call(request, "ListBlackouts", message)
+        message.to_time.CopyFrom(convert.timestamp(to, "to"))
+    response = await booking.ListBlackouts(message)
     return {"blackouts": [blackout(b) for b in response.blackouts]}
 
 
 @router.delete("/blackouts/{blackout_id}", status_code=204, summary="Remove a blackout")
 async def delete_blackout(
-    blackout_id: str, request: Request, principal: Principal = Depends(require_roles(*DISPATCH))
+    blackout_id: str, booking: Booking, principal: Principal = Depends(require_roles(*DISPATCH))
 ) -> Response:
-    await _booking(request).call(
-        request, "DeleteBlackout", booking_pb2.DeleteBlackoutRequest(blackout_id=blackout_id)
-    )
+    await booking.DeleteBlackout(booking_pb2.DeleteBlackoutRequest(blackout_id=blackout_id))
     return Response(status_code=204)
 
 
@@ -294,12 +263,10 @@ async def delete_blackout(
 async def assign_booking(
     booking_id: str,
     body: AssignIn,
-    request: Request,
+    booking: Booking,
     principal: Principal = Depends(require_roles(*DISPATCH)),
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request,
-        "AssignBooking",
+    response = await booking.AssignBooking(
         booking_pb2.AssignBookingRequest(
             booking_id=booking_id, team_id=body.team_id or "", worker_ids=body.worker_ids
         ),
@@ -309,19 +276,17 @@ async def assign_booking(
 
 @router.get("/schedule/suggestions", summary="Teams and workers free for a window (seed 002)")
 async def schedule_suggestions(
-    request: Request,
+    booking: Booking,
     starts_at: AwareDatetime = Query(...),
     ends_at: AwareDatetime = Query(...),
     skill_tags: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006
     booking_id: str = Query("", max_length=64, description="Leave this booking's own blocks out"),
     principal: Principal = Depends(require_roles(*DISPATCH)),
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request,
-        "ScheduleSuggestions",
+    response = await booking.ScheduleSuggestions(
         booking_pb2.ScheduleSuggestionsRequest(
-            starts_at=ts(starts_at, "starts_at"),
-            ends_at=ts(ends_at, "ends_at"),
+            starts_at=convert.timestamp(starts_at, "starts_at"),
+            ends_at=convert.timestamp(ends_at, "ends_at"),
             skill_tags=skill_tags,
             booking_id=booking_id,
         ),
@@ -336,7 +301,7 @@ async def schedule_suggestions(
 
 @router.get("/schedule/conflicts", summary="What blocks a team or worker in a window (seed 002)")
 async def schedule_conflicts(
-    request: Request,
+    booking: Booking,
     starts_at: AwareDatetime = Query(...),
     ends_at: AwareDatetime = Query(...),
     team_id: str = Query("", max_length=64),
@@ -344,12 +309,10 @@ async def schedule_conflicts(
     worker_id: str = Query("", max_length=64),
     principal: Principal = Depends(require_roles(*DISPATCH)),
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request,
-        "ScheduleConflicts",
+    response = await booking.ScheduleConflicts(
         booking_pb2.ScheduleConflictsRequest(
-            starts_at=ts(starts_at, "starts_at"),
-            ends_at=ts(ends_at, "ends_at"),
+            starts_at=convert.timestamp(starts_at, "starts_at"),
+            ends_at=convert.timestamp(ends_at, "ends_at"),
             team_id=team_id,
             booking_id=booking_id,
             worker_id=worker_id,
@@ -360,15 +323,13 @@ async def schedule_conflicts(
 
 @router.get("/queue/assignments", summary="Unassigned bookings in the next N days; urgent within 24 h")
 async def assignments_queue(
-    request: Request,
+    booking: Booking,
     days: int = Query(7, ge=1, le=30),
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0, le=1_000_000),
     principal: Principal = Depends(require_roles(*DISPATCH)),
 ) -> dict[str, Any]:
-    response = await _booking(request).call(
-        request,
-        "AssignmentQueue",
+    response = await booking.AssignmentQueue(
         booking_pb2.AssignmentQueueRequest(days=days, limit=limit, offset=offset),
     )
     return {

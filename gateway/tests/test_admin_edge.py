@@ -12,12 +12,14 @@ import os
 import random
 import uuid
 
+import grpc
 import httpx
 import psycopg
 import pytest
+from cws.common.v1 import ops_pb2, ops_pb2_grpc
 
-from tools.http_checks import assert_clean, assert_problem, bearer
 from tools.processes import DEV_SECRETS
+from tools.testkit import as_role, assert_clean, assert_problem, bearer
 
 STRONG_ADMIN_PASSWORD = "Strong-admin-pass-" + "7c1d9e4a2b"
 # Settings that hold secrets, so the config viewer has something to redact.
@@ -202,6 +204,51 @@ async def test_feature_flags(gateway, http, make_org):
     assert flags["signup_enabled"] is False
     assert flags["export_mode"] == "off"
     assert_problem(await http.get(f"{gateway.url}/v1/admin/feature-flags"), 401)
+
+
+async def test_feature_flags_come_from_the_service_that_acts_on_them(gateways, http, make_org):
+    """The gateway's own environment saying otherwise does not matter: booking, notify, iam and jobs
+    answer for DEPOSITS_ENABLED, EXPORT_MODE, SIGNUP_ENABLED and JOBS_ENABLED (all off in the test
+    stack), and a service that is down is named instead of guessed."""
+    gw = gateways.get(
+        DEPOSITS_ENABLED="true", EXPORT_MODE="webhook", SIGNUP_ENABLED="true", JOBS_ENABLED="true"
+    )
+    org = await make_org()
+    headers = bearer(await owner_token(http, gw.url, org))
+    flags = (await http.get(f"{gw.url}/v1/admin/feature-flags", headers=headers)).json()
+    assert (flags["deposits_enabled"], flags["export_mode"]) == (False, "off"), flags
+    assert (flags["signup_enabled"], flags["jobs_enabled"]) == (False, False), flags
+    assert flags["unavailable"] == []
+
+    no_booking = gateways.get(BOOKING_GRPC_TARGET="127.0.0.1:9")
+    headers = bearer(await owner_token(http, no_booking.url, org))
+    response = await http.get(f"{no_booking.url}/v1/admin/feature-flags", headers=headers)
+    assert response.status_code == 200, response.text
+    flags = response.json()
+    assert flags["unavailable"] == ["booking"]
+    assert flags["deposits_enabled"] is None
+    assert flags["export_mode"] == "off"
+
+
+async def test_feature_flags_need_a_signed_staff_context(booking):
+    """Unlike readiness, OpsService.GetFeatureFlags is not a probe: unsigned callers are refused."""
+    async with grpc.aio.insecure_channel(booking.target) as channel:
+        ops = ops_pb2_grpc.OpsServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ops.GetFeatureFlags(ops_pb2.GetFeatureFlagsRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        ready = await ops.GetReadiness(ops_pb2.GetReadinessRequest(), timeout=5)
+        assert ready.service == "booking"
+        org = str(uuid.uuid4())
+        answer = await ops.GetFeatureFlags(
+            ops_pb2.GetFeatureFlagsRequest(), metadata=as_role(org, "VIEWER"), timeout=5
+        )
+        assert dict(answer.flags) == {"deposits_enabled": False}
+        with pytest.raises(grpc.aio.AioRpcError) as client:
+            await ops.GetFeatureFlags(
+                ops_pb2.GetFeatureFlagsRequest(), metadata=as_role(org, "CLIENT"), timeout=5
+            )
+        assert client.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 # --- Read-only and break-glass -----------------------------------------------------------------------

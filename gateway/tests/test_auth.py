@@ -4,15 +4,13 @@ password changes. Every test owns its org."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 
 import httpx
 import pytest
 
-from tools.http_checks import assert_clean, assert_problem, bearer
 from tools.processes import service_proc
+from tools.testkit import assert_clean, assert_problem, bearer, eventually
 
 
 async def login(http: httpx.AsyncClient, url: str, email: str, password: str, **extra: str) -> httpx.Response:
@@ -29,13 +27,14 @@ async def login_ok(http: httpx.AsyncClient, url: str, email: str, password: str)
 
 async def wait_refused(http: httpx.AsyncClient, url: str, token: str, within: float = 2.0) -> httpx.Response:
     """Polls an authenticated route until the token is refused; the revocation arrives as an event."""
-    deadline = time.monotonic() + within
-    while True:
+
+    async def refused() -> httpx.Response:
         response = await http.get(f"{url}/v1/iam/users", headers=bearer(token))
         assert_clean(response)
-        if response.status_code == 401 or time.monotonic() > deadline:
-            return response
-        await asyncio.sleep(0.05)
+        assert response.status_code == 401, response.text
+        return response
+
+    return await eventually(refused, timeout=within, message="the token refused")
 
 
 async def test_login_returns_tokens(gateway, http, make_org):

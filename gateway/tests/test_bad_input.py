@@ -11,8 +11,8 @@ import httpx
 import jwt
 
 from tools.devstack import free_port
-from tools.http_checks import assert_clean, assert_problem, bearer
 from tools.processes import DEV_SECRETS
+from tools.testkit import assert_clean, assert_problem, bearer
 
 AUTH_SECRET = DEV_SECRETS["AUTH_SECRET_KEY"]
 
@@ -153,6 +153,29 @@ async def test_oversized_body_is_413(gateways, http, make_org):
     )
     assert_clean(ok)
     assert ok.status_code == 200, ok.text
+
+
+async def test_dates_a_timestamp_cannot_hold_are_422(gateway, http, make_org):
+    """0001-01-01 at +05:00 is a valid ISO date that overflows on its way to UTC: a 422 naming the
+    field, on every route that takes a date (it was a 500 on bookings and analytics)."""
+    org = await make_org()
+    token = (await login(http, gateway.url, org.owner_email, org.owner_password))["access_token"]
+    headers = bearer(token)
+    early = "0001-01-01T00:00:00+05:00"
+    created = await http.post(
+        f"{gateway.url}/v1/admin/bookings",
+        headers=headers,
+        json={
+            "starts_at": early,
+            "duration_minutes": 120,
+            "client_name": "A",
+            "client_email": "a@example.com",
+        },
+    )
+    assert assert_problem(created, 422)["errors"][0]["field"] == "starts_at"
+    for path in ("/v1/admin/bookings", "/v1/admin/analytics/nps"):
+        response = await http.get(f"{gateway.url}{path}", headers=headers, params={"from": early})
+        assert assert_problem(response, 422)["errors"][0]["field"] == "from", path
 
 
 async def test_bad_uuid_in_path_is_422(gateway, http, make_org):

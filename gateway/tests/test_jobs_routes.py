@@ -18,8 +18,8 @@ import psycopg
 
 from conftest import jobs_env
 from tools.devstack import ROOT, free_port
-from tools.http_checks import assert_clean, assert_problem, owner, staff
 from tools.processes import Proc, wait_until
+from tools.testkit import assert_clean, assert_problem, owner, staff
 
 STATUS_FIELDS = {
     "name",

@@ -6,7 +6,6 @@ A code is accepted once per 30 s step; a second code in the same test is the nex
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from urllib.parse import parse_qs, urlparse
@@ -14,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pyotp
 
-from tools.http_checks import assert_clean, assert_problem, bearer
+from tools.testkit import assert_clean, assert_problem, bearer, eventually
 
 
 def now_code(secret: str) -> str:
@@ -57,13 +56,14 @@ async def login_ok(
 
 async def wait_refused(http: httpx.AsyncClient, url: str, token: str, within: float = 2.0) -> httpx.Response:
     """Polls until the token is refused (the revocation reaches the gateway as a NATS event)."""
-    deadline = time.monotonic() + within
-    while True:
+
+    async def refused() -> httpx.Response:
         response = await http.post(f"{url}/v1/auth/2fa/enroll", headers=bearer(token))
         assert_clean(response)
-        if response.status_code == 401 or time.monotonic() > deadline:
-            return response
-        await asyncio.sleep(0.05)
+        assert response.status_code == 401, response.text
+        return response
+
+    return await eventually(refused, timeout=within, message="the token refused")
 
 
 async def enroll(http: httpx.AsyncClient, url: str, access_token: str) -> str:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 
-from tools.http_checks import assert_problem, owner, staff
+from tools.testkit import assert_problem, owner, staff
 
 STRONG_ADMIN_PASSWORD = "Strong-scheduler-pass-" + "4e8a1f0c"
 COUNTS = {"scanned", "enqueued", "duplicates", "skipped_no_email"}

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tools.http_checks import assert_clean, assert_problem, owner, staff
+from tools.testkit import assert_clean, assert_problem, owner, staff
 
 
 async def dead_row(

@@ -3,22 +3,19 @@ IAM about each session instead of trusting its cache, and goes back to the feed 
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
+
+from tools.testkit import bearer, eventually
 
 
 async def wait_status(http: httpx.AsyncClient, url: str, status: int, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def answers() -> bool:
         try:
-            if (await http.get(url)).status_code == status:
-                return
+            return (await http.get(url)).status_code == status
         except httpx.TransportError:
-            pass
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{url} did not answer {status} within {timeout} s")
-        await asyncio.sleep(0.2)
+            return False
+
+    await eventually(answers, timeout=timeout, interval=0.2, message=f"{url} answering {status}")
 
 
 async def test_revoked_session_is_refused_while_nats_is_down(gateway, iam, booking, http, make_org, stack):
@@ -54,11 +51,10 @@ async def test_revoked_session_is_refused_while_nats_is_down(gateway, iam, booki
     )
     assert events["detail"]["revocation_feed"] is True  # the cache is fed again, not the fallback
     # Back on the feed: the revocation, published once NATS returned, reaches the cache again.
-    for _ in range(50):
-        refused = await http.get(
-            f"{gateway.url}/v1/iam/users", headers={"Authorization": f"Bearer {revoked['access_token']}"}
-        )
-        if refused.status_code == 401:
-            break
-        await asyncio.sleep(0.1)
-    assert refused.status_code == 401, refused.text
+
+    async def refused_by_the_cache() -> bool:
+        refused = await http.get(f"{gateway.url}/v1/iam/users", headers=bearer(revoked["access_token"]))
+        assert refused.status_code == 401, refused.text
+        return True
+
+    await eventually(refused_by_the_cache, timeout=5, message="the replayed revocation applied")

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from libs.common import context as request_context
+from libs.common.event_types import Event, M, audit_event
 from libs.common.logs import get_logger
 from libs.common.settings import libpq_url, sqlalchemy_url
 
@@ -114,20 +115,26 @@ def outbox_channel(schema: str) -> str:
     return f"cws_outbox_{schema}"
 
 
-async def wake_on_notify(db: Database, channel: str, wake: asyncio.Event, retry_seconds: float) -> None:
+async def wake_on_notify(
+    db: Database, channel: str, wake: asyncio.Event, max_retry_seconds: float = 5.0
+) -> None:
     """LISTEN on `channel` for as long as the task runs, setting `wake` on every notification (and once
     on each (re)connect, to catch up on what was notified while not listening). A lost connection is
-    retried after `retry_seconds`; the caller's poll keeps work moving meanwhile."""
+    retried at once and then with doubling pauses up to `max_retry_seconds`, never at the caller's
+    poll interval: a worker polling hourly must not go deaf for an hour after a database restart."""
+    delay = 0.1
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(libpq_url(db.url), autocommit=True) as conn:
                 await conn.execute(f'LISTEN "{channel}"')
+                delay = 0.1
                 wake.set()
                 async for _ in conn.notifies():
                     wake.set()
         except Exception as exc:  # connection lost: logged, retried; never ends the task
-            log.warning("listen_lost", channel=channel, error=str(exc))
-            await asyncio.sleep(retry_seconds)
+            log.warning("listen_lost", channel=channel, error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_retry_seconds)
 
 
 class Database:
@@ -182,9 +189,11 @@ class UnitOfWork:
     events: list[PendingEvent] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
 
-    def add_event(self, subject: str, message: Message, org_id: uuid.UUID | None = None) -> None:
-        """Record a domain event; it is written to the outbox when the work commits, never before."""
-        self.events.append(PendingEvent(subject, message, org_id or self.org_id))
+    def add_event(self, event: Event[M], message: M, org_id: uuid.UUID | None = None) -> None:
+        """Record a domain event; it is written to the outbox when the work commits, never before.
+        A message of another type than the event's is refused here, at the line that raised it."""
+        event.check(message)
+        self.events.append(PendingEvent(event.subject, message, org_id or self.org_id))
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once this work has committed (never if it rolls back): for in-process caches,
@@ -209,7 +218,7 @@ class UnitOfWork:
         method, request = call if call else ("", None)
         resource_type, resource_id = _resource_of(request)
         self.add_event(
-            f"cws.{self.db.schema}.audit.recorded",
+            audit_event(self.db.schema),
             audit_pb2.AdminAuditRecorded(
                 org_id=ctx.org_id,
                 actor=ctx.principal_id,

@@ -47,6 +47,12 @@ class InvalidArgument(ServiceError):
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
     default_code = "invalid_argument"
 
+    @classmethod
+    def of(cls, problems: list[FieldViolation], *, code: str | None = None) -> InvalidArgument:
+        """One error for every field problem found: the detail lists them all, `errors[]` names each."""
+        detail = "; ".join(f"{p.field} {p.description}" for p in problems)
+        return cls(detail, code=code, violations=list(problems))
+
 
 class Unauthenticated(ServiceError):
     grpc_code = grpc.StatusCode.UNAUTHENTICATED

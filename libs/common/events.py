@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -22,14 +24,19 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from libs.common.bus import EventBus, event_headers
+from libs.common.bus import EventBus, event_headers, follow_subject, stream_name
 from libs.common.db import Database, UnitOfWork, outbox_channel, unit_of_work, wake_on_notify
+from libs.common.errors import FailedPrecondition
+from libs.common.event_types import Broadcast, Consumer, EventMeta
 from libs.common.logs import get_logger
 
 log = get_logger(__name__)
 
 OUTBOX_PENDING = Gauge("cws_outbox_pending_events", "Outbox events not yet published", ["service"])
 EVENTS_PUBLISHED = Counter("cws_events_published_total", "Events published to JetStream", ["service"])
+BROADCAST_ERRORS = Counter(
+    "cws_broadcast_handler_errors_total", "Broadcast events a replica could not apply", ["broadcast"]
+)
 CONSUMER_DEAD_LETTERS = Counter(
     "cws_consumer_dead_letters_total", "Events parked after the last delivery", ["service", "consumer"]
 )
@@ -50,7 +57,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         listener = asyncio.create_task(
-            wake_on_notify(self.db, outbox_channel(self.db.schema), self._wake, self.poll_interval),
+            wake_on_notify(self.db, outbox_channel(self.db.schema), self._wake),
             name=f"{self.service}-outbox-listen",
         )
         try:
@@ -134,9 +141,6 @@ class OutboxRelay:
         OUTBOX_PENDING.labels(self.service).set(pending or 0)
 
 
-Handler = Callable[[UnitOfWork, Msg], Awaitable[None]]
-
-
 class DurableConsumer:
     """A durable pull consumer whose handler runs at most once per event id.
 
@@ -147,25 +151,19 @@ class DurableConsumer:
 
     def __init__(
         self,
+        spec: Consumer[Any],
         *,
         db: Database,
         bus: EventBus,
         service: str,
-        name: str,
-        stream: str,
-        subject: str,
-        handler: Handler,
-        max_deliver: int = 5,
         ack_wait_seconds: float = 30,
     ) -> None:
+        self.spec = spec
         self.db = db
         self.bus = bus
         self.service = service
-        self.name = name
-        self.stream = stream
-        self.subject = subject
-        self.handler = handler
-        self.max_deliver = max_deliver
+        self.name = spec.name
+        self.max_deliver = spec.max_deliver
         self.ack_wait_seconds = ack_wait_seconds
 
     async def run(self) -> None:
@@ -174,9 +172,9 @@ class DurableConsumer:
             subscription = None
             try:
                 subscription = await self.bus.js.pull_subscribe(
-                    self.subject,
+                    self.spec.event.subject,
                     durable=self.name,
-                    stream=self.stream,
+                    stream=stream_name(self.spec.event.producer),
                     config=ConsumerConfig(
                         ack_policy=AckPolicy.EXPLICIT,
                         max_deliver=self.max_deliver,
@@ -204,32 +202,24 @@ class DurableConsumer:
                         await subscription.unsubscribe()
 
     async def handle(self, message: Msg) -> None:
-        headers = message.headers or {}
-        event_id = headers.get("ce-id") or headers.get("Nats-Msg-Id") or ""
-        org_id = headers.get("cws-org-id") or None
+        meta = EventMeta.from_headers(message.subject, message.headers)
+        org_id = meta.org_id or None
         try:
             async with unit_of_work(self.db, org_id) as uow:
-                inbox = self.db.tables.inbox
-                first_time = await uow.session.scalar(
-                    pg_insert(inbox)
-                    .values(consumer=self.name, event_id=event_id)
-                    .on_conflict_do_nothing()
-                    .returning(inbox.c.event_id)
-                )
-                if first_time:
-                    await self.handler(uow, message)
+                if await _first_delivery(uow, self.name, meta.id):
+                    await self.spec.handler(uow, self.spec.event.decode(message.data), meta)
             await message.ack()
         except Exception as exc:
             deliveries = message.metadata.num_delivered if message.metadata else 1
             log.warning(
                 "event_handler_failed",
                 consumer=self.name,
-                event_id=event_id,
+                event_id=meta.id,
                 deliveries=deliveries,
                 error=str(exc),
             )
             if deliveries >= self.max_deliver:
-                await self._park(message, event_id, org_id, exc, deliveries)
+                await self._park(message, meta.id, org_id, exc, deliveries)
                 await message.ack()
             else:
                 await message.nak(delay=min(2**deliveries, 60))
@@ -254,23 +244,53 @@ class DurableConsumer:
         CONSUMER_DEAD_LETTERS.labels(self.service, self.name).inc()
 
 
-async def replay_dead_letter(db: Database, dead_letter_id: uuid.UUID, handler: Handler) -> None:
-    """Run a parked event's handler again, in its org, marking it replayed in the same transaction."""
+async def _first_delivery(uow: UnitOfWork, consumer: str, event_id: str) -> bool:
+    """Record the event id in the consumer's inbox; False if it was handled before."""
+    inbox = uow.db.tables.inbox
+    first_time = await uow.session.scalar(
+        pg_insert(inbox)
+        .values(consumer=consumer, event_id=event_id)
+        .on_conflict_do_nothing()
+        .returning(inbox.c.event_id)
+    )
+    return first_time is not None
+
+
+async def replay_dead_letter(
+    db: Database, dead_letter_id: uuid.UUID, consumers: Sequence[Consumer[Any]]
+) -> None:
+    """Run a parked event's handler again, in its org, marking it replayed in the same transaction.
+    The handler is the one the parking consumer declares; a consumer since removed is a conflict."""
     dead = db.tables.dead_letters
     async with db.sessions() as session:
         row = (await session.execute(select(dead).where(dead.c.id == dead_letter_id))).one()
-    message = Msg(_client=None, subject=row.subject, data=row.payload, headers=json.loads(row.headers))  # type: ignore[arg-type]
+    spec = next((c for c in consumers if c.name == row.consumer), None)
+    if spec is None:
+        raise FailedPrecondition(
+            f"no consumer {row.consumer!r} is declared any more", code="consumer_unknown"
+        )
+    meta = EventMeta.from_headers(row.subject, json.loads(row.headers))
     async with unit_of_work(db, row.org_id) as uow:
         # Through the consumer's inbox, as a delivery would be: a second replay does nothing twice.
-        inbox = db.tables.inbox
-        first_time = await uow.session.scalar(
-            pg_insert(inbox)
-            .values(consumer=row.consumer, event_id=row.event_id)
-            .on_conflict_do_nothing()
-            .returning(inbox.c.event_id)
-        )
-        if first_time:
-            await handler(uow, message)
+        if await _first_delivery(uow, row.consumer, row.event_id):
+            await spec.handler(uow, spec.event.decode(row.payload), meta)
         await uow.session.execute(
             update(dead).where(dead.c.id == dead_letter_id).values(replayed_at=func.now())
         )
+
+
+async def run_broadcast(bus: EventBus, spec: Broadcast[Any]) -> None:
+    """Feed one replica's in-process state from `spec.event`: every replica hears every event."""
+
+    async def on_message(message: Msg) -> None:
+        meta = EventMeta.from_headers(message.subject, message.headers)
+        try:
+            await spec.handler(spec.event.decode(message.data), meta)
+        except Exception as exc:
+            # Skipped, not retried: a broadcast feeds a cache whose TTL bounds the harm of one missed
+            # invalidation, while a retry of an event that always fails would stall every later one.
+            # Counted, so an alert can say a replica serves stale entries.
+            BROADCAST_ERRORS.labels(spec.name).inc()
+            log.warning("broadcast_handler_failed", broadcast=spec.name, event_id=meta.id, error=str(exc))
+
+    await follow_subject(bus, spec.event.subject, timedelta(seconds=spec.replay_seconds), on_message)

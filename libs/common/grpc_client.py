@@ -1,16 +1,24 @@
-"""gRPC clients: one channel per target, created at start-up inside the running loop and reused;
-every call carries the signed request context and a deadline."""
+"""gRPC clients: typed stubs over channels opened once at start-up inside the running loop.
+
+Callers use the generated stubs directly (`await booking.CreateLead(request)`); what every call
+needs is added by `SigningInterceptor`: the signed request context of whoever the caller acts as,
+and a deadline. Who that is comes from `acting_as` (a context variable), so a method name is never
+a string and a reader can jump from any call to the servicer method it reaches.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import grpc
 
 from libs.common.context import RequestContext, signed_metadata
 
-T = TypeVar("T")
+StubT = TypeVar("StubT")
 
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -20,38 +28,93 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
 
+_outgoing: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "cws_outgoing_context", default=None
+)
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+def set_outgoing(ctx: RequestContext) -> contextvars.Token[RequestContext | None]:
+    """Calls made from here on in this task (and tasks it starts) act as `ctx`. The gateway sets it
+    once per request in its stub dependencies; see `acting_as` for a scoped form."""
+    return _outgoing.set(ctx)
 
 
-class ServiceClient:
-    """A stub plus what every call needs: the internal secret to sign contexts and a deadline."""
+@contextmanager
+def acting_as(ctx: RequestContext) -> Iterator[RequestContext]:
+    """Calls inside the block act as `ctx`: a service acting on its own (`service_context(...)`),
+    or the gateway's middleware before a route runs."""
+    token = _outgoing.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _outgoing.reset(token)
 
-    def __init__(
-        self,
-        target: str,
-        stub_factory: Callable[[grpc.aio.Channel], Any],
-        *,
-        secret: str,
-        deadline_seconds: float,
-    ) -> None:
-        self.target = target
-        self.channel = open_channel(target)
-        self.stub = stub_factory(self.channel)
+
+class MissingCallContext(RuntimeError):
+    """A call was made without saying who it acts as: a programming error, never a caller's."""
+
+
+class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds the signed context of `acting_as`/`set_outgoing` and the default deadline to each call."""
+
+    def __init__(self, secret: str, deadline_seconds: float) -> None:
         self.secret = secret
         self.deadline_seconds = deadline_seconds
 
-    async def call(
-        self, method: str, request: Any, ctx: RequestContext, *, timeout: float | None = None
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
     ) -> Any:
-        rpc: Callable[..., Awaitable[Any]] = getattr(self.stub, method)
-        return await rpc(
-            request,
-            metadata=signed_metadata(ctx, self.secret),
-            timeout=timeout or self.deadline_seconds,
+        ctx = _outgoing.get()
+        if ctx is None:
+            method = client_call_details.method
+            name = method.decode() if isinstance(method, bytes) else method
+            raise MissingCallContext(f"{name} was called outside acting_as()/set_outgoing()")
+        metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+        for key, value in signed_metadata(ctx, self.secret):
+            metadata.add(key, value)
+        details = grpc.aio.ClientCallDetails(
+            method=client_call_details.method,
+            timeout=client_call_details.timeout or self.deadline_seconds,
+            metadata=metadata,
+            credentials=client_call_details.credentials,
             wait_for_ready=False,
         )
+        return await continuation(details, request)
+
+
+def open_channel(target: str, interceptors: Sequence[Any] = ()) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=list(interceptors))
+
+
+@dataclass
+class Peer(Generic[StubT]):
+    """One service as seen by a caller: its typed stub over a signing channel, plus a plain channel
+    for the health and ops probes, which carry no context."""
+
+    name: str
+    target: str
+    stub: StubT
+    channel: grpc.aio.Channel
+    plain_channel: grpc.aio.Channel
 
     async def close(self) -> None:
         await self.channel.close(grace=None)
+        await self.plain_channel.close(grace=None)
+
+
+def open_peer(
+    name: str,
+    target: str,
+    stub_class: Callable[[grpc.aio.Channel], StubT],
+    *,
+    secret: str,
+    deadline_seconds: float,
+    interceptors: Sequence[Any] = (),
+) -> Peer[StubT]:
+    """`stub_class` is the generated `...ServiceStub`; typed callers annotate the result with the
+    generated `...ServiceAsyncStub` (mypy-protobuf), which is what a stub over an aio channel is."""
+    channel = open_channel(target, [SigningInterceptor(secret, deadline_seconds), *interceptors])
+    return Peer(name, target, stub_class(channel), channel, open_channel(target))

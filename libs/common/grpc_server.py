@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,11 @@ from libs.common import status as rich_status
 from libs.common.bus import EventBus
 from libs.common.db import Database, OutboxTables
 from libs.common.errors import ServiceError
-from libs.common.events import OutboxRelay
+from libs.common.event_types import Broadcast, Consumer
+from libs.common.events import DurableConsumer, OutboxRelay, run_broadcast
 from libs.common.logs import configure_logging, get_logger
 from libs.common.readiness import Readiness
+from libs.common.roles import STAFF
 from libs.common.settings import CommonSettings
 
 log = get_logger(__name__)
@@ -49,7 +51,9 @@ GRPC_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
-UNSIGNED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.", "/cws.common.v1.OpsService/")
+# Probes carry no context: health, reflection and readiness. Everything else, feature flags included,
+# needs the gateway's (or a suite service's) signature.
+UNSIGNED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.", "/cws.common.v1.OpsService/GetReadiness")
 
 
 class ContextInterceptor(grpc.aio.ServerInterceptor):
@@ -115,9 +119,18 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
 
 
 class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
-    def __init__(self, service: str, readiness: Readiness) -> None:
+    def __init__(self, service: str, readiness: Readiness, settings: CommonSettings) -> None:
         self.service = service
         self.readiness = readiness
+        self.settings = settings
+
+    async def GetFeatureFlags(
+        self, request: ops_pb2.GetFeatureFlagsRequest, context: Any
+    ) -> ops_pb2.GetFeatureFlagsResponse:
+        request_context.require_role(*STAFF)
+        flags = struct_pb2.Struct()
+        flags.update(self.settings.feature_flags())
+        return ops_pb2.GetFeatureFlagsResponse(service=self.service, flags=flags)
 
     async def GetReadiness(
         self, request: ops_pb2.GetReadinessRequest, context: Any
@@ -147,6 +160,10 @@ class ServiceApp:
     http_port: int
     register: Callable[[grpc.aio.Server, ServiceApp], None]
     background: list[Callable[[ServiceApp], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # What the service consumes (its events.py). A callable is called after `register`, for handlers
+    # that need what register built (notify's peers).
+    consumers: Sequence[Consumer[Any]] | Callable[[ServiceApp], Sequence[Consumer[Any]]] = ()
+    broadcasts: Sequence[Broadcast[Any]] | Callable[[ServiceApp], Sequence[Broadcast[Any]]] = ()
     service_names: tuple[str, ...] = ()
     # Raise cws.<service>.audit.recorded for every admin write (iam audits its own writes itself).
     audit_admin_writes: bool = False
@@ -154,6 +171,7 @@ class ServiceApp:
     db: Database = field(init=False)
     bus: EventBus = field(init=False)
     readiness: Readiness = field(init=False)
+    consumer_specs: Sequence[Consumer[Any]] = field(init=False, default=())
     health: health.aio.HealthServicer = field(init=False)  # type: ignore[name-defined]
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
 
@@ -184,7 +202,9 @@ class ServiceApp:
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(self.name, self.readiness), server)
+        ops_pb2_grpc.add_OpsServiceServicer_to_server(
+            OpsServicer(self.name, self.readiness, self.settings), server
+        )
         self.register(server, self)
         reflection.enable_server_reflection(
             (*self.service_names, "cws.common.v1.OpsService", health.SERVICE_NAME, reflection.SERVICE_NAME),
@@ -214,6 +234,11 @@ class ServiceApp:
         self._spawn(OutboxRelay(self.db, self.bus, self.name).run(), "outbox-relay")
         self._spawn(self._readiness_loop(), "readiness")
         self._spawn(http.serve(), "ops-http")
+        self.consumer_specs = self.consumers(self) if callable(self.consumers) else self.consumers
+        for spec in self.consumer_specs:
+            self._spawn(DurableConsumer(spec, db=self.db, bus=self.bus, service=self.name).run(), spec.name)
+        for broadcast in self.broadcasts(self) if callable(self.broadcasts) else self.broadcasts:
+            self._spawn(run_broadcast(self.bus, broadcast), broadcast.name)
         for make in self.background:
             self._spawn(make(self), make.__name__)
         log.info("service_started", grpc_port=self.grpc_port, http_port=self.http_port)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -58,6 +58,9 @@ def parse_networks(values: list[str], setting: str) -> list[ipaddress.IPv4Networ
 
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # The settings of this service that /v1/admin/feature-flags reports (booleans and modes, never
+    # secrets); each service names its own, so the answer comes from the service that acts on it.
+    FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ()
 
     app_env: str = Field(default="dev", description="dev, test or prod")
     service_name: str = "cws"
@@ -98,6 +101,10 @@ class CommonSettings(BaseSettings):
     @property
     def is_dev_or_test(self) -> bool:
         return self.app_env.lower() in {"dev", "development", "test", "testing"}
+
+    def feature_flags(self) -> dict[str, bool | str | int | float]:
+        """FEATURE_FLAGS by name with their values; a name that is no setting is a programming error."""
+        return {name: getattr(self, name) for name in self.FEATURE_FLAGS}
 
     def secrets_to_check(self) -> dict[str, str]:
         return {

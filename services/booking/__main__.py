@@ -7,26 +7,11 @@ from pathlib import Path
 import grpc
 from cws.booking.v1 import booking_pb2, booking_pb2_grpc
 
-from libs.common.bus import stream_name
-from libs.common.events import DurableConsumer
 from libs.common.grpc_server import ServiceApp, main
+from services.booking.events import BROADCASTS, CONSUMERS
 from services.booking.grpc_api import BookingServicer
 from services.booking.models import SCHEMA, event_tables
-from services.booking.orgs import on_org_created
 from services.booking.settings import BookingSettings
-
-
-async def org_profiles_consumer(app: ServiceApp) -> None:
-    """New IAM orgs get their booking profile and default pricing."""
-    await DurableConsumer(
-        db=app.db,
-        bus=app.bus,
-        service="booking",
-        name="booking-org-created",
-        stream=stream_name("iam"),
-        subject="cws.iam.org.created",
-        handler=on_org_created,
-    ).run()
 
 
 def build() -> ServiceApp:
@@ -44,7 +29,8 @@ def build() -> ServiceApp:
         grpc_port=settings.booking_grpc_port,
         http_port=settings.booking_http_port,
         register=register,
-        background=[org_profiles_consumer],
+        consumers=CONSUMERS,
+        broadcasts=BROADCASTS,
         audit_admin_writes=True,
         service_names=(booking_pb2.DESCRIPTOR.services_by_name["BookingService"].full_name,),
     )

@@ -46,9 +46,7 @@ class Cohort:
 
 def check_nps_window(from_time: datetime, to_time: datetime) -> None:
     if to_time <= from_time:
-        raise InvalidArgument(
-            "to must be after from", violations=[FieldViolation("to", "must be after from")]
-        )
+        raise InvalidArgument.of([FieldViolation("to", "must be after from")])
     if to_time - from_time > timedelta(days=MAX_NPS_WINDOW_DAYS):
         raise InvalidArgument(
             f"the window spans more than {MAX_NPS_WINDOW_DAYS} days",
@@ -158,10 +156,7 @@ _COHORTS = text(
 
 async def cohorts(uow: UnitOfWork, *, time_zone: str, months: int) -> list[Cohort]:
     if not 1 <= months <= MAX_COHORT_MONTHS:
-        raise InvalidArgument(
-            f"months must be between 1 and {MAX_COHORT_MONTHS}",
-            violations=[FieldViolation("months", f"must be between 1 and {MAX_COHORT_MONTHS}")],
-        )
+        raise InvalidArgument.of([FieldViolation("months", f"must be between 1 and {MAX_COHORT_MONTHS}")])
     rows = (await uow.session.execute(_COHORTS, {"org": uow.org_id, "tz": time_zone, "months": months})).all()
     return [
         Cohort(

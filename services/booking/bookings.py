@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cws.booking.v1 import events_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
+from libs.common.convert import parse_id, to_ts
 from libs.common.db import UnitOfWork
 from libs.common.errors import (
     Conflict,
@@ -24,39 +24,32 @@ from libs.common.errors import (
     NotFound,
     invalid,
 )
+from libs.common.event_types import Event
 from services.booking import contacts, leads, nps, pricing
-from services.booking.models import BOOKING_STATUSES, bookings, schedule_blocks
+from services.booking.events import (
+    BOOKING_CANCELLED,
+    BOOKING_COMPLETED,
+    BOOKING_CONFIRMED,
+    BOOKING_CREATED,
+    BOOKING_RESCHEDULED,
+    BOOKING_STARTED,
+)
+from services.booking.models import BOOKING_STATUSES, Record, bookings, schedule_blocks
+from services.booking.orgs import OrgProfile
 from services.booking.settings import BookingSettings
 
 MAX_DURATION_MINUTES = 24 * 60
 MAX_HORIZON_DAYS = 730
 
-# action: (allowed from, to, event name)
-TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "confirm": (("pending",), "confirmed", "confirmed"),
-    "start": (("confirmed",), "in_progress", "started"),
-    "complete": (("in_progress", "confirmed"), "completed", "completed"),
-    "cancel": (("pending", "confirmed"), "cancelled", "cancelled"),
+BookingEvent = Event[events_pb2.BookingChanged]
+
+# action: (allowed from, to, the event it raises)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str, BookingEvent]] = {
+    "confirm": (("pending",), "confirmed", BOOKING_CONFIRMED),
+    "start": (("confirmed",), "in_progress", BOOKING_STARTED),
+    "complete": (("in_progress", "confirmed"), "completed", BOOKING_COMPLETED),
+    "cancel": (("pending", "confirmed"), "cancelled", BOOKING_CANCELLED),
 }
-
-
-def parse_id(value: str, field: str = "booking_id") -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError as exc:
-        raise invalid(field, "must be a UUID") from exc
-
-
-def to_ts(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
-def from_ts(stamp: Timestamp, field: str) -> datetime:
-    if not stamp.seconds and not stamp.nanos:
-        raise invalid(field, "is required")
-    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def check_window(starts_at: datetime, duration_minutes: int, problems: list[FieldViolation]) -> datetime:
@@ -86,7 +79,10 @@ class BookingInput:
     deposit_required: bool = False
 
 
-async def create(uow: UnitOfWork, settings: BookingSettings, data: BookingInput) -> tuple[Any, bool]:
+async def create(
+    uow: UnitOfWork, settings: BookingSettings, profile: OrgProfile, data: BookingInput
+) -> tuple[Record, bool]:
+    """Returns (booking row, replayed). A repeated idempotency key returns the first booking."""
     if data.idempotency_key:
         if len(data.idempotency_key) > 200:
             raise invalid("idempotency_key", "must be at most 200 characters")
@@ -129,61 +125,64 @@ async def create(uow: UnitOfWork, settings: BookingSettings, data: BookingInput)
     beds = data.beds if data.beds or not lead else lead.beds
     baths = data.baths if data.baths or not lead else lead.baths
     ends_at = check_window(data.starts_at, data.duration_minutes, problems)
-    config = await pricing.active_config(uow)
+    config = await pricing.active_config(uow, profile.currency)
     try:
         pricing.validate_inputs(beds, baths, cleaning_type, config.rules)
     except InvalidArgument as error:
         problems.extend(error.violations)
     if problems:
-        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
+        raise InvalidArgument.of(problems)
     if lead is not None:
         total, currency = lead.total_before_tax_cents, lead.currency  # the price the client was quoted
     else:
-        quote = await pricing.estimate(uow, beds, baths, cleaning_type)
+        quote = await pricing.quote(uow, config, beds, baths, cleaning_type)
         total, currency = quote.total_before_tax_cents, quote.currency
-    booking_id = uuid.uuid4()
-    inserted = await uow.session.scalar(
-        pg_insert(bookings)
-        .values(
-            id=booking_id,
-            org_id=uow.org_id,
-            lead_id=lead.id if lead else None,
-            starts_at=data.starts_at,
-            ends_at=ends_at,
-            client_name=name,
-            client_email=email,
-            client_phone=phone,
-            address=address,
-            postal_code=postal,
-            cleaning_type=cleaning_type,
-            beds=beds,
-            baths=baths,
-            total_before_tax_cents=total,
-            currency=currency,
-            deposit_required=settings.deposits_enabled or data.deposit_required,
-            notes=notes,
-            idempotency_key=data.idempotency_key or None,
-        )
-        .on_conflict_do_nothing()
-        .returning(bookings.c.id)
-    )
-    if inserted is None:
-        earlier = (
-            await uow.session.execute(
-                select(bookings).where(bookings.c.idempotency_key == data.idempotency_key)
+    inserted = (
+        await uow.session.execute(
+            pg_insert(bookings)
+            .values(
+                id=uuid.uuid4(),
+                org_id=uow.org_id,
+                lead_id=lead.id if lead else None,
+                starts_at=data.starts_at,
+                ends_at=ends_at,
+                client_name=name,
+                client_email=email,
+                client_phone=phone,
+                address=address,
+                postal_code=postal,
+                cleaning_type=cleaning_type,
+                beds=beds,
+                baths=baths,
+                total_before_tax_cents=total,
+                currency=currency,
+                deposit_required=settings.deposits_enabled or data.deposit_required,
+                notes=notes,
+                idempotency_key=data.idempotency_key or None,
             )
-        ).one()
-        return earlier, True
-    row = await get(uow, str(booking_id))
-    raise_event(uow, row, "created")
-    return row, False
+            .on_conflict_do_nothing()
+            .returning(*bookings.c)
+        )
+    ).first()
+    if inserted is None:  # the same key won a race a moment ago: its booking, now committed
+        winner = await uow.session.execute(
+            select(bookings).where(bookings.c.idempotency_key == data.idempotency_key)
+        )
+        return winner.one(), True
+    raise_event(uow, BOOKING_CREATED, inserted)
+    return inserted, False
 
 
 def raise_event(
-    uow: UnitOfWork, row: Any, name: str, *, worker_ids: list[str] | None = None, reason: str = ""
+    uow: UnitOfWork,
+    event: BookingEvent,
+    row: Record,
+    *,
+    worker_ids: list[str] | None = None,
+    reason: str = "",
 ) -> None:
     uow.add_event(
-        f"cws.booking.booking.{name}",
+        event,
         events_pb2.BookingChanged(
             org_id=str(row.org_id),
             booking_id=str(row.id),
@@ -198,8 +197,8 @@ def raise_event(
     )
 
 
-async def get(uow: UnitOfWork, booking_id: str, *, for_update: bool = False) -> Any:
-    query = select(bookings).where(bookings.c.id == parse_id(booking_id))
+async def get(uow: UnitOfWork, booking_id: str, *, for_update: bool = False) -> Record:
+    query = select(bookings).where(bookings.c.id == parse_id(booking_id, "booking_id"))
     if for_update:
         query = query.with_for_update()
     row = (await uow.session.execute(query)).first()
@@ -234,7 +233,7 @@ async def list_bookings(
     worker_id: str = "",
     limit: int = 50,
     offset: int = 0,
-) -> tuple[list[Any], int]:
+) -> tuple[list[Record], int]:
     query = select(bookings)
     if status:
         if status not in BOOKING_STATUSES:
@@ -260,7 +259,9 @@ async def list_bookings(
     return list(rows), int(total or 0)
 
 
-async def transition(uow: UnitOfWork, booking_id: str, action: str, *, reason: str = "") -> tuple[Any, str]:
+async def transition(
+    uow: UnitOfWork, booking_id: str, action: str, *, reason: str = ""
+) -> tuple[Record, str]:
     """Returns (booking, nps token if the action completed it)."""
     if action == "deposit_paid":
         return await _deposit_paid(uow, booking_id), ""
@@ -281,12 +282,12 @@ async def transition(uow: UnitOfWork, booking_id: str, action: str, *, reason: s
         await uow.session.execute(delete(schedule_blocks).where(schedule_blocks.c.booking_id == row.id))
     await uow.session.execute(update(bookings).where(bookings.c.id == row.id).values(**values))
     updated = await get(uow, booking_id)
-    raise_event(uow, updated, event, reason=reason)
+    raise_event(uow, event, updated, reason=reason)
     token = await nps.create_survey(uow, updated.id) if action == "complete" else ""
     return updated, token
 
 
-async def _deposit_paid(uow: UnitOfWork, booking_id: str) -> Any:
+async def _deposit_paid(uow: UnitOfWork, booking_id: str) -> Record:
     row = await get(uow, booking_id, for_update=True)
     values: dict[str, Any] = {"deposit_paid": True, "updated_at": func.now()}
     confirm = row.status == "pending"
@@ -295,11 +296,11 @@ async def _deposit_paid(uow: UnitOfWork, booking_id: str) -> Any:
     await uow.session.execute(update(bookings).where(bookings.c.id == row.id).values(**values))
     updated = await get(uow, booking_id)
     if confirm:
-        raise_event(uow, updated, "confirmed", reason="deposit_paid")
+        raise_event(uow, BOOKING_CONFIRMED, updated, reason="deposit_paid")
     return updated
 
 
-async def reschedule(uow: UnitOfWork, booking_id: str, starts_at: datetime, duration_minutes: int) -> Any:
+async def reschedule(uow: UnitOfWork, booking_id: str, starts_at: datetime, duration_minutes: int) -> Record:
     row = await get(uow, booking_id, for_update=True)
     if row.status not in ("pending", "confirmed"):
         raise FailedPrecondition(
@@ -308,7 +309,7 @@ async def reschedule(uow: UnitOfWork, booking_id: str, starts_at: datetime, dura
     problems: list[FieldViolation] = []
     ends_at = check_window(starts_at, duration_minutes, problems)
     if problems:
-        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
+        raise InvalidArgument.of(problems)
     try:
         async with uow.session.begin_nested():
             await uow.session.execute(
@@ -327,7 +328,7 @@ async def reschedule(uow: UnitOfWork, booking_id: str, starts_at: datetime, dura
             code="schedule_conflict",
         ) from exc
     updated = await get(uow, booking_id)
-    raise_event(uow, updated, "rescheduled")
+    raise_event(uow, BOOKING_RESCHEDULED, updated)
     return updated
 
 
@@ -348,7 +349,7 @@ async def list_upcoming(
     *,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None = None,
-) -> list[Any]:
+) -> list[Record]:
     """Confirmed bookings starting in [start, end), in start order, keyset-paged: reminders and digests."""
     query = (
         select(

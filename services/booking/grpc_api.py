@@ -1,45 +1,28 @@
 """The booking servicer: proto in, domain call, proto out. No SQL and no business rules here.
 
 It is assembled from per-area parts (this module: estimates, leads, bookings; grpc_scheduling.py:
-teams, workers, blackouts, scheduling, queue; grpc_insights.py: NPS and analytics) so no file grows
-past what a reader holds at once."""
+teams, workers, blackouts, scheduling, queue; grpc_insights.py: NPS and analytics; grpc_pricing.py:
+pricing versions) so no file grows past what a reader holds at once. Rows become messages in protos.py."""
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
+import grpc
 from cws.booking.v1 import booking_pb2, booking_pb2_grpc
 
 from libs.common import context as request_context
 from libs.common.context import AuthMethod
-from libs.common.db import Database, UnitOfWork, unit_of_work
+from libs.common.convert import from_ts, page, parse_id
+from libs.common.db import Database, unit_of_work
 from libs.common.errors import NotFound, PermissionDenied, Unauthenticated, invalid
+from libs.common.roles import DISPATCH, MANAGERS, STAFF
 from services.booking import bookings, leads, orgs, pricing, protos
-from services.booking.bookings import from_ts
 from services.booking.grpc_insights import InsightsApi
 from services.booking.grpc_pricing import PricingApi
 from services.booking.grpc_scheduling import SchedulingApi
 from services.booking.settings import BookingSettings
 
-STAFF = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
-DISPATCH = ("OWNER", "ADMIN", "DISPATCHER")
 CLIENT = AuthMethod.Value("AUTH_METHOD_CLIENT_PORTAL")
 WORKER = AuthMethod.Value("AUTH_METHOD_WORKER_PORTAL")
-
-
-def page(limit: int, offset: int) -> tuple[int, int]:
-    if not 0 <= limit <= 200:
-        raise invalid("limit", "must be between 1 and 200")
-    if offset < 0:
-        raise invalid("offset", "must not be negative")
-    return limit or 50, offset
-
-
-async def booking_proto(uow: UnitOfWork, row: Any) -> booking_pb2.Booking:
-    profile = await orgs.profile(uow)
-    workers = await bookings.worker_ids_of(uow, [row.id])
-    return protos.booking(row, profile.time_zone, workers.get(row.id, []))
 
 
 class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.BookingServiceServicer):
@@ -47,7 +30,11 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
         self.db = db
         self.settings = settings
 
-    async def ResolvePublicOrg(self, request: booking_pb2.ResolvePublicOrgRequest, context: Any) -> Any:
+    # --- public: estimates and leads ------------------------------------------------------------
+
+    async def ResolvePublicOrg(
+        self, request: booking_pb2.ResolvePublicOrgRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.ResolvePublicOrgResponse:
         async with unit_of_work(self.db) as uow:
             org_id = await orgs.resolve_public_org(uow, request.org_key)
             await uow.set_org(org_id)
@@ -55,50 +42,58 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
         return booking_pb2.ResolvePublicOrgResponse(org_id=str(org_id), time_zone=profile.time_zone)
 
     async def Estimate(
-        self, request: booking_pb2.EstimateRequest, context: Any
+        self, request: booking_pb2.EstimateRequest, context: grpc.aio.ServicerContext
     ) -> booking_pb2.EstimateResponse:
         async with unit_of_work(self.db) as uow:
             await uow.set_org(await orgs.resolve_public_org(uow, request.org_key))
-            await orgs.profile(uow)
-            quote = await pricing.estimate(uow, request.beds, request.baths, request.cleaning_type)
+            profile = await orgs.profile(uow)
+            quote = await pricing.estimate(
+                uow, request.beds, request.baths, request.cleaning_type, default_currency=profile.currency
+            )
         return protos.estimate(quote)
 
-    async def CreateLead(self, request: booking_pb2.CreateLeadRequest, context: Any) -> Any:
+    async def CreateLead(
+        self, request: booking_pb2.CreateLeadRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.CreateLeadResponse:
         inputs = request.structured_inputs
+        data = leads.LeadInput(
+            name=request.name,
+            phone=request.phone,
+            email=request.email,
+            postal_code=request.postal_code,
+            beds=inputs.beds,
+            baths=inputs.baths,
+            cleaning_type=inputs.cleaning_type,
+            notes=request.notes,
+            idempotency_key=request.idempotency_key,
+        )
         async with unit_of_work(self.db) as uow:
             await uow.set_org(await orgs.resolve_public_org(uow, request.org_key))
-            await orgs.profile(uow)
-            row, replayed = await leads.create(
-                uow,
-                self.settings,
-                leads.LeadInput(
-                    name=request.name,
-                    phone=request.phone,
-                    email=request.email,
-                    postal_code=request.postal_code,
-                    beds=inputs.beds,
-                    baths=inputs.baths,
-                    cleaning_type=inputs.cleaning_type,
-                    notes=request.notes,
-                    idempotency_key=request.idempotency_key,
-                ),
-            )
+            row, replayed = await leads.create(uow, self.settings, await orgs.profile(uow), data)
         return booking_pb2.CreateLeadResponse(lead=protos.lead(row), replayed=replayed)
 
-    async def ListLeads(self, request: booking_pb2.ListLeadsRequest, context: Any) -> Any:
+    async def ListLeads(
+        self, request: booking_pb2.ListLeadsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.ListLeadsResponse:
         request_context.require_role(*STAFF)
         limit, offset = page(request.limit, request.offset)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             rows, total = await leads.list_leads(uow, limit=limit, offset=offset)
         return booking_pb2.ListLeadsResponse(leads=[protos.lead(r) for r in rows], total=total)
 
-    async def GetLead(self, request: booking_pb2.GetLeadRequest, context: Any) -> Any:
+    async def GetLead(
+        self, request: booking_pb2.GetLeadRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.GetLeadResponse:
         request_context.require_role(*STAFF)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             row = await leads.get(uow, request.lead_id)
         return booking_pb2.GetLeadResponse(lead=protos.lead(row))
 
-    async def CreateBooking(self, request: booking_pb2.CreateBookingRequest, context: Any) -> Any:
+    # --- bookings -------------------------------------------------------------------------------
+
+    async def CreateBooking(
+        self, request: booking_pb2.CreateBookingRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.CreateBookingResponse:
         request_context.require_role(*DISPATCH)
         data = bookings.BookingInput(
             starts_at=from_ts(request.starts_at, "starts_at"),
@@ -117,16 +112,16 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
             deposit_required=request.deposit_required,
         )
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            await orgs.profile(uow)
-            row, replayed = await bookings.create(uow, self.settings, data)
-            result = await booking_proto(uow, row)
+            row, replayed = await bookings.create(uow, self.settings, await orgs.profile(uow), data)
+            (result,) = await protos.bookings(uow, [row])
         return booking_pb2.CreateBookingResponse(booking=result, replayed=replayed)
 
-    async def ListBookings(self, request: booking_pb2.ListBookingsRequest, context: Any) -> Any:
+    async def ListBookings(
+        self, request: booking_pb2.ListBookingsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.ListBookingsResponse:
         client_email, worker_id = self._portal_scope(request.client_email, request.worker_id)
         limit, offset = page(request.limit, request.offset)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            profile = await orgs.profile(uow)
             rows, total = await bookings.list_bookings(
                 uow,
                 status=request.status,
@@ -137,20 +132,21 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
                 limit=limit,
                 offset=offset,
             )
-            workers = await bookings.worker_ids_of(uow, [r.id for r in rows])
-        return booking_pb2.ListBookingsResponse(
-            bookings=[protos.booking(r, profile.time_zone, workers.get(r.id, [])) for r in rows], total=total
-        )
+            found = await protos.bookings(uow, rows)
+        return booking_pb2.ListBookingsResponse(bookings=found, total=total)
 
-    async def GetBooking(self, request: booking_pb2.GetBookingRequest, context: Any) -> Any:
+    async def GetBooking(
+        self, request: booking_pb2.GetBookingRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.GetBookingResponse:
         client_email, worker_id = self._portal_scope("", "")
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            row = await bookings.get(uow, request.booking_id)
-            result = await booking_proto(uow, row)
+            (result,) = await protos.bookings(uow, [await bookings.get(uow, request.booking_id)])
         self._check_portal_access(result, client_email, worker_id)
         return booking_pb2.GetBookingResponse(booking=result)
 
-    async def TransitionBooking(self, request: booking_pb2.TransitionBookingRequest, context: Any) -> Any:
+    async def TransitionBooking(
+        self, request: booking_pb2.TransitionBookingRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.TransitionBookingResponse:
         ctx = request_context.current()
         if ctx.auth_method == WORKER:
             if request.action not in ("start", "complete"):
@@ -159,30 +155,29 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
             request_context.require_role(*DISPATCH)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             if ctx.auth_method == WORKER:
-                self._check_portal_access(
-                    await booking_proto(uow, await bookings.get(uow, request.booking_id)),
-                    "",
-                    ctx.principal_id,
-                )
+                (own,) = await protos.bookings(uow, [await bookings.get(uow, request.booking_id)])
+                self._check_portal_access(own, "", ctx.principal_id)
             row, token = await bookings.transition(
                 uow, request.booking_id, request.action, reason=request.reason
             )
-            result = await booking_proto(uow, row)
+            (result,) = await protos.bookings(uow, [row])
         return booking_pb2.TransitionBookingResponse(booking=result, nps_token=token)
 
-    async def RescheduleBooking(self, request: booking_pb2.RescheduleBookingRequest, context: Any) -> Any:
+    async def RescheduleBooking(
+        self, request: booking_pb2.RescheduleBookingRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.RescheduleBookingResponse:
         request_context.require_role(*DISPATCH)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             row = await bookings.reschedule(
                 uow, request.booking_id, from_ts(request.starts_at, "starts_at"), request.duration_minutes
             )
-            result = await booking_proto(uow, row)
+            (result,) = await protos.bookings(uow, [row])
         return booking_pb2.RescheduleBookingResponse(booking=result)
 
     async def CleanupPendingBookings(
-        self, request: booking_pb2.CleanupPendingBookingsRequest, context: Any
-    ) -> Any:
-        request_context.require_role("OWNER", "ADMIN")
+        self, request: booking_pb2.CleanupPendingBookingsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.CleanupPendingBookingsResponse:
+        request_context.require_role(*MANAGERS)
         hours = request.older_than_hours or self.settings.pending_booking_ttl_hours
         if not 1 <= hours <= 24 * 365:
             raise invalid("older_than_hours", "must be between 1 and 8760")
@@ -191,7 +186,7 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
         return booking_pb2.CleanupPendingBookingsResponse(deleted=deleted)
 
     async def ListUpcomingBookings(
-        self, request: booking_pb2.ListUpcomingBookingsRequest, context: Any
+        self, request: booking_pb2.ListUpcomingBookingsRequest, context: grpc.aio.ServicerContext
     ) -> booking_pb2.ListUpcomingBookingsResponse:
         request_context.require_role(*STAFF)
         if not (request.HasField("from_time") and request.HasField("to_time")):
@@ -204,7 +199,7 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
         if request.after_id:
             after = (
                 from_ts(request.after_starts_at, "after_starts_at"),
-                _parse_uuid(request.after_id, "after_id"),
+                parse_id(request.after_id, "after_id"),
             )
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             profile = await orgs.profile(uow)
@@ -214,9 +209,9 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
         )
 
     async def RetentionCleanup(
-        self, request: booking_pb2.RetentionCleanupRequest, context: Any
+        self, request: booking_pb2.RetentionCleanupRequest, context: grpc.aio.ServicerContext
     ) -> booking_pb2.RetentionCleanupResponse:
-        request_context.require_role("OWNER", "ADMIN")
+        request_context.require_role(*MANAGERS)
         if self.settings.retention_lead_days <= 0:
             return booking_pb2.RetentionCleanupResponse(deleted=0)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
@@ -240,10 +235,3 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
             raise NotFound("booking not found")
         if worker_id and worker_id not in booking.worker_ids:
             raise NotFound("booking not found")
-
-
-def _parse_uuid(value: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise invalid(field, "must be a UUID") from None

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
+import grpc
 from cws.booking.v1 import booking_pb2
 
 from libs.common import context as request_context
+from libs.common.convert import from_ts
 from libs.common.db import Database, unit_of_work
+from libs.common.roles import ANALYSTS
 from services.booking import analytics, nps, orgs
-from services.booking.bookings import from_ts
 from services.booking.settings import BookingSettings
 
-ANALYSTS = ("OWNER", "ADMIN", "FINANCE")
 DEFAULT_NPS_WINDOW = timedelta(days=365)
 DEFAULT_COHORT_MONTHS = 12
 
@@ -29,13 +29,17 @@ class InsightsApi:
     db: Database
     settings: BookingSettings
 
-    async def SubmitNps(self, request: booking_pb2.SubmitNpsRequest, context: Any) -> Any:
+    async def SubmitNps(
+        self, request: booking_pb2.SubmitNpsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.SubmitNpsResponse:
         # Public: the survey token names its org, so the submit runs inside that org under RLS.
         async with unit_of_work(self.db, nps.org_of_token(request.token)) as uow:
             await nps.submit(uow, request.token, request.score, request.comment)
         return booking_pb2.SubmitNpsResponse()
 
-    async def NpsAnalytics(self, request: booking_pb2.NpsAnalyticsRequest, context: Any) -> Any:
+    async def NpsAnalytics(
+        self, request: booking_pb2.NpsAnalyticsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.NpsAnalyticsResponse:
         request_context.require_role(*ANALYSTS)
         to_time = from_ts(request.to_time, "to") if request.HasField("to_time") else datetime.now(UTC)
         from_time = (
@@ -44,7 +48,7 @@ class InsightsApi:
             else to_time - DEFAULT_NPS_WINDOW
         )
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            profile = await orgs.ensure_profile(uow)
+            profile = await orgs.profile(uow)
             summary = await analytics.nps_summary(
                 uow, time_zone=profile.time_zone, from_time=from_time, to_time=to_time
             )
@@ -58,10 +62,12 @@ class InsightsApi:
             monthly=_trend(summary.monthly),
         )
 
-    async def CohortAnalytics(self, request: booking_pb2.CohortAnalyticsRequest, context: Any) -> Any:
+    async def CohortAnalytics(
+        self, request: booking_pb2.CohortAnalyticsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.CohortAnalyticsResponse:
         request_context.require_role(*ANALYSTS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            profile = await orgs.ensure_profile(uow)
+            profile = await orgs.profile(uow)
             found = await analytics.cohorts(
                 uow, time_zone=profile.time_zone, months=request.months or DEFAULT_COHORT_MONTHS
             )

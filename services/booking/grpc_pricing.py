@@ -3,21 +3,19 @@ role; a new version: OWNER or ADMIN. Proto in, domain call, proto out."""
 
 from __future__ import annotations
 
-from typing import Any
-
+import grpc
 from cws.booking.v1 import booking_pb2
 
 from libs.common import context as request_context
+from libs.common.convert import to_ts
 from libs.common.db import Database, unit_of_work
+from libs.common.roles import MANAGERS, STAFF
 from services.booking import orgs, pricing
-from services.booking.bookings import to_ts
+from services.booking.models import Record
 from services.booking.settings import BookingSettings
 
-STAFF = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
-PRICING_ADMIN = ("OWNER", "ADMIN")
 
-
-def _config(row: Any) -> booking_pb2.PricingConfig:
+def _config(row: Record) -> booking_pb2.PricingConfig:
     return booking_pb2.PricingConfig(
         id=str(row.id),
         version=row.version,
@@ -39,15 +37,20 @@ class PricingApi:
     db: Database
     settings: BookingSettings
 
-    async def ListPricingConfigs(self, request: booking_pb2.ListPricingConfigsRequest, context: Any) -> Any:
+    async def ListPricingConfigs(
+        self, request: booking_pb2.ListPricingConfigsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.ListPricingConfigsResponse:
         request_context.require_role(*STAFF)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            # An org new here is set up first (profile and default pricing): its list starts at v1.
             await orgs.profile(uow)
             rows = await pricing.list_configs(uow)
         return booking_pb2.ListPricingConfigsResponse(configs=[_config(r) for r in rows])
 
-    async def CreatePricingConfig(self, request: booking_pb2.CreatePricingConfigRequest, context: Any) -> Any:
-        request_context.require_role(*PRICING_ADMIN)
+    async def CreatePricingConfig(
+        self, request: booking_pb2.CreatePricingConfigRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.CreatePricingConfigResponse:
+        request_context.require_role(*MANAGERS)
         rules = [
             (rule.cleaning_type, {key: getattr(rule, key) for key in pricing.RULE_FIELDS})
             for rule in request.rules

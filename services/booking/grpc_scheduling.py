@@ -3,27 +3,36 @@ proto in, domain call, proto out. Role checks here, in the service that owns the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
+import grpc
 from cws.booking.v1 import booking_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from libs.common import context as request_context
-from libs.common.db import Database, UnitOfWork, unit_of_work
-from libs.common.errors import invalid
-from services.booking import bookings, orgs, protos, resources, scheduling
-from services.booking.bookings import from_ts, to_ts
+from libs.common.convert import from_ts, page, to_ts
+from libs.common.db import Database, unit_of_work
+from libs.common.roles import DISPATCH, STAFF
+from services.booking import protos, resources, scheduling
+from services.booking.models import Record
 from services.booking.resources import Window
 from services.booking.settings import BookingSettings
 
-STAFF = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
-DISPATCH = ("OWNER", "ADMIN", "DISPATCHER")
+
+class WindowRequest(Protocol):
+    """ScheduleSuggestionsRequest and ScheduleConflictsRequest: both ask about a window."""
+
+    @property
+    def starts_at(self) -> Timestamp: ...
+    @property
+    def ends_at(self) -> Timestamp: ...
 
 
-def _team(row: Any) -> booking_pb2.Team:
+def _team(row: Record) -> booking_pb2.Team:
     return booking_pb2.Team(id=str(row.id), name=row.name, active=row.active)
 
 
-def _worker(row: Any) -> booking_pb2.Worker:
+def _worker(row: Record) -> booking_pb2.Worker:
     return booking_pb2.Worker(
         id=str(row.id),
         name=row.name,
@@ -35,7 +44,7 @@ def _worker(row: Any) -> booking_pb2.Worker:
     )
 
 
-def _blackout(row: Any) -> booking_pb2.Blackout:
+def _blackout(row: Record) -> booking_pb2.Blackout:
     return booking_pb2.Blackout(
         id=str(row.id),
         team_id=str(row.team_id or ""),
@@ -58,25 +67,11 @@ def _conflict(found: scheduling.ScheduleConflict) -> booking_pb2.Conflict:
     )
 
 
-async def _bookings(uow: UnitOfWork, rows: list[Any]) -> list[booking_pb2.Booking]:
-    profile = await orgs.ensure_profile(uow)
-    assigned = await bookings.worker_ids_of(uow, [row.id for row in rows])
-    return [protos.booking(row, profile.time_zone, assigned.get(row.id, [])) for row in rows]
-
-
-def _page(limit: int, offset: int) -> tuple[int, int]:
-    if not 0 <= limit <= 200:
-        raise invalid("limit", "must be between 1 and 200")
-    if offset < 0:
-        raise invalid("offset", "must not be negative")
-    return limit or 50, offset
-
-
 class SchedulingApi:
     db: Database
     settings: BookingSettings
 
-    def _window(self, request: Any) -> Window:
+    def _window(self, request: WindowRequest) -> Window:
         return resources.check_window(
             from_ts(request.starts_at, "starts_at"),
             from_ts(request.ends_at, "ends_at"),
@@ -85,25 +80,33 @@ class SchedulingApi:
 
     # --- teams --------------------------------------------------------------------------------
 
-    async def CreateTeam(self, request: booking_pb2.CreateTeamRequest, context: Any) -> Any:
+    async def CreateTeam(
+        self, request: booking_pb2.CreateTeamRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.CreateTeamResponse:
         request_context.require_role(*DISPATCH)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             row = await resources.create_team(uow, request.name)
         return booking_pb2.CreateTeamResponse(team=_team(row))
 
-    async def ListTeams(self, request: booking_pb2.ListTeamsRequest, context: Any) -> Any:
+    async def ListTeams(
+        self, request: booking_pb2.ListTeamsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.ListTeamsResponse:
         request_context.require_role(*STAFF)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             rows = await resources.list_teams(uow)
         return booking_pb2.ListTeamsResponse(teams=[_team(r) for r in rows])
 
-    async def DeleteTeam(self, request: booking_pb2.DeleteTeamRequest, context: Any) -> Any:
+    async def DeleteTeam(
+        self, request: booking_pb2.DeleteTeamRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.DeleteTeamResponse:
         request_context.require_role(*DISPATCH)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             await resources.delete_team(uow, request.team_id)
         return booking_pb2.DeleteTeamResponse()
 
-    async def UpdateTeam(self, request: booking_pb2.UpdateTeamRequest, context: Any) -> Any:
+    async def UpdateTeam(
+        self, request: booking_pb2.UpdateTeamRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.UpdateTeamResponse:
         request_context.require_role(*DISPATCH)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             row = await resources.update_team(
@@ -116,7 +119,9 @@ class SchedulingApi:
 
     # --- workers ------------------------------------------------------------------------------
 
-    async def CreateWorker(self, request: booking_pb2.CreateWorkerRequest, context: Any) -> Any:
+    async def CreateWorker(
+        self, request: booking_pb2.CreateWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.CreateWorkerResponse:
         request_context.require_role(*DISPATCH)
         data = resources.WorkerInput(
             name=request.name,
@@ -129,19 +134,25 @@ class SchedulingApi:
             row = await resources.create_worker(uow, self.settings, data)
         return booking_pb2.CreateWorkerResponse(worker=_worker(row))
 
-    async def ListWorkers(self, request: booking_pb2.ListWorkersRequest, context: Any) -> Any:
+    async def ListWorkers(
+        self, request: booking_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.ListWorkersResponse:
         request_context.require_role(*STAFF)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             rows = await resources.list_workers(uow, request.team_id)
         return booking_pb2.ListWorkersResponse(workers=[_worker(r) for r in rows])
 
-    async def DeleteWorker(self, request: booking_pb2.DeleteWorkerRequest, context: Any) -> Any:
+    async def DeleteWorker(
+        self, request: booking_pb2.DeleteWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.DeleteWorkerResponse:
         request_context.require_role(*DISPATCH)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             await resources.delete_worker(uow, request.worker_id)
         return booking_pb2.DeleteWorkerResponse()
 
-    async def UpdateWorker(self, request: booking_pb2.UpdateWorkerRequest, context: Any) -> Any:
+    async def UpdateWorker(
+        self, request: booking_pb2.UpdateWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.UpdateWorkerResponse:
         request_context.require_role(*DISPATCH)
         given = {
             name: getattr(request, name)
@@ -156,7 +167,9 @@ class SchedulingApi:
 
     # --- blackouts ----------------------------------------------------------------------------
 
-    async def CreateBlackout(self, request: booking_pb2.CreateBlackoutRequest, context: Any) -> Any:
+    async def CreateBlackout(
+        self, request: booking_pb2.CreateBlackoutRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.CreateBlackoutResponse:
         request_context.require_role(*DISPATCH)
         starts_at, ends_at = from_ts(request.starts_at, "starts_at"), from_ts(request.ends_at, "ends_at")
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
@@ -170,7 +183,9 @@ class SchedulingApi:
             )
         return booking_pb2.CreateBlackoutResponse(blackout=_blackout(row))
 
-    async def ListBlackouts(self, request: booking_pb2.ListBlackoutsRequest, context: Any) -> Any:
+    async def ListBlackouts(
+        self, request: booking_pb2.ListBlackoutsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.ListBlackoutsResponse:
         request_context.require_role(*STAFF)
         from_time = from_ts(request.from_time, "from") if request.HasField("from_time") else None
         to_time = from_ts(request.to_time, "to") if request.HasField("to_time") else None
@@ -178,7 +193,9 @@ class SchedulingApi:
             rows = await resources.list_blackouts(uow, from_time, to_time)
         return booking_pb2.ListBlackoutsResponse(blackouts=[_blackout(r) for r in rows])
 
-    async def DeleteBlackout(self, request: booking_pb2.DeleteBlackoutRequest, context: Any) -> Any:
+    async def DeleteBlackout(
+        self, request: booking_pb2.DeleteBlackoutRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.DeleteBlackoutResponse:
         request_context.require_role(*DISPATCH)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             await resources.delete_blackout(uow, request.blackout_id)
@@ -186,16 +203,20 @@ class SchedulingApi:
 
     # --- scheduling ---------------------------------------------------------------------------
 
-    async def AssignBooking(self, request: booking_pb2.AssignBookingRequest, context: Any) -> Any:
+    async def AssignBooking(
+        self, request: booking_pb2.AssignBookingRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.AssignBookingResponse:
         request_context.require_role(*DISPATCH)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             row, _ = await scheduling.assign(
                 uow, request.booking_id, request.team_id, list(request.worker_ids)
             )
-            (result,) = await _bookings(uow, [row])
+            (result,) = await protos.bookings(uow, [row])
         return booking_pb2.AssignBookingResponse(booking=result)
 
-    async def ScheduleSuggestions(self, request: booking_pb2.ScheduleSuggestionsRequest, context: Any) -> Any:
+    async def ScheduleSuggestions(
+        self, request: booking_pb2.ScheduleSuggestionsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.ScheduleSuggestionsResponse:
         request_context.require_role(*DISPATCH)
         window = self._window(request)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
@@ -206,7 +227,9 @@ class SchedulingApi:
             teams=[_team(r) for r in found.teams], workers=[_worker(r) for r in found.workers]
         )
 
-    async def ScheduleConflicts(self, request: booking_pb2.ScheduleConflictsRequest, context: Any) -> Any:
+    async def ScheduleConflicts(
+        self, request: booking_pb2.ScheduleConflictsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.ScheduleConflictsResponse:
         request_context.require_role(*DISPATCH)
         window = self._window(request)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
@@ -221,14 +244,16 @@ class SchedulingApi:
             has_conflict=bool(found), conflicts=[_conflict(c) for c in found]
         )
 
-    async def AssignmentQueue(self, request: booking_pb2.AssignmentQueueRequest, context: Any) -> Any:
+    async def AssignmentQueue(
+        self, request: booking_pb2.AssignmentQueueRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.AssignmentQueueResponse:
         request_context.require_role(*DISPATCH)
-        limit, offset = _page(request.limit, request.offset)
+        limit, offset = page(request.limit, request.offset)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             entries, total = await scheduling.assignment_queue(
                 uow, days=request.days, limit=limit, offset=offset
             )
-            converted = await _bookings(uow, [entry.booking for entry in entries])
+            converted = await protos.bookings(uow, [entry.booking for entry in entries])
         return booking_pb2.AssignmentQueueResponse(
             items=[
                 booking_pb2.QueueItem(booking=b, urgent=entry.urgent)

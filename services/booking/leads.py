@@ -5,16 +5,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from cws.booking.v1 import events_pb2
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
 from libs.common.errors import FieldViolation, InvalidArgument, NotFound, invalid
 from services.booking import contacts, pricing
-from services.booking.models import bookings, leads
+from services.booking.events import BOOKING_LEAD_CREATED
+from services.booking.models import Record, bookings, leads
+from services.booking.orgs import OrgProfile
 from services.booking.settings import BookingSettings
 
 
@@ -31,7 +33,9 @@ class LeadInput:
     idempotency_key: str = ""
 
 
-async def create(uow: UnitOfWork, settings: BookingSettings, data: LeadInput) -> tuple[Any, bool]:
+async def create(
+    uow: UnitOfWork, settings: BookingSettings, profile: OrgProfile, data: LeadInput
+) -> tuple[Record, bool]:
     """Returns (lead row, replayed). A repeated idempotency key returns the first lead."""
     if data.idempotency_key:
         if len(data.idempotency_key) > 200:
@@ -45,45 +49,48 @@ async def create(uow: UnitOfWork, settings: BookingSettings, data: LeadInput) ->
     email = contacts.email(data.email, "email", problems)
     postal = contacts.postal_code(data.postal_code, "postal_code", problems, settings.postal_code_country)
     notes = contacts.text(data.notes, "notes", problems, max_length=2000)
-    config = await pricing.active_config(uow)
+    config = await pricing.active_config(uow, profile.currency)
     try:
         pricing.validate_inputs(data.beds, data.baths, data.cleaning_type, config.rules, "structured_inputs.")
     except InvalidArgument as error:
         problems.extend(error.violations)
     if problems:
-        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
-    quote = await pricing.estimate(uow, data.beds, data.baths, data.cleaning_type)
-    lead_id = uuid.uuid4()
-    inserted = await uow.session.scalar(
-        pg_insert(leads)
-        .values(
-            id=lead_id,
-            org_id=uow.org_id,
-            name=name,
-            phone=phone,
-            email=email,
-            postal_code=postal,
-            beds=data.beds,
-            baths=data.baths,
-            cleaning_type=data.cleaning_type,
-            pricing_config_id=quote.pricing_config_id,
-            estimate=quote.snapshot(),
-            total_before_tax_cents=quote.total_before_tax_cents,
-            currency=quote.currency,
-            notes=notes,
-            idempotency_key=data.idempotency_key or None,
+        raise InvalidArgument.of(problems)
+    quote = await pricing.quote(uow, config, data.beds, data.baths, data.cleaning_type)
+    inserted = (
+        await uow.session.execute(
+            pg_insert(leads)
+            .values(
+                id=uuid.uuid4(),
+                org_id=uow.org_id,
+                name=name,
+                phone=phone,
+                email=email,
+                postal_code=postal,
+                beds=data.beds,
+                baths=data.baths,
+                cleaning_type=data.cleaning_type,
+                pricing_config_id=quote.pricing_config_id,
+                estimate=quote.snapshot(),
+                total_before_tax_cents=quote.total_before_tax_cents,
+                currency=quote.currency,
+                notes=notes,
+                idempotency_key=data.idempotency_key or None,
+            )
+            .on_conflict_do_nothing()
+            .returning(*leads.c)
         )
-        .on_conflict_do_nothing()
-        .returning(leads.c.id)
-    )
-    if inserted is None:  # the same key won a race a moment ago
-        earlier = await _by_idempotency_key(uow, data.idempotency_key)
-        return earlier, True
+    ).first()
+    if inserted is None:  # the same key won a race a moment ago: its lead, now committed
+        winner = await uow.session.execute(
+            select(leads).where(leads.c.idempotency_key == data.idempotency_key)
+        )
+        return winner.one(), True
     uow.add_event(
-        "cws.booking.lead.created",
+        BOOKING_LEAD_CREATED,
         events_pb2.LeadCreated(
             org_id=str(uow.org_id),
-            lead_id=str(lead_id),
+            lead_id=str(inserted.id),
             email=email,
             total_before_tax_cents=quote.total_before_tax_cents,
             name=name,
@@ -91,25 +98,21 @@ async def create(uow: UnitOfWork, settings: BookingSettings, data: LeadInput) ->
             cleaning_type=data.cleaning_type,
         ),
     )
-    return await get(uow, str(lead_id)), False
+    return inserted, False
 
 
-async def _by_idempotency_key(uow: UnitOfWork, key: str) -> Any:
+async def _by_idempotency_key(uow: UnitOfWork, key: str) -> Record | None:
     return (await uow.session.execute(select(leads).where(leads.c.idempotency_key == key))).first()
 
 
-async def get(uow: UnitOfWork, lead_id: str) -> Any:
-    try:
-        key = uuid.UUID(lead_id)
-    except ValueError as exc:
-        raise invalid("lead_id", "must be a UUID") from exc
-    row = (await uow.session.execute(select(leads).where(leads.c.id == key))).first()
+async def get(uow: UnitOfWork, lead_id: str) -> Record:
+    row = (await uow.session.execute(select(leads).where(leads.c.id == parse_id(lead_id, "lead_id")))).first()
     if row is None:
         raise NotFound("lead not found")
     return row
 
 
-async def list_leads(uow: UnitOfWork, *, limit: int, offset: int) -> tuple[list[Any], int]:
+async def list_leads(uow: UnitOfWork, *, limit: int, offset: int) -> tuple[list[Record], int]:
     rows = (
         await uow.session.execute(
             select(leads).order_by(leads.c.created_at.desc(), leads.c.id).limit(limit).offset(offset)

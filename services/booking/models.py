@@ -6,6 +6,8 @@ overlap for the same team or worker, so concurrent assignments cannot double-boo
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
@@ -15,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Row,
     String,
     Table,
     Text,
@@ -28,6 +31,9 @@ from libs.common.db import service_metadata
 
 SCHEMA = "booking"
 metadata, event_tables = service_metadata(SCHEMA)
+
+# One row of a table here, its columns by attribute (row.time_zone): what query functions return.
+Record: TypeAlias = Row[*tuple[Any, ...]]
 
 BOOKING_STATUSES = ("pending", "confirmed", "in_progress", "completed", "cancelled")
 CLEANING_TYPES = ("standard", "deep", "move_out")

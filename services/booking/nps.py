@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, select, update
 
 from libs.common.db import UnitOfWork
 from libs.common.errors import Conflict, NotFound, invalid
+from services.booking.events import BOOKING_NPS_SUBMITTED
 from services.booking.models import nps_responses, nps_surveys
 
 MAX_COMMENT = 2000
@@ -68,6 +69,6 @@ async def submit(uow: UnitOfWork, token: str, score: int, comment: str) -> None:
         )
     )
     uow.add_event(
-        "cws.booking.nps.submitted",
+        BOOKING_NPS_SUBMITTED,
         events_pb2.NpsSubmitted(org_id=str(uow.org_id), booking_id=str(survey.booking_id), score=score),
     )

@@ -1,5 +1,8 @@
 """Org profiles: the booking side of an org (public key, time zone, currency). Created from IAM's
-cws.iam.org.created event, and lazily on first use so a request never waits for the event."""
+cws.iam.org.created event, and lazily on first use so a request never waits for the event.
+
+Every replica caches profiles for a minute; events.py feeds each replica's cache the org.created
+broadcast, so a changed time zone is served everywhere as soon as it has committed."""
 
 from __future__ import annotations
 
@@ -10,13 +13,13 @@ import uuid
 from dataclasses import dataclass
 
 from cws.iam.v1 import events_pb2 as iam_events
-from nats.aio.msg import Msg
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common import context as request_context
 from libs.common.db import UnitOfWork
 from libs.common.errors import NotFound, PermissionDenied
+from libs.common.event_types import EventMeta
 from services.booking import pricing
 from services.booking.models import org_profiles
 
@@ -54,13 +57,23 @@ async def ensure_profile(
 
 
 class ProfileCache:
-    """A short per-process cache of profiles (time zones rarely change). A reader keeps what it read
-    only if no profile was forgotten since it began: a read that started before an update committed
-    may have seen the old row, and must not put it back after the update emptied the cache."""
+    """A short per-process cache of profiles (time zones rarely change).
 
-    def __init__(self, seconds: float = 60.0) -> None:
+    Two rules keep it from serving an old time zone after a change:
+    - A reader keeps what it read only if no profile was forgotten since it began: a read that started
+      before an update committed may have seen the old row, and must not put it back after the update
+      emptied the cache (`generation`).
+    - Every replica hears of a change (the org.created broadcast) when IAM publishes it, which may be
+      before the replica whose consumer took the event has committed it. Until a read shows the
+      announced time zone, what is read is served but not kept (`awaited`); should the change never
+      commit (its event parked as a dead letter), caching resumes after `await_seconds`.
+    """
+
+    def __init__(self, seconds: float = 60.0, await_seconds: float = 300.0) -> None:
         self.seconds = seconds
+        self.await_seconds = await_seconds
         self.entries: dict[uuid.UUID, tuple[float, OrgProfile]] = {}
+        self.awaited: dict[uuid.UUID, tuple[float, str]] = {}
         self.generation = 0
 
     def get(self, org_id: uuid.UUID) -> OrgProfile | None:
@@ -68,12 +81,28 @@ class ProfileCache:
         return cached[1] if cached and cached[0] > time.monotonic() else None
 
     def keep(self, profile: OrgProfile, generation: int) -> None:
-        if generation == self.generation:
-            self.entries[profile.org_id] = (time.monotonic() + self.seconds, profile)
+        if generation != self.generation:
+            return
+        now = time.monotonic()
+        awaited = self.awaited.get(profile.org_id)
+        if awaited is not None:
+            until, time_zone = awaited
+            if profile.time_zone != time_zone and until > now:
+                return  # the announced change has not committed yet: read the row again next time
+            del self.awaited[profile.org_id]
+        self.entries[profile.org_id] = (now + self.seconds, profile)
 
     def forget(self, org_id: uuid.UUID) -> None:
         self.generation += 1
         self.entries.pop(org_id, None)
+
+    def expect(self, org_id: uuid.UUID, time_zone: str) -> None:
+        """A change to the org was announced: forget it, and keep none without `time_zone` for a while."""
+        now = time.monotonic()
+        self.forget(org_id)
+        # Orgs this replica never reads would stay here for good: drop the stale ones on the way.
+        self.awaited = {key: value for key, value in self.awaited.items() if value[0] > now}
+        self.awaited[org_id] = (now + self.await_seconds, time_zone)
 
 
 _cache = ProfileCache()
@@ -81,7 +110,7 @@ _cache = ProfileCache()
 
 async def profile(uow: UnitOfWork) -> OrgProfile:
     """The org's profile for reads on the hot path: from the per-process cache, else one primary-key
-    read, else created with defaults."""
+    read, else created with defaults (with the org's default pricing config)."""
     assert uow.org_id is not None
     cached = _cache.get(uow.org_id)
     if cached is not None:
@@ -110,11 +139,21 @@ async def resolve_public_org(uow: UnitOfWork, org_key: str) -> uuid.UUID:
     return uuid.UUID(ctx.org_id)
 
 
-async def on_org_created(uow: UnitOfWork, message: Msg) -> None:
-    """Consumer of cws.iam.org.created: the org's booking profile and default pricing."""
-    event = iam_events.OrgCreated.FromString(message.data)
-    await uow.set_org(uuid.UUID(event.org_id))
-    org_id = uuid.UUID(event.org_id)
-    await ensure_profile(uow, name=event.name, time_zone=event.time_zone or "UTC", update=True)
+def _time_zone(message: iam_events.OrgCreated) -> str:
+    return message.time_zone or "UTC"
+
+
+async def on_org_created(uow: UnitOfWork, message: iam_events.OrgCreated, meta: EventMeta) -> None:
+    """Consumer of cws.iam.org.created (one replica takes each event): the org's booking profile and
+    default pricing; sent again for an existing org, its new name and time zone."""
+    org_id = uuid.UUID(message.org_id)
+    await uow.set_org(org_id)
+    await ensure_profile(uow, name=message.name, time_zone=_time_zone(message), update=True)
     # Forgotten once committed: until then, readers still see (and may cache) the old row.
     uow.on_commit(lambda: _cache.forget(org_id))
+
+
+async def on_org_announced(message: iam_events.OrgCreated, meta: EventMeta) -> None:
+    """Broadcast of cws.iam.org.created (every replica hears each event): this replica forgets its copy
+    of the profile, and keeps none without the new time zone until the consumer's change commits."""
+    _cache.expect(uuid.UUID(message.org_id), _time_zone(message))

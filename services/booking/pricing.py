@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common.db import UnitOfWork
 from libs.common.errors import FieldViolation, InvalidArgument
-from services.booking.models import pricing_configs
+from services.booking.models import Record, pricing_configs
 
 MAX_BEDS = 20
 MAX_BATHS = 20.0
@@ -102,10 +102,10 @@ def validate_inputs(
             FieldViolation(f"{prefix}cleaning_type", f"must be one of {', '.join(sorted(rules))}")
         )
     if problems:
-        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
+        raise InvalidArgument.of(problems)
 
 
-def compute(config: Any, beds: int, baths: float, cleaning_type: str) -> Estimate:
+def compute(config: Record, beds: int, baths: float, cleaning_type: str) -> Estimate:
     """The price of one job under one config: pure arithmetic in integer cents."""
     validate_inputs(beds, baths, cleaning_type, config.rules)
     rule = config.rules[cleaning_type]
@@ -147,27 +147,38 @@ def compute(config: Any, beds: int, baths: float, cleaning_type: str) -> Estimat
 async def ensure_default_config(uow: UnitOfWork, currency: str) -> None:
     exists = await uow.session.scalar(select(pricing_configs.c.id).where(pricing_configs.c.active).limit(1))
     if exists is None:
-        # Two first requests of a new org may race here; the unique keys let exactly one insert win.
-        await uow.session.execute(
-            pg_insert(pricing_configs)
-            .values(
-                id=uuid.uuid4(),
-                org_id=uow.org_id,
-                version=1,
-                currency=currency,
-                rules=DEFAULT_RULES,
-                min_total_cents=DEFAULT_MIN_TOTAL_CENTS,
-            )
-            .on_conflict_do_nothing()
+        await _insert_default_config(uow, currency)
+
+
+async def _insert_default_config(uow: UnitOfWork, currency: str) -> None:
+    # Two first requests of a new org may race here; the unique keys let exactly one insert win.
+    await uow.session.execute(
+        pg_insert(pricing_configs)
+        .values(
+            id=uuid.uuid4(),
+            org_id=uow.org_id,
+            version=1,
+            currency=currency,
+            rules=DEFAULT_RULES,
+            min_total_cents=DEFAULT_MIN_TOTAL_CENTS,
         )
+        .on_conflict_do_nothing()
+    )
 
 
-async def active_config(uow: UnitOfWork) -> Any:
-    return (await uow.session.execute(select(pricing_configs).where(pricing_configs.c.active))).one()
+async def active_config(uow: UnitOfWork, default_currency: str) -> Record:
+    """The org's active pricing config. An org without one (new here) first gets the default rules,
+    in `default_currency` (its profile's)."""
+    query = select(pricing_configs).where(pricing_configs.c.active)
+    found = (await uow.session.execute(query)).first()
+    if found is None:
+        await _insert_default_config(uow, default_currency)
+        found = (await uow.session.execute(query)).one()
+    return found
 
 
-async def estimate(uow: UnitOfWork, beds: int, baths: float, cleaning_type: str) -> Estimate:
-    config = await active_config(uow)
+async def quote(uow: UnitOfWork, config: Record, beds: int, baths: float, cleaning_type: str) -> Estimate:
+    """The price under `config`, which from now on is used (its rules then never change)."""
     result = compute(config, beds, baths, cleaning_type)
     if not config.used:
         await uow.session.execute(
@@ -176,10 +187,17 @@ async def estimate(uow: UnitOfWork, beds: int, baths: float, cleaning_type: str)
     return result
 
 
+async def estimate(
+    uow: UnitOfWork, beds: int, baths: float, cleaning_type: str, *, default_currency: str
+) -> Estimate:
+    """The price under the org's active config."""
+    return await quote(uow, await active_config(uow, default_currency), beds, baths, cleaning_type)
+
+
 # --- versions -----------------------------------------------------------------------------------
 
 
-async def list_configs(uow: UnitOfWork) -> list[Any]:
+async def list_configs(uow: UnitOfWork) -> list[Record]:
     """Every version of this org's pricing, newest first."""
     query = (
         select(pricing_configs)
@@ -219,7 +237,7 @@ def validate_config(
     if currency and not _CURRENCY.match(currency):
         problems.append(FieldViolation("currency", "must be three upper-case letters, e.g. CAD"))
     if problems:
-        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
+        raise InvalidArgument.of(problems)
     return checked
 
 
@@ -229,7 +247,7 @@ async def create_config(
     min_total_cents: int,
     currency: str,
     default_currency: str,
-) -> Any:
+) -> Record:
     """A new version (max + 1) that becomes the active one in this same transaction. Used versions
     stay as they are (the trigger allows turning `active` off), so leads keep their snapshot."""
     checked = validate_config(rules, min_total_cents, currency)
@@ -249,10 +267,10 @@ async def create_config(
         .where(pricing_configs.c.org_id == uow.org_id, pricing_configs.c.active)
         .values(active=False)
     )
-    config_id = uuid.uuid4()
-    await uow.session.execute(
-        pg_insert(pricing_configs).values(
-            id=config_id,
+    created = await uow.session.execute(
+        pg_insert(pricing_configs)
+        .values(
+            id=uuid.uuid4(),
             org_id=uow.org_id,
             version=int(version or 0) + 1,
             currency=currency or default_currency,
@@ -260,5 +278,6 @@ async def create_config(
             min_total_cents=min_total_cents,
             active=True,
         )
+        .returning(*pricing_configs.c)
     )
-    return (await uow.session.execute(select(pricing_configs).where(pricing_configs.c.id == config_id))).one()
+    return created.one()

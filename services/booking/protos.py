@@ -6,7 +6,11 @@ from typing import Any
 
 from cws.booking.v1 import booking_pb2
 
-from services.booking.bookings import to_ts
+from libs.common.convert import to_ts
+from libs.common.db import UnitOfWork
+from services.booking import bookings as booking_rows
+from services.booking import orgs
+from services.booking.models import Record
 from services.booking.pricing import Estimate
 
 
@@ -41,7 +45,7 @@ def estimate_snapshot(snapshot: dict[str, Any]) -> booking_pb2.EstimateResponse:
     )
 
 
-def lead(row: Any) -> booking_pb2.Lead:
+def lead(row: Record) -> booking_pb2.Lead:
     return booking_pb2.Lead(
         id=str(row.id),
         org_id=str(row.org_id),
@@ -59,7 +63,7 @@ def lead(row: Any) -> booking_pb2.Lead:
     )
 
 
-def booking(row: Any, time_zone: str, worker_ids: list[str] | None = None) -> booking_pb2.Booking:
+def booking(row: Record, time_zone: str, worker_ids: list[str] | None = None) -> booking_pb2.Booking:
     return booking_pb2.Booking(
         id=str(row.id),
         org_id=str(row.org_id),
@@ -88,7 +92,7 @@ def booking(row: Any, time_zone: str, worker_ids: list[str] | None = None) -> bo
     )
 
 
-def upcoming(row: Any, time_zone: str) -> booking_pb2.UpcomingBooking:
+def upcoming(row: Record, time_zone: str) -> booking_pb2.UpcomingBooking:
     return booking_pb2.UpcomingBooking(
         id=str(row.id),
         starts_at=to_ts(row.starts_at),
@@ -98,3 +102,10 @@ def upcoming(row: Any, time_zone: str) -> booking_pb2.UpcomingBooking:
         address=row.address,
         time_zone=time_zone,
     )
+
+
+async def bookings(uow: UnitOfWork, rows: list[Record]) -> list[booking_pb2.Booking]:
+    """Booking rows as messages, in the org's time zone, each with the workers assigned to it."""
+    profile = await orgs.profile(uow)
+    assigned = await booking_rows.worker_ids_of(uow, [row.id for row in rows])
+    return [booking(row, profile.time_zone, assigned.get(row.id, [])) for row in rows]

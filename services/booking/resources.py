@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, exists, func, select, update
+from sqlalchemy import ColumnElement, Table, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
+from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
 from libs.common.errors import (
     Conflict,
@@ -28,8 +29,7 @@ from libs.common.errors import (
     invalid,
 )
 from services.booking import contacts
-from services.booking.bookings import parse_id
-from services.booking.models import schedule_blocks, teams, workers
+from services.booking.models import Record, schedule_blocks, teams, workers
 from services.booking.settings import BookingSettings
 
 MAX_NAME = 200
@@ -75,7 +75,7 @@ def check_window(starts_at: datetime, ends_at: datetime, *, max_days: int) -> Wi
 
 def raise_problems(problems: list[FieldViolation]) -> None:
     if problems:
-        raise InvalidArgument("; ".join(f"{p.field} {p.description}" for p in problems), violations=problems)
+        raise InvalidArgument.of(problems)
 
 
 def _sqlstate(error: DBAPIError) -> str:
@@ -110,7 +110,7 @@ async def schedule_guard(uow: UnitOfWork, what: str) -> AsyncIterator[None]:
         raise
 
 
-async def _owned(uow: UnitOfWork, table: Table, value: str, field: str, noun: str) -> Any:
+async def _owned(uow: UnitOfWork, table: Table, value: str, field: str, noun: str) -> Record:
     """One row of this org (RLS hides every other org's rows, so theirs are simply not found)."""
     row = (await uow.session.execute(select(table).where(table.c.id == parse_id(value, field)))).first()
     if row is None:
@@ -118,15 +118,15 @@ async def _owned(uow: UnitOfWork, table: Table, value: str, field: str, noun: st
     return row
 
 
-async def get_team(uow: UnitOfWork, team_id: str, field: str = "team_id") -> Any:
+async def get_team(uow: UnitOfWork, team_id: str, field: str = "team_id") -> Record:
     return await _owned(uow, teams, team_id, field, "team")
 
 
-async def get_worker(uow: UnitOfWork, worker_id: str, field: str = "worker_id") -> Any:
+async def get_worker(uow: UnitOfWork, worker_id: str, field: str = "worker_id") -> Record:
     return await _owned(uow, workers, worker_id, field, "worker")
 
 
-async def get_workers(uow: UnitOfWork, worker_ids: list[uuid.UUID]) -> list[Any]:
+async def get_workers(uow: UnitOfWork, worker_ids: list[uuid.UUID]) -> list[Record]:
     """All of them, in the order given, or NotFound naming the first that is not this org's."""
     if not worker_ids:
         return []
@@ -140,7 +140,9 @@ async def get_workers(uow: UnitOfWork, worker_ids: list[uuid.UUID]) -> list[Any]
     return [rows[worker_id] for worker_id in worker_ids]
 
 
-async def _refuse_if_assigned(uow: UnitOfWork, column: Any, subject_id: uuid.UUID, noun: str) -> None:
+async def _refuse_if_assigned(
+    uow: UnitOfWork, column: ColumnElement[Any], subject_id: uuid.UUID, noun: str
+) -> None:
     """Deleting a team or worker would silently unassign their upcoming jobs: say so instead."""
     upcoming = await uow.session.scalar(
         select(
@@ -160,7 +162,7 @@ async def _refuse_if_assigned(uow: UnitOfWork, column: Any, subject_id: uuid.UUI
 # --- teams ------------------------------------------------------------------------------------
 
 
-async def create_team(uow: UnitOfWork, name: str) -> Any:
+async def create_team(uow: UnitOfWork, name: str) -> Record:
     problems: list[FieldViolation] = []
     name = contacts.text(name, "name", problems, max_length=MAX_NAME, required=True)
     raise_problems(problems)
@@ -175,7 +177,7 @@ async def create_team(uow: UnitOfWork, name: str) -> Any:
     return await get_team(uow, str(team_id))
 
 
-async def list_teams(uow: UnitOfWork) -> list[Any]:
+async def list_teams(uow: UnitOfWork) -> list[Record]:
     query = select(teams).where(teams.c.org_id == uow.org_id).order_by(func.lower(teams.c.name), teams.c.id)
     return list((await uow.session.execute(query)).all())
 
@@ -187,7 +189,7 @@ async def delete_team(uow: UnitOfWork, team_id: str) -> None:
     await uow.session.execute(delete(teams).where(teams.c.id == team.id))
 
 
-async def update_team(uow: UnitOfWork, team_id: str, *, name: str | None, active: bool | None) -> Any:
+async def update_team(uow: UnitOfWork, team_id: str, *, name: str | None, active: bool | None) -> Record:
     """Only the fields given change; a name another team of the org has (any case) is a 409."""
     problems: list[FieldViolation] = []
     values: dict[str, Any] = {}
@@ -208,7 +210,7 @@ async def update_team(uow: UnitOfWork, team_id: str, *, name: str | None, active
     return await get_team(uow, str(team.id))
 
 
-async def _owned_for_update(uow: UnitOfWork, table: Table, value: str, field: str, noun: str) -> Any:
+async def _owned_for_update(uow: UnitOfWork, table: Table, value: str, field: str, noun: str) -> Record:
     query = select(table).where(table.c.id == parse_id(value, field)).with_for_update()
     row = (await uow.session.execute(query)).first()
     if row is None:
@@ -229,7 +231,7 @@ class WorkerInput:
     team_id: str = ""
 
 
-async def create_worker(uow: UnitOfWork, settings: BookingSettings, data: WorkerInput) -> Any:
+async def create_worker(uow: UnitOfWork, settings: BookingSettings, data: WorkerInput) -> Record:
     problems: list[FieldViolation] = []
     name = contacts.text(data.name, "name", problems, max_length=MAX_NAME, required=True)
     email = contacts.email(data.email, "email", problems, required=False)
@@ -267,7 +269,7 @@ class WorkerChanges:
 
 async def update_worker(
     uow: UnitOfWork, settings: BookingSettings, worker_id: str, changes: WorkerChanges
-) -> Any:
+) -> Record:
     problems: list[FieldViolation] = []
     values: dict[str, Any] = {}
     if changes.name is not None:
@@ -298,7 +300,7 @@ async def update_worker(
     return await get_worker(uow, str(worker.id))
 
 
-async def list_workers(uow: UnitOfWork, team_id: str = "") -> list[Any]:
+async def list_workers(uow: UnitOfWork, team_id: str = "") -> list[Record]:
     query = select(workers).where(workers.c.org_id == uow.org_id)
     if team_id:
         team = await get_team(uow, team_id)
@@ -318,7 +320,7 @@ async def delete_worker(uow: UnitOfWork, worker_id: str) -> None:
 
 async def create_blackout(
     uow: UnitOfWork, *, team_id: str, worker_id: str, starts_at: datetime, ends_at: datetime, reason: str
-) -> Any:
+) -> Record:
     if bool(team_id) == bool(worker_id):
         raise InvalidArgument(
             "a blackout is for one team or one worker: give team_id or worker_id, not both",
@@ -346,7 +348,7 @@ async def create_blackout(
     return await get_blackout(uow, str(blackout_id))
 
 
-async def get_blackout(uow: UnitOfWork, blackout_id: str) -> Any:
+async def get_blackout(uow: UnitOfWork, blackout_id: str) -> Record:
     query = select(schedule_blocks).where(
         schedule_blocks.c.id == parse_id(blackout_id, "blackout_id"), schedule_blocks.c.kind == "blackout"
     )
@@ -358,7 +360,7 @@ async def get_blackout(uow: UnitOfWork, blackout_id: str) -> Any:
 
 async def list_blackouts(
     uow: UnitOfWork, from_time: datetime | None = None, to_time: datetime | None = None
-) -> list[Any]:
+) -> list[Record]:
     if from_time and to_time and to_time <= from_time:
         raise invalid("to", "must be after from")
     # Blackouts are the blocks without a booking: the booking_id index finds them (IS NULL).

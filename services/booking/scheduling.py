@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     String,
     Table,
     any_,
@@ -29,12 +30,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
 from libs.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied, invalid
 from services.booking import bookings as booking_rows
 from services.booking import resources
-from services.booking.bookings import MAX_DURATION_MINUTES, parse_id
-from services.booking.models import bookings, schedule_blocks, teams, workers
+from services.booking.bookings import MAX_DURATION_MINUTES
+from services.booking.events import BOOKING_ASSIGNED
+from services.booking.models import Record, bookings, schedule_blocks, teams, workers
 from services.booking.resources import Window
 
 ASSIGNABLE = ("pending", "confirmed", "in_progress")
@@ -66,7 +69,7 @@ def _worker_uuids(worker_ids: list[str]) -> list[uuid.UUID]:
 
 async def assign(
     uow: UnitOfWork, booking_id: str, team_id: str, worker_ids: list[str]
-) -> tuple[Any, list[str]]:
+) -> tuple[Record, list[str]]:
     """Assign a booking to a team and/or workers, replacing its previous assignment.
 
     Returns the booking and its worker ids. Raises Conflict(schedule_conflict) when the team or a
@@ -110,7 +113,7 @@ async def assign(
         )
     updated = await booking_rows.get(uow, booking_id)
     assigned = [str(member.id) for member in members]
-    booking_rows.raise_event(uow, updated, "assigned", worker_ids=assigned)
+    booking_rows.raise_event(uow, BOOKING_ASSIGNED, updated, worker_ids=assigned)
     return updated, assigned
 
 
@@ -152,7 +155,9 @@ _BLOCK_COLUMNS = (
 )
 
 
-def _blocks_in_window(uow: UnitOfWork, window: Window, ignore_booking: uuid.UUID | None) -> Any:
+def _blocks_in_window(
+    uow: UnitOfWork, window: Window, ignore_booking: uuid.UUID | None
+) -> CompoundSelect[Any]:
     """The org's schedule blocks overlapping the window, minus the booking being planned.
 
     Under row-level security Postgres only uses an index for a condition whose operator is
@@ -184,8 +189,8 @@ def _blocks_in_window(uow: UnitOfWork, window: Window, ignore_booking: uuid.UUID
 
 @dataclass(frozen=True)
 class Suggestions:
-    teams: list[Any]
-    workers: list[Any]
+    teams: list[Record]
+    workers: list[Record]
 
 
 async def suggestions(
@@ -252,7 +257,7 @@ class ScheduleConflict:
     note: str
 
 
-def _kind(block: Any) -> str:
+def _kind(block: Record) -> str:
     prefix = "worker_" if block.worker_id is not None else ""
     return prefix + block.kind
 
@@ -326,7 +331,7 @@ async def conflicts(
 
 @dataclass(frozen=True)
 class QueueEntry:
-    booking: Any
+    booking: Record
     urgent: bool
 
 
@@ -335,10 +340,7 @@ def queue_days(days: int) -> int:
     if days == 0:
         return DEFAULT_QUEUE_DAYS
     if not 1 <= days <= MAX_QUEUE_DAYS:
-        raise InvalidArgument(
-            f"days must be between 1 and {MAX_QUEUE_DAYS}",
-            violations=[FieldViolation("days", f"must be between 1 and {MAX_QUEUE_DAYS}")],
-        )
+        raise InvalidArgument.of([FieldViolation("days", f"must be between 1 and {MAX_QUEUE_DAYS}")])
     return days
 
 

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from libs.common.settings import CommonSettings
 
 
 class BookingSettings(CommonSettings):
+    # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
+    FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("deposits_enabled",)
     service_name: str = "booking"
     booking_grpc_port: int = 50052
     booking_http_port: int = 8102

@@ -8,7 +8,7 @@ import grpc
 from cws.iam.v1 import iam_pb2, iam_pb2_grpc
 
 from libs.common.grpc_server import ServiceApp, main
-from services.iam.events import audit_consumers
+from services.iam.events import CONSUMERS
 from services.iam.grpc_api import IamServicer
 from services.iam.models import SCHEMA, event_tables
 from services.iam.settings import IamSettings
@@ -29,7 +29,7 @@ def build() -> ServiceApp:
         grpc_port=settings.iam_grpc_port,
         http_port=settings.iam_http_port,
         register=register,
-        background=audit_consumers(),
+        consumers=CONSUMERS,
         service_names=(iam_pb2.DESCRIPTOR.services_by_name["IamService"].full_name,),
     )
 

@@ -12,14 +12,14 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from libs.common.convert import parse_id
 from libs.common.db import Database, UnitOfWork, unit_of_work
 from libs.common.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, invalid
+from libs.common.roles import MANAGERS, Role
 from services.iam import audit, passwords
-from services.iam.models import ROLES, orgs, users
+from services.iam.events import IAM_ORG_CREATED, IAM_USER_CREATED, IAM_USER_PASSWORD_RESET
+from services.iam.models import ROLES, OrgSummary, User, orgs, users
 from services.iam.sessions import revoke_user_sessions
-
-# An ADMIN manages everyone below OWNER; only an OWNER may create or touch another OWNER.
-MANAGERS = ("OWNER", "ADMIN")
 
 
 def normalise_email(raw: str, field: str = "email") -> str:
@@ -46,6 +46,18 @@ class CreatedOrg:
 async def create_org_with_owner(
     db: Database, *, name: str, email: str, password: str, full_name: str = "", time_zone: str = "UTC"
 ) -> CreatedOrg:
+    """`create_org` in a unit of work of its own, for callers outside a request: the operator
+    console (manage.py), the dev seed and the test fixtures."""
+    async with unit_of_work(db) as uow:
+        return await create_org(
+            uow, name=name, email=email, password=password, full_name=full_name, time_zone=time_zone
+        )
+
+
+async def create_org(
+    uow: UnitOfWork, *, name: str, email: str, password: str, full_name: str = "", time_zone: str = "UTC"
+) -> CreatedOrg:
+    """A new org and its OWNER. `uow` needs no org: it is switched to the new one."""
     name = name.strip()
     if not name or len(name) > 200:
         raise invalid("org_name", "must be 1 to 200 characters")
@@ -54,66 +66,63 @@ async def create_org_with_owner(
     check_time_zone(time_zone or "UTC")
     password_hash = await passwords.hash_password(password)
     org_id, owner_id = uuid.uuid4(), uuid.uuid4()
+    await uow.set_org(org_id)
+    await uow.session.execute(insert(orgs).values(id=org_id, name=name, time_zone=time_zone or "UTC"))
     try:
-        async with unit_of_work(db, org_id) as uow:
-            await uow.session.execute(insert(orgs).values(id=org_id, name=name, time_zone=time_zone or "UTC"))
-            await uow.session.execute(
-                insert(users).values(
-                    id=owner_id,
-                    org_id=org_id,
-                    email=email,
-                    full_name=full_name[:200],
-                    role="OWNER",
-                    password_hash=password_hash,
-                )
+        await uow.session.execute(
+            insert(users).values(
+                id=owner_id,
+                org_id=org_id,
+                email=email,
+                full_name=full_name[:200],
+                role=Role.OWNER,
+                password_hash=password_hash,
             )
-            uow.add_event(
-                "cws.iam.org.created",
-                events_pb2.OrgCreated(
-                    org_id=str(org_id), name=name, owner_user_id=str(owner_id), time_zone=time_zone or "UTC"
-                ),
-            )
-            uow.add_event(
-                "cws.iam.user.created",
-                events_pb2.UserCreated(org_id=str(org_id), user_id=str(owner_id), email=email, role="OWNER"),
-            )
+        )
     except IntegrityError as exc:
         raise Conflict("an account with this email already exists", code="email_taken") from exc
+    uow.add_event(
+        IAM_ORG_CREATED,
+        events_pb2.OrgCreated(
+            org_id=str(org_id), name=name, owner_user_id=str(owner_id), time_zone=time_zone or "UTC"
+        ),
+    )
+    uow.add_event(
+        IAM_USER_CREATED,
+        events_pb2.UserCreated(org_id=str(org_id), user_id=str(owner_id), email=email, role=Role.OWNER),
+    )
     return CreatedOrg(org_id, owner_id)
 
 
-def user_view(row: Any) -> dict[str, Any]:
-    return {"id": str(row.id), "email": row.email, "role": row.role, "active": row.active}
+def user_view(user: User) -> dict[str, Any]:
+    return {"id": str(user.id), "email": user.email, "role": user.role, "active": user.active}
 
 
-async def list_users(uow: UnitOfWork, *, limit: int, offset: int) -> tuple[list[Any], int]:
+async def list_users(uow: UnitOfWork, *, limit: int, offset: int) -> tuple[list[User], int]:
     rows = (
         await uow.session.execute(
             select(users).order_by(users.c.created_at, users.c.id).limit(limit).offset(offset)
         )
     ).all()
     total = await uow.session.scalar(select(func.count()).select_from(users))
-    return list(rows), int(total or 0)
+    return [User.of(row) for row in rows], int(total or 0)
 
 
-async def get_user(uow: UnitOfWork, user_id: str, *, for_update: bool = False) -> Any:
-    try:
-        key = uuid.UUID(user_id)
-    except ValueError as exc:
-        raise invalid("user_id", "must be a UUID") from exc
-    query = select(users).where(users.c.id == key)
+async def get_user(uow: UnitOfWork, user_id: str, *, for_update: bool = False) -> User:
+    query = select(users).where(users.c.id == parse_id(user_id, "user_id"))
     if for_update:
         query = query.with_for_update()
     row = (await uow.session.execute(query)).first()
     if row is None:
         raise NotFound("user not found")
-    return row
+    return User.of(row)
 
 
 def _check_can_manage(actor_role: str, target_role: str) -> None:
+    # An ADMIN manages everyone below OWNER; only an OWNER may create or touch another OWNER.
     if actor_role not in MANAGERS:
         raise PermissionDenied("only owners and admins manage users", code="forbidden_role")
-    if target_role == "OWNER" and actor_role != "OWNER":
+    if target_role == Role.OWNER and actor_role != Role.OWNER:
         raise PermissionDenied("only an owner may manage an owner account", code="forbidden_role")
 
 
@@ -125,12 +134,12 @@ async def create_user(
     full_name: str,
     role: str,
     email_temp_password: bool = False,
-) -> tuple[Any, str]:
+) -> tuple[User, str]:
     """A new user with a temporary password (shown once). With `email_temp_password`
     (EMAIL_TEMP_PASSWORDS=true) the password also travels in user.created for notify to email."""
     role = role.strip().upper()
     if role == "ACCOUNTANT":  # the seeds' name for FINANCE
-        role = "FINANCE"
+        role = Role.FINANCE
     if role not in ROLES:
         raise invalid("role", f"must be one of {', '.join(ROLES)}")
     _check_can_manage(actor_role, role)
@@ -166,7 +175,7 @@ async def create_user(
         uow, "iam.user.create", resource_type="user", resource_id=str(user_id), after=user_view(row)
     )
     uow.add_event(
-        "cws.iam.user.created",
+        IAM_USER_CREATED,
         events_pb2.UserCreated(
             org_id=str(uow.org_id),
             user_id=str(user_id),
@@ -180,7 +189,7 @@ async def create_user(
 
 async def reset_password(
     uow: UnitOfWork, *, actor_role: str, user_id: str, email_temp_password: bool = False
-) -> tuple[Any, str]:
+) -> tuple[User, str]:
     target = await get_user(uow, user_id, for_update=True)
     _check_can_manage(actor_role, target.role)
     temp = await _set_temporary_password(
@@ -191,7 +200,7 @@ async def reset_password(
 
 async def _set_temporary_password(
     uow: UnitOfWork,
-    target: Any,
+    target: User,
     *,
     reason: str,
     after: dict[str, Any] | None = None,
@@ -215,7 +224,7 @@ async def _set_temporary_password(
         uow, "iam.user.reset_password", resource_type="user", resource_id=str(target.id), after=after
     )
     uow.add_event(
-        "cws.iam.user.password_reset",
+        IAM_USER_PASSWORD_RESET,
         events_pb2.UserPasswordReset(
             org_id=str(uow.org_id),
             user_id=str(target.id),
@@ -259,31 +268,30 @@ async def change_password(uow: UnitOfWork, *, user_id: str, session_id: str, cur
     await revoke_user_sessions(uow, user.id, reason="password_changed", keep_session=session_id)
 
 
-async def list_orgs(db: Database, *, after: uuid.UUID | None, limit: int) -> list[Any]:
-    """Every org (id, name, time zone), keyset-paged, for service callers that sweep per org."""
-    async with unit_of_work(db) as uow:
-        result = await uow.session.execute(
-            text("SELECT id, name, time_zone FROM iam.list_orgs(:after, :limit)"),
-            {"after": after, "limit": limit},
-        )
-        return list(result.all())
+async def list_orgs(uow: UnitOfWork, *, after: uuid.UUID | None, limit: int) -> list[OrgSummary]:
+    """Every org (id, name, time zone), keyset-paged, for service callers that sweep per org.
+    `uow` needs no org: iam.list_orgs is the one narrow door across orgs."""
+    result = await uow.session.execute(
+        text("SELECT id, name, time_zone FROM iam.list_orgs(:after, :limit)"),
+        {"after": after, "limit": limit},
+    )
+    return [OrgSummary(row.id, row.name, row.time_zone) for row in result]
 
 
-async def operator_reset_password(db: Database, *, email: str) -> tuple[str, str]:
+async def operator_reset_password(uow: UnitOfWork, *, email: str) -> tuple[uuid.UUID, str]:
     """For an operator at the console (an org whose only owner is locked out): a new temporary
     password, the lockout cleared, every session ended, and an audit row naming the operator.
-    Returns (org_id, temp_password)."""
-    async with unit_of_work(db) as uow:
-        found = (
-            await uow.session.execute(
-                text("SELECT user_id, org_id FROM iam.find_login(:email)"), {"email": normalise_email(email)}
-            )
-        ).first()
-        if found is None:
-            raise NotFound("no account with this email")
-        await uow.set_org(found.org_id)
-        target = await get_user(uow, str(found.user_id), for_update=True)
-        temp = await _set_temporary_password(
-            uow, target, reason="operator_password_reset", after={"by": "operator console"}
+    `uow` needs no org: it is switched to the account's. Returns (org_id, temp_password)."""
+    found = (
+        await uow.session.execute(
+            text("SELECT user_id, org_id FROM iam.find_login(:email)"), {"email": normalise_email(email)}
         )
-    return str(found.org_id), temp
+    ).first()
+    if found is None:
+        raise NotFound("no account with this email")
+    await uow.set_org(found.org_id)
+    target = await get_user(uow, str(found.user_id), for_update=True)
+    temp = await _set_temporary_password(
+        uow, target, reason="operator_password_reset", after={"by": "operator console"}
+    )
+    return found.org_id, temp

@@ -1,5 +1,7 @@
 """admin_audit_logs: every admin write, every break-glass start and every write under break-glass,
-written in the same transaction as the change it records."""
+written in the same transaction as the change it records. iam's own writes are recorded by the
+domain code that makes them; other services' arrive as cws.<service>.audit.recorded (events.py).
+Nothing else writes here: no API takes an audit row from a caller."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from sqlalchemy import insert, select
 
 from libs.common import context as request_context
 from libs.common.db import UnitOfWork
-from services.iam.models import admin_audit_logs
+from services.iam.models import AuditEntry, admin_audit_logs
 
 AUTH_METHOD_NAMES = {
     context_pb2.AUTH_METHOD_JWT: "jwt",
@@ -57,11 +59,12 @@ async def record(
     )
 
 
-async def list_entries(uow: UnitOfWork, *, limit: int, offset: int, action: str = "") -> list[Any]:
+async def list_entries(uow: UnitOfWork, *, limit: int, offset: int, action: str = "") -> list[AuditEntry]:
     query = select(admin_audit_logs).order_by(admin_audit_logs.c.created_at.desc(), admin_audit_logs.c.id)
     if action:
         query = query.where(admin_audit_logs.c.action == action)
-    return list((await uow.session.execute(query.limit(limit).offset(offset))).all())
+    rows = (await uow.session.execute(query.limit(limit).offset(offset))).all()
+    return [AuditEntry.of(row) for row in rows]
 
 
 async def record_from_service(uow: UnitOfWork, event: audit_pb2.AdminAuditRecorded) -> None:

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cws.iam.v1 import events_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import insert, select
 
 from libs.common import context as request_context
+from libs.common.convert import to_ts
 from libs.common.db import UnitOfWork
 from libs.common.errors import PermissionDenied, invalid
+from libs.common.roles import MANAGERS
 from services.iam import audit
+from services.iam.events import IAM_BREAK_GLASS_STARTED
 from services.iam.models import break_glass_sessions
 from services.iam.settings import IamSettings
 
@@ -36,7 +38,7 @@ def _hash(token: str) -> str:
 
 
 async def start(uow: UnitOfWork, settings: IamSettings, *, reason: str, ttl_minutes: int) -> BreakGlass:
-    ctx = request_context.require_role("OWNER", "ADMIN")
+    ctx = request_context.require_role(*MANAGERS)
     reason = reason.strip()
     if not reason:
         raise invalid("reason", "is required")
@@ -67,16 +69,14 @@ async def start(uow: UnitOfWork, settings: IamSettings, *, reason: str, ttl_minu
         break_glass_reason=reason,
         break_glass_session_id=str(session_id),
     )
-    stamp = Timestamp()
-    stamp.FromDatetime(expires_at)
     uow.add_event(
-        "cws.iam.break_glass.started",
+        IAM_BREAK_GLASS_STARTED,
         events_pb2.BreakGlassStarted(
             org_id=str(uow.org_id),
             session_id=str(session_id),
             actor=request_context.actor_label(ctx),
             reason=reason,
-            expires_at=stamp,
+            expires_at=to_ts(expires_at),
         ),
     )
     return BreakGlass(session_id, token, reason, expires_at)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from libs.common.db import UnitOfWork
 from services.iam import accounts, portal_tokens
+from services.iam.events import IAM_CLIENT_LOGIN_REQUESTED
 from services.iam.models import orgs
 from services.iam.settings import IamSettings
 
@@ -29,7 +30,7 @@ async def request_login(uow: UnitOfWork, settings: IamSettings, raw_email: str) 
     if await uow.session.scalar(select(orgs.c.id).where(orgs.c.id == uow.org_id)) is None:
         return LoginRequested()
     uow.add_event(
-        "cws.iam.client_login.requested",
+        IAM_CLIENT_LOGIN_REQUESTED,
         events_pb2.ClientLoginRequested(org_id=str(uow.org_id), email=email),
     )
     if not settings.client_magic_link_in_response:

@@ -1,30 +1,38 @@
-"""The IAM servicer: proto in, domain call, proto out. No SQL and no business rules here."""
+"""The IAM servicer: proto in, domain call, proto out. No SQL and no business rules here.
+
+Each method owns its transaction: it opens the unit of work, in the caller's org or in none when the
+domain finds the org itself (a refresh token names it, a login finds it by email), and hands it to
+the domain. The exception is signing in (Login, and Signup's sign-in after the org is created):
+sessions.login needs two transactions of its own, and says why."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
+import grpc
 from cws.iam.v1 import iam_pb2, iam_pb2_grpc
 from google.protobuf import struct_pb2
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from libs.common import context as request_context
+from libs.common.convert import page, parse_id, to_ts
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import FailedPrecondition, Unauthenticated, invalid
-from services.iam import accounts, audit, breakglass, client_login, mfa, portal_tokens, sessions
+from libs.common.roles import DISPATCH, MANAGERS, STAFF, Role
+from services.iam import accounts, audit, breakglass, client_login, mfa, portal_links, portal_tokens, sessions
+from services.iam.models import AuditEntry, User
 from services.iam.settings import IamSettings
 
-MANAGERS = ("OWNER", "ADMIN")
-STAFF = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+# ListOrgs walks every org for the scheduler: bigger pages than the admin lists.
+ORG_PAGE_DEFAULT, ORG_PAGE_MAX = 500, 1000
 
 
-def _ts(value: datetime | int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC))
-    return stamp
+def _epoch_ts(seconds: int) -> Timestamp:
+    """Portal tokens expire at a JWT `exp`, in epoch seconds."""
+    return to_ts(datetime.fromtimestamp(seconds, UTC))
 
 
 def _struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
@@ -50,26 +58,36 @@ def _tokens(issued: sessions.IssuedTokens) -> iam_pb2.Tokens:
     )
 
 
-def _user(row: Any) -> iam_pb2.User:
+def _user(user: User) -> iam_pb2.User:
     return iam_pb2.User(
-        id=str(row.id),
-        org_id=str(row.org_id),
-        email=row.email,
-        full_name=row.full_name,
-        role=row.role,
-        totp_enabled=row.totp_enabled,
-        must_change_password=row.must_change_password,
-        active=row.active,
-        created_at=_ts(row.created_at),
+        id=str(user.id),
+        org_id=str(user.org_id),
+        email=user.email,
+        full_name=user.full_name,
+        role=user.role,
+        totp_enabled=user.totp_enabled,
+        must_change_password=user.must_change_password,
+        active=user.active,
+        created_at=to_ts(user.created_at),
     )
 
 
-def _page(limit: int, offset: int) -> tuple[int, int]:
-    if limit < 0 or limit > 200:
-        raise invalid("limit", "must be between 1 and 200")
-    if offset < 0:
-        raise invalid("offset", "must not be negative")
-    return limit or 50, offset
+def _audit_log(entry: AuditEntry) -> iam_pb2.AuditLog:
+    return iam_pb2.AuditLog(
+        id=str(entry.id),
+        org_id=str(entry.org_id),
+        actor=entry.actor,
+        role=entry.role,
+        action=entry.action,
+        resource_type=entry.resource_type,
+        resource_id=entry.resource_id,
+        before=_struct(entry.before),
+        after=_struct(entry.after),
+        request_id=entry.request_id,
+        break_glass_reason=entry.break_glass_reason or "",
+        break_glass_session_id=str(entry.break_glass_session_id or ""),
+        created_at=to_ts(entry.created_at),
+    )
 
 
 def _signed_in_user() -> request_context.RequestContext:
@@ -86,7 +104,9 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         self.db = db
         self.settings = settings
 
-    async def Login(self, request: iam_pb2.LoginRequest, context: Any) -> iam_pb2.LoginResponse:
+    # --- sessions ------------------------------------------------------------------------------
+
+    async def Login(self, request: iam_pb2.LoginRequest, context: Context) -> iam_pb2.LoginResponse:
         if not request.email or not request.password:
             raise invalid("email" if not request.email else "password", "is required")
         issued = await sessions.login(
@@ -99,49 +119,58 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         )
         return iam_pb2.LoginResponse(tokens=_tokens(issued))
 
-    async def Refresh(self, request: iam_pb2.RefreshRequest, context: Any) -> iam_pb2.RefreshResponse:
+    async def Refresh(self, request: iam_pb2.RefreshRequest, context: Context) -> iam_pb2.RefreshResponse:
         if not request.refresh_token:
             raise invalid("refresh_token", "is required")
-        issued = await sessions.refresh(
-            self.db, self.settings, refresh_token=request.refresh_token, totp_code=request.totp_code
-        )
-        return iam_pb2.RefreshResponse(tokens=_tokens(issued))
+        async with unit_of_work(self.db) as uow:
+            refreshed = await sessions.refresh(
+                uow, self.settings, refresh_token=request.refresh_token, totp_code=request.totp_code
+            )
+        # After the commit: a reused token is refused only once its session's revocation is stored.
+        return iam_pb2.RefreshResponse(tokens=_tokens(refreshed.issued()))
 
-    async def Logout(self, request: iam_pb2.LogoutRequest, context: Any) -> iam_pb2.LogoutResponse:
+    async def Logout(self, request: iam_pb2.LogoutRequest, context: Context) -> iam_pb2.LogoutResponse:
         ctx = request_context.current()
-        await sessions.logout(
-            self.db, org_id=ctx.org_id, session_id=ctx.session_id, refresh_token=request.refresh_token
-        )
+        async with unit_of_work(self.db) as uow:
+            await sessions.logout(
+                uow, org_id=ctx.org_id, session_id=ctx.session_id, refresh_token=request.refresh_token
+            )
         return iam_pb2.LogoutResponse()
 
-    async def CheckSession(self, request: iam_pb2.CheckSessionRequest, context: Any) -> Any:
+    async def CheckSession(
+        self, request: iam_pb2.CheckSessionRequest, context: Context
+    ) -> iam_pb2.CheckSessionResponse:
         ctx = request_context.current()
         if not ctx.org_id:
             raise Unauthenticated("authentication required")
-        active = await sessions.is_active(self.db, org_id=ctx.org_id, session_id=request.session_id)
+        async with unit_of_work(self.db, ctx.org_id) as uow:
+            active = await sessions.is_active(uow, request.session_id)
         return iam_pb2.CheckSessionResponse(active=active)
 
-    async def ListOrgs(self, request: iam_pb2.ListOrgsRequest, context: Any) -> iam_pb2.ListOrgsResponse:
+    # --- orgs and accounts ---------------------------------------------------------------------
+
+    async def ListOrgs(self, request: iam_pb2.ListOrgsRequest, context: Context) -> iam_pb2.ListOrgsResponse:
         request_context.require_service()
-        if not 0 <= request.limit <= 1000:
-            raise invalid("limit", "must be between 1 and 1000")
-        after = _uuid_or_none(request.after_org_id, "after_org_id")
-        rows = await accounts.list_orgs(self.db, after=after, limit=request.limit or 500)
+        limit, _ = page(request.limit, 0, default=ORG_PAGE_DEFAULT, maximum=ORG_PAGE_MAX)
+        after = parse_id(request.after_org_id, "after_org_id") if request.after_org_id else None
+        async with unit_of_work(self.db) as uow:
+            found = await accounts.list_orgs(uow, after=after, limit=limit)
         return iam_pb2.ListOrgsResponse(
-            orgs=[iam_pb2.OrgSummary(org_id=str(r.id), name=r.name, time_zone=r.time_zone) for r in rows]
+            orgs=[iam_pb2.OrgSummary(org_id=str(o.id), name=o.name, time_zone=o.time_zone) for o in found]
         )
 
-    async def Signup(self, request: iam_pb2.SignupRequest, context: Any) -> iam_pb2.SignupResponse:
+    async def Signup(self, request: iam_pb2.SignupRequest, context: Context) -> iam_pb2.SignupResponse:
         if not self.settings.signup_enabled:
             raise FailedPrecondition("sign-up is disabled on this installation", code="signup_disabled")
-        await accounts.create_org_with_owner(
-            self.db,
-            name=request.org_name,
-            email=request.email,
-            password=request.password,
-            full_name=request.full_name,
-            time_zone=request.time_zone or "UTC",
-        )
+        async with unit_of_work(self.db) as uow:
+            await accounts.create_org(
+                uow,
+                name=request.org_name,
+                email=request.email,
+                password=request.password,
+                full_name=request.full_name,
+                time_zone=request.time_zone or "UTC",
+            )
         issued = await sessions.login(
             self.db,
             self.settings,
@@ -152,7 +181,9 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         )
         return iam_pb2.SignupResponse(tokens=_tokens(issued))
 
-    async def ChangePassword(self, request: iam_pb2.ChangePasswordRequest, context: Any) -> Any:
+    async def ChangePassword(
+        self, request: iam_pb2.ChangePasswordRequest, context: Context
+    ) -> iam_pb2.ChangePasswordResponse:
         ctx = _signed_in_user()
         async with unit_of_work(self.db, ctx.org_id) as uow:
             await accounts.change_password(
@@ -164,8 +195,55 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
             )
         return iam_pb2.ChangePasswordResponse()
 
+    async def ListUsers(
+        self, request: iam_pb2.ListUsersRequest, context: Context
+    ) -> iam_pb2.ListUsersResponse:
+        request_context.require_role(*MANAGERS)
+        limit, offset = page(request.limit, request.offset)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            users, total = await accounts.list_users(uow, limit=limit, offset=offset)
+        return iam_pb2.ListUsersResponse(users=[_user(u) for u in users], total=total)
+
+    async def CreateUser(
+        self, request: iam_pb2.CreateUserRequest, context: Context
+    ) -> iam_pb2.CreateUserResponse:
+        ctx = request_context.require_role(*MANAGERS)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            user, temp = await accounts.create_user(
+                uow,
+                actor_role=ctx.role,
+                email=request.email,
+                full_name=request.full_name,
+                role=request.role,
+                email_temp_password=self.settings.email_temp_passwords,
+            )
+        return iam_pb2.CreateUserResponse(user=_user(user), temp_password=temp)
+
+    async def ResetUserPassword(
+        self, request: iam_pb2.ResetUserPasswordRequest, context: Context
+    ) -> iam_pb2.ResetUserPasswordResponse:
+        ctx = request_context.require_role(*MANAGERS)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            user, temp = await accounts.reset_password(
+                uow,
+                actor_role=ctx.role,
+                user_id=request.user_id,
+                email_temp_password=self.settings.email_temp_passwords,
+            )
+        return iam_pb2.ResetUserPasswordResponse(user=_user(user), temp_password=temp)
+
+    async def LogoutUser(
+        self, request: iam_pb2.LogoutUserRequest, context: Context
+    ) -> iam_pb2.LogoutUserResponse:
+        ctx = request_context.require_role(*MANAGERS)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            revoked = await accounts.logout_user(uow, actor_role=ctx.role, user_id=request.user_id)
+        return iam_pb2.LogoutUserResponse(revoked_sessions=revoked)
+
+    # --- two-factor ----------------------------------------------------------------------------
+
     async def EnrollTotp(
-        self, request: iam_pb2.EnrollTotpRequest, context: Any
+        self, request: iam_pb2.EnrollTotpRequest, context: Context
     ) -> iam_pb2.EnrollTotpResponse:
         ctx = _signed_in_user()
         async with unit_of_work(self.db, ctx.org_id) as uow:
@@ -173,7 +251,7 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         return iam_pb2.EnrollTotpResponse(secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri)
 
     async def VerifyTotp(
-        self, request: iam_pb2.VerifyTotpRequest, context: Any
+        self, request: iam_pb2.VerifyTotpRequest, context: Context
     ) -> iam_pb2.VerifyTotpResponse:
         ctx = _signed_in_user()
         async with unit_of_work(self.db, ctx.org_id) as uow:
@@ -182,192 +260,104 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
             )
         return iam_pb2.VerifyTotpResponse(tokens=_tokens(issued), revoked_sessions=revoked)
 
-    async def DisableTotp(self, request: iam_pb2.DisableTotpRequest, context: Any) -> Any:
-        ctx = request_context.require_role("OWNER")
+    async def DisableTotp(
+        self, request: iam_pb2.DisableTotpRequest, context: Context
+    ) -> iam_pb2.DisableTotpResponse:
+        ctx = request_context.require_role(Role.OWNER)
         target = request.user_id or ctx.principal_id
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             revoked = await mfa.disable(uow, actor_role=ctx.role, target_user_id=target)
         return iam_pb2.DisableTotpResponse(revoked_sessions=revoked)
 
-    async def ListUsers(self, request: iam_pb2.ListUsersRequest, context: Any) -> iam_pb2.ListUsersResponse:
-        request_context.require_role(*MANAGERS)
-        limit, offset = _page(request.limit, request.offset)
-        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            rows, total = await accounts.list_users(uow, limit=limit, offset=offset)
-        return iam_pb2.ListUsersResponse(users=[_user(r) for r in rows], total=total)
+    # --- break-glass and the audit log ---------------------------------------------------------
 
-    async def CreateUser(
-        self, request: iam_pb2.CreateUserRequest, context: Any
-    ) -> iam_pb2.CreateUserResponse:
-        ctx = request_context.require_role(*MANAGERS)
-        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            row, temp = await accounts.create_user(
-                uow,
-                actor_role=ctx.role,
-                email=request.email,
-                full_name=request.full_name,
-                role=request.role,
-                email_temp_password=self.settings.email_temp_passwords,
-            )
-        return iam_pb2.CreateUserResponse(user=_user(row), temp_password=temp)
-
-    async def ResetUserPassword(self, request: iam_pb2.ResetUserPasswordRequest, context: Any) -> Any:
-        ctx = request_context.require_role(*MANAGERS)
-        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            row, temp = await accounts.reset_password(
-                uow,
-                actor_role=ctx.role,
-                user_id=request.user_id,
-                email_temp_password=self.settings.email_temp_passwords,
-            )
-        return iam_pb2.ResetUserPasswordResponse(user=_user(row), temp_password=temp)
-
-    async def LogoutUser(
-        self, request: iam_pb2.LogoutUserRequest, context: Any
-    ) -> iam_pb2.LogoutUserResponse:
-        ctx = request_context.require_role(*MANAGERS)
-        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            revoked = await accounts.logout_user(uow, actor_role=ctx.role, user_id=request.user_id)
-        return iam_pb2.LogoutUserResponse(revoked_sessions=revoked)
-
-    async def StartBreakGlass(self, request: iam_pb2.StartBreakGlassRequest, context: Any) -> Any:
+    async def StartBreakGlass(
+        self, request: iam_pb2.StartBreakGlassRequest, context: Context
+    ) -> iam_pb2.StartBreakGlassResponse:
         request_context.require_role(*MANAGERS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             started = await breakglass.start(
                 uow, self.settings, reason=request.reason, ttl_minutes=request.ttl_minutes
             )
         return iam_pb2.StartBreakGlassResponse(
-            token=started.token, expires_at=_ts(started.expires_at), session_id=str(started.session_id)
+            token=started.token, expires_at=to_ts(started.expires_at), session_id=str(started.session_id)
         )
 
-    async def VerifyBreakGlass(self, request: iam_pb2.VerifyBreakGlassRequest, context: Any) -> Any:
+    async def VerifyBreakGlass(
+        self, request: iam_pb2.VerifyBreakGlassRequest, context: Context
+    ) -> iam_pb2.VerifyBreakGlassResponse:
         request_context.require_role(*STAFF)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             found = await breakglass.verify(uow, request.token)
         return iam_pb2.VerifyBreakGlassResponse(
-            session_id=str(found.session_id), reason=found.reason, expires_at=_ts(found.expires_at)
+            session_id=str(found.session_id), reason=found.reason, expires_at=to_ts(found.expires_at)
         )
 
-    async def ListAuditLogs(self, request: iam_pb2.ListAuditLogsRequest, context: Any) -> Any:
+    async def ListAuditLogs(
+        self, request: iam_pb2.ListAuditLogsRequest, context: Context
+    ) -> iam_pb2.ListAuditLogsResponse:
         request_context.require_role(*MANAGERS)
-        limit, offset = _page(request.limit, request.offset)
+        limit, offset = page(request.limit, request.offset)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            rows = await audit.list_entries(uow, limit=limit, offset=offset, action=request.action)
-        return iam_pb2.ListAuditLogsResponse(
-            entries=[
-                iam_pb2.AuditLog(
-                    id=str(r.id),
-                    org_id=str(r.org_id),
-                    actor=r.actor,
-                    role=r.role,
-                    action=r.action,
-                    resource_type=r.resource_type,
-                    resource_id=r.resource_id,
-                    before=_struct(r.before),
-                    after=_struct(r.after),
-                    request_id=r.request_id,
-                    break_glass_reason=r.break_glass_reason or "",
-                    break_glass_session_id=str(r.break_glass_session_id or ""),
-                    created_at=_ts(r.created_at),
-                )
-                for r in rows
-            ]
-        )
+            entries = await audit.list_entries(uow, limit=limit, offset=offset, action=request.action)
+        return iam_pb2.ListAuditLogsResponse(entries=[_audit_log(e) for e in entries])
 
-    async def RecordAudit(self, request: iam_pb2.RecordAuditRequest, context: Any) -> Any:
-        request_context.require_role(*STAFF)
-        if not request.action:
-            raise invalid("action", "is required")
-        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            await audit.record(
-                uow,
-                request.action,
-                resource_type=request.resource_type,
-                resource_id=request.resource_id,
-                after=MessageToDict(request.after) if request.HasField("after") else None,
-            )
-        return iam_pb2.RecordAuditResponse()
+    # --- portal tokens -------------------------------------------------------------------------
 
     async def IssueClientPortalToken(
-        self, request: iam_pb2.IssueClientPortalTokenRequest, context: Any
-    ) -> Any:
-        request_context.require_role("OWNER", "ADMIN", "DISPATCHER")
-        org_id = str(request_context.current_org_id())
-        email = accounts.normalise_email(request.email) if request.email else ""
-        if not (email or request.client_id):
-            raise invalid("email", "email or client_id is required")
-        token, expires = portal_tokens.issue(
-            portal_tokens.CLIENT,
-            self.settings.client_portal_secret,
-            org_id=org_id,
-            subject=request.client_id or email,
-            email=email,
-            ttl_minutes=request.ttl_minutes or self.settings.client_portal_token_ttl_minutes,
+        self, request: iam_pb2.IssueClientPortalTokenRequest, context: Context
+    ) -> iam_pb2.IssueClientPortalTokenResponse:
+        request_context.require_role(*DISPATCH)
+        issued = portal_links.issue_client_token(
+            self.settings,
+            org_id=str(request_context.current_org_id()),
+            email=request.email,
+            client_id=request.client_id,
+            ttl_minutes=request.ttl_minutes,
         )
-        return iam_pb2.IssueClientPortalTokenResponse(token=token, expires_at=_ts(expires))
+        return iam_pb2.IssueClientPortalTokenResponse(
+            token=issued.token, expires_at=_epoch_ts(issued.expires_at)
+        )
 
     async def VerifyClientPortalToken(
-        self, request: iam_pb2.VerifyClientPortalTokenRequest, context: Any
-    ) -> Any:
+        self, request: iam_pb2.VerifyClientPortalTokenRequest, context: Context
+    ) -> iam_pb2.VerifyClientPortalTokenResponse:
         claims = portal_tokens.verify(portal_tokens.CLIENT, self.settings.client_portal_secret, request.token)
         return iam_pb2.VerifyClientPortalTokenResponse(
             org_id=claims.org_id,
             client_id=claims.subject,
             email=claims.email,
-            expires_at=_ts(claims.expires_at),
+            expires_at=_epoch_ts(claims.expires_at),
         )
 
     async def IssueWorkerPortalToken(
-        self, request: iam_pb2.IssueWorkerPortalTokenRequest, context: Any
-    ) -> Any:
-        request_context.require_role("OWNER", "ADMIN", "DISPATCHER")
-        org_id = str(request_context.current_org_id())
-        try:
-            worker_id = str(uuid.UUID(request.worker_id))
-        except ValueError as exc:
-            raise invalid("worker_id", "must be a UUID") from exc
-        token, expires = portal_tokens.issue(
-            portal_tokens.WORKER,
-            self.settings.worker_portal_secret,
-            org_id=org_id,
-            subject=worker_id,
-            email="",
-            ttl_minutes=request.ttl_minutes or self.settings.worker_portal_token_ttl_minutes,
-        )
-        # A credential minted by an admin for someone else is an admin write: audit it.
-        async with unit_of_work(self.db, org_id) as uow:
-            await audit.record(
-                uow,
-                "iam.worker_portal_link.issue",
-                resource_type="worker",
-                resource_id=worker_id,
-                after={"expires_at": expires},
+        self, request: iam_pb2.IssueWorkerPortalTokenRequest, context: Context
+    ) -> iam_pb2.IssueWorkerPortalTokenResponse:
+        request_context.require_role(*DISPATCH)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            issued = await portal_links.issue_worker_token(
+                uow, self.settings, worker_id=request.worker_id, ttl_minutes=request.ttl_minutes
             )
-        return iam_pb2.IssueWorkerPortalTokenResponse(token=token, expires_at=_ts(expires))
+        return iam_pb2.IssueWorkerPortalTokenResponse(
+            token=issued.token, expires_at=_epoch_ts(issued.expires_at)
+        )
 
     async def VerifyWorkerPortalToken(
-        self, request: iam_pb2.VerifyWorkerPortalTokenRequest, context: Any
-    ) -> Any:
+        self, request: iam_pb2.VerifyWorkerPortalTokenRequest, context: Context
+    ) -> iam_pb2.VerifyWorkerPortalTokenResponse:
         claims = portal_tokens.verify(portal_tokens.WORKER, self.settings.worker_portal_secret, request.token)
         return iam_pb2.VerifyWorkerPortalTokenResponse(
-            org_id=claims.org_id, worker_id=claims.subject, expires_at=_ts(claims.expires_at)
+            org_id=claims.org_id, worker_id=claims.subject, expires_at=_epoch_ts(claims.expires_at)
         )
 
-    async def RequestClientLogin(self, request: iam_pb2.RequestClientLoginRequest, context: Any) -> Any:
+    async def RequestClientLogin(
+        self, request: iam_pb2.RequestClientLoginRequest, context: Context
+    ) -> iam_pb2.RequestClientLoginResponse:
         if not request.email:
             raise invalid("email", "is required")
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             requested = await client_login.request_login(uow, self.settings, request.email)
         response = iam_pb2.RequestClientLoginResponse(token=requested.token)
         if requested.token:
-            response.expires_at.CopyFrom(_ts(requested.expires_at))
+            response.expires_at.CopyFrom(_epoch_ts(requested.expires_at))
         return response
-
-
-def _uuid_or_none(value: str, field: str) -> uuid.UUID | None:
-    if not value:
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise invalid(field, "must be a UUID") from None

@@ -14,7 +14,7 @@ import uuid
 
 from libs.common import context as request_context
 from libs.common.context import RequestContext
-from libs.common.db import Database
+from libs.common.db import Database, unit_of_work
 from libs.common.errors import ServiceError
 from services.iam.accounts import create_org_with_owner, operator_reset_password
 from services.iam.models import SCHEMA, event_tables
@@ -45,7 +45,9 @@ async def _reset_password(args: argparse.Namespace) -> int:
         RequestContext(principal_id="operator:console", role="OPERATOR", request_id=uuid.uuid4().hex)
     )
     try:
-        org_id, temp = await operator_reset_password(db, email=args.email)
+        # The console is a boundary like the servicer: it owns the transaction.
+        async with unit_of_work(db) as uow:
+            org_id, temp = await operator_reset_password(uow, email=args.email)
     except ServiceError as error:
         print(f"error: {error.detail}", file=sys.stderr)
         return 2

@@ -9,8 +9,10 @@ from sqlalchemy import update
 
 from libs.common.db import UnitOfWork
 from libs.common.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from libs.common.roles import Role
 from services.iam import audit, totp
 from services.iam.accounts import get_user
+from services.iam.events import IAM_MFA_CHANGED
 from services.iam.models import users
 from services.iam.sessions import IssuedTokens, mark_session_mfa, revoke_user_sessions
 from services.iam.settings import IamSettings
@@ -51,7 +53,7 @@ async def verify(
     revoked = await revoke_user_sessions(uow, user.id, reason="mfa_enabled", keep_session=session_id)
     await audit.record(uow, "iam.mfa.enable", resource_type="user", resource_id=str(user.id))
     uow.add_event(
-        "cws.iam.mfa.changed",
+        IAM_MFA_CHANGED,
         events_pb2.MfaChanged(org_id=str(uow.org_id), user_id=str(user.id), enabled=True),
     )
     fresh = await get_user(uow, user_id)
@@ -59,7 +61,7 @@ async def verify(
 
 
 async def disable(uow: UnitOfWork, *, actor_role: str, target_user_id: str) -> int:
-    if actor_role != "OWNER":
+    if actor_role != Role.OWNER:
         raise PermissionDenied("only an owner may disable two-factor authentication", code="forbidden_role")
     user = await get_user(uow, target_user_id, for_update=True)
     await uow.session.execute(
@@ -70,7 +72,7 @@ async def disable(uow: UnitOfWork, *, actor_role: str, target_user_id: str) -> i
     revoked = await revoke_user_sessions(uow, user.id, reason="mfa_disabled")
     await audit.record(uow, "iam.mfa.disable", resource_type="user", resource_id=str(user.id))
     uow.add_event(
-        "cws.iam.mfa.changed",
+        IAM_MFA_CHANGED,
         events_pb2.MfaChanged(org_id=str(uow.org_id), user_id=str(user.id), enabled=False),
     )
     return revoked

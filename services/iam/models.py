@@ -1,6 +1,12 @@
-"""Tables of the iam schema. Every tenant table has org_id and a forced RLS policy (migration 0001)."""
+"""Tables of the iam schema, and the records the domain reads from them. Every tenant table has
+org_id and a forced RLS policy (migration 0001)."""
 
 from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -11,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Row,
     String,
     Table,
     Text,
@@ -20,11 +27,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from libs.common.db import service_metadata
+from libs.common.roles import STAFF
 
 SCHEMA = "iam"
 metadata, event_tables = service_metadata(SCHEMA)
 
-ROLES = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
+# A user of an org is one of its staff; portal clients and workers are not users here.
+ROLES = STAFF
 
 orgs = Table(
     "orgs",
@@ -54,7 +63,7 @@ users = Table(
     Column("active", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint(f"role IN {ROLES!r}", name="role_known"),
+    CheckConstraint(f"role IN ({', '.join(repr(str(role)) for role in ROLES)})", name="role_known"),
     Index("uq_users_email_lower", text("lower(email)"), unique=True),
     Index("ix_users_org_id", "org_id"),
 )
@@ -126,3 +135,62 @@ admin_audit_logs = Table(
 )
 
 TENANT_TABLES = ("users", "sessions", "refresh_tokens", "break_glass_sessions", "admin_audit_logs")
+
+
+@dataclass(frozen=True)
+class User:
+    """A row of iam.users."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    email: str
+    full_name: str
+    role: str
+    password_hash: str
+    must_change_password: bool
+    totp_secret_enc: str | None
+    totp_enabled: bool
+    totp_last_step: int
+    failed_login_count: int
+    locked_until: datetime | None
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> User:
+        return cls(**row._mapping)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """A row of iam.admin_audit_logs."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    actor: str
+    role: str
+    auth_method: str
+    action: str
+    resource_type: str
+    resource_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    request_id: str
+    client_ip: str
+    break_glass_session_id: uuid.UUID | None
+    break_glass_reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> AuditEntry:
+        return cls(**row._mapping)
+
+
+@dataclass(frozen=True)
+class OrgSummary:
+    """An org as service callers that sweep every org see it (iam.list_orgs)."""
+
+    id: uuid.UUID
+    name: str
+    time_zone: str

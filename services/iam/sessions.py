@@ -14,20 +14,19 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from cws.iam.v1 import events_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import delete, func, insert, select, text, update
 
+from libs.common.convert import to_ts
 from libs.common.db import Database, UnitOfWork, unit_of_work
 from libs.common.errors import ResourceExhausted, Unauthenticated
+from libs.common.roles import MANAGERS
 from libs.common.tokens import AccessClaims, encode_access
 from services.iam import passwords, totp
-from services.iam.models import refresh_tokens, sessions, users
+from services.iam.events import IAM_SESSION_REVOKED
+from services.iam.models import User, refresh_tokens, sessions, users
 from services.iam.settings import IamSettings
-
-MFA_ROLES = ("OWNER", "ADMIN")
 
 
 @dataclass(frozen=True)
@@ -67,15 +66,15 @@ def _mfa_error() -> Unauthenticated:
     return Unauthenticated("a valid 6-digit TOTP code is required", code="mfa_required")
 
 
-async def _check_totp(uow: UnitOfWork, user: Any, code: str, settings: IamSettings) -> bool:
+async def _check_totp(uow: UnitOfWork, user: User, code: str, settings: IamSettings) -> bool:
     """True when the user has TOTP and the code is valid and unused; raises mfa_required when a
-    role that needs it gave no valid code."""
+    role that needs it (those who manage the org) gave no valid code."""
     if not user.totp_enabled or not user.totp_secret_enc:
         return False
     secret = totp.decrypt_secret(user.totp_secret_enc, settings.auth_secret_key)
     step = totp.matching_step(secret, code, user.totp_last_step)
     if step is None:
-        if user.role in MFA_ROLES or code:
+        if user.role in MANAGERS or code:
             raise _mfa_error()
         return False
     # Conditional update: of two concurrent requests with the same code, only one advances the step.
@@ -89,7 +88,7 @@ async def _check_totp(uow: UnitOfWork, user: Any, code: str, settings: IamSettin
 
 async def _issue(
     uow: UnitOfWork,
-    user: Any,
+    user: User,
     session_id: uuid.UUID,
     mfa_verified: bool,
     settings: IamSettings,
@@ -138,8 +137,8 @@ async def _issue(
 
 
 class LoginRefused(Exception):
-    """A refusal that counts as a failed attempt. It is raised out of the login transaction (which
-    rolls back) and then recorded in a transaction of its own, so the counter survives the error."""
+    """A refusal that counts as a failed attempt: raised out of the attempt's unit of work (which
+    rolls back), then recorded in one of its own (see `login`)."""
 
     def __init__(self, error: Exception, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
         self.error = error
@@ -150,167 +149,182 @@ class LoginRefused(Exception):
 async def login(
     db: Database, settings: IamSettings, *, email: str, password: str, totp_code: str, client_ip: str
 ) -> IssuedTokens:
+    """A new session for the right email, password and (where needed) TOTP code.
+
+    Unlike the rest of iam's domain, this opens its own units of work, two of them, because it must:
+    a refused attempt rolls back everything it did, yet the failure has to count all the same (or
+    guessing would cost nothing), so the failure counter is written in a unit of work of its own,
+    after the attempt's rollback. A transaction owned by the caller could not give both."""
     try:
-        return await _login(
-            db, settings, email=email, password=password, totp_code=totp_code, client_ip=client_ip
-        )
+        async with unit_of_work(db) as uow:
+            return await _attempt(
+                uow, settings, email=email, password=password, totp_code=totp_code, client_ip=client_ip
+            )
     except LoginRefused as refused:
-        await _record_failure(db, settings, refused.org_id, refused.user_id)
+        async with unit_of_work(db, refused.org_id) as uow:
+            await _record_failure(uow, settings, refused.user_id)
         raise refused.error from None
 
 
-async def _record_failure(db: Database, settings: IamSettings, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
+async def _record_failure(uow: UnitOfWork, settings: IamSettings, user_id: uuid.UUID) -> None:
     # One atomic statement, so concurrent failures each count; the delay doubles per failure past
     # the threshold, capped.
-    async with unit_of_work(db, org_id) as uow:
-        await uow.session.execute(
-            text(
-                """
-                UPDATE iam.users SET
-                  failed_login_count = failed_login_count + 1,
-                  locked_until = CASE WHEN failed_login_count + 1 >= :after
-                    THEN now() + make_interval(secs => least(power(2, failed_login_count + 1 - :after), :cap))
-                    ELSE NULL END
-                WHERE id = :id
-                """
-            ),
-            {
-                "after": settings.login_throttle_after_failures,
-                "cap": settings.login_throttle_max_seconds,
-                "id": user_id,
-            },
-        )
-
-
-async def _login(
-    db: Database, settings: IamSettings, *, email: str, password: str, totp_code: str, client_ip: str
-) -> IssuedTokens:
-    invalid_credentials = Unauthenticated("email or password is wrong", code="invalid_credentials")
-    async with unit_of_work(db) as uow:
-        found = (
-            await uow.session.execute(
-                text("SELECT user_id, org_id FROM iam.find_login(:email)"), {"email": email.strip()}
-            )
-        ).first()
-        if found is None:
-            await passwords.verify_password(None, password)  # same cost as a wrong password
-            raise invalid_credentials
-        await uow.set_org(found.org_id)
-        user = (await uow.session.execute(select(users).where(users.c.id == found.user_id))).one()
-        now = datetime.now(UTC)
-        if user.failed_login_count >= settings.login_lockout_failures:
-            raise ResourceExhausted(
-                "this account is locked after too many failed logins; an admin must reset its password",
-                code="account_locked",
-            )
-        if user.locked_until is not None and user.locked_until > now:
-            wait = int((user.locked_until - now).total_seconds()) + 1
-            raise ResourceExhausted(
-                f"too many failed logins; try again in {wait} seconds",
-                code="login_throttled",
-                retry_after_seconds=wait,
-            )
-        if not user.active or not await passwords.verify_password(user.password_hash, password):
-            raise LoginRefused(invalid_credentials, user.org_id, user.id)
-        try:
-            mfa_verified = await _check_totp(uow, user, totp_code, settings)
-        except Unauthenticated as error:
-            if totp_code:  # a wrong code is a guess, and counts; a missing one is step one of the UI
-                raise LoginRefused(error, user.org_id, user.id) from None
-            raise
-        if user.failed_login_count or user.locked_until:
-            await uow.session.execute(
-                update(users).where(users.c.id == user.id).values(failed_login_count=0, locked_until=None)
-            )
-        session_id = uuid.uuid4()
-        expires = now + timedelta(minutes=settings.auth_session_ttl_minutes)
-        await uow.session.execute(
-            insert(sessions).values(
-                id=session_id,
-                org_id=user.org_id,
-                user_id=user.id,
-                mfa_verified=mfa_verified,
-                expires_at=expires,
-                client_ip=client_ip[:64],
-            )
-        )
-        return await _issue(uow, user, session_id, mfa_verified, settings, expires)
-
-
-async def refresh(db: Database, settings: IamSettings, *, refresh_token: str, totp_code: str) -> IssuedTokens:
-    org_id = org_of_refresh_token(refresh_token)
-    invalid_token = Unauthenticated("refresh token is invalid or expired", code="invalid_refresh_token")
-    reused: uuid.UUID | None = None
-    async with unit_of_work(db, org_id) as uow:
-        token = (
-            await uow.session.execute(
-                select(refresh_tokens)
-                .where(refresh_tokens.c.token_hash == hash_token(refresh_token))
-                .with_for_update()
-            )
-        ).first()
-        if token is None:
-            raise invalid_token
-        session = (
-            await uow.session.execute(
-                select(sessions).where(sessions.c.id == token.session_id).with_for_update()
-            )
-        ).one()
-        now = datetime.now(UTC)
-        if token.used_at is not None:
-            # Reuse of a rotated token: whoever holds the chain now may be an attacker. End it.
-            if session.revoked_at is None:
-                await _revoke(uow, [session.id], session.user_id, "refresh_token_reuse")
-            reused = session.id
-        elif session.revoked_at is not None or session.expires_at <= now or token.expires_at <= now:
-            raise invalid_token
-        else:
-            user = (await uow.session.execute(select(users).where(users.c.id == session.user_id))).one()
-            if not user.active:
-                raise invalid_token
-            mfa_verified = session.mfa_verified
-            if user.totp_enabled and user.role in MFA_ROLES:
-                mfa_verified = await _check_totp(uow, user, totp_code, settings)
-            await uow.session.execute(
-                update(refresh_tokens).where(refresh_tokens.c.id == token.id).values(used_at=now)
-            )
-            expires = now + timedelta(minutes=settings.auth_session_ttl_minutes)
-            await uow.session.execute(
-                update(sessions)
-                .where(sessions.c.id == session.id)
-                .values(last_used_at=now, expires_at=expires, mfa_verified=mfa_verified)
-            )
-            return await _issue(uow, user, session.id, mfa_verified, settings, expires)
-    # Outside the block so the revocation above is committed before the caller hears "no".
-    assert reused is not None
-    raise Unauthenticated(
-        "refresh token was already used; the session has been revoked", code="refresh_token_reused"
+    await uow.session.execute(
+        text(
+            """
+            UPDATE iam.users SET
+              failed_login_count = failed_login_count + 1,
+              locked_until = CASE WHEN failed_login_count + 1 >= :after
+                THEN now() + make_interval(secs => least(power(2, failed_login_count + 1 - :after), :cap))
+                ELSE NULL END
+            WHERE id = :id
+            """
+        ),
+        {
+            "after": settings.login_throttle_after_failures,
+            "cap": settings.login_throttle_max_seconds,
+            "id": user_id,
+        },
     )
 
 
-async def logout(db: Database, *, org_id: str, session_id: str, refresh_token: str) -> None:
-    """Ends the caller's session (from the access token), or the one a refresh token belongs to."""
+async def _attempt(
+    uow: UnitOfWork, settings: IamSettings, *, email: str, password: str, totp_code: str, client_ip: str
+) -> IssuedTokens:
+    invalid_credentials = Unauthenticated("email or password is wrong", code="invalid_credentials")
+    found = (
+        await uow.session.execute(
+            text("SELECT user_id, org_id FROM iam.find_login(:email)"), {"email": email.strip()}
+        )
+    ).first()
+    if found is None:
+        await passwords.verify_password(None, password)  # same cost as a wrong password
+        raise invalid_credentials
+    await uow.set_org(found.org_id)
+    user = User.of((await uow.session.execute(select(users).where(users.c.id == found.user_id))).one())
+    now = datetime.now(UTC)
+    if user.failed_login_count >= settings.login_lockout_failures:
+        raise ResourceExhausted(
+            "this account is locked after too many failed logins; an admin must reset its password",
+            code="account_locked",
+        )
+    if user.locked_until is not None and user.locked_until > now:
+        wait = int((user.locked_until - now).total_seconds()) + 1
+        raise ResourceExhausted(
+            f"too many failed logins; try again in {wait} seconds",
+            code="login_throttled",
+            retry_after_seconds=wait,
+        )
+    if not user.active or not await passwords.verify_password(user.password_hash, password):
+        raise LoginRefused(invalid_credentials, user.org_id, user.id)
+    try:
+        mfa_verified = await _check_totp(uow, user, totp_code, settings)
+    except Unauthenticated as error:
+        if totp_code:  # a wrong code is a guess, and counts; a missing one is step one of the UI
+            raise LoginRefused(error, user.org_id, user.id) from None
+        raise
+    if user.failed_login_count or user.locked_until:
+        await uow.session.execute(
+            update(users).where(users.c.id == user.id).values(failed_login_count=0, locked_until=None)
+        )
+    session_id = uuid.uuid4()
+    expires = now + timedelta(minutes=settings.auth_session_ttl_minutes)
+    await uow.session.execute(
+        insert(sessions).values(
+            id=session_id,
+            org_id=user.org_id,
+            user_id=user.id,
+            mfa_verified=mfa_verified,
+            expires_at=expires,
+            client_ip=client_ip[:64],
+        )
+    )
+    return await _issue(uow, user, session_id, mfa_verified, settings, expires)
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What a refresh came to: new tokens, or None when the token had been used before (its session
+    is then revoked by the same unit of work)."""
+
+    tokens: IssuedTokens | None
+
+    def issued(self) -> IssuedTokens:
+        """The new tokens. A reused token is refused here, once the caller has committed the
+        revocation: the caller must hear "no" only after the session is really ended."""
+        if self.tokens is None:
+            raise Unauthenticated(
+                "refresh token was already used; the session has been revoked", code="refresh_token_reused"
+            )
+        return self.tokens
+
+
+async def refresh(uow: UnitOfWork, settings: IamSettings, *, refresh_token: str, totp_code: str) -> Refreshed:
+    """Uses up a refresh token and issues the next. `uow` needs no org: the token names it."""
+    await uow.set_org(org_of_refresh_token(refresh_token))
+    invalid_token = Unauthenticated("refresh token is invalid or expired", code="invalid_refresh_token")
+    token = (
+        await uow.session.execute(
+            select(refresh_tokens)
+            .where(refresh_tokens.c.token_hash == hash_token(refresh_token))
+            .with_for_update()
+        )
+    ).first()
+    if token is None:
+        raise invalid_token
+    session = (
+        await uow.session.execute(select(sessions).where(sessions.c.id == token.session_id).with_for_update())
+    ).one()
+    now = datetime.now(UTC)
+    if token.used_at is not None:
+        # Reuse of a rotated token: whoever holds the chain now may be an attacker. End it.
+        if session.revoked_at is None:
+            await _revoke(uow, [session.id], session.user_id, "refresh_token_reuse")
+        return Refreshed(None)
+    if session.revoked_at is not None or session.expires_at <= now or token.expires_at <= now:
+        raise invalid_token
+    user = User.of((await uow.session.execute(select(users).where(users.c.id == session.user_id))).one())
+    if not user.active:
+        raise invalid_token
+    mfa_verified = session.mfa_verified
+    if user.totp_enabled and user.role in MANAGERS:
+        mfa_verified = await _check_totp(uow, user, totp_code, settings)
+    await uow.session.execute(
+        update(refresh_tokens).where(refresh_tokens.c.id == token.id).values(used_at=now)
+    )
+    expires = now + timedelta(minutes=settings.auth_session_ttl_minutes)
+    await uow.session.execute(
+        update(sessions)
+        .where(sessions.c.id == session.id)
+        .values(last_used_at=now, expires_at=expires, mfa_verified=mfa_verified)
+    )
+    return Refreshed(await _issue(uow, user, session.id, mfa_verified, settings, expires))
+
+
+async def logout(uow: UnitOfWork, *, org_id: str, session_id: str, refresh_token: str) -> None:
+    """Ends the caller's session (from the access token), or the one a refresh token belongs to.
+    `uow` needs no org: it is the caller's, or the one the refresh token names."""
     if not session_id and refresh_token:
         org_id = str(org_of_refresh_token(refresh_token))
     if not org_id:
         raise Unauthenticated("nothing to log out")
-    async with unit_of_work(db, org_id) as uow:
-        if not session_id:
-            token = (
-                await uow.session.execute(
-                    select(refresh_tokens.c.session_id).where(
-                        refresh_tokens.c.token_hash == hash_token(refresh_token)
-                    )
+    await uow.set_org(uuid.UUID(org_id))
+    if not session_id:
+        token = (
+            await uow.session.execute(
+                select(refresh_tokens.c.session_id).where(
+                    refresh_tokens.c.token_hash == hash_token(refresh_token)
                 )
-            ).first()
-            if token is None:
-                raise Unauthenticated("refresh token is invalid", code="invalid_refresh_token")
-            session_id = str(token.session_id)
-        session = (
-            await uow.session.execute(select(sessions).where(sessions.c.id == uuid.UUID(session_id)))
+            )
         ).first()
-        if session is not None and session.revoked_at is None:
-            await _revoke(uow, [session.id], session.user_id, "logout")
+        if token is None:
+            raise Unauthenticated("refresh token is invalid", code="invalid_refresh_token")
+        session_id = str(token.session_id)
+    session = (
+        await uow.session.execute(select(sessions).where(sessions.c.id == uuid.UUID(session_id)))
+    ).first()
+    if session is not None and session.revoked_at is None:
+        await _revoke(uow, [session.id], session.user_id, "logout")
 
 
 async def revoke_user_sessions(
@@ -332,22 +346,20 @@ async def _revoke(uow: UnitOfWork, session_ids: list[uuid.UUID], user_id: uuid.U
         .where(sessions.c.id.in_(session_ids))
         .values(revoked_at=func.now(), revoked_reason=reason)
     )
-    revoked_at = Timestamp()
-    revoked_at.GetCurrentTime()
     uow.add_event(
-        "cws.iam.session.revoked",
+        IAM_SESSION_REVOKED,
         events_pb2.SessionRevoked(
             org_id=str(uow.org_id),
             user_id=str(user_id),
             session_ids=[str(s) for s in session_ids],
             reason=reason,
-            revoked_at=revoked_at,
+            revoked_at=to_ts(datetime.now(UTC)),
         ),
     )
 
 
 async def mark_session_mfa(
-    uow: UnitOfWork, session_id: str, user: Any, settings: IamSettings
+    uow: UnitOfWork, session_id: str, user: User, settings: IamSettings
 ) -> IssuedTokens:
     """After TOTP verification: the current session becomes MFA-verified and gets fresh tokens."""
     session = (
@@ -366,16 +378,16 @@ async def mark_session_mfa(
     return await _issue(uow, user, session.id, True, settings, session.expires_at)
 
 
-async def is_active(db: Database, *, org_id: str, session_id: str) -> bool:
-    """Whether a session still stands (not revoked, not expired): the gateway's fallback check."""
+async def is_active(uow: UnitOfWork, session_id: str) -> bool:
+    """Whether a session of the caller's org still stands (not revoked, not expired): the gateway's
+    fallback check."""
     try:
         key = uuid.UUID(session_id)
     except ValueError:
         return False
-    async with unit_of_work(db, org_id) as uow:
-        row = (
-            await uow.session.execute(
-                select(sessions.c.revoked_at, sessions.c.expires_at).where(sessions.c.id == key)
-            )
-        ).first()
+    row = (
+        await uow.session.execute(
+            select(sessions.c.revoked_at, sessions.c.expires_at).where(sessions.c.id == key)
+        )
+    ).first()
     return row is not None and row.revoked_at is None and row.expires_at > datetime.now(UTC)

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from libs.common.settings import CommonSettings
 
 
 class IamSettings(CommonSettings):
+    # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
+    FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("signup_enabled",)
     service_name: str = "iam"
     iam_grpc_port: int = 50051
     iam_http_port: int = 8101

@@ -1,46 +1,31 @@
 """python -m services.jobs: the status API always, and with JOBS_ENABLED the scheduler beside it.
 
-A bad JOB_SCHEDULE or JOB_NAMES refuses to start, naming the setting and the known jobs."""
+A bad JOB_SCHEDULE or JOB_NAMES refuses to start, naming the setting and the known jobs. The command
+line that runs jobs once or on their own loop, without the API, is run.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from cws.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from pydantic import ValidationError
 
 from libs.common.grpc_server import ServiceApp, main
+from services.jobs import events
+from services.jobs.config import RefusedToStart, load_config
+from services.jobs.execution import JobRunner
 from services.jobs.grpc_api import JobsServicer
 from services.jobs.metrics import JobMetrics, install
 from services.jobs.models import SCHEMA, event_tables
 from services.jobs.peers import open_peers
-from services.jobs.registry import Job, ScheduleError, all_jobs, scheduled_jobs
-from services.jobs.runner import JobRunner
 from services.jobs.scheduler import Scheduler
-from services.jobs.settings import JobsSettings, explain
-
-
-@dataclass(frozen=True)
-class Config:
-    settings: JobsSettings
-    registered: list[Job]
-    scheduled: list[Job]
-
-
-def load_config() -> Config:
-    try:
-        settings = JobsSettings()
-        return Config(settings, all_jobs(settings), scheduled_jobs(settings))
-    except ValidationError as error:
-        raise SystemExit(f"jobs: refusing to start: {explain(error)}") from None
-    except ScheduleError as error:
-        raise SystemExit(f"jobs: refusing to start: {error}") from None
 
 
 def build() -> ServiceApp:
-    config = load_config()
+    try:
+        config = load_config()
+    except RefusedToStart as refused:
+        raise SystemExit(f"jobs: {refused}") from None
     settings = config.settings
     metrics: JobMetrics = install()
 
@@ -67,6 +52,7 @@ def build() -> ServiceApp:
         http_port=settings.jobs_http_port,
         register=register,
         background=[job_metrics, scheduler] if settings.jobs_enabled else [job_metrics],
+        consumers=events.CONSUMERS,
         service_names=(jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name,),
     )
 

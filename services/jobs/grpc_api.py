@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from cws.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from libs.common import context as request_context
+from libs.common.convert import to_ts, to_ts_or_none
 from libs.common.db import Database
+from libs.common.roles import MANAGERS
 from services.jobs import heartbeats
 from services.jobs.registry import Job
 from services.jobs.status import JobView, job_views
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _heartbeat(beat: heartbeats.Heartbeat) -> jobs_pb2.Heartbeat:
     return jobs_pb2.Heartbeat(
         name=beat.name,
         runner_id=beat.runner_id,
-        last_heartbeat=_ts(beat.last_heartbeat),
+        last_heartbeat=to_ts(beat.last_heartbeat),
         age_seconds=round(beat.age_seconds, 3),
     )
 
@@ -36,9 +28,9 @@ def _job(view: JobView) -> jobs_pb2.JobStatus:
     return jobs_pb2.JobStatus(
         name=view.name,
         interval_seconds=view.interval_seconds,
-        last_started_at=_ts(view.last_started_at),
-        last_finished_at=_ts(view.last_finished_at),
-        last_success_at=_ts(view.last_success_at),
+        last_started_at=to_ts_or_none(view.last_started_at),
+        last_finished_at=to_ts_or_none(view.last_finished_at),
+        last_success_at=to_ts_or_none(view.last_success_at),
         consecutive_failures=view.consecutive_failures,
         last_error=view.last_error,
         last_runner_id=view.last_runner_id,
@@ -65,7 +57,7 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
         return jobs_pb2.GetHeartbeatResponse(found=True, heartbeat=_heartbeat(beat))
 
     async def GetStatus(self, request: jobs_pb2.GetStatusRequest, context: Any) -> jobs_pb2.GetStatusResponse:
-        request_context.require_role("OWNER", "ADMIN")
+        request_context.require_role(*MANAGERS)
         views = await job_views(self.db, self.jobs)
         beats = await heartbeats.recent(self.db)
         return jobs_pb2.GetStatusResponse(

@@ -2,6 +2,10 @@
 org when the data is tenant data; a later job (accounting-export, gcal-sync, qbo-sync) joins by
 adding one entry to REGISTRY.
 
+A job's work takes the peers and calls a typed stub method; it never says who it acts as: the runner
+(execution.py) makes every call of a per-org job inside `acting_as(service_context("jobs", org_id))`
+for each org in turn, and a job that is not per org with no org.
+
 Every job is an idempotent call (a cleanup deletes what is still due, a scan deduplicates by key, a
 digest is sent once per period), so running one twice, or again after a runner died half-way through
 the orgs, finishes the work and never repeats it.
@@ -20,8 +24,8 @@ from google.protobuf.message import Message
 from services.jobs.peers import Peers
 from services.jobs.settings import JobsSettings
 
-# (peers, org_id) -> counts for the job's detail; org_id is "" for a job that is not per org.
-Work = Callable[[Peers, str], Awaitable[dict[str, int]]]
+# peers -> counts for the job's detail, in the org (or none) the runner is acting in.
+Work = Callable[[Peers], Awaitable[dict[str, int]]]
 
 
 @dataclass(frozen=True)
@@ -50,39 +54,38 @@ def counts(message: Message, prefix: str = "") -> dict[str, int]:
     return {prefix + name: int(value) for name, value in values.items() if isinstance(value, int)}
 
 
-async def cleanup(peers: Peers, org_id: str) -> dict[str, int]:
+async def cleanup(peers: Peers) -> dict[str, int]:
     request = booking_pb2.CleanupPendingBookingsRequest()
-    return counts(await peers.call_booking("CleanupPendingBookings", request, org_id))
+    return counts(await peers.booking.stub.CleanupPendingBookings(request))
 
 
-async def email_scan(peers: Peers, org_id: str) -> dict[str, int]:
-    return counts(await peers.call_notify("ScanReminders", notify_pb2.ScanRemindersRequest(), org_id))
+async def email_scan(peers: Peers) -> dict[str, int]:
+    return counts(await peers.notify.stub.ScanReminders(notify_pb2.ScanRemindersRequest()))
 
 
-async def outbox_delivery(peers: Peers, org_id: str) -> dict[str, int]:
+async def outbox_delivery(peers: Peers) -> dict[str, int]:
     # Not per org: notify claims due rows across orgs itself (its delivery loop normally does this).
-    return counts(await peers.call_notify("DeliverDue", notify_pb2.DeliverDueRequest()))
+    return counts(await peers.notify.stub.DeliverDue(notify_pb2.DeliverDueRequest()))
 
 
-async def email_dlq(peers: Peers, org_id: str) -> dict[str, int]:
-    return counts(await peers.call_notify("RetryDeadEmails", notify_pb2.RetryDeadEmailsRequest(), org_id))
+async def email_dlq(peers: Peers) -> dict[str, int]:
+    return counts(await peers.notify.stub.RetryDeadEmails(notify_pb2.RetryDeadEmailsRequest()))
 
 
-async def retention_cleanup(peers: Peers, org_id: str) -> dict[str, int]:
-    booking = await peers.call_booking("RetentionCleanup", booking_pb2.RetentionCleanupRequest(), org_id)
-    notify = await peers.call_notify("RetentionCleanup", notify_pb2.RetentionCleanupRequest(), org_id)
+async def retention_cleanup(peers: Peers) -> dict[str, int]:
+    booking = await peers.booking.stub.RetentionCleanup(booking_pb2.RetentionCleanupRequest())
+    notify = await peers.notify.stub.RetentionCleanup(notify_pb2.RetentionCleanupRequest())
     return {**counts(booking, "booking_"), **counts(notify, "notify_")}
 
 
 def digests(schedule: str) -> Work:
-    async def run(peers: Peers, org_id: str) -> dict[str, int]:
-        request = notify_pb2.RunDigestsRequest(schedule=schedule)
-        return counts(await peers.call_notify("RunDigests", request, org_id))
+    async def run(peers: Peers) -> dict[str, int]:
+        return counts(await peers.notify.stub.RunDigests(notify_pb2.RunDigestsRequest(schedule=schedule)))
 
     return run
 
 
-async def storage_janitor(peers: Peers, org_id: str) -> dict[str, int]:
+async def storage_janitor(peers: Peers) -> dict[str, int]:
     # Seed 004 runs it beside outbox-delivery; until the media service exists there is nothing to
     # clean, and saying so beats pretending it ran.
     raise JobSkipped("media service not deployed")

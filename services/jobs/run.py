@@ -1,4 +1,8 @@
-"""python -m services.jobs.run --job NAME [--job NAME ...] [--once]
+"""The jobs command line: python -m services.jobs.run --job NAME [--job NAME ...] [--once]
+
+This module is only the command line, a contract operators and seed 004 rely on (its arguments,
+log events and exit codes); what it runs is execution.py (one job: lock, claim, calls, record) and,
+without --once, scheduler.py. `python -m services.jobs` is the service with the status API.
 
 With --once: record a heartbeat, run each job now (under its lock, no slot claim), log
 `job_complete` / `job_skipped` / `job_failed` for each, and exit 0 when every job succeeded or was
@@ -17,17 +21,17 @@ import sys
 
 import httpx
 import uvloop
-from pydantic import ValidationError
 
 from libs.common.db import Database
 from libs.common.logs import configure_logging, get_logger
 from services.jobs import heartbeats
+from services.jobs.config import RefusedToStart, load_config
+from services.jobs.execution import FAILED, SKIPPED, JobRunner, RunResult, describe
 from services.jobs.models import SCHEMA, event_tables
 from services.jobs.peers import open_peers
-from services.jobs.registry import JOB_NAMES, Job, ScheduleError, scheduled_jobs
-from services.jobs.runner import FAILED, SKIPPED, JobRunner, RunResult, describe
+from services.jobs.registry import JOB_NAMES, Job
 from services.jobs.scheduler import Scheduler
-from services.jobs.settings import JobsSettings, explain
+from services.jobs.settings import JobsSettings
 
 log = get_logger(__name__)
 
@@ -113,12 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args = cli.parse_args(argv)
     try:
-        settings = JobsSettings()
-        jobs = scheduled_jobs(settings, args.job)
-    except ValidationError as error:
-        cli.error(f"refusing to start: {explain(error)}")
-    except ScheduleError as error:
-        cli.error(f"refusing to start: {error}")
+        config = load_config(args.job)
+    except RefusedToStart as refused:
+        cli.error(str(refused))  # exits 2, after the usage line
+    settings, jobs = config.settings, config.scheduled
     configure_logging("jobs", settings.log_level)
     return uvloop.run(run_once(settings, jobs) if args.once else run_loop(settings, jobs))
 

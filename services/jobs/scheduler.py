@@ -3,7 +3,7 @@ schedule slot has come (each in its own task, so a long job never holds up the h
 a healthy loop (heartbeat recorded, no job failed in it) pings BETTER_STACK_HEARTBEAT_URL.
 
 A slot is floor(db_now / interval) * interval by the database clock, so every runner computes the
-same slots; runner.JobRunner makes sure only one of them runs each."""
+same slots; execution.JobRunner makes sure only one of them runs each."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import httpx
 from libs.common.db import Database
 from libs.common.logs import get_logger
 from services.jobs import heartbeats
+from services.jobs.execution import FAILED, JobRunner, NotRun, RunResult
 from services.jobs.metrics import RUNNER_UP
 from services.jobs.registry import Job
-from services.jobs.runner import FAILED, JobRunner, NotRun, RunResult
 from services.jobs.settings import JobsSettings
 
 log = get_logger(__name__)
@@ -122,7 +122,7 @@ class Scheduler:
             if result is NotRun.LOCKED:
                 continue  # another runner is on it; this slot is tried again next loop
             if result is NotRun.RETRY_LATER or (isinstance(result, RunResult) and result.outcome == FAILED):
-                # Not done: the slot is run again after JOB_RETRY_SECONDS (runner.JobRunner._claim).
+                # Not done: the slot is run again after JOB_RETRY_SECONDS (execution.JobRunner._claim).
                 failed = failed or isinstance(result, RunResult)
                 self._retry_at[name] = (slot, time.monotonic() + self.settings.job_retry_seconds)
                 continue

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import socket
+from typing import ClassVar
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -8,6 +9,8 @@ from libs.common.settings import CommonSettings, CsvList, split_csv
 
 
 class JobsSettings(CommonSettings):
+    # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
+    FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("jobs_enabled",)
     service_name: str = "jobs"
     jobs_grpc_port: int = 50056
     jobs_http_port: int = 8106
@@ -49,7 +52,7 @@ class JobsSettings(CommonSettings):
     @field_validator("job_schedule")
     @classmethod
     def _schedule_format(cls, items: list[str]) -> list[str]:
-        # Names are checked against the registry at start-up (registry.select_jobs); here the shape.
+        # Names are checked against the registry at start-up (config.load_config); here the shape.
         for item in items:
             name, sep, seconds = item.partition("=")
             if not sep or not name.strip():

@@ -1,22 +1,22 @@
 """python -m services.notify: build settings, wire dependencies, serve.
 
 Beside the gRPC API it runs the delivery loop (woken by LISTEN/NOTIFY on enqueue, polling for due
-retries) and the durable consumers that turn domain events into emails and exports."""
+retries) and the durable consumers (events.py) that turn domain events into emails and exports."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cws.notify.v1 import notify_pb2, notify_pb2_grpc
 
-from libs.common.bus import stream_name
-from libs.common.events import DurableConsumer
+from libs.common.event_types import Consumer
 from libs.common.grpc_server import ServiceApp, main
-from services.notify.delivery import Delivery
-from services.notify.events import consumer_specs
+from services.notify import events
+from services.notify.delivery.loop import Delivery
 from services.notify.grpc_api import NotifyServicer
 from services.notify.models import SCHEMA, event_tables
 from services.notify.peers import Peers, open_peers
@@ -25,7 +25,7 @@ from services.notify.settings import NotifySettings
 
 @dataclass
 class Wiring:
-    """What register() builds inside the running loop and the background tasks share."""
+    """What register() builds inside the running loop, for the delivery loop and the consumers."""
 
     settings: NotifySettings
     delivery: Delivery | None = None
@@ -43,27 +43,13 @@ def build() -> ServiceApp:
             NotifyServicer(app.db, settings, wiring.delivery, wiring.peers), server
         )
 
+    def consumers(app: ServiceApp) -> Sequence[Consumer[Any]]:
+        assert wiring.peers is not None  # ServiceApp resolves consumers after register()
+        return events.consumers(settings, wiring.peers)
+
     async def delivery_loop(app: ServiceApp) -> None:
         assert wiring.delivery is not None
         await wiring.delivery.run()
-
-    async def event_consumers(app: ServiceApp) -> None:
-        assert wiring.peers is not None
-        specs = consumer_specs(settings, wiring.peers)
-        await asyncio.gather(
-            *(
-                DurableConsumer(
-                    db=app.db,
-                    bus=app.bus,
-                    service="notify",
-                    name=spec.name,
-                    stream=stream_name(spec.producer),
-                    subject=spec.subject,
-                    handler=spec.handler,
-                ).run()
-                for spec in specs
-            )
-        )
 
     return ServiceApp(
         name="notify",
@@ -74,7 +60,8 @@ def build() -> ServiceApp:
         grpc_port=settings.notify_grpc_port,
         http_port=settings.notify_http_port,
         register=register,
-        background=[delivery_loop, event_consumers],
+        background=[delivery_loop],
+        consumers=consumers,
         audit_admin_writes=True,
         service_names=(notify_pb2.DESCRIPTOR.services_by_name["NotifyService"].full_name,),
     )

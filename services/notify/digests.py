@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common.db import Database, UnitOfWork, unit_of_work
@@ -64,7 +64,7 @@ async def set_module(uow: UnitOfWork, enabled: bool) -> bool:
     return enabled
 
 
-async def list_settings(uow: UnitOfWork) -> list[Any]:
+async def list_settings(uow: UnitOfWork) -> list[Row[Any]]:
     return list(
         (
             await uow.session.execute(
@@ -103,7 +103,7 @@ def check_recipients(recipients: list[str]) -> list[str]:
 
 async def update_setting(
     uow: UnitOfWork, *, digest_key: str, enabled: bool, schedule: str, recipients: list[str]
-) -> Any:
+) -> Row[Any]:
     values = {
         "enabled": enabled,
         "schedule": check_schedule(schedule),

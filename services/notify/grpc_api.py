@@ -2,49 +2,31 @@
 reminders and digests in grpc_scheduled.py (ScheduledApi).
 
 Every RPC acts in the caller's org (row-level security makes another org's ids not found). The
-operator RPCs are admin only (OWNER, ADMIN; suite services call with role ADMIN)."""
+operator RPCs are for MANAGERS only (OWNER, ADMIN; suite services call with role ADMIN)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from datetime import datetime
 from typing import Any
 
 from cws.notify.v1 import notify_pb2, notify_pb2_grpc
 from google.protobuf.json_format import MessageToDict
-from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import Row
 
 from libs.common import context as request_context
+from libs.common.convert import page, to_ts, to_ts_or_none
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import invalid
+from libs.common.roles import DISPATCH, MANAGERS
 from services.notify import outbox
-from services.notify.delivery import Delivery
+from services.notify.delivery.loop import Delivery
 from services.notify.grpc_scheduled import ScheduledApi
 from services.notify.peers import Peers
 from services.notify.settings import NotifySettings
 
-ADMINS = ("OWNER", "ADMIN")
-SENDERS = ("OWNER", "ADMIN", "DISPATCHER")
 
-
-def page(limit: int, offset: int) -> tuple[int, int]:
-    if not 0 <= limit <= 200:
-        raise invalid("limit", "must be between 1 and 200")
-    if offset < 0:
-        raise invalid("offset", "must not be negative")
-    return limit or 50, offset
-
-
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def outbox_proto(row: Any) -> notify_pb2.OutboxEvent:
+def outbox_proto(row: Row[Any]) -> notify_pb2.OutboxEvent:
     return notify_pb2.OutboxEvent(
         id=str(row.id),
         kind=row.kind,
@@ -52,26 +34,26 @@ def outbox_proto(row: Any) -> notify_pb2.OutboxEvent:
         status=row.status,
         attempts=row.attempts,
         last_error=row.last_error or "",
-        created_at=ts(row.created_at),
-        updated_at=ts(row.updated_at),
-        next_attempt_at=ts(row.next_attempt_at),
+        created_at=to_ts(row.created_at),
+        updated_at=to_ts(row.updated_at),
+        next_attempt_at=to_ts(row.next_attempt_at),
         target=row.target,
     )
 
 
-def export_proto(row: Any) -> notify_pb2.ExportDeadLetter:
+def export_proto(row: Row[Any]) -> notify_pb2.ExportDeadLetter:
     return notify_pb2.ExportDeadLetter(
         id=str(row.id),
         outbox_id=str(row.outbox_id),
         target=row.target,
         last_error=row.last_error or "",
         attempts=row.attempts,
-        created_at=ts(row.created_at),
-        replayed_at=ts(row.replayed_at),
+        created_at=to_ts(row.created_at),
+        replayed_at=to_ts_or_none(row.replayed_at),
     )
 
 
-def dead_letter_proto(row: Any) -> notify_pb2.DeadLetterItem:
+def dead_letter_proto(row: Row[Any]) -> notify_pb2.DeadLetterItem:
     return notify_pb2.DeadLetterItem(
         kind=row.kind,
         id=str(row.id),
@@ -81,11 +63,11 @@ def dead_letter_proto(row: Any) -> notify_pb2.DeadLetterItem:
         target=row.target,
         attempts=row.attempts,
         last_error=row.last_error or "",
-        created_at=ts(row.created_at),
+        created_at=to_ts(row.created_at),
     )
 
 
-def email_event_proto(row: Any) -> notify_pb2.EmailEvent:
+def email_event_proto(row: Row[Any]) -> notify_pb2.EmailEvent:
     return notify_pb2.EmailEvent(
         id=str(row.id),
         outbox_id=str(row.outbox_id or ""),
@@ -95,7 +77,7 @@ def email_event_proto(row: Any) -> notify_pb2.EmailEvent:
         status=row.status,
         error=row.error or "",
         booking_id=str(row.booking_id or ""),
-        created_at=ts(row.created_at),
+        created_at=to_ts(row.created_at),
     )
 
 
@@ -107,7 +89,7 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
         self.peers = peers
 
     async def Enqueue(self, request: notify_pb2.EnqueueRequest, context: Any) -> notify_pb2.EnqueueResponse:
-        request_context.require_role(*SENDERS)
+        request_context.require_role(*DISPATCH)
         payload = MessageToDict(request.payload)
         target = outbox.target_of(request.kind, payload, self.settings)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
@@ -119,7 +101,7 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
     async def DeliverDue(
         self, request: notify_pb2.DeliverDueRequest, context: Any
     ) -> notify_pb2.DeliverDueResponse:
-        request_context.require_role(*ADMINS)
+        request_context.require_role(*MANAGERS)
         if request.max_rows < 0:
             raise invalid("max_rows", "must not be negative")
         max_rows = request.max_rows or self.settings.outbox_batch_size * 10
@@ -137,7 +119,7 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
     async def ListOutboxDeadLetters(
         self, request: notify_pb2.ListOutboxDeadLettersRequest, context: Any
     ) -> notify_pb2.ListOutboxDeadLettersResponse:
-        request_context.require_role(*ADMINS)
+        request_context.require_role(*MANAGERS)
         limit, offset = page(request.limit, request.offset)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             rows = await outbox.list_dead(uow, limit=limit, offset=offset)
@@ -146,7 +128,7 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
     async def ReplayOutbox(
         self, request: notify_pb2.ReplayOutboxRequest, context: Any
     ) -> notify_pb2.ReplayOutboxResponse:
-        request_context.require_role(*ADMINS)
+        request_context.require_role(*MANAGERS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             row = await outbox.replay(uow, request.id)
         return notify_pb2.ReplayOutboxResponse(event=outbox_proto(row))
@@ -154,7 +136,7 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
     async def ListExportDeadLetters(
         self, request: notify_pb2.ListExportDeadLettersRequest, context: Any
     ) -> notify_pb2.ListExportDeadLettersResponse:
-        request_context.require_role(*ADMINS)
+        request_context.require_role(*MANAGERS)
         limit, offset = page(request.limit, request.offset)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             rows = await outbox.list_export_dead(uow, limit=limit, offset=offset)
@@ -163,7 +145,7 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
     async def ReplayExportDeadLetter(
         self, request: notify_pb2.ReplayExportDeadLetterRequest, context: Any
     ) -> notify_pb2.ReplayExportDeadLetterResponse:
-        request_context.require_role(*ADMINS)
+        request_context.require_role(*MANAGERS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             row = await outbox.replay_export(uow, request.id)
         return notify_pb2.ReplayExportDeadLetterResponse(event=outbox_proto(row))
@@ -171,7 +153,7 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
     async def DeadLetterQueue(
         self, request: notify_pb2.DeadLetterQueueRequest, context: Any
     ) -> notify_pb2.DeadLetterQueueResponse:
-        request_context.require_role(*ADMINS)
+        request_context.require_role(*MANAGERS)
         kind = request.kind or "all"
         limit, offset = page(request.limit, request.offset)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
@@ -186,7 +168,7 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
     async def ListEmailEvents(
         self, request: notify_pb2.ListEmailEventsRequest, context: Any
     ) -> notify_pb2.ListEmailEventsResponse:
-        request_context.require_role(*ADMINS)
+        request_context.require_role(*MANAGERS)
         limit, offset = page(request.limit, request.offset)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             rows = await outbox.list_email_events(
@@ -197,7 +179,7 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
     async def RetryDeadEmails(
         self, request: notify_pb2.RetryDeadEmailsRequest, context: Any
     ) -> notify_pb2.RetryDeadEmailsResponse:
-        request_context.require_role(*ADMINS)
+        request_context.require_role(*MANAGERS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             result = await outbox.retry_dead_emails(uow, self.settings)
         return notify_pb2.RetryDeadEmailsResponse(requeued=result.requeued, left_dead=result.left_dead)
@@ -205,7 +187,7 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
     async def RetentionCleanup(
         self, request: notify_pb2.RetentionCleanupRequest, context: Any
     ) -> notify_pb2.RetentionCleanupResponse:
-        request_context.require_role(*ADMINS)
+        request_context.require_role(*MANAGERS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             deleted = await outbox.retention_cleanup(uow, self.settings)
         return notify_pb2.RetentionCleanupResponse(deleted=deleted)

@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cws.notify.v1 import notify_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import Row
 
 from libs.common import context as request_context
+from libs.common.convert import to_ts
 from libs.common.db import unit_of_work
+from libs.common.roles import MANAGERS, STAFF
 from services.notify import digests, reminders
 
 if TYPE_CHECKING:
@@ -19,19 +21,14 @@ if TYPE_CHECKING:
     from services.notify.peers import Peers
     from services.notify.settings import NotifySettings
 
-MANAGERS = ("OWNER", "ADMIN")
-STAFF = tuple(sorted(request_context.STAFF_ROLES))
 
-
-def digest_proto(row: Any) -> notify_pb2.DigestSetting:
-    updated = Timestamp()
-    updated.FromDatetime(row.updated_at)
+def digest_proto(row: Row[Any]) -> notify_pb2.DigestSetting:
     return notify_pb2.DigestSetting(
         digest_key=row.digest_key,
         enabled=row.enabled,
         schedule=row.schedule,
         recipients=list(row.recipients),
-        updated_at=updated,
+        updated_at=to_ts(row.updated_at),
     )
 
 

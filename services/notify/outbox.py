@@ -4,7 +4,7 @@ and scheduled jobs do with the rows (dead letters, replay, the email-dlq retry, 
 A row is unique per (org_id, dedupe_key), so enqueueing the same send twice (a redelivered event, a
 second email scan, a retried request) returns the first row. The enqueue notifies the delivery loop
 on commit, so delivery starts at once rather than at the next poll. Everything here runs in the
-unit of work's org; delivery itself (across orgs) is in delivery.py."""
+unit of work's org; delivery itself (across orgs) is in the delivery package."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, literal_column, select, text, union_all, update
+from sqlalchemy import Row, delete, func, literal_column, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
 from libs.common.errors import Conflict, NotFound, invalid
 from services.notify.models import OUTBOX_KINDS, email_events, export_events, outbox_events
@@ -31,7 +32,7 @@ EMAIL_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 @dataclass(frozen=True)
 class Enqueued:
-    row: Any
+    row: Row[Any]
     created: bool
 
 
@@ -115,7 +116,7 @@ async def notify_due(uow: UnitOfWork) -> None:
     await uow.session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL})
 
 
-async def get(uow: UnitOfWork, outbox_id: str) -> Any:
+async def get(uow: UnitOfWork, outbox_id: str) -> Row[Any]:
     row = (
         await uow.session.execute(select(outbox_events).where(outbox_events.c.id == parse_id(outbox_id)))
     ).one_or_none()
@@ -124,14 +125,7 @@ async def get(uow: UnitOfWork, outbox_id: str) -> Any:
     return row
 
 
-def parse_id(value: str, field: str = "id") -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError):
-        raise invalid(field, "must be a UUID") from None
-
-
-async def list_dead(uow: UnitOfWork, *, limit: int, offset: int) -> list[Any]:
+async def list_dead(uow: UnitOfWork, *, limit: int, offset: int) -> list[Row[Any]]:
     """Dead rows, newest first (by when they died)."""
     assert uow.org_id is not None
     return list(
@@ -147,7 +141,7 @@ async def list_dead(uow: UnitOfWork, *, limit: int, offset: int) -> list[Any]:
     )
 
 
-async def list_export_dead(uow: UnitOfWork, *, limit: int, offset: int) -> list[Any]:
+async def list_export_dead(uow: UnitOfWork, *, limit: int, offset: int) -> list[Row[Any]]:
     """The legacy export DLQ: dead exports not yet replayed, newest first."""
     assert uow.org_id is not None
     return list(
@@ -163,7 +157,7 @@ async def list_export_dead(uow: UnitOfWork, *, limit: int, offset: int) -> list[
     )
 
 
-async def replay(uow: UnitOfWork, outbox_id: str) -> Any:
+async def replay(uow: UnitOfWork, outbox_id: str) -> Row[Any]:
     """A dead row back to pending with a fresh set of attempts; delivery wakes on commit."""
     row = await get(uow, outbox_id)
     if row.status != "dead":
@@ -195,7 +189,7 @@ async def replay(uow: UnitOfWork, outbox_id: str) -> Any:
     return replayed
 
 
-async def replay_export(uow: UnitOfWork, export_event_id: str) -> Any:
+async def replay_export(uow: UnitOfWork, export_event_id: str) -> Row[Any]:
     entry = (
         await uow.session.execute(
             select(export_events).where(export_events.c.id == parse_id(export_event_id))
@@ -213,7 +207,7 @@ DLQ_KINDS = ("outbox", "export", "all")
 
 @dataclass(frozen=True)
 class DeadLetterPage:
-    items: list[Any]
+    items: list[Row[Any]]
     outbox_dead_count: int
     export_dead_count: int
 
@@ -284,7 +278,7 @@ async def dead_letter_queue(uow: UnitOfWork, *, kind: str, limit: int, offset: i
     return DeadLetterPage(list(items), int(counts[0]), int(counts[1]))
 
 
-async def list_email_events(uow: UnitOfWork, *, booking_id: str, limit: int, offset: int) -> list[Any]:
+async def list_email_events(uow: UnitOfWork, *, booking_id: str, limit: int, offset: int) -> list[Row[Any]]:
     assert uow.org_id is not None
     query = select(email_events).where(email_events.c.org_id == uow.org_id)
     if booking_id:

@@ -1,29 +1,30 @@
-"""The services notify calls over gRPC, with channels opened once at start-up in the running loop."""
+"""The services notify calls over gRPC: IAM (org profiles, client portal tokens) and booking (upcoming
+bookings), as typed stubs over channels opened once at start-up in the running loop.
+
+Notify calls them on its own, never for a caller: each call is made inside
+`acting_as(service_context("notify", org_id))`, which the signing interceptor turns into the call's
+signed context (libs/common/grpc_client.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cws.booking.v1 import booking_pb2_grpc
 from cws.iam.v1 import iam_pb2_grpc
 
-from libs.common.context import service_context
-from libs.common.grpc_client import ServiceClient
+from libs.common.grpc_client import Peer, open_peer
 from services.notify.settings import NotifySettings
+
+if TYPE_CHECKING:
+    from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub
+    from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub
 
 
 @dataclass
 class Peers:
-    iam: ServiceClient
-    booking: ServiceClient
-
-    async def call_iam(self, method: str, request: Any, org_id: str) -> Any:
-        """An IAM call in `org_id` as the notify service itself (consumers have no caller)."""
-        return await self.iam.call(method, request, service_context("notify", org_id))
-
-    async def call_booking(self, method: str, request: Any, org_id: str) -> Any:
-        return await self.booking.call(method, request, service_context("notify", org_id))
+    iam: Peer[IamServiceAsyncStub]
+    booking: Peer[BookingServiceAsyncStub]
 
     async def close(self) -> None:
         await self.iam.close()
@@ -33,10 +34,15 @@ class Peers:
 def open_peers(settings: NotifySettings) -> Peers:
     secret, deadline = settings.internal_context_secret, settings.grpc_deadline_seconds
     return Peers(
-        iam=ServiceClient(
-            settings.iam_grpc_target, iam_pb2_grpc.IamServiceStub, secret=secret, deadline_seconds=deadline
+        iam=open_peer(
+            "iam",
+            settings.iam_grpc_target,
+            iam_pb2_grpc.IamServiceStub,
+            secret=secret,
+            deadline_seconds=deadline,
         ),
-        booking=ServiceClient(
+        booking=open_peer(
+            "booking",
             settings.booking_grpc_target,
             booking_pb2_grpc.BookingServiceStub,
             secret=secret,

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cws.booking.v1 import booking_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 
+from libs.common.context import service_context
+from libs.common.convert import to_ts
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import invalid
+from libs.common.grpc_client import acting_as
 from services.notify import emails, orgs
 from services.notify.models import outbox_events
 from services.notify.peers import Peers
@@ -32,12 +34,6 @@ class ScanResult:
     enqueued: int = 0
     duplicates: int = 0
     skipped_no_email: int = 0
-
-
-def ts(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
 
 
 def reminder_key(booking_id: str, starts_at: datetime) -> str:
@@ -79,7 +75,9 @@ async def scan(
             )
             result.duplicates += len(sent)
             fresh = {key: booking for key, booking in wanted.items() if key not in sent}
-            org = await orgs.profile(uow) if fresh else orgs.DEFAULT
+            # The zone is each booking's own (booking sends it); the org's name only signs the email,
+            # so an org notify has not heard of yet is not worth asking IAM for here.
+            org = (await orgs.known(uow) or orgs.DEFAULT) if fresh else orgs.DEFAULT
             for key, booking in fresh.items():
                 email = emails.booking_reminder(
                     to=booking.client_email,
@@ -103,9 +101,12 @@ async def upcoming(
     peers: Peers, org_id: uuid.UUID, start: datetime, end: datetime, page_size: int = PAGE_SIZE
 ) -> AsyncIterator[list[booking_pb2.UpcomingBooking]]:
     """The org's confirmed bookings starting in [start, end), from booking, a page at a time."""
-    request = booking_pb2.ListUpcomingBookingsRequest(from_time=ts(start), to_time=ts(end), limit=page_size)
+    request = booking_pb2.ListUpcomingBookingsRequest(
+        from_time=to_ts(start), to_time=to_ts(end), limit=page_size
+    )
     while True:
-        page = await peers.call_booking("ListUpcomingBookings", request, str(org_id))
+        with acting_as(service_context("notify", str(org_id))):
+            page = await peers.booking.stub.ListUpcomingBookings(request)
         if page.bookings:
             yield list(page.bookings)
         if len(page.bookings) < page_size:

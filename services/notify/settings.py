@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import field_validator
 
@@ -8,6 +9,8 @@ from libs.common.settings import CommonSettings, CsvList, split_csv
 
 
 class NotifySettings(CommonSettings):
+    # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
+    FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("export_mode",)
     service_name: str = "notify"
     notify_grpc_port: int = 50055
     notify_http_port: int = 8105

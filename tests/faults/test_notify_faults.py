@@ -8,21 +8,20 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from collections.abc import Iterable
 
-import httpx
 import psycopg
 
 from conftest import notify_env
-from services.booking.tests.helpers import create_booking, owner_headers, slot
-from tools.processes import ServiceProc, service_proc, wait_until
+from services.booking.tests.helpers import create_booking, slot
+from tools.processes import ServiceProc, service_proc
 from tools.smtp_sink import Received, SmtpSink
+from tools.testkit import eventually, owner, ready, sql
 
 CONCURRENCY = 4
 
 
-def insert_pending_emails(admin_url: str, org_id: str, recipients: list[str]) -> None:
+async def insert_pending_emails(admin_url: str, org_id: str, recipients: list[str]) -> None:
     """Due email rows of one org in one transaction, with the notification an enqueue sends on
     commit: a backlog as the email consumers leave it."""
     rows = [
@@ -44,31 +43,30 @@ def insert_pending_emails(admin_url: str, org_id: str, recipients: list[str]) ->
         )
         for i, address in enumerate(recipients)
     ]
-    with psycopg.connect(admin_url) as conn, conn.cursor() as cur:
-        cur.executemany(
+    async with await psycopg.AsyncConnection.connect(admin_url) as conn, conn.cursor() as cur:
+        await cur.executemany(
             "INSERT INTO notify.outbox_events (id, org_id, kind, dedupe_key, payload, target) "
             "VALUES (gen_random_uuid(), %s, 'email', %s, %s::jsonb, %s)",
             rows,
         )
-        cur.execute("SELECT pg_notify('cws_notify_due', '')")
+        await cur.execute("SELECT pg_notify('cws_notify_due', '')")
 
 
-def outbox_statuses(admin_url: str, org_id: str) -> dict[str, tuple[str, int]]:
+async def outbox_statuses(admin_url: str, org_id: str) -> dict[str, tuple[str, int]]:
     """target → (status, attempts) of the org's outbox rows."""
-    with psycopg.connect(admin_url) as conn:
-        rows = conn.execute(
-            "SELECT target, status, attempts FROM notify.outbox_events WHERE org_id = %s", (org_id,)
-        ).fetchall()
+    rows = await sql(
+        admin_url, "SELECT target, status, attempts FROM notify.outbox_events WHERE org_id = %s", (org_id,)
+    )
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def sent_email_events(admin_url: str, org_id: str) -> dict[str, int]:
-    with psycopg.connect(admin_url) as conn:
-        rows = conn.execute(
-            "SELECT recipient, count(*) FROM notify.email_events WHERE org_id = %s AND status = 'sent' "
-            "GROUP BY recipient",
-            (org_id,),
-        ).fetchall()
+async def sent_email_events(admin_url: str, org_id: str) -> dict[str, int]:
+    rows = await sql(
+        admin_url,
+        "SELECT recipient, count(*) FROM notify.email_events WHERE org_id = %s AND status = 'sent' "
+        "GROUP BY recipient",
+        (org_id,),
+    )
     return {r[0]: r[1] for r in rows}
 
 
@@ -101,17 +99,19 @@ async def test_notify_killed_mid_backlog_delivers_everything_after_restart(
     first = service_proc("notify", env, logs, label="notify-sigkill")
     second = service_proc("notify", env, logs, label="notify-sigkill-restart")
     # Claims are across orgs: the session's notify would take part of this backlog to its own sink.
-    notify.stop()
+    await asyncio.to_thread(notify.stop)
     try:
-        first.start().wait_ready()
-        insert_pending_emails(stack.admin_url, org.org_id, recipients)
-        wait_until(lambda: sink.count() >= count // 5, timeout=20, what="the first fifth of the backlog")
+        await first.start().wait_ready_async()
+        await insert_pending_emails(stack.admin_url, org.org_id, recipients)
+        await eventually(
+            lambda: sink.count() >= count // 5, timeout=20, message="the first fifth of the backlog"
+        )
         first.kill()
         with sink.lock:
             at_kill = sum(1 for got in by_recipient(sink.messages, set(recipients)).values() if got)
         assert at_kill < count, "the backlog was done before the kill; nothing was tested"
 
-        second.start().wait_ready()
+        await second.start().wait_ready_async()
         wanted = set(recipients)
 
         def all_delivered() -> bool:
@@ -119,17 +119,17 @@ async def test_notify_killed_mid_backlog_delivers_everything_after_restart(
                 messages = list(sink.messages)
             return all(by_recipient(messages, wanted).values())
 
-        wait_until(all_delivered, timeout=30, what=f"all {count} emails after the restart")
-        wait_until(
-            lambda: {s for s, _ in outbox_statuses(stack.admin_url, org.org_id).values()} == {"sent"},
-            timeout=10,
-            what="every row recorded as sent",
-        )
+        async def all_recorded_sent() -> bool:
+            statuses = await outbox_statuses(stack.admin_url, org.org_id)
+            return {status for status, _ in statuses.values()} == {"sent"}
+
+        await eventually(all_delivered, timeout=30, message=f"all {count} emails after the restart")
+        await eventually(all_recorded_sent, timeout=10, message="every row recorded as sent")
     finally:
-        first.stop()
-        second.stop()
+        await asyncio.to_thread(first.stop)
+        await asyncio.to_thread(second.stop)
         sink.stop()
-        notify.start().wait_ready()
+        await notify.start().wait_ready_async()
 
     received = by_recipient(sink.messages, set(recipients))
     assert all(received.values())  # none lost
@@ -142,33 +142,17 @@ async def test_notify_killed_mid_backlog_delivers_everything_after_restart(
     }
     # Each row is its own message, and each is recorded as sent exactly once.
     assert len({msgs[0].message_id for msgs in received.values()}) == count
-    events = sent_email_events(stack.admin_url, org.org_id)
+    events = await sent_email_events(stack.admin_url, org.org_id)
     assert events == dict.fromkeys(recipients, 1)
-    attempts = {a for _, a in outbox_statuses(stack.admin_url, org.org_id).values()}
+    attempts = {a for _, a in (await outbox_statuses(stack.admin_url, org.org_id)).values()}
     assert attempts <= {1, 2}, attempts  # only the killed process's unfinished rows were tried again
-
-
-async def _ready(http: httpx.AsyncClient, url: str) -> bool:
-    try:
-        return (await http.get(url)).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-async def _wait_ready(http: httpx.AsyncClient, urls: list[str], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    for url in urls:
-        while not await _ready(http, url):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{url} not ready within {timeout} s after NATS returned")
-            await asyncio.sleep(0.2)
 
 
 async def test_bookings_confirmed_while_nats_is_down_each_get_one_email(
     stack, iam, booking, notify, jobs, gateways, gateway, smtp_sink, make_org, http
 ):
     org = await make_org("Nats Down Cleaning")
-    headers = await owner_headers(http, gateway.url, org)
+    headers = await owner(http, gateway.url, org)
     token = secrets.token_hex(4)
     bookings = [
         await create_booking(
@@ -184,13 +168,14 @@ async def test_bookings_confirmed_while_nats_is_down_each_get_one_email(
 
     # Every process of the session loses NATS; later tests need back on it those that were ready
     # (a gateway another test started may be unready by design, e.g. with a stale jobs heartbeat).
-    processes = [f"http://127.0.0.1:{p.http_port}/readyz" for p in (iam, booking, notify, jobs)]
-    # Gateways has no public list of the ones it started.
-    processes += [f"{g.url}/readyz" for g in gateways.running()]
-    were_ready = [url for url in processes if await _ready(http, url)]
-    assert f"{gateway.url}/readyz" in were_ready
+    processes = [p.readyz_url for p in (iam, booking, notify, jobs, *gateways.running())]
+    were_ready = [url for url in processes if await ready(url)]
+    assert gateway.readyz_url in were_ready
 
-    stack.nats.stop()
+    async def all_ready_again() -> bool:
+        return all([await ready(url) for url in were_ready])
+
+    await asyncio.to_thread(stack.nats.stop)
     try:
         for created in bookings:
             confirmed = await http.post(
@@ -201,21 +186,21 @@ async def test_bookings_confirmed_while_nats_is_down_each_get_one_email(
         # Nothing can have reached notify: the events wait in booking's outbox.
         assert not [m for m in list(smtp_sink.messages) if set(m.rcpt_tos) & recipients]
     finally:
-        stack.nats.start()
-        await _wait_ready(http, were_ready)
+        await asyncio.to_thread(stack.nats.start)
+        await eventually(all_ready_again, timeout=30, message="every process ready after NATS returned")
 
     for recipient in recipients:
-        await asyncio.to_thread(smtp_sink.wait_for, recipient, 1, 20)
+        await smtp_sink.delivered(recipient, 1, 20)
+
     # Each booking's email is one outbox row, delivered and recorded once; so one message each.
-    wait_until(
-        lambda: (
-            {r: s for r, (s, _) in outbox_statuses(stack.admin_url, org.org_id).items() if r in recipients}
-            == dict.fromkeys(recipients, "sent")
-        ),
-        timeout=10,
-        what="one sent outbox row per confirmation",
-    )
-    assert sent_email_events(stack.admin_url, org.org_id) == dict.fromkeys(recipients, 1)
+    async def one_sent_row_each() -> bool:
+        statuses = await outbox_statuses(stack.admin_url, org.org_id)
+        return {r: s for r, (s, _) in statuses.items() if r in recipients} == dict.fromkeys(
+            recipients, "sent"
+        )
+
+    await eventually(one_sent_row_each, timeout=10, message="one sent outbox row per confirmation")
+    assert await sent_email_events(stack.admin_url, org.org_id) == dict.fromkeys(recipients, 1)
     for recipient in recipients:
         got = smtp_sink.to(recipient)
         assert len(got) == 1, (recipient, len(got))

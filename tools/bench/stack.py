@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Self
 
 from libs.common.migrate import migrate
 from tools.devstack import (
@@ -76,19 +77,9 @@ class BaselineProc(Proc):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, timeout: float = 60) -> BaselineProc:
-        import httpx
-
-        def up() -> bool:
-            if not self.alive:
-                raise RuntimeError(f"baseline exited:\n{self.tail()}")
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, "baseline", timeout)
-        return self
+    @property
+    def probe_url(self) -> str:
+        return f"{self.url}/healthz"
 
 
 @dataclass
@@ -98,7 +89,7 @@ class SinkProc(Proc):
     port: int = 0
     record: Path = Path()
 
-    def wait_ready(self, timeout: float = 30) -> SinkProc:
+    def wait_ready(self, timeout: float = 30) -> Self:
         def up() -> bool:
             if not self.alive:
                 raise RuntimeError(f"smtp sink exited:\n{self.tail()}")

@@ -1,7 +1,12 @@
-"""The event outbox, the relay and durable consumers against real Postgres and NATS JetStream.
+"""The event outbox, the relay, durable consumers and broadcasts against real Postgres and NATS JetStream.
 
-Each test gets its own schema (built from `service_metadata`, like a service's migration would) and
-its own stream `cws.<schema>.>`, so nothing here touches another test's events.
+Each test gets its own schema (built from `service_metadata`, like a service's migration would) named
+after a made-up service `evtest_<hex>`, so its events are `cws.evtest_<hex>.<aggregate>.<event>` and
+live in that service's own stream: nothing here touches another test's events.
+
+Nothing here sleeps to hope: a test waits (`eventually`) for what it expects, and where it claims
+something did NOT happen, it first waits for a later event that proves the system got past the point
+where it would have happened.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 import time
 import uuid
@@ -17,13 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
-import httpx
 import nats.errors
 import psycopg
 import pytest
-from google.protobuf.wrappers_pb2 import StringValue
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from google.protobuf.wrappers_pb2 import Int64Value, StringValue
 from nats.aio.msg import Msg
 from psycopg import sql
 from sqlalchemy import create_engine, text
@@ -32,19 +35,15 @@ from sqlalchemy.exc import DBAPIError
 from libs.common import context as request_context
 from libs.common.bus import DUPLICATE_WINDOW_SECONDS, EventBus, event_headers, follow_subject, stream_name
 from libs.common.db import Database, OutboxTables, UnitOfWork, outbox_channel, service_metadata, unit_of_work
-from libs.common.events import DurableConsumer, OutboxRelay, replay_dead_letter
+from libs.common.errors import FailedPrecondition
+from libs.common.event_types import Broadcast, Consumer, Event, EventMeta
+from libs.common.events import DurableConsumer, OutboxRelay, replay_dead_letter, run_broadcast
 from libs.common.settings import sqlalchemy_url
+from tools.testkit import eventually, grpc_serving, ready
 
 APP_ROLE = "cws_app"
 
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+StringHandler = Callable[[UnitOfWork, StringValue, EventMeta], Awaitable[None]]
 
 
 @dataclass
@@ -60,13 +59,35 @@ class EventEnv:
     def stream(self) -> str:
         return stream_name(self.service)
 
+    def event(self, tail: str) -> Event[StringValue]:
+        """`cws.<this test's service>.<tail>`, carrying a StringValue; `tail` is `aggregate.event`."""
+        return Event(f"cws.{self.service}.{tail}", StringValue)
+
     def subject(self, tail: str) -> str:
-        return f"cws.{self.service}.{tail}"
+        return self.event(tail).subject
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self.tasks.append(task)
         return task
+
+    def consume(
+        self,
+        name: str,
+        tail: str,
+        handler: StringHandler,
+        *,
+        max_deliver: int = 5,
+        ack_wait_seconds: float = 30,
+        bus: EventBus | None = None,
+    ) -> Consumer[StringValue]:
+        """Run a durable consumer of `tail` for the rest of the test; its declaration is returned."""
+        spec = Consumer(name, self.event(tail), handler, max_deliver=max_deliver)
+        consumer = DurableConsumer(
+            spec, db=self.db, bus=bus or self.bus, service=self.service, ack_wait_seconds=ack_wait_seconds
+        )
+        self.spawn(consumer.run())
+        return spec
 
     async def admin(self, statement: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """Superuser SQL against this test's schema, written as {s}."""
@@ -77,7 +98,15 @@ class EventEnv:
     async def commit(self, org_id: uuid.UUID, tail: str, *values: str) -> None:
         async with unit_of_work(self.db, org_id) as uow:
             for value in values:
-                uow.add_event(self.subject(tail), StringValue(value=value))
+                uow.add_event(self.event(tail), StringValue(value=value))
+
+    async def publish(self, tail: str, event_id: str, org: uuid.UUID, value: str, msg_id: str = "") -> None:
+        """Straight to JetStream, as a relay would, bypassing the outbox (to control the headers)."""
+        subject = self.subject(tail)
+        headers = event_headers(event_id, subject, self.service, datetime.now(UTC), str(org), "req-c")
+        if msg_id:
+            headers["Nats-Msg-Id"] = msg_id
+        await self.bus.js.publish(subject, StringValue(value=value).SerializeToString(), headers=headers)
 
     async def outbox(self) -> list[tuple[Any, ...]]:
         return await self.admin(
@@ -90,6 +119,9 @@ class EventEnv:
             (await self.admin("SELECT count(*) FROM {s}.event_outbox WHERE published_at IS NULL"))[0][0]
         )
 
+    async def all_published(self) -> bool:
+        return await self.unpublished() == 0
+
     async def stream_count(self) -> int:
         return int((await self.bus.js.stream_info(self.stream)).state.messages)
 
@@ -97,6 +129,18 @@ class EventEnv:
         return [
             await self.bus.js.get_msg(self.stream, seq) for seq in range(1, await self.stream_count() + 1)
         ]
+
+    async def consumer_done(self, name: str, stream_seq: int) -> bool:
+        """The durable consumer `name` has acknowledged everything up to `stream_seq` (a message the
+        server holds as acknowledged is never delivered again)."""
+        try:
+            info = await self.bus.js.consumer_info(self.stream, name)
+        except nats.errors.Error:  # not created yet (the consumer retries after a refused subscribe)
+            return False
+        return bool(info.ack_floor and info.ack_floor.stream_seq >= stream_seq and not info.num_ack_pending)
+
+    async def dead_letters(self) -> int:
+        return int((await self.admin("SELECT count(*) FROM {s}.event_dead_letters"))[0][0])
 
 
 @pytest.fixture
@@ -131,14 +175,15 @@ async def env(stack: Any) -> AsyncIterator[EventEnv]:
     db = Database(stack.app_url, schema=service, tables=tables, pool_size=4)
     bus = EventBus(stack.nats.url, name=f"test-{service}")
     await asyncio.wait_for(bus.connect(), 10)
-    for attempt in range(50):  # JetStream answers a moment after the port opens
+
+    async def stream_made() -> bool:  # JetStream answers a moment after the port opens
         try:
             await bus.ensure_stream(service)
-            break
         except nats.errors.Error:
-            if attempt == 49:
-                raise
-            await asyncio.sleep(0.2)
+            return False
+        return True
+
+    await eventually(stream_made, message="the test's stream to be created")
     environment = EventEnv(service, db, bus, tables, stack.admin_url)
     try:
         yield environment
@@ -152,6 +197,35 @@ async def env(stack: Any) -> AsyncIterator[EventEnv]:
             await asyncio.wait_for(bus.close(), 5)
         await db.dispose()
         await asyncio.to_thread(drop_schema)
+
+
+# --- events as code -------------------------------------------------------------------------
+
+
+def test_an_event_subject_names_service_aggregate_and_event() -> None:
+    event = Event("cws.booking.booking.confirmed", StringValue)
+    assert event.producer == "booking"
+    for wrong in (
+        "cws.booking.confirmed",
+        "booking.booking.confirmed",
+        "cws.booking..confirmed",
+        "cws.a.b.c.d",
+    ):
+        with pytest.raises(ValueError, match=re.escape("cws.<service>.<aggregate>.<event>")):
+            Event(wrong, StringValue)
+
+
+async def test_add_event_refuses_a_message_of_another_type(env: EventEnv) -> None:
+    org = uuid.uuid4()
+    with pytest.raises(TypeError) as refused:
+        async with unit_of_work(env.db, org) as uow:
+            uow.add_event(env.event("thing.happened"), StringValue(value="fine"))
+            uow.add_event(env.event("thing.happened"), Int64Value(value=7))  # type: ignore[arg-type]
+    message = str(refused.value)
+    assert env.subject("thing.happened") in message
+    assert "google.protobuf.StringValue" in message and "google.protobuf.Int64Value" in message
+    # Refused where it was raised: the unit of work rolled back, the good event with it.
+    assert await env.outbox() == []
 
 
 # --- outbox and relay -----------------------------------------------------------------------
@@ -172,7 +246,7 @@ async def test_on_commit_callbacks_run_after_the_commit_and_never_on_rollback(en
             uow.on_commit(lambda: ran.append("failed sql"))
             await uow.session.execute(text("SELECT 1 / 0"))
     async with unit_of_work(env.db, org) as uow:
-        uow.add_event(env.subject("thing.happened"), StringValue(value="with callback"))
+        uow.add_event(env.event("thing.happened"), StringValue(value="with callback"))
         uow.on_commit(lambda: ran.append("committed"))
         assert ran == []  # not while the work is still open
     assert ran == ["committed"]
@@ -180,16 +254,16 @@ async def test_on_commit_callbacks_run_after_the_commit_and_never_on_rollback(en
 
 async def test_events_of_a_rolled_back_unit_of_work_are_never_written_or_published(env: EventEnv) -> None:
     org = uuid.uuid4()
-    subscription = await env.bus.js.subscribe(env.subject(">"), stream=env.stream)
+    subscription = await env.bus.js.subscribe(env.subject("thing.*"), stream=env.stream)
     env.spawn(OutboxRelay(env.db, env.bus, env.service, poll_interval=0.2).run())
 
     with pytest.raises(Boom):
         async with unit_of_work(env.db, org) as uow:
-            uow.add_event(env.subject("thing.happened"), StringValue(value="raised"))
+            uow.add_event(env.event("thing.happened"), StringValue(value="raised"))
             raise Boom
     with pytest.raises(DBAPIError):
         async with unit_of_work(env.db, org) as uow:
-            uow.add_event(env.subject("thing.happened"), StringValue(value="failed-sql"))
+            uow.add_event(env.event("thing.happened"), StringValue(value="failed-sql"))
             await uow.session.execute(text("SELECT 1 / 0"))
     assert await env.outbox() == []
 
@@ -197,13 +271,9 @@ async def test_events_of_a_rolled_back_unit_of_work_are_never_written_or_publish
     await env.commit(org, "thing.happened", "committed")
     message = await subscription.next_msg(timeout=5)
     assert StringValue.FromString(message.data).value == "committed"
-    await eventually(lambda: _equals(env.unpublished(), 0), "the marker marked published")
+    await eventually(env.all_published, message="the marker marked published")
     assert await env.stream_count() == 1
     assert [StringValue.FromString(r[2]).value for r in await env.outbox()] == ["committed"]
-
-
-async def _equals(value: Awaitable[Any], expected: Any) -> bool:
-    return (await value) == expected
 
 
 async def _listening(env: EventEnv) -> bool:
@@ -211,16 +281,37 @@ async def _listening(env: EventEnv) -> bool:
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = %s",
         (f'LISTEN "{outbox_channel(env.service)}"',),
     )
-    return rows[0][0] == 1
+    return bool(rows[0][0] == 1)
+
+
+async def test_the_relay_listens_again_promptly_after_its_connection_is_killed(env: EventEnv) -> None:
+    """The LISTEN connection is re-opened within seconds, whatever the poll interval (it used to wait
+    one poll interval: an hour-polling worker went deaf for an hour after a database restart)."""
+    listen = f'LISTEN "{outbox_channel(env.service)}"'
+    query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = %s"
+    env.spawn(OutboxRelay(env.db, env.bus, env.service, poll_interval=3600).run())
+    await eventually(lambda: _listening(env), message="the relay to LISTEN")
+    [(old_pid,)] = await env.admin(query, (listen,))
+    await env.admin("SELECT pg_terminate_backend(%s)", (old_pid,))
+
+    async def listening_anew() -> bool:
+        return [row[0] for row in await env.admin(query, (listen,))] not in ([], [old_pid])
+
+    await eventually(listening_anew, timeout=5, message="the relay to LISTEN on a new connection")
+    subscription = await env.bus.js.subscribe(env.subject("booking.*"), stream=env.stream)
+    await env.commit(uuid.uuid4(), "booking.confirmed", "after the restart")
+    message = await subscription.next_msg(timeout=5)
+    assert StringValue.FromString(message.data).value == "after the restart"
 
 
 async def test_committed_events_are_published_promptly_with_cloudevents_headers(env: EventEnv) -> None:
     org = uuid.uuid4()
-    subscription = await env.bus.js.subscribe(env.subject(">"), stream=env.stream)
+    subscription = await env.bus.js.subscribe(env.subject("booking.*"), stream=env.stream)
     # Polling every 30 s: an event that arrives within a second was woken by NOTIFY, not the poll.
+    # (A commit during the relay's catch-up pass after LISTEN is prompt too: the NOTIFY sets the wake
+    # the relay waits on next.)
     env.spawn(OutboxRelay(env.db, env.bus, env.service, poll_interval=30).run())
-    await eventually(lambda: _listening(env), "the relay to LISTEN")
-    await asyncio.sleep(0.1)  # let the catch-up pass after LISTEN finish
+    await eventually(lambda: _listening(env), message="the relay to LISTEN")
 
     token = request_context.set_current(request_context.RequestContext(request_id="req-outbox-1"))
     try:
@@ -231,7 +322,7 @@ async def test_committed_events_are_published_promptly_with_cloudevents_headers(
     message = await subscription.next_msg(timeout=2)
     assert time.monotonic() - committed < 1.0
 
-    await eventually(lambda: _equals(env.unpublished(), 0), "the row marked published", timeout=2)
+    await eventually(env.all_published, timeout=2, message="the row marked published")
     [(row_id, subject, payload, org_id, published_at, attempts, last_error)] = await env.outbox()
     created_at = (await env.admin("SELECT created_at FROM {s}.event_outbox"))[0][0]
     assert message.subject == subject == env.subject("booking.confirmed")
@@ -292,15 +383,16 @@ async def test_events_of_one_unit_of_work_are_published_in_the_order_raised(env:
 async def test_rows_jetstream_refuses_stay_in_the_outbox_with_the_error(env: EventEnv) -> None:
     org = uuid.uuid4()
     relay = OutboxRelay(env.db, env.bus, env.service)
+    # No stream covers this service's subjects, so JetStream never acknowledges its event.
+    unstreamed = Event(f"cws.nostream_{env.service}.thing.event", StringValue)
     async with unit_of_work(env.db, org) as uow:
-        uow.add_event(env.subject("fine.event"), StringValue(value="ok"))
-        # No stream covers this subject, so JetStream never acknowledges it.
-        uow.add_event(f"cws.nostream_{env.service}.event", StringValue(value="lost?"))
+        uow.add_event(env.event("fine.event"), StringValue(value="ok"))
+        uow.add_event(unstreamed, StringValue(value="lost?"))
     with pytest.raises(RuntimeError, match="not acknowledged"):
         await relay.publish_batch()
     rows = {r[1]: r for r in await env.outbox()}
     assert rows[env.subject("fine.event")][4] is not None
-    stuck = rows[f"cws.nostream_{env.service}.event"]
+    stuck = rows[unstreamed.subject]
     assert stuck[4] is None and stuck[5] == 1 and stuck[6]
     assert await env.stream_count() == 1
 
@@ -309,23 +401,28 @@ async def test_events_committed_while_nats_is_down_are_published_when_it_is_back
     env: EventEnv, stack: Any, iam: Any
 ) -> None:
     org = uuid.uuid4()
-    env.spawn(OutboxRelay(env.db, env.bus, env.service, poll_interval=0.2).run())
+    relay = OutboxRelay(env.db, env.bus, env.service, poll_interval=0.2)
+    env.spawn(relay.run())
     await env.commit(org, "before.outage", "b1", "b2")
-    await eventually(lambda: _equals(env.unpublished(), 0), "events before the outage to be published")
+    await eventually(env.all_published, message="events before the outage to be published")
     try:
         await asyncio.to_thread(stack.nats.stop)
         await eventually(
-            lambda: _is(not env.bus.is_connected), "the client to notice NATS is gone", timeout=5
+            lambda: not env.bus.is_connected, timeout=5, message="the client to notice NATS is gone"
         )
         for n in range(5):
             await env.commit(org, "during.outage", f"d{n}")
-        await asyncio.sleep(1.0)  # the relay was woken by each commit and had time to try
+        # A relay that tries meanwhile hears no acknowledgement and keeps every row, with the error.
+        with pytest.raises(RuntimeError, match="not acknowledged"):
+            await relay.publish_batch()
         assert await env.unpublished() == 5
+        failed = [r for r in await env.outbox() if r[4] is None]
+        assert all(r[5] >= 1 and r[6] for r in failed), failed
     finally:
         if stack.nats.process is None or stack.nats.process.poll() is not None:
             await asyncio.to_thread(stack.nats.start)
     try:
-        await eventually(lambda: _equals(env.unpublished(), 0), "the backlog to be published", timeout=20)
+        await eventually(env.all_published, timeout=20, message="the backlog to be published")
         rows = await env.outbox()
         messages = await env.stream_messages()
         assert len(messages) == 7
@@ -335,120 +432,92 @@ async def test_events_committed_while_nats_is_down_are_published_when_it_is_back
             f"d{n}" for n in range(5)
         ]
     finally:
-        await _wait_for_iam(iam)
+        # Other tests share this NATS server with the IAM process: hand it back ready.
+        async def iam_ready() -> bool:
+            return await ready(iam.readyz_url) and await grpc_serving(iam.target)
 
-
-async def _is(value: bool) -> bool:
-    return value
-
-
-async def _wait_for_iam(iam: Any) -> None:
-    """Other tests share this NATS server with the IAM process: hand it back ready."""
-
-    async def ready() -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=2) as client:
-                response = await client.get(f"http://127.0.0.1:{iam.http_port}/readyz")
-            if response.status_code != 200:
-                return False
-            async with grpc.aio.insecure_channel(iam.target) as channel:
-                health = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=2
-                )
-            return health.status == health_pb2.HealthCheckResponse.SERVING
-        except (httpx.HTTPError, grpc.aio.AioRpcError):
-            return False
-
-    await eventually(ready, "the IAM process to reconnect to NATS", timeout=30)
+        await eventually(iam_ready, timeout=30, message="the IAM process to reconnect to NATS")
 
 
 # --- consumers ------------------------------------------------------------------------------
 
 
-async def _publish(
-    env: EventEnv, tail: str, event_id: str, org: uuid.UUID, value: str, msg_id: str = ""
-) -> None:
-    headers = event_headers(event_id, env.subject(tail), env.service, datetime.now(UTC), str(org), "req-c")
-    if msg_id:
-        headers["Nats-Msg-Id"] = msg_id
-    await env.bus.js.publish(env.subject(tail), StringValue(value=value).SerializeToString(), headers=headers)
+async def test_a_consumer_gets_the_decoded_message_and_its_meta_in_the_events_org(env: EventEnv) -> None:
+    org = uuid.uuid4()
+    received: list[tuple[Any, EventMeta, uuid.UUID | None]] = []
 
+    async def handler(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
+        received.append((message, meta, uow.org_id))
 
-async def _consumer_done(env: EventEnv, name: str, stream_seq: int) -> bool:
+    env.consume("meta-reader", "visit.booked", handler)
+    env.spawn(OutboxRelay(env.db, env.bus, env.service, poll_interval=0.2).run())
+    token = request_context.set_current(request_context.RequestContext(request_id="req-meta-1"))
     try:
-        info = await env.bus.js.consumer_info(env.stream, name)
-    except nats.errors.Error:  # not created yet (the consumer retries after a refused subscribe)
-        return False
-    return bool(info.ack_floor and info.ack_floor.stream_seq >= stream_seq and not info.num_ack_pending)
+        await env.commit(org, "visit.booked", "tuesday")
+    finally:
+        request_context.reset_current(token)
+
+    [(message, meta, uow_org)] = await eventually(lambda: received, message="the event to be handled")
+    [(row_id, *_)] = await env.outbox()
+    created_at = (await env.admin("SELECT created_at FROM {s}.event_outbox"))[0][0]
+    assert isinstance(message, StringValue) and message.value == "tuesday"
+    assert meta == EventMeta(
+        id=row_id,
+        subject=env.subject("visit.booked"),
+        org_id=str(org),
+        request_id="req-meta-1",
+        time=created_at,
+    )
+    assert uow_org == org, "the handler runs in the event's org"
 
 
 async def test_an_event_delivered_twice_is_handled_once(env: EventEnv) -> None:
     org = uuid.uuid4()
-    handled: list[tuple[str, uuid.UUID | None]] = []
+    handled: list[tuple[str, str, uuid.UUID | None]] = []
 
-    async def handler(uow: UnitOfWork, message: Msg) -> None:
-        handled.append(((message.headers or {})["ce-id"], uow.org_id))
-        uow.add_event(env.subject("effects.recorded"), StringValue(value=message.subject))
+    async def handler(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
+        handled.append((meta.id, message.value, uow.org_id))
+        uow.add_event(env.event("effects.recorded"), StringValue(value=meta.subject))
 
-    env.spawn(
-        DurableConsumer(
-            db=env.db,
-            bus=env.bus,
-            service=env.service,
-            name="orders-projector",
-            stream=env.stream,
-            subject=env.subject("orders.>"),
-            handler=handler,
-            max_deliver=3,
-            ack_wait_seconds=2,
-        ).run()
-    )
+    env.consume("orders-projector", "orders.placed", handler, max_deliver=3, ack_wait_seconds=2)
     event_id = str(uuid.uuid4())
-    await _publish(env, "orders.placed", event_id, org, "first copy")
+    await env.publish("orders.placed", event_id, org, "first copy")
     # The same event again, under a message id JetStream does not recognise, as a producer that
     # re-published after the duplicate window would send it.
-    await _publish(env, "orders.placed", event_id, org, "second copy", msg_id=f"{event_id}-again")
+    await env.publish("orders.placed", event_id, org, "second copy", msg_id=f"{event_id}-again")
     assert await env.stream_count() == 2
-    await eventually(lambda: _consumer_done(env, "orders-projector", 2), "both copies acknowledged")
+    await eventually(lambda: env.consumer_done("orders-projector", 2), message="both copies acknowledged")
 
-    assert handled == [(event_id, org)]
+    assert handled == [(event_id, "first copy", org)]
     inbox = await env.admin("SELECT consumer, event_id FROM {s}.event_inbox")
     assert inbox == [("orders-projector", event_id)]
     effects = [r for r in await env.outbox() if r[1] == env.subject("effects.recorded")]
     assert len(effects) == 1 and effects[0][3] == org, (
         "the handler's effect committed once, in the event's org"
     )
-    assert await env.admin("SELECT count(*) FROM {s}.event_dead_letters") == [(0,)]
+    assert await env.dead_letters() == 0
 
 
 async def test_failing_event_is_parked_after_max_deliver_and_can_be_replayed(env: EventEnv) -> None:
     org = uuid.uuid4()
-    deliveries: list[int] = []
+    deliveries: list[str] = []
+    markers: list[str] = []
 
-    async def always_fails(uow: UnitOfWork, message: Msg) -> None:
-        deliveries.append(message.metadata.num_delivered)
-        uow.add_event(env.subject("effects.partial"), StringValue(value="must roll back"))
-        raise RuntimeError(f"cannot handle {(message.headers or {})['ce-id']}")
+    async def fails_but_for_markers(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
+        if message.value == "marker":
+            markers.append(meta.id)
+            return
+        deliveries.append(meta.id)
+        uow.add_event(env.event("effects.partial"), StringValue(value="must roll back"))
+        raise RuntimeError(f"cannot handle {meta.id}")
 
-    consumer = DurableConsumer(
-        db=env.db,
-        bus=env.bus,
-        service=env.service,
-        name="payments-sync",
-        stream=env.stream,
-        subject=env.subject("payments.>"),
-        handler=always_fails,
-        max_deliver=2,
-        ack_wait_seconds=1,
+    declared = env.consume(
+        "payments-sync", "payments.captured", fails_but_for_markers, max_deliver=2, ack_wait_seconds=1
     )
-    env.spawn(consumer.run())
     event_id = str(uuid.uuid4())
-    await _publish(env, "payments.captured", event_id, org, "pay-1")
+    await env.publish("payments.captured", event_id, org, "pay-1")
 
-    async def parked() -> bool:
-        return (await env.admin("SELECT count(*) FROM {s}.event_dead_letters"))[0][0] == 1
-
-    await eventually(parked, "the event to be parked", timeout=15)
+    await eventually(env.dead_letters, timeout=15, message="the event to be parked")
     [row] = await env.admin(
         "SELECT id, consumer, event_id, subject, payload, headers, org_id, error, deliveries, replayed_at "
         "FROM {s}.event_dead_letters"
@@ -464,44 +533,80 @@ async def test_failing_event_is_parked_after_max_deliver_and_can_be_replayed(env
     assert json.loads(headers)["ce-id"] == event_id
     assert error == f"cannot handle {event_id}"
     assert count == 2 and replayed_at is None
-    assert deliveries == [1, 2]
+    assert deliveries == [event_id, event_id]
 
-    # Parked means acknowledged: no third delivery, nothing in the inbox, no partial effects.
-    await asyncio.sleep(1.5)
-    assert deliveries == [1, 2]
-    await eventually(
-        lambda: _consumer_done(env, "payments-sync", 1), "the parked message acknowledged", timeout=3
-    )
-    assert await env.admin("SELECT count(*) FROM {s}.event_inbox") == [(0,)]
-    assert await env.outbox() == []
+    # Parked means acknowledged: a marker published afterwards is handled and acknowledged, and the
+    # server holds everything up to it as acknowledged, so the parked event is never delivered again.
+    marker_id = str(uuid.uuid4())
+    await env.publish("payments.captured", marker_id, org, "marker")
+    await eventually(lambda: env.consumer_done("payments-sync", 2), message="the marker acknowledged")
+    assert markers == [marker_id]
+    assert deliveries == [event_id, event_id]
+    assert await env.admin("SELECT consumer, event_id FROM {s}.event_inbox") == [("payments-sync", marker_id)]
+    assert await env.outbox() == [], "no partial effects"
 
     # A replay whose handler still fails changes nothing.
-    async def still_broken(uow: UnitOfWork, message: Msg) -> None:
-        uow.add_event(env.subject("effects.partial"), StringValue(value="must roll back"))
+    async def still_broken(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
+        uow.add_event(env.event("effects.partial"), StringValue(value="must roll back"))
         raise RuntimeError("still broken")
 
     with pytest.raises(RuntimeError, match="still broken"):
-        await replay_dead_letter(env.db, dead_id, still_broken)
+        await replay_dead_letter(env.db, dead_id, [Consumer("payments-sync", declared.event, still_broken)])
     assert await env.admin("SELECT replayed_at FROM {s}.event_dead_letters") == [(None,)]
     assert await env.outbox() == []
 
     # The fixed handler runs once, in the event's org, and the dead letter is marked replayed.
-    replayed: list[tuple[str, bytes, str, uuid.UUID | None]] = []
+    replayed: list[tuple[StringValue, str, str, uuid.UUID | None]] = []
 
-    async def fixed(uow: UnitOfWork, message: Msg) -> None:
-        replayed.append((message.subject, message.data, (message.headers or {})["ce-id"], uow.org_id))
-        uow.add_event(env.subject("effects.replayed"), StringValue(value="done"))
+    async def fixed(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
+        replayed.append((message, meta.subject, meta.id, uow.org_id))
+        uow.add_event(env.event("effects.replayed"), StringValue(value="done"))
 
-    await replay_dead_letter(env.db, dead_id, fixed)
-    assert replayed == [(env.subject("payments.captured"), payload, event_id, org)]
+    consumers = [
+        Consumer("other-consumer", env.event("other.thing"), still_broken),
+        Consumer("payments-sync", declared.event, fixed),
+    ]
+    await replay_dead_letter(env.db, dead_id, consumers)
+    assert replayed == [(StringValue(value="pay-1"), env.subject("payments.captured"), event_id, org)]
     [(replayed_at,)] = await env.admin("SELECT replayed_at FROM {s}.event_dead_letters")
     assert replayed_at is not None
     assert [(r[1], r[3]) for r in await env.outbox()] == [(env.subject("effects.replayed"), org)]
 
     # Replaying again (a second click, two operators) must not run the effects twice.
-    await replay_dead_letter(env.db, dead_id, fixed)
+    await replay_dead_letter(env.db, dead_id, consumers)
     assert len(replayed) == 1
     assert len(await env.outbox()) == 1
+
+
+async def test_replaying_a_dead_letter_whose_consumer_is_gone_is_a_failed_precondition(env: EventEnv) -> None:
+    org = uuid.uuid4()
+
+    async def fails(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
+        raise RuntimeError("cannot handle")
+
+    env.consume("retired-projector", "legacy.event", fails, max_deliver=1)
+    await env.publish("legacy.event", str(uuid.uuid4()), org, "old")
+    await eventually(env.dead_letters, message="the event to be parked")
+    [(dead_id,)] = await env.admin("SELECT id FROM {s}.event_dead_letters")
+
+    ran: list[str] = []
+
+    async def unrelated(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
+        ran.append(message.value)
+
+    # The service no longer declares "retired-projector": another consumer of the same event is not it.
+    with pytest.raises(FailedPrecondition) as refused:
+        await replay_dead_letter(
+            env.db, dead_id, [Consumer("new-projector", env.event("legacy.event"), unrelated)]
+        )
+    assert refused.value.code == "consumer_unknown"
+    assert "retired-projector" in refused.value.detail
+    assert ran == []
+    assert await env.admin("SELECT replayed_at FROM {s}.event_dead_letters") == [(None,)]
+    assert await env.admin("SELECT count(*) FROM {s}.event_inbox") == [(0,)]
+
+
+# --- followers and broadcasts ---------------------------------------------------------------
 
 
 async def test_follow_subject_reads_from_the_window_start(env: EventEnv) -> None:
@@ -509,53 +614,111 @@ async def test_follow_subject_reads_from_the_window_start(env: EventEnv) -> None
     relay = OutboxRelay(env.db, env.bus, env.service)
     await env.commit(org, "session.revoked", "old")
     assert await relay.publish_batch() == 1
-    await asyncio.sleep(1.0)
+    # A window that starts after the old event (stored at `old.time`) and before anything published
+    # from here on: half the time elapsed since it was stored.
+    old = await env.bus.js.get_msg(env.stream, 1)
+    assert old.time is not None
+    window = (datetime.now(UTC) - old.time) / 2
+    assert window > timedelta(0)
     seen: list[str] = []
 
     async def on_message(message: Msg) -> None:
         seen.append(StringValue.FromString(message.data).value)
 
-    env.spawn(follow_subject(env.bus, env.subject("session.>"), timedelta(seconds=0.5), on_message))
+    env.spawn(follow_subject(env.bus, env.subject("session.*"), window, on_message))
     await env.commit(org, "session.revoked", "new")
     await env.commit(org, "other.thing", "not followed")
-    assert await relay.publish_batch() == 2
-    await eventually(lambda: _is(seen == ["new"]), "the recent event", timeout=5)
-    await asyncio.sleep(0.2)
-    assert seen == ["new"], "the event older than the window is not replayed, other subjects not followed"
+    await env.commit(org, "session.revoked", "marker")
+    assert await relay.publish_batch() == 3
+    # The follower is ordered: once the marker is in, anything it would have replayed or followed
+    # before it is in too.
+    await eventually(lambda: seen and seen[-1] == "marker", timeout=5, message="the marker")
+    assert seen == ["new", "marker"], (
+        "the event older than the window is not replayed, other subjects not followed"
+    )
+
+
+async def test_a_broadcast_reaches_every_replica_and_outlives_a_failing_handler(
+    env: EventEnv, stack: Any
+) -> None:
+    """Two replicas of a service, each with its own connection: a durable consumer would hand each
+    event to one of them; a broadcast hands every event to both, so each can empty its own cache."""
+    org = uuid.uuid4()
+    second_bus = EventBus(stack.nats.url, name=f"test-{env.service}-replica-2")
+    await asyncio.wait_for(second_bus.connect(), 10)
+    heard: dict[str, list[tuple[str, str, str]]] = {"replica-1": [], "replica-2": []}
+
+    def replica(name: str) -> Broadcast[StringValue]:
+        async def forget(message: StringValue, meta: EventMeta) -> None:
+            heard[name].append((message.value, meta.id, meta.org_id))
+            if message.value == "poison":
+                raise ValueError("cannot read this one")
+
+        return Broadcast("org-profile-cache", env.event("profile.changed"), forget)
+
+    try:
+        env.spawn(run_broadcast(env.bus, replica("replica-1")))
+        env.spawn(run_broadcast(second_bus, replica("replica-2")))
+        env.spawn(OutboxRelay(env.db, env.bus, env.service, poll_interval=0.2).run())
+        await env.commit(org, "profile.changed", "first", "poison", "after the poison")
+
+        def every_replica_heard_all() -> bool:
+            return all(len(events) == 3 for events in heard.values())
+
+        await eventually(every_replica_heard_all, message="both replicas to hear all three events")
+        ids = [r[0] for r in await env.outbox()]
+        expected = [
+            (value, event_id, str(org))
+            for value, event_id in zip(["first", "poison", "after the poison"], ids, strict=True)
+        ]
+        assert heard == {"replica-1": expected, "replica-2": expected}
+    finally:
+        for task in env.tasks:
+            task.cancel()
+        await asyncio.gather(*env.tasks, return_exceptions=True)
+        await asyncio.wait_for(second_bus.close(), 10)
 
 
 async def test_closing_the_bus_after_stopping_consumers_is_prompt(env: EventEnv, stack: Any) -> None:
     """A service stops by cancelling its consumers and then closing the bus; that must not wait for
     nats' drain timeout (30 s) on subscriptions nobody reads any more."""
 
-    async def handler(uow: UnitOfWork, message: Msg) -> None:
+    async def handler(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
         return None
 
     async def on_message(message: Msg) -> None:
         return None
 
+    # Every pull the consumer sends is a message on this subject; one with `expires` lingers until it
+    # expires, and the consumer sends the next only after that, empty, pull has ended.
+    pulls: list[dict[str, Any]] = []
+
+    async def on_pull(message: Msg) -> None:
+        pulls.append(json.loads(message.data or b"{}"))
+
+    assert env.bus.nc is not None
+    watch = await env.bus.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{env.stream}.closing", cb=on_pull)
+
     bus = EventBus(stack.nats.url, name=f"test-{env.service}-closing")
     await asyncio.wait_for(bus.connect(), 10)
+    spec = Consumer("closing", env.event("closing.event"), handler)
     tasks = [
-        asyncio.create_task(
-            DurableConsumer(
-                db=env.db,
-                bus=bus,
-                service=env.service,
-                name="closing",
-                stream=env.stream,
-                subject=env.subject("closing.>"),
-                handler=handler,
-            ).run()
-        ),
-        asyncio.create_task(follow_subject(bus, env.subject("closing.>"), timedelta(minutes=1), on_message)),
+        asyncio.create_task(DurableConsumer(spec, db=env.db, bus=bus, service=env.service).run()),
+        asyncio.create_task(follow_subject(bus, env.subject("closing.*"), timedelta(minutes=1), on_message)),
     ]
-    await _publish(env, "closing.event", str(uuid.uuid4()), uuid.uuid4(), "x")
-    await eventually(lambda: _consumer_done(env, "closing", 1), "the consumer to run")
-    await asyncio.sleep(1.5)  # at least one empty pull has expired meanwhile
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await env.publish("closing.event", str(uuid.uuid4()), uuid.uuid4(), "x")
+        await eventually(lambda: env.consumer_done("closing", 1), message="the consumer to run")
+        handled_at = len(pulls)
+        await eventually(
+            lambda: sum(1 for pull in pulls[handled_at:] if "expires" in pull) >= 2,
+            message="an empty pull to expire and the next to be sent",
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await watch.unsubscribe()
     started = time.monotonic()
     await asyncio.wait_for(bus.close(), 35)
     assert time.monotonic() - started < 3

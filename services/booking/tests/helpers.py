@@ -1,4 +1,5 @@
-"""Small helpers shared by the booking tests: staff sign-in and booking creation over HTTP."""
+"""Small helpers shared by the booking tests: booking creation over HTTP, and waiting for the org's
+booking profile. Signing in is tools.testkit's (`owner`, `staff`)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,7 @@ from typing import Any
 
 import httpx
 
-
-async def owner_headers(http: httpx.AsyncClient, url: str, org: Any) -> dict[str, str]:
-    response = await http.post(
-        f"{url}/v1/auth/login", json={"email": org.owner_email, "password": org.owner_password}
-    )
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-async def staff_headers(
-    http: httpx.AsyncClient, url: str, owner: dict[str, str], role: str
-) -> dict[str, str]:
-    """A new user of the owner's org with `role`, signed in with the temporary password."""
-    import uuid
-
-    email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
-    created = await http.post(f"{url}/v1/iam/users", headers=owner, json={"email": email, "role": role})
-    assert created.status_code == 201, created.text
-    login = await http.post(
-        f"{url}/v1/auth/login", json={"email": email, "password": created.json()["temp_password"]}
-    )
-    assert login.status_code == 200, login.text
-    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+from tools.testkit import eventually, sql
 
 
 def slot(hours_from_now: float, minutes: int = 0) -> str:
@@ -53,3 +32,19 @@ async def create_booking(
     response = await http.post(f"{url}/v1/admin/bookings", headers=headers, json=body)
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+async def applied_profile(stack: Any, org_id: str) -> tuple[str, str, str]:
+    """(public_key, time_zone, name) of the org's booking profile, once booking has applied the org's
+    cws.iam.org.created event (a profile made lazily before it has no name yet). As superuser: the
+    test reads across RLS, as the consumer writes."""
+
+    async def named() -> tuple[str, str, str] | None:
+        rows = await sql(
+            stack.admin_url,
+            "SELECT public_key, time_zone, name FROM booking.org_profiles WHERE org_id = %s AND name <> ''",
+            (org_id,),
+        )
+        return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
+    return await eventually(named, message="booking applied the org's cws.iam.org.created event")

@@ -13,9 +13,10 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from services.booking.tests.helpers import create_booking, owner_headers, staff_headers
+from services.booking.tests.helpers import applied_profile, create_booking
 from services.booking.tests.test_nps import completed_booking
-from tools.http_checks import assert_clean, assert_problem
+from tools import testkit
+from tools.testkit import assert_clean, assert_problem, sql
 
 
 async def org_in(stack: Any, make_org: Any, time_zone: str) -> Any:
@@ -25,16 +26,13 @@ async def org_in(stack: Any, make_org: Any, time_zone: str) -> Any:
     profile then carries the org's name), so that event cannot overwrite it afterwards."""
     name = f"Zoned {uuid.uuid4().hex[:8]}"
     org = await make_org(name)
-    for _ in range(100):
-        with psycopg.connect(stack.admin_url, autocommit=True) as conn:
-            updated = conn.execute(
-                "UPDATE booking.org_profiles SET time_zone = %s WHERE org_id = %s AND name = %s",
-                (time_zone, org.org_id, name),
-            ).rowcount
-        if updated:
-            return org
-        await asyncio.sleep(0.1)
-    raise AssertionError("booking never applied the org's cws.iam.org.created event")
+    await applied_profile(stack, org.org_id)
+    await sql(
+        stack.admin_url,
+        "UPDATE booking.org_profiles SET time_zone = %s WHERE org_id = %s",
+        (time_zone, org.org_id),
+    )
+    return org
 
 
 # (score, when the answer arrived, UTC). The org is in America/Edmonton (UTC-7 in winter).
@@ -56,7 +54,7 @@ WINDOW = {"from": "2025-01-01T00:00:00-07:00", "to": "2025-03-01T00:00:00-07:00"
 async def test_nps_distribution_and_trends_are_exact_in_the_org_time_zone(gateway, http, make_org, stack):
     url = gateway.url
     org = await org_in(stack, make_org, "America/Edmonton")
-    owner = await owner_headers(http, url, org)
+    owner = await testkit.owner(http, url, org)
     bookings = await asyncio.gather(*(completed_booking(http, url, owner) for _ in ANSWERS))
     for booking, (score, _) in zip(bookings, ANSWERS, strict=True):
         answer = await http.post(
@@ -71,7 +69,7 @@ async def test_nps_distribution_and_trends_are_exact_in_the_org_time_zone(gatewa
             )
     # Another org's answers never count here.
     other = await make_org()
-    other_owner = await owner_headers(http, url, other)
+    other_owner = await testkit.owner(http, url, other)
     stray = await completed_booking(http, url, other_owner)
     await http.post(f"{url}/v1/public/nps/{stray['nps_token']}", json={"score": 0})
     with psycopg.connect(stack.admin_url, autocommit=True) as conn:
@@ -112,7 +110,7 @@ async def test_nps_distribution_and_trends_are_exact_in_the_org_time_zone(gatewa
 
 async def test_nps_window_errors_are_422(gateway, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     nps = f"{gateway.url}/v1/admin/analytics/nps"
     for params in (
         {"from": "2025-03-01T00:00:00Z", "to": "2025-01-01T00:00:00Z"},  # ends before it starts
@@ -147,7 +145,7 @@ def insert_bookings(stack: Any, org_id: str, rows: list[tuple[str, datetime, str
 async def test_cohorts_by_first_booking_month_in_the_org_time_zone(gateway, http, make_org, stack):
     tokyo = ZoneInfo("Asia/Tokyo")  # UTC+9, no DST
     org = await org_in(stack, make_org, "Asia/Tokyo")
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     this_month = month_start(datetime.now(tokyo))
     last_month, two_ago, long_ago = (
         months_back(this_month, 1),
@@ -233,11 +231,11 @@ async def test_cohorts_by_first_booking_month_in_the_org_time_zone(gateway, http
 async def test_only_owner_admin_and_finance_see_analytics(gateway, http, make_org):
     url = gateway.url
     org = await make_org()
-    owner = await owner_headers(http, url, org)
+    owner = await testkit.owner(http, url, org)
     await create_booking(http, url, owner, client_email="someone@example.com")
     paths = ("/v1/admin/analytics/nps", "/v1/admin/analytics/cohorts")
     for role, allowed in (("ADMIN", True), ("FINANCE", True), ("DISPATCHER", False), ("VIEWER", False)):
-        headers = await staff_headers(http, url, owner, role)
+        headers = await testkit.staff(http, url, owner, role)
         for path in paths:
             response = await http.get(url + path, headers=headers)
             if allowed:

@@ -4,29 +4,33 @@ reason when one was used; public and anonymous writes are not admin writes."""
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
 import httpx
 
-from services.booking.tests.helpers import create_booking, owner_headers
+from services.booking.tests.helpers import create_booking
+from tools import testkit
+from tools.testkit import eventually
 
 
 async def audit_rows(
     http: httpx.AsyncClient, url: str, owner: dict[str, str], action: str, count: int
-) -> list:
-    rows: list = []
-    for _ in range(100):
+) -> list[dict[str, Any]]:
+    """The org's audit rows for `action`, once there are at least `count` of them."""
+
+    async def enough() -> tuple[list[dict[str, Any]]]:
         response = await http.get(f"{url}/v1/admin/audit-logs", params={"action": action}, headers=owner)
-        rows = response.json()
-        if len(rows) >= count:
-            return rows
-        await asyncio.sleep(0.1)
+        rows: list[dict[str, Any]] = response.json()
+        assert len(rows) >= count, rows
+        return (rows,)  # a tuple, so that no rows at all is an answer too
+
+    (rows,) = await eventually(enough, message=f"{count} audit rows for {action}")
     return rows
 
 
 async def test_admin_writes_are_audited_by_iam(gateway, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     booking = await create_booking(http, gateway.url, owner)
     await http.post(
         f"{gateway.url}/v1/leads",
@@ -51,14 +55,14 @@ async def test_admin_writes_are_audited_by_iam(gateway, http, make_org):
     assert await audit_rows(http, gateway.url, owner, "booking.CreateLead", 0) == []
 
     other = await make_org()
-    other_owner = await owner_headers(http, gateway.url, other)
+    other_owner = await testkit.owner(http, gateway.url, other)
     assert await audit_rows(http, gateway.url, other_owner, "booking.CreateBooking", 0) == []
 
 
 async def test_writes_under_break_glass_carry_the_reason(gateways, http, make_org):
     gateway = gateways.get(ADMIN_READ_ONLY="true")
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     refused = await http.post(f"{gateway.url}/v1/admin/cleanup", headers=owner)
     assert refused.status_code == 409
     started = await http.post(

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import nats
 import psycopg
 from cws.booking.v1 import events_pb2
 
-from services.booking.tests.helpers import create_booking, owner_headers, slot, staff_headers
-from tools.http_checks import assert_problem
+from services.booking.tests.helpers import create_booking, slot
+from tools import testkit
+from tools.testkit import assert_problem, eventually
 
 
 async def test_lifecycle_pending_confirmed_in_progress_completed(gateway, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     booking = await create_booking(http, gateway.url, owner)
     assert booking["status"] == "pending" and booking["total_before_tax_cents"] > 0
     url = f"{gateway.url}/v1/admin/bookings/{booking['id']}"
@@ -35,7 +36,7 @@ async def test_lifecycle_pending_confirmed_in_progress_completed(gateway, http, 
 
 async def test_cancel_keeps_the_reason(gateway, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     booking = await create_booking(http, gateway.url, owner)
     cancelled = await http.post(
         f"{gateway.url}/v1/admin/bookings/{booking['id']}/cancel",
@@ -63,7 +64,7 @@ async def test_booking_from_a_lead_keeps_the_quoted_price(gateway, http, make_or
         },
     )
     assert lead.status_code == 201, lead.text
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     booking = await create_booking(
         http,
         gateway.url,
@@ -83,7 +84,7 @@ async def test_booking_from_a_lead_keeps_the_quoted_price(gateway, http, make_or
 async def test_deposits_keep_a_booking_pending_until_paid(gateways, http, make_org):
     gateway = gateways.get()
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     booking = await create_booking(http, gateway.url, owner, deposit_required=True)
     url = f"{gateway.url}/v1/admin/bookings/{booking['id']}"
     assert_problem(await http.post(f"{url}/confirm", headers=owner), 409, "deposit_required")
@@ -93,15 +94,16 @@ async def test_deposits_keep_a_booking_pending_until_paid(gateways, http, make_o
 
 async def test_times_are_utc_and_shown_in_the_org_time_zone(gateway, http, make_org):
     org = await make_org("Tz Org", time_zone="America/Edmonton")
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     start = (datetime.now(UTC) + timedelta(days=10)).replace(hour=16, minute=0, second=0, microsecond=0)
-    booking = None
-    for _ in range(50):  # the org profile (with its time zone) arrives by event; a lazy default is UTC
+
+    async def zoned() -> dict[str, Any]:
+        # The org profile (with its time zone) arrives by event; a lazy default is UTC.
         booking = await create_booking(http, gateway.url, owner, starts_at=start.isoformat())
-        if booking["time_zone"] == "America/Edmonton":
-            break
-        await asyncio.sleep(0.1)
-    assert booking["time_zone"] == "America/Edmonton"
+        assert booking["time_zone"] == "America/Edmonton", booking
+        return booking
+
+    booking = await eventually(zoned, message="bookings in the org's time zone")
     assert booking["starts_at"].startswith(start.strftime("%Y-%m-%dT16:00:00"))
     local = datetime.fromisoformat(booking["starts_at_local"])
     assert local.utcoffset() in (timedelta(hours=-7), timedelta(hours=-6)) and local == start
@@ -109,7 +111,7 @@ async def test_times_are_utc_and_shown_in_the_org_time_zone(gateway, http, make_
 
 async def test_bad_booking_input(gateway, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     base = {
         "starts_at": slot(24),
         "duration_minutes": 60,
@@ -136,7 +138,7 @@ async def test_bad_booking_input(gateway, http, make_org):
 
 async def test_idempotent_booking_create(gateway, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     key = {"Idempotency-Key": f"bk-{uuid.uuid4()}", **owner}
     first = await create_booking(http, gateway.url, key)
     second = await create_booking(http, gateway.url, key, client_name="Someone Else")
@@ -145,7 +147,7 @@ async def test_idempotent_booking_create(gateway, http, make_org):
 
 async def test_another_orgs_booking_is_not_found_and_lists_are_separate(gateway, http, make_org):
     a, b = await make_org(), await make_org()
-    owner_a, owner_b = await owner_headers(http, gateway.url, a), await owner_headers(http, gateway.url, b)
+    owner_a, owner_b = await testkit.owner(http, gateway.url, a), await testkit.owner(http, gateway.url, b)
     booking = await create_booking(http, gateway.url, owner_a)
     url = f"{gateway.url}/v1/admin/bookings/{booking['id']}"
     assert_problem(await http.get(url, headers=owner_b), 404)
@@ -163,9 +165,9 @@ async def test_another_orgs_booking_is_not_found_and_lists_are_separate(gateway,
 
 async def test_roles(gateway, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
-    viewer = await staff_headers(http, gateway.url, owner, "VIEWER")
-    dispatcher = await staff_headers(http, gateway.url, owner, "DISPATCHER")
+    owner = await testkit.owner(http, gateway.url, org)
+    viewer = await testkit.staff(http, gateway.url, owner, "VIEWER")
+    dispatcher = await testkit.staff(http, gateway.url, owner, "DISPATCHER")
     assert_problem(await http.post(f"{gateway.url}/v1/admin/bookings", headers=viewer, json={}), 403)
     booking = await create_booking(http, gateway.url, dispatcher)
     assert (
@@ -177,7 +179,7 @@ async def test_roles(gateway, http, make_org):
 
 async def test_cleanup_removes_only_stale_pending_bookings(gateway, http, make_org, stack):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     stale = await create_booking(http, gateway.url, owner)
     fresh = await create_booking(http, gateway.url, owner)
     confirmed = await create_booking(http, gateway.url, owner)
@@ -198,7 +200,7 @@ async def test_cleanup_removes_only_stale_pending_bookings(gateway, http, make_o
 
 async def test_booking_events_are_published_with_cloudevents_headers(gateway, http, make_org, stack):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     nc = await nats.connect(stack.nats.url)
     try:
         js = nc.jetstream()
@@ -208,14 +210,17 @@ async def test_booking_events_are_published_with_cloudevents_headers(gateway, ht
         )
         booking = await create_booking(http, gateway.url, owner)
         await http.post(f"{gateway.url}/v1/admin/bookings/{booking['id']}/confirm", headers=owner)
-        deadline = asyncio.get_running_loop().time() + 5
-        while len(seen) < 2 and asyncio.get_running_loop().time() < deadline:
+
+        async def both() -> bool:
             try:
-                message = await sub.next_msg(timeout=1)
+                message = await sub.next_msg(timeout=0.5)
             except TimeoutError:
-                continue
+                return False
             if message.headers and message.headers.get("cws-org-id") == org.org_id:
                 seen.append(message)
+            return len(seen) >= 2
+
+        await eventually(both, timeout=5, message="the booking's created and confirmed events")
         assert [m.subject for m in seen] == ["cws.booking.booking.created", "cws.booking.booking.confirmed"]
         event = events_pb2.BookingChanged.FromString(seen[1].data)
         assert event.booking_id == booking["id"] and event.status == "confirmed"

@@ -15,9 +15,10 @@ from urllib.parse import parse_qs
 import psycopg
 import pytest
 
-from services.booking.tests.helpers import owner_headers
+from services.booking.tests.helpers import applied_profile
+from tools import testkit
 from tools.devstack import free_port
-from tools.http_checks import assert_clean, assert_problem
+from tools.testkit import assert_clean, assert_problem
 
 LEAD = {
     "name": "Smoke Lead",
@@ -47,7 +48,7 @@ async def test_seed_004_curl_lines_work_as_written_with_default_org(gateways, ht
     assert created["phone"] == "+17805550000" and created["postal_code"] == "T5J 0N3"
     assert created["estimate"]["pricing_config_id"] == body["pricing_config_id"]
 
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     listed = await http.get(f"{gateway.url}/v1/admin/leads", headers=owner)
     assert [item["lead_id"] for item in listed.json()["leads"]] == [created["lead_id"]]
     one = await http.get(f"{gateway.url}/v1/admin/leads/{created['lead_id']}", headers=owner)
@@ -59,18 +60,8 @@ async def test_org_profile_comes_from_iam_event_and_public_key_selects_the_org(
 ):
     name = f"Edmonton Sparkle {uuid.uuid4().hex[:6]}"
     created = await make_org(name, time_zone="America/Edmonton")
-    row = None
-    for _ in range(100):  # the booking service consumes cws.iam.org.created
-        with psycopg.connect(stack.admin_url) as conn:
-            row = conn.execute(
-                "SELECT public_key, time_zone, name FROM booking.org_profiles WHERE org_id = %s",
-                (created.org_id,),
-            ).fetchone()
-        if row:
-            break
-        await asyncio.sleep(0.1)
-    assert row is not None, "org profile was not created from the IAM event"
-    public_key, time_zone, stored_name = row
+    # The booking service consumes cws.iam.org.created.
+    public_key, time_zone, stored_name = await applied_profile(stack, created.org_id)
     assert time_zone == "America/Edmonton" and stored_name == name
     assert public_key.startswith("edmonton-sparkle-")
 
@@ -151,7 +142,7 @@ async def test_idempotency_key_returns_the_first_lead_even_under_concurrency(gat
     assert {r.status_code for r in results} == {201}
     assert len({r.json()["lead_id"] for r in results}) == 1
 
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     listed = await http.get(f"{gateway.url}/v1/admin/leads", headers=owner)
     assert listed.json()["total"] == 2
 
@@ -225,17 +216,7 @@ async def test_turnstile_captcha_when_enabled(gateways, http, make_org):
 
 async def test_subdomain_of_public_base_domain_selects_the_org(gateways, http, stack, make_org):
     org = await make_org(f"Sub Domain {uuid.uuid4().hex[:6]}")
-    key = None
-    for _ in range(100):  # the profile (and its public key) comes from IAM's org.created event
-        with psycopg.connect(stack.admin_url) as conn:
-            row = conn.execute(
-                "SELECT public_key FROM booking.org_profiles WHERE org_id = %s AND name <> ''", (org.org_id,)
-            ).fetchone()
-        if row:
-            key = row[0]
-            break
-        await asyncio.sleep(0.1)
-    assert key
+    key, _, _ = await applied_profile(stack, org.org_id)  # from IAM's org.created event
     gateway = gateways.get(PUBLIC_BASE_DOMAIN="cleaning.test")
     lead = await http.post(f"{gateway.url}/v1/leads", json=LEAD, headers={"Host": f"{key}.cleaning.test"})
     assert lead.status_code == 201, lead.text

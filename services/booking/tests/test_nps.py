@@ -8,8 +8,9 @@ from typing import Any
 
 import psycopg
 
-from services.booking.tests.helpers import create_booking, owner_headers
-from tools.http_checks import assert_clean, assert_problem
+from services.booking.tests.helpers import create_booking
+from tools import testkit
+from tools.testkit import assert_clean, assert_problem
 
 
 async def completed_booking(http: Any, url: str, owner: dict[str, str], **fields: Any) -> dict[str, Any]:
@@ -23,7 +24,7 @@ async def completed_booking(http: Any, url: str, owner: dict[str, str], **fields
 
 async def test_survey_is_answered_once(gateway, http, make_org, stack):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     booking = await completed_booking(http, gateway.url, owner)
     token = booking["nps_token"]
     url = f"{gateway.url}/v1/public/nps/{token}"
@@ -41,7 +42,7 @@ async def test_survey_is_answered_once(gateway, http, make_org, stack):
 
 async def test_concurrent_answers_of_one_survey_record_exactly_one(gateway, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     token = (await completed_booking(http, gateway.url, owner))["nps_token"]
     answers = await asyncio.gather(
         *(http.post(f"{gateway.url}/v1/public/nps/{token}", json={"score": s}) for s in (10, 0, 7, 8))
@@ -53,7 +54,7 @@ async def test_concurrent_answers_of_one_survey_record_exactly_one(gateway, http
 
 async def test_unknown_foreign_and_malformed_tokens_are_404(gateway, http, make_org):
     org, other = await make_org(), await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     token = (await completed_booking(http, gateway.url, owner))["nps_token"]
     _, _, secret_part = token.split(".")
     for bad in (
@@ -70,7 +71,7 @@ async def test_unknown_foreign_and_malformed_tokens_are_404(gateway, http, make_
 
 async def test_bad_answers_are_422_and_leave_the_survey_open(gateway, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     token = (await completed_booking(http, gateway.url, owner))["nps_token"]
     url = f"{gateway.url}/v1/public/nps/{token}"
     for body in (

@@ -6,7 +6,6 @@ check with the suite's ordinary IAM that the link is absent by default."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,9 +18,10 @@ import psycopg
 import pytest
 from cws.iam.v1 import events_pb2
 
-from services.booking.tests.helpers import create_booking, owner_headers, slot, staff_headers
-from tools.http_checks import assert_clean, assert_problem, bearer
+from services.booking.tests.helpers import applied_profile, create_booking, slot
+from tools import testkit
 from tools.processes import DEV_SECRETS, GatewayProc, gateway_proc, service_proc
+from tools.testkit import assert_clean, assert_problem, bearer, eventually
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +73,6 @@ def tampered(token: str) -> str:
     return ".".join([head, body, ("A" if signature[0] != "A" else "B") + signature[1:]])
 
 
-def org_public_key(stack: Any, org_id: str) -> str:
-    with psycopg.connect(stack.admin_url) as conn:
-        row = conn.execute(
-            "SELECT public_key FROM booking.org_profiles WHERE org_id = %s", (org_id,)
-        ).fetchone()
-    return str(row[0])
-
-
 # --- client portal -----------------------------------------------------------------------------
 
 
@@ -101,14 +93,17 @@ async def test_login_request_is_always_202_and_records_an_event_without_a_token(
             assert response.status_code == 202, response.text
             assert response.json() == {"status": "sent"}  # no link unless CLIENT_MAGIC_LINK_IN_RESPONSE
         seen = []
-        deadline = asyncio.get_running_loop().time() + 5
-        while len(seen) < 2 and asyncio.get_running_loop().time() < deadline:
+
+        async def both() -> bool:
             try:
-                message = await sub.next_msg(timeout=1)
+                message = await sub.next_msg(timeout=0.5)
             except TimeoutError:
-                continue
+                return False
             if message.headers and message.headers.get("cws-org-id") == org.org_id:
                 seen.append(message)
+            return len(seen) >= 2
+
+        await eventually(both, timeout=5, message="two client login events")
     finally:
         await nc.close()
     assert [m.subject for m in seen] == ["cws.iam.client_login.requested"] * 2
@@ -131,7 +126,7 @@ async def test_login_request_is_always_202_and_records_an_event_without_a_token(
 async def test_magic_link_flow_with_cookie_and_with_bearer(magic_gateway, http, make_org):
     url = magic_gateway.url
     org = await make_org()
-    owner = await owner_headers(http, url, org)
+    owner = await testkit.owner(http, url, org)
     mine_later = await create_booking(http, url, owner, starts_at=slot(72), client_email="casey@example.com")
     mine_soon = await create_booking(
         http, url, owner, starts_at=slot(24), client_email="Casey@Example.com", notes="gate code 4411"
@@ -189,9 +184,9 @@ async def test_magic_link_flow_with_cookie_and_with_bearer(magic_gateway, http, 
 async def test_org_key_selects_the_org_of_the_magic_link(magic_gateway, http, make_org, stack):
     url = magic_gateway.url
     org = await make_org()
-    owner = await owner_headers(http, url, org)  # touches booking, so the org profile exists
+    owner = await testkit.owner(http, url, org)
     booking = await create_booking(http, url, owner, client_email="keyed@example.com")
-    key = org_public_key(stack, org.org_id)
+    key, _, _ = await applied_profile(stack, org.org_id)
     for headers, body in (({"X-Org-Key": key}, {}), ({}, {"org_key": key})):
         response = await http.post(
             f"{url}/client/login/request", json={"email": "keyed@example.com", **body}, headers=headers
@@ -209,7 +204,7 @@ async def test_org_key_selects_the_org_of_the_magic_link(magic_gateway, http, ma
 async def test_another_orgs_booking_is_404_even_with_a_valid_token(magic_gateway, http, make_org):
     url = magic_gateway.url
     org_a, org_b = await make_org(), await make_org()
-    owner_b = await owner_headers(http, url, org_b)
+    owner_b = await testkit.owner(http, url, org_b)
     # Same client email in both orgs: the token of org A still never reaches org B's booking.
     in_b = await create_booking(http, url, owner_b, client_email="shared@example.com")
     token_a = await client_token(http, url, org_a.org_id, "shared@example.com")
@@ -229,7 +224,7 @@ async def test_another_orgs_booking_is_404_even_with_a_valid_token(magic_gateway
 async def test_tampered_expired_and_foreign_tokens_are_401(magic_gateway, http, make_org):
     url = magic_gateway.url
     org = await make_org()
-    owner = await owner_headers(http, url, org)
+    owner = await testkit.owner(http, url, org)
     good = await client_token(http, url, org.org_id, "casey@example.com")
     secret = DEV_SECRETS["CLIENT_PORTAL_SECRET"]
     bad_tokens = {
@@ -306,8 +301,8 @@ async def worker_session(http: Any, url: str, staff: dict[str, str], worker_id: 
 async def test_worker_sees_starts_and_completes_only_their_jobs(gateway, http, make_org, stack):
     url = gateway.url
     org, other_org = await make_org(), await make_org()
-    owner = await owner_headers(http, url, org)
-    dispatcher = await staff_headers(http, url, owner, "DISPATCHER")
+    owner = await testkit.owner(http, url, org)
+    dispatcher = await testkit.staff(http, url, owner, "DISPATCHER")
     ana, ben = add_worker(stack, org.org_id, "Ana"), add_worker(stack, org.org_id, "Ben")
     first = await create_booking(http, url, owner, starts_at=slot(24), notes="key under the mat")
     second = await create_booking(http, url, owner, starts_at=slot(48))
@@ -321,7 +316,7 @@ async def test_worker_sees_starts_and_completes_only_their_jobs(gateway, http, m
     assign(stack, org.org_id, second, ana)
     assign(stack, org.org_id, bens, ben)
     # An assigned job in another org: its id is invisible to a token of this org.
-    other_owner = await owner_headers(http, url, other_org)
+    other_owner = await testkit.owner(http, url, other_org)
     elsewhere = await create_booking(http, url, other_owner, starts_at=slot(26))
     assign(stack, other_org.org_id, elsewhere, add_worker(stack, other_org.org_id, "Dee"))
 
@@ -362,10 +357,10 @@ async def test_worker_sees_starts_and_completes_only_their_jobs(gateway, http, m
 async def test_worker_links_need_dispatch_roles_and_valid_tokens(gateway, http, make_org, stack):
     url = gateway.url
     org = await make_org()
-    owner = await owner_headers(http, url, org)
+    owner = await testkit.owner(http, url, org)
     worker = add_worker(stack, org.org_id, "Cleo")
     for role in ("VIEWER", "FINANCE"):
-        staff = await staff_headers(http, url, owner, role)
+        staff = await testkit.staff(http, url, owner, role)
         assert_problem(await http.post(f"{url}/v1/admin/workers/{worker}/portal-link", headers=staff), 403)
     assert_problem(await http.post(f"{url}/v1/admin/workers/{worker}/portal-link"), 401)
     assert_problem(await http.post(f"{url}/v1/admin/workers/not-a-uuid/portal-link", headers=owner), 422)

@@ -7,13 +7,13 @@ import asyncio
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from libs.common.errors import InvalidArgument
 from services.booking import pricing
-from services.booking.tests.helpers import owner_headers, staff_headers
-from tools.http_checks import assert_clean, assert_problem
+from services.booking.tests.helpers import applied_profile
+from tools import testkit
+from tools.testkit import assert_clean, assert_problem
 
 RULE = {
     "base_cents": 10_000,
@@ -33,15 +33,8 @@ LEAD = {
 
 
 async def public_key(stack: Any, org_id: str) -> str:
-    for _ in range(100):
-        with psycopg.connect(stack.admin_url) as conn:
-            row = conn.execute(
-                "SELECT public_key FROM booking.org_profiles WHERE org_id = %s", (org_id,)
-            ).fetchone()
-        if row:
-            return str(row[0])
-        await asyncio.sleep(0.1)
-    raise AssertionError("no booking profile for the org")
+    key, _, _ = await applied_profile(stack, org_id)
+    return key
 
 
 async def configs(http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> list[dict[str, Any]]:
@@ -54,7 +47,7 @@ async def configs(http: httpx.AsyncClient, url: str, headers: dict[str, str]) ->
 async def test_new_version_prices_new_estimates_and_leads_keep_their_snapshot(gateway, http, stack, make_org):
     url = gateway.url
     org = await make_org()
-    owner = await owner_headers(http, url, org)
+    owner = await testkit.owner(http, url, org)
     (first,) = await configs(http, url, owner)
     assert first["version"] == 1 and first["active"] is True and first["used"] is False
     assert first["rules"] == pricing.DEFAULT_RULES and first["currency"] == "CAD"
@@ -117,10 +110,10 @@ async def test_new_version_prices_new_estimates_and_leads_keep_their_snapshot(ga
 
 async def test_roles_validation_and_other_orgs(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
-    viewer = await staff_headers(http, url, owner, "VIEWER")
-    dispatcher = await staff_headers(http, url, owner, "DISPATCHER")
-    admin = await staff_headers(http, url, owner, "ADMIN")
+    owner = await testkit.owner(http, url, await make_org())
+    viewer = await testkit.staff(http, url, owner, "VIEWER")
+    dispatcher = await testkit.staff(http, url, owner, "DISPATCHER")
+    admin = await testkit.staff(http, url, owner, "ADMIN")
     body = {"rules": {"standard": RULE}, "min_total_cents": 5_000}
     for headers in (viewer, dispatcher):
         assert_problem(await http.post(f"{url}/v1/admin/pricing-configs", headers=headers, json=body), 403)
@@ -150,7 +143,7 @@ async def test_roles_validation_and_other_orgs(gateway, http, make_org):
         assert any(field in e["field"] for e in problem["errors"]), (bad, problem)
     assert [c["version"] for c in await configs(http, url, owner)] == [2, 1]
 
-    intruder = await owner_headers(http, url, await make_org())
+    intruder = await testkit.owner(http, url, await make_org())
     theirs = await configs(http, url, intruder)
     assert [c["version"] for c in theirs] == [1]
     ours = {c["id"] for c in await configs(http, url, owner)}
@@ -162,7 +155,7 @@ async def test_roles_validation_and_other_orgs(gateway, http, make_org):
 
 async def test_concurrent_versions_get_distinct_numbers(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
+    owner = await testkit.owner(http, url, await make_org())
     await configs(http, url, owner)
     responses = await asyncio.gather(
         *(

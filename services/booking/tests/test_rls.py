@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from services.booking.tests.helpers import create_booking, owner_headers
+from services.booking.tests.helpers import create_booking
+from tools import testkit
 
 INFRASTRUCTURE = {"event_outbox", "event_inbox", "event_dead_letters", "alembic_version"}
 
@@ -43,7 +44,7 @@ async def test_runtime_role_sees_nothing_without_an_org_and_only_its_org_with_on
 ):
     a, b = await make_org(), await make_org()
     for org in (a, b):
-        await create_booking(http, gateway.url, await owner_headers(http, gateway.url, org))
+        await create_booking(http, gateway.url, await testkit.owner(http, gateway.url, org))
     with psycopg.connect(stack.app_url) as conn:
         assert conn.execute("SELECT count(*) FROM booking.bookings").fetchone()[0] == 0
         with conn.transaction():

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import psycopg
 
-from services.booking.tests.helpers import create_booking, owner_headers, slot, staff_headers
-from tools.http_checks import assert_clean, assert_problem
+from services.booking.tests.helpers import create_booking, slot
+from tools import testkit
+from tools.testkit import assert_clean, assert_problem
 
 
 async def post(http: httpx.AsyncClient, url: str, headers: dict[str, str], body: Any) -> dict[str, Any]:
@@ -41,7 +42,7 @@ async def assign(
 
 async def test_teams_workers_and_blackouts_crud(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
+    owner = await testkit.owner(http, url, await make_org())
     team = await make_team(http, url, owner, "Alpha Crew")
     assert team["name"] == "Alpha Crew" and team["active"] is True and uuid.UUID(team["id"])
     assert_problem(await http.post(f"{url}/v1/admin/teams", headers=owner, json={"name": "alpha crew"}), 409)
@@ -134,10 +135,10 @@ async def test_teams_workers_and_blackouts_crud(gateway, http, make_org):
 
 async def test_roles_viewers_read_dispatchers_write(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
-    viewer = await staff_headers(http, url, owner, "VIEWER")
-    finance = await staff_headers(http, url, owner, "FINANCE")
-    dispatcher = await staff_headers(http, url, owner, "DISPATCHER")
+    owner = await testkit.owner(http, url, await make_org())
+    viewer = await testkit.staff(http, url, owner, "VIEWER")
+    finance = await testkit.staff(http, url, owner, "FINANCE")
+    dispatcher = await testkit.staff(http, url, owner, "DISPATCHER")
     team = await make_team(http, url, dispatcher, "Dispatch Made")
     booking = await create_booking(http, url, dispatcher)
     assert (await assign(http, url, dispatcher, booking["id"], team_id=team["id"])).status_code == 200
@@ -165,7 +166,7 @@ async def test_roles_viewers_read_dispatchers_write(gateway, http, make_org):
 async def test_assignment_writes_blocks_and_overlaps_are_refused(gateway, http, make_org, stack):
     url = gateway.url
     org = await make_org()
-    owner = await owner_headers(http, url, org)
+    owner = await testkit.owner(http, url, org)
     alpha, beta, gamma = [await make_team(http, url, owner, n) for n in ("Alpha", "Beta", "Gamma")]
     wren = await make_worker(http, url, owner, "Wren", team_id=alpha["id"])
     first = await create_booking(http, url, owner, starts_at=slot(48), duration_minutes=120)
@@ -240,8 +241,8 @@ async def test_assignment_writes_blocks_and_overlaps_are_refused(gateway, http, 
 
 async def test_another_orgs_ids_are_not_found_for_assign_and_delete(gateway, http, make_org):
     url = gateway.url
-    owner_a = await owner_headers(http, url, await make_org())
-    owner_b = await owner_headers(http, url, await make_org())
+    owner_a = await testkit.owner(http, url, await make_org())
+    owner_b = await testkit.owner(http, url, await make_org())
     team = await make_team(http, url, owner_a, "Theirs")
     worker = await make_worker(http, url, owner_a, "Their Worker")
     blackout = await post(
@@ -295,13 +296,13 @@ async def _race(http: httpx.AsyncClient, url: str, owner: dict[str, str], body: 
 
 async def test_concurrent_assignments_of_one_team_to_one_slot_exactly_one_wins(gateways, http, make_org):
     gateway = gateways.get(**PATIENT)
-    owner = await owner_headers(http, gateway.url, await make_org())
+    owner = await testkit.owner(http, gateway.url, await make_org())
     team = await make_team(http, gateway.url, owner, "Racers")
     await _race(http, gateway.url, owner, {"team_id": team["id"]})
 
 
 async def test_concurrent_assignments_of_one_worker_to_one_slot_exactly_one_wins(gateways, http, make_org):
     gateway = gateways.get(**PATIENT)
-    owner = await owner_headers(http, gateway.url, await make_org())
+    owner = await testkit.owner(http, gateway.url, await make_org())
     worker = await make_worker(http, gateway.url, owner, "Racer")
     await _race(http, gateway.url, owner, {"worker_ids": [worker["id"]]})

@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from libs.common import context as request_context
 from libs.common import status as rich_status
-from tools.grpc_contexts import SECRET, as_role
+from tools.testkit import SECRET, as_role
 
 Code = grpc.StatusCode
 

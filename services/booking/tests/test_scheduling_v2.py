@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 
-from services.booking.tests.helpers import create_booking, owner_headers, slot, staff_headers
+from services.booking.tests.helpers import create_booking, slot
 from services.booking.tests.test_scheduling import assign, make_team, make_worker, post
-from tools.http_checks import assert_clean, assert_problem
+from tools import testkit
+from tools.testkit import assert_clean, assert_problem
 
 
 async def get(http: httpx.AsyncClient, url: str, headers: dict[str, str], **params: Any) -> dict[str, Any]:
@@ -27,7 +28,7 @@ def names(items: list[dict[str, Any]]) -> list[str]:
 
 async def test_suggestions_leave_out_busy_and_blacked_out_teams_and_workers(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
+    owner = await testkit.owner(http, url, await make_org())
     busy, off, free = [await make_team(http, url, owner, n) for n in ("Busy", "Off", "Free")]
     await make_worker(http, url, owner, "Ann (busy team)", team_id=busy["id"], role="deep clean")
     await make_worker(http, url, owner, "Bob (team off)", team_id=off["id"], role="deep clean")
@@ -76,7 +77,7 @@ async def test_suggestions_leave_out_busy_and_blacked_out_teams_and_workers(gate
 
 async def test_conflicts_list_bookings_blackouts_and_worker_conflicts(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
+    owner = await testkit.owner(http, url, await make_org())
     team = await make_team(http, url, owner, "Crew")
     worker = await make_worker(http, url, owner, "Wes")
     job = await create_booking(http, url, owner, starts_at=slot(48), duration_minutes=120)
@@ -148,7 +149,7 @@ async def test_conflicts_list_bookings_blackouts_and_worker_conflicts(gateway, h
 
 async def test_invalid_windows_are_422(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
+    owner = await testkit.owner(http, url, await make_org())
     now = datetime.now(UTC).replace(microsecond=0)
     for path in ("suggestions", "conflicts"):
         endpoint = f"{url}/v1/admin/schedule/{path}"
@@ -179,8 +180,8 @@ async def test_invalid_windows_are_422(gateway, http, make_org):
 
 async def test_other_orgs_ids_are_403_on_suggestions_and_conflicts(gateway, http, make_org):
     url = gateway.url
-    owner_a = await owner_headers(http, url, await make_org())
-    owner_b = await owner_headers(http, url, await make_org())
+    owner_a = await testkit.owner(http, url, await make_org())
+    owner_b = await testkit.owner(http, url, await make_org())
     theirs = {
         "team_id": (await make_team(http, url, owner_a, "Theirs"))["id"],
         "worker_id": (await make_worker(http, url, owner_a, "Their Worker"))["id"],
@@ -211,8 +212,8 @@ async def test_other_orgs_ids_are_403_on_suggestions_and_conflicts(gateway, http
 
 async def test_assignments_queue(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
-    dispatcher = await staff_headers(http, url, owner, "DISPATCHER")
+    owner = await testkit.owner(http, url, await make_org())
+    dispatcher = await testkit.staff(http, url, owner, "DISPATCHER")
     team = await make_team(http, url, owner, "Queue Crew")
     soon = await create_booking(http, url, owner, starts_at=slot(2))
     later = await create_booking(http, url, owner, starts_at=slot(3 * 24))

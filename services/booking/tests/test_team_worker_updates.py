@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import uuid
 
-from services.booking.tests.helpers import owner_headers, staff_headers
 from services.booking.tests.test_scheduling import make_team, make_worker
-from tools.http_checks import assert_clean, assert_problem
+from tools import testkit
+from tools.testkit import assert_clean, assert_problem
 
 
 async def test_patch_team_changes_only_what_is_sent(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
+    owner = await testkit.owner(http, url, await make_org())
     alpha = await make_team(http, url, owner, "Alpha Crew")
     await make_team(http, url, owner, "Beta Crew")
 
@@ -47,7 +47,7 @@ async def test_patch_team_changes_only_what_is_sent(gateway, http, make_org):
 
 async def test_patch_worker_validates_like_create_and_detaches_with_null(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
+    owner = await testkit.owner(http, url, await make_org())
     team = await make_team(http, url, owner, "Alpha Crew")
     other_team = await make_team(http, url, owner, "Beta Crew")
     worker = await make_worker(http, url, owner, "Wren Worker", role="windows", team_id=team["id"])
@@ -89,19 +89,19 @@ async def test_patch_worker_validates_like_create_and_detaches_with_null(gateway
 
 async def test_patch_roles_and_other_orgs_ids(gateway, http, make_org):
     url = gateway.url
-    owner = await owner_headers(http, url, await make_org())
+    owner = await testkit.owner(http, url, await make_org())
     team = await make_team(http, url, owner, "Alpha Crew")
     worker = await make_worker(http, url, owner, "Wren Worker")
-    dispatcher = await staff_headers(http, url, owner, "DISPATCHER")
+    dispatcher = await testkit.staff(http, url, owner, "DISPATCHER")
     ok = await http.patch(f"{url}/v1/admin/teams/{team['id']}", headers=dispatcher, json={"name": "Beta"})
     assert ok.status_code == 200, ok.text
     for role in ("VIEWER", "FINANCE"):
-        headers = await staff_headers(http, url, owner, role)
+        headers = await testkit.staff(http, url, owner, role)
         for path in (f"teams/{team['id']}", f"workers/{worker['id']}"):
             response = await http.patch(f"{url}/v1/admin/{path}", headers=headers, json={"name": "Nope"})
             assert_problem(response, 403)
 
-    intruder = await owner_headers(http, url, await make_org())
+    intruder = await testkit.owner(http, url, await make_org())
     their_team = await make_team(http, url, intruder, "Theirs")
     for path in (f"teams/{team['id']}", f"workers/{worker['id']}"):
         response = await http.patch(f"{url}/v1/admin/{path}", headers=intruder, json={"name": "Stolen"})

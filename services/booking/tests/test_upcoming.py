@@ -17,8 +17,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from libs.common.db import Database, unit_of_work
 from services.booking import leads
 from services.booking.models import SCHEMA, event_tables
-from services.booking.tests.helpers import create_booking, owner_headers, slot
-from tools.grpc_contexts import as_role, as_service
+from services.booking.tests.helpers import create_booking, slot
+from tools import testkit
+from tools.testkit import as_role, as_service
 
 
 def ts(value: datetime) -> Timestamp:
@@ -47,13 +48,13 @@ async def test_upcoming_lists_confirmed_bookings_in_the_window_paged_in_the_call
 ):
     org = await make_org("Upcoming Org", "America/Edmonton")
     other = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     in_window = [await confirmed(http, gateway.url, owner, hours) for hours in (3, 1, 5, 2, 4)]
     await create_booking(http, gateway.url, owner, starts_at=slot(2.5))  # pending: not a reminder
     await confirmed(http, gateway.url, owner, 30)  # beyond the window
     cancelled = await confirmed(http, gateway.url, owner, 1.5)
     await http.post(f"{gateway.url}/v1/admin/bookings/{cancelled['id']}/cancel", headers=owner, json={})
-    await confirmed(http, gateway.url, await owner_headers(http, gateway.url, other), 2)
+    await confirmed(http, gateway.url, await testkit.owner(http, gateway.url, other), 2)
 
     now = datetime.now(UTC)
     request = booking_pb2.ListUpcomingBookingsRequest(
@@ -137,7 +138,7 @@ async def test_retention_deletes_only_old_unbooked_leads_of_the_org(stack, gatew
         await lead(org.org_id),
         (await lead(other.org_id)),
     )
-    owner = await owner_headers(http, gateway.url, org)
+    owner = await testkit.owner(http, gateway.url, org)
     await create_booking(http, gateway.url, owner, lead_id=booked)
     with psycopg.connect(stack.admin_url) as conn:
         conn.execute(

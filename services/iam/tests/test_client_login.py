@@ -7,16 +7,16 @@ import secrets
 import uuid
 from typing import Any
 
-import psycopg
 import pytest
-from cws.iam.v1 import events_pb2
 from pydantic import ValidationError
 
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import InvalidArgument
 from services.iam import client_login, portal_tokens
+from services.iam.events import IAM_CLIENT_LOGIN_REQUESTED
 from services.iam.models import SCHEMA, event_tables
 from services.iam.settings import IamSettings
+from tools.testkit import sql
 
 SECRET_FIELDS = ("internal_context_secret", "auth_secret_key", "client_portal_secret", "worker_portal_secret")
 
@@ -38,13 +38,12 @@ def test_magic_link_in_response_is_refused_in_prod(monkeypatch: pytest.MonkeyPat
     assert settings(app_env="test", client_magic_link_in_response=True).client_magic_link_in_response
 
 
-def outbox(stack: Any, org_id: str) -> list[tuple[str, bytes]]:
-    with psycopg.connect(stack.admin_url) as conn:
-        rows = conn.execute(
-            "SELECT subject, payload FROM iam.event_outbox WHERE org_id = %s AND subject LIKE %s "
-            "ORDER BY created_at",
-            (org_id, "cws.iam.client_login.%"),
-        ).fetchall()
+async def outbox(stack: Any, org_id: str) -> list[tuple[str, bytes]]:
+    rows = await sql(
+        stack.admin_url,
+        "SELECT subject, payload FROM iam.event_outbox WHERE org_id = %s AND subject LIKE %s ORDER BY created_at",
+        (org_id, "cws.iam.client_login.%"),
+    )
     return [(r[0], bytes(r[1])) for r in rows]
 
 
@@ -60,9 +59,9 @@ async def test_request_records_an_event_and_returns_no_token_by_default(db, make
     async with unit_of_work(db, org.org_id) as uow:
         requested = await client_login.request_login(uow, settings(app_env="test"), " Pat@Example.COM ")
     assert requested == client_login.LoginRequested()
-    [(subject, payload)] = outbox(stack, org.org_id)
-    assert subject == "cws.iam.client_login.requested"
-    event = events_pb2.ClientLoginRequested.FromString(payload)
+    [(subject, payload)] = await outbox(stack, org.org_id)
+    assert subject == IAM_CLIENT_LOGIN_REQUESTED.subject
+    event = IAM_CLIENT_LOGIN_REQUESTED.decode(payload)
     assert (event.org_id, event.email) == (org.org_id, "pat@example.com")
 
 
@@ -86,7 +85,7 @@ async def test_token_only_with_the_dev_switch_and_only_for_a_real_org(db, make_o
             await client_login.request_login(uow, switched, "pat@example.com")
             == client_login.LoginRequested()
         )
-    assert outbox(stack, nowhere) == []
+    assert await outbox(stack, nowhere) == []
 
 
 async def test_malformed_email_is_invalid(db, make_org):

@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 import jwt
-import psycopg
 import pytest
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
 from cws.iam.v1 import iam_pb2, iam_pb2_grpc
@@ -21,9 +20,8 @@ from libs.common import context as request_context
 from libs.common import status as rich_status
 from libs.common.tokens import decode_access
 from tools.processes import DEV_SECRETS
+from tools.testkit import JWT, SECRET, as_role, signed, sql
 
-SECRET = DEV_SECRETS["INTERNAL_CONTEXT_SECRET"]
-JWT = request_context.AuthMethod.Value("AUTH_METHOD_JWT")
 ANONYMOUS = request_context.AuthMethod.Value("AUTH_METHOD_ANONYMOUS")
 Code = grpc.StatusCode
 
@@ -49,15 +47,6 @@ def make_ctx(
     )
 
 
-def signed(ctx: request_context.RequestContext, secret: str = SECRET) -> tuple[tuple[str, Any], ...]:
-    return request_context.signed_metadata(ctx, secret)
-
-
-def as_role(org: Any, role: str = "OWNER", principal_id: str | None = None) -> tuple[tuple[str, Any], ...]:
-    principal = principal_id or (org.owner_id if role == "OWNER" else str(uuid.uuid4()))
-    return signed(make_ctx(org.org_id, principal, role))
-
-
 def anonymous() -> tuple[tuple[str, Any], ...]:
     return signed(make_ctx(auth_method=ANONYMOUS, client_ip="203.0.113.9"))
 
@@ -67,12 +56,6 @@ async def rpc_error(call: Awaitable[Any], code: grpc.StatusCode) -> rich_status.
         await call
     assert raised.value.code() == code, f"{raised.value.code()}: {raised.value.details()}"
     return rich_status.decode(raised.value)
-
-
-async def admin_sql(stack: Any, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    async with await psycopg.AsyncConnection.connect(stack.admin_url, autocommit=True) as conn:
-        cursor = await conn.execute(statement, params)
-        return await cursor.fetchall() if cursor.description else []
 
 
 @pytest.fixture
@@ -199,8 +182,10 @@ async def test_login_returns_tokens(stub: Any, stack: Any, make_org: Any) -> Non
     assert 0 < tokens.expires_in <= 15 * 60
     claims = decode_access(tokens.access_token, DEV_SECRETS["AUTH_SECRET_KEY"])
     assert (claims.org_id, claims.user_id, claims.role) == (org.org_id, org.owner_id, "OWNER")
-    rows = await admin_sql(
-        stack, "SELECT org_id::text, client_ip FROM iam.sessions WHERE id = %s", (claims.session_id,)
+    rows = await sql(
+        stack.admin_url,
+        "SELECT org_id::text, client_ip FROM iam.sessions WHERE id = %s",
+        (claims.session_id,),
     )
     assert rows == [(org.org_id, "203.0.113.9")]
 
@@ -234,8 +219,8 @@ async def test_login_wrong_password_and_unknown_email_look_the_same(stub: Any, m
 
 async def test_login_locked_after_100_consecutive_failures(stub: Any, stack: Any, make_org: Any) -> None:
     org = await make_org()
-    await admin_sql(
-        stack,
+    await sql(
+        stack.admin_url,
         "UPDATE iam.users SET failed_login_count = 99, locked_until = NULL WHERE id = %s",
         (org.owner_id,),
     )
@@ -246,8 +231,8 @@ async def test_login_locked_after_100_consecutive_failures(stub: Any, stack: Any
         Code.UNAUTHENTICATED,
     )
     assert failure.reason == "invalid_credentials"
-    assert await admin_sql(
-        stack, "SELECT failed_login_count FROM iam.users WHERE id = %s", (org.owner_id,)
+    assert await sql(
+        stack.admin_url, "SELECT failed_login_count FROM iam.users WHERE id = %s", (org.owner_id,)
     ) == [(100,)]
     for _ in range(2):  # and it stays locked: the right password does not reset the count
         locked = await rpc_error(
@@ -258,8 +243,10 @@ async def test_login_locked_after_100_consecutive_failures(stub: Any, stack: Any
         )
         assert locked.reason == "account_locked"
     # Even once the throttle delay has passed, only a reset unlocks the account.
-    await admin_sql(
-        stack, "UPDATE iam.users SET locked_until = now() - interval '1 hour' WHERE id = %s", (org.owner_id,)
+    await sql(
+        stack.admin_url,
+        "UPDATE iam.users SET locked_until = now() - interval '1 hour' WHERE id = %s",
+        (org.owner_id,),
     )
     locked = await rpc_error(
         stub.Login(
@@ -274,15 +261,18 @@ async def test_locked_user_is_unlocked_by_an_admin_reset(stub: Any, stack: Any, 
     org = await make_org()
     email = f"dispatcher-{uuid.uuid4().hex[:10]}@example.com"
     created = await stub.CreateUser(
-        iam_pb2.CreateUserRequest(email=email, full_name="D", role="DISPATCHER"), metadata=as_role(org)
+        iam_pb2.CreateUserRequest(email=email, full_name="D", role="DISPATCHER"),
+        metadata=as_role(org.org_id, "OWNER"),
     )
-    await admin_sql(stack, "UPDATE iam.users SET failed_login_count = 100 WHERE id = %s", (created.user.id,))
+    await sql(
+        stack.admin_url, "UPDATE iam.users SET failed_login_count = 100 WHERE id = %s", (created.user.id,)
+    )
     await rpc_error(
         stub.Login(iam_pb2.LoginRequest(email=email, password=created.temp_password), metadata=anonymous()),
         Code.RESOURCE_EXHAUSTED,
     )
     reset = await stub.ResetUserPassword(
-        iam_pb2.ResetUserPasswordRequest(user_id=created.user.id), metadata=as_role(org, "ADMIN")
+        iam_pb2.ResetUserPasswordRequest(user_id=created.user.id), metadata=as_role(org.org_id, "ADMIN")
     )
     assert reset.temp_password and reset.temp_password != created.temp_password
     tokens = (
@@ -296,7 +286,7 @@ async def test_locked_user_is_unlocked_by_an_admin_reset(stub: Any, stack: Any, 
 
 async def test_login_throttled_after_a_few_failures(stub: Any, stack: Any, make_org: Any) -> None:
     org = await make_org()
-    await admin_sql(stack, "UPDATE iam.users SET failed_login_count = 4 WHERE id = %s", (org.owner_id,))
+    await sql(stack.admin_url, "UPDATE iam.users SET failed_login_count = 4 WHERE id = %s", (org.owner_id,))
     await rpc_error(
         stub.Login(
             iam_pb2.LoginRequest(email=org.owner_email, password="Wrong-password-123"), metadata=anonymous()
@@ -304,8 +294,8 @@ async def test_login_throttled_after_a_few_failures(stub: Any, stack: Any, make_
         Code.UNAUTHENTICATED,
     )
     # Push the delay out so the assertion does not race the clock.
-    await admin_sql(
-        stack,
+    await sql(
+        stack.admin_url,
         "UPDATE iam.users SET locked_until = now() + interval '30 seconds' WHERE id = %s",
         (org.owner_id,),
     )
@@ -319,19 +309,99 @@ async def test_login_throttled_after_a_few_failures(stub: Any, stack: Any, make_
     assert throttled.retry_after_seconds is not None and 1 <= throttled.retry_after_seconds <= 31
 
 
+# --- refresh, logout, session checks --------------------------------------------------------
+
+
+async def test_refresh_rotates_and_a_reused_token_ends_the_session(
+    stub: Any, stack: Any, make_org: Any
+) -> None:
+    org = await make_org()
+    first = (
+        await stub.Login(
+            iam_pb2.LoginRequest(email=org.owner_email, password=org.owner_password), metadata=anonymous()
+        )
+    ).tokens
+    session_id = decode_access(first.access_token, DEV_SECRETS["AUTH_SECRET_KEY"]).session_id
+    second = (
+        await stub.Refresh(iam_pb2.RefreshRequest(refresh_token=first.refresh_token), metadata=anonymous())
+    ).tokens
+    assert second.refresh_token != first.refresh_token and second.user_id == org.owner_id
+
+    reused = await rpc_error(
+        stub.Refresh(iam_pb2.RefreshRequest(refresh_token=first.refresh_token), metadata=anonymous()),
+        Code.UNAUTHENTICATED,
+    )
+    assert reused.reason == "refresh_token_reused"
+    # The refusal came after the revocation committed: the session is ended, it was announced, and
+    # the chain's newest token is worthless too.
+    assert await sql(
+        stack.admin_url, "SELECT revoked_reason FROM iam.sessions WHERE id = %s", (session_id,)
+    ) == [("refresh_token_reuse",)]
+    announced = await sql(
+        stack.admin_url,
+        "SELECT count(*) FROM iam.event_outbox WHERE subject = 'cws.iam.session.revoked' AND org_id = %s",
+        (org.org_id,),
+    )
+    assert announced == [(1,)]
+    invalid = await rpc_error(
+        stub.Refresh(iam_pb2.RefreshRequest(refresh_token=second.refresh_token), metadata=anonymous()),
+        Code.UNAUTHENTICATED,
+    )
+    assert invalid.reason == "invalid_refresh_token"
+    for garbage in ("rt.not-an-org.x", "nonsense"):
+        malformed = await rpc_error(
+            stub.Refresh(iam_pb2.RefreshRequest(refresh_token=garbage), metadata=anonymous()),
+            Code.UNAUTHENTICATED,
+        )
+        assert malformed.reason == "invalid_refresh_token"
+
+
+async def test_logout_by_refresh_token_ends_the_session_check_session_sees_it(
+    stub: Any, make_org: Any
+) -> None:
+    org = await make_org()
+    tokens = (
+        await stub.Login(
+            iam_pb2.LoginRequest(email=org.owner_email, password=org.owner_password), metadata=anonymous()
+        )
+    ).tokens
+    session_id = decode_access(tokens.access_token, DEV_SECRETS["AUTH_SECRET_KEY"]).session_id
+    check = iam_pb2.CheckSessionRequest(session_id=session_id)
+    assert (await stub.CheckSession(check, metadata=as_role(org.org_id, "OWNER"))).active
+    # Anonymous, as the gateway calls it for a client holding only a refresh token.
+    await stub.Logout(iam_pb2.LogoutRequest(refresh_token=tokens.refresh_token), metadata=anonymous())
+    assert not (await stub.CheckSession(check, metadata=as_role(org.org_id, "OWNER"))).active
+    # Another org's caller cannot see the session at all; a malformed id is simply not active.
+    other = await make_org()
+    assert not (await stub.CheckSession(check, metadata=as_role(other.org_id, "OWNER"))).active
+    assert not (
+        await stub.CheckSession(
+            iam_pb2.CheckSessionRequest(session_id="nope"), metadata=as_role(org.org_id, "OWNER")
+        )
+    ).active
+    error = await rpc_error(stub.Logout(iam_pb2.LogoutRequest(), metadata=anonymous()), Code.UNAUTHENTICATED)
+    assert error.detail == "nothing to log out"
+
+
 # --- tenancy and user admin -----------------------------------------------------------------
 
 
 async def test_list_users_never_returns_another_orgs_users(stub: Any, make_org: Any) -> None:
     org_a, org_b = await make_org("A"), await make_org("B")
     b_email = f"b-user-{uuid.uuid4().hex[:10]}@example.com"
-    await stub.CreateUser(iam_pb2.CreateUserRequest(email=b_email, role="VIEWER"), metadata=as_role(org_b))
-    listed = await stub.ListUsers(iam_pb2.ListUsersRequest(limit=200), metadata=as_role(org_a))
+    await stub.CreateUser(
+        iam_pb2.CreateUserRequest(email=b_email, role="VIEWER"), metadata=as_role(org_b.org_id, "OWNER")
+    )
+    listed = await stub.ListUsers(
+        iam_pb2.ListUsersRequest(limit=200), metadata=as_role(org_a.org_id, "OWNER")
+    )
     assert listed.total == 1
     assert [(u.id, u.email, u.org_id) for u in listed.users] == [
         (org_a.owner_id, org_a.owner_email, org_a.org_id)
     ]
-    listed_b = await stub.ListUsers(iam_pb2.ListUsersRequest(limit=200), metadata=as_role(org_b))
+    listed_b = await stub.ListUsers(
+        iam_pb2.ListUsersRequest(limit=200), metadata=as_role(org_b.org_id, "OWNER")
+    )
     assert {u.email for u in listed_b.users} == {org_b.owner_email, b_email}
     assert {u.org_id for u in listed_b.users} == {org_b.org_id}
 
@@ -339,10 +409,12 @@ async def test_list_users_never_returns_another_orgs_users(stub: Any, make_org: 
 async def test_list_users_needs_a_manager_and_a_sane_page(stub: Any, make_org: Any) -> None:
     org = await make_org()
     await rpc_error(
-        stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=as_role(org, "VIEWER")), Code.PERMISSION_DENIED
+        stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=as_role(org.org_id, "VIEWER")),
+        Code.PERMISSION_DENIED,
     )
     error = await rpc_error(
-        stub.ListUsers(iam_pb2.ListUsersRequest(limit=500), metadata=as_role(org)), Code.INVALID_ARGUMENT
+        stub.ListUsers(iam_pb2.ListUsersRequest(limit=500), metadata=as_role(org.org_id, "OWNER")),
+        Code.INVALID_ARGUMENT,
     )
     assert [v.field for v in error.violations] == ["limit"]
 
@@ -354,12 +426,14 @@ async def test_reset_and_logout_of_another_orgs_user_is_not_found(stub: Any, mak
     )
     await rpc_error(
         stub.ResetUserPassword(
-            iam_pb2.ResetUserPasswordRequest(user_id=org_b.owner_id), metadata=as_role(org_a)
+            iam_pb2.ResetUserPasswordRequest(user_id=org_b.owner_id), metadata=as_role(org_a.org_id, "OWNER")
         ),
         Code.NOT_FOUND,
     )
     await rpc_error(
-        stub.LogoutUser(iam_pb2.LogoutUserRequest(user_id=org_b.owner_id), metadata=as_role(org_a)),
+        stub.LogoutUser(
+            iam_pb2.LogoutUserRequest(user_id=org_b.owner_id), metadata=as_role(org_a.org_id, "OWNER")
+        ),
         Code.NOT_FOUND,
     )
     # Nothing happened to B's owner: the password still works and the session is still alive.
@@ -368,13 +442,13 @@ async def test_reset_and_logout_of_another_orgs_user_is_not_found(stub: Any, mak
     )
     assert again.tokens.user_id == org_b.owner_id
     revoked = await stub.LogoutUser(
-        iam_pb2.LogoutUserRequest(user_id=org_b.owner_id), metadata=as_role(org_b)
+        iam_pb2.LogoutUserRequest(user_id=org_b.owner_id), metadata=as_role(org_b.org_id, "OWNER")
     )
     assert revoked.revoked_sessions == 2, "both of B's sessions were still open"
     assert b_login.tokens.user_id == org_b.owner_id
     error = await rpc_error(
         stub.ResetUserPassword(
-            iam_pb2.ResetUserPasswordRequest(user_id="not-a-uuid"), metadata=as_role(org_a)
+            iam_pb2.ResetUserPasswordRequest(user_id="not-a-uuid"), metadata=as_role(org_a.org_id, "OWNER")
         ),
         Code.INVALID_ARGUMENT,
     )
@@ -386,32 +460,32 @@ async def test_admin_cannot_create_or_touch_an_owner(stub: Any, make_org: Any) -
     error = await rpc_error(
         stub.CreateUser(
             iam_pb2.CreateUserRequest(email=f"o-{uuid.uuid4().hex[:10]}@example.com", role="OWNER"),
-            metadata=as_role(org, "ADMIN"),
+            metadata=as_role(org.org_id, "ADMIN"),
         ),
         Code.PERMISSION_DENIED,
     )
     assert error.reason == "forbidden_role"
     await rpc_error(
         stub.ResetUserPassword(
-            iam_pb2.ResetUserPasswordRequest(user_id=org.owner_id), metadata=as_role(org, "ADMIN")
+            iam_pb2.ResetUserPasswordRequest(user_id=org.owner_id), metadata=as_role(org.org_id, "ADMIN")
         ),
         Code.PERMISSION_DENIED,
     )
     await rpc_error(
         stub.CreateUser(
             iam_pb2.CreateUserRequest(email=f"v-{uuid.uuid4().hex[:10]}@example.com", role="VIEWER"),
-            metadata=as_role(org, "DISPATCHER"),
+            metadata=as_role(org.org_id, "DISPATCHER"),
         ),
         Code.PERMISSION_DENIED,
     )
     # An owner may create another owner; an admin may create an admin.
     await stub.CreateUser(
         iam_pb2.CreateUserRequest(email=f"o-{uuid.uuid4().hex[:10]}@example.com", role="OWNER"),
-        metadata=as_role(org),
+        metadata=as_role(org.org_id, "OWNER"),
     )
     await stub.CreateUser(
         iam_pb2.CreateUserRequest(email=f"a-{uuid.uuid4().hex[:10]}@example.com", role="ADMIN"),
-        metadata=as_role(org, "ADMIN"),
+        metadata=as_role(org.org_id, "ADMIN"),
     )
 
 
@@ -419,7 +493,9 @@ async def test_admin_cannot_create_or_touch_an_owner(stub: Any, make_org: Any) -
 async def test_create_user_with_invalid_email_names_the_field(stub: Any, make_org: Any, email: str) -> None:
     org = await make_org()
     error = await rpc_error(
-        stub.CreateUser(iam_pb2.CreateUserRequest(email=email, role="VIEWER"), metadata=as_role(org)),
+        stub.CreateUser(
+            iam_pb2.CreateUserRequest(email=email, role="VIEWER"), metadata=as_role(org.org_id, "OWNER")
+        ),
         Code.INVALID_ARGUMENT,
     )
     assert [v.field for v in error.violations] == ["email"]
@@ -429,7 +505,10 @@ async def test_create_user_with_invalid_email_names_the_field(stub: Any, make_or
 async def test_create_user_with_unknown_role_names_the_field(stub: Any, make_org: Any) -> None:
     org = await make_org()
     error = await rpc_error(
-        stub.CreateUser(iam_pb2.CreateUserRequest(email="x@example.com", role="GOD"), metadata=as_role(org)),
+        stub.CreateUser(
+            iam_pb2.CreateUserRequest(email="x@example.com", role="GOD"),
+            metadata=as_role(org.org_id, "OWNER"),
+        ),
         Code.INVALID_ARGUMENT,
     )
     assert [v.field for v in error.violations] == ["role"]
@@ -438,23 +517,27 @@ async def test_create_user_with_unknown_role_names_the_field(stub: Any, make_org
 async def test_duplicate_email_conflict_does_not_reveal_the_other_org(stub: Any, make_org: Any) -> None:
     org_a, org_b = await make_org("A"), await make_org("B")
     email = f"dup-{uuid.uuid4().hex[:10]}@example.com"
-    await stub.CreateUser(iam_pb2.CreateUserRequest(email=email, role="VIEWER"), metadata=as_role(org_a))
+    await stub.CreateUser(
+        iam_pb2.CreateUserRequest(email=email, role="VIEWER"), metadata=as_role(org_a.org_id, "OWNER")
+    )
     in_org = await rpc_error(
         stub.CreateUser(
-            iam_pb2.CreateUserRequest(email=email.upper(), role="VIEWER"), metadata=as_role(org_a)
+            iam_pb2.CreateUserRequest(email=email.upper(), role="VIEWER"),
+            metadata=as_role(org_a.org_id, "OWNER"),
         ),
         Code.ALREADY_EXISTS,
     )
     cross_org = await rpc_error(
         stub.CreateUser(
-            iam_pb2.CreateUserRequest(email=org_b.owner_email, role="VIEWER"), metadata=as_role(org_a)
+            iam_pb2.CreateUserRequest(email=org_b.owner_email, role="VIEWER"),
+            metadata=as_role(org_a.org_id, "OWNER"),
         ),
         Code.ALREADY_EXISTS,
     )
     assert (in_org.reason, in_org.detail) == (cross_org.reason, cross_org.detail)
     assert in_org.reason == "email_taken"
     assert org_b.org_id not in cross_org.detail and "B" not in cross_org.detail.split()
-    listed = await stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=as_role(org_a))
+    listed = await stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=as_role(org_a.org_id, "OWNER"))
     assert listed.total == 2
 
 
@@ -465,7 +548,9 @@ async def test_concurrent_creates_of_one_email_give_one_user_and_one_conflict(
     email = f"race-{uuid.uuid4().hex[:10]}@example.com"
     results = await asyncio.gather(
         *(
-            stub.CreateUser(iam_pb2.CreateUserRequest(email=email, role="VIEWER"), metadata=as_role(org))
+            stub.CreateUser(
+                iam_pb2.CreateUserRequest(email=email, role="VIEWER"), metadata=as_role(org.org_id, "OWNER")
+            )
             for org in (org_a, org_b, org_a, org_b)
         ),
         return_exceptions=True,
@@ -497,7 +582,8 @@ async def test_break_glass_needs_reason_and_1_to_240_minutes(
     org = await make_org()
     error = await rpc_error(
         stub.StartBreakGlass(
-            iam_pb2.StartBreakGlassRequest(reason=reason, ttl_minutes=ttl), metadata=as_role(org)
+            iam_pb2.StartBreakGlassRequest(reason=reason, ttl_minutes=ttl),
+            metadata=as_role(org.org_id, "OWNER"),
         ),
         Code.INVALID_ARGUMENT,
     )
@@ -508,62 +594,74 @@ async def test_break_glass_start_verify_and_org_scope(stub: Any, stack: Any, mak
     org_a, org_b = await make_org("A"), await make_org("B")
     for ttl in (1, 240):
         await stub.StartBreakGlass(
-            iam_pb2.StartBreakGlassRequest(reason="bounds", ttl_minutes=ttl), metadata=as_role(org_a, "ADMIN")
+            iam_pb2.StartBreakGlassRequest(reason="bounds", ttl_minutes=ttl),
+            metadata=as_role(org_a.org_id, "ADMIN"),
         )
     await rpc_error(
         stub.StartBreakGlass(
-            iam_pb2.StartBreakGlassRequest(reason="x", ttl_minutes=5), metadata=as_role(org_a, "VIEWER")
+            iam_pb2.StartBreakGlassRequest(reason="x", ttl_minutes=5),
+            metadata=as_role(org_a.org_id, "VIEWER"),
         ),
         Code.PERMISSION_DENIED,
     )
     started = await stub.StartBreakGlass(
         iam_pb2.StartBreakGlassRequest(reason="  database incident  ", ttl_minutes=30),
-        metadata=as_role(org_a),
+        metadata=as_role(org_a.org_id, "OWNER"),
     )
     assert started.token.startswith("bg_")
     assert 29 * 60 < started.expires_at.seconds - time.time() <= 30 * 60
     verified = await stub.VerifyBreakGlass(
-        iam_pb2.VerifyBreakGlassRequest(token=started.token), metadata=as_role(org_a, "VIEWER")
+        iam_pb2.VerifyBreakGlassRequest(token=started.token), metadata=as_role(org_a.org_id, "VIEWER")
     )
     assert (verified.session_id, verified.reason) == (started.session_id, "database incident")
 
     error = await rpc_error(
-        stub.VerifyBreakGlass(iam_pb2.VerifyBreakGlassRequest(token=started.token), metadata=as_role(org_b)),
+        stub.VerifyBreakGlass(
+            iam_pb2.VerifyBreakGlassRequest(token=started.token), metadata=as_role(org_b.org_id, "OWNER")
+        ),
         Code.PERMISSION_DENIED,
     )
     assert error.reason == "break_glass_invalid"
     await rpc_error(
-        stub.VerifyBreakGlass(iam_pb2.VerifyBreakGlassRequest(token="bg_made-up"), metadata=as_role(org_a)),
+        stub.VerifyBreakGlass(
+            iam_pb2.VerifyBreakGlassRequest(token="bg_made-up"), metadata=as_role(org_a.org_id, "OWNER")
+        ),
         Code.PERMISSION_DENIED,
     )
     # Only the hash is stored, and the start is in A's audit log with its reason.
-    stored = await admin_sql(
-        stack,
+    stored = await sql(
+        stack.admin_url,
         "SELECT token_hash, org_id::text FROM iam.break_glass_sessions WHERE id = %s",
         (started.session_id,),
     )
     assert stored[0][1] == org_a.org_id and started.token not in stored[0][0]
     audit = await stub.ListAuditLogs(
-        iam_pb2.ListAuditLogsRequest(action="admin.break_glass.start"), metadata=as_role(org_a)
+        iam_pb2.ListAuditLogsRequest(action="admin.break_glass.start"),
+        metadata=as_role(org_a.org_id, "OWNER"),
     )
     assert started.session_id in {e.break_glass_session_id for e in audit.entries}
     assert {e.break_glass_reason for e in audit.entries} >= {"database incident"}
-    audit_b = await stub.ListAuditLogs(iam_pb2.ListAuditLogsRequest(), metadata=as_role(org_b))
+    audit_b = await stub.ListAuditLogs(
+        iam_pb2.ListAuditLogsRequest(), metadata=as_role(org_b.org_id, "OWNER")
+    )
     assert list(audit_b.entries) == []
 
 
 async def test_expired_break_glass_is_refused(stub: Any, stack: Any, make_org: Any) -> None:
     org = await make_org()
     started = await stub.StartBreakGlass(
-        iam_pb2.StartBreakGlassRequest(reason="incident", ttl_minutes=10), metadata=as_role(org)
+        iam_pb2.StartBreakGlassRequest(reason="incident", ttl_minutes=10),
+        metadata=as_role(org.org_id, "OWNER"),
     )
-    await admin_sql(
-        stack,
+    await sql(
+        stack.admin_url,
         "UPDATE iam.break_glass_sessions SET expires_at = now() - interval '1 second' WHERE id = %s",
         (started.session_id,),
     )
     error = await rpc_error(
-        stub.VerifyBreakGlass(iam_pb2.VerifyBreakGlassRequest(token=started.token), metadata=as_role(org)),
+        stub.VerifyBreakGlass(
+            iam_pb2.VerifyBreakGlassRequest(token=started.token), metadata=as_role(org.org_id, "OWNER")
+        ),
         Code.PERMISSION_DENIED,
     )
     assert error.reason == "break_glass_invalid"
@@ -576,7 +674,7 @@ async def test_client_portal_token_round_trip(stub: Any, make_org: Any) -> None:
     org = await make_org()
     issued = await stub.IssueClientPortalToken(
         iam_pb2.IssueClientPortalTokenRequest(email=" Client@Example.COM ", ttl_minutes=15),
-        metadata=as_role(org, "DISPATCHER"),
+        metadata=as_role(org.org_id, "DISPATCHER"),
     )
     verified = await stub.VerifyClientPortalToken(
         iam_pb2.VerifyClientPortalTokenRequest(token=issued.token), metadata=anonymous()
@@ -590,7 +688,7 @@ async def test_client_portal_token_round_trip(stub: Any, make_org: Any) -> None:
 async def test_client_portal_token_tampered_is_unauthenticated(stub: Any, make_org: Any) -> None:
     org, other = await make_org(), await make_org()
     issued = await stub.IssueClientPortalToken(
-        iam_pb2.IssueClientPortalTokenRequest(client_id="client-1"), metadata=as_role(org)
+        iam_pb2.IssueClientPortalTokenRequest(client_id="client-1"), metadata=as_role(org.org_id, "OWNER")
     )
     header, payload, signature = issued.token.split(".")
     moved = jwt.utils.base64url_decode(payload).replace(org.org_id.encode(), other.org_id.encode())
@@ -609,10 +707,10 @@ async def test_worker_and_client_tokens_are_not_interchangeable(stub: Any, make_
     org = await make_org()
     worker_id = str(uuid.uuid4())
     worker = await stub.IssueWorkerPortalToken(
-        iam_pb2.IssueWorkerPortalTokenRequest(worker_id=worker_id), metadata=as_role(org, "ADMIN")
+        iam_pb2.IssueWorkerPortalTokenRequest(worker_id=worker_id), metadata=as_role(org.org_id, "ADMIN")
     )
     client = await stub.IssueClientPortalToken(
-        iam_pb2.IssueClientPortalTokenRequest(client_id="c-1"), metadata=as_role(org, "ADMIN")
+        iam_pb2.IssueClientPortalTokenRequest(client_id="c-1"), metadata=as_role(org.org_id, "ADMIN")
     )
     verified = await stub.VerifyWorkerPortalToken(
         iam_pb2.VerifyWorkerPortalTokenRequest(token=worker.token), metadata=anonymous()
@@ -636,19 +734,63 @@ async def test_portal_tokens_need_a_staff_role_and_valid_input(stub: Any, make_o
     org = await make_org()
     await rpc_error(
         stub.IssueClientPortalToken(
-            iam_pb2.IssueClientPortalTokenRequest(client_id="c"), metadata=as_role(org, "VIEWER")
+            iam_pb2.IssueClientPortalTokenRequest(client_id="c"), metadata=as_role(org.org_id, "VIEWER")
         ),
         Code.PERMISSION_DENIED,
     )
     error = await rpc_error(
-        stub.IssueClientPortalToken(iam_pb2.IssueClientPortalTokenRequest(), metadata=as_role(org)),
+        stub.IssueClientPortalToken(
+            iam_pb2.IssueClientPortalTokenRequest(), metadata=as_role(org.org_id, "OWNER")
+        ),
         Code.INVALID_ARGUMENT,
     )
     assert [v.field for v in error.violations] == ["email"]
     error = await rpc_error(
         stub.IssueWorkerPortalToken(
-            iam_pb2.IssueWorkerPortalTokenRequest(worker_id="w-1"), metadata=as_role(org)
+            iam_pb2.IssueWorkerPortalTokenRequest(worker_id="w-1"), metadata=as_role(org.org_id, "OWNER")
         ),
         Code.INVALID_ARGUMENT,
     )
     assert [v.field for v in error.violations] == ["worker_id"]
+
+
+async def test_worker_portal_token_issue_is_audited(stub: Any, make_org: Any) -> None:
+    org = await make_org()
+    worker_id = str(uuid.uuid4())
+    issued = await stub.IssueWorkerPortalToken(
+        iam_pb2.IssueWorkerPortalTokenRequest(worker_id=worker_id, ttl_minutes=30),
+        metadata=as_role(org.org_id, "DISPATCHER"),
+    )
+    audit = await stub.ListAuditLogs(
+        iam_pb2.ListAuditLogsRequest(action="iam.worker_portal_link.issue"),
+        metadata=as_role(org.org_id, "OWNER"),
+    )
+    [entry] = audit.entries
+    assert (entry.resource_type, entry.resource_id, entry.role) == ("worker", worker_id, "DISPATCHER")
+    assert entry.after["expires_at"] == issued.expires_at.seconds
+
+
+# --- no audit rows from callers -------------------------------------------------------------
+
+
+async def test_no_caller_can_write_audit_rows_through_the_api(
+    channel: grpc.aio.Channel, stack: Any, make_org: Any
+) -> None:
+    """IamService.RecordAudit is gone: it let any staff role, VIEWER included, write audit rows.
+    Audit rows come only from the writes themselves (iam's, and other services' events)."""
+    service = iam_pb2.DESCRIPTOR.services_by_name["IamService"]
+    assert {m.name for m in service.methods if "Audit" in m.name} == {"ListAuditLogs"}
+    org = await make_org()
+    # What the old RecordAuditRequest carried: field 1, action = "forged.action" (hand-encoded,
+    # as a client built against the old descriptor would send it).
+    forged = b"\x0a\x0dforged.action"
+    record = channel.unary_unary(
+        "/cws.iam.v1.IamService/RecordAudit",
+        request_serializer=lambda raw: raw,
+        response_deserializer=lambda raw: raw,
+    )
+    for role in ("VIEWER", "OWNER"):
+        await rpc_error(record(forged, metadata=as_role(org.org_id, role)), Code.UNIMPLEMENTED)
+    assert await sql(
+        stack.admin_url, "SELECT count(*) FROM iam.admin_audit_logs WHERE org_id = %s", (org.org_id,)
+    ) == [(0,)]

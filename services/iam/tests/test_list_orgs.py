@@ -14,18 +14,10 @@ from cws.iam.v1 import iam_pb2, iam_pb2_grpc
 
 from libs.common import context as request_context
 from libs.common import status as rich_status
-from tools.processes import DEV_SECRETS
+from tools.testkit import as_service, signed
 
 Code = grpc.StatusCode
 AuthMethod = request_context.AuthMethod
-
-
-def signed(ctx: request_context.RequestContext) -> tuple[tuple[str, Any], ...]:
-    return request_context.signed_metadata(ctx, DEV_SECRETS["INTERNAL_CONTEXT_SECRET"])
-
-
-def as_service() -> tuple[tuple[str, Any], ...]:
-    return signed(request_context.service_context("jobs"))
 
 
 @pytest.fixture
@@ -46,7 +38,7 @@ async def every_org(stub: Any, limit: int) -> list[iam_pb2.OrgSummary]:
     after = ""
     while True:
         page = await stub.ListOrgs(
-            iam_pb2.ListOrgsRequest(after_org_id=after, limit=limit), metadata=as_service()
+            iam_pb2.ListOrgsRequest(after_org_id=after, limit=limit), metadata=as_service("", "jobs")
         )
         assert len(page.orgs) <= limit
         found.extend(page.orgs)
@@ -66,13 +58,13 @@ async def test_service_pages_through_every_org_once_in_id_order(stub: Any, make_
     for n, org in enumerate(mine):
         assert (by_id[org.org_id].name, by_id[org.org_id].time_zone) == (f"Paged {n}", "America/Edmonton")
     # One big page (limit 0 = the default) holds the same orgs as the small pages.
-    whole = await stub.ListOrgs(iam_pb2.ListOrgsRequest(), metadata=as_service())
+    whole = await stub.ListOrgs(iam_pb2.ListOrgsRequest(), metadata=as_service("", "jobs"))
     assert [org.org_id for org in whole.orgs] == ids
 
     # Keyset: after an org, only orgs with a greater id.
     pivot = sorted(org.org_id for org in mine)[0]
     after = await stub.ListOrgs(
-        iam_pb2.ListOrgsRequest(after_org_id=pivot, limit=1000), metadata=as_service()
+        iam_pb2.ListOrgsRequest(after_org_id=pivot, limit=1000), metadata=as_service("", "jobs")
     )
     assert all(uuid.UUID(org.org_id) > uuid.UUID(pivot) for org in after.orgs)
     assert [org.org_id for org in after.orgs] == ids[ids.index(pivot) + 1 :]
@@ -84,7 +76,7 @@ async def test_bad_paging_arguments_are_invalid(stub: Any) -> None:
         (iam_pb2.ListOrgsRequest(limit=1001), "limit"),
         (iam_pb2.ListOrgsRequest(after_org_id="not-a-uuid"), "after_org_id"),
     ):
-        error = await refused(stub.ListOrgs(request, metadata=as_service()), Code.INVALID_ARGUMENT)
+        error = await refused(stub.ListOrgs(request, metadata=as_service("", "jobs")), Code.INVALID_ARGUMENT)
         assert field in {v.field for v in error.violations}, error
 
 

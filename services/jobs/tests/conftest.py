@@ -1,47 +1,44 @@
 """Fixtures for the jobs tests: the environment a runner gets (the session's real iam, booking and
-notify), the CLI as a subprocess, SQL through the admin role, and runner processes started and always
+notify), the CLI as a subprocess (run in a thread, so the test's event loop is never blocked), the
+job tables as the admin role sees them (tools.testkit.sql), and runner processes started and always
 stopped. Job tables are global (not per org), so each test clears the rows of the jobs it counts and
 names its runners uniquely; heartbeats a test wrote are removed after it, so no stale-or-fresh
 heartbeat leaks into another test's /readyz."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from conftest import jobs_env
 from tools.devstack import ROOT
 from tools.processes import Proc, ServiceProc, service_proc
+from tools.testkit import sql
 
 
-def admin_sql(stack: Any, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with psycopg.connect(stack.admin_url, autocommit=True) as conn:
-        cursor = conn.execute(statement, params)  # type: ignore[arg-type]
-        return cursor.fetchall() if cursor.description else []
-
-
-def reset_jobs(stack: Any, *names: str) -> None:
+async def reset_jobs(stack: Any, *names: str) -> None:
     """Forget what earlier tests recorded for these jobs, so counts below are this test's own."""
-    admin_sql(stack, "DELETE FROM jobs.job_runs WHERE name = ANY(%s)", (list(names),))
-    admin_sql(stack, "DELETE FROM jobs.job_status WHERE name = ANY(%s)", (list(names),))
+    await sql(stack.admin_url, "DELETE FROM jobs.job_runs WHERE name = ANY(%s)", (list(names),))
+    await sql(stack.admin_url, "DELETE FROM jobs.job_status WHERE name = ANY(%s)", (list(names),))
 
 
-def status_row(stack: Any, name: str) -> dict[str, Any] | None:
-    with psycopg.connect(stack.admin_url, autocommit=True) as conn:
-        cursor = conn.execute("SELECT * FROM jobs.job_status WHERE name = %s", (name,))
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        return dict(zip([c.name for c in cursor.description or ()], row, strict=True))
+async def status_row(stack: Any, name: str) -> dict[str, Any] | None:
+    """The job's jobs.job_status row, by column name."""
+    async with await psycopg.AsyncConnection.connect(stack.admin_url, autocommit=True) as conn:
+        cursor = conn.cursor(row_factory=dict_row)
+        await cursor.execute("SELECT * FROM jobs.job_status WHERE name = %s", (name,))
+        return await cursor.fetchone()
 
 
 def log_events(text: str) -> list[dict[str, Any]]:
@@ -89,9 +86,11 @@ class JobsEnv:
     def runner_id(self, label: str = "cli") -> str:
         return f"{self.prefix}-{label}"
 
-    def cli(self, *args: str, timeout: float = 60, **overrides: str) -> CliRun:
+    async def cli(self, *args: str, timeout: float = 60, **overrides: str) -> CliRun:
+        """`python -m services.jobs.run ARGS` to its end."""
         env = {**self.base, "JOB_RUNNER_ID": self.runner_id(), **overrides}
-        done = subprocess.run(
+        done = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "services.jobs.run", *args],
             cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
@@ -122,11 +121,11 @@ class JobsEnv:
 
 
 @pytest.fixture
-def jobs_setup(stack: Any, iam: Any, booking: Any, notify: Any) -> Iterator[JobsEnv]:
+async def jobs_setup(stack: Any, iam: Any, booking: Any, notify: Any) -> AsyncIterator[JobsEnv]:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     base = {**jobs_env(stack, iam, booking, notify), "DATABASE_URL": stack.app_url}
     yield JobsEnv(base=base, prefix=prefix, stack=stack, work_dir=stack.work_dir)
-    admin_sql(stack, "DELETE FROM jobs.job_heartbeats WHERE runner_id LIKE %s", (prefix + "-%",))
+    await sql(stack.admin_url, "DELETE FROM jobs.job_heartbeats WHERE runner_id LIKE %s", (prefix + "-%",))
 
 
 @pytest.fixture

@@ -14,22 +14,23 @@ from cws.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from libs.common import context as request_context
 from services.jobs.registry import REGISTRY
 from services.jobs.tests.conftest import JobsEnv, reset_jobs
-from tools.processes import DEV_SECRETS
+from tools.testkit import Metadata, as_role, signed
 
 Code = grpc.StatusCode
-JWT = request_context.AuthMethod.Value("AUTH_METHOD_JWT")
-ANONYMOUS = request_context.AuthMethod.Value("AUTH_METHOD_ANONYMOUS")
 
 
-def signed(role: str = "", auth_method: int = JWT, principal: str = "") -> tuple[tuple[str, Any], ...]:
-    ctx = request_context.RequestContext(
-        org_id=str(uuid.uuid4()) if role else "",
-        principal_id=principal or (str(uuid.uuid4()) if role else ""),
-        role=role,
-        auth_method=auth_method,  # type: ignore[arg-type]
-        request_id=f"test-{uuid.uuid4().hex[:12]}",
+def anonymous() -> Metadata:
+    """The context the gateway signs for a request nobody signed in to (its /readyz)."""
+    return signed(
+        request_context.RequestContext(
+            auth_method=request_context.AuthMethod.Value("AUTH_METHOD_ANONYMOUS"),  # type: ignore[arg-type]
+            request_id=f"test-{uuid.uuid4().hex[:12]}",
+        )
     )
-    return request_context.signed_metadata(ctx, DEV_SECRETS["INTERNAL_CONTEXT_SECRET"])
+
+
+def staff(role: str) -> Metadata:
+    return as_role(str(uuid.uuid4()), role)
 
 
 @pytest.fixture
@@ -48,11 +49,11 @@ async def test_heartbeat_answers_any_signed_context_with_the_freshest_beat(
     stub: Any, jobs_setup: JobsEnv
 ) -> None:
     assert await code_of(stub.GetHeartbeat(jobs_pb2.GetHeartbeatRequest())) == Code.UNAUTHENTICATED
-    run = jobs_setup.cli("--job", "storage-janitor", "--once")
+    run = await jobs_setup.cli("--job", "storage-janitor", "--once")
     assert run.returncode == 0, run.output
 
     # The gateway's /readyz asks with its anonymous context.
-    response = await stub.GetHeartbeat(jobs_pb2.GetHeartbeatRequest(), metadata=signed(auth_method=ANONYMOUS))
+    response = await stub.GetHeartbeat(jobs_pb2.GetHeartbeatRequest(), metadata=anonymous())
     assert response.found
     beat = response.heartbeat
     assert (beat.name, beat.runner_id) == ("jobs-runner", jobs_setup.runner_id())
@@ -62,18 +63,18 @@ async def test_heartbeat_answers_any_signed_context_with_the_freshest_beat(
 async def test_status_lists_every_registered_job_for_owners_and_admins_only(
     stub: Any, jobs_setup: JobsEnv, stack: Any
 ) -> None:
-    reset_jobs(stack, "storage-janitor", "notifications-digest-monthly")
-    run = jobs_setup.cli("--job", "storage-janitor", "--once")
+    await reset_jobs(stack, "storage-janitor", "notifications-digest-monthly")
+    run = await jobs_setup.cli("--job", "storage-janitor", "--once")
     assert run.returncode == 0, run.output
 
     for role in ("VIEWER", "DISPATCHER", "FINANCE"):
-        call = stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=signed(role))
+        call = stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=staff(role))
         assert await code_of(call) == Code.PERMISSION_DENIED, role
-    anonymous = stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=signed(auth_method=ANONYMOUS))
-    assert await code_of(anonymous) == Code.UNAUTHENTICATED
+    unsigned_in = stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=anonymous())
+    assert await code_of(unsigned_in) == Code.UNAUTHENTICATED
 
     for role in ("OWNER", "ADMIN"):
-        status = await stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=signed(role))
+        status = await stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=staff(role))
         assert [(j.name, j.interval_seconds) for j in status.jobs] == [
             (job.name, job.interval_seconds) for job in REGISTRY
         ]

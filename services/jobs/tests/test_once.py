@@ -4,6 +4,7 @@ and what it refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -16,19 +17,12 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
+from services.jobs.execution import LOCKED_REASON, lock_key
 from services.jobs.registry import JOB_NAMES, ScheduleError, all_jobs, scheduled_jobs
-from services.jobs.runner import LOCKED_REASON, lock_key
 from services.jobs.settings import JobsSettings, explain
-from services.jobs.tests.conftest import JobsEnv, admin_sql, reset_jobs, status_row
+from services.jobs.tests.conftest import JobsEnv, reset_jobs, status_row
 from tools.devstack import ROOT, free_port
-
-
-async def owner_headers(http: Any, url: str, org: Any) -> dict[str, str]:
-    response = await http.post(
-        f"{url}/v1/auth/login", json={"email": org.owner_email, "password": org.owner_password}
-    )
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+from tools.testkit import owner, sql
 
 
 async def pending_booking(http: Any, url: str, headers: dict[str, str]) -> str:
@@ -56,18 +50,18 @@ async def test_once_cleanup_works_in_every_org_and_records_its_run(
     orgs = [await make_org(), await make_org()]
     stale: dict[str, str] = {}
     for org in orgs:
-        headers = await owner_headers(http, gateway.url, org)
+        headers = await owner(http, gateway.url, org)
         stale[org.org_id] = await pending_booking(http, gateway.url, headers)
-    fresh_headers = await owner_headers(http, gateway.url, orgs[0])
+    fresh_headers = await owner(http, gateway.url, orgs[0])
     fresh = await pending_booking(http, gateway.url, fresh_headers)
-    admin_sql(
-        stack,
+    await sql(
+        stack.admin_url,
         "UPDATE booking.bookings SET created_at = now() - interval '3 days' WHERE id = ANY(%s)",
         ([uuid.UUID(i) for i in stale.values()],),
     )
-    reset_jobs(stack, "cleanup")
+    await reset_jobs(stack, "cleanup")
 
-    run = jobs_setup.cli("--job", "cleanup", "--once")
+    run = await jobs_setup.cli("--job", "cleanup", "--once")
 
     assert run.returncode == 0, run.output
     done = run.event("job_complete", "cleanup")
@@ -77,27 +71,28 @@ async def test_once_cleanup_works_in_every_org_and_records_its_run(
     assert isinstance(done["duration_seconds"], float)
     # Each org's stale pending booking is gone (the call ran in that org); the fresh one stays.
     for org in orgs:
-        headers = await owner_headers(http, gateway.url, org)
+        headers = await owner(http, gateway.url, org)
         gone = await http.get(f"{gateway.url}/v1/admin/bookings/{stale[org.org_id]}", headers=headers)
         assert gone.status_code == 404, gone.text
     kept = await http.get(f"{gateway.url}/v1/admin/bookings/{fresh}", headers=fresh_headers)
     assert kept.status_code == 200, kept.text
 
-    status = status_row(stack, "cleanup")
+    status = await status_row(stack, "cleanup")
     assert status is not None
     assert status["last_outcome"] == "ok" and status["runs_total"] == 1 and status["failures_total"] == 0
     assert status["consecutive_failures"] == 0 and status["last_error"] is None
     assert status["last_runner_id"] == jobs_setup.runner_id()
     assert status["last_started_at"] <= status["last_finished_at"] == status["last_success_at"]
-    runs = admin_sql(
-        stack, "SELECT trigger, outcome, runner_id, detail FROM jobs.job_runs WHERE name = 'cleanup'"
+    runs = await sql(
+        stack.admin_url,
+        "SELECT trigger, outcome, runner_id, detail FROM jobs.job_runs WHERE name = 'cleanup'",
     )
     assert len(runs) == 1
     trigger, outcome, runner_id, detail = runs[0]
     assert (trigger, outcome, runner_id) == ("once", "ok", jobs_setup.runner_id())
     assert detail["deleted"] >= 2
-    beats = admin_sql(
-        stack,
+    beats = await sql(
+        stack.admin_url,
         "SELECT name, now() - last_heartbeat < interval '1 minute' FROM jobs.job_heartbeats"
         " WHERE runner_id = %s",
         (jobs_setup.runner_id(),),
@@ -106,9 +101,9 @@ async def test_once_cleanup_works_in_every_org_and_records_its_run(
 
 
 async def test_seed_004_command_exits_0_with_job_complete(jobs_setup: JobsEnv, stack: Any) -> None:
-    reset_jobs(stack, "outbox-delivery", "storage-janitor", "email-dlq")
+    await reset_jobs(stack, "outbox-delivery", "storage-janitor", "email-dlq")
 
-    run = jobs_setup.cli(
+    run = await jobs_setup.cli(
         "--job", "outbox-delivery", "--job", "storage-janitor", "--job", "email-dlq", "--once"
     )
 
@@ -117,20 +112,20 @@ async def test_seed_004_command_exits_0_with_job_complete(jobs_setup: JobsEnv, s
         assert run.event("job_complete", name)["outcome"] == "ok"
     skipped = run.event("job_skipped", "storage-janitor")
     assert skipped["reason"] == "media service not deployed"
-    assert status_row(stack, "storage-janitor")["last_outcome"] == "skipped"  # type: ignore[index]
-    assert status_row(stack, "outbox-delivery")["last_success_at"] is not None  # type: ignore[index]
-    assert status_row(stack, "email-dlq")["consecutive_failures"] == 0  # type: ignore[index]
+    assert (await status_row(stack, "storage-janitor"))["last_outcome"] == "skipped"  # type: ignore[index]
+    assert (await status_row(stack, "outbox-delivery"))["last_success_at"] is not None  # type: ignore[index]
+    assert (await status_row(stack, "email-dlq"))["consecutive_failures"] == 0  # type: ignore[index]
 
 
 async def test_failed_calls_fail_the_job_and_a_success_resets_the_count(
     jobs_setup: JobsEnv, make_org: Any, stack: Any
 ) -> None:
     await make_org()
-    reset_jobs(stack, "cleanup")
+    await reset_jobs(stack, "cleanup")
     nowhere = f"127.0.0.1:{free_port()}"  # booking unreachable: every org's call fails
 
     for attempt in (1, 2):
-        run = jobs_setup.cli("--job", "cleanup", "--once", BOOKING_GRPC_TARGET=nowhere)
+        run = await jobs_setup.cli("--job", "cleanup", "--once", BOOKING_GRPC_TARGET=nowhere)
         assert run.returncode == 1, run.output
         failed = run.event("job_failed", "cleanup")
         orgs = failed["detail"]["orgs"]
@@ -138,20 +133,20 @@ async def test_failed_calls_fail_the_job_and_a_success_resets_the_count(
         assert failed["error"] == f"{orgs} of {orgs} orgs failed (UNAVAILABLE x{orgs})", failed
         # The log names each failed org; the recorded error (shown to every org's admins) does not.
         assert any(e.get("event") == "job_org_failed" and e.get("org_id") for e in run.events)
-        status = status_row(stack, "cleanup")
+        status = await status_row(stack, "cleanup")
         assert status is not None
         assert status["consecutive_failures"] == attempt and status["failures_total"] == attempt
         assert status["last_outcome"] == "failed" and status["last_success_at"] is None
         assert status["last_error"] == failed["error"]
 
-    recovered = jobs_setup.cli("--job", "cleanup", "--once")
+    recovered = await jobs_setup.cli("--job", "cleanup", "--once")
     assert recovered.returncode == 0, recovered.output
-    status = status_row(stack, "cleanup")
+    status = await status_row(stack, "cleanup")
     assert status is not None
     assert status["consecutive_failures"] == 0 and status["failures_total"] == 2 and status["runs_total"] == 3
     assert status["last_error"] is None and status["last_success_at"] is not None
-    outcomes = admin_sql(
-        stack, "SELECT outcome FROM jobs.job_runs WHERE name = 'cleanup' ORDER BY started_at"
+    outcomes = await sql(
+        stack.admin_url, "SELECT outcome FROM jobs.job_runs WHERE name = 'cleanup' ORDER BY started_at"
     )
     assert [o for (o,) in outcomes] == ["failed", "failed", "ok"]
 
@@ -162,8 +157,8 @@ async def test_a_job_past_its_timeout_fails(jobs_setup: JobsEnv, stack: Any) -> 
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     try:
-        reset_jobs(stack, "email-scan")
-        run = jobs_setup.cli(
+        await reset_jobs(stack, "email-scan")
+        run = await jobs_setup.cli(
             "--job",
             "email-scan",
             "--once",
@@ -174,27 +169,27 @@ async def test_a_job_past_its_timeout_fails(jobs_setup: JobsEnv, stack: Any) -> 
         silent.close()
     assert run.returncode == 1, run.output
     assert run.event("job_failed", "email-scan")["error"] == "timed out after 1s (JOB_TIMEOUT_SECONDS)"
-    assert status_row(stack, "email-scan")["last_outcome"] == "failed"  # type: ignore[index]
+    assert (await status_row(stack, "email-scan"))["last_outcome"] == "failed"  # type: ignore[index]
 
 
 async def test_once_while_another_runner_holds_the_lock_is_skipped(jobs_setup: JobsEnv, stack: Any) -> None:
-    reset_jobs(stack, "cleanup")
+    await reset_jobs(stack, "cleanup")
     with psycopg.connect(stack.app_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key("cleanup"),))
-        run = jobs_setup.cli("--job", "cleanup", "--once")
+        run = await jobs_setup.cli("--job", "cleanup", "--once")
         # Skipped, not failed: the work it asked for is being done by the lock's holder.
         assert run.returncode == 0, run.output
         assert run.event("job_skipped", "cleanup")["reason"] == LOCKED_REASON
         assert not [e for e in run.events if e.get("event") == "job_complete"]
-        assert status_row(stack, "cleanup") is None  # nothing ran, nothing recorded
+        assert await status_row(stack, "cleanup") is None  # nothing ran, nothing recorded
     # The holder's connection is gone, and the lock with it.
-    again = jobs_setup.cli("--job", "cleanup", "--once")
+    again = await jobs_setup.cli("--job", "cleanup", "--once")
     assert again.returncode == 0, again.output
     assert again.event("job_complete", "cleanup")["outcome"] == "ok"
 
 
 async def test_unknown_job_is_a_usage_error_listing_the_jobs(jobs_setup: JobsEnv) -> None:
-    run = jobs_setup.cli("--job", "outbox-delivery", "--job", "no-such-job", "--once")
+    run = await jobs_setup.cli("--job", "outbox-delivery", "--job", "no-such-job", "--once")
     assert run.returncode == 2, run.output
     assert "invalid choice: 'no-such-job'" in run.stderr
     assert all(name in run.stderr for name in JOB_NAMES), run.stderr
@@ -239,14 +234,15 @@ def test_schedule_overrides_and_subsets_apply() -> None:
     assert [job.name for job in all_jobs(settings)] == list(JOB_NAMES)
 
 
-def test_bad_schedule_refuses_to_start(jobs_setup: JobsEnv) -> None:
-    run = jobs_setup.cli("--job", "cleanup", "--once", JOB_SCHEDULE="cleanup=0,no-such-job=5")
+async def test_bad_schedule_refuses_to_start(jobs_setup: JobsEnv) -> None:
+    run = await jobs_setup.cli("--job", "cleanup", "--once", JOB_SCHEDULE="cleanup=0,no-such-job=5")
     assert run.returncode == 2, run.output
     assert "refusing to start: JOB_SCHEDULE: 'cleanup=0': seconds must be a positive integer" in run.stderr
     assert "job_complete" not in run.output
 
     # The service refuses the same way, before it serves anything.
-    service = subprocess.run(
+    service = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "services.jobs"],
         cwd=ROOT,
         env={**os.environ, **jobs_setup.base, "JOB_SCHEDULE": "email-scan=300,bogus=5"},

@@ -4,6 +4,7 @@ server) and the metrics on the process's /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import socket
 import threading
@@ -20,11 +21,11 @@ import pytest
 from cws.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from libs.common import context as request_context
-from services.jobs.runner import lock_key
-from services.jobs.tests.conftest import JobsEnv, admin_sql, log_events, reset_jobs, status_row
+from services.jobs.execution import lock_key
+from services.jobs.tests.conftest import JobsEnv, log_events, reset_jobs, status_row
 from tools.devstack import free_port
-from tools.processes import DEV_SECRETS, Proc, ServiceProc, wait_until
+from tools.processes import Proc, ServiceProc
+from tools.testkit import as_role, eventually, sql
 
 RUN_EVENTS = ("job_complete", "job_skipped", "job_failed")
 
@@ -64,9 +65,9 @@ def pings() -> Iterator[PingServer]:
     server.server.shutdown()
 
 
-def slots(stack: Any, name: str) -> list[float]:
-    rows = admin_sql(
-        stack,
+async def slots(stack: Any, name: str) -> list[float]:
+    rows = await sql(
+        stack.admin_url,
         "SELECT extract(epoch FROM slot_at) FROM jobs.job_runs"
         " WHERE name = %s AND trigger = 'schedule' ORDER BY slot_at",
         (name,),
@@ -82,8 +83,9 @@ def run_events(proc: Proc, name: str) -> list[dict[str, Any]]:
     ]
 
 
-def metrics(proc: ServiceProc) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"http://127.0.0.1:{proc.http_port}/metrics", timeout=5).text
+async def metrics(proc: ServiceProc) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(f"http://127.0.0.1:{proc.http_port}/metrics")).text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -91,10 +93,10 @@ def metrics(proc: ServiceProc) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     }
 
 
-def heartbeat_span(stack: Any, runner_id: str) -> float:
+async def heartbeat_span(stack: Any, runner_id: str) -> float:
     """Seconds between this runner's first and latest heartbeat: how long its loop has been going."""
-    rows = admin_sql(
-        stack,
+    rows = await sql(
+        stack.admin_url,
         "SELECT extract(epoch FROM last_heartbeat - started_at) FROM jobs.job_heartbeats WHERE runner_id = %s",
         (runner_id,),
     )
@@ -102,13 +104,7 @@ def heartbeat_span(stack: Any, runner_id: str) -> float:
 
 
 async def owner_status(target: str) -> jobs_pb2.GetStatusResponse:
-    ctx = request_context.RequestContext(
-        org_id="00000000-0000-0000-0000-000000000001",
-        principal_id="user-1",
-        role="OWNER",
-        auth_method=request_context.AuthMethod.Value("AUTH_METHOD_JWT"),
-    )
-    metadata = request_context.signed_metadata(ctx, DEV_SECRETS["INTERNAL_CONTEXT_SECRET"])
+    metadata = as_role("00000000-0000-0000-0000-000000000001", "OWNER")
     async with grpc.aio.insecure_channel(target) as channel:
         return await jobs_pb2_grpc.JobsServiceStub(channel).GetStatus(
             jobs_pb2.GetStatusRequest(), metadata=metadata, timeout=5
@@ -119,7 +115,7 @@ async def test_two_runners_started_together_run_each_job_once_per_slot(
     jobs_setup: JobsEnv, stopping: list[Proc], stack: Any
 ) -> None:
     intervals = {"storage-janitor": 1, "cleanup": 2}
-    reset_jobs(stack, *intervals)
+    await reset_jobs(stack, *intervals)
     settings = {
         "JOB_NAMES": ",".join(intervals),
         "JOB_SCHEDULE": ",".join(f"{name}={seconds}" for name, seconds in intervals.items()),
@@ -130,35 +126,36 @@ async def test_two_runners_started_together_run_each_job_once_per_slot(
     for runner in runners:
         runner.start()
     for runner in runners:
-        runner.wait_ready()
+        await runner.wait_ready_async()
 
-    wait_until(
-        lambda: len(slots(stack, "storage-janitor")) >= 5 and len(slots(stack, "cleanup")) >= 3,
-        timeout=30,
-        what="several schedule slots of each job",
-    )
+    async def several_slots() -> bool:
+        return len(await slots(stack, "storage-janitor")) >= 5 and len(await slots(stack, "cleanup")) >= 3
+
+    await eventually(several_slots, timeout=30, message="several schedule slots of each job")
     status = await owner_status(runners[0].target)
     assert {job.name: job.interval_seconds for job in status.jobs if job.name in intervals} == intervals
     for runner in runners:
-        runner.stop()
+        await asyncio.to_thread(runner.stop)
 
     for name, interval in intervals.items():
-        claimed = slots(stack, name)
+        claimed = await slots(stack, name)
         # Slots sit on the schedule's grid (the database clock's, the same for both runners)...
         assert all(epoch % interval == 0 for epoch in claimed), claimed
         # ...and each one ran exactly once, on one runner or the other: as many runs as slots.
         ran = run_events(runners[0], name) + run_events(runners[1], name)
         assert len(ran) == len(claimed), (name, claimed, ran)
-        recorded = status_row(stack, name)
+        recorded = await status_row(stack, name)
         assert recorded is not None and recorded["runs_total"] == len(claimed), recorded
-        outcomes = admin_sql(stack, "SELECT DISTINCT outcome FROM jobs.job_runs WHERE name = %s", (name,))
+        outcomes = await sql(
+            stack.admin_url, "SELECT DISTINCT outcome FROM jobs.job_runs WHERE name = %s", (name,)
+        )
         assert {o for (o,) in outcomes} <= {"ok", "skipped", "failed"}, outcomes  # none left "running"
     # The instant job was never held up, so no slot was missed between the first and the last.
-    janitor = slots(stack, "storage-janitor")
+    janitor = await slots(stack, "storage-janitor")
     assert [b - a for a, b in itertools.pairwise(janitor)] == [1.0] * (len(janitor) - 1)
-    assert status_row(stack, "storage-janitor")["last_outcome"] == "skipped"  # type: ignore[index]
-    beats = admin_sql(
-        stack,
+    assert (await status_row(stack, "storage-janitor"))["last_outcome"] == "skipped"  # type: ignore[index]
+    beats = await sql(
+        stack.admin_url,
         "SELECT runner_id FROM jobs.job_heartbeats WHERE runner_id = ANY(%s) ORDER BY runner_id",
         ([jobs_setup.runner_id("a"), jobs_setup.runner_id("b")],),
     )
@@ -168,7 +165,7 @@ async def test_two_runners_started_together_run_each_job_once_per_slot(
 async def test_the_scheduler_waits_while_another_runner_holds_the_job_lock(
     jobs_setup: JobsEnv, stopping: list[Proc], stack: Any, pings: PingServer
 ) -> None:
-    reset_jobs(stack, "storage-janitor")
+    await reset_jobs(stack, "storage-janitor")
     runner_id = jobs_setup.runner_id("locked")
     with psycopg.connect(stack.app_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key("storage-janitor"),))
@@ -182,28 +179,35 @@ async def test_the_scheduler_waits_while_another_runner_holds_the_job_lock(
         )
         stopping.append(runner)
         runner.start()
+
         # A second of heartbeats is five loops, each of which found the lock taken.
-        wait_until(lambda: heartbeat_span(stack, runner_id) >= 1.0, timeout=20, what="a second of loops")
-        assert slots(stack, "storage-janitor") == []
-        assert status_row(stack, "storage-janitor") is None
+        async def a_second_of_loops() -> bool:
+            return await heartbeat_span(stack, runner_id) >= 1.0
+
+        await eventually(a_second_of_loops, timeout=20, message="a second of loops")
+        assert await slots(stack, "storage-janitor") == []
+        assert await status_row(stack, "storage-janitor") is None
         assert runner.alive and pings.count("/fail/hb") >= 2
         assert any(
             e.get("event") == "better_stack_ping_failed" for e in log_events(runner.log_path.read_text())
         )
+
     # The holder's connection closed: the lock is free, and the waiting slot runs.
-    wait_until(lambda: len(slots(stack, "storage-janitor")) == 1, timeout=10, what="the slot to run")
-    wait_until(
-        lambda: (status_row(stack, "storage-janitor") or {}).get("last_outcome") == "skipped",
-        timeout=10,
-        what="the run to be recorded",
-    )
+    async def one_slot() -> bool:
+        return len(await slots(stack, "storage-janitor")) == 1
+
+    async def recorded() -> bool:
+        return ((await status_row(stack, "storage-janitor")) or {}).get("last_outcome") == "skipped"
+
+    await eventually(one_slot, timeout=10, message="the slot to run")
+    await eventually(recorded, timeout=10, message="the run to be recorded")
     assert len(run_events(runner, "storage-janitor")) == 1
 
 
 async def test_healthy_loops_ping_better_stack_and_metrics_show_the_runner(
     jobs_setup: JobsEnv, stopping: list[Proc], stack: Any, jobs: ServiceProc, pings: PingServer
 ) -> None:
-    reset_jobs(stack, "cleanup")
+    await reset_jobs(stack, "cleanup")
     runner = jobs_setup.runner(
         "metrics",
         JOB_NAMES="cleanup",
@@ -212,33 +216,38 @@ async def test_healthy_loops_ping_better_stack_and_metrics_show_the_runner(
         BETTER_STACK_HEARTBEAT_URL=pings.url("/hb/token-1"),
     )
     stopping.append(runner)
-    runner.start().wait_ready()
+    await runner.start().wait_ready_async()
 
-    wait_until(lambda: pings.count("/hb/token-1") >= 2, timeout=20, what="Better Stack pings")
+    await eventually(lambda: pings.count("/hb/token-1") >= 2, timeout=20, message="Better Stack pings")
     runner_up = ("job_runner_up", ())
     success = ("job_last_success_timestamp", (("job", "cleanup"),))
-    wait_until(
-        lambda: (m := metrics(runner)).get(runner_up) == 1.0 and success in m,
-        timeout=20,
-        what="the runner's metrics",
-    )
-    scraped = metrics(runner)
-    recorded = status_row(stack, "cleanup")
+
+    async def runner_metrics() -> bool:
+        scraped = await metrics(runner)
+        return scraped.get(runner_up) == 1.0 and success in scraped
+
+    await eventually(runner_metrics, timeout=20, message="the runner's metrics")
+    scraped = await metrics(runner)
+    recorded = await status_row(stack, "cleanup")
     assert recorded is not None and recorded["last_outcome"] == "ok"
     assert scraped[success] == pytest.approx(recorded["last_success_at"].timestamp(), abs=0.01)
     assert scraped[("job_errors_total", (("job", "cleanup"),))] == recorded["failures_total"] == 0
     assert abs(scraped[("job_last_heartbeat_timestamp", ())] - time.time()) < 30
     assert 0 <= scraped[("job_heartbeat_age_seconds", ())] < 5
+
     # The status-only process (scheduler off) reports its own runner down, and the shared heartbeat.
-    wait_until(lambda: ("job_last_heartbeat_timestamp", ()) in metrics(jobs), timeout=15, what="refresh")
-    assert metrics(jobs)[runner_up] == 0.0
+    async def refreshed() -> bool:
+        return ("job_last_heartbeat_timestamp", ()) in await metrics(jobs)
+
+    await eventually(refreshed, timeout=15, message="refresh")
+    assert (await metrics(jobs))[runner_up] == 0.0
 
 
-def job_run_rows(stack: Any, name: str) -> list[tuple[str, str, str | None]]:
+async def job_run_rows(stack: Any, name: str) -> list[tuple[str, str, str | None]]:
     return [
         (runner, outcome, error)
-        for runner, outcome, error in admin_sql(
-            stack,
+        for runner, outcome, error in await sql(
+            stack.admin_url,
             "SELECT runner_id, outcome, error FROM jobs.job_runs WHERE name = %s ORDER BY started_at",
             (name,),
         )
@@ -260,11 +269,11 @@ async def test_a_runner_dying_mid_job_leaves_nothing_the_next_run_cannot_finish(
         "JOB_STOP_GRACE_SECONDS": "0.5",
     }
     try:
-        reset_jobs(stack, "email-dlq")
+        await reset_jobs(stack, "email-dlq")
         killed = jobs_setup.cli_loop("killed", "email-dlq", **hanging)
         stopping.append(killed)
         killed.start()
-        wait_until(lambda: job_run_rows(stack, "email-dlq"), timeout=15, what="the job to start")
+        await eventually(lambda: job_run_rows(stack, "email-dlq"), timeout=15, message="the job to start")
         killed.kill()  # SIGKILL mid-job: its database connections, and the job's lock, die with it
 
         # The next scheduler gets the lock at once (it died with its holder), sees the slot's run
@@ -274,29 +283,31 @@ async def test_a_runner_dying_mid_job_leaves_nothing_the_next_run_cannot_finish(
         )
         stopping.append(heir)
         heir.start()
-        wait_until(
-            lambda: job_run_rows(stack, "email-dlq") == [(jobs_setup.runner_id("heir"), "ok", None)],
-            timeout=20,
-            what="the heir to finish the dead runner's slot",
-        )
-        heir.stop()
+
+        async def heir_finished() -> bool:
+            return await job_run_rows(stack, "email-dlq") == [(jobs_setup.runner_id("heir"), "ok", None)]
+
+        await eventually(heir_finished, timeout=20, message="the heir to finish the dead runner's slot")
+        await asyncio.to_thread(heir.stop)
         done = [e for e in log_events(heir.log_path.read_text()) if e.get("event") == "job_complete"]
         assert len(done) == 1 and done[0]["detail"]["orgs_failed"] == 0, done
-        recorded = status_row(stack, "email-dlq")
+        recorded = await status_row(stack, "email-dlq")
         assert recorded is not None and recorded["last_outcome"] == "ok" and recorded["runs_total"] == 1
 
         # SIGTERM mid-job, to the CLI's own loop (run.py without --once): the job gets
         # JOB_STOP_GRACE_SECONDS, then is interrupted and says so; the CLI exits 0.
-        reset_jobs(stack, "email-dlq")
+        await reset_jobs(stack, "email-dlq")
         loop = jobs_setup.cli_loop("stopped", "email-dlq", **hanging)
         stopping.append(loop)
         loop.start()
-        wait_until(lambda: job_run_rows(stack, "email-dlq"), timeout=15, what="the job to start")
-        loop.stop()
+        await eventually(lambda: job_run_rows(stack, "email-dlq"), timeout=15, message="the job to start")
+        await asyncio.to_thread(loop.stop)
         assert loop.process is not None and loop.process.returncode == 0, loop.tail()
         interrupted = "interrupted: the runner was stopped mid-job"
-        assert job_run_rows(stack, "email-dlq") == [(jobs_setup.runner_id("stopped"), "failed", interrupted)]
-        recorded = status_row(stack, "email-dlq")
+        assert await job_run_rows(stack, "email-dlq") == [
+            (jobs_setup.runner_id("stopped"), "failed", interrupted)
+        ]
+        recorded = await status_row(stack, "email-dlq")
         assert recorded is not None and recorded["last_error"] == interrupted
         assert recorded["consecutive_failures"] == 1 and recorded["runs_total"] == 1
         assert "scheduler_stopped" in loop.tail()
@@ -307,7 +318,7 @@ async def test_a_runner_dying_mid_job_leaves_nothing_the_next_run_cannot_finish(
 async def test_a_failed_slot_is_run_again_after_job_retry_seconds(
     jobs_setup: JobsEnv, stopping: list[Proc], stack: Any
 ) -> None:
-    reset_jobs(stack, "cleanup")
+    await reset_jobs(stack, "cleanup")
     loop = jobs_setup.cli_loop(
         "retry",
         "cleanup",
@@ -318,16 +329,18 @@ async def test_a_failed_slot_is_run_again_after_job_retry_seconds(
     )
     stopping.append(loop)
     loop.start()
-    wait_until(
-        lambda: (status_row(stack, "cleanup") or {}).get("runs_total", 0) >= 3, timeout=20, what="retries"
-    )
-    loop.stop()
+
+    async def retried() -> bool:
+        return ((await status_row(stack, "cleanup")) or {}).get("runs_total", 0) >= 3
+
+    await eventually(retried, timeout=20, message="retries")
+    await asyncio.to_thread(loop.stop)
 
     # One hourly slot, run again and again within it, on its one row: not once per loop, and not
     # left until the next slot.
-    rows = job_run_rows(stack, "cleanup")
+    rows = await job_run_rows(stack, "cleanup")
     assert len(rows) == 1 and rows[0][1] == "failed" and rows[0][2].startswith("UNAVAILABLE"), rows
-    recorded = status_row(stack, "cleanup")
+    recorded = await status_row(stack, "cleanup")
     assert recorded is not None
     assert recorded["consecutive_failures"] == recorded["failures_total"] == recorded["runs_total"] >= 3
     failures = [

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
+import grpc
 import pytest
+from cws.notify.v1 import notify_pb2_grpc
 
 from services.notify.peers import Peers, open_peers
 from services.notify.settings import NotifySettings
+from tools.devstack import free_port
 from tools.processes import DEV_SECRETS
+
+if TYPE_CHECKING:
+    from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub
 
 
 @pytest.fixture
@@ -24,3 +30,40 @@ async def peers(iam: Any, booking: Any) -> AsyncIterator[Peers]:
     opened = open_peers(settings)
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+async def peers_without_iam(booking: Any) -> AsyncIterator[Peers]:
+    """The same clients with IAM unreachable (nothing listens on its port)."""
+    settings = NotifySettings(  # type: ignore[call-arg]
+        _env_file=None,
+        internal_context_secret=DEV_SECRETS["INTERNAL_CONTEXT_SECRET"],
+        iam_grpc_target=f"127.0.0.1:{free_port()}",
+        booking_grpc_target=booking.target,
+    )
+    opened = open_peers(settings)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture(scope="session")
+async def notify_at() -> AsyncIterator[Callable[[str], NotifyServiceAsyncStub]]:
+    """`notify_at(target)`: the typed stub of the notify process at `target` (the session's, or a
+    test's own), one channel per target for the session. Calls pass their signed context as
+    metadata (tools.testkit.as_role / as_service)."""
+    channels: dict[str, grpc.aio.Channel] = {}
+
+    def stub(target: str) -> NotifyServiceAsyncStub:
+        if target not in channels:
+            channels[target] = grpc.aio.insecure_channel(target)
+        return notify_pb2_grpc.NotifyServiceStub(channels[target])
+
+    yield stub
+    for channel in channels.values():
+        await channel.close()
+
+
+@pytest.fixture
+def stub(notify: Any, notify_at: Callable[[str], NotifyServiceAsyncStub]) -> NotifyServiceAsyncStub:
+    """The session notify's typed stub."""
+    return notify_at(notify.target)

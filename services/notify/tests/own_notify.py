@@ -6,39 +6,40 @@
   on its own it sends only what its tests enqueue.
 - `HttpRecorder`: a local HTTP server (stdlib, in a thread) that records what it receives and answers
   with a status the test sets: the SendGrid API and webhook receivers of these tests.
-- gRPC calls with contexts signed as the gateway signs them, and SQL as the superuser.
+- Enqueueing through notify's typed stub (conftest's `notify_at`), and the outbox row as the
+  superuser sees it, waited for with tools.testkit.eventually.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-import grpc
 import httpx
 import jwt
 import psycopg
 import psycopg.rows
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cws.notify.v1 import notify_pb2, notify_pb2_grpc
+from cws.notify.v1 import notify_pb2
 from google.protobuf.struct_pb2 import Struct
 
 from libs.common.migrate import migrate
 from tools.devstack import NatsServer, drop_database, ensure_database, with_user
-from tools.grpc_contexts import Metadata, as_role, as_service
 from tools.processes import ServiceProc, service_proc
+from tools.testkit import as_role, eventually
+
+if TYPE_CHECKING:
+    from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub
 
 APP_ROLE = "cws_app"
 
@@ -53,6 +54,8 @@ class OwnNotify:
     db_name: str
     nats: NatsServer
     server_admin_url: str
+    # The process's environment, for a second process on the same database and NATS.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
@@ -97,7 +100,7 @@ def start_own_notify(stack: Any, label: str, env: dict[str, str]) -> OwnNotify:
         **env,
     }
     proc = service_proc("notify", full_env, stack.work_dir / "logs", label=label).start()
-    return OwnNotify(proc, admin_url, db_name, nats, stack.admin_url)
+    return OwnNotify(proc, admin_url, db_name, nats, stack.admin_url, full_env)
 
 
 # --- a local HTTP server that records requests ------------------------------------------------------
@@ -180,15 +183,6 @@ class HttpRecorder:
         with self.lock:
             return [r for r in self.requests if r.path == path]
 
-    def wait_for(self, path: str, count: int = 1, timeout: float = 10.0) -> list[Recorded]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.at(path)
-            if len(found) >= count:
-                return found
-            time.sleep(0.02)
-        raise AssertionError(f"expected {count} request(s) to {path}, got {len(self.at(path))}")
-
 
 # --- Google (OAuth token endpoint and Sheets API), for EXPORT_MODE=sheets ------------------------------
 
@@ -262,21 +256,7 @@ class GoogleStandIn:
         self.sheets.stop()
 
 
-# --- gRPC and SQL -----------------------------------------------------------------------------------
-
-
-def signed_as(org_id: str, role: str = "OWNER", *, service: bool = False) -> Metadata:
-    return as_service(org_id) if service else as_role(org_id, role)
-
-
-async def call(
-    target: str, method: str, request: Any, org_id: str, role: str = "OWNER", *, service: bool = False
-) -> Any:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = notify_pb2_grpc.NotifyServiceStub(channel)
-        return await getattr(stub, method)(
-            request, metadata=signed_as(org_id, role, service=service), timeout=15
-        )
+# --- enqueueing and the outbox ---------------------------------------------------------------------
 
 
 def struct(value: dict[str, Any]) -> Struct:
@@ -286,12 +266,13 @@ def struct(value: dict[str, Any]) -> Struct:
 
 
 async def enqueue(
-    target: str, org_id: str, kind: str, payload: dict[str, Any], dedupe_key: str = ""
+    stub: NotifyServiceAsyncStub, org_id: str, kind: str, payload: dict[str, Any], dedupe_key: str = ""
 ) -> notify_pb2.EnqueueResponse:
+    """Enqueue as the org's owner."""
     request = notify_pb2.EnqueueRequest(
         kind=kind, dedupe_key=dedupe_key or f"test:{uuid.uuid4()}", payload=struct(payload)
     )
-    return await call(target, "Enqueue", request, org_id)
+    return await stub.Enqueue(request, metadata=as_role(org_id, "OWNER"), timeout=15)
 
 
 def email_payload(to: str, **extra: Any) -> dict[str, Any]:
@@ -308,12 +289,6 @@ def mailbox() -> str:
     return f"client-{uuid.uuid4().hex[:12]}@example.com"
 
 
-async def sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cursor = await conn.execute(statement, params)
-        return await cursor.fetchall() if cursor.description else []
-
-
 async def outbox_row(url: str, outbox_id: str) -> dict[str, Any]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         conn.row_factory = psycopg.rows.dict_row  # type: ignore[assignment]
@@ -326,22 +301,23 @@ async def outbox_row(url: str, outbox_id: str) -> dict[str, Any]:
 async def wait_row(
     url: str, outbox_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
 ) -> dict[str, Any]:
-    """Poll the row until `predicate` holds; fail with the row as it last was."""
-    deadline = time.monotonic() + timeout
-    row = await outbox_row(url, outbox_id)
-    while not predicate(row):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"outbox row never matched; last seen: {row}")
-        await asyncio.sleep(0.05)
+    """The row once `predicate` holds; fails with the row as it last was."""
+
+    async def matching() -> dict[str, Any]:
         row = await outbox_row(url, outbox_id)
-    return row
+        assert predicate(row), row
+        return row
+
+    return await eventually(matching, timeout=timeout, message=f"outbox row {outbox_id}")
 
 
-def metric(url: str, name: str, **labels: str) -> float | None:
+async def metric(url: str, name: str, **labels: str) -> float | None:
     """One sample of a Prometheus text exposition, or None when it is absent."""
     wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
     prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
-    for line in httpx.get(url, timeout=5).text.splitlines():
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(url)).text
+    for line in text.splitlines():
         if line.startswith(prefix):
             return float(line[len(prefix) :])
     return None

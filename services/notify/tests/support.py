@@ -1,6 +1,6 @@
-"""What the notify consumer, reminder and digest tests share: staff sign-in and bookings over the
-gateway, signed gRPC contexts for notify itself, and reading the outbox as an operator would (the
-superuser connection of the run's database, which RLS does not restrict)."""
+"""What the notify consumer, reminder and digest tests share: bookings over the gateway, reading the
+outbox as an operator would (the superuser connection of the run's database, which RLS does not
+restrict), and waiting for outbox rows without blocking the loop (mail: SmtpSink.delivered)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from tools.processes import wait_until
-
-
-async def owner_headers(http: httpx.AsyncClient, url: str, org: Any) -> dict[str, str]:
-    response = await http.post(
-        f"{url}/v1/auth/login", json={"email": org.owner_email, "password": org.owner_password}
-    )
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+from tools.testkit import eventually
 
 
 def slot(hours_from_now: float) -> datetime:
@@ -65,14 +57,30 @@ def outbox(admin_url: str, org_id: str, key_prefix: str = "") -> list[dict[str, 
         ).fetchall()
 
 
-def wait_outbox(
+def org_profile(admin_url: str, org_id: str) -> tuple[str, str] | None:
+    """The name and time zone notify holds for the org, if any."""
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute(
+            "SELECT name, time_zone FROM notify.org_profiles WHERE org_id = %s", (org_id,)
+        ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+async def forget_org(admin_url: str, org_id: str) -> None:
+    """As if the org event had not reached notify yet: once it has, its profile row goes."""
+    await eventually(lambda: org_profile(admin_url, org_id) is not None, message="the org event")
+    with psycopg.connect(admin_url) as conn:
+        conn.execute("DELETE FROM notify.org_profiles WHERE org_id = %s", (org_id,))
+
+
+async def wait_outbox(
     admin_url: str, org_id: str, key_prefix: str, count: int = 1, timeout: float = 15
 ) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
+    """The org's outbox rows under `key_prefix`, once there are `count` of them."""
 
-    def enough() -> bool:
-        found[:] = outbox(admin_url, org_id, key_prefix)
-        return len(found) >= count
+    def enough() -> list[dict[str, Any]]:
+        found = outbox(admin_url, org_id, key_prefix)
+        assert len(found) >= count, found
+        return found
 
-    wait_until(enough, timeout, f"{count} outbox row(s) {key_prefix!r}")
-    return found
+    return await eventually(enough, timeout=timeout, message=f"{count} outbox row(s) {key_prefix!r}")

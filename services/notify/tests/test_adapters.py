@@ -18,7 +18,7 @@ from services.notify.adapters.base import Outbound, PermanentFailure, TransientF
 from services.notify.adapters.email_sendgrid import SendGridAdapter
 from services.notify.adapters.email_smtp import SmtpAdapter
 from services.notify.adapters.webhook import Allowlist, WebhookAdapter, check_target
-from services.notify.delivery import backoff_seconds
+from services.notify.delivery.outcomes import backoff_seconds
 from services.notify.settings import NotifySettings
 from services.notify.tests.own_notify import HttpRecorder, email_payload, mailbox
 from tools.devstack import free_port
@@ -253,7 +253,7 @@ async def test_a_lane_sends_over_one_connection_and_hands_it_to_the_next_lane(si
             await send(row("email", email_payload(to)))
     finally:
         await adapter.close()
-    first, *_ = sink.wait_for(to, count=3)
+    first, *_ = await sink.delivered(to, count=3)
     assert first.message["From"] == "Sparkle Co <bookings@cws.test>"
     assert first.message["Auto-Submitted"] == "auto-generated"
 
@@ -269,7 +269,7 @@ async def test_a_connection_the_server_dropped_is_replaced_without_failing_the_s
             await send(row("email", email_payload(to)))
     finally:
         await adapter.close()
-    sink.wait_for(to, count=2)
+    await sink.delivered(to, count=2)
 
 
 async def test_a_5xx_reply_is_a_bounce_and_a_4xx_reply_is_transient(sink: SmtpSink) -> None:
@@ -288,7 +288,7 @@ async def test_a_5xx_reply_is_a_bounce_and_a_4xx_reply_is_transient(sink: SmtpSi
             await send(row("email", email_payload(to)))  # the lane reconnected after the errors
     finally:
         await adapter.close()
-    sink.wait_for(to)
+    await sink.delivered(to)
 
 
 async def test_no_smtp_server_is_transient() -> None:

@@ -1,14 +1,15 @@
 """Domain events into emails and exports: the real processes end to end (gateway → booking or IAM →
-NATS → notify → outbox → the SMTP sink), and the handlers themselves against the real database for
-the settings the session's notify does not run with (EMAIL_TEMP_PASSWORDS, EXPORT_MODE)."""
+NATS → notify → outbox → the SMTP sink), the handlers themselves against the real database for
+the settings the session's notify does not run with (EMAIL_TEMP_PASSWORDS, EXPORT_MODE), and what
+happens while IAM cannot tell notify an org's time zone."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,17 +19,36 @@ import psycopg
 import pytest
 from cws.booking.v1 import events_pb2 as booking_events
 from cws.iam.v1 import events_pb2 as iam_events
-from nats.aio.msg import Msg
+from google.protobuf.message import Message
+from nats.js.errors import NotFoundError
 
-from libs.common.bus import event_headers, stream_name
-from libs.common.db import Database, unit_of_work
-from services.notify.events import Handlers
+from libs.common.bus import EventBus, event_headers, stream_name
+from libs.common.db import Database, UnitOfWork, unit_of_work
+from libs.common.event_types import Event, EventMeta
+from services.notify.events import (
+    BOOKING_CONFIRMED,
+    BOOKING_LEAD_CREATED,
+    IAM_USER_CREATED,
+    IAM_USER_PASSWORD_RESET,
+)
+from services.notify.handlers import Handlers
 from services.notify.models import SCHEMA, event_tables
+from services.notify.orgs import OrgProfileUnavailable
 from services.notify.settings import NotifySettings
-from services.notify.tests.support import new_booking, outbox, owner_headers, slot, wait_outbox
-from tools.processes import DEV_SECRETS, wait_until
+from services.notify.tests.own_notify import start_own_notify
+from services.notify.tests.support import (
+    forget_org,
+    new_booking,
+    org_profile,
+    outbox,
+    slot,
+    wait_outbox,
+)
+from tools.devstack import free_port
+from tools.processes import DEV_SECRETS, service_proc
+from tools.testkit import eventually, owner
 
-CONFIRMED = "cws.booking.booking.confirmed"
+CONFIRMED = BOOKING_CONFIRMED.subject
 
 
 # --- end to end ------------------------------------------------------------------------------------
@@ -38,12 +58,14 @@ async def test_a_confirmed_booking_emails_the_client_with_times_in_the_org_zone(
     gateway, notify, smtp_sink, stack, http, make_org
 ):
     org = await make_org("Prairie Clean", "America/Edmonton")
-    owner = await owner_headers(http, gateway.url, org)
+    owner_auth = await owner(http, gateway.url, org)
     starts = slot(50)
-    confirmed = await new_booking(http, gateway.url, owner, starts_at=starts)
+    confirmed = await new_booking(http, gateway.url, owner_auth, starts_at=starts)
     address = confirmed["client_email"]
 
-    [row] = wait_outbox(stack.admin_url, org.org_id, f"email:booking_confirmed:booking:{confirmed['id']}")
+    [row] = await wait_outbox(
+        stack.admin_url, org.org_id, f"email:booking_confirmed:booking:{confirmed['id']}"
+    )
     assert (row["kind"], row["target"]) == ("email", address)
     payload = row["payload"]
     assert payload["to"] == address and payload["email_type"] == "booking_confirmed"
@@ -51,7 +73,7 @@ async def test_a_confirmed_booking_emails_the_client_with_times_in_the_org_zone(
     assert payload["redact_after_send"] is False
 
     local = starts.astimezone(ZoneInfo("America/Edmonton"))
-    [message] = smtp_sink.wait_for(address)
+    [message] = await smtp_sink.delivered(address)
     for text in (payload["text"], message.text):
         assert f"{local:%A} {local.day} {local:%B %Y}, {local:%H:%M} to " in text, text
         assert "(America/Edmonton)" in text
@@ -63,10 +85,10 @@ async def test_the_same_event_twice_or_a_second_confirmation_sends_one_email(
     gateway, notify, smtp_sink, stack, http, make_org
 ):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
-    confirmed = await new_booking(http, gateway.url, owner, starts_at=slot(60))
+    owner_auth = await owner(http, gateway.url, org)
+    confirmed = await new_booking(http, gateway.url, owner_auth, starts_at=slot(60))
     key = f"email:booking_confirmed:booking:{confirmed['id']}"
-    wait_outbox(stack.admin_url, org.org_id, key)
+    await wait_outbox(stack.admin_url, org.org_id, key)
     event_id, original, created_at = published_event(stack.admin_url, org.org_id, confirmed["id"])
 
     client = await nats.connect(stack.nats.url)
@@ -91,7 +113,7 @@ async def test_the_same_event_twice_or_a_second_confirmation_sends_one_email(
     assert inbox_has(stack.admin_url, "notify-booking-confirmed", again_id)
     assert len(outbox(stack.admin_url, org.org_id, key)) == 1
     assert outbox(stack.admin_url, org.org_id, f"email:booking_confirmed:booking:{stranger.booking_id}") == []
-    smtp_sink.wait_for(confirmed["client_email"])
+    await smtp_sink.delivered(confirmed["client_email"])
     assert len(smtp_sink.to(confirmed["client_email"])) == 1
 
 
@@ -106,10 +128,10 @@ async def test_a_client_login_request_emails_a_magic_link_that_signs_in(
     assert requested.status_code == 202, requested.text
     assert "magic_link" not in requested.json()  # the link travels by email only
 
-    [row] = wait_outbox(stack.admin_url, org.org_id, "email:client_login:event:")
+    [row] = await wait_outbox(stack.admin_url, org.org_id, "email:client_login:event:")
     assert row["payload"]["to"] == address and row["payload"]["email_type"] == "client_login"
     assert row["payload"]["redact_after_send"] is True
-    [message] = smtp_sink.wait_for(address)
+    [message] = await smtp_sink.delivered(address)
     found = re.search(r"https://portal\.cws\.test(/client/login/callback\?token=\S+)", message.text)
     assert found, message.text
 
@@ -117,13 +139,12 @@ async def test_a_client_login_request_emails_a_magic_link_that_signs_in(
     assert callback.status_code == 200, callback.text
     assert callback.json()["email"] == address and callback.json()["org_id"] == org.org_id
     # The credential does not stay in the outbox once the provider has it.
-    wait_until(
+    await eventually(
         lambda: (
             found.group(1)
             not in outbox(stack.admin_url, org.org_id, "email:client_login:")[0]["payload"]["text"]
         ),
-        10,
-        "the link redacted from the outbox",
+        message="the link redacted from the outbox",
     )
 
 
@@ -131,25 +152,25 @@ async def test_new_users_and_password_resets_are_told_without_the_password_by_de
     gateway, notify, smtp_sink, stack, http, make_org
 ):
     org = await make_org("Reset Org")
-    owner = await owner_headers(http, gateway.url, org)
+    owner_auth = await owner(http, gateway.url, org)
     address = f"staff-{uuid.uuid4().hex[:10]}@example.com"
     created = await http.post(
-        f"{gateway.url}/v1/iam/users", headers=owner, json={"email": address, "role": "DISPATCHER"}
+        f"{gateway.url}/v1/iam/users", headers=owner_auth, json={"email": address, "role": "DISPATCHER"}
     )
     assert created.status_code == 201, created.text
     user_id, first_password = created.json()["user"]["id"], created.json()["temp_password"]
-    reset = await http.post(f"{gateway.url}/v1/iam/users/{user_id}/reset-password", headers=owner)
+    reset = await http.post(f"{gateway.url}/v1/iam/users/{user_id}/reset-password", headers=owner_auth)
     assert reset.status_code == 200, reset.text
     second_password = reset.json()["temp_password"]
 
-    [welcome] = wait_outbox(stack.admin_url, org.org_id, "email:user_created:event:")
-    [notice] = wait_outbox(stack.admin_url, org.org_id, "email:password_reset:event:")
+    [welcome] = await wait_outbox(stack.admin_url, org.org_id, "email:user_created:event:")
+    [notice] = await wait_outbox(stack.admin_url, org.org_id, "email:password_reset:event:")
     for row, email_type in ((welcome, "user_created"), (notice, "password_reset")):
         payload = row["payload"]
         assert payload["to"] == address and payload["email_type"] == email_type
         assert payload["redact_after_send"] is False
         assert "administrator" in payload["text"]
-    messages = smtp_sink.wait_for(address, 2)
+    messages = await smtp_sink.delivered(address, 2)
     for message in messages:
         assert first_password not in message.text and second_password not in message.text
     assert {m.subject for m in messages} == {welcome["payload"]["subject"], notice["payload"]["subject"]}
@@ -171,14 +192,19 @@ def settings(**values: Any) -> NotifySettings:
     return NotifySettings(internal_context_secret=DEV_SECRETS["INTERNAL_CONTEXT_SECRET"], **values)
 
 
-def message(subject: str, event: Any, org_id: str, event_id: str | None = None) -> Msg:
-    headers = event_headers(event_id or str(uuid.uuid4()), subject, "test", datetime.now(UTC), org_id, "")
-    return Msg(_client=None, subject=subject, data=event.SerializeToString(), headers=headers)  # type: ignore[arg-type]
+def meta(event: Event[Any], org_id: str) -> EventMeta:
+    """What a delivery of `event` would tell its handler, read from the headers the relay sets."""
+    headers = event_headers(str(uuid.uuid4()), event.subject, "test", datetime.now(UTC), org_id, "")
+    return EventMeta.from_headers(event.subject, headers)
 
 
-async def handle(db: Database, org_id: str, handler: Any, msg: Msg) -> None:
+Handler = Callable[[UnitOfWork, Any, EventMeta], Awaitable[None]]
+
+
+async def handle(db: Database, org_id: str, handler: Handler, message: Message, about: EventMeta) -> None:
+    """As the durable consumer runs a handler: in the event's org, in one unit of work."""
     async with unit_of_work(db, org_id) as uow:
-        await handler(uow, msg)
+        await handler(uow, message, about)
 
 
 async def test_temporary_passwords_are_emailed_only_when_enabled_and_then_redacted(
@@ -195,20 +221,13 @@ async def test_temporary_passwords_are_emailed_only_when_enabled_and_then_redact
 
     with_password = created("ADMIN", "Temp-pass-4821")
     await handle(
-        notify_db,
-        org.org_id,
-        enabled.user_created,
-        message("cws.iam.user.created", with_password, org.org_id),
+        notify_db, org.org_id, enabled.user_created, with_password, meta(IAM_USER_CREATED, org.org_id)
     )
     # IAM put a password in, but this notify does not email passwords.
     withheld = created("VIEWER", "Temp-pass-9930")
-    await handle(
-        notify_db, org.org_id, disabled.user_created, message("cws.iam.user.created", withheld, org.org_id)
-    )
+    await handle(notify_db, org.org_id, disabled.user_created, withheld, meta(IAM_USER_CREATED, org.org_id))
     founder = created("OWNER", "")
-    await handle(
-        notify_db, org.org_id, enabled.user_created, message("cws.iam.user.created", founder, org.org_id)
-    )
+    await handle(notify_db, org.org_id, enabled.user_created, founder, meta(IAM_USER_CREATED, org.org_id))
     reset = iam_events.UserPasswordReset(
         org_id=org.org_id,
         user_id=with_password.user_id,
@@ -216,18 +235,15 @@ async def test_temporary_passwords_are_emailed_only_when_enabled_and_then_redact
         temp_password="Temp-pass-7713",
     )
     await handle(
-        notify_db,
-        org.org_id,
-        enabled.password_reset,
-        message("cws.iam.user.password_reset", reset, org.org_id),
+        notify_db, org.org_id, enabled.password_reset, reset, meta(IAM_USER_PASSWORD_RESET, org.org_id)
     )
 
     # The session's notify delivers what these handlers enqueued; the sink shows what was sent.
     [reset_notice, welcome] = sorted(
-        smtp_sink.wait_for(with_password.email, 2), key=lambda m: "reset" not in m.subject
+        await smtp_sink.delivered(with_password.email, 2), key=lambda m: "reset" not in m.subject
     )
     assert "Temp-pass-7713" in reset_notice.text and "Temp-pass-4821" in welcome.text
-    [plain] = smtp_sink.wait_for(withheld.email)
+    [plain] = await smtp_sink.delivered(withheld.email)
     assert "Temp-pass-9930" not in plain.text and "Temp Org" in plain.text and "administrator" in plain.text
 
     def rows() -> dict[tuple[str, str], dict[str, Any]]:
@@ -237,13 +253,12 @@ async def test_temporary_passwords_are_emailed_only_when_enabled_and_then_redact
         }
 
     # Once sent, the emails holding a password keep no copy of it; the plain one is kept as sent.
-    wait_until(
+    await eventually(
         lambda: all(
             rows()[(with_password.email, kind)]["text"] == "[redacted after delivery]"
             for kind in ("user_created", "password_reset")
         ),
-        10,
-        "passwords redacted",
+        message="passwords redacted",
     )
     found = rows()
     assert found[(with_password.email, "user_created")]["redact_after_send"] is True
@@ -265,19 +280,15 @@ async def test_lead_exports_follow_export_mode(notify_db, peers, stack, make_org
         cleaning_type="deep",
     )
     off = Handlers(settings(), peers)
-    await handle(
-        notify_db, org.org_id, off.lead_created, message("cws.booking.lead.created", lead, org.org_id)
-    )
+    await handle(notify_db, org.org_id, off.lead_created, lead, meta(BOOKING_LEAD_CREATED, org.org_id))
     assert outbox(stack.admin_url, org.org_id, "export:") == []
 
     webhook = Handlers(
         settings(export_mode="webhook", export_webhook_url="https://hooks.example.com/in"), peers
     )
-    msg = message("cws.booking.lead.created", lead, org.org_id)
-    await handle(notify_db, org.org_id, webhook.lead_created, msg)
-    await handle(
-        notify_db, org.org_id, webhook.lead_created, message("cws.booking.lead.created", lead, org.org_id)
-    )
+    first = meta(BOOKING_LEAD_CREATED, org.org_id)
+    await handle(notify_db, org.org_id, webhook.lead_created, lead, first)
+    await handle(notify_db, org.org_id, webhook.lead_created, lead, meta(BOOKING_LEAD_CREATED, org.org_id))
     [row] = outbox(stack.admin_url, org.org_id, "export:")
     assert (row["kind"], row["target"], row["dedupe_key"]) == (
         "export",
@@ -294,48 +305,122 @@ async def test_lead_exports_follow_export_mode(notify_db, peers, stack, make_org
         "cleaning_type": "deep",
     }
     assert data["total_before_tax_cents"] == 15900
-    assert datetime.fromisoformat(data["created_at"]) == datetime.fromisoformat(msg.headers["ce-time"])  # type: ignore[index]
+    assert datetime.fromisoformat(data["created_at"]) == first.time
 
     sheets = Handlers(settings(export_mode="sheets"), peers)
     other = booking_events.LeadCreated()
     other.CopyFrom(lead)
     other.lead_id = str(uuid.uuid4())
-    await handle(
-        notify_db, org.org_id, sheets.lead_created, message("cws.booking.lead.created", other, org.org_id)
-    )
+    await handle(notify_db, org.org_id, sheets.lead_created, other, meta(BOOKING_LEAD_CREATED, org.org_id))
     assert (
         outbox(stack.admin_url, org.org_id, f"export:lead_created:lead:{other.lead_id}")[0]["target"]
         == "sheets"
     )
 
 
-async def test_an_org_notify_has_not_heard_of_is_looked_up_in_iam(notify_db, peers, stack, make_org):
-    org = await make_org("Late Org", "Asia/Tokyo")
-    # As if the org event had not reached notify yet.
-    wait_until(lambda: org_profile(stack.admin_url, org.org_id) is not None, 10, "the org event")
-    with psycopg.connect(stack.admin_url) as conn:
-        conn.execute("DELETE FROM notify.org_profiles WHERE org_id = %s", (org.org_id,))
+def confirmation(org_id: str, email: str = "late@example.com") -> booking_events.BookingChanged:
+    """A booking confirmed for Tuesday 1 December 2026, 01:30 to 03:30 UTC."""
     event = booking_events.BookingChanged(
-        org_id=org.org_id, booking_id=str(uuid.uuid4()), status="confirmed", client_email="late@example.com"
+        org_id=org_id, booking_id=str(uuid.uuid4()), status="confirmed", client_email=email
     )
     event.starts_at.FromDatetime(datetime(2026, 12, 1, 1, 30, tzinfo=UTC))
     event.ends_at.FromDatetime(datetime(2026, 12, 1, 3, 30, tzinfo=UTC))
+    return event
+
+
+TOKYO_SLOT = "Tuesday 1 December 2026, 10:30 to 12:30 (Asia/Tokyo)"
+
+
+async def test_an_org_notify_has_not_heard_of_is_looked_up_in_iam(notify_db, peers, stack, make_org):
+    org = await make_org("Late Org", "Asia/Tokyo")
+    await forget_org(stack.admin_url, org.org_id)
+    event = confirmation(org.org_id)
     handlers = Handlers(settings(), peers)
-    await handle(notify_db, org.org_id, handlers.booking_confirmed, message(CONFIRMED, event, org.org_id))
+    await handle(
+        notify_db, org.org_id, handlers.booking_confirmed, event, meta(BOOKING_CONFIRMED, org.org_id)
+    )
     [row] = outbox(stack.admin_url, org.org_id, f"email:booking_confirmed:booking:{event.booking_id}")
-    assert "Tuesday 1 December 2026, 10:30 to 12:30 (Asia/Tokyo)" in row["payload"]["text"]
+    assert TOKYO_SLOT in row["payload"]["text"]
     assert org_profile(stack.admin_url, org.org_id) == ("Late Org", "Asia/Tokyo")
+
+
+async def test_while_iam_cannot_be_asked_the_handler_fails_and_enqueues_nothing(
+    notify_db, peers_without_iam, stack, make_org
+):
+    org = await make_org("Away Org", "Asia/Tokyo")
+    await forget_org(stack.admin_url, org.org_id)
+    event = confirmation(org.org_id)
+    handlers = Handlers(settings(), peers_without_iam)
+    with pytest.raises(OrgProfileUnavailable, match=r"could not be had from IAM \(UNAVAILABLE\)"):
+        await handle(
+            notify_db, org.org_id, handlers.booking_confirmed, event, meta(BOOKING_CONFIRMED, org.org_id)
+        )
+    # No email in UTC, and no UTC profile remembered for the org either.
+    assert outbox(stack.admin_url, org.org_id, f"email:booking_confirmed:booking:{event.booking_id}") == []
+    assert org_profile(stack.admin_url, org.org_id) is None
+
+
+async def test_an_event_waits_for_iam_and_is_then_emailed_in_the_org_zone(stack, iam, make_org):
+    """Real processes: a notify that cannot reach IAM takes a confirmation for an org it has not heard
+    of; its handler fails, nothing is enqueued, and JetStream delivers the event again. A notify that
+    can reach IAM (the same database and NATS) then emails it in the org's zone."""
+    org = await make_org("Tokyo Clean", "Asia/Tokyo")
+    own = await asyncio.to_thread(
+        start_own_notify, stack, "notify-iam-away", {"IAM_GRPC_TARGET": f"127.0.0.1:{free_port()}"}
+    )
+    back = service_proc(
+        "notify", {**own.env, "IAM_GRPC_TARGET": iam.target}, stack.work_dir / "logs", label="notify-iam-back"
+    )
+    bus = EventBus(own.nats.url, "test-booking")
+    try:
+        await own.proc.wait_ready_async()
+        await bus.connect()
+        await bus.ensure_stream("booking")  # booking's stream, on this notify's own NATS
+        event = confirmation(org.org_id, email="tokyo@example.com")
+        headers = event_headers(str(uuid.uuid4()), CONFIRMED, "booking", datetime.now(UTC), org.org_id, "")
+        await bus.js.publish(CONFIRMED, event.SerializeToString(), headers=headers)
+
+        async def delivered_again() -> bool:
+            try:
+                info = await bus.js.consumer_info(stream_name("booking"), "notify-booking-confirmed")
+            except NotFoundError:  # notify has not made its consumer on the new stream yet
+                return False
+            return info.num_redelivered >= 1
+
+        await eventually(delivered_again, timeout=20, message="the event delivered again after a failure")
+        key = f"email:booking_confirmed:booking:{event.booking_id}"
+        assert outbox(own.admin_url, org.org_id, key) == []  # not in UTC, not at all
+        failures = [
+            line
+            for line in log_lines(own.proc.log_path.read_text())
+            if line.get("event") == "event_handler_failed"
+            and line.get("consumer") == "notify-booking-confirmed"
+        ]
+        assert failures and "could not be had from IAM" in failures[0]["error"], failures
+
+        await asyncio.to_thread(own.proc.stop)
+        await back.start().wait_ready_async()
+        [row] = await wait_outbox(own.admin_url, org.org_id, key, timeout=30)
+        assert TOKYO_SLOT in row["payload"]["text"] and row["payload"]["from_name"] == "Tokyo Clean"
+        assert org_profile(own.admin_url, org.org_id) == ("Tokyo Clean", "Asia/Tokyo")
+    finally:
+        await bus.close()
+        await asyncio.to_thread(back.stop)
+        await asyncio.to_thread(own.stop)
 
 
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-def org_profile(admin_url: str, org_id: str) -> tuple[str, str] | None:
-    with psycopg.connect(admin_url) as conn:
-        row = conn.execute(
-            "SELECT name, time_zone FROM notify.org_profiles WHERE org_id = %s", (org_id,)
-        ).fetchone()
-    return (row[0], row[1]) if row else None
+def log_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a process's output."""
+    lines = []
+    for raw in text.splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            continue
+    return [line for line in lines if isinstance(line, dict)]
 
 
 def published_event(admin_url: str, org_id: str, booking_id: str) -> tuple[str, Any, datetime]:
@@ -362,10 +447,9 @@ def inbox_has(admin_url: str, consumer: str, event_id: str) -> bool:
 
 async def wait_acked(js: Any, durable: str, stream_seq: int, timeout: float = 15) -> None:
     """Until notify has acknowledged every message of the stream up to `stream_seq`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    async def acked() -> bool:
         info = await js.consumer_info(stream_name("booking"), durable)
-        if info.ack_floor.stream_seq >= stream_seq:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{durable} did not acknowledge up to {stream_seq}")
+        return bool(info.ack_floor.stream_seq >= stream_seq)
+
+    await eventually(acked, timeout=timeout, message=f"{durable} acknowledging up to {stream_seq}")

@@ -23,18 +23,16 @@ from services.notify.tests.own_notify import (
     HttpRecorder,
     OwnNotify,
     Recorded,
-    call,
     email_payload,
     enqueue,
     mailbox,
     metric,
-    sql,
     start_own_notify,
     stop_all,
     wait_row,
 )
-from tools.processes import wait_until
 from tools.smtp_sink import SmtpSink
+from tools.testkit import as_role, as_service, eventually, sql
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 SENDGRID_KEY = "SG.test-key-for-notify"
@@ -118,6 +116,10 @@ def fleet(stack, tmp_path_factory) -> Iterator[Fleet]:
             server.stop()
 
 
+async def breaker_state(own: OwnNotify, state: float) -> bool:
+    return await metric(own.metrics_url, "circuit_breaker_state", breaker="smtp") == state
+
+
 async def code_of(awaitable) -> str:
     try:
         await awaitable
@@ -129,19 +131,19 @@ async def code_of(awaitable) -> str:
 # --- the session notify ---------------------------------------------------------------------------
 
 
-async def test_email_is_delivered_within_a_second_with_its_message_id(stack, notify, smtp_sink):
+async def test_email_is_delivered_within_a_second_with_its_message_id(stack, stub, smtp_sink):
     org_id, to = str(uuid.uuid4()), mailbox()
     started = time.monotonic()
-    enqueued = await enqueue(notify.target, org_id, "email", email_payload(to, from_name="Sparkle Co"))
-    [received] = smtp_sink.wait_for(to, timeout=5)
-    assert received.at - started < 1.0 + 0.5  # the sink's clock is this process's monotonic clock
+    enqueued = await enqueue(stub, org_id, "email", email_payload(to, from_name="Sparkle Co"))
+    [got] = await smtp_sink.delivered(to, timeout=5)
+    assert got.at - started < 1.0 + 0.5  # the sink's clock is this process's monotonic clock
     event = enqueued.event
     assert enqueued.created and event.status == "pending" and event.target == to
-    assert received.message_id == f"<{event.id}@cws.test>"
-    assert received.message["From"] == "Sparkle Co <bookings@cws.test>"
-    assert received.message["To"] == to
-    assert received.subject == f"Hello {to}"
-    assert received.text.strip() == "Your booking is confirmed."
+    assert got.message_id == f"<{event.id}@cws.test>"
+    assert got.message["From"] == "Sparkle Co <bookings@cws.test>"
+    assert got.message["To"] == to
+    assert got.subject == f"Hello {to}"
+    assert got.text.strip() == "Your booking is confirmed."
     row = await wait_row(stack.admin_url, event.id, lambda r: r["status"] == "sent")
     assert row["attempts"] == 1 and row["sent_at"] is not None and row["last_error"] is None
     events = await sql(
@@ -152,18 +154,18 @@ async def test_email_is_delivered_within_a_second_with_its_message_id(stack, not
     assert events == [("sent", to, "test")]
 
 
-async def test_enqueueing_twice_makes_one_row_and_one_email(stack, notify, smtp_sink):
+async def test_enqueueing_twice_makes_one_row_and_one_email(stack, stub, smtp_sink):
     org_id, to = str(uuid.uuid4()), mailbox()
     key = f"email:booking_confirmed:booking:{uuid.uuid4()}"
-    first = await enqueue(notify.target, org_id, "email", email_payload(to), dedupe_key=key)
-    second = await enqueue(notify.target, org_id, "email", email_payload(to), dedupe_key=key)
+    first = await enqueue(stub, org_id, "email", email_payload(to), dedupe_key=key)
+    second = await enqueue(stub, org_id, "email", email_payload(to), dedupe_key=key)
     assert first.created and not second.created
     assert second.event.id == first.event.id
     # A second, different email to the same address: once it is in, the duplicate had its chance.
-    await enqueue(notify.target, org_id, "email", {**email_payload(to), "subject": "Sentinel"})
-    received = smtp_sink.wait_for(to, count=2)
+    await enqueue(stub, org_id, "email", {**email_payload(to), "subject": "Sentinel"})
+    arrived = await smtp_sink.delivered(to, count=2)
     await wait_row(stack.admin_url, first.event.id, lambda r: r["status"] == "sent")
-    assert sorted(m.subject for m in smtp_sink.to(to)) == ["Hello " + to, "Sentinel"], received
+    assert sorted(m.subject for m in smtp_sink.to(to)) == ["Hello " + to, "Sentinel"], arrived
     rows = await sql(
         stack.admin_url,
         "SELECT count(*) FROM notify.outbox_events WHERE org_id = %s AND dedupe_key = %s",
@@ -172,12 +174,12 @@ async def test_enqueueing_twice_makes_one_row_and_one_email(stack, notify, smtp_
     assert rows == [(1,)]
 
 
-async def test_a_temporary_password_is_redacted_once_delivered(stack, notify, smtp_sink):
+async def test_a_temporary_password_is_redacted_once_delivered(stack, stub, smtp_sink):
     org_id, to = str(uuid.uuid4()), mailbox()
     payload = email_payload(to, text="Your temporary password: Tmp-123456", redact_after_send=True)
-    enqueued = await enqueue(notify.target, org_id, "email", payload)
-    [received] = smtp_sink.wait_for(to)
-    assert "Tmp-123456" in received.text
+    enqueued = await enqueue(stub, org_id, "email", payload)
+    [got] = await smtp_sink.delivered(to)
+    assert "Tmp-123456" in got.text
     row = await wait_row(stack.admin_url, enqueued.event.id, lambda r: r["status"] == "sent")
     assert row["payload"]["text"] == "[redacted after delivery]"
     assert row["payload"]["to"] == to
@@ -186,12 +188,13 @@ async def test_a_temporary_password_is_redacted_once_delivered(stack, notify, sm
 # --- SMTP down, dead letters, replay -----------------------------------------------------------------
 
 
-async def test_smtp_down_for_a_while_retries_with_backoff_then_delivers_once(fleet):
+async def test_smtp_down_for_a_while_retries_with_backoff_then_delivers_once(fleet, notify_at):
     own, sink = fleet.flaky, fleet.flaky_sink
+    notify = notify_at(own.target)
     org_id, to = str(uuid.uuid4()), mailbox()
     sink.stop()
     try:
-        enqueued = await enqueue(own.target, org_id, "email", email_payload(to))
+        enqueued = await enqueue(notify, org_id, "email", email_payload(to))
         row = await wait_row(
             own.admin_url, enqueued.event.id, lambda r: r["status"] == "pending" and r["attempts"] >= 2
         )
@@ -199,52 +202,48 @@ async def test_smtp_down_for_a_while_retries_with_backoff_then_delivers_once(fle
         assert row["next_attempt_at"] > row["updated_at"]  # waiting out its backoff
     finally:
         sink.start()  # the same port
-    [received] = sink.wait_for(to)
+    [got] = await sink.delivered(to)
     row = await wait_row(own.admin_url, enqueued.event.id, lambda r: r["status"] == "sent")
-    assert received.message_id == f"<{enqueued.event.id}@cws.test>"
+    assert got.message_id == f"<{enqueued.event.id}@cws.test>"
     assert len(sink.to(to)) == 1 and row["last_error"] is None
 
 
-async def test_the_circuit_opens_while_smtp_is_down_and_closes_when_it_is_back(fleet):
+async def test_the_circuit_opens_while_smtp_is_down_and_closes_when_it_is_back(fleet, notify_at):
     own, sink = fleet.flaky, fleet.flaky_sink
+    notify = notify_at(own.target)
     org_id, to = str(uuid.uuid4()), mailbox()
-    opened_before = metric(own.metrics_url, "circuit_breaker_opened_total", breaker="smtp") or 0
+    opened_before = await metric(own.metrics_url, "circuit_breaker_opened_total", breaker="smtp") or 0
     sink.stop()
     try:
-        ids = [(await enqueue(own.target, org_id, "email", email_payload(to))).event.id for _ in range(4)]
-        wait_until(
-            lambda: metric(own.metrics_url, "circuit_breaker_state", breaker="smtp") == 1,
-            timeout=10,
-            what="the smtp circuit to open",
-        )
-        assert metric(own.metrics_url, "circuit_breaker_opened_total", breaker="smtp") > opened_before
+        ids = [(await enqueue(notify, org_id, "email", email_payload(to))).event.id for _ in range(4)]
+        await eventually(lambda: breaker_state(own, 1), timeout=10, message="the smtp circuit to open")
+        opened = await metric(own.metrics_url, "circuit_breaker_opened_total", breaker="smtp")
+        assert opened is not None and opened > opened_before
         # While open nothing is attempted: rows wait as pending, none has run out of attempts.
         rows = await sql(own.admin_url, "SELECT status FROM notify.outbox_events WHERE id = ANY(%s)", (ids,))
         assert {status for (status,) in rows} <= {"pending", "sending"}
     finally:
         sink.start()
-    sink.wait_for(to, count=4)
-    wait_until(
-        lambda: metric(own.metrics_url, "circuit_breaker_state", breaker="smtp") == 0,
-        timeout=10,
-        what="the smtp circuit to close",
-    )
-    assert metric(own.metrics_url, "notify_deliveries_total", kind="email", outcome="deferred") > 0
+    await sink.delivered(to, count=4)
+    await eventually(lambda: breaker_state(own, 0), timeout=10, message="the smtp circuit to close")
+    deferred = await metric(own.metrics_url, "notify_deliveries_total", kind="email", outcome="deferred")
+    assert deferred is not None and deferred > 0
 
 
-async def test_dead_after_the_last_attempt_then_delivered_once_on_replay(fleet):
+async def test_dead_after_the_last_attempt_then_delivered_once_on_replay(fleet, notify_at):
     own, sink = fleet.strict, fleet.strict_sink
+    notify = notify_at(own.target)
     org_id, to = str(uuid.uuid4()), mailbox()
     sink.refuse_with = "451 4.3.0 mailbox busy, try later"
     try:
-        enqueued = await enqueue(own.target, org_id, "email", email_payload(to))
+        enqueued = await enqueue(notify, org_id, "email", email_payload(to))
         dead = await wait_row(own.admin_url, enqueued.event.id, lambda r: r["status"] == "dead")
     finally:
         sink.refuse_with = ""
     assert dead["attempts"] == 2 and "451" in dead["last_error"]
     assert dead["dead_reason"] == "retries_exhausted"
-    listed = await call(
-        own.target, "ListOutboxDeadLetters", notify_pb2.ListOutboxDeadLettersRequest(), org_id
+    listed = await notify.ListOutboxDeadLetters(
+        notify_pb2.ListOutboxDeadLettersRequest(), metadata=as_role(org_id, "OWNER")
     )
     assert [e.id for e in listed.events] == [enqueued.event.id]
     events = await sql(
@@ -254,22 +253,23 @@ async def test_dead_after_the_last_attempt_then_delivered_once_on_replay(fleet):
     )
     assert [status for status, _ in events] == ["failed"] and "451" in events[0][1]
 
-    replayed = await call(
-        own.target, "ReplayOutbox", notify_pb2.ReplayOutboxRequest(id=enqueued.event.id), org_id
+    replayed = await notify.ReplayOutbox(
+        notify_pb2.ReplayOutboxRequest(id=enqueued.event.id), metadata=as_role(org_id, "OWNER")
     )
     assert replayed.event.status == "pending" and replayed.event.attempts == 0
-    [received] = sink.wait_for(to)
+    [got] = await sink.delivered(to)
     row = await wait_row(own.admin_url, enqueued.event.id, lambda r: r["status"] == "sent")
     assert row["attempts"] == 1 and len(sink.to(to)) == 1
-    assert received.message_id == f"<{enqueued.event.id}@cws.test>"
+    assert got.message_id == f"<{enqueued.event.id}@cws.test>"
 
 
-async def test_a_bounce_is_dead_at_once(fleet):
+async def test_a_bounce_is_dead_at_once(fleet, notify_at):
     own, sink = fleet.strict, fleet.strict_sink
+    notify = notify_at(own.target)
     org_id, to = str(uuid.uuid4()), mailbox()
     sink.refuse_with = "550 5.1.1 no such user"
     try:
-        enqueued = await enqueue(own.target, org_id, "email", email_payload(to))
+        enqueued = await enqueue(notify, org_id, "email", email_payload(to))
         dead = await wait_row(own.admin_url, enqueued.event.id, lambda r: r["status"] == "dead")
     finally:
         sink.refuse_with = ""
@@ -282,36 +282,33 @@ async def test_a_bounce_is_dead_at_once(fleet):
     [(dead_rows,)] = await sql(
         own.admin_url, "SELECT count(*) FROM notify.outbox_events WHERE status = 'dead'"
     )
-    wait_until(
-        lambda: metric(own.metrics_url, "notify_outbox_rows", status="dead") == dead_rows,
-        timeout=5,
-        what="notify_outbox_rows to count the dead row",
-    )
+
+    async def counted() -> bool:
+        return await metric(own.metrics_url, "notify_outbox_rows", status="dead") == dead_rows
+
+    await eventually(counted, timeout=5, message="notify_outbox_rows to count the dead row")
 
 
-async def test_the_email_dlq_job_retries_an_exhausted_email_once_and_leaves_bounces(fleet):
+async def test_the_email_dlq_job_retries_an_exhausted_email_once_and_leaves_bounces(fleet, notify_at):
     own, sink = fleet.strict, fleet.strict_sink
+    notify = notify_at(own.target)
     org_id, busy, gone = str(uuid.uuid4()), mailbox(), mailbox()
     sink.refuse_with = "451 4.3.0 mailbox busy, try later"
     try:
-        exhausted = await enqueue(own.target, org_id, "email", email_payload(busy))
+        exhausted = await enqueue(notify, org_id, "email", email_payload(busy))
         await wait_row(own.admin_url, exhausted.event.id, lambda r: r["status"] == "dead")
         sink.refuse_with = "550 5.1.1 no such user"
-        bounced = await enqueue(own.target, org_id, "email", email_payload(gone))
+        bounced = await enqueue(notify, org_id, "email", email_payload(gone))
         await wait_row(own.admin_url, bounced.event.id, lambda r: r["status"] == "dead")
     finally:
         sink.refuse_with = ""
 
-    first = await call(
-        own.target, "RetryDeadEmails", notify_pb2.RetryDeadEmailsRequest(), org_id, service=True
-    )
+    first = await notify.RetryDeadEmails(notify_pb2.RetryDeadEmailsRequest(), metadata=as_service(org_id))
     assert (first.requeued, first.left_dead) == (1, 1)
-    sink.wait_for(busy)
+    await sink.delivered(busy)
     row = await wait_row(own.admin_url, exhausted.event.id, lambda r: r["status"] == "sent")
     assert row["dlq_retried_at"] is not None
-    second = await call(
-        own.target, "RetryDeadEmails", notify_pb2.RetryDeadEmailsRequest(), org_id, service=True
-    )
+    second = await notify.RetryDeadEmails(notify_pb2.RetryDeadEmailsRequest(), metadata=as_service(org_id))
     assert (second.requeued, second.left_dead) == (0, 1)
     assert sink.to(gone) == []
 
@@ -319,10 +316,11 @@ async def test_the_email_dlq_job_retries_an_exhausted_email_once_and_leaves_boun
 # --- SendGrid and signed webhooks ---------------------------------------------------------------------
 
 
-async def test_sendgrid_gets_the_email_as_its_v3_api_wants_it(fleet):
+async def test_sendgrid_gets_the_email_as_its_v3_api_wants_it(fleet, notify_at):
     own, api = fleet.http, fleet.sendgrid
+    notify = notify_at(own.target)
     org_id, to = str(uuid.uuid4()), mailbox()
-    enqueued = await enqueue(own.target, org_id, "email", email_payload(to, from_name="Sparkle Co"))
+    enqueued = await enqueue(notify, org_id, "email", email_payload(to, from_name="Sparkle Co"))
     await wait_row(own.admin_url, enqueued.event.id, lambda r: r["status"] == "sent")
     [request] = [
         r for r in api.at("/v3/mail/send") if r.json()["personalizations"][0]["to"][0]["email"] == to
@@ -336,11 +334,12 @@ async def test_sendgrid_gets_the_email_as_its_v3_api_wants_it(fleet):
     assert body["headers"]["Message-ID"] == f"<{enqueued.event.id}@cws.test>"
 
 
-async def test_an_export_is_posted_signed_and_the_receiver_verifies_it(fleet):
+async def test_an_export_is_posted_signed_and_the_receiver_verifies_it(fleet, notify_at):
     own, receiver = fleet.http, fleet.receiver
+    notify = notify_at(own.target)
     org_id, lead_id = str(uuid.uuid4()), str(uuid.uuid4())
     payload = {"type": "lead.created", "data": {"lead_id": lead_id, "name": "Robin"}}
-    enqueued = await enqueue(own.target, org_id, "export", payload)
+    enqueued = await enqueue(notify, org_id, "export", payload)
     assert enqueued.event.target == "127.0.0.1"
     await wait_row(own.admin_url, enqueued.event.id, lambda r: r["status"] == "sent")
     [request] = [r for r in receiver.at("/exports") if r.headers["webhook-id"] == enqueued.event.id]
@@ -349,14 +348,15 @@ async def test_an_export_is_posted_signed_and_the_receiver_verifies_it(fleet):
     assert request.headers["content-type"] == "application/json"
 
 
-async def test_an_export_is_appended_to_the_sheet_as_one_row(fleet):
+async def test_an_export_is_appended_to_the_sheet_as_one_row(fleet, notify_at):
     own, google = fleet.sheets, fleet.google
+    notify = notify_at(own.target)
     org_id, lead_id = str(uuid.uuid4()), str(uuid.uuid4())
     payload = {
         "type": "lead.created",
         "data": {"lead_id": lead_id, "name": "Robin", "email": "r@example.com"},
     }
-    enqueued = await enqueue(own.target, org_id, "export", payload)
+    enqueued = await enqueue(notify, org_id, "export", payload)
     assert enqueued.event.target == "sheets"
     await wait_row(own.admin_url, enqueued.event.id, lambda r: r["status"] == "sent")
     [request] = [r for r in google.sheets.requests if r.json()["values"][0][0] == enqueued.event.id]
@@ -367,12 +367,13 @@ async def test_an_export_is_appended_to_the_sheet_as_one_row(fleet):
     ]
 
 
-async def test_a_webhook_to_a_host_off_the_allowlist_is_dead_at_once(fleet):
+async def test_a_webhook_to_a_host_off_the_allowlist_is_dead_at_once(fleet, notify_at):
     own, receiver = fleet.http, fleet.receiver
+    notify = notify_at(own.target)
     org_id = str(uuid.uuid4())
     before = len(receiver.requests)
     enqueued = await enqueue(
-        own.target, org_id, "webhook", {"url": "http://example.com/hooks", "body": {"hello": "world"}}
+        notify, org_id, "webhook", {"url": "http://example.com/hooks", "body": {"hello": "world"}}
     )
     dead = await wait_row(own.admin_url, enqueued.event.id, lambda r: r["status"] == "dead")
     assert dead["attempts"] == 1 and dead["dead_reason"] == "refused"
@@ -380,54 +381,58 @@ async def test_a_webhook_to_a_host_off_the_allowlist_is_dead_at_once(fleet):
     assert len(receiver.requests) == before
 
 
-async def test_a_webhook_to_an_allowlisted_address_is_delivered(fleet):
+async def test_a_webhook_to_an_allowlisted_address_is_delivered(fleet, notify_at):
     own, receiver = fleet.http, fleet.receiver
+    notify = notify_at(own.target)
     org_id = str(uuid.uuid4())
     body = {"event": "booking.confirmed", "id": str(uuid.uuid4())}
-    enqueued = await enqueue(own.target, org_id, "webhook", {"url": f"{receiver.url}/hooks", "body": body})
+    enqueued = await enqueue(notify, org_id, "webhook", {"url": f"{receiver.url}/hooks", "body": body})
     await wait_row(own.admin_url, enqueued.event.id, lambda r: r["status"] == "sent")
     [request] = [r for r in receiver.at("/hooks") if r.headers["webhook-id"] == enqueued.event.id]
     assert json.loads(request.body) == body
 
 
-async def test_a_refused_export_lands_in_the_export_dlq_and_replays_with_the_same_webhook_id(fleet):
+async def test_a_refused_export_lands_in_the_export_dlq_and_replays_with_the_same_webhook_id(
+    fleet, notify_at
+):
     own, receiver = fleet.http, fleet.receiver
+    notify = notify_at(own.target)
     org_id = str(uuid.uuid4())
     payload = {"type": "lead.created", "data": {"lead_id": str(uuid.uuid4())}}
     receiver.refuse.add(payload["data"]["lead_id"])
-    enqueued = await enqueue(own.target, org_id, "export", payload)
+    enqueued = await enqueue(notify, org_id, "export", payload)
     outbox_id = enqueued.event.id
     row = await wait_row(own.admin_url, outbox_id, lambda r: r["status"] == "dead")
     receiver.refuse.clear()
     assert row["dead_reason"] == "refused" and "400" in row["last_error"]
 
-    listed = await call(
-        own.target, "ListExportDeadLetters", notify_pb2.ListExportDeadLettersRequest(), org_id
+    listed = await notify.ListExportDeadLetters(
+        notify_pb2.ListExportDeadLettersRequest(), metadata=as_role(org_id, "OWNER")
     )
     [dead_letter] = listed.events
     assert dead_letter.outbox_id == outbox_id and dead_letter.target == "127.0.0.1"
-    replayed = await call(
-        own.target,
-        "ReplayExportDeadLetter",
-        notify_pb2.ReplayExportDeadLetterRequest(id=dead_letter.id),
-        org_id,
+    replayed = await notify.ReplayExportDeadLetter(
+        notify_pb2.ReplayExportDeadLetterRequest(id=dead_letter.id), metadata=as_role(org_id, "OWNER")
     )
     assert replayed.event.id == outbox_id and replayed.event.status == "pending"
     await wait_row(own.admin_url, outbox_id, lambda r: r["status"] == "sent")
     requests = [r for r in receiver.at("/exports") if r.headers["webhook-id"] == outbox_id]
     assert len(requests) == 2  # the refused one and the replay, under one webhook-id
-    after = await call(own.target, "ListExportDeadLetters", notify_pb2.ListExportDeadLettersRequest(), org_id)
+    after = await notify.ListExportDeadLetters(
+        notify_pb2.ListExportDeadLettersRequest(), metadata=as_role(org_id, "OWNER")
+    )
     assert list(after.events) == []
 
 
 # --- EMAIL_MODE=off, EXPORT_MODE=sheets unconfigured, and the catch-up RPC -----------------------------------------
 
 
-async def test_email_off_skips_and_unconfigured_sheets_exports_fail_visibly(fleet):
+async def test_email_off_skips_and_unconfigured_sheets_exports_fail_visibly(fleet, notify_at):
     own = fleet.quiet
+    notify = notify_at(own.target)
     org_id, to = str(uuid.uuid4()), mailbox()
-    email = await enqueue(own.target, org_id, "email", email_payload(to))
-    export = await enqueue(own.target, org_id, "export", {"type": "lead.created", "data": {"lead_id": "1"}})
+    email = await enqueue(notify, org_id, "email", email_payload(to))
+    export = await enqueue(notify, org_id, "export", {"type": "lead.created", "data": {"lead_id": "1"}})
     assert export.event.target == "sheets"
     skipped = await wait_row(own.admin_url, email.event.id, lambda r: r["status"] == "skipped")
     assert skipped["sent_at"] is None
@@ -444,8 +449,9 @@ async def test_email_off_skips_and_unconfigured_sheets_exports_fail_visibly(flee
     ) == [("EXPORT_MODE=sheets needs SHEETS_SPREADSHEET_ID and GOOGLE_SERVICE_ACCOUNT_FILE",)]
 
 
-async def test_deliver_due_catches_up_rows_the_loop_was_not_woken_for(fleet):
+async def test_deliver_due_catches_up_rows_the_loop_was_not_woken_for(fleet, notify_at):
     own = fleet.quiet
+    notify = notify_at(own.target)
     org_id = str(uuid.uuid4())
     # Written behind notify's back: no NOTIFY, and this process polls once an hour.
     ids = [str(uuid.uuid4()), str(uuid.uuid4())]
@@ -463,7 +469,9 @@ async def test_deliver_due_catches_up_rows_the_loop_was_not_woken_for(fleet):
             json.dumps({"type": "lead.created", "data": {}}),
         ),
     )
-    denied = await code_of(call(own.target, "DeliverDue", notify_pb2.DeliverDueRequest(), org_id, "VIEWER"))
+    denied = await code_of(
+        notify.DeliverDue(notify_pb2.DeliverDueRequest(), metadata=as_role(org_id, "VIEWER"))
+    )
     assert denied == "PERMISSION_DENIED"
     assert [
         s
@@ -474,13 +482,11 @@ async def test_deliver_due_catches_up_rows_the_loop_was_not_woken_for(fleet):
         "pending",
         "pending",
     ]
-    counts = await call(own.target, "DeliverDue", notify_pb2.DeliverDueRequest(), org_id, service=True)
+    counts = await notify.DeliverDue(notify_pb2.DeliverDueRequest(), metadata=as_service(org_id))
     assert (counts.claimed, counts.sent, counts.retried, counts.dead, counts.deferred) == (2, 0, 0, 1, 0)
     statuses = dict(
         await sql(own.admin_url, "SELECT kind, status FROM notify.outbox_events WHERE id = ANY(%s)", (ids,))
     )
     assert statuses == {"email": "skipped", "export": "dead"}
-    again = await call(
-        own.target, "DeliverDue", notify_pb2.DeliverDueRequest(max_rows=5), org_id, service=True
-    )
+    again = await notify.DeliverDue(notify_pb2.DeliverDueRequest(max_rows=5), metadata=as_service(org_id))
     assert again.claimed == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,15 +12,16 @@ from zoneinfo import ZoneInfo
 import grpc
 import psycopg
 import pytest
-from cws.notify.v1 import notify_pb2, notify_pb2_grpc
+from cws.notify.v1 import notify_pb2
 from psycopg.types.json import Jsonb
 
 from libs.common.db import Database
 from libs.common.errors import InvalidArgument
 from services.notify import digests
 from services.notify.models import SCHEMA, event_tables
-from services.notify.tests.support import new_booking, outbox, owner_headers
-from tools.grpc_contexts import as_role, as_service
+from services.notify.orgs import OrgProfileUnavailable
+from services.notify.tests.support import forget_org, new_booking, outbox
+from tools.testkit import as_role, as_service, owner
 
 # --- periods ----------------------------------------------------------------------------------------
 
@@ -71,12 +71,6 @@ def test_settings_are_checked():
 # --- through the notify process ------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def stub(notify: Any) -> AsyncIterator[notify_pb2_grpc.NotifyServiceStub]:
-    async with grpc.aio.insecure_channel(notify.target) as channel:
-        yield notify_pb2_grpc.NotifyServiceStub(channel)
-
-
 async def configure(
     stub: Any, org_id: str, key: str, schedule: str, recipients: list[str], enabled: bool = True
 ) -> None:
@@ -117,14 +111,14 @@ async def test_each_digest_goes_out_once_per_period(stub, smtp_sink, stack, make
         f"digest:ops_daily:{today}:{address}" for address in (ops, boss)
     )
     for address in (ops, boss):
-        [message] = smtp_sink.wait_for(address)
+        [message] = await smtp_sink.delivered(address)
         assert today in message.subject and "Digest Org" in message.subject
         assert "Sends waiting in the dead-letter queue: 0" in message.text
 
     # Two runners at once: one of them sends.
     results = await asyncio.gather(*(run(stub, org.org_id, "weekly") for _ in range(4)))
     assert sorted(sent for sent, _, _ in results) == [0, 0, 0, 1]
-    smtp_sink.wait_for(weekly_reader)
+    await smtp_sink.delivered(weekly_reader)
     assert len(outbox(stack.admin_url, org.org_id, "digest:weekly-summary:")) == 1
     assert await run(stub, org.org_id, "monthly") == (0, 0, True)  # none configured
     with psycopg.connect(stack.admin_url) as conn:
@@ -190,14 +184,21 @@ async def test_a_digest_summarises_the_last_period_and_the_coming_bookings(
     day = (datetime.now(UTC) + timedelta(days=1)).date()
     first_run = datetime(day.year, day.month, day.day, 0, 30, tzinfo=UTC)
     yesterday_noon = first_run - timedelta(hours=12, minutes=30)
-    owner = await owner_headers(http, gateway.url, org)
+    owner_auth = await owner(http, gateway.url, org)
     # No client emails: their confirmations would count among the emails of the day.
-    await new_booking(http, gateway.url, owner, starts_at=first_run + timedelta(hours=10), client_email="")
     await new_booking(
-        http, gateway.url, owner, starts_at=first_run + timedelta(hours=12), confirm=False, client_email=""
+        http, gateway.url, owner_auth, starts_at=first_run + timedelta(hours=10), client_email=""
     )
     await new_booking(
-        http, gateway.url, owner, starts_at=first_run + timedelta(days=1, hours=10), client_email=""
+        http,
+        gateway.url,
+        owner_auth,
+        starts_at=first_run + timedelta(hours=12),
+        confirm=False,
+        client_email="",
+    )
+    await new_booking(
+        http, gateway.url, owner_auth, starts_at=first_run + timedelta(days=1, hours=10), client_email=""
     )
     with psycopg.connect(stack.admin_url) as conn:
         for status in ("sent", "sent", "sent", "failed", "bounced"):
@@ -245,3 +246,33 @@ async def test_a_digest_summarises_the_last_period_and_the_coming_bookings(
     assert f"Confirmed bookings from now to the end of {today}: 1" in first_text
     assert f"Emails sent in {today}: 0" in texts[tomorrow]
     assert f"Confirmed bookings from now to the end of {tomorrow}: 1" in texts[tomorrow]
+
+
+async def test_a_digest_waits_while_iam_cannot_tell_the_org_zone(peers_without_iam, stack, make_org):
+    """Its period is a day in the org's zone: taken in UTC instead, it could go out on the wrong day,
+    or twice. So nothing is sent, nothing is marked sent, and the runner's next call tries again."""
+    org = await make_org("Away Digest Org", "Pacific/Auckland")
+    org_id = uuid.UUID(org.org_id)
+    with psycopg.connect(stack.admin_url) as conn:
+        conn.execute(
+            "INSERT INTO notify.feature_toggles (org_id, key, enabled) VALUES (%s, %s, true)",
+            (org_id, "module.notifications_center"),
+        )
+        conn.execute(
+            "INSERT INTO notify.notifications_digest_settings (org_id, digest_key, schedule, recipients) "
+            "VALUES (%s, 'ops', 'daily', %s)",
+            (org_id, Jsonb([mailbox()])),
+        )
+    await forget_org(stack.admin_url, org.org_id)
+    db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=2)
+    try:
+        with pytest.raises(OrgProfileUnavailable):
+            await digests.run(db, peers_without_iam, org_id, "daily")
+    finally:
+        await db.dispose()
+    assert outbox(stack.admin_url, org.org_id, "digest:") == []
+    with psycopg.connect(stack.admin_url) as conn:
+        state = conn.execute(
+            "SELECT count(*) FROM notify.notifications_digest_state WHERE org_id = %s", (org_id,)
+        ).fetchone()
+    assert state == (0,)

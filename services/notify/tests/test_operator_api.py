@@ -1,6 +1,7 @@
 """The operators' RPCs through notify's gRPC API (the session process, a real database): dead letters,
-replay, the DLQ queue, email events, the email-dlq retry and retention. Contexts are signed as the
-gateway signs them; dead rows are written as the superuser, which is quicker than failing them."""
+replay, the DLQ queue, email events, the email-dlq retry and retention, through its typed stub.
+Contexts are signed as the gateway signs them (tools.testkit); dead rows are written as the
+superuser, which is quicker than failing them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from cws.notify.v1 import notify_pb2
 
 from libs.common import status as rich_status
-from services.notify.tests.own_notify import call, email_payload, enqueue, mailbox, sql, struct, wait_row
+from services.notify.tests.own_notify import email_payload, enqueue, mailbox, struct, wait_row
+from tools.testkit import as_role, as_service, sql
 
 Code = grpc.StatusCode
 
@@ -84,73 +86,76 @@ def export_page() -> notify_pb2.ListExportDeadLettersRequest:
 # --- dead letters and replay -------------------------------------------------------------------------
 
 
-async def test_dead_letters_are_listed_newest_first_with_pagination(stack, notify):
+async def test_dead_letters_are_listed_newest_first_with_pagination(stack, stub):
     org = new_org()
     oldest, middle, newest = [await dead_row(stack.admin_url, org, minutes_ago=m) for m in (30, 20, 10)]
     await dead_row(stack.admin_url, org, status="sent")
-    listed = await call(notify.target, "ListOutboxDeadLetters", page(), org)
+    listed = await stub.ListOutboxDeadLetters(page(), metadata=as_role(org, "OWNER"))
     assert [e.id for e in listed.events] == [newest, middle, oldest]
     assert {e.status for e in listed.events} == {"dead"} and listed.events[
         0
     ].last_error == "SMTP 451 try later"
-    first = await call(notify.target, "ListOutboxDeadLetters", page(limit=2), org)
-    second = await call(notify.target, "ListOutboxDeadLetters", page(limit=2, offset=2), org)
+    first = await stub.ListOutboxDeadLetters(page(limit=2), metadata=as_role(org, "OWNER"))
+    second = await stub.ListOutboxDeadLetters(page(limit=2, offset=2), metadata=as_role(org, "OWNER"))
     assert [e.id for e in first.events] == [newest, middle] and [e.id for e in second.events] == [oldest]
     for bad in (page(limit=201), page(limit=-1), page(offset=-1)):
-        error = await rpc_error(call(notify.target, "ListOutboxDeadLetters", bad, org), Code.INVALID_ARGUMENT)
+        error = await rpc_error(
+            stub.ListOutboxDeadLetters(bad, metadata=as_role(org, "OWNER")), Code.INVALID_ARGUMENT
+        )
         assert error.violations[0].field in ("limit", "offset")
 
 
-async def test_replay_sends_a_dead_email_once(stack, notify, smtp_sink):
+async def test_replay_sends_a_dead_email_once(stack, stub, smtp_sink):
     org, to = new_org(), mailbox()
     outbox_id = await dead_row(stack.admin_url, org, payload=email_payload(to))
-    replayed = await call(notify.target, "ReplayOutbox", notify_pb2.ReplayOutboxRequest(id=outbox_id), org)
+    replayed = await stub.ReplayOutbox(
+        notify_pb2.ReplayOutboxRequest(id=outbox_id), metadata=as_role(org, "OWNER")
+    )
     assert replayed.event.id == outbox_id
     assert (replayed.event.status, replayed.event.attempts, replayed.event.last_error) == ("pending", 0, "")
-    [received] = smtp_sink.wait_for(to)
-    assert received.message_id == f"<{outbox_id}@cws.test>"
+    [got] = await smtp_sink.delivered(to)
+    assert got.message_id == f"<{outbox_id}@cws.test>"
     await wait_row(stack.admin_url, outbox_id, lambda r: r["status"] == "sent")
     error = await rpc_error(
-        call(notify.target, "ReplayOutbox", notify_pb2.ReplayOutboxRequest(id=outbox_id), org),
+        stub.ReplayOutbox(notify_pb2.ReplayOutboxRequest(id=outbox_id), metadata=as_role(org, "OWNER")),
         Code.ALREADY_EXISTS,
     )
     assert error.reason == "not_dead"
     assert len(smtp_sink.to(to)) == 1
 
 
-async def test_replay_of_unknown_or_malformed_ids(notify):
+async def test_replay_of_unknown_or_malformed_ids(stub):
     org = new_org()
     await rpc_error(
-        call(notify.target, "ReplayOutbox", notify_pb2.ReplayOutboxRequest(id=str(uuid.uuid4())), org),
+        stub.ReplayOutbox(
+            notify_pb2.ReplayOutboxRequest(id=str(uuid.uuid4())), metadata=as_role(org, "OWNER")
+        ),
         Code.NOT_FOUND,
     )
     error = await rpc_error(
-        call(notify.target, "ReplayOutbox", notify_pb2.ReplayOutboxRequest(id="nope"), org),
+        stub.ReplayOutbox(notify_pb2.ReplayOutboxRequest(id="nope"), metadata=as_role(org, "OWNER")),
         Code.INVALID_ARGUMENT,
     )
     assert error.violations[0].field == "id"
     await rpc_error(
-        call(
-            notify.target,
-            "ReplayExportDeadLetter",
-            notify_pb2.ReplayExportDeadLetterRequest(id=str(uuid.uuid4())),
-            org,
+        stub.ReplayExportDeadLetter(
+            notify_pb2.ReplayExportDeadLetterRequest(id=str(uuid.uuid4())), metadata=as_role(org, "OWNER")
         ),
         Code.NOT_FOUND,
     )
 
 
-async def test_export_dead_letters_list_and_replay_once(stack, notify):
+async def test_export_dead_letters_list_and_replay_once(stack, stub):
     org = new_org()
     outbox_id = await dead_row(stack.admin_url, org, kind="export", export_letter=True)
-    listed = await call(notify.target, "ListExportDeadLetters", export_page(), org)
+    listed = await stub.ListExportDeadLetters(export_page(), metadata=as_role(org, "OWNER"))
     [letter] = listed.events
     assert (
         letter.outbox_id == outbox_id and letter.attempts == 8 and letter.last_error == "webhook answered 500"
     )
     assert not letter.HasField("replayed_at")
-    replayed = await call(
-        notify.target, "ReplayExportDeadLetter", notify_pb2.ReplayExportDeadLetterRequest(id=letter.id), org
+    replayed = await stub.ReplayExportDeadLetter(
+        notify_pb2.ReplayExportDeadLetterRequest(id=letter.id), metadata=as_role(org, "OWNER")
     )
     assert replayed.event.id == outbox_id and replayed.event.status == "pending"
     # The session notify runs EXPORT_MODE=off: the replayed export is skipped, visibly.
@@ -159,27 +164,28 @@ async def test_export_dead_letters_list_and_replay_once(stack, notify):
         stack.admin_url, "SELECT replayed_at FROM notify.export_events WHERE id = %s", (letter.id,)
     )
     assert replayed_at is not None
-    assert list((await call(notify.target, "ListExportDeadLetters", export_page(), org)).events) == []
+    assert (
+        list((await stub.ListExportDeadLetters(export_page(), metadata=as_role(org, "OWNER"))).events) == []
+    )
     error = await rpc_error(
-        call(
-            notify.target,
-            "ReplayExportDeadLetter",
-            notify_pb2.ReplayExportDeadLetterRequest(id=letter.id),
-            org,
+        stub.ReplayExportDeadLetter(
+            notify_pb2.ReplayExportDeadLetterRequest(id=letter.id), metadata=as_role(org, "OWNER")
         ),
         Code.ALREADY_EXISTS,
     )
     assert error.reason == "already_replayed"
 
 
-async def test_replaying_a_dead_export_row_closes_its_export_dead_letter(stack, notify):
+async def test_replaying_a_dead_export_row_closes_its_export_dead_letter(stack, stub):
     org = new_org()
     outbox_id = await dead_row(stack.admin_url, org, kind="export", export_letter=True)
-    await call(notify.target, "ReplayOutbox", notify_pb2.ReplayOutboxRequest(id=outbox_id), org)
-    assert list((await call(notify.target, "ListExportDeadLetters", export_page(), org)).events) == []
+    await stub.ReplayOutbox(notify_pb2.ReplayOutboxRequest(id=outbox_id), metadata=as_role(org, "OWNER"))
+    assert (
+        list((await stub.ListExportDeadLetters(export_page(), metadata=as_role(org, "OWNER"))).events) == []
+    )
 
 
-async def test_the_dlq_queue_lists_both_kinds_in_one_page_with_their_counts(stack, notify):
+async def test_the_dlq_queue_lists_both_kinds_in_one_page_with_their_counts(stack, stub):
     org = new_org()
     email_a = await dead_row(stack.admin_url, org, minutes_ago=50)
     export_a = await dead_row(stack.admin_url, org, kind="export", minutes_ago=40, export_letter=True)
@@ -188,7 +194,7 @@ async def test_the_dlq_queue_lists_both_kinds_in_one_page_with_their_counts(stac
 
     def dlq(kind: str = "all", limit: int = 0, offset: int = 0) -> Any:
         request = notify_pb2.DeadLetterQueueRequest(kind=kind, limit=limit, offset=offset)
-        return call(notify.target, "DeadLetterQueue", request, org)
+        return stub.DeadLetterQueue(request, metadata=as_role(org, "OWNER"))
 
     everything = await dlq()
     assert (everything.outbox_dead_count, everything.export_dead_count, everything.total) == (4, 2, 6)
@@ -216,24 +222,25 @@ async def test_the_dlq_queue_lists_both_kinds_in_one_page_with_their_counts(stac
     assert error.violations[0].field == "kind"
 
 
-async def test_another_orgs_dead_letters_are_invisible_and_cannot_be_replayed(stack, notify):
+async def test_another_orgs_dead_letters_are_invisible_and_cannot_be_replayed(stack, stub):
     org_a, org_b = new_org(), new_org()
     outbox_id = await dead_row(stack.admin_url, org_a, kind="export", export_letter=True)
-    [letter] = (await call(notify.target, "ListExportDeadLetters", export_page(), org_a)).events
-    assert list((await call(notify.target, "ListOutboxDeadLetters", page(), org_b)).events) == []
-    assert list((await call(notify.target, "ListExportDeadLetters", export_page(), org_b)).events) == []
-    queue = await call(notify.target, "DeadLetterQueue", notify_pb2.DeadLetterQueueRequest(kind="all"), org_b)
+    [letter] = (await stub.ListExportDeadLetters(export_page(), metadata=as_role(org_a, "OWNER"))).events
+    assert list((await stub.ListOutboxDeadLetters(page(), metadata=as_role(org_b, "OWNER"))).events) == []
+    assert (
+        list((await stub.ListExportDeadLetters(export_page(), metadata=as_role(org_b, "OWNER"))).events) == []
+    )
+    queue = await stub.DeadLetterQueue(
+        notify_pb2.DeadLetterQueueRequest(kind="all"), metadata=as_role(org_b, "OWNER")
+    )
     assert (list(queue.items), queue.outbox_dead_count, queue.export_dead_count) == ([], 0, 0)
     await rpc_error(
-        call(notify.target, "ReplayOutbox", notify_pb2.ReplayOutboxRequest(id=outbox_id), org_b),
+        stub.ReplayOutbox(notify_pb2.ReplayOutboxRequest(id=outbox_id), metadata=as_role(org_b, "OWNER")),
         Code.NOT_FOUND,
     )
     await rpc_error(
-        call(
-            notify.target,
-            "ReplayExportDeadLetter",
-            notify_pb2.ReplayExportDeadLetterRequest(id=letter.id),
-            org_b,
+        stub.ReplayExportDeadLetter(
+            notify_pb2.ReplayExportDeadLetterRequest(id=letter.id), metadata=as_role(org_b, "OWNER")
         ),
         Code.NOT_FOUND,
     )
@@ -244,40 +251,43 @@ async def test_another_orgs_dead_letters_are_invisible_and_cannot_be_replayed(st
 
 
 @pytest.mark.parametrize("role", ["DISPATCHER", "FINANCE", "VIEWER"])
-async def test_operator_calls_are_for_admins_only(notify, role):
+async def test_operator_calls_are_for_admins_only(stub, role):
     org = new_org()
-    for method, request in (
-        ("ListOutboxDeadLetters", page()),
-        ("ListExportDeadLetters", export_page()),
-        ("DeadLetterQueue", notify_pb2.DeadLetterQueueRequest(kind="all")),
-        ("ReplayOutbox", notify_pb2.ReplayOutboxRequest(id=str(uuid.uuid4()))),
-        ("ReplayExportDeadLetter", notify_pb2.ReplayExportDeadLetterRequest(id=str(uuid.uuid4()))),
-        ("ListEmailEvents", notify_pb2.ListEmailEventsRequest()),
-        ("RetryDeadEmails", notify_pb2.RetryDeadEmailsRequest()),
-        ("RetentionCleanup", notify_pb2.RetentionCleanupRequest()),
-        ("DeliverDue", notify_pb2.DeliverDueRequest()),
+    signed = as_role(org, role)
+    for call in (  # made one after another, as each is awaited
+        lambda: stub.ListOutboxDeadLetters(page(), metadata=signed),
+        lambda: stub.ListExportDeadLetters(export_page(), metadata=signed),
+        lambda: stub.DeadLetterQueue(notify_pb2.DeadLetterQueueRequest(kind="all"), metadata=signed),
+        lambda: stub.ReplayOutbox(notify_pb2.ReplayOutboxRequest(id=str(uuid.uuid4())), metadata=signed),
+        lambda: stub.ReplayExportDeadLetter(
+            notify_pb2.ReplayExportDeadLetterRequest(id=str(uuid.uuid4())), metadata=signed
+        ),
+        lambda: stub.ListEmailEvents(notify_pb2.ListEmailEventsRequest(), metadata=signed),
+        lambda: stub.RetryDeadEmails(notify_pb2.RetryDeadEmailsRequest(), metadata=signed),
+        lambda: stub.RetentionCleanup(notify_pb2.RetentionCleanupRequest(), metadata=signed),
+        lambda: stub.DeliverDue(notify_pb2.DeliverDueRequest(), metadata=signed),
     ):
-        await rpc_error(call(notify.target, method, request, org, role), Code.PERMISSION_DENIED)
+        await rpc_error(call(), Code.PERMISSION_DENIED)
 
 
 # --- enqueue -----------------------------------------------------------------------------------------
 
 
-async def test_enqueue_is_for_staff_who_send_and_is_idempotent_per_key(notify, smtp_sink):
+async def test_enqueue_is_for_staff_who_send_and_is_idempotent_per_key(stub, smtp_sink):
     org, to = new_org(), mailbox()
     request = notify_pb2.EnqueueRequest(
         kind="email", dedupe_key="email:custom:1", payload=struct(email_payload(to))
     )
-    await rpc_error(call(notify.target, "Enqueue", request, org, "VIEWER"), Code.PERMISSION_DENIED)
-    first = await call(notify.target, "Enqueue", request, org, "DISPATCHER")
-    again = await call(notify.target, "Enqueue", request, org, "ADMIN")
+    await rpc_error(stub.Enqueue(request, metadata=as_role(org, "VIEWER")), Code.PERMISSION_DENIED)
+    first = await stub.Enqueue(request, metadata=as_role(org, "DISPATCHER"))
+    again = await stub.Enqueue(request, metadata=as_role(org, "ADMIN"))
     assert first.created and not again.created and again.event.id == first.event.id
     assert (
         first.event.kind == "email"
         and first.event.dedupe_key == "email:custom:1"
         and first.event.target == to
     )
-    smtp_sink.wait_for(to)
+    await smtp_sink.delivered(to)
 
 
 @pytest.mark.parametrize(
@@ -296,24 +306,26 @@ async def test_enqueue_is_for_staff_who_send_and_is_idempotent_per_key(notify, s
         ("export", "k", {"type": "t", "data": {"blob": "x" * 70_000}}, "payload"),
     ],
 )
-async def test_enqueue_refuses_what_it_cannot_send(notify, kind, dedupe_key, payload, field):
+async def test_enqueue_refuses_what_it_cannot_send(stub, kind, dedupe_key, payload, field):
     request = notify_pb2.EnqueueRequest(kind=kind, dedupe_key=dedupe_key, payload=struct(payload))
-    error = await rpc_error(call(notify.target, "Enqueue", request, new_org()), Code.INVALID_ARGUMENT)
+    error = await rpc_error(
+        stub.Enqueue(request, metadata=as_role(new_org(), "OWNER")), Code.INVALID_ARGUMENT
+    )
     assert error.violations[0].field == field
 
 
 # --- email events, the email-dlq retry, retention ------------------------------------------------------
 
 
-async def test_email_events_record_what_was_sent_and_filter_by_booking(stack, notify, smtp_sink):
+async def test_email_events_record_what_was_sent_and_filter_by_booking(stack, stub, smtp_sink):
     org, to, booking_id = new_org(), mailbox(), str(uuid.uuid4())
-    enqueued = await enqueue(notify.target, org, "email", email_payload(to, booking_id=booking_id))
-    await enqueue(notify.target, org, "email", email_payload(mailbox()))
+    enqueued = await enqueue(stub, org, "email", email_payload(to, booking_id=booking_id))
+    await enqueue(stub, org, "email", email_payload(mailbox()))
     await wait_row(stack.admin_url, enqueued.event.id, lambda r: r["status"] == "sent")
 
     def events(booking: str = "", other_org: str = "") -> Any:
         request = notify_pb2.ListEmailEventsRequest(booking_id=booking)
-        return call(notify.target, "ListEmailEvents", request, other_org or org)
+        return stub.ListEmailEvents(request, metadata=as_role(other_org or org, "OWNER"))
 
     [event] = (await events(booking_id)).events
     assert (event.outbox_id, event.recipient, event.status, event.email_type) == (
@@ -328,18 +340,16 @@ async def test_email_events_record_what_was_sent_and_filter_by_booking(stack, no
     assert error.violations[0].field == "booking_id"
 
 
-async def test_the_email_dlq_retry_waits_its_time_and_skips_refused_emails(stack, notify, smtp_sink):
+async def test_the_email_dlq_retry_waits_its_time_and_skips_refused_emails(stack, stub, smtp_sink):
     org, to = new_org(), mailbox()
     # Dead two hours (EMAIL_DLQ_RETRY_AFTER_SECONDS is an hour), dead a minute, refused two hours ago.
     due = await dead_row(stack.admin_url, org, payload=email_payload(to), minutes_ago=120)
     fresh = await dead_row(stack.admin_url, org, minutes_ago=1)
     refused = await dead_row(stack.admin_url, org, minutes_ago=120, dead_reason="refused")
     export = await dead_row(stack.admin_url, org, kind="export", minutes_ago=120)
-    result = await call(
-        notify.target, "RetryDeadEmails", notify_pb2.RetryDeadEmailsRequest(), org, service=True
-    )
+    result = await stub.RetryDeadEmails(notify_pb2.RetryDeadEmailsRequest(), metadata=as_service(org))
     assert (result.requeued, result.left_dead) == (1, 2)
-    smtp_sink.wait_for(to)
+    await smtp_sink.delivered(to)
     row = await wait_row(stack.admin_url, due, lambda r: r["status"] == "sent")
     assert row["attempts"] == 8  # the one extra attempt: a failure would have been the last
     statuses = dict(
@@ -351,13 +361,11 @@ async def test_the_email_dlq_retry_waits_its_time_and_skips_refused_emails(stack
     )
     assert statuses == {fresh: "dead", refused: "dead", export: "dead"}
     # Another org's run touches nothing of this org.
-    other = await call(
-        notify.target, "RetryDeadEmails", notify_pb2.RetryDeadEmailsRequest(), new_org(), service=True
-    )
+    other = await stub.RetryDeadEmails(notify_pb2.RetryDeadEmailsRequest(), metadata=as_service(new_org()))
     assert (other.requeued, other.left_dead) == (0, 0)
 
 
-async def test_retention_deletes_old_delivered_rows_and_email_events_of_the_callers_org_only(stack, notify):
+async def test_retention_deletes_old_delivered_rows_and_email_events_of_the_callers_org_only(stack, stub):
     org, other = new_org(), new_org()
     month_and_more = 40 * 24 * 60
     old_sent = await dead_row(stack.admin_url, org, status="sent", minutes_ago=month_and_more)
@@ -372,9 +380,7 @@ async def test_retention_deletes_old_delivered_rows_and_email_events_of_the_call
             " VALUES (%s, %s, 'test', 'a@b.co', 'sent', now() - make_interval(days => %s))",
             (str(uuid.uuid4()), org_id, days),
         )
-    result = await call(
-        notify.target, "RetentionCleanup", notify_pb2.RetentionCleanupRequest(), org, service=True
-    )
+    result = await stub.RetentionCleanup(notify_pb2.RetentionCleanupRequest(), metadata=as_service(org))
     assert result.deleted == 3  # two outbox rows and one email event
     left = {
         row_id
@@ -393,5 +399,5 @@ async def test_retention_deletes_old_delivered_rows_and_email_events_of_the_call
         )
     )
     assert counts == {org: 1, other: 1}
-    again = await call(notify.target, "RetentionCleanup", notify_pb2.RetentionCleanupRequest(), org)
+    again = await stub.RetentionCleanup(notify_pb2.RetentionCleanupRequest(), metadata=as_role(org, "OWNER"))
     assert again.deleted == 0

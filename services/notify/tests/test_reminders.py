@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,14 +11,13 @@ from zoneinfo import ZoneInfo
 import grpc
 import psycopg
 import pytest
-from cws.notify.v1 import notify_pb2, notify_pb2_grpc
+from cws.notify.v1 import notify_pb2
 
 from libs.common.db import Database
 from services.notify import reminders
 from services.notify.models import SCHEMA, event_tables
-from services.notify.tests.support import new_booking, outbox, owner_headers, slot
-from tools.grpc_contexts import as_role
-from tools.http_checks import assert_problem
+from services.notify.tests.support import new_booking, outbox, slot
+from tools.testkit import as_role, assert_problem, owner, staff
 
 REMINDER = "email:booking_reminder:booking:"
 
@@ -52,20 +50,20 @@ async def test_email_scan_sends_one_reminder_per_upcoming_confirmed_booking(
     gateway, notify, smtp_sink, stack, http, make_org
 ):
     org = await make_org("Paris Clean", "Europe/Paris")
-    owner = await owner_headers(http, gateway.url, org)
-    soon = await new_booking(http, gateway.url, owner, starts_at=slot(2))
-    await new_booking(http, gateway.url, owner, starts_at=slot(3), client_email="")
-    await new_booking(http, gateway.url, owner, starts_at=slot(4), confirm=False)  # pending
-    later = await new_booking(http, gateway.url, owner, starts_at=slot(30))  # past the 24 h window
+    owner_auth = await owner(http, gateway.url, org)
+    soon = await new_booking(http, gateway.url, owner_auth, starts_at=slot(2))
+    await new_booking(http, gateway.url, owner_auth, starts_at=slot(3), client_email="")
+    await new_booking(http, gateway.url, owner_auth, starts_at=slot(4), confirm=False)  # pending
+    later = await new_booking(http, gateway.url, owner_auth, starts_at=slot(30))  # past the 24 h window
 
-    assert await scan(http, gateway.url, owner) == counts(2, 1, 0, 1)
+    assert await scan(http, gateway.url, owner_auth) == counts(2, 1, 0, 1)
     [row] = outbox(stack.admin_url, org.org_id, REMINDER)
     starts = datetime.fromisoformat(soon["starts_at"])
     assert row["dedupe_key"] == f"{REMINDER}{soon['id']}:{starts.astimezone(UTC).isoformat()}"
     assert row["payload"]["email_type"] == "booking_reminder" and row["payload"]["booking_id"] == soon["id"]
 
     reminder = next(
-        m for m in smtp_sink.wait_for(soon["client_email"], 2) if m.subject.startswith("Reminder")
+        m for m in await smtp_sink.delivered(soon["client_email"], 2) if m.subject.startswith("Reminder")
     )
     local = starts.astimezone(ZoneInfo("Europe/Paris"))
     assert f"{local:%H:%M} to " in reminder.text and "(Europe/Paris)" in reminder.text
@@ -75,26 +73,26 @@ async def test_email_scan_sends_one_reminder_per_upcoming_confirmed_booking(
     # first scan's admin-audit record has no empty twin.
     audited = audit_records(stack.admin_url, org.org_id)
     assert audited >= 1
-    assert await scan(http, gateway.url, owner) == counts(2, 0, 1, 1)
+    assert await scan(http, gateway.url, owner_auth) == counts(2, 0, 1, 1)
     assert audit_records(stack.admin_url, org.org_id) == audited
     # A rescheduled booking is reminded of its new time.
     moved = await http.post(
         f"{gateway.url}/v1/admin/bookings/{soon['id']}/reschedule",
-        headers=owner,
+        headers=owner_auth,
         json={"starts_at": slot(5).isoformat(), "duration_minutes": 120},
     )
     assert moved.status_code == 200, moved.text
-    assert await scan(http, gateway.url, owner) == counts(2, 1, 0, 1)
+    assert await scan(http, gateway.url, owner_auth) == counts(2, 1, 0, 1)
     # A wider window reaches the later booking.
-    assert await scan(http, gateway.url, owner, window_hours=48) == counts(3, 1, 1, 1)
+    assert await scan(http, gateway.url, owner_auth, window_hours=48) == counts(3, 1, 1, 1)
     keys = {r["dedupe_key"] for r in outbox(stack.admin_url, org.org_id, REMINDER)}
     assert len(keys) == 3 and any(later["id"] in key for key in keys)
 
 
 async def test_email_scan_never_touches_another_orgs_bookings(gateway, notify, stack, http, make_org):
     org_a, org_b = await make_org(), await make_org()
-    owner_a = await owner_headers(http, gateway.url, org_a)
-    owner_b = await owner_headers(http, gateway.url, org_b)
+    owner_a = await owner(http, gateway.url, org_a)
+    owner_b = await owner(http, gateway.url, org_b)
     booking_a = await new_booking(http, gateway.url, owner_a, starts_at=slot(2))
 
     assert await scan(http, gateway.url, owner_b) == counts(0, 0, 0, 0)
@@ -111,51 +109,37 @@ async def test_email_scan_never_touches_another_orgs_bookings(gateway, notify, s
 
 async def test_email_scan_is_for_owners_and_admins(gateway, notify, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
-    email = f"dispatch-{uuid.uuid4().hex[:8]}@example.com"
-    created = await http.post(
-        f"{gateway.url}/v1/iam/users", headers=owner, json={"email": email, "role": "DISPATCHER"}
-    )
-    assert created.status_code == 201, created.text
-    login = await http.post(
-        f"{gateway.url}/v1/auth/login", json={"email": email, "password": created.json()["temp_password"]}
-    )
-    dispatcher = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    owner_auth = await owner(http, gateway.url, org)
+    dispatcher = await staff(http, gateway.url, owner_auth, "DISPATCHER")
     assert_problem(await http.post(f"{gateway.url}/v1/admin/email-scan", headers=dispatcher), 403)
     assert_problem(await http.post(f"{gateway.url}/v1/admin/email-scan"), 401)
     for body in ({"window_hours": 0}, {"window_hours": 10_000}, {"window_hours": "soon"}, {"other": 1}):
-        assert_problem(await http.post(f"{gateway.url}/v1/admin/email-scan", headers=owner, json=body), 422)
+        assert_problem(
+            await http.post(f"{gateway.url}/v1/admin/email-scan", headers=owner_auth, json=body), 422
+        )
 
 
-@pytest.fixture
-async def notify_stub(notify: Any) -> AsyncIterator[notify_pb2_grpc.NotifyServiceStub]:
-    async with grpc.aio.insecure_channel(notify.target) as channel:
-        yield notify_pb2_grpc.NotifyServiceStub(channel)
-
-
-async def test_the_rpc_checks_roles_and_the_window_itself(notify_stub, make_org):
+async def test_the_rpc_checks_roles_and_the_window_itself(stub, make_org):
     org = await make_org()
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await notify_stub.ScanReminders(
+        await stub.ScanReminders(
             notify_pb2.ScanRemindersRequest(), metadata=as_role(org.org_id, "DISPATCHER")
         )
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await notify_stub.ScanReminders(
+        await stub.ScanReminders(
             notify_pb2.ScanRemindersRequest(window_hours=-3), metadata=as_role(org.org_id, "ADMIN")
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    done = await notify_stub.ScanReminders(
-        notify_pb2.ScanRemindersRequest(), metadata=as_role(org.org_id, "OWNER")
-    )
+    done = await stub.ScanReminders(notify_pb2.ScanRemindersRequest(), metadata=as_role(org.org_id, "OWNER"))
     assert (done.scanned, done.enqueued) == (0, 0)
 
 
 async def test_the_scan_pages_through_every_upcoming_booking(gateway, peers, stack, http, make_org):
     org = await make_org()
-    owner = await owner_headers(http, gateway.url, org)
+    owner_auth = await owner(http, gateway.url, org)
     for hours in (1, 2, 3, 4, 5):
-        await new_booking(http, gateway.url, owner, starts_at=slot(hours))
+        await new_booking(http, gateway.url, owner_auth, starts_at=slot(hours))
     db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=2)
     try:
         first = await reminders.scan(db, peers, uuid.UUID(org.org_id), window_hours=24, page_size=2)

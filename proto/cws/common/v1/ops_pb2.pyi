@@ -20,6 +20,48 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetFeatureFlagsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeatureFlagsRequest: _TypeAlias = GetFeatureFlagsRequest  # noqa: Y015
+
+@_typing.final
+class GetFeatureFlagsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    @_builtins.property
+    def flags(self) -> _struct_pb2.Struct:
+        """The service's own settings that switch behaviour on or off (DEPOSITS_ENABLED, EXPORT_MODE, ...),
+        by their lower-case setting name; values are booleans or strings, never secrets.
+        """
+
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+        flags: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeatureFlagsResponse: _TypeAlias = GetFeatureFlagsResponse  # noqa: Y015
+
+@_typing.final
 class GetReadinessRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

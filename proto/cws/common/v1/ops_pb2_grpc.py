@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class OpsServiceStub:
-    """Served by every service (libs/common), asked by the gateway's /readyz.
+    """Served by every service (libs/common). GetReadiness is asked by the gateway's /readyz without a
+    context; GetFeatureFlags needs a signed staff context (it serves /v1/admin/feature-flags).
     """
 
     def __init__(self, channel):
@@ -40,13 +41,25 @@ class OpsServiceStub:
                 request_serializer=cws_dot_common_dot_v1_dot_ops__pb2.GetReadinessRequest.SerializeToString,
                 response_deserializer=cws_dot_common_dot_v1_dot_ops__pb2.GetReadinessResponse.FromString,
                 _registered_method=True)
+        self.GetFeatureFlags = channel.unary_unary(
+                '/cws.common.v1.OpsService/GetFeatureFlags',
+                request_serializer=cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsRequest.SerializeToString,
+                response_deserializer=cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsResponse.FromString,
+                _registered_method=True)
 
 
 class OpsServiceServicer:
-    """Served by every service (libs/common), asked by the gateway's /readyz.
+    """Served by every service (libs/common). GetReadiness is asked by the gateway's /readyz without a
+    context; GetFeatureFlags needs a signed staff context (it serves /v1/admin/feature-flags).
     """
 
     def GetReadiness(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFeatureFlags(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +73,11 @@ def add_OpsServiceServicer_to_server(servicer, server):
                     request_deserializer=cws_dot_common_dot_v1_dot_ops__pb2.GetReadinessRequest.FromString,
                     response_serializer=cws_dot_common_dot_v1_dot_ops__pb2.GetReadinessResponse.SerializeToString,
             ),
+            'GetFeatureFlags': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeatureFlags,
+                    request_deserializer=cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsRequest.FromString,
+                    response_serializer=cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'cws.common.v1.OpsService', rpc_method_handlers)
@@ -69,7 +87,8 @@ def add_OpsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OpsService:
-    """Served by every service (libs/common), asked by the gateway's /readyz.
+    """Served by every service (libs/common). GetReadiness is asked by the gateway's /readyz without a
+    context; GetFeatureFlags needs a signed staff context (it serves /v1/admin/feature-flags).
     """
 
     @staticmethod
@@ -89,6 +108,33 @@ class OpsService:
             '/cws.common.v1.OpsService/GetReadiness',
             cws_dot_common_dot_v1_dot_ops__pb2.GetReadinessRequest.SerializeToString,
             cws_dot_common_dot_v1_dot_ops__pb2.GetReadinessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeatureFlags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.common.v1.OpsService/GetFeatureFlags',
+            cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsRequest.SerializeToString,
+            cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,23 +27,31 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class OpsServiceStub:
-    """Served by every service (libs/common), asked by the gateway's /readyz."""
+    """Served by every service (libs/common). GetReadiness is asked by the gateway's /readyz without a
+    context; GetFeatureFlags needs a signed staff context (it serves /v1/admin/feature-flags).
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OpsServiceAsyncStub: ...
     GetReadiness: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetReadinessRequest, _ops_pb2.GetReadinessResponse]
+    GetFeatureFlags: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetFeatureFlagsRequest, _ops_pb2.GetFeatureFlagsResponse]
 
 @_typing.type_check_only
 class OpsServiceAsyncStub(OpsServiceStub):
-    """Served by every service (libs/common), asked by the gateway's /readyz."""
+    """Served by every service (libs/common). GetReadiness is asked by the gateway's /readyz without a
+    context; GetFeatureFlags needs a signed staff context (it serves /v1/admin/feature-flags).
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetReadiness: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetReadinessRequest, _ops_pb2.GetReadinessResponse]  # type: ignore[assignment]
+    GetFeatureFlags: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetFeatureFlagsRequest, _ops_pb2.GetFeatureFlagsResponse]  # type: ignore[assignment]
 
 class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Served by every service (libs/common), asked by the gateway's /readyz."""
+    """Served by every service (libs/common). GetReadiness is asked by the gateway's /readyz without a
+    context; GetFeatureFlags needs a signed staff context (it serves /v1/admin/feature-flags).
+    """
 
     @_abc_1.abstractmethod
     def GetReadiness(
@@ -51,5 +59,12 @@ class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ops_pb2.GetReadinessRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ops_pb2.GetReadinessResponse, _abc.Awaitable[_ops_pb2.GetReadinessResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetFeatureFlags(
+        self,
+        request: _ops_pb2.GetFeatureFlagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ops_pb2.GetFeatureFlagsResponse, _abc.Awaitable[_ops_pb2.GetFeatureFlagsResponse]]: ...
 
 def add_OpsServiceServicer_to_server(servicer: OpsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

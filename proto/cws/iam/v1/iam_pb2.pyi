@@ -807,52 +807,6 @@ class ListAuditLogsResponse(_message.Message):
 Global___ListAuditLogsResponse: _TypeAlias = ListAuditLogsResponse  # noqa: Y015
 
 @_typing.final
-class RecordAuditRequest(_message.Message):
-    """For writes the gateway itself performs; services write their own audit rows."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ACTION_FIELD_NUMBER: _builtins.int
-    RESOURCE_TYPE_FIELD_NUMBER: _builtins.int
-    RESOURCE_ID_FIELD_NUMBER: _builtins.int
-    AFTER_FIELD_NUMBER: _builtins.int
-    action: _builtins.str
-    resource_type: _builtins.str
-    resource_id: _builtins.str
-    @_builtins.property
-    def after(self) -> _struct_pb2.Struct: ...
-    def __init__(
-        self,
-        *,
-        action: _builtins.str = ...,
-        resource_type: _builtins.str = ...,
-        resource_id: _builtins.str = ...,
-        after: _struct_pb2.Struct | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "after", b"after", "resource_id", b"resource_id", "resource_type", b"resource_type"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RecordAuditRequest: _TypeAlias = RecordAuditRequest  # noqa: Y015
-
-@_typing.final
-class RecordAuditResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RecordAuditResponse: _TypeAlias = RecordAuditResponse  # noqa: Y015
-
-@_typing.final
 class IssueClientPortalTokenRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

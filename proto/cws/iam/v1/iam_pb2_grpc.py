@@ -111,11 +111,6 @@ class IamServiceStub:
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListAuditLogsRequest.SerializeToString,
                 response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListAuditLogsResponse.FromString,
                 _registered_method=True)
-        self.RecordAudit = channel.unary_unary(
-                '/cws.iam.v1.IamService/RecordAudit',
-                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RecordAuditRequest.SerializeToString,
-                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RecordAuditResponse.FromString,
-                _registered_method=True)
         self.IssueClientPortalToken = channel.unary_unary(
                 '/cws.iam.v1.IamService/IssueClientPortalToken',
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.IssueClientPortalTokenRequest.SerializeToString,
@@ -248,12 +243,6 @@ class IamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RecordAudit(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def IssueClientPortalToken(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -376,11 +365,6 @@ def add_IamServiceServicer_to_server(servicer, server):
                     servicer.ListAuditLogs,
                     request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListAuditLogsRequest.FromString,
                     response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListAuditLogsResponse.SerializeToString,
-            ),
-            'RecordAudit': grpc.unary_unary_rpc_method_handler(
-                    servicer.RecordAudit,
-                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RecordAuditRequest.FromString,
-                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RecordAuditResponse.SerializeToString,
             ),
             'IssueClientPortalToken': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueClientPortalToken,
@@ -825,33 +809,6 @@ class IamService:
             '/cws.iam.v1.IamService/ListAuditLogs',
             cws_dot_iam_dot_v1_dot_iam__pb2.ListAuditLogsRequest.SerializeToString,
             cws_dot_iam_dot_v1_dot_iam__pb2.ListAuditLogsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RecordAudit(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/cws.iam.v1.IamService/RecordAudit',
-            cws_dot_iam_dot_v1_dot_iam__pb2.RecordAuditRequest.SerializeToString,
-            cws_dot_iam_dot_v1_dot_iam__pb2.RecordAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

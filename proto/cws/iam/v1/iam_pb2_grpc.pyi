@@ -50,7 +50,6 @@ class IamServiceStub:
     StartBreakGlass: _grpc.UnaryUnaryMultiCallable[_iam_pb2.StartBreakGlassRequest, _iam_pb2.StartBreakGlassResponse]
     VerifyBreakGlass: _grpc.UnaryUnaryMultiCallable[_iam_pb2.VerifyBreakGlassRequest, _iam_pb2.VerifyBreakGlassResponse]
     ListAuditLogs: _grpc.UnaryUnaryMultiCallable[_iam_pb2.ListAuditLogsRequest, _iam_pb2.ListAuditLogsResponse]
-    RecordAudit: _grpc.UnaryUnaryMultiCallable[_iam_pb2.RecordAuditRequest, _iam_pb2.RecordAuditResponse]
     IssueClientPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.IssueClientPortalTokenRequest, _iam_pb2.IssueClientPortalTokenResponse]
     VerifyClientPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.VerifyClientPortalTokenRequest, _iam_pb2.VerifyClientPortalTokenResponse]
     IssueWorkerPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.IssueWorkerPortalTokenRequest, _iam_pb2.IssueWorkerPortalTokenResponse]
@@ -85,7 +84,6 @@ class IamServiceAsyncStub(IamServiceStub):
     StartBreakGlass: _aio.UnaryUnaryMultiCallable[_iam_pb2.StartBreakGlassRequest, _iam_pb2.StartBreakGlassResponse]  # type: ignore[assignment]
     VerifyBreakGlass: _aio.UnaryUnaryMultiCallable[_iam_pb2.VerifyBreakGlassRequest, _iam_pb2.VerifyBreakGlassResponse]  # type: ignore[assignment]
     ListAuditLogs: _aio.UnaryUnaryMultiCallable[_iam_pb2.ListAuditLogsRequest, _iam_pb2.ListAuditLogsResponse]  # type: ignore[assignment]
-    RecordAudit: _aio.UnaryUnaryMultiCallable[_iam_pb2.RecordAuditRequest, _iam_pb2.RecordAuditResponse]  # type: ignore[assignment]
     IssueClientPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.IssueClientPortalTokenRequest, _iam_pb2.IssueClientPortalTokenResponse]  # type: ignore[assignment]
     VerifyClientPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.VerifyClientPortalTokenRequest, _iam_pb2.VerifyClientPortalTokenResponse]  # type: ignore[assignment]
     IssueWorkerPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.IssueWorkerPortalTokenRequest, _iam_pb2.IssueWorkerPortalTokenResponse]  # type: ignore[assignment]
@@ -207,13 +205,6 @@ class IamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _iam_pb2.ListAuditLogsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_iam_pb2.ListAuditLogsResponse, _abc.Awaitable[_iam_pb2.ListAuditLogsResponse]]: ...
-
-    @_abc_1.abstractmethod
-    def RecordAudit(
-        self,
-        request: _iam_pb2.RecordAuditRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_iam_pb2.RecordAuditResponse, _abc.Awaitable[_iam_pb2.RecordAuditResponse]]: ...
 
     @_abc_1.abstractmethod
     def IssueClientPortalToken(

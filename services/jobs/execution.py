@@ -1,4 +1,5 @@
-"""Running one job: the lock, the slot claim, the calls, and the record of what happened.
+"""Executing one job (for the scheduler and for the CLI's --once): the lock, the slot claim, the calls,
+and the record of what happened. (run.py is the command line; this module is what it runs.)
 
 - Two runners never run the same job at once: a run holds a Postgres session-level advisory lock
   (pg_try_advisory_lock) on a connection of its own for its whole length. The lock goes when the run
@@ -39,7 +40,9 @@ import grpc
 import psycopg
 from sqlalchemy import text
 
+from libs.common.context import service_context
 from libs.common.db import Database, unit_of_work
+from libs.common.grpc_client import acting_as
 from libs.common.logs import get_logger
 from libs.common.settings import libpq_url
 from services.jobs.peers import Peers
@@ -210,7 +213,8 @@ class JobRunner:
 
     async def _work(self, job: Job) -> dict[str, int]:
         if not job.per_org:
-            return await job.run(self.peers, "")
+            with acting_as(service_context("jobs")):
+                return await job.run(self.peers)
         totals: Counter[str] = Counter()
         failures: list[str] = []
         orgs = 0
@@ -218,7 +222,8 @@ class JobRunner:
 
         async def one(org_id: str) -> None:
             try:
-                totals.update(await job.run(self.peers, org_id))
+                with acting_as(service_context("jobs", org_id)):
+                    totals.update(await job.run(self.peers))
             except Exception as error:  # one org failing must not stop the others
                 failures.append(code_of(error))
                 log.warning("job_org_failed", name=job.name, org_id=org_id, error=describe(error))

@@ -1,0 +1,62 @@
+"""The services' typed stubs as route dependencies.
+
+A route declares what it calls (`booking: Booking`) and calls it (`await booking.CreateLead(req)`),
+so no route reads `app.state` and no method name is a string; a reader jumps from the call to the
+servicer method with go-to-definition (the `...AsyncStub` types are what mypy-protobuf generates).
+
+Who a call acts as is the request's context, signed by the interceptor in libs/common/grpc_client.py.
+The innermost middleware (gateway/middleware/call_context.py) sets it once authentication and
+break-glass have settled the principal; a portal route's principal dependency (gateway/portal_auth.py)
+narrows it to the portal user (`set_outgoing(context_for(...))`); a route acting for someone else
+states it with `acting_as(...)`. Setting it there and not here keeps
+it independent of the order FastAPI resolves a route's dependencies in."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from gateway.clients import Backends
+
+if TYPE_CHECKING:
+    from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub as BookingStub
+    from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub as IamStub
+    from cws.jobs.v1.jobs_pb2_grpc import JobsServiceAsyncStub as JobsStub
+    from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub as NotifyStub
+else:  # FastAPI reads annotations at run time, where only the generated classes exist
+    from cws.booking.v1.booking_pb2_grpc import BookingServiceStub as BookingStub
+    from cws.iam.v1.iam_pb2_grpc import IamServiceStub as IamStub
+    from cws.jobs.v1.jobs_pb2_grpc import JobsServiceStub as JobsStub
+    from cws.notify.v1.notify_pb2_grpc import NotifyServiceStub as NotifyStub
+
+
+def backends_of(conn: HTTPConnection) -> Backends:
+    """For the few places outside routes that need a backend itself (middleware, readiness)."""
+    backends: Backends = conn.app.state.backends
+    return backends
+
+
+async def iam_stub(conn: HTTPConnection) -> IamStub:
+    return backends_of(conn).iam.stub
+
+
+async def booking_stub(conn: HTTPConnection) -> BookingStub:
+    return backends_of(conn).booking.stub
+
+
+async def notify_stub(conn: HTTPConnection) -> NotifyStub:
+    return backends_of(conn).notify.stub
+
+
+async def jobs_stub(conn: HTTPConnection) -> JobsStub:
+    return backends_of(conn).jobs.stub
+
+
+# Every backend, for the few routes that ask all of them (/readyz, feature flags).
+AllBackends = Annotated[Backends, Depends(backends_of)]
+Iam = Annotated[IamStub, Depends(iam_stub)]
+Booking = Annotated[BookingStub, Depends(booking_stub)]
+Notify = Annotated[NotifyStub, Depends(notify_stub)]
+Jobs = Annotated[JobsStub, Depends(jobs_stub)]

@@ -1,0 +1,82 @@
+"""What every service's first migration repeats, written once for new migrations: the event
+outbox, inbox and dead-letter tables (libs/common/db.py reads them) and forced row-level security
+on tenant tables. Histories already applied stay as they are: a migration is a frozen snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from alembic import op
+
+from libs.common.db import ORG_PREDICATE
+
+
+def create_event_tables(schema: str) -> None:
+    """event_outbox, event_inbox and event_dead_letters in `schema`, as `service_metadata` declares."""
+    op.create_table(
+        "event_dead_letters",
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("consumer", sa.String(length=100), nullable=False),
+        sa.Column("event_id", sa.String(length=100), nullable=False),
+        sa.Column("subject", sa.String(length=200), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("headers", sa.Text(), server_default="{}", nullable=False),
+        sa.Column("org_id", sa.UUID(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=False),
+        sa.Column("deliveries", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_event_dead_letters")),
+        schema=schema,
+    )
+    op.create_table(
+        "event_inbox",
+        sa.Column("consumer", sa.String(length=100), nullable=False),
+        sa.Column("event_id", sa.String(length=100), nullable=False),
+        sa.Column(
+            "processed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("consumer", "event_id", name=op.f("pk_event_inbox")),
+        schema=schema,
+    )
+    op.create_table(
+        "event_outbox",
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("subject", sa.String(length=200), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("org_id", sa.UUID(), nullable=True),
+        sa.Column("request_id", sa.String(length=100), server_default="", nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_event_outbox")),
+        schema=schema,
+    )
+    op.create_index(
+        "ix_event_outbox_unpublished",
+        "event_outbox",
+        ["created_at"],
+        unique=False,
+        schema=schema,
+        postgresql_where=sa.text("published_at IS NULL"),
+    )
+
+
+def drop_event_tables(schema: str) -> None:
+    op.drop_index("ix_event_outbox_unpublished", table_name="event_outbox", schema=schema)
+    for table in ("event_outbox", "event_inbox", "event_dead_letters"):
+        op.drop_table(table, schema=schema)
+
+
+def enable_tenant_rls(schema: str, tables: Iterable[str]) -> None:
+    """RLS enabled and FORCED (the owner is bound too) with the org-isolation policy on each table.
+    With no org set in the transaction, a query sees no rows and can write none."""
+    for table in tables:
+        op.execute(f"ALTER TABLE {schema}.{table} ENABLE ROW LEVEL SECURITY")
+        op.execute(f"ALTER TABLE {schema}.{table} FORCE ROW LEVEL SECURITY")
+        op.execute(
+            f"CREATE POLICY {table}_org_isolation ON {schema}.{table} "
+            f"USING ({ORG_PREDICATE}) WITH CHECK ({ORG_PREDICATE})"
+        )

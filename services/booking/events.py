@@ -1,0 +1,111 @@
+"""Booking's events as code: what it publishes (subject paired with message type), what it consumes,
+and what every replica hears for its in-process cache.
+
+Published events leave through the outbox: `uow.add_event(BOOKING_CONFIRMED, message)` writes them in
+the transaction that caused them. Consumed events are re-declared here exactly as their producer
+declares them (services never import each other; tests/test_event_catalogue.py keeps the two equal).
+
+The domain modules import the constants from here, and this module imports `orgs` for its handlers:
+`orgs` must therefore never import this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cws.booking.v1 import events_pb2 as booking_events
+from cws.iam.v1 import events_pb2 as iam_events
+
+from libs.common.event_types import Broadcast, Consumer, Event, audit_event
+from services.booking import orgs
+
+# --- published ----------------------------------------------------------------------------------
+
+BOOKING_LEAD_CREATED = Event(
+    "cws.booking.lead.created",
+    booking_events.LeadCreated,
+    doc="a lead came in through the public form, with the estimate it was quoted",
+)
+BOOKING_CREATED = Event(
+    "cws.booking.booking.created",
+    booking_events.BookingChanged,
+    doc="a booking was made, from a lead or by a dispatcher; it is pending",
+)
+BOOKING_CONFIRMED = Event(
+    "cws.booking.booking.confirmed",
+    booking_events.BookingChanged,
+    doc="a booking was confirmed by a dispatcher, or by its deposit being paid (reason deposit_paid)",
+)
+BOOKING_STARTED = Event(
+    "cws.booking.booking.started",
+    booking_events.BookingChanged,
+    doc="the crew started the job (in progress)",
+)
+BOOKING_RESCHEDULED = Event(
+    "cws.booking.booking.rescheduled",
+    booking_events.BookingChanged,
+    doc="a booking moved to another time; its team and workers moved with it",
+)
+BOOKING_CANCELLED = Event(
+    "cws.booking.booking.cancelled",
+    booking_events.BookingChanged,
+    doc="a booking was cancelled (reason given); its team and workers are free again",
+)
+BOOKING_COMPLETED = Event(
+    "cws.booking.booking.completed",
+    booking_events.BookingChanged,
+    doc="the job is done; an NPS survey was issued for it",
+)
+BOOKING_ASSIGNED = Event(
+    "cws.booking.booking.assigned",
+    booking_events.BookingChanged,
+    doc="a booking was assigned to a team and/or workers (worker_ids), replacing its previous assignment",
+)
+BOOKING_NPS_SUBMITTED = Event(
+    "cws.booking.nps.submitted",
+    booking_events.NpsSubmitted,
+    doc="a client answered the NPS survey of a completed booking",
+)
+# Raised by the unit of work for every admin write (Database(audit_admin_writes=True)), not by a module.
+AUDIT_RECORDED = audit_event("booking")
+
+PUBLISHED: tuple[Event[Any], ...] = (
+    BOOKING_LEAD_CREATED,
+    BOOKING_CREATED,
+    BOOKING_CONFIRMED,
+    BOOKING_STARTED,
+    BOOKING_RESCHEDULED,
+    BOOKING_CANCELLED,
+    BOOKING_COMPLETED,
+    BOOKING_ASSIGNED,
+    BOOKING_NPS_SUBMITTED,
+    AUDIT_RECORDED,
+)
+
+# --- consumed -----------------------------------------------------------------------------------
+
+IAM_ORG_CREATED = Event(
+    "cws.iam.org.created",
+    iam_events.OrgCreated,
+    doc="an org was created, with its name, owner and time zone (the profile follows it if sent again)",
+)
+
+# Unannotated, so that mypy checks each handler against its event's message type.
+CONSUMERS = (
+    Consumer(
+        "booking-org-created",
+        IAM_ORG_CREATED,
+        orgs.on_org_created,
+        doc="the org's booking profile (public key, name, time zone) and default pricing config",
+    ),
+)
+
+# Every replica hears these (a durable consumer above reaches only one): each empties its own cache.
+BROADCASTS = (
+    Broadcast(
+        "booking-org-profile-cache",
+        IAM_ORG_CREATED,
+        orgs.on_org_announced,
+        doc="each replica drops its cached profile of the org, and caches none older than the change",
+    ),
+)

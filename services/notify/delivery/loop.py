@@ -1,0 +1,173 @@
+"""The delivery loop and its claims: wake on enqueue (or poll), claim due rows across orgs, load them
+in their orgs, and send them in OUTBOX_CONCURRENCY lanes, each row routed (routing.py) and its outcome
+recorded (outcomes.py) before the lane takes the next."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, fields
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy import select, text
+
+from libs.common.db import Database, unit_of_work, wake_on_notify
+from libs.common.logs import get_logger
+from services.notify.adapters.base import Outbound
+from services.notify.delivery.outcomes import Job, Outcomes
+from services.notify.delivery.routing import Lane, Router
+from services.notify.models import outbox_events
+from services.notify.outbox import DUE_CHANNEL
+from services.notify.settings import NotifySettings
+
+log = get_logger(__name__)
+
+DELIVERIES = Counter(
+    "notify_deliveries_total", "Outbox rows handled, by kind and outcome", ["kind", "outcome"]
+)
+OUTBOX_ROWS = Gauge(
+    "notify_outbox_rows", "Outbox rows of every org waiting (pending, sending) or dead", ["status"]
+)
+
+
+@dataclass
+class DeliveryCounts:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+    deferred: int = 0
+    skipped: int = 0
+
+    def add(self, other: DeliveryCounts) -> None:
+        for item in fields(self):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+
+
+class Delivery:
+    def __init__(self, db: Database, settings: NotifySettings) -> None:
+        self.db = db
+        self.settings = settings
+        self._wake = asyncio.Event()
+        self.router = Router(settings)
+        self.outcomes = Outcomes(db, settings)
+        self._counted_at, self._stale = 0.0, True
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        listener = asyncio.create_task(
+            wake_on_notify(self.db, DUE_CHANNEL, self._wake),
+            name="notify-delivery-listen",
+        )
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.outbox_poll_seconds)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                try:
+                    counts = await self.deliver_due()
+                    await self._count_rows(busy=counts.claimed > 0)
+                except Exception as exc:  # database down: rows stay due, next tick tries again
+                    log.warning("outbox_delivery_failed", error=str(exc))
+                    await asyncio.sleep(self.settings.outbox_poll_seconds)
+        finally:
+            listener.cancel()
+            await self.router.close()
+
+    async def _count_rows(self, *, busy: bool) -> None:
+        """Refresh the backlog gauge: each second while rows move, every 15 seconds otherwise."""
+        self._stale = self._stale or busy
+        now = time.monotonic()
+        if now - self._counted_at < (1.0 if self._stale else 15.0):
+            return
+        self._counted_at, self._stale = now, False
+        async with self.db.sessions() as session:
+            counted = await session.execute(text("SELECT * FROM notify.outbox_status_counts()"))
+            found: dict[str, int] = {status: int(count) for status, count in counted.all()}
+        for status in ("pending", "sending", "dead"):
+            OUTBOX_ROWS.labels(status).set(found.get(status, 0))
+
+    async def deliver_due(self, max_rows: int = 0) -> DeliveryCounts:
+        """Deliver due rows of every org, batch after batch, until none is due (or max_rows)."""
+        total = DeliveryCounts()
+        while True:
+            batch = self.settings.outbox_batch_size
+            if max_rows > 0:
+                batch = min(batch, max_rows - total.claimed)
+                if batch <= 0:
+                    break
+            counts = await self._round(batch)
+            total.add(counts)
+            if counts.claimed < batch:
+                break
+        return total
+
+    # --- one round ----------------------------------------------------------------------------
+
+    async def _round(self, batch: int) -> DeliveryCounts:
+        async with self.db.sessions() as session, session.begin():
+            claimed = (
+                await session.execute(
+                    text("SELECT id, org_id, kind, attempts FROM notify.claim_outbox(:batch, :lease)"),
+                    {"batch": batch, "lease": self.settings.outbox_lease_seconds},
+                )
+            ).all()
+        counts = DeliveryCounts(claimed=len(claimed))
+        if not claimed:
+            return counts
+        queue: asyncio.Queue[Job] = asyncio.Queue()
+        for job in await self._load(claimed):
+            queue.put_nowait(job)
+        lanes = min(self.settings.outbox_concurrency, queue.qsize())
+        await asyncio.gather(*(self._lane(queue, counts) for _ in range(max(lanes, 0))))
+        return counts
+
+    async def _load(self, claimed: Sequence[Any]) -> list[Job]:
+        """The claimed rows' payloads, read in each row's org (the claim returns only ids)."""
+        attempts = {row.id: row.attempts for row in claimed}
+        by_org: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+        for row in claimed:
+            by_org[row.org_id].append(row.id)
+        jobs: list[Job] = []
+        for org_id, ids in by_org.items():
+            async with unit_of_work(self.db, org_id) as uow:
+                rows = (
+                    await uow.session.execute(
+                        select(
+                            outbox_events.c.id,
+                            outbox_events.c.org_id,
+                            outbox_events.c.kind,
+                            outbox_events.c.target,
+                            outbox_events.c.payload,
+                        ).where(outbox_events.c.id.in_(ids))
+                    )
+                ).all()
+            jobs.extend(
+                Job(Outbound(r.id, r.org_id, r.kind, r.target, dict(r.payload or {})), attempts[r.id])
+                for r in rows
+            )
+        return jobs
+
+    async def _lane(self, queue: asyncio.Queue[Job], counts: DeliveryCounts) -> None:
+        async with AsyncExitStack() as stack:
+            lane = Lane(stack)
+            while not queue.empty():
+                job = queue.get_nowait()
+                try:
+                    outcome = await self.outcomes.record(job, await self.router.attempt(job.row, lane))
+                except Exception:
+                    # Recording failed (the database is gone): this lane stops sending, or every
+                    # message it sent now would go out again. Its rows stay claimed and are due
+                    # again when their lease runs out.
+                    log.exception("outbox_outcome_not_recorded", outbox_id=str(job.row.id))
+                    return
+                setattr(counts, outcome, getattr(counts, outcome) + 1)
+                DELIVERIES.labels(job.row.kind, outcome).inc()

@@ -1,0 +1,140 @@
+"""What the suite's events turn into at notify: emails and exports in the outbox. The consumers that
+run these handlers are declared in events.py.
+
+Each handler runs inside the DurableConsumer's unit of work, in the event's org, with the event id
+already in the consumer's inbox: its outbox rows commit with that inbox row or not at all, so an
+event handled twice (a redelivery, a replay) enqueues nothing twice. The dedupe keys make the same
+true across events (a booking confirmed twice still gets one confirmation email). A handler that
+raises (IAM away, say) rolls all of it back, and the event is delivered again later.
+
+- booking confirmed → a confirmation email to the client (none without a client email).
+- client login requested → a portal token minted by IAM and the magic link by email.
+- user created / password reset → a notification to the user. The temporary password is in it only
+  when both IAM and notify run with EMAIL_TEMP_PASSWORDS=true (IAM puts it in the event only then);
+  such emails are redacted after delivery. An OWNER created without a password in the event gets no
+  email: that is the org's founder, who chose their own password at sign-up, or an owner created by
+  another owner, who hands the password over in person; telling either that "an administrator will
+  give you a password" would be wrong or idle.
+- lead created → an export row (EXPORT_MODE webhook or sheets; nothing when off).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+from urllib.parse import urlencode, urlparse
+
+from cws.booking.v1 import events_pb2 as booking_events
+from cws.iam.v1 import events_pb2 as iam_events
+from cws.iam.v1 import iam_pb2
+
+from libs.common.context import service_context
+from libs.common.db import UnitOfWork
+from libs.common.event_types import EventMeta
+from libs.common.grpc_client import acting_as
+from libs.common.roles import Role
+from services.notify import emails, orgs
+from services.notify.outbox import enqueue
+from services.notify.peers import Peers
+from services.notify.settings import NotifySettings
+
+# The magic link's path and query parameter at the gateway (gateway/routes/portal.py).
+CLIENT_CALLBACK_PATH = "/client/login/callback"
+
+
+async def _in_org(uow: UnitOfWork, org_id: str) -> None:
+    """The consumer set the org from the event's header; the payload's org must agree."""
+    if uow.org_id is None or str(uow.org_id) != org_id:
+        await uow.set_org(uuid.UUID(org_id))
+
+
+class Handlers:
+    def __init__(self, settings: NotifySettings, peers: Peers) -> None:
+        self.settings = settings
+        self.peers = peers
+
+    async def booking_confirmed(
+        self, uow: UnitOfWork, event: booking_events.BookingChanged, meta: EventMeta
+    ) -> None:
+        if not event.client_email:
+            return
+        await _in_org(uow, event.org_id)
+        org = await orgs.profile(uow, self.peers)
+        email = emails.booking_confirmed(
+            to=event.client_email,
+            booking_id=event.booking_id,
+            starts_at=event.starts_at.ToDatetime(tzinfo=UTC),
+            ends_at=event.ends_at.ToDatetime(tzinfo=UTC) if event.HasField("ends_at") else None,
+            time_zone=org.time_zone,
+            org_name=org.name,
+        )
+        await emails.enqueue_email(
+            uow, email, f"email:booking_confirmed:booking:{event.booking_id}", from_name=org.name
+        )
+
+    async def client_login_requested(
+        self, uow: UnitOfWork, event: iam_events.ClientLoginRequested, meta: EventMeta
+    ) -> None:
+        if not event.email:
+            return
+        await _in_org(uow, event.org_id)
+        org = await orgs.profile(uow, self.peers)
+        with acting_as(service_context("notify", event.org_id)):
+            issued = await self.peers.iam.stub.IssueClientPortalToken(
+                iam_pb2.IssueClientPortalTokenRequest(email=event.email)
+            )
+        base = self.settings.client_portal_base_url.rstrip("/")
+        link = f"{base}{CLIENT_CALLBACK_PATH}?{urlencode({'token': issued.token})}"
+        email = emails.client_login(to=event.email, link=link, org_name=org.name)
+        await emails.enqueue_email(uow, email, f"email:client_login:event:{meta.id}", from_name=org.name)
+
+    async def user_created(self, uow: UnitOfWork, event: iam_events.UserCreated, meta: EventMeta) -> None:
+        temp_password = event.temp_password if self.settings.email_temp_passwords else ""
+        if not event.email or (event.role == Role.OWNER and not temp_password):
+            return
+        await _in_org(uow, event.org_id)
+        org = await orgs.profile(uow, self.peers)
+        email = emails.user_created(
+            to=event.email, role=event.role, org_name=org.name, temp_password=temp_password
+        )
+        await emails.enqueue_email(uow, email, f"email:user_created:event:{meta.id}", from_name=org.name)
+
+    async def password_reset(
+        self, uow: UnitOfWork, event: iam_events.UserPasswordReset, meta: EventMeta
+    ) -> None:
+        if not event.email:
+            return
+        temp_password = event.temp_password if self.settings.email_temp_passwords else ""
+        await _in_org(uow, event.org_id)
+        org = await orgs.profile(uow, self.peers)
+        email = emails.password_reset(to=event.email, org_name=org.name, temp_password=temp_password)
+        await emails.enqueue_email(uow, email, f"email:password_reset:event:{meta.id}", from_name=org.name)
+
+    async def lead_created(self, uow: UnitOfWork, event: booking_events.LeadCreated, meta: EventMeta) -> None:
+        if self.settings.export_mode == "off":
+            return
+        await _in_org(uow, event.org_id)
+        await enqueue(
+            uow,
+            kind="export",
+            dedupe_key=f"export:lead_created:lead:{event.lead_id}",
+            payload={
+                "type": "lead.created",
+                "data": {
+                    "org_id": event.org_id,
+                    "lead_id": event.lead_id,
+                    "name": event.name,
+                    "email": event.email,
+                    "postal_code": event.postal_code,
+                    "cleaning_type": event.cleaning_type,
+                    "total_before_tax_cents": event.total_before_tax_cents,
+                    "created_at": meta.time.isoformat(),
+                },
+            },
+            target=self.export_target(),
+        )
+
+    def export_target(self) -> str:
+        if self.settings.export_mode == "webhook":
+            return urlparse(self.settings.export_webhook_url).hostname or ""
+        return self.settings.export_mode

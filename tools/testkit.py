@@ -1,0 +1,172 @@
+"""Test support shared by every test folder: Problem+JSON checks and signing in at the gateway,
+signed contexts for calling a service over gRPC directly, SQL access, and waiting on what happens
+asynchronously.
+
+`eventually` polls a check until it holds or a deadline passes, so a test waits exactly as long as
+the system needs and fails with the last thing it saw. That something did NOT happen is not a thing
+to wait for: wait instead for a later event that proves the system got past the point where it
+would have happened. No test sleeps a fixed time to hope."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import httpx
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from libs.common import context as request_context
+from tools.processes import DEV_SECRETS
+
+T = TypeVar("T")
+
+
+# --- Problem+JSON and signing in at the gateway ----------------------------------------------
+
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "request_id"}
+
+
+def assert_clean(response: httpx.Response) -> None:
+    """No stack trace or SQL ever reaches a client."""
+    body = response.text
+    assert "Traceback" not in body, body
+    assert "sqlalchemy" not in body.lower(), body
+
+
+def assert_problem(response: httpx.Response, status: int, type_suffix: str | None = None) -> dict[str, Any]:
+    """An RFC 9457 Problem+JSON answer with `status`, tied to the request by its id."""
+    assert_clean(response)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body: dict[str, Any] = response.json()
+    assert body.keys() >= PROBLEM_FIELDS, body
+    assert body["status"] == status
+    assert body["request_id"] and body["request_id"] == response.headers["x-request-id"], body
+    if type_suffix is not None:
+        assert body["type"].endswith(type_suffix), body
+    return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def sign_in(http: httpx.AsyncClient, url: str, email: str, password: str) -> dict[str, str]:
+    """Log in at the gateway; the bearer header of the new session."""
+    response = await http.post(f"{url}/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return bearer(response.json()["access_token"])
+
+
+async def owner(http: httpx.AsyncClient, url: str, org: Any) -> dict[str, str]:
+    """Signed in as the owner of a test org (conftest's make_org)."""
+    return await sign_in(http, url, org.owner_email, org.owner_password)
+
+
+async def staff(
+    http: httpx.AsyncClient, url: str, owner_headers: dict[str, str], role: str
+) -> dict[str, str]:
+    """A new user with `role` in the owner's org, signed in with the temporary password."""
+    email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
+    created = await http.post(
+        f"{url}/v1/iam/users", headers=owner_headers, json={"email": email, "role": role}
+    )
+    assert created.status_code == 201, created.text
+    return await sign_in(http, url, email, created.json()["temp_password"])
+
+
+# --- signed contexts for gRPC calls ------------------------------------------------------------
+
+SECRET = DEV_SECRETS["INTERNAL_CONTEXT_SECRET"]
+JWT = request_context.AuthMethod.Value("AUTH_METHOD_JWT")
+Metadata = tuple[tuple[str, Any], ...]
+
+
+def as_role(org_id: str, role: str) -> Metadata:
+    """A signed-in staff member of `org_id` with `role`, a fresh principal and session each call."""
+    ctx = request_context.RequestContext(
+        org_id=org_id,
+        principal_id=str(uuid.uuid4()),
+        role=role,
+        auth_method=JWT,  # type: ignore[arg-type]
+        request_id=f"test-{uuid.uuid4().hex[:12]}",
+        session_id=str(uuid.uuid4()),
+    )
+    return request_context.signed_metadata(ctx, SECRET)
+
+
+def as_service(org_id: str, service: str = "jobs") -> Metadata:
+    """A suite service acting on its own in `org_id` (AUTH_METHOD_SERVICE)."""
+    return request_context.signed_metadata(request_context.service_context(service, org_id), SECRET)
+
+
+def signed(ctx: request_context.RequestContext, secret: str = SECRET) -> Metadata:
+    """Any context, signed as the gateway would sign it."""
+    return request_context.signed_metadata(ctx, secret)
+
+
+# --- SQL and waiting ---------------------------------------------------------------------------
+
+
+async def sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """One statement on a direct connection (autocommit): for what a test must see or set behind a
+    service's back (a row's state, a clock moved). Superuser URLs bypass RLS: say why in the test."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute(statement, params)
+        return await cursor.fetchall() if cursor.description else []
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]] | Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "",
+) -> T:
+    """Call `check` until it returns a truthy value (returned) or stops raising AssertionError;
+    after `timeout` seconds, fail with the last value or assertion seen."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = check()
+            if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
+                value = await value
+            if value:
+                return value  # type: ignore[return-value]
+            last = value
+        except AssertionError as error:
+            last = error
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message or 'condition'} not met within {timeout}s; last: {last!r}")
+        await asyncio.sleep(interval)
+
+
+# --- is it up -------------------------------------------------------------------------------------
+
+
+async def ready(url: str) -> bool:
+    """Whether `url` (a /readyz) answers 200 now; a process that is away is not ready, not an error.
+    Wait for it with `await eventually(lambda: ready(proc.readyz_url))`."""
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            return (await client.get(url)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def grpc_serving(target: str) -> bool:
+    """Whether the standard gRPC health service at `target` says SERVING now."""
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2
+            )
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
