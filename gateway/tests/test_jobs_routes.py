@@ -14,12 +14,11 @@ import uuid
 from typing import Any
 
 import httpx
-import psycopg
 
 from conftest import jobs_env
 from tools.devstack import ROOT, free_port
-from tools.processes import Proc, wait_until
-from tools.testkit import assert_clean, assert_problem, owner, staff
+from tools.processes import Proc
+from tools.testkit import assert_clean, assert_problem, eventually, owner, sql, staff
 
 STATUS_FIELDS = {
     "name",
@@ -37,13 +36,13 @@ STATUS_FIELDS = {
 ADMIN_PASSWORD = "Strong-admin-pass-" + "jobs-4f2a9c"
 
 
-def forget_heartbeats(stack: Any, prefix: str) -> None:
-    with psycopg.connect(stack.admin_url, autocommit=True) as conn:
-        conn.execute("DELETE FROM jobs.job_heartbeats WHERE runner_id LIKE %s", (prefix + "%",))
+async def forget_heartbeats(stack: Any, prefix: str) -> None:
+    await sql(stack.admin_url, "DELETE FROM jobs.job_heartbeats WHERE runner_id LIKE %s", (prefix + "%",))
 
 
-def readyz(url: str) -> httpx.Response:
-    return httpx.get(f"{url}/readyz", timeout=10)
+async def readyz(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.get(f"{url}/readyz")
 
 
 async def test_readyz_is_ready_while_the_runner_beats_and_503_once_it_is_killed(
@@ -60,20 +59,25 @@ async def test_readyz_is_ready_while_the_runner_beats_and_503_once_it_is_killed(
     )
     try:
         runner.start()
-        wait_until(
-            lambda: (r := readyz(gw.url)).status_code == 200 and r.json()["jobs"]["runner_id"] == runner_id,
-            timeout=20,
-            what="/readyz ready on this runner's heartbeat",
-        )
-        jobs = readyz(gw.url).json()["jobs"]
+
+        async def ready_on_this_runner() -> bool:
+            response = await readyz(gw.url)
+            return response.status_code == 200 and response.json()["jobs"]["runner_id"] == runner_id
+
+        await eventually(ready_on_this_runner, timeout=20, message="/readyz ready on this runner's heartbeat")
+        jobs = (await readyz(gw.url)).json()["jobs"]
         assert jobs["ok"] is True and jobs["enabled"] is True, jobs
         assert jobs["ttl_seconds"] == 3 and 0 <= jobs["age_seconds"] < 3, jobs
         assert jobs["last_heartbeat"].endswith("Z") and "T" in jobs["last_heartbeat"], jobs
         assert jobs["message"] == "job runner heartbeat fresh"
 
         runner.kill()  # SIGKILL mid-loop: no goodbye, the heartbeat simply stops
-        wait_until(lambda: readyz(gw.url).status_code == 503, timeout=20, what="/readyz to turn 503")
-        response = readyz(gw.url)
+
+        async def not_ready() -> bool:
+            return (await readyz(gw.url)).status_code == 503
+
+        await eventually(not_ready, timeout=20, message="/readyz to turn 503")
+        response = await readyz(gw.url)
         assert_clean(response)
         body = response.json()
         assert body["ok"] is False and body["status"] == "error"
@@ -85,14 +89,14 @@ async def test_readyz_is_ready_while_the_runner_beats_and_503_once_it_is_killed(
         assert checks["jobs"]["ok"] is False
         assert all(c["ok"] for name, c in checks.items() if name != "jobs"), checks
     finally:
-        runner.stop()
-        forget_heartbeats(stack, runner_id)
+        await asyncio.to_thread(runner.stop)
+        await forget_heartbeats(stack, runner_id)
 
 
 async def test_readyz_503_when_the_jobs_service_is_unreachable(gateways: Any) -> None:
     # JOB_HEARTBEAT_REQUIRED alone turns the check on, as JOBS_ENABLED does.
     gw = gateways.get(JOB_HEARTBEAT_REQUIRED="true", JOBS_GRPC_TARGET=f"127.0.0.1:{free_port()}")
-    response = readyz(gw.url)
+    response = await readyz(gw.url)
     assert_clean(response)
     assert response.status_code == 503, response.text
     jobs = response.json()["jobs"]
@@ -167,4 +171,4 @@ async def test_jobs_status_for_owners_and_admins_only(
         assert as_admin.status_code == 200, as_admin.text
         assert [job["name"] for job in as_admin.json()["jobs"]] == names
     finally:
-        forget_heartbeats(stack, runner_id)
+        await forget_heartbeats(stack, runner_id)

@@ -81,7 +81,7 @@ async def test_outbox_dead_letters_list_and_replay(gateway, http, make_org, stac
     assert replayed.status_code == 202, replayed.text
     assert replayed.json()["id"] == newer
     assert (replayed.json()["status"], replayed.json()["attempts"]) == ("pending", 0)
-    [received] = smtp_sink.wait_for(to)
+    [received] = await smtp_sink.delivered(to)
     assert received.message_id == f"<{newer}@cws.test>"
     again = await http.post(f"{gateway.url}/v1/admin/outbox/{newer}/replay", headers=headers)
     assert_problem(again, 409, "not_dead")
