@@ -251,7 +251,7 @@ class Org:
 async def make_org(stack: Stack) -> AsyncIterator[object]:
     """Creates orgs with an owner through IAM's own domain code, as the operator command does."""
     from libs.common.db import Database
-    from services.iam.accounts import create_org_with_owner
+    from services.iam.manage import create_org_with_owner
     from services.iam.models import SCHEMA, event_tables
 
     db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=2)

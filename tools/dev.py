@@ -40,7 +40,7 @@ def _env(name: str, default: str = "") -> str:
 async def _seed_demo_org(app_url: str, email: str, password: str) -> str:
     from libs.common.db import Database
     from libs.common.errors import Conflict
-    from services.iam.accounts import create_org_with_owner
+    from services.iam.manage import create_org_with_owner
     from services.iam.models import SCHEMA, event_tables
 
     db = Database(app_url, schema=SCHEMA, tables=event_tables, pool_size=1)

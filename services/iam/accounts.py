@@ -13,7 +13,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from libs.common.convert import parse_id
-from libs.common.db import Database, UnitOfWork, unit_of_work
+from libs.common.db import UnitOfWork
 from libs.common.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, invalid
 from libs.common.roles import MANAGERS, Role
 from services.iam import audit, passwords
@@ -41,17 +41,6 @@ def check_time_zone(value: str) -> str:
 class CreatedOrg:
     org_id: uuid.UUID
     owner_id: uuid.UUID
-
-
-async def create_org_with_owner(
-    db: Database, *, name: str, email: str, password: str, full_name: str = "", time_zone: str = "UTC"
-) -> CreatedOrg:
-    """`create_org` in a unit of work of its own, for callers outside a request: the operator
-    console (manage.py), the dev seed and the test fixtures."""
-    async with unit_of_work(db) as uow:
-        return await create_org(
-            uow, name=name, email=email, password=password, full_name=full_name, time_zone=time_zone
-        )
 
 
 async def create_org(

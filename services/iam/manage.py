@@ -16,9 +16,20 @@ from libs.common import context as request_context
 from libs.common.context import RequestContext
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import ServiceError
-from services.iam.accounts import create_org_with_owner, operator_reset_password
+from services.iam.accounts import CreatedOrg, create_org, operator_reset_password
 from services.iam.models import SCHEMA, event_tables
 from services.iam.settings import IamSettings
+
+
+async def create_org_with_owner(
+    db: Database, *, name: str, email: str, password: str, full_name: str = "", time_zone: str = "UTC"
+) -> CreatedOrg:
+    """`create_org` in a unit of work of its own: this console is a boundary like the servicer, and
+    so are the dev seed (tools/dev.py) and the test fixtures, which call it too."""
+    async with unit_of_work(db) as uow:
+        return await create_org(
+            uow, name=name, email=email, password=password, full_name=full_name, time_zone=time_zone
+        )
 
 
 async def _create_org(args: argparse.Namespace) -> int:

@@ -89,7 +89,7 @@ def log(message: str) -> None:
 
 async def _create_owner(app_url: str) -> Owner:
     from libs.common.db import Database
-    from services.iam.accounts import create_org_with_owner
+    from services.iam.manage import create_org_with_owner
     from services.iam.models import SCHEMA, event_tables
 
     db = Database(app_url, schema=SCHEMA, tables=event_tables, pool_size=1)
