@@ -18,9 +18,11 @@ from typing import Any, TypeVar
 import grpc
 import httpx
 import psycopg
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs.common import context as request_context
+from libs.common import status as rich_status
 from tools.processes import DEV_SECRETS
 
 T = TypeVar("T")
@@ -108,6 +110,14 @@ def as_service(org_id: str, service: str = "jobs") -> Metadata:
 def signed(ctx: request_context.RequestContext, secret: str = SECRET) -> Metadata:
     """Any context, signed as the gateway would sign it."""
     return request_context.signed_metadata(ctx, secret)
+
+
+async def rpc_error(call: Awaitable[Any], code: grpc.StatusCode) -> rich_status.DecodedError:
+    """Await a gRPC call that must fail with `code`; its decoded rich status (reason, violations)."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() == code, f"{raised.value.code()}: {raised.value.details()}"
+    return rich_status.decode(raised.value)
 
 
 # --- SQL and waiting ---------------------------------------------------------------------------

@@ -14,26 +14,12 @@ import grpc
 import psycopg
 import pytest
 from cws.booking.v1 import booking_pb2, booking_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from libs.common import context as request_context
-from libs.common import status as rich_status
-from tools.testkit import SECRET, as_role
+from libs.common.convert import to_ts
+from tools.testkit import SECRET, as_role, rpc_error
 
 Code = grpc.StatusCode
-
-
-def ts(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-async def rpc_error(call: Any, code: grpc.StatusCode) -> rich_status.DecodedError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    assert raised.value.code() == code, f"{raised.value.code()}: {raised.value.details()}"
-    return rich_status.decode(raised.value)
 
 
 @pytest.fixture
@@ -45,7 +31,7 @@ async def stub(booking: Any) -> AsyncIterator[booking_pb2_grpc.BookingServiceStu
 async def test_the_service_checks_roles_itself(stub, make_org):
     org_id = (await make_org()).org_id
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
-    window = {"starts_at": ts(start), "ends_at": ts(start + timedelta(hours=2))}
+    window = {"starts_at": to_ts(start), "ends_at": to_ts(start + timedelta(hours=2))}
     dispatcher, viewer, finance = (as_role(org_id, r) for r in ("DISPATCHER", "VIEWER", "FINANCE"))
 
     team = (await stub.CreateTeam(booking_pb2.CreateTeamRequest(name="Grpc Crew"), metadata=dispatcher)).team
@@ -79,7 +65,7 @@ async def test_the_service_checks_roles_itself(stub, make_org):
     # Missing window parts are named.
     error = await rpc_error(
         stub.ScheduleSuggestions(
-            booking_pb2.ScheduleSuggestionsRequest(starts_at=ts(start)), metadata=dispatcher
+            booking_pb2.ScheduleSuggestionsRequest(starts_at=to_ts(start)), metadata=dispatcher
         ),
         Code.INVALID_ARGUMENT,
     )
@@ -151,7 +137,9 @@ async def test_suggestions_over_thousands_of_blocks_match_the_rule(stub, make_or
     window_hours = {20, 21, 22}
     metadata = as_role(org_id, "DISPATCHER")
     request = booking_pb2.ScheduleSuggestionsRequest(
-        starts_at=ts(base + timedelta(hours=20)), ends_at=ts(base + timedelta(hours=23)), skill_tags=["DEEP"]
+        starts_at=to_ts(base + timedelta(hours=20)),
+        ends_at=to_ts(base + timedelta(hours=23)),
+        skill_tags=["DEEP"],
     )
     found = await stub.ScheduleSuggestions(request, metadata=metadata)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -20,7 +20,7 @@ from libs.common import context as request_context
 from libs.common import status as rich_status
 from libs.common.tokens import decode_access
 from tools.processes import DEV_SECRETS
-from tools.testkit import JWT, SECRET, as_role, signed, sql
+from tools.testkit import JWT, SECRET, as_role, rpc_error, signed, sql
 
 ANONYMOUS = request_context.AuthMethod.Value("AUTH_METHOD_ANONYMOUS")
 Code = grpc.StatusCode
@@ -49,13 +49,6 @@ def make_ctx(
 
 def anonymous() -> tuple[tuple[str, Any], ...]:
     return signed(make_ctx(auth_method=ANONYMOUS, client_ip="203.0.113.9"))
-
-
-async def rpc_error(call: Awaitable[Any], code: grpc.StatusCode) -> rich_status.DecodedError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    assert raised.value.code() == code, f"{raised.value.code()}: {raised.value.details()}"
-    return rich_status.decode(raised.value)
 
 
 @pytest.fixture

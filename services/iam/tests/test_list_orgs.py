@@ -13,8 +13,7 @@ import pytest
 from cws.iam.v1 import iam_pb2, iam_pb2_grpc
 
 from libs.common import context as request_context
-from libs.common import status as rich_status
-from tools.testkit import as_service, signed
+from tools.testkit import as_service, rpc_error, signed
 
 Code = grpc.StatusCode
 AuthMethod = request_context.AuthMethod
@@ -24,13 +23,6 @@ AuthMethod = request_context.AuthMethod
 async def stub(iam: Any) -> AsyncIterator[iam_pb2_grpc.IamServiceStub]:
     async with grpc.aio.insecure_channel(iam.target) as channel:
         yield iam_pb2_grpc.IamServiceStub(channel)
-
-
-async def refused(call: Any, code: grpc.StatusCode) -> rich_status.DecodedError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    assert raised.value.code() == code, f"{raised.value.code()}: {raised.value.details()}"
-    return rich_status.decode(raised.value)
 
 
 async def every_org(stub: Any, limit: int) -> list[iam_pb2.OrgSummary]:
@@ -76,7 +68,9 @@ async def test_bad_paging_arguments_are_invalid(stub: Any) -> None:
         (iam_pb2.ListOrgsRequest(limit=1001), "limit"),
         (iam_pb2.ListOrgsRequest(after_org_id="not-a-uuid"), "after_org_id"),
     ):
-        error = await refused(stub.ListOrgs(request, metadata=as_service("", "jobs")), Code.INVALID_ARGUMENT)
+        error = await rpc_error(
+            stub.ListOrgs(request, metadata=as_service("", "jobs")), Code.INVALID_ARGUMENT
+        )
         assert field in {v.field for v in error.violations}, error
 
 
@@ -110,7 +104,7 @@ async def test_non_service_callers_are_refused(stub: Any, make_org: Any) -> None
         ),
     }
     for label, ctx in callers.items():
-        error = await refused(stub.ListOrgs(request, metadata=signed(ctx)), Code.PERMISSION_DENIED)
+        error = await rpc_error(stub.ListOrgs(request, metadata=signed(ctx)), Code.PERMISSION_DENIED)
         assert error.reason == "service_only", (label, error)
     # And no context at all is no caller.
-    await refused(stub.ListOrgs(request), Code.UNAUTHENTICATED)
+    await rpc_error(stub.ListOrgs(request), Code.UNAUTHENTICATED)
