@@ -37,6 +37,15 @@ from tools.smtp_sink import SmtpSink
 APP_ROLE = "cws_app"
 
 
+# Real argon2id at its cheapest: every sign-in hashes, and at the production cost (about 0.1 s of two
+# cores each) hashing alone took a third of `make test`. Prod refuses such settings (IamSettings).
+TEST_PASSWORD_HASHING = {
+    "PASSWORD_HASH_TIME_COST": "1",
+    "PASSWORD_HASH_MEMORY_KIB": "1024",
+    "PASSWORD_HASH_PARALLELISM": "1",
+}
+
+
 @dataclass
 class Stack:
     admin_url: str  # superuser, this run's database
@@ -55,6 +64,7 @@ class Stack:
             "REDIS_URL": "",
             "LOG_LEVEL": "INFO",
             "READINESS_INTERVAL_SECONDS": "0.5",
+            **TEST_PASSWORD_HASHING,
         }
 
 
@@ -251,9 +261,11 @@ class Org:
 async def make_org(stack: Stack) -> AsyncIterator[object]:
     """Creates orgs with an owner through IAM's own domain code, as the operator command does."""
     from libs.common.db import Database
+    from services.iam import passwords
     from services.iam.manage import create_org_with_owner
     from services.iam.models import SCHEMA, event_tables
 
+    passwords.configure(time_cost=1, memory_kib=1024, parallelism=1)  # TEST_PASSWORD_HASHING, in-process
     db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=2)
 
     async def create(name: str = "Test Org", time_zone: str = "UTC") -> Org:

@@ -16,6 +16,7 @@ from services.iam.settings import IamSettings
 
 def build() -> ServiceApp:
     settings = IamSettings()
+    settings.configure_password_hashing()
 
     def register(server: grpc.aio.Server, app: ServiceApp) -> None:
         iam_pb2_grpc.add_IamServiceServicer_to_server(IamServicer(app.db, settings), server)

@@ -34,6 +34,7 @@ async def create_org_with_owner(
 
 async def _create_org(args: argparse.Namespace) -> int:
     settings = IamSettings()
+    settings.configure_password_hashing()
     db = Database(settings.database_url, schema=SCHEMA, tables=event_tables)
     password = args.owner_password or os.environ.get("OWNER_PASSWORD", "")
     try:
@@ -51,6 +52,7 @@ async def _create_org(args: argparse.Namespace) -> int:
 
 async def _reset_password(args: argparse.Namespace) -> int:
     settings = IamSettings()
+    settings.configure_password_hashing()
     db = Database(settings.database_url, schema=SCHEMA, tables=event_tables)
     token = request_context.set_current(
         RequestContext(principal_id="operator:console", role="OPERATOR", request_id=uuid.uuid4().hex)

@@ -227,6 +227,13 @@ async def _attempt(
         await uow.session.execute(
             update(users).where(users.c.id == user.id).values(failed_login_count=0, locked_until=None)
         )
+    if user.password_hash and passwords.needs_rehash(user.password_hash):
+        # Hashed at an older cost (PASSWORD_HASH_*): stored again at today's, now that we hold the password.
+        await uow.session.execute(
+            update(users)
+            .where(users.c.id == user.id)
+            .values(password_hash=await passwords.hash_password(password))
+        )
     session_id = uuid.uuid4()
     expires = now + timedelta(minutes=settings.auth_session_ttl_minutes)
     await uow.session.execute(

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field
+
 from libs.common.settings import CommonSettings
+from services.iam import passwords
+
+# OWASP Password Storage Cheat Sheet, argon2id: m=19 MiB, t=2, p=1 at least.
+OWASP_MIN_MEMORY_KIB = 19 * 1024
+OWASP_MIN_TIME_COST = 2
 
 
 class IamSettings(CommonSettings):
@@ -25,9 +32,30 @@ class IamSettings(CommonSettings):
     # Seed 000: with EMAIL_TEMP_PASSWORDS=true reset and onboarding emails carry the temporary
     # password (it then travels in user.created / user.password_reset for notify); off, they only notify.
     email_temp_passwords: bool = False
+    # argon2id cost of new password hashes (services/iam/passwords.py). The defaults are argon2-cffi's
+    # (RFC 9106 low-memory: t=3, 64 MiB, p=4, about 0.1 s per hash here); prod refuses less than
+    # OWASP's minimum (t=2, 19 MiB). Tests use a cheap cost: every sign-in hashes.
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=65536, ge=64, le=4 * 1024 * 1024)
+    password_hash_parallelism: int = Field(default=4, ge=1, le=16)
 
     def prod_problems(self) -> list[str]:
         problems = super().prod_problems()
         if self.client_magic_link_in_response:
             problems.append("CLIENT_MAGIC_LINK_IN_RESPONSE must be off in prod")
+        if (
+            self.password_hash_memory_kib < OWASP_MIN_MEMORY_KIB
+            or self.password_hash_time_cost < OWASP_MIN_TIME_COST
+        ):
+            problems.append(
+                f"PASSWORD_HASH_MEMORY_KIB must be at least {OWASP_MIN_MEMORY_KIB} and PASSWORD_HASH_TIME_COST "
+                f"at least {OWASP_MIN_TIME_COST} in prod (OWASP's argon2id minimum)"
+            )
         return problems
+
+    def configure_password_hashing(self) -> None:
+        passwords.configure(
+            time_cost=self.password_hash_time_cost,
+            memory_kib=self.password_hash_memory_kib,
+            parallelism=self.password_hash_parallelism,
+        )

@@ -38,6 +38,16 @@ def test_magic_link_in_response_is_refused_in_prod(monkeypatch: pytest.MonkeyPat
     assert settings(app_env="test", client_magic_link_in_response=True).client_magic_link_in_response
 
 
+def test_a_password_hash_cost_below_owasps_minimum_is_refused_in_prod() -> None:
+    assert prod().password_hash_memory_kib == 65536  # argon2-cffi's default, RFC 9106 low-memory
+    with pytest.raises(ValidationError, match="PASSWORD_HASH_MEMORY_KIB"):
+        prod(password_hash_memory_kib=1024)
+    with pytest.raises(ValidationError, match="PASSWORD_HASH_TIME_COST"):
+        prod(password_hash_time_cost=1)
+    assert prod(password_hash_memory_kib=19 * 1024, password_hash_time_cost=2).password_hash_time_cost == 2
+    assert settings(app_env="test", password_hash_memory_kib=1024).password_hash_memory_kib == 1024
+
+
 async def outbox(stack: Any, org_id: str) -> list[tuple[str, bytes]]:
     rows = await sql(
         stack.admin_url,

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from libs.common import context as request_context
 from libs.common import status as rich_status
 from libs.common.tokens import decode_access
+from services.iam import passwords
 from tools.processes import DEV_SECRETS
 from tools.testkit import JWT, SECRET, as_role, rpc_error, signed, sql
 
@@ -181,6 +182,34 @@ async def test_login_returns_tokens(stub: Any, stack: Any, make_org: Any) -> Non
         (claims.session_id,),
     )
     assert rows == [(org.org_id, "203.0.113.9")]
+
+
+async def test_a_login_stores_a_hash_of_another_cost_again_at_the_current_one(
+    stub: Any, stack: Any, make_org: Any
+) -> None:
+    """PASSWORD_HASH_* can be raised in production: old hashes keep working and are upgraded on the
+    next successful login (the IAM process runs at the test cost, t=1, 1 MiB, p=1)."""
+    passwords.configure(time_cost=2, memory_kib=2048, parallelism=1)
+    try:
+        org = await make_org()
+    finally:
+        passwords.configure(time_cost=1, memory_kib=1024, parallelism=1)
+
+    async def stored() -> str:
+        [(hashed,)] = await sql(
+            stack.admin_url, "SELECT password_hash FROM iam.users WHERE id = %s", (org.owner_id,)
+        )
+        return str(hashed)
+
+    assert "m=2048,t=2,p=1" in await stored()
+    wrong = iam_pb2.LoginRequest(email=org.owner_email, password=org.owner_password + "x")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Login(wrong, metadata=anonymous())
+    assert "m=2048,t=2,p=1" in await stored()  # a wrong password changes nothing
+    login = iam_pb2.LoginRequest(email=org.owner_email, password=org.owner_password)
+    await stub.Login(login, metadata=anonymous())
+    assert "m=1024,t=1,p=1" in await stored()
+    await stub.Login(login, metadata=anonymous())  # and it still verifies
 
 
 async def test_login_wrong_password_and_unknown_email_look_the_same(stub: Any, make_org: Any) -> None:
