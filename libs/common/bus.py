@@ -23,6 +23,11 @@ log = get_logger(__name__)
 DUPLICATE_WINDOW_SECONDS = 2 * 60 * 60
 
 
+# How long each service's stream keeps events: a consumer can be handed an event this old, so its
+# inbox must remember event ids at least this long (libs/common/events.py prune_event_tables).
+STREAM_MAX_AGE_DAYS = 7
+
+
 def stream_name(service: str) -> str:
     return f"CWS_{service.upper()}"
 
@@ -87,7 +92,7 @@ class EventBus:
     async def wait_connected(self) -> None:
         await self._connected.wait()
 
-    async def ensure_stream(self, service: str, *, max_age_days: int = 7) -> None:
+    async def ensure_stream(self, service: str, *, max_age_days: int = STREAM_MAX_AGE_DAYS) -> None:
         config = StreamConfig(
             name=stream_name(service),
             subjects=[f"cws.{service}.>"],

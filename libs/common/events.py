@@ -15,18 +15,19 @@ import contextlib
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, Table, delete, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from libs.common.bus import EventBus, event_headers, follow_subject, stream_name
+from libs.common.bus import STREAM_MAX_AGE_DAYS, EventBus, event_headers, follow_subject, stream_name
 from libs.common.db import Database, UnitOfWork, outbox_channel, unit_of_work, wake_on_notify
-from libs.common.errors import FailedPrecondition
+from libs.common.errors import FailedPrecondition, invalid
 from libs.common.event_types import Broadcast, Consumer, EventMeta
 from libs.common.logs import get_logger
 
@@ -294,3 +295,50 @@ async def run_broadcast(bus: EventBus, spec: Broadcast[Any]) -> None:
             log.warning("broadcast_handler_failed", broadcast=spec.name, event_id=meta.id, error=str(exc))
 
     await follow_subject(bus, spec.event.subject, timedelta(seconds=spec.replay_seconds), on_message)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    outbox: int
+    inbox: int
+    dead_letters: int
+
+
+# Deleted a batch at a time, each its own short transaction: a year of rows never holds one long lock.
+PRUNE_BATCH = 5000
+# An inbox row must outlive every redelivery of its event, and a stream hands out events this old.
+MIN_RETENTION_DAYS = STREAM_MAX_AGE_DAYS + 1
+
+
+async def prune_event_tables(db: Database, retention_days: int) -> Pruned:
+    """Delete what the event tables no longer need: published outbox rows, handled inbox ids and
+    replayed dead letters older than `retention_days`. Unpublished outbox rows and dead letters nobody
+    has replayed are kept whatever their age: they are work, not history."""
+    if retention_days < MIN_RETENTION_DAYS:
+        raise invalid(
+            "retention_days",
+            f"must be at least {MIN_RETENTION_DAYS}: the streams keep events {STREAM_MAX_AGE_DAYS} days, "
+            "and a redelivered event must still find its id in the inbox",
+        )
+    tables = db.tables
+    cutoff = func.now() - timedelta(days=retention_days)
+    return Pruned(
+        outbox=await _delete_in_batches(db, tables.outbox, tables.outbox.c.published_at < cutoff),
+        inbox=await _delete_in_batches(db, tables.inbox, tables.inbox.c.processed_at < cutoff),
+        dead_letters=await _delete_in_batches(
+            db, tables.dead_letters, tables.dead_letters.c.replayed_at < cutoff
+        ),
+    )
+
+
+async def _delete_in_batches(db: Database, table: Table, condition: ColumnElement[bool]) -> int:
+    deleted = 0
+    while True:
+        ctid: ColumnElement[Any] = literal_column("ctid")  # every table has one, whatever its key
+        batch = select(ctid).select_from(table).where(condition).limit(PRUNE_BATCH).scalar_subquery()
+        async with db.sessions() as session, session.begin():
+            result = await session.execute(delete(table).where(ctid.in_(batch)))
+        count = result.rowcount or 0  # type: ignore[attr-defined]
+        deleted += count
+        if count < PRUNE_BATCH:
+            return deleted

@@ -35,7 +35,7 @@ from libs.common.bus import EventBus
 from libs.common.db import Database, OutboxTables
 from libs.common.errors import ServiceError
 from libs.common.event_types import Broadcast, Consumer
-from libs.common.events import DurableConsumer, OutboxRelay, run_broadcast
+from libs.common.events import DurableConsumer, OutboxRelay, prune_event_tables, run_broadcast
 from libs.common.logs import configure_logging, get_logger
 from libs.common.readiness import Readiness
 from libs.common.roles import STAFF
@@ -119,10 +119,22 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
 
 
 class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
-    def __init__(self, service: str, readiness: Readiness, settings: CommonSettings) -> None:
+    def __init__(self, service: str, readiness: Readiness, settings: CommonSettings, db: Database) -> None:
         self.service = service
         self.readiness = readiness
         self.settings = settings
+        self.db = db
+
+    async def PruneEventTables(
+        self, request: ops_pb2.PruneEventTablesRequest, context: Any
+    ) -> ops_pb2.PruneEventTablesResponse:
+        request_context.require_service()
+        pruned = await prune_event_tables(
+            self.db, request.retention_days or self.settings.event_retention_days
+        )
+        return ops_pb2.PruneEventTablesResponse(
+            outbox_deleted=pruned.outbox, inbox_deleted=pruned.inbox, dead_letters_deleted=pruned.dead_letters
+        )
 
     async def GetFeatureFlags(
         self, request: ops_pb2.GetFeatureFlagsRequest, context: Any
@@ -203,7 +215,7 @@ class ServiceApp:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         ops_pb2_grpc.add_OpsServiceServicer_to_server(
-            OpsServicer(self.name, self.readiness, self.settings), server
+            OpsServicer(self.name, self.readiness, self.settings, self.db), server
         )
         self.register(server, self)
         reflection.enable_server_reflection(

@@ -93,6 +93,10 @@ class CommonSettings(BaseSettings):
 
     grpc_deadline_seconds: float = 5.0
     readiness_interval_seconds: float = 2.0
+    # Published outbox rows, handled inbox ids and replayed dead letters older than this are deleted by
+    # the jobs runner's event-retention job (OpsService.PruneEventTables). At least 8: the streams keep
+    # events 7 days, and a redelivered event must still find its id in the inbox.
+    event_retention_days: int = Field(default=14, ge=8, le=3650)
 
     @property
     def is_prod(self) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from cws.booking.v1 import booking_pb2
+from cws.common.v1 import ops_pb2, ops_pb2_grpc
 from cws.notify.v1 import notify_pb2
 from google.protobuf.message import Message
 
@@ -85,6 +86,16 @@ def digests(schedule: str) -> Work:
     return run
 
 
+async def event_retention(peers: Peers) -> dict[str, int]:
+    """Each service prunes its own event outbox, inbox and dead letters, at its EVENT_RETENTION_DAYS.
+    (jobs' own event tables stay empty: it publishes and consumes nothing.)"""
+    found: dict[str, int] = {}
+    for peer in (peers.iam, peers.booking, peers.notify):
+        ops = ops_pb2_grpc.OpsServiceStub(peer.channel)
+        found |= counts(await ops.PruneEventTables(ops_pb2.PruneEventTablesRequest()), f"{peer.name}_")
+    return found
+
+
 async def storage_janitor(peers: Peers) -> dict[str, int]:
     # Seed 004 runs it beside outbox-delivery; until the media service exists there is nothing to
     # clean, and saying so beats pretending it ran.
@@ -102,6 +113,7 @@ REGISTRY: tuple[Job, ...] = (
     Job("notifications-digest-weekly", 60, per_org=True, run=digests("weekly")),
     Job("notifications-digest-monthly", 60, per_org=True, run=digests("monthly")),
     Job("storage-janitor", 3600, per_org=False, run=storage_janitor),
+    Job("event-retention", 86400, per_org=False, run=event_retention),
 )
 
 JOB_NAMES = tuple(job.name for job in REGISTRY)

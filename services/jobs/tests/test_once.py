@@ -13,8 +13,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
+from cws.common.v1 import ops_pb2, ops_pb2_grpc
 from pydantic import ValidationError
 
 from services.jobs.execution import LOCKED_REASON, lock_key
@@ -22,7 +24,7 @@ from services.jobs.registry import JOB_NAMES, ScheduleError, all_jobs, scheduled
 from services.jobs.settings import JobsSettings, explain
 from services.jobs.tests.conftest import JobsEnv, reset_jobs, status_row
 from tools.devstack import ROOT, free_port
-from tools.testkit import owner, sql
+from tools.testkit import as_role, as_service, owner, rpc_error, sql
 
 
 async def pending_booking(http: Any, url: str, headers: dict[str, str]) -> str:
@@ -252,3 +254,75 @@ async def test_bad_schedule_refuses_to_start(jobs_setup: JobsEnv) -> None:
     )
     assert service.returncode != 0
     assert "jobs: refusing to start: JOB_SCHEDULE: unknown job bogus (known jobs: cleanup" in service.stderr
+
+
+async def test_event_retention_prunes_what_each_service_no_longer_needs(
+    jobs_setup: JobsEnv, stack: Any
+) -> None:
+    """Published outbox rows, handled inbox ids and replayed dead letters past EVENT_RETENTION_DAYS
+    (14) go, in iam, booking and notify alike; recent ones, and dead letters nobody replayed, stay."""
+    tag = uuid.uuid4().hex[:12]
+    for schema in ("iam", "booking", "notify"):
+        await sql(
+            stack.admin_url,
+            f"INSERT INTO {schema}.event_outbox (id, subject, payload, created_at, published_at) VALUES "
+            f"(gen_random_uuid(), %s, '', now() - interval '40 days', now() - interval '30 days'), "
+            f"(gen_random_uuid(), %s, '', now() - interval '2 days', now() - interval '2 days')",
+            (f"cws.{schema}.old.{tag}", f"cws.{schema}.recent.{tag}"),
+        )
+        await sql(
+            stack.admin_url,
+            f"INSERT INTO {schema}.event_inbox (consumer, event_id, processed_at) VALUES "
+            f"(%s, 'old', now() - interval '30 days'), (%s, 'recent', now() - interval '9 days')",
+            (f"test-{tag}", f"test-{tag}"),
+        )
+        await sql(
+            stack.admin_url,
+            f"INSERT INTO {schema}.event_dead_letters (id, consumer, event_id, subject, payload, error, "
+            f"deliveries, created_at, replayed_at) VALUES "
+            f"(gen_random_uuid(), %s, 'replayed', 'x', '', 'e', 5, now() - interval '40 days', now() - interval '30 days'), "
+            f"(gen_random_uuid(), %s, 'waiting', 'x', '', 'e', 5, now() - interval '40 days', NULL)",
+            (f"test-{tag}", f"test-{tag}"),
+        )
+    await reset_jobs(stack, "event-retention")
+
+    run = await jobs_setup.cli("--job", "event-retention", "--once")
+
+    assert run.returncode == 0, run.output
+    done = run.event("job_complete", "event-retention")
+    assert done["outcome"] == "ok", done
+    for schema in ("iam", "booking", "notify"):
+        assert done["detail"][f"{schema}_outbox_deleted"] >= 1, done
+        outbox = await sql(
+            stack.admin_url, f"SELECT subject FROM {schema}.event_outbox WHERE subject LIKE %s", (f"%{tag}",)
+        )
+        assert outbox == [(f"cws.{schema}.recent.{tag}",)]
+        inbox = await sql(
+            stack.admin_url,
+            f"SELECT event_id FROM {schema}.event_inbox WHERE consumer = %s",
+            (f"test-{tag}",),
+        )
+        assert inbox == [("recent",)]
+        dead = await sql(
+            stack.admin_url,
+            f"SELECT event_id FROM {schema}.event_dead_letters WHERE consumer = %s",
+            (f"test-{tag}",),
+        )
+        assert dead == [("waiting",)]
+
+
+async def test_only_suite_services_prune_and_never_below_the_streams_age(booking: Any) -> None:
+    """A staff member cannot prune (service callers only), and a retention shorter than the streams'
+    7 days (a redelivered event would not find its inbox row) is refused."""
+    org = str(uuid.uuid4())
+    async with grpc.aio.insecure_channel(booking.target) as channel:
+        ops = ops_pb2_grpc.OpsServiceStub(channel)
+        await rpc_error(
+            ops.PruneEventTables(ops_pb2.PruneEventTablesRequest(), metadata=as_role(org, "OWNER")),
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
+        refused = await rpc_error(
+            ops.PruneEventTables(ops_pb2.PruneEventTablesRequest(retention_days=7), metadata=as_service(org)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert [v.field for v in refused.violations] == ["retention_days"]

@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ws/common/v1/ops.proto\x12\rcws.common.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x18\n\x16GetFeatureFlagsRequest\"R\n\x17GetFeatureFlagsResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12&\n\x05\x66lags\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x15\n\x13GetReadinessRequest\"_\n\x0eReadinessCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\n\n\x02ms\x18\x03 \x01(\x01\x12\'\n\x06\x64\x65tail\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"b\n\x14GetReadinessResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12-\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x1d.cws.common.v1.ReadinessCheck2\xc7\x01\n\nOpsService\x12W\n\x0cGetReadiness\x12\".cws.common.v1.GetReadinessRequest\x1a#.cws.common.v1.GetReadinessResponse\x12`\n\x0fGetFeatureFlags\x12%.cws.common.v1.GetFeatureFlagsRequest\x1a&.cws.common.v1.GetFeatureFlagsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ws/common/v1/ops.proto\x12\rcws.common.v1\x1a\x1cgoogle/protobuf/struct.proto\"1\n\x17PruneEventTablesRequest\x12\x16\n\x0eretention_days\x18\x01 \x01(\x05\"g\n\x18PruneEventTablesResponse\x12\x16\n\x0eoutbox_deleted\x18\x01 \x01(\x03\x12\x15\n\rinbox_deleted\x18\x02 \x01(\x03\x12\x1c\n\x14\x64\x65\x61\x64_letters_deleted\x18\x03 \x01(\x03\"\x18\n\x16GetFeatureFlagsRequest\"R\n\x17GetFeatureFlagsResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12&\n\x05\x66lags\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x15\n\x13GetReadinessRequest\"_\n\x0eReadinessCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\n\n\x02ms\x18\x03 \x01(\x01\x12\'\n\x06\x64\x65tail\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"b\n\x14GetReadinessResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12-\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x1d.cws.common.v1.ReadinessCheck2\xac\x02\n\nOpsService\x12W\n\x0cGetReadiness\x12\".cws.common.v1.GetReadinessRequest\x1a#.cws.common.v1.GetReadinessResponse\x12`\n\x0fGetFeatureFlags\x12%.cws.common.v1.GetFeatureFlagsRequest\x1a&.cws.common.v1.GetFeatureFlagsResponse\x12\x63\n\x10PruneEventTables\x12&.cws.common.v1.PruneEventTablesRequest\x1a\'.cws.common.v1.PruneEventTablesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cws.common.v1.ops_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETFEATUREFLAGSREQUEST']._serialized_start=72
-  _globals['_GETFEATUREFLAGSREQUEST']._serialized_end=96
-  _globals['_GETFEATUREFLAGSRESPONSE']._serialized_start=98
-  _globals['_GETFEATUREFLAGSRESPONSE']._serialized_end=180
-  _globals['_GETREADINESSREQUEST']._serialized_start=182
-  _globals['_GETREADINESSREQUEST']._serialized_end=203
-  _globals['_READINESSCHECK']._serialized_start=205
-  _globals['_READINESSCHECK']._serialized_end=300
-  _globals['_GETREADINESSRESPONSE']._serialized_start=302
-  _globals['_GETREADINESSRESPONSE']._serialized_end=400
-  _globals['_OPSSERVICE']._serialized_start=403
-  _globals['_OPSSERVICE']._serialized_end=602
+  _globals['_PRUNEEVENTTABLESREQUEST']._serialized_start=72
+  _globals['_PRUNEEVENTTABLESREQUEST']._serialized_end=121
+  _globals['_PRUNEEVENTTABLESRESPONSE']._serialized_start=123
+  _globals['_PRUNEEVENTTABLESRESPONSE']._serialized_end=226
+  _globals['_GETFEATUREFLAGSREQUEST']._serialized_start=228
+  _globals['_GETFEATUREFLAGSREQUEST']._serialized_end=252
+  _globals['_GETFEATUREFLAGSRESPONSE']._serialized_start=254
+  _globals['_GETFEATUREFLAGSRESPONSE']._serialized_end=336
+  _globals['_GETREADINESSREQUEST']._serialized_start=338
+  _globals['_GETREADINESSREQUEST']._serialized_end=359
+  _globals['_READINESSCHECK']._serialized_start=361
+  _globals['_READINESSCHECK']._serialized_end=456
+  _globals['_GETREADINESSRESPONSE']._serialized_start=458
+  _globals['_GETREADINESSRESPONSE']._serialized_end=556
+  _globals['_OPSSERVICE']._serialized_start=559
+  _globals['_OPSSERVICE']._serialized_end=859
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,50 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class PruneEventTablesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    retention_days: _builtins.int
+    def __init__(
+        self,
+        *,
+        retention_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retention_days", b"retention_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneEventTablesRequest: _TypeAlias = PruneEventTablesRequest  # noqa: Y015
+
+@_typing.final
+class PruneEventTablesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTBOX_DELETED_FIELD_NUMBER: _builtins.int
+    INBOX_DELETED_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERS_DELETED_FIELD_NUMBER: _builtins.int
+    outbox_deleted: _builtins.int
+    inbox_deleted: _builtins.int
+    dead_letters_deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        outbox_deleted: _builtins.int = ...,
+        inbox_deleted: _builtins.int = ...,
+        dead_letters_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letters_deleted", b"dead_letters_deleted", "inbox_deleted", b"inbox_deleted", "outbox_deleted", b"outbox_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneEventTablesResponse: _TypeAlias = PruneEventTablesResponse  # noqa: Y015
+
+@_typing.final
 class GetFeatureFlagsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

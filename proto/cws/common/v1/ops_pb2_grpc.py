@@ -46,6 +46,11 @@ class OpsServiceStub:
                 request_serializer=cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsRequest.SerializeToString,
                 response_deserializer=cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsResponse.FromString,
                 _registered_method=True)
+        self.PruneEventTables = channel.unary_unary(
+                '/cws.common.v1.OpsService/PruneEventTables',
+                request_serializer=cws_dot_common_dot_v1_dot_ops__pb2.PruneEventTablesRequest.SerializeToString,
+                response_deserializer=cws_dot_common_dot_v1_dot_ops__pb2.PruneEventTablesResponse.FromString,
+                _registered_method=True)
 
 
 class OpsServiceServicer:
@@ -65,6 +70,15 @@ class OpsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PruneEventTables(self, request, context):
+        """Suite services only (the jobs runner's event-retention job): deletes what the service's event
+        tables no longer need. Published outbox rows and replayed dead letters older than
+        retention_days, inbox rows older than that and never younger than the streams keep events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +91,11 @@ def add_OpsServiceServicer_to_server(servicer, server):
                     servicer.GetFeatureFlags,
                     request_deserializer=cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsRequest.FromString,
                     response_serializer=cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsResponse.SerializeToString,
+            ),
+            'PruneEventTables': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneEventTables,
+                    request_deserializer=cws_dot_common_dot_v1_dot_ops__pb2.PruneEventTablesRequest.FromString,
+                    response_serializer=cws_dot_common_dot_v1_dot_ops__pb2.PruneEventTablesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +154,33 @@ class OpsService:
             '/cws.common.v1.OpsService/GetFeatureFlags',
             cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsRequest.SerializeToString,
             cws_dot_common_dot_v1_dot_ops__pb2.GetFeatureFlagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneEventTables(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.common.v1.OpsService/PruneEventTables',
+            cws_dot_common_dot_v1_dot_ops__pb2.PruneEventTablesRequest.SerializeToString,
+            cws_dot_common_dot_v1_dot_ops__pb2.PruneEventTablesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,11 @@ class OpsServiceStub:
     def __new__(cls, channel: _aio.Channel) -> OpsServiceAsyncStub: ...
     GetReadiness: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetReadinessRequest, _ops_pb2.GetReadinessResponse]
     GetFeatureFlags: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetFeatureFlagsRequest, _ops_pb2.GetFeatureFlagsResponse]
+    PruneEventTables: _grpc.UnaryUnaryMultiCallable[_ops_pb2.PruneEventTablesRequest, _ops_pb2.PruneEventTablesResponse]
+    """Suite services only (the jobs runner's event-retention job): deletes what the service's event
+    tables no longer need. Published outbox rows and replayed dead letters older than
+    retention_days, inbox rows older than that and never younger than the streams keep events.
+    """
 
 @_typing.type_check_only
 class OpsServiceAsyncStub(OpsServiceStub):
@@ -47,6 +52,11 @@ class OpsServiceAsyncStub(OpsServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetReadiness: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetReadinessRequest, _ops_pb2.GetReadinessResponse]  # type: ignore[assignment]
     GetFeatureFlags: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetFeatureFlagsRequest, _ops_pb2.GetFeatureFlagsResponse]  # type: ignore[assignment]
+    PruneEventTables: _aio.UnaryUnaryMultiCallable[_ops_pb2.PruneEventTablesRequest, _ops_pb2.PruneEventTablesResponse]  # type: ignore[assignment]
+    """Suite services only (the jobs runner's event-retention job): deletes what the service's event
+    tables no longer need. Published outbox rows and replayed dead letters older than
+    retention_days, inbox rows older than that and never younger than the streams keep events.
+    """
 
 class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Served by every service (libs/common). GetReadiness is asked by the gateway's /readyz without a
@@ -66,5 +76,16 @@ class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ops_pb2.GetFeatureFlagsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ops_pb2.GetFeatureFlagsResponse, _abc.Awaitable[_ops_pb2.GetFeatureFlagsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PruneEventTables(
+        self,
+        request: _ops_pb2.PruneEventTablesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ops_pb2.PruneEventTablesResponse, _abc.Awaitable[_ops_pb2.PruneEventTablesResponse]]:
+        """Suite services only (the jobs runner's event-retention job): deletes what the service's event
+        tables no longer need. Published outbox rows and replayed dead letters older than
+        retention_days, inbox rows older than that and never younger than the streams keep events.
+        """
 
 def add_OpsServiceServicer_to_server(servicer: OpsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
