@@ -35,6 +35,8 @@ from tools.processes import DEV_SECRETS, GatewayProc, ServiceProc, gateway_proc,
 from tools.smtp_sink import SmtpSink
 
 APP_ROLE = "cws_app"
+# Settings built in this process (test fixtures, domain tests) are test settings; APP_ENV has no default.
+os.environ.setdefault("APP_ENV", "test")
 
 
 # Real argon2id at its cheapest: every sign-in hashes, and at the production cost (about 0.1 s of two

@@ -5,6 +5,7 @@ Kept with the gateway tests because they exercise GatewaySettings, which libs/co
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 from typing import Any
 
@@ -52,6 +53,9 @@ def strong() -> dict[str, Any]:
 
 
 def build(cls: type[CommonSettings], **values: Any) -> Any:
+    """Settings as a dev workstation has them, unless the test says otherwise (APP_ENV has no default)."""
+    if "APP_ENV" not in os.environ:
+        values = {"app_env": "dev", **values}
     return cls(_env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -69,6 +73,12 @@ def test_prod_with_real_secrets_starts(cls: type[CommonSettings]) -> None:
     settings = build(cls, app_env="prod", **strong())
     assert settings.is_prod
     assert not settings.is_dev_or_test
+
+
+@pytest.mark.parametrize("cls", [CommonSettings, GatewaySettings])
+def test_a_deployment_that_forgets_app_env_does_not_start_as_dev(cls: type[CommonSettings]) -> None:
+    with pytest.raises(ValidationError, match="APP_ENV is not set"):
+        cls(_env_file=None)  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize("cls", [CommonSettings, GatewaySettings])

@@ -62,7 +62,9 @@ class CommonSettings(BaseSettings):
     # secrets); each service names its own, so the answer comes from the service that acts on it.
     FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ()
 
-    app_env: str = Field(default="dev", description="dev, test or prod")
+    # No default: a deployment that forgets APP_ENV must not start as dev (a public dev secret, Basic
+    # Auth on, X-Test-Org honoured). `make dev`, `make test` and the bench set it.
+    app_env: str = Field(default="", description="dev, test or prod", validate_default=True)
     service_name: str = "cws"
     log_level: str = "INFO"
 
@@ -138,6 +140,10 @@ class CommonSettings(BaseSettings):
     @field_validator("app_env")
     @classmethod
     def _known_env(cls, value: str) -> str:
+        if not value:
+            raise ValueError(
+                "APP_ENV is not set: give APP_ENV=prod in production (dev or test on a workstation)"
+            )
         if value.lower() not in {"dev", "development", "test", "testing", "prod", "production"}:
             raise ValueError("APP_ENV must be dev, test or prod")
         return value.lower()
