@@ -7,7 +7,7 @@ UV := .run/uv/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: bootstrap dev test proto proto-check migrate lint up down bench clean
+.PHONY: bootstrap dev test fuzz proto proto-check migrate lint up down bench clean
 
 bootstrap: $(VENV)/.synced
 
@@ -24,6 +24,11 @@ dev: bootstrap
 
 test: bootstrap
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The gateway's OpenAPI fuzzed longer than `make test` does, with fresh random input each run.
+FUZZ_MAX_EXAMPLES ?= 100
+fuzz: bootstrap
+	FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) $(PY) -m pytest gateway/tests/test_fuzz.py -k fuzz_as -s $(PYTEST_ARGS)
 
 # Suite against a one-process baseline, one table (issue 3); not a test, never fails on a target.
 bench: bootstrap

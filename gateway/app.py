@@ -26,6 +26,7 @@ from gateway.middleware import (
     RateLimitMiddleware,
     ReadOnlyMiddleware,
     RequestIdMiddleware,
+    RouteAccessMiddleware,
     limiter_storage,
 )
 from gateway.principal import request_id_of
@@ -59,6 +60,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "Malformed request",
         401: "Missing, invalid or revoked credentials; `mfa_required`",
         403: "Role, org or IP allowlist refuses it",
+        404: "No such resource in the caller's org (another org's ids are not found either)",
         409: "Conflict, or ADMIN_READ_ONLY (`read_only`)",
         413: "Body too large",
         422: "Invalid input, with `errors`",
@@ -129,13 +131,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(ReadOnlyMiddleware, settings=settings)
     app.add_middleware(AuthMiddleware, settings=settings, revoked=revoked)
     app.add_middleware(AdminAllowlistMiddleware, settings=settings)
+    app.add_middleware(RouteAccessMiddleware, router=app.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RateLimitMiddleware, settings=settings, storage=limiter_storage(settings.redis_url))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_credentials=True,
+            allow_credentials=settings.cors_allow_credentials,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[
                 "Authorization",

@@ -42,7 +42,8 @@ class RevokedSessions:
 
     @property
     def live(self) -> bool:
-        """While NATS is down, revocations cannot arrive: the gateway then asks IAM instead."""
+        """Fed from the whole window: false while NATS is down, and after every (re)subscribe until
+        the window is replayed (follow_subject); meanwhile the gateway asks IAM about each session."""
         return self._fed and self.bus.is_connected
 
     def _set_fed(self, fed: bool) -> None:

@@ -68,6 +68,20 @@ class TokensOut(BaseModel):
     role: str
 
 
+StepUpPassword = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=256,
+        description="Your current password (step-up): a signed-in session alone cannot change TOTP",
+    ),
+]
+
+
+class EnrollTotpIn(Strict):
+    current_password: StepUpPassword
+
+
 class EnrollOut(BaseModel):
     secret: str
     otpauth_uri: str
@@ -75,6 +89,7 @@ class EnrollOut(BaseModel):
 
 class VerifyTotpIn(Strict):
     code: TotpCode
+    current_password: StepUpPassword
 
 
 class VerifyTotpOut(TokensOut):
@@ -83,6 +98,18 @@ class VerifyTotpOut(TokensOut):
 
 class DisableTotpIn(Strict):
     user_id: Annotated[str, Field(max_length=64)] | None = None
+    current_password: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=256,
+                description="The acting OWNER's own current password (step-up), whoever's TOTP is "
+                "cleared; required of a signed-in user, not of a Basic Auth principal",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class RevokedOut(BaseModel):

@@ -44,6 +44,8 @@ class GatewaySettings(CommonSettings):
 
     cors_origins: CsvList = []
     strict_cors: bool = False
+    # Cross-origin requests may carry cookies and Authorization (the portals' session cookies).
+    cors_allow_credentials: bool = True
     trust_proxy_headers: bool = False
     trusted_proxy_ips: CsvList = []
     trusted_proxy_cidrs: CsvList = []
@@ -112,6 +114,14 @@ class GatewaySettings(CommonSettings):
         problems = super().prod_problems()
         if self.strict_cors and (not self.cors_origins or "*" in self.cors_origins):
             problems.append("STRICT_CORS requires explicit CORS_ORIGINS (no '*')")
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            # With credentials, Starlette answers a wildcard with the caller's own origin: any site
+            # could then call the API as the signed-in user (cookies and all).
+            problems.append(
+                "CORS_ORIGINS contains '*' while CORS_ALLOW_CREDENTIALS is on: any website could make "
+                "credentialed requests as the signed-in user; list the exact origins "
+                "(or set CORS_ALLOW_CREDENTIALS=false)"
+            )
         if self.testing:
             problems.append("TESTING must be off in prod")
         if self.captcha_mode.lower() not in ("", "off", "disabled") and not self.turnstile_secret_key:

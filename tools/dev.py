@@ -74,6 +74,10 @@ def main() -> int:
         app_url = with_user(migrations_url, "cws_app")
         print(f"postgres: embedded, {pg.admin_url.rsplit('/', 1)[0]}/cws (data in .run/pg)")
 
+    # Before anything else starts: migrate() refuses the runtime role (DATABASE_URL alone naming cws_app
+    # needs MIGRATIONS_DATABASE_URL too), and nothing is then left running.
+    migrate(migrations_url, "cws_app", os.environ.get("DATABASE_APP_PASSWORD"))
+
     nats_url = _env("NATS_URL")
     if not nats_url:
         port_file = RUN_DIR / "nats.port"
@@ -84,7 +88,6 @@ def main() -> int:
         nats_url = nats.url
         print(f"nats: embedded, {nats_url} (JetStream store in .run/nats)")
 
-    migrate(migrations_url, "cws_app", os.environ.get("DATABASE_APP_PASSWORD"))
     owner_email = _env("DEV_OWNER_EMAIL", DEFAULT_OWNER_EMAIL)
     owner_password = _env("DEV_OWNER_PASSWORD", DEFAULT_OWNER_PASSWORD)
     org_id = asyncio.run(_seed_demo_org(app_url, owner_email, owner_password)) or _existing_org(

@@ -1,8 +1,9 @@
 """The gateway's edge, as pure ASGI middleware (cheaper than BaseHTTPMiddleware on every request),
 one module each.
 
-Outermost first: request id, metrics, client IP, CORS (Starlette's), rate limit, body size, admin IP
-allowlist, authentication, read-only, call context. gateway/app.py adds them in reverse."""
+Outermost first: request id, metrics, client IP, CORS (Starlette's), rate limit, body size, route
+access (which route the request reaches, and its marks: gateway/access.py), admin IP allowlist,
+authentication, read-only, call context. gateway/app.py adds them in reverse."""
 
 from gateway.middleware.admin_allowlist import AdminAllowlistMiddleware
 from gateway.middleware.auth import AuthMiddleware
@@ -13,6 +14,7 @@ from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.rate_limit import RateLimitMiddleware, limiter_storage
 from gateway.middleware.read_only import ReadOnlyMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.middleware.route_access import RouteAccessMiddleware
 
 __all__ = [
     "AdminAllowlistMiddleware",
@@ -24,5 +26,6 @@ __all__ = [
     "RateLimitMiddleware",
     "ReadOnlyMiddleware",
     "RequestIdMiddleware",
+    "RouteAccessMiddleware",
     "limiter_storage",
 ]

@@ -1,10 +1,10 @@
-"""ADMIN_IP_ALLOWLIST_CIDRS: admin and IAM paths only from the listed networks."""
+"""ADMIN_IP_ALLOWLIST_CIDRS: routes marked ADMIN (gateway/access.py) only from the listed networks."""
 
 from __future__ import annotations
 
 import ipaddress
 
-from gateway.middleware.common import ASGIApp, Receive, Scope, Send, is_admin_path, send_problem, state
+from gateway.middleware.common import ASGIApp, Receive, Scope, Send, is_admin_route, send_problem, state
 from gateway.problems import ProblemError
 from gateway.settings import GatewaySettings
 
@@ -15,7 +15,7 @@ class AdminAllowlistMiddleware:
         self.networks = settings.admin_networks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.networks and is_admin_path(scope.get("path", "")):
+        if scope["type"] == "http" and self.networks and is_admin_route(scope):
             try:
                 ip = ipaddress.ip_address(state(scope).get("client_ip", ""))
                 allowed = any(ip in net for net in self.networks)

@@ -19,7 +19,7 @@ from gateway.middleware.common import (
     Receive,
     Scope,
     Send,
-    is_admin_path,
+    is_admin_route,
     send_problem,
     state,
 )
@@ -48,7 +48,7 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope.get("path", "") in METRICS_PATHS:
             return await self.app(scope, receive, send)
         try:
-            principal = self.resolve(Headers(scope=scope), scope.get("path", ""))
+            principal = self.resolve(Headers(scope=scope), scope.get("path", ""), admin=is_admin_route(scope))
             if principal is not None and principal.session_id and not self.revoked.live:
                 await self._check_with_iam(HTTPConnection(scope), principal)
         except ProblemError as error:
@@ -58,7 +58,7 @@ class AuthMiddleware:
             structlog.contextvars.bind_contextvars(org_id=principal.org_id, principal=principal.principal_id)
         await self.app(scope, receive, send)
 
-    def resolve(self, headers: Headers, path: str) -> Principal | None:
+    def resolve(self, headers: Headers, path: str, *, admin: bool = False) -> Principal | None:
         if path.startswith(PORTAL_PREFIXES):
             # Portal credentials (a magic-link token as cookie or bearer) are no access tokens:
             # the portal routes verify them with IAM (gateway/portal_auth.py).
@@ -68,7 +68,7 @@ class AuthMiddleware:
         scheme = scheme.lower()
         if scheme == "bearer" and credentials:
             principal = self._bearer(credentials.strip())
-            if self.settings.admin_mfa_required and is_admin_path(path) and not principal.mfa_verified:
+            if self.settings.admin_mfa_required and admin and not principal.mfa_verified:
                 raise ProblemError(
                     401,
                     "mfa_required",

@@ -1,12 +1,13 @@
 """What every middleware of the edge shares: the ASGI types, the per-request state dict (request id,
-client IP, principal), which paths are admin paths, and answering with a problem document before the
-app runs."""
+client IP, the route's access, principal), and answering with a problem document before the app
+runs."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from gateway.access import Access
 from gateway.problems import ProblemError, problem_response
 
 Scope = MutableMapping[str, Any]
@@ -15,7 +16,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-ADMIN_PREFIXES = ("/v1/admin/", "/v1/iam/")
 # Metrics carry their own bearer (METRICS_TOKEN), checked by the route: no rate limit, no JWT.
 METRICS_PATHS = frozenset({"/metrics", "/v1/metrics"})
 
@@ -25,8 +25,15 @@ def state(scope: Scope) -> dict[str, Any]:
     return scope.setdefault("state", {})  # type: ignore[no-any-return]
 
 
-def is_admin_path(path: str) -> bool:
-    return path.startswith(ADMIN_PREFIXES)
+def route_access(scope: Scope) -> Access | None:
+    """The access marks of the route this request reaches (RouteAccessMiddleware); None: no route."""
+    return state(scope).get("access")  # type: ignore[no-any-return]
+
+
+def is_admin_route(scope: Scope) -> bool:
+    """Whether the admin allowlist and ADMIN_MFA_REQUIRED apply: the route is marked ADMIN."""
+    access = route_access(scope)
+    return access is not None and access.admin
 
 
 async def send_problem(scope: Scope, receive: Receive, send: Send, error: ProblemError) -> None:

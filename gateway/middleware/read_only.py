@@ -1,4 +1,5 @@
-"""ADMIN_READ_ONLY: admin and IAM writes are refused unless they carry a break-glass token."""
+"""ADMIN_READ_ONLY: every write is refused unless it carries a break-glass token, except the short
+list of routes marked OPEN_IN_READ_ONLY (gateway/access.py says which and why)."""
 
 from __future__ import annotations
 
@@ -6,35 +7,30 @@ from cws.iam.v1 import iam_pb2
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
-from gateway.middleware.common import ASGIApp, Receive, Scope, Send, is_admin_path, send_problem, state
+from gateway.access import WRITE_METHODS
+from gateway.middleware.common import ASGIApp, Receive, Scope, Send, route_access, send_problem, state
 from gateway.principal import Principal, context_for
 from gateway.problems import ProblemError
 from gateway.settings import GatewaySettings
 from gateway.stubs import backends_of
 from libs.common.grpc_client import acting_as
 
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Starting break-glass is itself how writes are re-enabled during read-only mode.
-READ_ONLY_EXEMPT = frozenset({"/v1/admin/break-glass/start"})
-
 
 class ReadOnlyMiddleware:
-    """ADMIN_READ_ONLY turns admin/IAM writes into 409, unless a valid break-glass token of the
-    caller's own org comes with them (then the write is marked and audited with its reason)."""
+    """ADMIN_READ_ONLY turns writes (POST/PUT/PATCH/DELETE) into 409, whatever their path, unless
+    their route is marked OPEN_IN_READ_ONLY or a valid break-glass token of the caller's own org comes
+    with them (then the write is marked and audited with its reason). A request that reaches no
+    route gets the router's 404 or 405."""
 
     def __init__(self, app: ASGIApp, settings: GatewaySettings) -> None:
         self.app = app
         self.enabled = settings.admin_read_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if (
-            not self.enabled
-            or scope["type"] != "http"
-            or scope["method"] not in WRITE_METHODS
-            or not is_admin_path(path)
-            or path in READ_ONLY_EXEMPT
-        ):
+        if not self.enabled or scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
+            return await self.app(scope, receive, send)
+        access = route_access(scope)
+        if access is None or access.open_in_read_only:
             return await self.app(scope, receive, send)
         token = Headers(scope=scope).get("x-break-glass-token", "").strip()
         principal: Principal | None = state(scope).get("principal")
@@ -42,7 +38,7 @@ class ReadOnlyMiddleware:
             error = ProblemError(
                 409,
                 "read_only",
-                "admin writes are disabled (ADMIN_READ_ONLY); "
+                "writes are disabled in read-only mode (ADMIN_READ_ONLY); "
                 "start a break-glass session and send X-Break-Glass-Token",
             )
             return await send_problem(scope, receive, send, error)

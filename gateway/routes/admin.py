@@ -10,6 +10,7 @@ from cws.iam.v1 import iam_pb2
 from fastapi import APIRouter, Depends, Query
 from google.protobuf.json_format import MessageToDict
 
+from gateway.access import ADMIN, OPEN_IN_READ_ONLY
 from gateway.deps import require_roles
 from gateway.principal import BASIC, Principal
 from gateway.problems import ProblemError
@@ -19,7 +20,7 @@ from gateway.schemas import BreakGlassIn, BreakGlassOut, ProfileOut
 from gateway.stubs import AllBackends, Iam
 from libs.common.roles import MANAGERS, STAFF
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[ADMIN])
 
 REDACTED = "<redacted>"
 # Only these keys are ever shown; secrets among them are replaced, never echoed.
@@ -156,6 +157,7 @@ async def feature_flags(
     response_model=BreakGlassOut,
     status_code=201,
     summary="Mint a one-time, org-scoped token that allows writes during ADMIN_READ_ONLY",
+    dependencies=[OPEN_IN_READ_ONLY],
 )
 async def start_break_glass(
     body: BreakGlassIn, iam: Iam, principal: Principal = Depends(require_roles(*MANAGERS))

@@ -7,6 +7,7 @@ from typing import Any
 from cws.iam.v1 import iam_pb2
 from fastapi import APIRouter, Depends, Request
 
+from gateway.access import ACCOUNT, ADMIN, OPEN_IN_READ_ONLY, PUBLIC
 from gateway.deps import require_roles, require_user
 from gateway.principal import Principal, principal_of
 from gateway.problems import ProblemError
@@ -16,6 +17,7 @@ from gateway.schemas import (
     ChangePasswordIn,
     DisableTotpIn,
     EnrollOut,
+    EnrollTotpIn,
     LoginIn,
     LogoutIn,
     RefreshIn,
@@ -32,7 +34,10 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
 @router.post(
-    "/login", response_model=TokensOut, summary="Sign in with email, password and (for MFA users) a TOTP code"
+    "/login",
+    response_model=TokensOut,
+    summary="Sign in with email, password and (for MFA users) a TOTP code",
+    dependencies=[PUBLIC, OPEN_IN_READ_ONLY],
 )
 async def login(body: LoginIn, iam: Iam) -> dict[str, Any]:
     response = await iam.Login(
@@ -42,7 +47,10 @@ async def login(body: LoginIn, iam: Iam) -> dict[str, Any]:
 
 
 @router.post(
-    "/refresh", response_model=TokensOut, summary="Rotate a refresh token; reuse revokes the session"
+    "/refresh",
+    response_model=TokensOut,
+    summary="Rotate a refresh token; reuse revokes the session",
+    dependencies=[PUBLIC, OPEN_IN_READ_ONLY],
 )
 async def refresh(body: RefreshIn, iam: Iam) -> dict[str, Any]:
     response = await iam.Refresh(
@@ -51,7 +59,12 @@ async def refresh(body: RefreshIn, iam: Iam) -> dict[str, Any]:
     return convert.tokens(response.tokens)
 
 
-@router.post("/logout", status_code=204, summary="End the current session (bearer token or refresh token)")
+@router.post(
+    "/logout",
+    status_code=204,
+    summary="End the current session (bearer token or refresh token)",
+    dependencies=[PUBLIC, OPEN_IN_READ_ONLY],
+)
 async def logout(request: Request, iam: Iam, body: LogoutIn | None = None) -> None:
     refresh_token = body.refresh_token if body else None
     principal = principal_of(request)
@@ -60,7 +73,13 @@ async def logout(request: Request, iam: Iam, body: LogoutIn | None = None) -> No
     await iam.Logout(iam_pb2.LogoutRequest(refresh_token=refresh_token or ""))
 
 
-@router.post("/signup", response_model=TokensOut, status_code=201, summary="Create an org and its owner")
+@router.post(
+    "/signup",
+    response_model=TokensOut,
+    status_code=201,
+    summary="Create an org and its owner",
+    dependencies=[PUBLIC],
+)
 async def signup(body: SignupIn, iam: Iam, settings: Settings) -> dict[str, Any]:
     if not settings.signup_enabled:
         raise ProblemError(
@@ -78,7 +97,12 @@ async def signup(body: SignupIn, iam: Iam, settings: Settings) -> dict[str, Any]
     return convert.tokens(response.tokens)
 
 
-@router.post("/change-password", status_code=204, summary="Change your password; other sessions end")
+@router.post(
+    "/change-password",
+    status_code=204,
+    summary="Change your password; other sessions end",
+    dependencies=[ACCOUNT],
+)
 async def change_password(
     body: ChangePasswordIn, iam: Iam, principal: Principal = Depends(require_user)
 ) -> None:
@@ -88,10 +112,15 @@ async def change_password(
 
 
 @router.post(
-    "/2fa/enroll", response_model=EnrollOut, summary="Start TOTP enrolment: base32 secret + otpauth URI"
+    "/2fa/enroll",
+    response_model=EnrollOut,
+    summary="Start TOTP enrolment: base32 secret + otpauth URI",
+    dependencies=[ACCOUNT],
 )
-async def enroll(iam: Iam, principal: Principal = Depends(require_user)) -> dict[str, Any]:
-    response = await iam.EnrollTotp(iam_pb2.EnrollTotpRequest())
+async def enroll(
+    body: EnrollTotpIn, iam: Iam, principal: Principal = Depends(require_user)
+) -> dict[str, Any]:
+    response = await iam.EnrollTotp(iam_pb2.EnrollTotpRequest(current_password=body.current_password))
     return {"secret": response.secret, "otpauth_uri": response.otpauth_uri}
 
 
@@ -99,16 +128,23 @@ async def enroll(iam: Iam, principal: Principal = Depends(require_user)) -> dict
     "/2fa/verify",
     response_model=VerifyTotpOut,
     summary="Confirm enrolment with a code: enables TOTP, revokes other sessions, returns MFA tokens",
+    dependencies=[ACCOUNT],
 )
 async def verify(
     body: VerifyTotpIn, iam: Iam, principal: Principal = Depends(require_user)
 ) -> dict[str, Any]:
-    response = await iam.VerifyTotp(iam_pb2.VerifyTotpRequest(code=body.code))
+    response = await iam.VerifyTotp(
+        iam_pb2.VerifyTotpRequest(code=body.code, current_password=body.current_password)
+    )
     return {**convert.tokens(response.tokens), "revoked_sessions": response.revoked_sessions}
 
 
 @router.post(
-    "/2fa/disable", response_model=RevokedOut, summary="Clear a user's TOTP (OWNER only); revokes sessions"
+    "/2fa/disable",
+    response_model=RevokedOut,
+    summary="Clear a user's TOTP (OWNER only); revokes sessions",
+    # Another user's second factor: an admin act, under the allowlist, MFA and read-only rules.
+    dependencies=[ADMIN],
 )
 async def disable(
     iam: Iam,
@@ -116,6 +152,9 @@ async def disable(
     principal: Principal = Depends(require_roles(Role.OWNER)),
 ) -> dict[str, Any]:
     response = await iam.DisableTotp(
-        iam_pb2.DisableTotpRequest(user_id=(body.user_id if body else None) or "")
+        iam_pb2.DisableTotpRequest(
+            user_id=(body.user_id if body else None) or "",
+            current_password=(body.current_password if body else None) or "",
+        )
     )
     return {"revoked_sessions": response.revoked_sessions}

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import ORJSONResponse
 from pydantic import AwareDatetime
 
+from gateway.access import ADMIN
 from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.routes import convert
@@ -16,14 +17,14 @@ from gateway.schemas import BookingIn, CancelIn, RescheduleIn
 from gateway.stubs import Booking, BookingStub
 from libs.common.roles import DISPATCH, MANAGERS, STAFF
 
-router = APIRouter(prefix="/v1/admin", tags=["bookings"])
+router = APIRouter(prefix="/v1/admin", tags=["bookings"], dependencies=[ADMIN])
 
 
 @router.get("/leads", summary="Leads of your org, newest first")
 async def list_leads(
     booking: Booking,
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=1_000_000),
     principal: Principal = Depends(require_roles(*STAFF)),
 ) -> dict[str, Any]:
     response = await booking.ListLeads(booking_pb2.ListLeadsRequest(limit=limit, offset=offset))
@@ -74,7 +75,7 @@ async def list_bookings(
     from_: AwareDatetime | None = Query(None, alias="from"),
     to: AwareDatetime | None = Query(None),
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=1_000_000),
     principal: Principal = Depends(require_roles(*STAFF)),
 ) -> dict[str, Any]:
     message = booking_pb2.ListBookingsRequest(status=status, limit=limit, offset=offset)

@@ -12,13 +12,14 @@ from fastapi.responses import ORJSONResponse, Response
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.access import OPS
 from gateway.clients import Backends
 from gateway.problems import ProblemError
 from gateway.resources import Bus, Revocations, Settings
 from gateway.settings import GatewaySettings, constant_time_equals
 from gateway.stubs import Jobs, JobsStub, backends_of
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[OPS])
 
 # /readyz answers within its own budget even when the jobs service hangs.
 JOBS_CHECK_TIMEOUT = 2.0

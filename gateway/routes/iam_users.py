@@ -7,6 +7,7 @@ from typing import Any
 from cws.iam.v1 import iam_pb2
 from fastapi import APIRouter, Depends, Query
 
+from gateway.access import ADMIN
 from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.problems import uuid_param
@@ -15,7 +16,7 @@ from gateway.schemas import CreateUserIn, RevokedOut, UsersOut, UserWithPassword
 from gateway.stubs import Iam
 from libs.common.roles import MANAGERS
 
-router = APIRouter(prefix="/v1/iam/users", tags=["iam"])
+router = APIRouter(prefix="/v1/iam/users", tags=["iam"], dependencies=[ADMIN])
 
 
 @router.get("", response_model=UsersOut, summary="List the users of your org")

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import ORJSONResponse
 from pydantic import AwareDatetime, Field
 
+from gateway.access import ADMIN, PUBLIC
 from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.routes import convert
@@ -38,7 +39,12 @@ def _trend(points: Iterable[booking_pb2.NpsTrendPoint]) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/v1/public/nps/{token}", status_code=201, summary="Answer an NPS survey (one use per token)")
+@router.post(
+    "/v1/public/nps/{token}",
+    status_code=201,
+    summary="Answer an NPS survey (one use per token)",
+    dependencies=[PUBLIC],
+)
 async def submit_nps(
     token: Annotated[str, Path(min_length=1, max_length=200)], body: NpsIn, booking: Booking
 ) -> ORJSONResponse:
@@ -50,6 +56,7 @@ async def submit_nps(
 @router.get(
     "/v1/admin/analytics/nps",
     summary="NPS distribution and weekly/monthly average trends (org time zone); aggregates only",
+    dependencies=[ADMIN],
 )
 async def nps_analytics(
     booking: Booking,
@@ -80,6 +87,7 @@ async def nps_analytics(
 @router.get(
     "/v1/admin/analytics/cohorts",
     summary="Customers by first-booking month, with repeat counts and rates; aggregates only",
+    dependencies=[ADMIN],
 )
 async def cohort_analytics(
     booking: Booking,

@@ -7,13 +7,14 @@ from typing import Any
 from cws.jobs.v1 import jobs_pb2
 from fastapi import APIRouter, Depends
 
+from gateway.access import ADMIN
 from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.routes.convert import optional_time
 from gateway.stubs import Jobs
 from libs.common.roles import MANAGERS
 
-router = APIRouter(prefix="/v1/admin", tags=["jobs"])
+router = APIRouter(prefix="/v1/admin", tags=["jobs"], dependencies=[ADMIN])
 
 
 def _job(job: jobs_pb2.JobStatus) -> dict[str, Any]:

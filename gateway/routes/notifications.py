@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import ORJSONResponse
 from pydantic import Field
 
+from gateway.access import ADMIN
 from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.routes.convert import optional_time
@@ -22,7 +23,7 @@ from gateway.schemas import Email, Strict
 from gateway.stubs import Booking, Notify
 from libs.common.roles import MANAGERS, STAFF
 
-router = APIRouter(prefix="/v1/admin", tags=["notifications"])
+router = APIRouter(prefix="/v1/admin", tags=["notifications"], dependencies=[ADMIN])
 
 DigestKey = Annotated[
     str, Path(pattern=r"^[a-z0-9_-]{1,100}$", description="1 to 100 characters of a-z, 0-9, _ and -")

@@ -10,6 +10,7 @@ from cws.notify.v1 import notify_pb2
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import ORJSONResponse
 
+from gateway.access import ADMIN
 from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.problems import uuid_param
@@ -17,7 +18,7 @@ from gateway.routes.convert import optional_time
 from gateway.stubs import Notify, NotifyStub
 from libs.common.roles import MANAGERS
 
-router = APIRouter(prefix="/v1/admin", tags=["outbox"])
+router = APIRouter(prefix="/v1/admin", tags=["outbox"], dependencies=[ADMIN])
 
 
 def outbox_event(message: notify_pb2.OutboxEvent) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import ORJSONResponse
 from pydantic import Field
 
+from gateway.access import ADMIN, OPEN_IN_READ_ONLY, PORTAL
 from gateway.deps import require_roles
 from gateway.portal_auth import (
     CLIENT_COOKIE,
@@ -123,6 +124,7 @@ def worker_view(message: booking_pb2.Booking) -> dict[str, Any]:
     "/client/login/request",
     status_code=202,
     summary="Ask for a magic link by email; always 202, whether or not the email is known",
+    dependencies=[PORTAL, OPEN_IN_READ_ONLY],
 )
 async def request_client_login(
     body: ClientLoginIn,
@@ -152,7 +154,11 @@ async def request_client_login(
     return sent
 
 
-@router.get("/client/login/callback", summary="Follow the magic link: sets the client_session cookie")
+@router.get(
+    "/client/login/callback",
+    summary="Follow the magic link: sets the client_session cookie",
+    dependencies=[PORTAL],
+)
 async def client_login_callback(token: Token, iam: Iam, settings: Settings) -> ORJSONResponse:
     verified = await verify_client_token(iam, token)
     response = ORJSONResponse(
@@ -167,12 +173,13 @@ async def client_login_callback(token: Token, iam: Iam, settings: Settings) -> O
     "/v1/client/portal/bookings",
     description=CLIENT_AUTH,
     summary="The signed-in client's bookings (upcoming by default)",
+    dependencies=[PORTAL],
 )
 async def client_bookings(
     booking: Booking,
     include_past: bool = Query(False, description="Also list bookings that have ended"),
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=1_000_000),
     client: Principal = Depends(require_client),
 ) -> dict[str, Any]:
     message = booking_pb2.ListBookingsRequest(limit=limit, offset=offset)
@@ -186,6 +193,7 @@ async def client_bookings(
     "/v1/client/portal/bookings/{booking_id}",
     description=CLIENT_AUTH,
     summary="One of the signed-in client's bookings",
+    dependencies=[PORTAL],
 )
 async def client_booking(
     booking_id: Id,
@@ -202,6 +210,7 @@ async def client_booking(
 @router.post(
     "/v1/admin/workers/{worker_id}/portal-link",
     summary="Mint a worker portal link (dispatcher and up); hand it to the worker",
+    dependencies=[ADMIN],
 )
 async def worker_portal_link(
     worker_id: Id,
@@ -240,7 +249,11 @@ async def _check_worker(booking: BookingStub, worker_id: str) -> None:
         raise ProblemError(409, "worker_inactive", "this worker is inactive")
 
 
-@router.get("/worker/login/callback", summary="Follow the worker link: sets the worker_session cookie")
+@router.get(
+    "/worker/login/callback",
+    summary="Follow the worker link: sets the worker_session cookie",
+    dependencies=[PORTAL],
+)
 async def worker_login_callback(token: Token, iam: Iam, settings: Settings) -> ORJSONResponse:
     verified = await verify_worker_token(iam, token)
     response = ORJSONResponse(
@@ -252,13 +265,16 @@ async def worker_login_callback(token: Token, iam: Iam, settings: Settings) -> O
 
 
 @router.get(
-    "/v1/worker/portal/jobs", description=WORKER_AUTH, summary="Jobs assigned to the signed-in worker"
+    "/v1/worker/portal/jobs",
+    description=WORKER_AUTH,
+    summary="Jobs assigned to the signed-in worker",
+    dependencies=[PORTAL],
 )
 async def worker_jobs(
     booking: Booking,
     include_past: bool = Query(False, description="Also list jobs that ended more than a day ago"),
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=1_000_000),
     worker: Principal = Depends(require_worker),
 ) -> dict[str, Any]:
     message = booking_pb2.ListBookingsRequest(limit=limit, offset=offset)
@@ -272,6 +288,7 @@ async def worker_jobs(
     "/v1/worker/portal/jobs/{job_id}",
     description=WORKER_AUTH,
     summary="One job assigned to the signed-in worker",
+    dependencies=[PORTAL],
 )
 async def worker_job(
     job_id: Id,
@@ -286,6 +303,7 @@ async def worker_job(
     "/v1/worker/portal/jobs/{job_id}/{action}",
     description=WORKER_AUTH,
     summary="start or complete one's own job",
+    dependencies=[PORTAL],
 )
 async def worker_transition(
     job_id: Id,

@@ -10,13 +10,14 @@ from cws.booking.v1 import booking_pb2
 from fastapi import APIRouter, Depends
 from pydantic import Field, StrictInt
 
+from gateway.access import ADMIN
 from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.schemas import Strict
 from gateway.stubs import Booking
 from libs.common.roles import MANAGERS, STAFF
 
-router = APIRouter(prefix="/v1/admin", tags=["pricing"])
+router = APIRouter(prefix="/v1/admin", tags=["pricing"], dependencies=[ADMIN])
 MAX_CENTS = 10_000_000
 MAX_MINUTES = 1_440
 

@@ -9,6 +9,7 @@ from cws.booking.v1 import booking_pb2
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import ORJSONResponse
 
+from gateway.access import OPEN_IN_READ_ONLY, PUBLIC
 from gateway.principal import client_ip_of
 from gateway.resources import CaptchaVerifier, Settings
 from gateway.routes import convert
@@ -16,7 +17,7 @@ from gateway.schemas import EstimateIn, LeadIn
 from gateway.settings import GatewaySettings
 from gateway.stubs import Booking
 
-router = APIRouter(tags=["public"])
+router = APIRouter(tags=["public"], dependencies=[PUBLIC])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 OrgKey = Annotated[str | None, Header(alias="X-Org-Key", max_length=64)]
@@ -35,7 +36,11 @@ def org_key(request: Request, settings: GatewaySettings, header: str | None) -> 
     return ""
 
 
-@router.post("/v1/estimate", summary="Price a cleaning from beds, baths and cleaning type")
+@router.post(
+    "/v1/estimate",
+    summary="Price a cleaning from beds, baths and cleaning type",
+    dependencies=[OPEN_IN_READ_ONLY],
+)
 async def estimate(
     body: EstimateIn, request: Request, booking: Booking, settings: Settings, x_org_key: OrgKey = None
 ) -> dict[str, Any]:
@@ -50,7 +55,12 @@ async def estimate(
     return convert.estimate(response)
 
 
-@router.post("/v1/leads", status_code=201, summary="Submit a lead with its estimate inputs")
+@router.post(
+    "/v1/leads",
+    status_code=201,
+    summary="Submit a lead with its estimate inputs",
+    dependencies=[OPEN_IN_READ_ONLY],
+)
 async def create_lead(
     body: LeadIn,
     request: Request,

@@ -11,6 +11,7 @@ from cws.booking.v1 import booking_pb2
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AwareDatetime, Field, field_validator
 
+from gateway.access import ADMIN
 from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.routes import convert
@@ -18,7 +19,7 @@ from gateway.schemas import Strict
 from gateway.stubs import Booking
 from libs.common.roles import DISPATCH, STAFF
 
-router = APIRouter(prefix="/v1/admin", tags=["scheduling"])
+router = APIRouter(prefix="/v1/admin", tags=["scheduling"], dependencies=[ADMIN])
 Id = Annotated[str, Field(max_length=64)]
 
 

@@ -29,6 +29,7 @@ ENV_NAMES = [
     "METRICS_TOKEN",
     "STRICT_CORS",
     "CORS_ORIGINS",
+    "CORS_ALLOW_CREDENTIALS",
     "ADMIN_IP_ALLOWLIST_CIDRS",
     "TRUSTED_PROXY_CIDRS",
     "TRUSTED_PROXY_IPS",
@@ -153,6 +154,37 @@ def test_prod_strict_cors_star_from_environment_refused(monkeypatch: pytest.Monk
     monkeypatch.setenv("CORS_ORIGINS", "https://app.example.com, *")
     with pytest.raises(ValidationError, match="STRICT_CORS"):
         build(GatewaySettings, app_env="prod", **strong())
+
+
+@pytest.mark.parametrize("origins", ["*", "https://app.example.com,*", '["*"]', " * "])
+def test_prod_wildcard_cors_with_credentials_refused(origins: str) -> None:
+    """Issue 9 hole 9: credentials (on by default) with a wildcard origin, STRICT_CORS or not."""
+    message = prod_error(GatewaySettings, app_env="prod", cors_origins=origins, **strong())
+    assert "CORS_ORIGINS contains '*' while CORS_ALLOW_CREDENTIALS is on" in message
+    assert "list the exact origins" in message
+
+
+def test_prod_wildcard_cors_from_environment_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "https://app.example.com, *")
+    with pytest.raises(ValidationError, match="CORS_ALLOW_CREDENTIALS"):
+        build(GatewaySettings, app_env="prod", **strong())
+
+
+def test_prod_wildcard_cors_without_credentials_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "*")
+    monkeypatch.setenv("CORS_ALLOW_CREDENTIALS", "false")
+    settings = build(GatewaySettings, app_env="prod", **strong())
+    assert settings.cors_origins == ["*"] and not settings.cors_allow_credentials
+
+
+def test_prod_explicit_cors_origins_with_credentials_start() -> None:
+    settings = build(GatewaySettings, app_env="prod", cors_origins="https://app.example.com", **strong())
+    assert settings.cors_allow_credentials
+
+
+@pytest.mark.parametrize("env", ["dev", "test"])
+def test_wildcard_cors_allowed_outside_prod(env: str) -> None:
+    assert build(GatewaySettings, app_env=env, cors_origins="*").cors_origins == ["*"]
 
 
 def test_prod_strict_cors_with_explicit_origins_starts(monkeypatch: pytest.MonkeyPatch) -> None:

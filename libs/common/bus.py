@@ -139,8 +139,13 @@ async def follow_subject(
 ) -> None:
     """An ordered, ephemeral consumer from `now - since`: for in-memory caches rebuilt at start-up
     (the gateway's revocation list), where a durable consumer would be wrong. After every reconnect
-    it subscribes again from `now - since`, so what was published meanwhile is replayed; `on_live`
-    hears whether the cache is being fed."""
+    it subscribes again from `now - since`, so what was published meanwhile is replayed.
+
+    `on_live(True)` comes only once the window is replayed: when the consumer had nothing to deliver
+    at subscribe time, or once a handled message says nothing more is pending (its JetStream
+    metadata's `num_pending`, which counts what was published during the replay too). Until then,
+    and from any error or reconnect until the next replay is done, `on_live(False)`: a cache that
+    has not seen its whole window must not be trusted (issue 9)."""
     await bus.wait_connected()
     while True:
         subscription = None
@@ -152,7 +157,11 @@ async def follow_subject(
                 ordered_consumer=True,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start),
             )
-            if on_live:
+            info = await subscription.consumer_info()
+            # Delivered counts what is already on its way to us (not yet read): that is replay too.
+            delivered = info.delivered.consumer_seq if info.delivered else 0
+            replaying = bool(info.num_pending) or bool(delivered)
+            if on_live and not replaying:
                 on_live(True)
             while bus.generation == generation:
                 try:
@@ -160,6 +169,10 @@ async def follow_subject(
                 except TimeoutError:
                     continue
                 await on_message(message)
+                if replaying and message.metadata.num_pending == 0:
+                    replaying = False
+                    if on_live:
+                        on_live(True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # stream not there yet, or NATS away: re-subscribe from the window start

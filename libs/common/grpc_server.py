@@ -33,13 +33,14 @@ from libs.common import context as request_context
 from libs.common import status as rich_status
 from libs.common.bus import EventBus
 from libs.common.db import Database, OutboxTables
-from libs.common.errors import ServiceError
+from libs.common.errors import InvalidArgument, ServiceError
 from libs.common.event_types import Broadcast, Consumer
 from libs.common.events import DurableConsumer, OutboxRelay, prune_event_tables, run_broadcast
 from libs.common.logs import configure_logging, get_logger
 from libs.common.readiness import Readiness
 from libs.common.roles import STAFF
 from libs.common.settings import CommonSettings
+from libs.common.text_input import nul_violations
 
 log = get_logger(__name__)
 
@@ -90,6 +91,8 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
                     structlog.contextvars.bind_contextvars(
                         request_id=ctx.request_id, org_id=ctx.org_id, principal=ctx.principal_id
                     )
+                if problems := nul_violations(request):
+                    raise InvalidArgument.of(problems)
                 return await inner(request, context)  # type: ignore[arg-type]
             except ServiceError as error:
                 code = error.grpc_code

@@ -1,6 +1,12 @@
 """`python -m libs.common.migrate`: run every service's Alembic history as the owner role, then
 grant the runtime role what it needs (DML, no ownership, so row-level security binds it).
 
+Never as the runtime role: whoever migrates owns every table, and the owner is the role the owner-only
+policies (the SECURITY DEFINER lookups' `USING (true)`) let see every org. So this refuses to migrate
+as DATABASE_APP_ROLE, or while that role owns anything in a service schema or may act as the
+migrating role, and outside dev/test it needs MIGRATIONS_DATABASE_URL (never falls back to
+DATABASE_URL, the runtime connection).
+
 Services are found on disk (services/<name>/migrations), so libs.common imports no service.
 """
 
@@ -36,6 +42,69 @@ def alembic_config(migrations_dir: Path, url: str) -> Config:
     return config
 
 
+def migrations_url(settings: CommonSettings) -> str:
+    """MIGRATIONS_DATABASE_URL; in dev and test DATABASE_URL may stand in (refused later if it is the
+    runtime role), elsewhere its absence is refused."""
+    if settings.migrations_database_url:
+        return settings.migrations_database_url
+    if settings.is_dev_or_test:
+        return settings.database_url
+    raise SystemExit(
+        f"refusing to migrate: MIGRATIONS_DATABASE_URL is not set (APP_ENV={settings.app_env}). Set it to "
+        "the owner role's URL (the role that owns the service schemas, e.g. cws_owner); DATABASE_URL is "
+        "the runtime role's connection and never runs migrations"
+    )
+
+
+def refuse_runtime_role(conn: psycopg.Connection, app_role: str, schemas: list[str]) -> None:
+    """Refuse before migrating anything when the migration would leave the runtime role owning tables
+    (or able to act as their owner): RLS's owner-only policies would then let it see every org."""
+    row = conn.execute("SELECT current_user::text").fetchone()
+    user = row[0] if row else ""
+    if user == app_role:
+        raise SystemExit(
+            f"refusing to migrate as the runtime role {app_role} (DATABASE_APP_ROLE): it would own every "
+            "table and see every org. Set MIGRATIONS_DATABASE_URL to the owner role's URL (e.g. "
+            "cws_owner, see deploy/env.example); DATABASE_URL stays the runtime role's"
+        )
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (app_role,)).fetchone()
+    if not exists:
+        return
+    member = conn.execute("SELECT pg_has_role(%s, current_user, 'MEMBER')", (app_role,)).fetchone()
+    if member and member[0]:
+        raise SystemExit(
+            f"refusing to migrate as {user}: the runtime role {app_role} is a member of it and could act "
+            f"as the owner of every table. REVOKE {user} FROM {app_role}, or set MIGRATIONS_DATABASE_URL "
+            "to an owner role the runtime role is not a member of"
+        )
+    owned = [
+        name
+        for (name,) in conn.execute(
+            """
+            SELECT 'schema ' || n.nspname FROM pg_namespace n
+             WHERE n.nspname = ANY(%(schemas)s) AND n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)
+            UNION ALL
+            SELECT 'table ' || n.nspname || '.' || c.relname FROM pg_class c
+              JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = ANY(%(schemas)s) AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)
+            UNION ALL
+            SELECT 'function ' || n.nspname || '.' || p.proname FROM pg_proc p
+              JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = ANY(%(schemas)s) AND p.proowner = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)
+            """,
+            {"schemas": schemas, "role": app_role},
+        ).fetchall()
+    ]
+    if owned:
+        listed = ", ".join(owned[:5]) + (f" and {len(owned) - 5} more" if len(owned) > 5 else "")
+        raise SystemExit(
+            f"refusing to migrate: the runtime role {app_role} owns {listed} (migrated as it, before "
+            f"MIGRATIONS_DATABASE_URL was required). As a superuser, in this database: "
+            f"REASSIGN OWNED BY {app_role} TO <owner role>; then migrate again with "
+            "MIGRATIONS_DATABASE_URL set to the owner role's URL"
+        )
+
+
 def ensure_app_role(conn: psycopg.Connection, role: str, password: str | None) -> None:
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
     if not exists:
@@ -68,10 +137,11 @@ def grant(conn: psycopg.Connection, schema: str, role: str) -> None:
 
 
 def migrate(url: str, app_role: str, app_password: str | None, only: list[str] | None = None) -> list[str]:
+    dirs = {name: path for name, path in service_migration_dirs().items() if not only or name in only}
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        refuse_runtime_role(conn, app_role, list(service_migration_dirs()))
     done = []
-    for name, path in service_migration_dirs().items():
-        if only and name not in only:
-            continue
+    for name, path in dirs.items():
         command.upgrade(alembic_config(path, url), "head")
         done.append(name)
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
@@ -86,8 +156,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--service", action="append", help="only this service (repeatable)")
     args = parser.parse_args(argv)
     settings = CommonSettings()
-    url = settings.migrations_database_url or settings.database_url
-    done = migrate(url, settings.database_app_role, os.environ.get("DATABASE_APP_PASSWORD"), args.service)
+    done = migrate(
+        migrations_url(settings),
+        settings.database_app_role,
+        os.environ.get("DATABASE_APP_PASSWORD"),
+        args.service,
+    )
     print(f"migrated: {', '.join(done) or 'nothing'}", file=sys.stderr)
 
 

@@ -4,6 +4,7 @@ on tenant tables. Histories already applied stay as they are: a migration is a f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import sqlalchemy as sa
@@ -80,3 +81,32 @@ def enable_tenant_rls(schema: str, tables: Iterable[str]) -> None:
             f"CREATE POLICY {table}_org_isolation ON {schema}.{table} "
             f"USING ({ORG_PREDICATE}) WITH CHECK ({ORG_PREDICATE})"
         )
+
+
+def owner_only_policy(
+    schema: str, table: str, name: str, command: str = "SELECT", with_check: bool = False
+) -> None:
+    """(Re)create policy `name` on `schema.table` granting every row (`USING (true)`) to the table's
+    owner alone, for the SECURITY DEFINER functions that run as the owner under FORCE RLS.
+
+    The role is the table owner read from pg_class, never `CURRENT_USER`: whoever happens to run the
+    migration is not necessarily the owner (a superuser, a member of the owner role, or, the hole of
+    issue 9, the runtime role itself). The name is resolved now, but Postgres stores the role's oid, so
+    a later `ALTER ROLE ... RENAME` keeps the policy on the same owner. Refused when the owner is the
+    runtime role (DATABASE_APP_ROLE): that role would see every org."""
+    bind = op.get_bind()
+    qualified = f"{schema}.{table}"
+    owner = bind.execute(
+        sa.text("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+        {"t": qualified},
+    ).scalar_one()
+    runtime = os.environ.get("DATABASE_APP_ROLE", "") or "cws_app"
+    if owner == runtime:
+        raise RuntimeError(
+            f"{qualified} is owned by the runtime role {runtime}: give its ownership to the owner role "
+            f"(REASSIGN OWNED BY {runtime} TO <owner role>) and migrate as that role"
+        )
+    role = bind.dialect.identifier_preparer.quote(owner)
+    check = " WITH CHECK (true)" if with_check else ""
+    op.execute(f"DROP POLICY IF EXISTS {name} ON {qualified}")
+    op.execute(f"CREATE POLICY {name} ON {qualified} FOR {command} TO {role} USING (true){check}")

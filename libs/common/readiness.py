@@ -16,6 +16,19 @@ from sqlalchemy import text
 from libs.common.bus import EventBus
 from libs.common.db import Database
 
+# Whether the connected role is a runtime role row-level security binds: not a superuser, no
+# BYPASSRLS, owning nothing in the service's schema (libs/common/migrate.py refuses to make it so).
+CONFINED_ROLE = text(
+    """
+    SELECT r.rolname AS role,
+           NOT (r.rolsuper OR r.rolbypassrls)
+           AND NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = :schema AND n.nspowner = r.oid)
+           AND NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                            WHERE n.nspname = :schema AND c.relowner = r.oid) AS confined
+      FROM pg_roles r WHERE r.rolname = current_user
+    """
+)
+
 
 @dataclass
 class CheckResult:
@@ -53,12 +66,25 @@ class Readiness:
         try:
             async with asyncio.timeout(2):
                 async with self.db.engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
-            return CheckResult("db", True, _ms(started), {"message": "database reachable"})
+                    row = (await conn.execute(CONFINED_ROLE, {"schema": self.db.schema})).one()
         except Exception as exc:  # any failure means not ready; the reason is shown to operators
             return CheckResult(
                 "db", False, _ms(started), {"message": f"database unreachable: {type(exc).__name__}"}
             )
+        if not row.confined:
+            # A runtime connection that owns tables (or bypasses RLS) sees every org through the
+            # owner-only policies: serve nothing until DATABASE_URL names the runtime role.
+            return CheckResult(
+                "db",
+                False,
+                _ms(started),
+                {
+                    "message": "the role DATABASE_URL connects as owns objects of schema "
+                    f"{self.db.schema} or bypasses row-level security: connect as the runtime role "
+                    "(DATABASE_APP_ROLE) and migrate as the owner role (MIGRATIONS_DATABASE_URL)"
+                },
+            )
+        return CheckResult("db", True, _ms(started), {"message": "database reachable"})
 
     async def _migrations(self) -> CheckResult:
         started = time.perf_counter()

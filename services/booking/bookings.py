@@ -25,7 +25,7 @@ from libs.common.errors import (
     invalid,
 )
 from libs.common.event_types import Event
-from services.booking import contacts, leads, nps, pricing
+from services.booking import contacts, idempotency, leads, nps, pricing
 from services.booking.events import (
     BOOKING_CANCELLED,
     BOOKING_COMPLETED,
@@ -58,6 +58,7 @@ def check_window(starts_at: datetime, duration_minutes: int, problems: list[Fiel
     now = datetime.now(UTC)
     if starts_at < now - timedelta(days=1) or starts_at > now + timedelta(days=MAX_HORIZON_DAYS):
         problems.append(FieldViolation("starts_at", f"must be within the next {MAX_HORIZON_DAYS} days"))
+        return starts_at  # refused anyway; near year 9999 the end would overflow
     return starts_at + timedelta(minutes=max(duration_minutes, 0))
 
 
@@ -77,12 +78,35 @@ class BookingInput:
     notes: str = ""
     idempotency_key: str = ""
     deposit_required: bool = False
+    # Who asks (the request context's principal): a key is bound to its caller as well as its body.
+    requested_by: str = ""
+
+    def fingerprint(self) -> str:
+        """The request as sent and its caller, all but the key (services/booking/idempotency.py)."""
+        return idempotency.fingerprint(
+            principal=self.requested_by,
+            starts_at=self.starts_at,
+            duration_minutes=self.duration_minutes,
+            lead_id=self.lead_id,
+            client_name=self.client_name,
+            client_email=self.client_email,
+            client_phone=self.client_phone,
+            address=self.address,
+            postal_code=self.postal_code,
+            cleaning_type=self.cleaning_type,
+            beds=self.beds,
+            baths=self.baths,
+            notes=self.notes,
+            deposit_required=self.deposit_required,
+        )
 
 
 async def create(
     uow: UnitOfWork, settings: BookingSettings, profile: OrgProfile, data: BookingInput
 ) -> tuple[Record, bool]:
-    """Returns (booking row, replayed). A repeated idempotency key returns the first booking."""
+    """Returns (booking row, replayed). A repeated idempotency key returns the first booking, only to
+    the same request from the same caller (else 422 idempotency_key_reused)."""
+    request_fingerprint = data.fingerprint()
     if data.idempotency_key:
         if len(data.idempotency_key) > 200:
             raise invalid("idempotency_key", "must be at most 200 characters")
@@ -92,7 +116,7 @@ async def create(
             )
         ).first()
         if earlier is not None:
-            return earlier, True
+            return idempotency.replay(earlier, request_fingerprint), True
     problems: list[FieldViolation] = []
     lead = await leads.get(uow, data.lead_id) if data.lead_id else None
     name = contacts.text(
@@ -159,6 +183,7 @@ async def create(
                 deposit_required=settings.deposits_enabled or data.deposit_required,
                 notes=notes,
                 idempotency_key=data.idempotency_key or None,
+                idempotency_fingerprint=request_fingerprint if data.idempotency_key else None,
             )
             .on_conflict_do_nothing()
             .returning(*bookings.c)
@@ -168,7 +193,7 @@ async def create(
         winner = await uow.session.execute(
             select(bookings).where(bookings.c.idempotency_key == data.idempotency_key)
         )
-        return winner.one(), True
+        return idempotency.replay(winner.one(), request_fingerprint), True
     raise_event(uow, BOOKING_CREATED, inserted)
     return inserted, False
 

@@ -94,7 +94,7 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
     async def CreateBooking(
         self, request: booking_pb2.CreateBookingRequest, context: grpc.aio.ServicerContext
     ) -> booking_pb2.CreateBookingResponse:
-        request_context.require_role(*DISPATCH)
+        caller = request_context.require_role(*DISPATCH)
         data = bookings.BookingInput(
             starts_at=from_ts(request.starts_at, "starts_at"),
             duration_minutes=request.duration_minutes,
@@ -110,6 +110,7 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
             notes=request.notes,
             idempotency_key=request.idempotency_key,
             deposit_required=request.deposit_required,
+            requested_by=caller.principal_id,
         )
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             row, replayed = await bookings.create(uow, self.settings, await orgs.profile(uow), data)

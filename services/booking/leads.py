@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
 from libs.common.errors import FieldViolation, InvalidArgument, NotFound, invalid
-from services.booking import contacts, pricing
+from services.booking import contacts, idempotency, pricing
 from services.booking.events import BOOKING_LEAD_CREATED
 from services.booking.models import Record, bookings, leads
 from services.booking.orgs import OrgProfile
@@ -32,17 +32,33 @@ class LeadInput:
     notes: str = ""
     idempotency_key: str = ""
 
+    def fingerprint(self) -> str:
+        """The request as sent (before normalising), all of it but the key: an anonymous retry must
+        repeat every field to be answered with the lead (services/booking/idempotency.py)."""
+        return idempotency.fingerprint(
+            name=self.name,
+            phone=self.phone,
+            email=self.email,
+            postal_code=self.postal_code,
+            beds=self.beds,
+            baths=self.baths,
+            cleaning_type=self.cleaning_type,
+            notes=self.notes,
+        )
+
 
 async def create(
     uow: UnitOfWork, settings: BookingSettings, profile: OrgProfile, data: LeadInput
 ) -> tuple[Record, bool]:
-    """Returns (lead row, replayed). A repeated idempotency key returns the first lead."""
+    """Returns (lead row, replayed). A repeated idempotency key returns the first lead, only to the
+    same request (else 422 idempotency_key_reused, which shows nothing of the first)."""
+    request_fingerprint = data.fingerprint()
     if data.idempotency_key:
         if len(data.idempotency_key) > 200:
             raise invalid("idempotency_key", "must be at most 200 characters")
         earlier = await _by_idempotency_key(uow, data.idempotency_key)
         if earlier is not None:
-            return earlier, True
+            return idempotency.replay(earlier, request_fingerprint), True
     problems: list[FieldViolation] = []
     name = contacts.text(data.name, "name", problems, max_length=200, required=True)
     phone = contacts.phone(data.phone, "phone", problems, settings.phone_region)
@@ -76,6 +92,7 @@ async def create(
                 currency=quote.currency,
                 notes=notes,
                 idempotency_key=data.idempotency_key or None,
+                idempotency_fingerprint=request_fingerprint if data.idempotency_key else None,
             )
             .on_conflict_do_nothing()
             .returning(*leads.c)
@@ -85,7 +102,7 @@ async def create(
         winner = await uow.session.execute(
             select(leads).where(leads.c.idempotency_key == data.idempotency_key)
         )
-        return winner.one(), True
+        return idempotency.replay(winner.one(), request_fingerprint), True
     uow.add_event(
         BOOKING_LEAD_CREATED,
         events_pb2.LeadCreated(

@@ -88,6 +88,8 @@ leads = Table(
     Column("notes", Text, nullable=False, server_default=""),
     Column("status", String(20), nullable=False, server_default="new"),
     Column("idempotency_key", String(200), nullable=True),
+    # sha256 of the request that first used the key (services/booking/idempotency.py); NULL before 0004.
+    Column("idempotency_fingerprint", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("org_id", "idempotency_key"),
     Index("ix_leads_org_created", "org_id", "created_at"),
@@ -144,6 +146,7 @@ bookings = Table(
     Column("notes", Text, nullable=False, server_default=""),
     Column("cancel_reason", Text, nullable=False, server_default=""),
     Column("idempotency_key", String(200), nullable=True),
+    Column("idempotency_fingerprint", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("ends_at > starts_at", name="ends_after_start"),

@@ -14,12 +14,13 @@ from sqlalchemy.exc import IntegrityError
 
 from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
-from libs.common.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, invalid
+from libs.common.errors import Conflict, NotFound, PermissionDenied, invalid
 from libs.common.roles import MANAGERS, Role
 from services.iam import audit, passwords
 from services.iam.events import IAM_ORG_CREATED, IAM_USER_CREATED, IAM_USER_PASSWORD_RESET
 from services.iam.models import ROLES, OrgSummary, User, orgs, users
-from services.iam.sessions import revoke_user_sessions
+from services.iam.sessions import revoke_user_sessions, step_up
+from services.iam.settings import IamSettings
 
 
 def normalise_email(raw: str, field: str = "email") -> str:
@@ -238,10 +239,13 @@ async def logout_user(uow: UnitOfWork, *, actor_role: str, user_id: str) -> int:
     return revoked
 
 
-async def change_password(uow: UnitOfWork, *, user_id: str, session_id: str, current: str, new: str) -> None:
+async def change_password(
+    uow: UnitOfWork, settings: IamSettings, *, user_id: str, session_id: str, current: str, new: str
+) -> None:
+    """The current password is a step-up (a wrong one counts as a failed login: run this under
+    `sessions.counting_failures`), so an access token alone cannot guess it past the throttle."""
     user = await get_user(uow, user_id, for_update=True)
-    if not await passwords.verify_password(user.password_hash, current):
-        raise Unauthenticated("current password is wrong", code="invalid_credentials")
+    await step_up(user, settings, current)
     passwords.check_policy(new, "new_password")
     if current == new:
         raise invalid("new_password", "must differ from the current password")

@@ -2,8 +2,10 @@
 
 Each method owns its transaction: it opens the unit of work, in the caller's org or in none when the
 domain finds the org itself (a refresh token names it, a login finds it by email), and hands it to
-the domain. The exception is signing in (Login, and Signup's sign-in after the org is created):
-sessions.login needs two transactions of its own, and says why."""
+the domain. The exception is whatever judges a password or a TOTP code (Login and Signup's sign-in,
+Refresh, ChangePassword and the step-up of the TOTP calls): a refusal there rolls back and is then counted as a
+failed login in a transaction of its own, so these run under sessions.counting_failures (or
+sessions.login, which does the same), which says why."""
 
 from __future__ import annotations
 
@@ -122,10 +124,14 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
     async def Refresh(self, request: iam_pb2.RefreshRequest, context: Context) -> iam_pb2.RefreshResponse:
         if not request.refresh_token:
             raise invalid("refresh_token", "is required")
-        async with unit_of_work(self.db) as uow:
-            refreshed = await sessions.refresh(
+        refreshed = await sessions.counting_failures(
+            self.db,
+            self.settings,
+            None,
+            lambda uow: sessions.refresh(
                 uow, self.settings, refresh_token=request.refresh_token, totp_code=request.totp_code
-            )
+            ),
+        )
         # After the commit: a reused token is refused only once its session's revocation is stored.
         return iam_pb2.RefreshResponse(tokens=_tokens(refreshed.issued()))
 
@@ -185,14 +191,19 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         self, request: iam_pb2.ChangePasswordRequest, context: Context
     ) -> iam_pb2.ChangePasswordResponse:
         ctx = _signed_in_user()
-        async with unit_of_work(self.db, ctx.org_id) as uow:
-            await accounts.change_password(
+        await sessions.counting_failures(
+            self.db,
+            self.settings,
+            ctx.org_id,
+            lambda uow: accounts.change_password(
                 uow,
+                self.settings,
                 user_id=ctx.principal_id,
                 session_id=ctx.session_id,
                 current=request.current_password,
                 new=request.new_password,
-            )
+            ),
+        )
         return iam_pb2.ChangePasswordResponse()
 
     async def ListUsers(
@@ -246,18 +257,33 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         self, request: iam_pb2.EnrollTotpRequest, context: Context
     ) -> iam_pb2.EnrollTotpResponse:
         ctx = _signed_in_user()
-        async with unit_of_work(self.db, ctx.org_id) as uow:
-            enrolment = await mfa.enroll(uow, self.settings, ctx.principal_id)
+        enrolment = await sessions.counting_failures(
+            self.db,
+            self.settings,
+            ctx.org_id,
+            lambda uow: mfa.enroll(
+                uow, self.settings, ctx.principal_id, current_password=request.current_password
+            ),
+        )
         return iam_pb2.EnrollTotpResponse(secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri)
 
     async def VerifyTotp(
         self, request: iam_pb2.VerifyTotpRequest, context: Context
     ) -> iam_pb2.VerifyTotpResponse:
         ctx = _signed_in_user()
-        async with unit_of_work(self.db, ctx.org_id) as uow:
-            issued, revoked = await mfa.verify(
-                uow, self.settings, user_id=ctx.principal_id, session_id=ctx.session_id, code=request.code
-            )
+        issued, revoked = await sessions.counting_failures(
+            self.db,
+            self.settings,
+            ctx.org_id,
+            lambda uow: mfa.verify(
+                uow,
+                self.settings,
+                user_id=ctx.principal_id,
+                session_id=ctx.session_id,
+                code=request.code,
+                current_password=request.current_password,
+            ),
+        )
         return iam_pb2.VerifyTotpResponse(tokens=_tokens(issued), revoked_sessions=revoked)
 
     async def DisableTotp(
@@ -265,8 +291,25 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
     ) -> iam_pb2.DisableTotpResponse:
         ctx = request_context.require_role(Role.OWNER)
         target = request.user_id or ctx.principal_id
-        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            revoked = await mfa.disable(uow, actor_role=ctx.role, target_user_id=target)
+        # Step-up for the acting user: a signed-in OWNER gives their own password; a Basic Auth
+        # OWNER's request carried its password already; nobody else acts here.
+        if ctx.auth_method == request_context.AuthMethod.Value("AUTH_METHOD_BASIC"):
+            actor: str | None = None
+        else:
+            actor = _signed_in_user().principal_id
+        revoked = await sessions.counting_failures(
+            self.db,
+            self.settings,
+            request_context.current_org_id(),
+            lambda uow: mfa.disable(
+                uow,
+                self.settings,
+                actor_role=ctx.role,
+                actor_user_id=actor,
+                current_password=request.current_password,
+                target_user_id=target,
+            ),
+        )
         return iam_pb2.DisableTotpResponse(revoked_sessions=revoked)
 
     # --- break-glass and the audit log ---------------------------------------------------------

@@ -1,4 +1,9 @@
-"""TOTP enrolment, verification and removal, as seed 002 describes."""
+"""TOTP enrolment, verification and removal, as seed 002 describes.
+
+Each needs the acting user's current password (`sessions.step_up`): whoever holds only an access
+token must not be able to enrol their own authenticator, end the victim's other sessions and take a
+fresh refresh chain, nor strip anyone's second factor. Run these under `sessions.counting_failures`,
+which counts a wrong password as a failed login."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from services.iam import audit, totp
 from services.iam.accounts import get_user
 from services.iam.events import IAM_MFA_CHANGED
 from services.iam.models import users
-from services.iam.sessions import IssuedTokens, mark_session_mfa, revoke_user_sessions
+from services.iam.sessions import IssuedTokens, mark_session_mfa, revoke_user_sessions, step_up
 from services.iam.settings import IamSettings
 
 
@@ -24,8 +29,9 @@ class Enrolment:
     otpauth_uri: str
 
 
-async def enroll(uow: UnitOfWork, settings: IamSettings, user_id: str) -> Enrolment:
+async def enroll(uow: UnitOfWork, settings: IamSettings, user_id: str, *, current_password: str) -> Enrolment:
     user = await get_user(uow, user_id, for_update=True)
+    await step_up(user, settings, current_password)
     if user.totp_enabled:
         raise FailedPrecondition("TOTP is already enabled; disable it first", code="mfa_already_enabled")
     secret = totp.new_secret()
@@ -38,9 +44,10 @@ async def enroll(uow: UnitOfWork, settings: IamSettings, user_id: str) -> Enrolm
 
 
 async def verify(
-    uow: UnitOfWork, settings: IamSettings, *, user_id: str, session_id: str, code: str
+    uow: UnitOfWork, settings: IamSettings, *, user_id: str, session_id: str, code: str, current_password: str
 ) -> tuple[IssuedTokens, int]:
     user = await get_user(uow, user_id, for_update=True)
+    await step_up(user, settings, current_password)
     if not user.totp_secret_enc:
         raise FailedPrecondition("enrol first: POST /v1/auth/2fa/enroll", code="mfa_not_enrolled")
     secret = totp.decrypt_secret(user.totp_secret_enc, settings.auth_secret_key)
@@ -60,9 +67,23 @@ async def verify(
     return await mark_session_mfa(uow, session_id, fresh, settings), revoked
 
 
-async def disable(uow: UnitOfWork, *, actor_role: str, target_user_id: str) -> int:
+async def disable(
+    uow: UnitOfWork,
+    settings: IamSettings,
+    *,
+    actor_role: str,
+    actor_user_id: str | None,
+    current_password: str,
+    target_user_id: str,
+) -> int:
+    """Clears a user's TOTP. The step-up is the acting OWNER's own password, whoever the target:
+    an OWNER's access token alone must not strip the second factor off the org's other managers.
+    `actor_user_id` None means a Basic Auth principal, whose request carried its password already
+    (and which has no user row to check against)."""
     if actor_role != Role.OWNER:
         raise PermissionDenied("only an owner may disable two-factor authentication", code="forbidden_role")
+    if actor_user_id is not None:
+        await step_up(await get_user(uow, actor_user_id), settings, current_password)
     user = await get_user(uow, target_user_id, for_update=True)
     await uow.session.execute(
         update(users)

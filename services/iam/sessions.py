@@ -12,21 +12,25 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from cws.iam.v1 import events_pb2
 from sqlalchemy import delete, func, insert, select, text, update
 
 from libs.common.convert import to_ts
 from libs.common.db import Database, UnitOfWork, unit_of_work
-from libs.common.errors import ResourceExhausted, Unauthenticated
+from libs.common.errors import ResourceExhausted, Unauthenticated, invalid
 from libs.common.roles import MANAGERS
 from libs.common.tokens import AccessClaims, encode_access
 from services.iam import passwords, totp
 from services.iam.events import IAM_SESSION_REVOKED
 from services.iam.models import User, refresh_tokens, sessions, users
 from services.iam.settings import IamSettings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -137,8 +141,9 @@ async def _issue(
 
 
 class LoginRefused(Exception):
-    """A refusal that counts as a failed attempt: raised out of the attempt's unit of work (which
-    rolls back), then recorded in one of its own (see `login`)."""
+    """A refusal that counts as a failed login attempt (a wrong password at login or at a step-up, a
+    wrong TOTP code at login or at refresh): raised out of the attempt's unit of work (which rolls
+    back), then recorded in one of its own (see `counting_failures`)."""
 
     def __init__(self, error: Exception, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
         self.error = error
@@ -155,15 +160,65 @@ async def login(
     a refused attempt rolls back everything it did, yet the failure has to count all the same (or
     guessing would cost nothing), so the failure counter is written in a unit of work of its own,
     after the attempt's rollback. A transaction owned by the caller could not give both."""
+    return await counting_failures(
+        db,
+        settings,
+        None,
+        lambda uow: _attempt(
+            uow, settings, email=email, password=password, totp_code=totp_code, client_ip=client_ip
+        ),
+    )
+
+
+async def counting_failures(
+    db: Database,
+    settings: IamSettings,
+    org_id: uuid.UUID | str | None,
+    work: Callable[[UnitOfWork], Awaitable[T]],
+) -> T:
+    """Runs `work` in a unit of work of `org_id` (or none); a `LoginRefused` out of it rolls that
+    back, is counted as a failed login in a unit of work of its own, and is then raised as the
+    error it carries. Every door that checks a password or a TOTP code goes through here (login,
+    refresh, the step-up of TOTP changes), so guessing costs the same everywhere."""
     try:
-        async with unit_of_work(db) as uow:
-            return await _attempt(
-                uow, settings, email=email, password=password, totp_code=totp_code, client_ip=client_ip
-            )
+        async with unit_of_work(db, org_id) as uow:
+            return await work(uow)
     except LoginRefused as refused:
         async with unit_of_work(db, refused.org_id) as uow:
             await _record_failure(uow, settings, refused.user_id)
         raise refused.error from None
+
+
+def check_not_throttled(user: User, settings: IamSettings) -> None:
+    """Refuses (429) an account locked or throttled by failed logins, before any guess is judged."""
+    now = datetime.now(UTC)
+    if user.failed_login_count >= settings.login_lockout_failures:
+        raise ResourceExhausted(
+            "this account is locked after too many failed logins; an admin must reset its password",
+            code="account_locked",
+        )
+    if user.locked_until is not None and user.locked_until > now:
+        wait = int((user.locked_until - now).total_seconds()) + 1
+        raise ResourceExhausted(
+            f"too many failed logins; try again in {wait} seconds",
+            code="login_throttled",
+            retry_after_seconds=wait,
+        )
+
+
+async def step_up(user: User, settings: IamSettings, current_password: str) -> None:
+    """Re-authentication for a sensitive change by a signed-in user: their current password, so an
+    access token alone (stolen, or a device left signed in) cannot change how the account is
+    protected. A wrong password is a failed login (raised as `LoginRefused`, so run this under
+    `counting_failures`); a throttled or locked account is refused as at login. A right one does not
+    clear the failure count: only a complete sign-in does."""
+    if not current_password:
+        raise invalid("current_password", "is required: this change needs your current password")
+    check_not_throttled(user, settings)
+    if not user.active or not await passwords.verify_password(user.password_hash, current_password):
+        raise LoginRefused(
+            Unauthenticated("current password is wrong", code="invalid_credentials"), user.org_id, user.id
+        )
 
 
 async def _record_failure(uow: UnitOfWork, settings: IamSettings, user_id: uuid.UUID) -> None:
@@ -203,18 +258,7 @@ async def _attempt(
     await uow.set_org(found.org_id)
     user = User.of((await uow.session.execute(select(users).where(users.c.id == found.user_id))).one())
     now = datetime.now(UTC)
-    if user.failed_login_count >= settings.login_lockout_failures:
-        raise ResourceExhausted(
-            "this account is locked after too many failed logins; an admin must reset its password",
-            code="account_locked",
-        )
-    if user.locked_until is not None and user.locked_until > now:
-        wait = int((user.locked_until - now).total_seconds()) + 1
-        raise ResourceExhausted(
-            f"too many failed logins; try again in {wait} seconds",
-            code="login_throttled",
-            retry_after_seconds=wait,
-        )
+    check_not_throttled(user, settings)
     if not user.active or not await passwords.verify_password(user.password_hash, password):
         raise LoginRefused(invalid_credentials, user.org_id, user.id)
     try:
@@ -267,7 +311,11 @@ class Refreshed:
 
 
 async def refresh(uow: UnitOfWork, settings: IamSettings, *, refresh_token: str, totp_code: str) -> Refreshed:
-    """Uses up a refresh token and issues the next. `uow` needs no org: the token names it."""
+    """Uses up a refresh token and issues the next. `uow` needs no org: the token names it.
+
+    Where the refresh needs a TOTP code, a wrong one is a failed login (`LoginRefused`: run this
+    under `counting_failures`), and a throttled or locked account is refused before the code is
+    judged, so a stolen refresh token is no cheaper a way to guess codes than the login."""
     await uow.set_org(org_of_refresh_token(refresh_token))
     invalid_token = Unauthenticated("refresh token is invalid or expired", code="invalid_refresh_token")
     token = (
@@ -295,7 +343,13 @@ async def refresh(uow: UnitOfWork, settings: IamSettings, *, refresh_token: str,
         raise invalid_token
     mfa_verified = session.mfa_verified
     if user.totp_enabled and user.role in MANAGERS:
-        mfa_verified = await _check_totp(uow, user, totp_code, settings)
+        check_not_throttled(user, settings)
+        try:
+            mfa_verified = await _check_totp(uow, user, totp_code, settings)
+        except Unauthenticated as error:
+            if totp_code:  # a wrong code is a guess, and counts; a missing one asks for the code
+                raise LoginRefused(error, user.org_id, user.id) from None
+            raise
     await uow.session.execute(
         update(refresh_tokens).where(refresh_tokens.c.id == token.id).values(used_at=now)
     )

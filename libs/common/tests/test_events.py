@@ -638,6 +638,52 @@ async def test_follow_subject_reads_from_the_window_start(env: EventEnv) -> None
     )
 
 
+async def test_follow_subject_is_live_only_once_its_window_is_replayed(env: EventEnv) -> None:
+    """Issue 9: a cache said to be live before it has read its window would trust a revocation it has
+    not seen yet. Slow handling widens the gap that used to exist between subscribing and catching up."""
+    org = uuid.uuid4()
+    backlog = 30
+    for i in range(backlog):
+        await env.publish("session.revoked", str(uuid.uuid4()), org, f"old-{i}")
+    seen: list[str] = []
+    live: list[tuple[bool, int]] = []  # each on_live call, with how many messages were handled by then
+
+    async def on_message(message: Msg) -> None:
+        await asyncio.sleep(0.01)
+        seen.append(StringValue.FromString(message.data).value)
+
+    env.spawn(
+        follow_subject(
+            env.bus,
+            env.subject("session.*"),
+            timedelta(minutes=5),
+            on_message,
+            lambda fed: live.append((fed, len(seen))),
+        )
+    )
+    await eventually(lambda: any(fed for fed, _ in live), timeout=10, message="the follower to be live")
+    assert live[0] == (True, backlog), live
+    assert seen == [f"old-{i}" for i in range(backlog)]
+    # Live means following: what comes next is handled without another change of state.
+    await env.publish("session.revoked", str(uuid.uuid4()), org, "new")
+    await eventually(lambda: seen[-1:] == ["new"], timeout=5, message="the new event")
+    assert live == [(True, backlog)]
+
+
+async def test_follow_subject_with_an_empty_window_is_live_at_once(env: EventEnv) -> None:
+    live: list[bool] = []
+
+    async def on_message(message: Msg) -> None:
+        return None
+
+    # The stream exists (an event on another subject) but holds nothing this follower wants.
+    await env.publish("other.thing", str(uuid.uuid4()), uuid.uuid4(), "not followed")
+    env.spawn(
+        follow_subject(env.bus, env.subject("session.*"), timedelta(minutes=5), on_message, live.append)
+    )
+    await eventually(lambda: live == [True], timeout=5, message="the follower to be live")
+
+
 async def test_a_broadcast_reaches_every_replica_and_outlives_a_failing_handler(
     env: EventEnv, stack: Any
 ) -> None:

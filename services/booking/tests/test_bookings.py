@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -140,9 +141,66 @@ async def test_idempotent_booking_create(gateway, http, make_org):
     org = await make_org()
     owner = await testkit.owner(http, gateway.url, org)
     key = {"Idempotency-Key": f"bk-{uuid.uuid4()}", **owner}
-    first = await create_booking(http, gateway.url, key)
-    second = await create_booking(http, gateway.url, key, client_name="Someone Else")
-    assert first["id"] == second["id"] and second["client_name"] == first["client_name"]
+    starts_at = slot(48)  # one body for both calls: create_booking's default moves with the clock
+    first = await create_booking(http, gateway.url, key, starts_at=starts_at)
+    second = await create_booking(http, gateway.url, key, starts_at=starts_at)
+    assert second == first
+
+
+BOOKING = {
+    "starts_at": slot(50),
+    "duration_minutes": 120,
+    "client_name": "Priya Private",
+    "client_email": "priya.private@example.com",
+    "client_phone": "780-555-0142",
+    "address": "12 Hidden Lane",
+    "cleaning_type": "standard",
+    "beds": 2,
+    "baths": 1,
+    "notes": "alarm 9021",
+}
+
+
+async def test_booking_idempotency_key_is_bound_to_its_request_and_its_caller(gateway, http, make_org):
+    """Issue 9, hole 3 on the staff route: the same key with another body, or the same body from
+    another member of staff, is 422 and shows nothing of the first booking; the same request from the
+    same caller is replayed."""
+    org = await make_org()
+    owner = await testkit.owner(http, gateway.url, org)
+    dispatcher = await testkit.staff(http, gateway.url, owner, "DISPATCHER")
+    key = f"bk-{uuid.uuid4()}"
+    url = f"{gateway.url}/v1/admin/bookings"
+    first = await http.post(url, headers={**dispatcher, "Idempotency-Key": key}, json=BOOKING)
+    assert first.status_code == 201, first.text
+    secrets = ("Priya", "priya.private", "0142", "Hidden Lane", "9021", first.json()["id"])
+
+    for headers, body in (
+        (dispatcher, {**BOOKING, "client_name": "Someone Else"}),
+        (dispatcher, {**BOOKING, "notes": ""}),
+        (dispatcher, {**BOOKING, "duration_minutes": 90}),
+        (owner, BOOKING),  # the same body from another principal
+    ):
+        refused = await http.post(url, headers={**headers, "Idempotency-Key": key}, json=body)
+        assert_problem(refused, 422, "idempotency_key_reused")
+        assert "idempotent-replayed" not in refused.headers
+        assert not [secret for secret in secrets if secret in refused.text], refused.text
+
+    again = await http.post(url, headers={**dispatcher, "Idempotency-Key": key}, json=BOOKING)
+    assert again.status_code == 201 and again.json() == first.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert (await http.get(url, headers=owner)).json()["total"] == 1
+
+
+async def test_concurrent_identical_bookings_with_one_key_make_one_booking(gateway, http, make_org):
+    org = await make_org()
+    owner = await testkit.owner(http, gateway.url, org)
+    headers = {**owner, "Idempotency-Key": f"bk-race-{uuid.uuid4()}"}
+    results = await asyncio.gather(
+        *(http.post(f"{gateway.url}/v1/admin/bookings", headers=headers, json=BOOKING) for _ in range(6))
+    )
+    assert {r.status_code for r in results} == {201}, [r.text for r in results]
+    assert len({r.json()["id"] for r in results}) == 1
+    assert (await http.get(f"{gateway.url}/v1/admin/bookings", headers=owner)).json()["total"] == 1
 
 
 async def test_another_orgs_booking_is_not_found_and_lists_are_separate(gateway, http, make_org):

@@ -130,10 +130,11 @@ async def test_idempotency_key_returns_the_first_lead_even_under_concurrency(gat
     org = await make_org()
     headers = {"X-Test-Org": org.org_id, "Idempotency-Key": f"lead-{uuid.uuid4()}"}
     first = await http.post(f"{gateway.url}/v1/leads", json=LEAD, headers=headers)
-    again = await http.post(f"{gateway.url}/v1/leads", json={**LEAD, "name": "Changed"}, headers=headers)
+    again = await http.post(f"{gateway.url}/v1/leads", json=LEAD, headers=headers)
     assert first.status_code == again.status_code == 201
-    assert again.json()["lead_id"] == first.json()["lead_id"]
+    assert again.json() == first.json()
     assert again.headers.get("idempotent-replayed") == "true"
+    assert "idempotent-replayed" not in first.headers
 
     racing = {"X-Test-Org": org.org_id, "Idempotency-Key": f"race-{uuid.uuid4()}"}
     results = await asyncio.gather(
@@ -145,6 +146,102 @@ async def test_idempotency_key_returns_the_first_lead_even_under_concurrency(gat
     owner = await testkit.owner(http, gateway.url, org)
     listed = await http.get(f"{gateway.url}/v1/admin/leads", headers=owner)
     assert listed.json()["total"] == 2
+
+
+VICTIM = {
+    "name": "Vera Victim",
+    "phone": "780-555-0199",
+    "email": "vera.victim@example.com",
+    "postal_code": "T5J0N3",
+    "notes": "gate code 4417, key under the mat",
+    "structured_inputs": {"beds": 3, "baths": 2, "cleaning_type": "deep"},
+}
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        LEAD,  # a whole other lead
+        {**VICTIM, "notes": ""},  # everything but the notes, to read them back
+        {**VICTIM, "name": "Vera Victim "},  # one character off
+        {**VICTIM, "structured_inputs": {"beds": 3, "baths": 2.5, "cleaning_type": "deep"}},
+    ],
+)
+async def test_someone_elses_idempotency_key_with_another_body_is_422_and_reveals_nothing(
+    gateway, http, make_org, attack
+):
+    """Issue 9, hole 3: an anonymous caller who learns (or guesses) a key someone else used gets none
+    of that person's lead back, only a 422 that the key was used for another request."""
+    org = await make_org()
+    key = f"lead-{uuid.uuid4()}"
+    victim = await http.post(
+        f"{gateway.url}/v1/leads", json=VICTIM, headers={"X-Test-Org": org.org_id, "Idempotency-Key": key}
+    )
+    assert victim.status_code == 201, victim.text
+
+    stolen = await http.post(
+        f"{gateway.url}/v1/leads", json=attack, headers={"X-Test-Org": org.org_id, "Idempotency-Key": key}
+    )
+    body = assert_problem(stolen, 422, "idempotency_key_reused")
+    assert "idempotent-replayed" not in stolen.headers
+    for secret in (
+        "Vera",
+        "Victim",
+        "0199",
+        "vera.victim",
+        "4417",
+        "under the mat",
+        victim.json()["lead_id"],
+    ):
+        assert secret not in stolen.text, body
+
+    # The victim's own retry is still answered with their lead, and nobody made a second one.
+    retry = await http.post(
+        f"{gateway.url}/v1/leads", json=VICTIM, headers={"X-Test-Org": org.org_id, "Idempotency-Key": key}
+    )
+    assert retry.status_code == 201 and retry.json() == victim.json()
+    assert retry.headers.get("idempotent-replayed") == "true"
+    owner = await testkit.owner(http, gateway.url, org)
+    listed = await http.get(f"{gateway.url}/v1/admin/leads", headers=owner)
+    assert [lead["lead_id"] for lead in listed.json()["leads"]] == [victim.json()["lead_id"]]
+
+
+async def test_a_race_of_two_bodies_on_one_key_makes_one_lead_and_refuses_the_other_body(
+    gateway, http, make_org
+):
+    """Both bodies race into the insert: the loser's ON CONFLICT path checks the fingerprint too."""
+    org = await make_org()
+    headers = {"X-Test-Org": org.org_id, "Idempotency-Key": f"race-{uuid.uuid4()}"}
+    bodies = [LEAD, VICTIM] * 4
+    results = await asyncio.gather(
+        *(http.post(f"{gateway.url}/v1/leads", json=body, headers=headers) for body in bodies)
+    )
+    won = [(body, r) for body, r in zip(bodies, results, strict=True) if r.status_code == 201]
+    assert won, [r.text for r in results]
+    assert len({r.json()["lead_id"] for _, r in won}) == 1
+    assert len({body["name"] for body, _ in won}) == 1  # only the winner's body is ever answered
+    for body, response in zip(bodies, results, strict=True):
+        if body["name"] != won[0][0]["name"]:
+            assert_problem(response, 422, "idempotency_key_reused")
+            assert won[0][1].json()["lead_id"] not in response.text
+
+
+async def test_a_lead_stored_before_fingerprints_is_never_replayed(gateway, http, stack, make_org):
+    """Rows from before migration 0004 have no fingerprint: nothing proves the retry is the same
+    request, so the key is refused rather than answered with the stored lead (docs/booking.md)."""
+    org = await make_org()
+    headers = {"X-Test-Org": org.org_id, "Idempotency-Key": f"legacy-{uuid.uuid4()}"}
+    first = await http.post(f"{gateway.url}/v1/leads", json=VICTIM, headers=headers)
+    assert first.status_code == 201, first.text
+    # As superuser, behind booking's back: make the row look like one stored before the migration.
+    await testkit.sql(
+        stack.admin_url,
+        "UPDATE booking.leads SET idempotency_fingerprint = NULL WHERE id = %s",
+        (first.json()["lead_id"],),
+    )
+    again = await http.post(f"{gateway.url}/v1/leads", json=VICTIM, headers=headers)
+    assert_problem(again, 422, "idempotency_key_reused")
+    assert "vera.victim" not in again.text
 
 
 class Turnstile:

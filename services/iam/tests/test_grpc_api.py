@@ -21,7 +21,7 @@ from libs.common import status as rich_status
 from libs.common.tokens import decode_access
 from services.iam import passwords
 from tools.processes import DEV_SECRETS
-from tools.testkit import JWT, SECRET, as_role, rpc_error, signed, sql
+from tools.testkit import JWT, SECRET, as_role, eventually, rpc_error, signed, sql
 
 ANONYMOUS = request_context.AuthMethod.Value("AUTH_METHOD_ANONYMOUS")
 Code = grpc.StatusCode
@@ -130,8 +130,13 @@ async def test_stale_context_is_unauthenticated(stub: Any, make_org: Any) -> Non
 async def test_grpc_health_reports_serving(channel: grpc.aio.Channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "cws.iam.v1.IamService"):
-        response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-        assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+        # /readyz (what the fixture waits for) answers from a fresh check; gRPC health flips on the next
+        # pass of the readiness loop, up to READINESS_INTERVAL_SECONDS later.
+        async def serving(service: str = service) -> bool:
+            response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            return response.status == health_pb2.HealthCheckResponse.SERVING
+
+        await eventually(serving, timeout=5, message=f"health of {service!r} to be SERVING")
     await rpc_error(
         health.Check(health_pb2.HealthCheckRequest(service="cws.nope.v1.Nope"), timeout=5), Code.NOT_FOUND
     )
@@ -403,6 +408,111 @@ async def test_logout_by_refresh_token_ends_the_session_check_session_sees_it(
     ).active
     error = await rpc_error(stub.Logout(iam_pb2.LogoutRequest(), metadata=anonymous()), Code.UNAUTHENTICATED)
     assert error.detail == "nothing to log out"
+
+
+# --- TOTP step-up: the acting user's current password (issue 9, hole 4) ----------------------
+
+
+async def totp_on(stack: Any, user_id: str) -> None:
+    await sql(
+        stack.admin_url,
+        "UPDATE iam.users SET totp_enabled = true, totp_secret_enc = 'not-a-real-secret' WHERE id = %s",
+        (user_id,),
+    )
+
+
+async def test_disable_totp_needs_the_acting_owners_own_password(
+    stub: Any, stack: Any, make_org: Any
+) -> None:
+    org = await make_org()
+    await totp_on(stack, org.owner_id)
+    signed_in = signed(make_ctx(org.org_id, org.owner_id, "OWNER"))
+
+    missing = await rpc_error(
+        stub.DisableTotp(iam_pb2.DisableTotpRequest(), metadata=signed_in), Code.INVALID_ARGUMENT
+    )
+    assert [v.field for v in missing.violations] == ["current_password"]
+    wrong = await rpc_error(
+        stub.DisableTotp(
+            iam_pb2.DisableTotpRequest(current_password="Guessed-password-1"), metadata=signed_in
+        ),
+        Code.UNAUTHENTICATED,
+    )
+    assert wrong.reason == "invalid_credentials"
+    # The guess counted, and the refusal changed nothing else.
+    assert await sql(
+        stack.admin_url,
+        "SELECT failed_login_count, totp_enabled FROM iam.users WHERE id = %s",
+        (org.owner_id,),
+    ) == [(1, True)]
+
+    # An OWNER principal that is no user of the org (a forged or stale id) has no password to give.
+    await rpc_error(
+        stub.DisableTotp(
+            iam_pb2.DisableTotpRequest(user_id=org.owner_id, current_password=org.owner_password),
+            metadata=as_role(org.org_id, "OWNER"),
+        ),
+        Code.NOT_FOUND,
+    )
+    done = await stub.DisableTotp(
+        iam_pb2.DisableTotpRequest(current_password=org.owner_password), metadata=signed_in
+    )
+    assert done.revoked_sessions == 0  # the context's session is made up; nothing else was open
+    assert await sql(
+        stack.admin_url, "SELECT totp_enabled FROM iam.users WHERE id = %s", (org.owner_id,)
+    ) == [(False,)]
+
+
+async def test_disable_totp_by_a_basic_auth_owner_needs_no_extra_password(
+    stub: Any, stack: Any, make_org: Any
+) -> None:
+    """Legacy Basic Auth sends its password with every request (checked by the gateway): there is
+    no token to steal, so the request is its own step-up."""
+    org = await make_org()
+    await totp_on(stack, org.owner_id)
+    basic = signed(
+        make_ctx(
+            org.org_id,
+            "basic:owner",
+            "OWNER",
+            auth_method=request_context.AuthMethod.Value("AUTH_METHOD_BASIC"),
+            session_id="",
+        )
+    )
+    await stub.DisableTotp(iam_pb2.DisableTotpRequest(user_id=org.owner_id), metadata=basic)
+    assert await sql(
+        stack.admin_url, "SELECT totp_enabled FROM iam.users WHERE id = %s", (org.owner_id,)
+    ) == [(False,)]
+
+
+async def test_enroll_and_verify_need_a_signed_in_users_password(
+    stub: Any, stack: Any, make_org: Any
+) -> None:
+    org = await make_org()
+    signed_in = signed(make_ctx(org.org_id, org.owner_id, "OWNER"))
+    for call in (
+        stub.EnrollTotp(iam_pb2.EnrollTotpRequest(), metadata=signed_in),
+        stub.VerifyTotp(iam_pb2.VerifyTotpRequest(code="123456"), metadata=signed_in),
+    ):
+        missing = await rpc_error(call, Code.INVALID_ARGUMENT)
+        assert [v.field for v in missing.violations] == ["current_password"]
+    for call in (
+        stub.EnrollTotp(iam_pb2.EnrollTotpRequest(current_password="Guessed-password-1"), metadata=signed_in),
+        stub.VerifyTotp(
+            iam_pb2.VerifyTotpRequest(code="123456", current_password="Guessed-password-1"),
+            metadata=signed_in,
+        ),
+    ):
+        assert (await rpc_error(call, Code.UNAUTHENTICATED)).reason == "invalid_credentials"
+    assert await sql(
+        stack.admin_url,
+        "SELECT failed_login_count, totp_secret_enc IS NULL FROM iam.users WHERE id = %s",
+        (org.owner_id,),
+    ) == [(2, True)]
+    enrolled = await stub.EnrollTotp(
+        iam_pb2.EnrollTotpRequest(current_password=org.owner_password), metadata=signed_in
+    )
+    assert enrolled.secret and enrolled.otpauth_uri.startswith("otpauth://totp/")
 
 
 # --- tenancy and user admin -----------------------------------------------------------------

@@ -323,12 +323,17 @@ Global___ChangePasswordResponse: _TypeAlias = ChangePasswordResponse  # noqa: Y0
 class EnrollTotpRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
+    current_password: _builtins.str
+    """The caller's current password (step-up): an access token alone cannot change TOTP."""
     def __init__(
         self,
+        *,
+        current_password: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_password", b"current_password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -361,15 +366,19 @@ class VerifyTotpRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CODE_FIELD_NUMBER: _builtins.int
+    CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
     code: _builtins.str
+    current_password: _builtins.str
+    """The caller's current password (step-up), as for EnrollTotp."""
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
+        current_password: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "current_password", b"current_password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -403,16 +412,22 @@ class DisableTotpRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_ID_FIELD_NUMBER: _builtins.int
+    CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Empty means the caller."""
+    current_password: _builtins.str
+    """The acting OWNER's own current password (step-up), whoever's TOTP is cleared. Not needed
+    from a Basic Auth principal, whose request carries its password already.
+    """
     def __init__(
         self,
         *,
         user_id: _builtins.str = ...,
+        current_password: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_password", b"current_password", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

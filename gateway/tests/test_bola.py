@@ -1,0 +1,219 @@
+"""BOLA sweep: every route with an object id in its path, read from the gateway's own OpenAPI document,
+called on a real object of org A by every staff role of org B. Each must answer 403 or 404, never a
+2xx, and org A's objects must be as they were afterwards.
+
+A path parameter this test does not know how to fill fails the sweep, so a new route with an id is
+covered the day it appears: give its kind a maker in `objects_of_org_a` (and its body in BODIES), or
+list it in NOT_OBJECT_IDS with the reason."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from gateway.portal_auth import PORTAL_PREFIXES
+from gateway.tests.test_outbox_routes import dead_row
+from tools.testkit import assert_clean, owner, staff
+
+ROLES_OF_B = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
+
+# Path parameters that name an object of org A, and the kind of object each names.
+KIND_OF_PARAMETER = {
+    "user_id": "user",
+    "lead_id": "lead",
+    "booking_id": "booking",
+    "job_id": "booking",  # the worker portal's name for a booking
+    "team_id": "team",
+    "worker_id": "worker",
+    "blackout_id": "blackout",
+    "event_id": "outbox_event",
+    "dead_letter_id": "export_dead_letter",
+}
+
+# Path parameters that name no object of another org, and why the sweep does not apply to them.
+NOT_OBJECT_IDS = {
+    # An NPS link's token is a capability, public by design: whoever holds it may answer the survey;
+    # no org role is involved (tested in services/booking/tests/test_nps.py).
+    "token": None,
+    # A verb after a job id (start/complete); the job id itself is swept.
+    "action": "start",
+    # A digest's name (daily, weekly...) inside the caller's own org's settings: org B writes its own.
+    "digest_key": None,
+}
+
+# Bodies valid in shape, so that validation (422) cannot hide what the route does with the id;
+# "{kind}" stands for the id of org A's object of that kind.
+SOON = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/v1/admin/bookings/{booking_id}/reschedule"): {
+        "starts_at": (SOON + timedelta(days=1)).isoformat(),
+        "duration_minutes": 60,
+    },
+    ("POST", "/v1/admin/bookings/{booking_id}/cancel"): {"reason": "org B says so"},
+    # A's own team: only the booking's org can decide the answer.
+    ("POST", "/v1/admin/bookings/{booking_id}/assign"): {"team_id": "{team}"},
+    ("PATCH", "/v1/admin/teams/{team_id}"): {"name": "Taken by B"},
+    ("PATCH", "/v1/admin/workers/{worker_id}"): {"name": "Taken by B"},
+}
+
+# Staff credentials are no portal credentials: the portal routes answer them 401 before any id is
+# looked at (a portal session of another org gets a 404: services/booking/tests/test_portal.py).
+PORTAL_REFUSALS = {401, 403, 404}
+REFUSALS = {403, 404}
+
+
+def routes_with_ids(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, operations in document["paths"].items()
+        if "{" in path
+        for method, operation in operations.items()
+    ]
+
+
+async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: Any) -> dict[str, str]:
+    """One real object of every kind in KIND_OF_PARAMETER, made in org A."""
+    headers = await owner(http, url, org)
+
+    async def created(path: str, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        response = await http.post(f"{url}{path}", json=body, headers=extra.get("headers", headers))
+        assert response.status_code == 201, f"{path}: {response.text}"
+        return response.json()  # type: ignore[no-any-return]
+
+    user = await created(
+        "/v1/iam/users", {"email": f"a-{uuid.uuid4().hex[:8]}@example.com", "role": "VIEWER"}
+    )
+    lead = await created(
+        "/v1/leads",
+        {
+            "name": "Lead of A",
+            "phone": "780-555-0000",
+            "email": "lead-of-a@example.com",
+            "postal_code": "T5J0N3",
+            "structured_inputs": {"beds": 1, "baths": 1, "cleaning_type": "standard"},
+        },
+        headers={"X-Test-Org": org.org_id},
+    )
+    team = await created("/v1/admin/teams", {"name": "Team of A"})
+    worker = await created("/v1/admin/workers", {"name": "Worker of A", "team_id": team["id"]})
+    booking = await created(
+        "/v1/admin/bookings",
+        {
+            "starts_at": SOON.isoformat(),
+            "duration_minutes": 120,
+            "client_name": "Client of A",
+            "client_email": "client-of-a@example.com",
+            "cleaning_type": "standard",
+            "beds": 2,
+            "baths": 1,
+        },
+    )
+    blackout = await created(
+        "/v1/admin/blackouts",
+        {
+            "team_id": team["id"],
+            "starts_at": (SOON + timedelta(days=5)).isoformat(),
+            "ends_at": (SOON + timedelta(days=6)).isoformat(),
+        },
+    )
+    outbox_id, _ = await dead_row(stack, org.org_id)
+    _, letter_id = await dead_row(stack, org.org_id, kind="webhook", letter=True)
+    assert letter_id
+    return {
+        "user": user["user"]["id"],
+        "lead": lead["lead_id"],
+        "team": team["id"],
+        "worker": worker["id"],
+        "booking": booking["id"],
+        "blackout": blackout["id"],
+        "outbox_event": outbox_id,
+        "export_dead_letter": letter_id,
+    }
+
+
+async def sessions_of_org_b(http: httpx.AsyncClient, url: str, org: Any) -> dict[str, dict[str, str]]:
+    """Every staff role of org B, signed in; each shown able to work in its own org."""
+    owner_headers = await owner(http, url, org)
+    sessions = {"OWNER": owner_headers}
+    for role in ROLES_OF_B[1:]:
+        sessions[role] = await staff(http, url, owner_headers, role)
+    for role, headers in sessions.items():
+        # The control: a refusal below must come from the id, not from a dead or blocked session.
+        own = await http.get(f"{url}/v1/admin/bookings", headers=headers)
+        assert own.status_code == 200, f"{role} of org B cannot list its own bookings: {own.text}"
+    return sessions
+
+
+async def test_no_role_of_another_org_reaches_an_object_by_its_id(gateway, http, make_org, stack) -> None:
+    org_a, org_b = await make_org("BOLA A"), await make_org("BOLA B")
+    objects = await objects_of_org_a(http, gateway.url, org_a, stack)
+    sessions = await sessions_of_org_b(http, gateway.url, org_b)
+    document = (await http.get(f"{gateway.url}/openapi.json")).json()
+    routes = routes_with_ids(document)
+    assert len(routes) >= 20, [f"{m} {p}" for m, p, _ in routes]
+
+    unknown: list[str] = []
+    leaks: list[str] = []
+    swept: set[str] = set()
+    for method, path, operation in routes:
+        values: dict[str, str] = {}
+        for name in re.findall(r"{(\w+)}", path):
+            if name in KIND_OF_PARAMETER:
+                values[name] = objects[KIND_OF_PARAMETER[name]]
+            elif name in NOT_OBJECT_IDS:
+                if NOT_OBJECT_IDS[name] is None:
+                    break  # this route addresses no object of another org
+                values[name] = str(NOT_OBJECT_IDS[name])
+            else:
+                unknown.append(f"{method} {path}: no object of org A for {{{name}}}")
+                break
+        else:
+            body = fill(BODIES.get((method, path)), objects)
+            if operation.get("requestBody", {}).get("required") and body is None:
+                unknown.append(f"{method} {path}: needs a body in BODIES")
+                continue
+            url = gateway.url + path.format(**values)
+            allowed = PORTAL_REFUSALS if path.startswith(PORTAL_PREFIXES) else REFUSALS
+            swept.add(f"{method} {path}")
+            for role, headers in sessions.items():
+                response = await http.request(method, url, headers=headers, json=body)
+                assert_clean(response)
+                if response.status_code not in allowed:
+                    leaks.append(
+                        f"{role} of org B: {method} {path} -> {response.status_code} {response.text[:200]}"
+                    )
+    assert not unknown, "routes with ids the sweep cannot fill:\n" + "\n".join(unknown)
+    assert not leaks, "org B reached org A's objects:\n" + "\n".join(leaks)
+    assert len(swept) >= 20, swept
+    await org_a_is_untouched(http, gateway.url, org_a, objects)
+
+
+async def org_a_is_untouched(http: httpx.AsyncClient, url: str, org: Any, objects: dict[str, str]) -> None:
+    headers = await owner(http, url, org)
+    booking = (await http.get(f"{url}/v1/admin/bookings/{objects['booking']}", headers=headers)).json()
+    assert (booking["status"], booking["starts_at"][:19]) == ("pending", SOON.isoformat()[:19]), booking
+    teams = (await http.get(f"{url}/v1/admin/teams", headers=headers)).json()
+    assert {"id": objects["team"], "name": "Team of A", "active": True} in teams_of(teams)
+    workers = (await http.get(f"{url}/v1/admin/workers", headers=headers)).text
+    assert objects["worker"] in workers and "Worker of A" in workers
+    blackouts = (await http.get(f"{url}/v1/admin/blackouts", headers=headers)).text
+    assert objects["blackout"] in blackouts
+    users = (await http.get(f"{url}/v1/iam/users", headers=headers)).json()["users"]
+    assert any(u["id"] == objects["user"] and u["active"] for u in users)
+
+
+def fill(body: dict[str, Any] | None, objects: dict[str, str]) -> dict[str, Any] | None:
+    if body is None:
+        return None
+    return {
+        key: objects[value[1:-1]] if value in (f"{{{k}}}" for k in objects) else value
+        for key, value in body.items()
+    }
+
+
+def teams_of(body: Any) -> list[dict[str, Any]]:
+    return body["teams"] if isinstance(body, dict) else body  # type: ignore[no-any-return]
