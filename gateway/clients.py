@@ -103,7 +103,7 @@ def make_backend(
         name,
         target,
         stub_class,
-        secret=settings.internal_context_secret,
+        signer=settings.call_signer,
         deadline_seconds=settings.grpc_deadline_seconds,
         interceptors=[ProblemInterceptor(name)],
     )

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from gateway.principal import Principal, principal_of
 from gateway.problems import ProblemError
 from gateway.resources import settings_of
+from libs.common.context import is_platform_operator
 
 bearer_scheme = HTTPBearer(auto_error=False, description="Access token from POST /v1/auth/login")
 basic_scheme = HTTPBasic(auto_error=False, description="Legacy Basic Auth pairs (LEGACY_BASIC_AUTH_ENABLED)")
@@ -40,6 +41,24 @@ def require_roles(*roles: str) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+async def require_platform_operator(
+    request: Request,
+    _basic: HTTPBasicCredentials | None = Security(basic_scheme),
+) -> Principal:
+    """Whoever runs the installation (libs/common/context.is_platform_operator says who and why):
+    an OWNER or ADMIN Basic Auth pair, never a signed-in user of an org, whatever their role."""
+    principal = principal_of(request)
+    if principal is None:
+        raise _unauthenticated(request)
+    if not is_platform_operator(principal.auth_method, principal.role):
+        raise ProblemError(
+            403,
+            "platform_operator_required",
+            "suite-wide status is for platform operators (the installation's Basic Auth owner or admin)",
+        )
+    return principal
 
 
 async def require_user(

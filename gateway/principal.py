@@ -27,6 +27,8 @@ class Principal:
     username: str = ""
     break_glass_session_id: str = ""
     break_glass_reason: str = ""
+    # The access token says the password is temporary (AccessClaims.password_change_required).
+    password_change_required: bool = False
 
     def with_break_glass(self, session_id: str, reason: str) -> Principal:
         return replace(self, break_glass_session_id=session_id, break_glass_reason=reason)
@@ -69,6 +71,7 @@ def context_for(conn: HTTPConnection, principal: Principal | None = None) -> Req
         ctx.auth_method = principal.auth_method  # type: ignore[assignment]
         ctx.mfa_verified = principal.mfa_verified
         ctx.session_id = principal.session_id
+        ctx.password_change_required = principal.password_change_required
         if principal.break_glass_session_id:
             ctx.break_glass = True
             ctx.break_glass_session_id = principal.break_glass_session_id

@@ -50,6 +50,17 @@ class SignupIn(Strict):
     time_zone: Annotated[str, Field(max_length=64)] = "UTC"
 
 
+class SignupAcceptedOut(BaseModel):
+    """The same for every well-formed sign-up, whether or not the email has an account (issue 9)."""
+
+    status: str = Field(description='Always "pending_confirmation"')
+    detail: str
+
+
+class ConfirmSignupIn(Strict):
+    token: Annotated[str, Field(min_length=1, max_length=2048, description="From the confirmation email")]
+
+
 class ChangePasswordIn(Strict):
     current_password: Password
     new_password: Password

@@ -7,11 +7,12 @@ import ipaddress
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 from pydantic import field_validator, model_validator
 
 from libs.common.roles import Role
-from libs.common.settings import PLACEHOLDER_SECRETS, CommonSettings, CsvList, parse_networks, split_csv
+from libs.common.settings import PLACEHOLDER_SECRETS, AuthSecretSettings, CsvList, parse_networks, split_csv
 
 # The legacy Basic Auth pairs (<name>_BASIC_USERNAME/PASSWORD) and the role each signs in as.
 BASIC_ROLES = (
@@ -32,8 +33,13 @@ class BasicCredential:
     name: str
 
 
-class GatewaySettings(CommonSettings):
+class GatewaySettings(AuthSecretSettings):
+    # The gateway calls every service and serves none over gRPC: it holds INTERNAL_SIGNING_KEY and
+    # no INTERNAL_TRUSTED_KEYS.
+    CALLS_SERVICES: ClassVar[bool] = True
     service_name: str = "gateway"
+    # AUTH_SECRET_KEY (and AUTH_SECRET_KEY_PREVIOUS, AuthSecretSettings) verify the access tokens iam
+    # issues (HS256). Portal tokens are verified by iam, so the gateway holds neither portal secret.
     gateway_host: str = "0.0.0.0"
     gateway_port: int = 8000
     gateway_workers: int = 1

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import uuid
 
-import grpc
 import httpx
 import psycopg
 import pytest
@@ -21,7 +20,7 @@ from psycopg import sql
 from libs.common.migrate import alembic_config, migrate, service_migration_dirs
 from tools.devstack import ROOT, drop_database, with_user
 from tools.processes import service_proc
-from tools.testkit import as_role, eventually, ready
+from tools.testkit import as_role, eventually, ready, signing_channel
 
 
 def test_plain_owner_role_migrations_keep_lookups_working(pg_server_admin_url):
@@ -83,7 +82,6 @@ STRONG = "s" * 40
 PROD_SECRETS = {
     name: STRONG
     for name in (
-        "INTERNAL_CONTEXT_SECRET",
         "AUTH_SECRET_KEY",
         "CLIENT_PORTAL_SECRET",
         "WORKER_PORTAL_SECRET",
@@ -351,7 +349,7 @@ def test_dev_and_test_stack_confine_the_runtime_role(stack):
 async def test_admin_of_one_org_lists_only_its_users_through_iam(iam, make_org):
     """ListUsers through the real IAM, as an ADMIN of org A, on the session stack."""
     org_a, org_b = await make_org("Roles A"), await make_org("Roles B")
-    async with grpc.aio.insecure_channel(iam.target) as channel:
+    async with signing_channel(iam.target) as channel:
         stub = iam_pb2_grpc.IamServiceStub(channel)
         listed = await stub.ListUsers(
             iam_pb2.ListUsersRequest(limit=200), metadata=as_role(org_a.org_id, "ADMIN")
@@ -384,7 +382,7 @@ async def test_iam_on_an_owner_url_deployment_lists_one_org_and_refuses_the_owne
     ).start()
     try:
         await iam.wait_ready_async()
-        async with grpc.aio.insecure_channel(iam.target) as channel:
+        async with signing_channel(iam.target) as channel:
             stub = iam_pb2_grpc.IamServiceStub(channel)
             listed = await stub.ListUsers(
                 iam_pb2.ListUsersRequest(limit=200), metadata=as_role(str(org_a), "ADMIN")

@@ -15,9 +15,17 @@ import time
 
 import psycopg
 
+from libs.common.internal_keys import CALLEES, Keyring
 from libs.common.migrate import migrate
-from tools.devstack import RUN_DIR, EmbeddedPostgres, NatsServer, ensure_database, with_user
-from tools.processes import DEV_SECRETS, Proc, gateway_proc, service_proc
+from tools.devstack import (
+    RUN_DIR,
+    EmbeddedPostgres,
+    NatsServer,
+    ensure_database,
+    provision_streams,
+    with_user,
+)
+from tools.processes import DEV_SECRETS, NATS_USER_PASSWORDS, Proc, gateway_proc, service_proc
 from tools.smtp_sink import SmtpSink
 
 SERVICES = ("iam", "booking", "notify", "jobs")
@@ -59,6 +67,20 @@ def _existing_org(admin_url: str, email: str) -> str:
     return str(row[0]) if row else ""
 
 
+def _keyring() -> Keyring:
+    """Internal call keys for this run: fresh ones, unless <PROCESS>_INTERNAL_SIGNING_KEY gives a
+    process's own. Each process's env goes to .run/keys/<process>.env (owner-only), so a command run
+    beside `make dev` (python -m services.jobs.run ...) can sign as that process."""
+    keyring = Keyring.generate({name: _env(f"{name.upper()}_INTERNAL_SIGNING_KEY") for name in CALLEES})
+    keys_dir = RUN_DIR / "keys"
+    keys_dir.mkdir(mode=0o700, exist_ok=True)
+    for process in ("gateway", *SERVICES):
+        path = keys_dir / f"{process}.env"
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in keyring.env_for(process).items()))
+    return keyring
+
+
 def main() -> int:
     RUN_DIR.mkdir(exist_ok=True)
     started: list[EmbeddedPostgres | NatsServer] = []
@@ -78,15 +100,23 @@ def main() -> int:
     # needs MIGRATIONS_DATABASE_URL too), and nothing is then left running.
     migrate(migrations_url, "cws_app", os.environ.get("DATABASE_APP_PASSWORD"))
 
+    # Each process connects as its own user of deploy/nats/nats.conf. Given NATS_URL, the server is
+    # yours: give its users' passwords as NATS_<USER>_PASSWORD (NATS_ADMIN_PASSWORD makes the streams).
     nats_url = _env("NATS_URL")
+    nats_passwords = {k: v for k, v in os.environ.items() if NATS_USER_PASSWORDS.fullmatch(k) and v}
     if not nats_url:
+        # Our own, never a nats-server already on 4222 (one without our users would let anyone on the
+        # machine publish our events). Its passwords are made up for this run.
         port_file = RUN_DIR / "nats.port"
         port = int(port_file.read_text()) if port_file.exists() else 0
         nats = NatsServer(RUN_DIR / "nats" / "js", port=port).start()
         port_file.write_text(str(nats.port))
         started.append(nats)
         nats_url = nats.url
-        print(f"nats: embedded, {nats_url} (JetStream store in .run/nats)")
+        nats_passwords = nats.password_env()
+        print(f"nats: embedded, {nats_url} (JetStream store in .run/nats, users of deploy/nats/nats.conf)")
+    if nats_passwords.get("NATS_ADMIN_PASSWORD"):
+        provision_streams(nats_url, nats_passwords["NATS_ADMIN_PASSWORD"])
 
     owner_email = _env("DEV_OWNER_EMAIL", DEFAULT_OWNER_EMAIL)
     owner_password = _env("DEV_OWNER_PASSWORD", DEFAULT_OWNER_PASSWORD)
@@ -99,6 +129,7 @@ def main() -> int:
         "APP_ENV": _env("APP_ENV", "dev"),
         "DATABASE_URL": app_url,
         "NATS_URL": nats_url,
+        **nats_passwords,  # service_proc and gateway_proc give each process its own
         "REDIS_URL": _env("REDIS_URL"),
         "DEFAULT_ORG_ID": _env("DEFAULT_ORG_ID", org_id),
         "ADMIN_BASIC_USERNAME": _env("ADMIN_BASIC_USERNAME", "admin"),
@@ -123,11 +154,12 @@ def main() -> int:
     env.update({f"{name.upper()}_GRPC_TARGET": f"127.0.0.1:{grpc}" for name, (grpc, _) in ports.items()})
     env["JOBS_ENABLED"] = _env("JOBS_ENABLED", "false")
     log_dir = RUN_DIR / "logs"
+    keyring = _keyring()
     services = [
-        service_proc(name, env, log_dir, grpc_port=ports[name][0], http_port=ports[name][1])
+        service_proc(name, env, log_dir, grpc_port=ports[name][0], http_port=ports[name][1], keyring=keyring)
         for name in SERVICES
     ]
-    gateway = gateway_proc(env, log_dir, port=int(_env("GATEWAY_PORT", "8000")))
+    gateway = gateway_proc(env, log_dir, port=int(_env("GATEWAY_PORT", "8000")), keyring=keyring)
     processes: list[Proc] = [*services, gateway]
 
     stopping = False
@@ -154,6 +186,7 @@ CleanWithSnapshot suite is running (logs in .run/logs/).
   basic:    curl -i -u 'admin:{env["ADMIN_BASIC_PASSWORD"]}' {gateway.url}/v1/admin/profile
   mail:     {"captured in .run/mail/ (one .eml per message)" if mail else "EMAIL_MODE=" + env["EMAIL_MODE"]}
   jobs:     scheduler {"on" if env["JOBS_ENABLED"].lower() == "true" else "off (JOBS_ENABLED=true turns it on)"}
+  keys:     this run's internal call keys in .run/keys/<process>.env (a job by hand signs as jobs)
 Press Ctrl-C to stop.""",
             flush=True,
         )

@@ -5,6 +5,8 @@ test fixtures; where DATABASE_URL / NATS_URL point at running servers, those are
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -14,12 +16,18 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import nats
 import psycopg
+from nats.aio.client import Client as NatsClient
 from psycopg import sql
+
+from libs.common.bus import inbox_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = ROOT / ".run"
+NATS_CONF = ROOT / "deploy" / "nats" / "nats.conf"
 PG_SYSTEM_USER = "embedded_postgres"
 
 
@@ -145,10 +153,12 @@ class EmbeddedPostgres:
         wait_for(lambda: port_open("127.0.0.1", self.port), "embedded postgres")
         return self
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """`mode` as pg_ctl takes it: "fast" rolls back open transactions and checkpoints; "immediate"
+        kills every backend with no checkpoint, as a crash would (the next start replays the WAL)."""
         if (self.data_dir / "postmaster.pid").exists():
             subprocess.run(
-                [str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                [str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"],
                 check=False,
                 capture_output=True,
                 user=_pg_user(),
@@ -165,18 +175,71 @@ def nats_server_binary() -> str:
     return found
 
 
+def nats_password_variable(user: str) -> str:
+    """The environment variable deploy/nats/nats.conf reads `user`'s password from."""
+    return f"NATS_{user.upper()}_PASSWORD"
+
+
+def nats_users(config: Path = NATS_CONF) -> list[str]:
+    return re.findall(r"^\s*user: (\S+)$", config.read_text(), re.MULTILINE)
+
+
+def provision_streams(url: str, admin_password: str) -> None:
+    """Every service's stream, made by the admin user with the command compose and Kubernetes run."""
+    done = subprocess.run(
+        [sys.executable, "-m", "libs.common.streams"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "APP_ENV": os.environ.get("APP_ENV") or "test",
+            "NATS_URL": url,
+            "NATS_USER": "admin",
+            "NATS_PASSWORD": admin_password,
+        },
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"python -m libs.common.streams failed:\n{done.stdout}{done.stderr}")
+
+
 @dataclass
 class NatsServer:
-    """A nats-server with JetStream, on 127.0.0.1:`port`, storing in `store_dir`."""
+    """A nats-server with JetStream, on 127.0.0.1:`port`, storing in `store_dir`, with the users of
+    deploy/nats/nats.conf. Their passwords are made up per instance unless given (NATS_<USER>_PASSWORD:
+    password), and kept across stop/start."""
 
     store_dir: Path
     port: int = 0
     monitor_port: int = 0
+    config: Path = NATS_CONF
+    passwords: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    def password_env(self) -> dict[str, str]:
+        """Every user's password by its variable: for the server, and for `tools.processes`, which
+        hands each process its own and no other."""
+        for user in nats_users(self.config):
+            self.passwords.setdefault(nats_password_variable(user), secrets.token_hex(24))
+        return dict(self.passwords)
+
+    def credentials(self, user: str) -> dict[str, str]:
+        """NATS_USER / NATS_PASSWORD of `user`, as a process of that user gets them."""
+        return {"NATS_USER": user, "NATS_PASSWORD": self.password_env()[nats_password_variable(user)]}
+
+    def login(self, user: str) -> dict[str, str]:
+        """`user=` and `password=` for EventBus (or nats.connect) as `user`."""
+        return {"user": user, "password": self.password_env()[nats_password_variable(user)]}
+
+    async def connect_as(self, user: str, **options: Any) -> NatsClient:
+        """A connection as `user`, under its own inbox prefix: a test that stands for a service (one
+        forging iam's event, say) connects as that service, and is allowed what it is."""
+        return await nats.connect(self.url, inbox_prefix=inbox_prefix(user), **self.login(user), **options)
 
     def start(self) -> NatsServer:
         self.port = self.port or free_port()
@@ -185,6 +248,8 @@ class NatsServer:
         self.monitor_port = self.monitor_port or free_port()
         command = [
             nats_server_binary(),
+            "-c",
+            str(self.config),
             "-a",
             "127.0.0.1",
             "-p",
@@ -193,9 +258,17 @@ class NatsServer:
             "-sd",
             str(self.store_dir),
         ]
-        self.process = subprocess.Popen([*command, "-m", str(self.monitor_port)], stdout=log, stderr=log)
+        self.process = subprocess.Popen(
+            [*command, "-m", str(self.monitor_port)],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **self.password_env()},
+        )
         wait_for(self._jetstream_ready, "nats-server with JetStream")
         return self
+
+    def provision_streams(self) -> None:
+        provision_streams(self.url, self.password_env()[nats_password_variable("admin")])
 
     def _jetstream_ready(self) -> bool:
         """The client port opens before JetStream is ready; its health endpoint says when it is."""

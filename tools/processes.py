@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,15 +17,31 @@ from typing import Self
 
 import httpx
 
-from tools.devstack import ROOT, free_port, wait_for
+from libs.common.internal_keys import Keyring
+from tools.devstack import ROOT, free_port, nats_password_variable, wait_for
 
 # Dev and test secrets: long enough to pass the length rules, and refused by APP_ENV=prod.
 DEV_SECRETS = {
-    "INTERNAL_CONTEXT_SECRET": "dev-internal-context-secret-0123456789abcdef",
     "AUTH_SECRET_KEY": "dev-auth-secret-key-0123456789abcdef0123456789",
     "CLIENT_PORTAL_SECRET": "dev-client-portal-secret-0123456789abcdef",
     "WORKER_PORTAL_SECRET": "dev-worker-portal-secret-0123456789abcdef",
 }
+# Internal call keys, made afresh by every `make dev`, test session and bench run (so no private key
+# is ever committed). service_proc and gateway_proc give each process its own private key and the
+# public keys of its callers; tools/testkit.py signs with the same keyring.
+DEV_KEYRING = Keyring.generate()
+
+
+# The per-user passwords deploy/nats/nats.conf reads (NATS_IAM_PASSWORD, ...): the server's, not a process's.
+NATS_USER_PASSWORDS = re.compile(r"NATS_[A-Z_]+_PASSWORD")
+
+
+def own_nats_user(user: str, env: dict[str, str]) -> dict[str, str]:
+    """`env` for a process of NATS user `user`: NATS_USER and NATS_PASSWORD from `user`'s entry among
+    the per-user passwords, none of which the process keeps (each holds only its own)."""
+    own = env.get(nats_password_variable(user))
+    kept = {key: value for key, value in env.items() if not NATS_USER_PASSWORDS.fullmatch(key)}
+    return kept if own is None else {**kept, "NATS_USER": user, "NATS_PASSWORD": own}
 
 
 @dataclass
@@ -115,13 +132,25 @@ class ServiceProc(Proc):
 
 
 def service_proc(
-    name: str, env: dict[str, str], log_dir: Path, grpc_port: int = 0, http_port: int = 0, label: str = ""
+    name: str,
+    env: dict[str, str],
+    log_dir: Path,
+    grpc_port: int = 0,
+    http_port: int = 0,
+    label: str = "",
+    keyring: Keyring = DEV_KEYRING,
 ) -> ServiceProc:
-    """`label` names the log file when one test run starts several processes of one service."""
+    """`label` names the log file when one test run starts several processes of one service. The
+    service gets its own internal keys from `keyring`; `env` may override them."""
     grpc_port = grpc_port or free_port()
     http_port = http_port or free_port()
     upper = name.upper()
-    full_env = {**env, f"{upper}_GRPC_PORT": str(grpc_port), f"{upper}_HTTP_PORT": str(http_port)}
+    full_env = {
+        **keyring.env_for(name),
+        **own_nats_user(name, env),
+        f"{upper}_GRPC_PORT": str(grpc_port),
+        f"{upper}_HTTP_PORT": str(http_port),
+    }
     return ServiceProc(
         name=label or name,
         args=["-m", f"services.{name}"],
@@ -150,12 +179,14 @@ class GatewayProc(Proc):
         return f"{self.url}/healthz"
 
 
-def gateway_proc(env: dict[str, str], log_dir: Path, port: int = 0, label: str = "gateway") -> GatewayProc:
+def gateway_proc(
+    env: dict[str, str], log_dir: Path, port: int = 0, label: str = "gateway", keyring: Keyring = DEV_KEYRING
+) -> GatewayProc:
     port = port or free_port()
     return GatewayProc(
         name=label,
         args=["-m", "gateway"],
-        env={**env, "GATEWAY_PORT": str(port)},
+        env={**keyring.env_for("gateway"), **own_nats_user("gateway", env), "GATEWAY_PORT": str(port)},
         log_path=log_dir / f"{label}.log",
         port=port,
     )

@@ -21,9 +21,12 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from libs.common import call_signing
 from libs.common import context as request_context
 from libs.common import status as rich_status
-from tools.processes import DEV_SECRETS
+from libs.common.grpc_client import open_channel
+from libs.common.internal_keys import CallSigner
+from tools.processes import DEV_KEYRING
 
 T = TypeVar("T")
 
@@ -73,20 +76,53 @@ async def owner(http: httpx.AsyncClient, url: str, org: Any) -> dict[str, str]:
 async def staff(
     http: httpx.AsyncClient, url: str, owner_headers: dict[str, str], role: str
 ) -> dict[str, str]:
-    """A new user with `role` in the owner's org, signed in with the temporary password."""
+    """A new user with `role` in the owner's org, signed in after changing the temporary password
+    (until then a token opens nothing but the password change: issue 9)."""
     email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
     created = await http.post(
         f"{url}/v1/iam/users", headers=owner_headers, json={"email": email, "role": role}
     )
     assert created.status_code == 201, created.text
-    return await sign_in(http, url, email, created.json()["temp_password"])
+    return await first_sign_in(http, url, email, created.json()["temp_password"])
+
+
+async def first_sign_in(http: httpx.AsyncClient, url: str, email: str, temp_password: str) -> dict[str, str]:
+    """Sign in with a temporary password as a new user must: change it, then sign in with the new one.
+    The bearer header of that session."""
+    marked = await sign_in(http, url, email, temp_password)
+    chosen = "Chosen-password-" + uuid.uuid4().hex[:10]
+    changed = await http.post(
+        f"{url}/v1/auth/change-password",
+        headers=marked,
+        json={"current_password": temp_password, "new_password": chosen},
+    )
+    assert changed.status_code == 204, changed.text
+    return await sign_in(http, url, email, chosen)
 
 
 # --- signed contexts for gRPC calls ------------------------------------------------------------
+# A service accepts a call only signed for its method and its request (libs/common/call_signing.py), so
+# the helpers below cannot sign by themselves: they name the context and who signs it, and
+# `signing_channel()`
+# signs each call as it is sent, as the suite's own SigningInterceptor does. Call services directly
+# through `signing_channel(target)`; over a plain channel such metadata carries no signature and is refused.
 
-SECRET = DEV_SECRETS["INTERNAL_CONTEXT_SECRET"]
+KEYRING = DEV_KEYRING  # the keys this test session's processes were started with
+GATEWAY = KEYRING.signer("gateway")
 JWT = request_context.AuthMethod.Value("AUTH_METHOD_JWT")
 Metadata = tuple[tuple[str, Any], ...]
+# Test-only metadata, read and removed by signing_channel()'s interceptor: which signer signs the call.
+SIGN_AS = "x-test-sign-as"
+_signers: dict[str, CallSigner] = {}
+
+
+def signed(ctx: request_context.RequestContext, signer: CallSigner | None = None) -> Metadata:
+    """Any context, to be signed by `signer` (the gateway's key by default) for whatever call it is
+    sent with, through `signing_channel()`."""
+    chosen = signer or GATEWAY
+    handle = f"{chosen.name}/{chosen.public_text}"
+    _signers.setdefault(handle, chosen)
+    return ((call_signing.CONTEXT_KEY, ctx.SerializeToString()), (SIGN_AS, handle))
 
 
 def as_role(org_id: str, role: str) -> Metadata:
@@ -99,17 +135,48 @@ def as_role(org_id: str, role: str) -> Metadata:
         request_id=f"test-{uuid.uuid4().hex[:12]}",
         session_id=str(uuid.uuid4()),
     )
-    return request_context.signed_metadata(ctx, SECRET)
+    return signed(ctx)
 
 
 def as_service(org_id: str, service: str = "jobs") -> Metadata:
-    """A suite service acting on its own in `org_id` (AUTH_METHOD_SERVICE)."""
-    return request_context.signed_metadata(request_context.service_context(service, org_id), SECRET)
+    """A suite service acting on its own in `org_id` (AUTH_METHOD_SERVICE), signed with its own key."""
+    return signed(request_context.service_context(service, org_id), KEYRING.signer(service))
 
 
-def signed(ctx: request_context.RequestContext, secret: str = SECRET) -> Metadata:
-    """Any context, signed as the gateway would sign it."""
-    return request_context.signed_metadata(ctx, secret)
+class _SignForTest(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Turns the metadata of `signed`/`as_role`/`as_service` into a signature over this call's method
+    and request; metadata without the marker (a test's hand-built attack) passes untouched."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        items = list(details.metadata or ())
+        marked = dict(items)
+        handle = marked.get(SIGN_AS)
+        if handle is not None:
+            ctx = request_context.RequestContext.FromString(marked[call_signing.CONTEXT_KEY])
+            method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
+            items = [(k, v) for k, v in items if k not in (SIGN_AS, call_signing.CONTEXT_KEY)]
+            # A test may send raw bytes (a generic unary_unary with no serializer): sign those as sent.
+            body = request if isinstance(request, bytes) else request.SerializeToString()
+            items += call_signing.sign_call(ctx, _signers[handle], method, body)
+        details = grpc.aio.ClientCallDetails(
+            method=details.method,
+            timeout=details.timeout,
+            metadata=grpc.aio.Metadata(*items),
+            credentials=details.credentials,
+            wait_for_ready=details.wait_for_ready,
+        )
+        return await continuation(details, request)
+
+
+def signing_channel(target: str) -> grpc.aio.Channel:
+    """A channel to a service for a test: what `signed`/`as_role`/`as_service` name is signed per call.
+    Use it as `async with signing_channel(target) as channel:` or close it yourself."""
+    return open_channel(target, [_SignForTest()])
 
 
 async def rpc_error(call: Awaitable[Any], code: grpc.StatusCode) -> rich_status.DecodedError:

@@ -13,6 +13,7 @@ from cws.iam.v1 import iam_pb2
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
+from gateway.access import Access
 from gateway.middleware.common import (
     METRICS_PATHS,
     ASGIApp,
@@ -20,6 +21,8 @@ from gateway.middleware.common import (
     Scope,
     Send,
     is_admin_route,
+    is_portal_route,
+    route_access,
     send_problem,
     state,
 )
@@ -48,9 +51,16 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope.get("path", "") in METRICS_PATHS:
             return await self.app(scope, receive, send)
         try:
-            principal = self.resolve(Headers(scope=scope), scope.get("path", ""), admin=is_admin_route(scope))
+            principal = self.resolve(
+                Headers(scope=scope),
+                scope.get("path", ""),
+                admin=is_admin_route(scope),
+                portal=is_portal_route(scope),
+            )
             if principal is not None and principal.session_id and not self.revoked.live:
                 await self._check_with_iam(HTTPConnection(scope), principal)
+            if principal is not None and principal.password_change_required:
+                self._refuse_until_password_changed(route_access(scope))
         except ProblemError as error:
             return await send_problem(scope, receive, send, error)
         state(scope)["principal"] = principal
@@ -58,10 +68,13 @@ class AuthMiddleware:
             structlog.contextvars.bind_contextvars(org_id=principal.org_id, principal=principal.principal_id)
         await self.app(scope, receive, send)
 
-    def resolve(self, headers: Headers, path: str, *, admin: bool = False) -> Principal | None:
-        if path.startswith(PORTAL_PREFIXES):
-            # Portal credentials (a magic-link token as cookie or bearer) are no access tokens:
-            # the portal routes verify them with IAM (gateway/portal_auth.py).
+    def resolve(
+        self, headers: Headers, path: str, *, admin: bool = False, portal: bool = False
+    ) -> Principal | None:
+        if portal or path.startswith(PORTAL_PREFIXES):
+            # Portal credentials (a portal session token as cookie or bearer) are no access tokens:
+            # the routes marked PORTAL check them with IAM (gateway/portal_auth.py), the portal
+            # logouts included, which live outside the portal prefixes.
             return None
         authorization = headers.get("authorization", "")
         scheme, _, credentials = authorization.partition(" ")
@@ -86,6 +99,18 @@ class AuthMiddleware:
             )
         return None
 
+    @staticmethod
+    def _refuse_until_password_changed(access: Access | None) -> None:
+        """A temporary password's token opens only the routes marked OPEN_BEFORE_PASSWORD_CHANGE,
+        whatever their surface or path (gateway/access.py); no route (a 404 to come) is left alone."""
+        if access is not None and not access.open_before_password_change:
+            raise ProblemError(
+                403,
+                "password_change_required",
+                "your password is temporary: change it with POST /v1/auth/change-password, then "
+                "refresh your tokens (POST /v1/auth/refresh) or sign in again",
+            )
+
     async def _check_with_iam(self, conn: HTTPConnection, principal: Principal) -> None:
         """Fail safe: without the revocation feed, a session is believed only if IAM says it stands."""
         with acting_as(context_for(conn, principal)):
@@ -100,7 +125,7 @@ class AuthMiddleware:
 
     def _bearer(self, token: str) -> Principal:
         try:
-            claims = decode_access(token, self.settings.auth_secret_key)
+            claims = decode_access(token, *self.settings.auth_secret_keys)
         except (jwt.InvalidTokenError, ValueError, KeyError):
             raise ProblemError(
                 401, "invalid_token", "the access token is invalid or expired", headers=SIGNED_OUT
@@ -114,6 +139,7 @@ class AuthMiddleware:
             auth_method=JWT,
             mfa_verified=claims.mfa_verified,
             session_id=claims.session_id,
+            password_change_required=claims.password_change_required,
         )
 
     def _basic(self, credentials: str, headers: Headers) -> Principal:

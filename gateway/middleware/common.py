@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from gateway.access import Access
+from gateway.access import Access, Surface
 from gateway.problems import ProblemError, problem_response
 
 Scope = MutableMapping[str, Any]
@@ -34,6 +34,12 @@ def is_admin_route(scope: Scope) -> bool:
     """Whether the admin allowlist and ADMIN_MFA_REQUIRED apply: the route is marked ADMIN."""
     access = route_access(scope)
     return access is not None and access.admin
+
+
+def is_portal_route(scope: Scope) -> bool:
+    """The route is marked PORTAL: it reads the portal's own credentials, not staff ones."""
+    access = route_access(scope)
+    return access is not None and access.surface is Surface.PORTAL
 
 
 async def send_problem(scope: Scope, receive: Receive, send: Send, error: ProblemError) -> None:

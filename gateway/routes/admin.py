@@ -10,7 +10,7 @@ from cws.iam.v1 import iam_pb2
 from fastapi import APIRouter, Depends, Query
 from google.protobuf.json_format import MessageToDict
 
-from gateway.access import ADMIN, OPEN_IN_READ_ONLY
+from gateway.access import ADMIN, OPEN_BEFORE_PASSWORD_CHANGE, OPEN_IN_READ_ONLY
 from gateway.deps import require_roles
 from gateway.principal import BASIC, Principal
 from gateway.problems import ProblemError
@@ -54,9 +54,8 @@ CONFIG_KEYS = (
     "signup_enabled",
     "default_org_id",
     "auth_secret_key",
-    "client_portal_secret",
-    "worker_portal_secret",
-    "internal_context_secret",
+    "auth_secret_key_previous",
+    "internal_signing_key",
     "metrics_token",
     "stripe_secret_key",
     "stripe_webhook_secret",
@@ -70,9 +69,8 @@ CONFIG_KEYS = (
 SECRET_KEYS = frozenset(
     {
         "auth_secret_key",
-        "client_portal_secret",
-        "worker_portal_secret",
-        "internal_context_secret",
+        "auth_secret_key_previous",
+        "internal_signing_key",
         "metrics_token",
         "stripe_secret_key",
         "stripe_webhook_secret",
@@ -86,7 +84,13 @@ SECRET_KEYS = frozenset(
 )
 
 
-@router.get("/profile", response_model=ProfileOut, summary="Who you are to the API")
+@router.get(
+    "/profile",
+    response_model=ProfileOut,
+    summary="Who you are to the API",
+    # Who you are is yours to read before your temporary password is changed, too.
+    dependencies=[OPEN_BEFORE_PASSWORD_CHANGE],
+)
 async def profile(principal: Principal = Depends(require_roles(*STAFF))) -> dict[str, Any]:
     return {
         "username": principal.username or principal.principal_id,

@@ -7,7 +7,7 @@ from typing import Any
 from cws.iam.v1 import iam_pb2
 from fastapi import APIRouter, Depends, Request
 
-from gateway.access import ACCOUNT, ADMIN, OPEN_IN_READ_ONLY, PUBLIC
+from gateway.access import ACCOUNT, ADMIN, OPEN_BEFORE_PASSWORD_CHANGE, OPEN_IN_READ_ONLY, PUBLIC
 from gateway.deps import require_roles, require_user
 from gateway.principal import Principal, principal_of
 from gateway.problems import ProblemError
@@ -15,6 +15,7 @@ from gateway.resources import Settings
 from gateway.routes import convert
 from gateway.schemas import (
     ChangePasswordIn,
+    ConfirmSignupIn,
     DisableTotpIn,
     EnrollOut,
     EnrollTotpIn,
@@ -22,6 +23,7 @@ from gateway.schemas import (
     LogoutIn,
     RefreshIn,
     RevokedOut,
+    SignupAcceptedOut,
     SignupIn,
     TokensOut,
     VerifyTotpIn,
@@ -37,7 +39,7 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
     "/login",
     response_model=TokensOut,
     summary="Sign in with email, password and (for MFA users) a TOTP code",
-    dependencies=[PUBLIC, OPEN_IN_READ_ONLY],
+    dependencies=[PUBLIC, OPEN_IN_READ_ONLY, OPEN_BEFORE_PASSWORD_CHANGE],
 )
 async def login(body: LoginIn, iam: Iam) -> dict[str, Any]:
     response = await iam.Login(
@@ -50,7 +52,7 @@ async def login(body: LoginIn, iam: Iam) -> dict[str, Any]:
     "/refresh",
     response_model=TokensOut,
     summary="Rotate a refresh token; reuse revokes the session",
-    dependencies=[PUBLIC, OPEN_IN_READ_ONLY],
+    dependencies=[PUBLIC, OPEN_IN_READ_ONLY, OPEN_BEFORE_PASSWORD_CHANGE],
 )
 async def refresh(body: RefreshIn, iam: Iam) -> dict[str, Any]:
     response = await iam.Refresh(
@@ -63,7 +65,7 @@ async def refresh(body: RefreshIn, iam: Iam) -> dict[str, Any]:
     "/logout",
     status_code=204,
     summary="End the current session (bearer token or refresh token)",
-    dependencies=[PUBLIC, OPEN_IN_READ_ONLY],
+    dependencies=[PUBLIC, OPEN_IN_READ_ONLY, OPEN_BEFORE_PASSWORD_CHANGE],
 )
 async def logout(request: Request, iam: Iam, body: LogoutIn | None = None) -> None:
     refresh_token = body.refresh_token if body else None
@@ -73,19 +75,31 @@ async def logout(request: Request, iam: Iam, body: LogoutIn | None = None) -> No
     await iam.Logout(iam_pb2.LogoutRequest(refresh_token=refresh_token or ""))
 
 
-@router.post(
-    "/signup",
-    response_model=TokensOut,
-    status_code=201,
-    summary="Create an org and its owner",
-    dependencies=[PUBLIC],
-)
-async def signup(body: SignupIn, iam: Iam, settings: Settings) -> dict[str, Any]:
+def _check_signup_enabled(settings: Any) -> None:
     if not settings.signup_enabled:
         raise ProblemError(
             403, "signup_disabled", "sign-up is disabled on this installation (SIGNUP_ENABLED)"
         )
-    response = await iam.Signup(
+
+
+# One answer for every well-formed sign-up: whether the email has an account is told only to the
+# address's owner, by email (services/iam/signups.py).
+SIGNUP_ACCEPTED = {
+    "status": "pending_confirmation",
+    "detail": "Check your email: we sent the address a message to finish creating your organisation.",
+}
+
+
+@router.post(
+    "/signup",
+    response_model=SignupAcceptedOut,
+    status_code=202,
+    summary="Ask to create an org and its owner; the email's owner confirms it",
+    dependencies=[PUBLIC],
+)
+async def signup(body: SignupIn, iam: Iam, settings: Settings) -> dict[str, Any]:
+    _check_signup_enabled(settings)
+    await iam.Signup(
         iam_pb2.SignupRequest(
             org_name=body.org_name,
             email=body.email,
@@ -94,6 +108,19 @@ async def signup(body: SignupIn, iam: Iam, settings: Settings) -> dict[str, Any]
             time_zone=body.time_zone,
         )
     )
+    return SIGNUP_ACCEPTED
+
+
+@router.post(
+    "/signup/confirm",
+    response_model=TokensOut,
+    status_code=201,
+    summary="Confirm a sign-up with the emailed token: creates the org and its owner, signed in",
+    dependencies=[PUBLIC],
+)
+async def confirm_signup(body: ConfirmSignupIn, iam: Iam, settings: Settings) -> dict[str, Any]:
+    _check_signup_enabled(settings)
+    response = await iam.ConfirmSignup(iam_pb2.ConfirmSignupRequest(token=body.token))
     return convert.tokens(response.tokens)
 
 
@@ -101,7 +128,7 @@ async def signup(body: SignupIn, iam: Iam, settings: Settings) -> dict[str, Any]
     "/change-password",
     status_code=204,
     summary="Change your password; other sessions end",
-    dependencies=[ACCOUNT],
+    dependencies=[ACCOUNT, OPEN_BEFORE_PASSWORD_CHANGE],
 )
 async def change_password(
     body: ChangePasswordIn, iam: Iam, principal: Principal = Depends(require_user)

@@ -1,4 +1,5 @@
-"""/v1/admin/jobs/status: what the scheduler ran, and whether its runners are alive."""
+"""/v1/admin/jobs/status: what the scheduler ran, and whether its runners are alive. Suite-wide (every
+org's job runs, their errors, the runners' hosts): platform operators only, not an org's owner."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ from cws.jobs.v1 import jobs_pb2
 from fastapi import APIRouter, Depends
 
 from gateway.access import ADMIN
-from gateway.deps import require_roles
+from gateway.deps import require_platform_operator
 from gateway.principal import Principal
 from gateway.routes.convert import optional_time
 from gateway.stubs import Jobs
-from libs.common.roles import MANAGERS
 
 router = APIRouter(prefix="/v1/admin", tags=["jobs"], dependencies=[ADMIN])
 
@@ -46,7 +46,9 @@ def _heartbeat(beat: jobs_pb2.Heartbeat) -> dict[str, Any]:
 @router.get(
     "/jobs/status", summary="Every scheduled job's last runs, failures and errors, and runner heartbeats"
 )
-async def jobs_status(jobs: Jobs, principal: Principal = Depends(require_roles(*MANAGERS))) -> dict[str, Any]:
+async def jobs_status(
+    jobs: Jobs, principal: Principal = Depends(require_platform_operator)
+) -> dict[str, Any]:
     response = await jobs.GetStatus(jobs_pb2.GetStatusRequest())
     return {
         "jobs": [_job(job) for job in response.jobs],

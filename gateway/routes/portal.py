@@ -1,37 +1,53 @@
 """Client and worker portals (seed 002, "Client portal v1 usage").
 
-Clients: POST /client/login/request → magic link (by email; in dev/test optionally in the answer),
-GET /client/login/callback → `client_session` cookie, then /v1/client/portal/bookings[/{id}].
-Workers: an admin mints a link (POST /v1/admin/workers/{id}/portal-link), GET /worker/login/callback
-→ `worker_session` cookie, then /v1/worker/portal/jobs[/{id}[/start|/complete]].
+Clients: POST /client/login/request → magic link (by email; in dev/test optionally in the answer).
+Workers: an admin mints a link (POST /v1/admin/workers/{id}/portal-link).
+Either link, GET /client/login/callback?token=… (or /worker/login/callback), signs nobody in: it
+answers a small page whose button POSTs the token, in the body, to /client/login/confirm (or
+/worker/login/confirm). That POST uses the link up (once) and opens a portal session, whose opaque
+token becomes the `client_session` / `worker_session` cookie (and, to a JSON client, the answer's
+`session_token`, for `Authorization: Bearer`). Then /v1/client/portal/bookings[/{id}] and
+/v1/worker/portal/jobs[/{id}[/start|/complete]]; POST /client/logout and /worker/logout end it.
 
-Every portal call reaches booking with a CLIENT_PORTAL or WORKER_PORTAL context for the token's org;
-booking itself confines it to that client's or worker's bookings and answers 404 for any other."""
+Why a page and a POST (issue 9, hole 8): a GET that signs in lets any site sign a visitor in as
+someone else (login CSRF) with an <img> tag, and lets mail scanners that prefetch links use a
+one-time link up. The page has no script (it cannot auto-submit) and the POST is refused when
+another site started it (gateway/csrf.py).
+
+Every portal call reaches booking with a CLIENT_PORTAL or WORKER_PORTAL context for the session's
+org; booking itself confines it to that client's or worker's bookings and answers 404 for any other."""
 
 from __future__ import annotations
 
+import html
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
+import orjson
 from cws.booking.v1 import booking_pb2
 from cws.iam.v1 import iam_pb2
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import ORJSONResponse
-from pydantic import Field
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Security
+from fastapi.responses import HTMLResponse, ORJSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, Field
 
 from gateway.access import ADMIN, OPEN_IN_READ_ONLY, PORTAL
-from gateway.deps import require_roles
+from gateway.csrf import check_same_origin
+from gateway.deps import bearer_scheme, require_roles
 from gateway.portal_auth import (
+    CLIENT,
     CLIENT_COOKIE,
     MAX_TOKEN_LENGTH,
+    WORKER,
     WORKER_COOKIE,
+    PortalKind,
+    clear_session_cookie,
+    credential_of,
     require_client,
     require_worker,
     set_session_cookie,
-    verify_client_token,
-    verify_worker_token,
 )
 from gateway.principal import ANONYMOUS, Principal, context_for
 from gateway.problems import ProblemError
@@ -39,15 +55,20 @@ from gateway.resources import Settings
 from gateway.routes import convert
 from gateway.routes.public import org_key
 from gateway.schemas import Email, Strict
-from gateway.stubs import Booking, BookingStub, Iam
+from gateway.settings import GatewaySettings
+from gateway.stubs import Booking, BookingStub, Iam, IamStub
 from libs.common.convert import to_ts
 from libs.common.grpc_client import acting_as
 from libs.common.logs import get_logger
 from libs.common.roles import DISPATCH
 
 router = APIRouter(tags=["portals"])
-CLIENT_AUTH = "Send the `client_session` cookie set by /client/login/callback, or its token as a Bearer."
-WORKER_AUTH = "Send the `worker_session` cookie set by /worker/login/callback, or its token as a Bearer."
+CLIENT_AUTH = (
+    "Send the `client_session` cookie set by POST /client/login/confirm, or its session token as a Bearer."
+)
+WORKER_AUTH = (
+    "Send the `worker_session` cookie set by POST /worker/login/confirm, or its session token as a Bearer."
+)
 log = get_logger(__name__)
 
 OrgKeyHeader = Annotated[str | None, Header(alias="X-Org-Key", max_length=64)]
@@ -57,6 +78,13 @@ Token = Annotated[str, Query(min_length=1, max_length=MAX_TOKEN_LENGTH, descript
 WORKER_LOOKBACK = timedelta(hours=24)
 # The magic link carries a credential: keep it out of caches and out of the next page's Referer.
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+# The confirm page: no script, no subresource, posts only to this origin, framed by nobody.
+PAGE_HEADERS = {
+    **NO_STORE,
+    "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class ClientLoginIn(Strict):
@@ -117,6 +145,144 @@ def worker_view(message: booking_pb2.Booking) -> dict[str, Any]:
     return {key: full[key] for key in WORKER_FIELDS}
 
 
+# --- signing in and out ------------------------------------------------------------------------
+
+
+class ClientSignedIn(BaseModel):
+    ok: bool
+    org_id: str
+    email: str
+    expires_at: datetime
+    session_token: str | None = Field(None, description="Only to a JSON client (for Authorization: Bearer)")
+
+
+class WorkerSignedIn(BaseModel):
+    ok: bool
+    org_id: str
+    worker_id: str
+    expires_at: datetime
+    session_token: str | None = Field(None, description="Only to a JSON client (for Authorization: Bearer)")
+
+
+CONFIRM_DESCRIPTION = (
+    "The link's token goes in the body (a form field or JSON `token`), never in the URL. A used, "
+    "revoked or expired link is 401. Refused (403 `cross_site_request`) when another site's page "
+    "sent it. A JSON client (JSON body or `Accept: application/json`) also gets `session_token`."
+)
+_TOKEN_BODY = {
+    "type": "object",
+    "required": ["token"],
+    "properties": {"token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_LENGTH}},
+}
+CONFIRM_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": _TOKEN_BODY},
+            "application/json": {"schema": _TOKEN_BODY},
+        },
+    }
+}
+CONFIRM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    415: {"description": "The body is neither a form nor JSON"}
+}
+
+
+def confirm_page(token: str, who: str) -> HTMLResponse:
+    """The page a link opens: a button that posts the token to `confirm` (beside the callback, so it
+    works under any path prefix). No script: nothing posts it but the person."""
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer"><title>Sign in</title></head>
+<body><main>
+<h1>Sign in</h1>
+<p>{html.escape(who)}</p>
+<form method="post" action="confirm">
+<input type="hidden" name="token" value="{html.escape(token, quote=True)}">
+<button type="submit">Sign in</button>
+</form>
+<p>Did not ask for this link? Close this page; nothing happens until you press the button.</p>
+</main></body></html>
+"""
+    return HTMLResponse(page, headers=PAGE_HEADERS)
+
+
+def _token_problem(message: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "validation_error",
+        "the request is invalid; see errors",
+        errors=[{"field": "token", "message": message}],
+    )
+
+
+async def link_token_of(request: Request) -> tuple[str, bool]:
+    """The link token from the body, and whether the caller speaks JSON."""
+    if "token" in request.query_params:
+        raise _token_problem("send the token in the body, not in the URL")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if content_type == "application/json":
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ProblemError(400, "malformed_json", "the request body is not valid JSON") from None
+        token = data.get("token") if isinstance(data, dict) else None
+        wants_json = True
+    elif content_type == "application/x-www-form-urlencoded":
+        try:
+            values = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except (UnicodeDecodeError, ValueError):
+            raise ProblemError(400, "bad_request", "the form body is not valid UTF-8") from None
+        token = values["token"][0] if len(values.get("token", [])) == 1 else None
+        wants_json = "application/json" in request.headers.get("accept", "")
+    else:
+        raise ProblemError(415, "unsupported_media_type", "send a form or JSON body with the link's token")
+    if not isinstance(token, str) or not token.strip():
+        raise _token_problem("is required")
+    if len(token) > MAX_TOKEN_LENGTH or "\x00" in token:
+        raise _token_problem("is not a portal link token")
+    return token.strip(), wants_json
+
+
+async def confirm(
+    request: Request, iam: IamStub, settings: GatewaySettings, kind: PortalKind
+) -> ORJSONResponse:
+    check_same_origin(request, settings)  # login CSRF: before anything is read or used
+    token, wants_json = await link_token_of(request)
+    redeemed = await iam.RedeemPortalLink(iam_pb2.RedeemPortalLinkRequest(kind=kind, link_token=token))
+    session = redeemed.session
+    who = {"email": session.subject} if kind == CLIENT else {"worker_id": session.subject}
+    body: dict[str, Any] = {
+        "ok": True,
+        "org_id": session.org_id,
+        **who,
+        "expires_at": session.expires_at.ToJsonString(),
+    }
+    if wants_json:
+        body["session_token"] = redeemed.session_token
+    response = ORJSONResponse(body, headers=NO_STORE)
+    cookie = CLIENT_COOKIE if kind == CLIENT else WORKER_COOKIE
+    set_session_cookie(settings, response, cookie, redeemed.session_token, session.expires_at.seconds)
+    return response
+
+
+async def logout(request: Request, iam: IamStub, settings: GatewaySettings, cookie: str) -> Response:
+    token, from_cookie = credential_of(request, cookie)
+    if from_cookie and token:
+        check_same_origin(request, settings)
+    if not token:
+        raise ProblemError(
+            401, "unauthenticated", "a portal session is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise ProblemError(401, "invalid_portal_session", "the portal session is invalid or expired")
+    await iam.RevokePortalSession(iam_pb2.RevokePortalSessionRequest(session_token=token))
+    response = Response(status_code=204, headers=NO_STORE)
+    clear_session_cookie(settings, response, cookie)
+    return response
+
+
 # --- client portal -----------------------------------------------------------------------------
 
 
@@ -156,17 +322,45 @@ async def request_client_login(
 
 @router.get(
     "/client/login/callback",
-    summary="Follow the magic link: sets the client_session cookie",
+    response_class=HTMLResponse,
+    summary="Follow the magic link: a page that asks to confirm the sign-in (it signs nobody in)",
+    description="Checks the link without using it. The page's button POSTs it to /client/login/confirm.",
     dependencies=[PORTAL],
 )
-async def client_login_callback(token: Token, iam: Iam, settings: Settings) -> ORJSONResponse:
-    verified = await verify_client_token(iam, token)
-    response = ORJSONResponse(
-        {"ok": True, "org_id": verified.principal.org_id, "email": verified.principal.principal_id},
-        headers=NO_STORE,
-    )
-    set_session_cookie(settings, response, CLIENT_COOKIE, token, verified.expires_at)
-    return response
+async def client_login_callback(token: Token, iam: Iam) -> HTMLResponse:
+    found = await iam.VerifyClientPortalToken(iam_pb2.VerifyClientPortalTokenRequest(token=token))
+    if not found.email:  # such a link opens no session (booking scopes a client by email)
+        raise ProblemError(401, "invalid_portal_token", "this portal link does not name a client email")
+    return confirm_page(token, f"You are signing in to your bookings as {found.email}.")
+
+
+@router.post(
+    "/client/login/confirm",
+    response_model=ClientSignedIn,
+    summary="Use a magic link (once): opens a portal session, sets the client_session cookie",
+    description=CONFIRM_DESCRIPTION,
+    dependencies=[PORTAL, OPEN_IN_READ_ONLY],
+    openapi_extra=CONFIRM_BODY,
+    responses=CONFIRM_RESPONSES,
+)
+async def client_login_confirm(request: Request, iam: Iam, settings: Settings) -> ORJSONResponse:
+    return await confirm(request, iam, settings, CLIENT)
+
+
+@router.post(
+    "/client/logout",
+    status_code=204,
+    summary="End the client's portal session",
+    description=CLIENT_AUTH,
+    dependencies=[PORTAL, OPEN_IN_READ_ONLY],
+)
+async def client_logout(
+    request: Request,
+    iam: Iam,
+    settings: Settings,
+    _bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+) -> Response:
+    return await logout(request, iam, settings, CLIENT_COOKIE)
 
 
 @router.get(
@@ -251,17 +445,43 @@ async def _check_worker(booking: BookingStub, worker_id: str) -> None:
 
 @router.get(
     "/worker/login/callback",
-    summary="Follow the worker link: sets the worker_session cookie",
+    response_class=HTMLResponse,
+    summary="Follow the worker link: a page that asks to confirm the sign-in (it signs nobody in)",
+    description="Checks the link without using it. The page's button POSTs it to /worker/login/confirm.",
     dependencies=[PORTAL],
 )
-async def worker_login_callback(token: Token, iam: Iam, settings: Settings) -> ORJSONResponse:
-    verified = await verify_worker_token(iam, token)
-    response = ORJSONResponse(
-        {"ok": True, "org_id": verified.principal.org_id, "worker_id": verified.principal.principal_id},
-        headers=NO_STORE,
-    )
-    set_session_cookie(settings, response, WORKER_COOKIE, token, verified.expires_at)
-    return response
+async def worker_login_callback(token: Token, iam: Iam) -> HTMLResponse:
+    await iam.VerifyWorkerPortalToken(iam_pb2.VerifyWorkerPortalTokenRequest(token=token))
+    return confirm_page(token, "You are signing in to your jobs.")
+
+
+@router.post(
+    "/worker/login/confirm",
+    response_model=WorkerSignedIn,
+    summary="Use a worker link (once): opens a portal session, sets the worker_session cookie",
+    description=CONFIRM_DESCRIPTION,
+    dependencies=[PORTAL, OPEN_IN_READ_ONLY],
+    openapi_extra=CONFIRM_BODY,
+    responses=CONFIRM_RESPONSES,
+)
+async def worker_login_confirm(request: Request, iam: Iam, settings: Settings) -> ORJSONResponse:
+    return await confirm(request, iam, settings, WORKER)
+
+
+@router.post(
+    "/worker/logout",
+    status_code=204,
+    summary="End the worker's portal session",
+    description=WORKER_AUTH,
+    dependencies=[PORTAL, OPEN_IN_READ_ONLY],
+)
+async def worker_logout(
+    request: Request,
+    iam: Iam,
+    settings: Settings,
+    _bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+) -> Response:
+    return await logout(request, iam, settings, WORKER_COOKIE)
 
 
 @router.get(

@@ -18,17 +18,20 @@ import psycopg
 import pytest
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
 
-from tools.processes import DEV_SECRETS
-from tools.testkit import as_role, assert_clean, assert_problem, bearer
+from tools.processes import DEV_KEYRING, DEV_SECRETS
+from tools.testkit import as_role, assert_clean, assert_problem, bearer, signing_channel
 
 STRONG_ADMIN_PASSWORD = "Strong-admin-pass-" + "7c1d9e4a2b"
 # Settings that hold secrets, so the config viewer has something to redact.
+# Two earlier AUTH_SECRET_KEYs, as during a rotation (AUTH_SECRET_KEY_PREVIOUS).
+EARLIER_AUTH_KEYS = ("earlier-auth-key-for-tests-2b8d", "older-auth-key-for-tests-7f1a")
 SECRET_ENV = {
     "METRICS_TOKEN": "metrics-token-for-tests-5f0a3c9e1d7b",
     "STRIPE_SECRET_KEY": "sk_test_stripe-secret-for-tests-8e2b",
     "STRIPE_WEBHOOK_SECRET": "whsec_webhook-secret-for-tests-3a9c",
     "SMTP_PASSWORD": "smtp-password-for-tests-6d1f",
     "SENDGRID_API_KEY": "SG.sendgrid-key-for-tests-4c7e",
+    "AUTH_SECRET_KEY_PREVIOUS": ",".join(EARLIER_AUTH_KEYS),
 }
 RATE_LIMITED_ENV = {
     "RATE_LIMIT_PER_MINUTE": "5",
@@ -144,9 +147,8 @@ async def test_config_viewer_redacts_every_secret(gateways, http, make_org, stac
     config = response.json()["config"]
     for key in (
         "auth_secret_key",
-        "internal_context_secret",
-        "client_portal_secret",
-        "worker_portal_secret",
+        "auth_secret_key_previous",
+        "internal_signing_key",
         "metrics_token",
         "stripe_secret_key",
         "stripe_webhook_secret",
@@ -160,7 +162,15 @@ async def test_config_viewer_redacts_every_secret(gateways, http, make_org, stac
     assert config["rate_limit_per_minute"] == int(gateways.base_env()["RATE_LIMIT_PER_MINUTE"])
 
     body = response.text
-    for secret in [*DEV_SECRETS.values(), *SECRET_ENV.values(), stack.app_url, stack.nats.url]:
+    for secret in [
+        *DEV_SECRETS.values(),
+        *SECRET_ENV.values(),
+        *EARLIER_AUTH_KEYS,
+        stack.app_url,
+        stack.nats.url,
+        *DEV_KEYRING.private.values(),
+        *stack.nats.password_env().values(),
+    ]:
         assert secret not in body, secret
     # Nor any recognisable piece of them (e.g. the database password or host part of a URL).
     assert "postgresql" not in body
@@ -232,7 +242,7 @@ async def test_feature_flags_come_from_the_service_that_acts_on_them(gateways, h
 
 async def test_feature_flags_need_a_signed_staff_context(booking):
     """Unlike readiness, OpsService.GetFeatureFlags is not a probe: unsigned callers are refused."""
-    async with grpc.aio.insecure_channel(booking.target) as channel:
+    async with signing_channel(booking.target) as channel:
         ops = ops_pb2_grpc.OpsServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await ops.GetFeatureFlags(ops_pb2.GetFeatureFlagsRequest(), timeout=5)

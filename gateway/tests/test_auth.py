@@ -4,6 +4,7 @@ password changes. Every test owns its org."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
@@ -191,34 +192,97 @@ def signup_iam(stack):
         proc.stop()
 
 
-async def test_signup_enabled_creates_org_and_owner(gateways, signup_iam, http):
+def signup_body(email: str, password: str, org_name: str = "Fresh Org") -> dict[str, str]:
+    return {"org_name": org_name, "email": email, "password": password, "full_name": "Fresh Owner"}
+
+
+def token_in(message_text: str) -> str:
+    found = re.search(r"\?token=([A-Za-z0-9_.-]+)", message_text)
+    assert found, message_text
+    return found.group(1)
+
+
+async def test_signup_is_confirmed_by_email_and_then_creates_org_and_owner(
+    gateways, signup_iam, notify, smtp_sink, http
+):
     gw = gateways.get(SIGNUP_ENABLED="true", IAM_GRPC_TARGET=signup_iam.target)
     email = f"signup-{uuid.uuid4().hex[:8]}@example.com"
     password = "Signup-password-" + uuid.uuid4().hex[:6]
-    response = await http.post(
-        f"{gw.url}/v1/auth/signup",
-        json={"org_name": "Fresh Org", "email": email, "password": password, "full_name": "Fresh Owner"},
-    )
+    response = await http.post(f"{gw.url}/v1/auth/signup", json=signup_body(email, password))
     assert_clean(response)
-    assert response.status_code == 201, response.text
-    body = response.json()
-    assert body["role"] == "OWNER"
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "pending_confirmation"
+    assert "access_token" not in response.json()
+    # Nothing works before the address is proved: the chosen password signs nobody in.
+    assert_problem(await login(http, gw.url, email, password), 401, "invalid_credentials")
+
+    [message] = await smtp_sink.delivered(email)
+    assert "Confirm your new organisation Fresh Org" in message.subject
+    token = token_in(message.text)
+    confirmed = await http.post(f"{gw.url}/v1/auth/signup/confirm", json={"token": token})
+    assert_clean(confirmed)
+    assert confirmed.status_code == 201, confirmed.text
+    body = confirmed.json()
+    assert body["role"] == "OWNER" and body["must_change_password"] is False
     assert body["access_token"] and body["refresh_token"]
     uuid.UUID(body["org_id"])
     users = await http.get(f"{gw.url}/v1/iam/users", headers=bearer(body["access_token"]))
     assert users.status_code == 200, users.text
     assert [u["email"] for u in users.json()["users"]] == [email]
+    await login_ok(http, gw.url, email, password)
 
-    again = await http.post(
-        f"{gw.url}/v1/auth/signup", json={"org_name": "Twice", "email": email, "password": password}
-    )
-    assert_problem(again, 409, "email_taken")
+    # A confirmation works once, and a forged one not at all.
+    again = await http.post(f"{gw.url}/v1/auth/signup/confirm", json={"token": token})
+    assert_problem(again, 401, "invalid_signup_token")
+    forged = await http.post(f"{gw.url}/v1/auth/signup/confirm", json={"token": token[:-4] + "AAAA"})
+    assert_problem(forged, 401, "invalid_signup_token")
     weak = await http.post(
         f"{gw.url}/v1/auth/signup",
         json={"org_name": "Weak", "email": f"weak-{uuid.uuid4().hex[:8]}@example.com", "password": "short"},
     )
     weak_body = assert_problem(weak, 422)
     assert weak_body["errors"][0]["field"] == "password"
+
+
+async def test_signup_with_an_email_that_has_an_account_answers_as_a_new_one(
+    gateways, signup_iam, notify, smtp_sink, http, make_org
+):
+    """Issue 9: sign-up must not tell an outsider whether an address has an account. The existing
+    account is another org's owner; the outsider's answer is the one a new address gets, the chosen
+    password signs nothing in, and only the address's owner is told, by email."""
+    gw = gateways.get(SIGNUP_ENABLED="true", IAM_GRPC_TARGET=signup_iam.target)
+    taken = await make_org("Taken Org")
+    fresh = f"signup-{uuid.uuid4().hex[:8]}@example.com"
+    password = "Signup-password-" + uuid.uuid4().hex[:6]
+
+    for_taken = await http.post(f"{gw.url}/v1/auth/signup", json=signup_body(taken.owner_email, password))
+    for_fresh = await http.post(f"{gw.url}/v1/auth/signup", json=signup_body(fresh, password))
+    for response in (for_taken, for_fresh):
+        assert_clean(response)
+    assert (for_taken.status_code, for_taken.json()) == (for_fresh.status_code, for_fresh.json())
+    assert for_taken.status_code == 202
+
+    assert_problem(await login(http, gw.url, taken.owner_email, password), 401, "invalid_credentials")
+    [note] = await smtp_sink.delivered(taken.owner_email)
+    assert note.subject == "You already have an account" and "token=" not in note.text
+    # The owner's own account is untouched.
+    await login_ok(http, gw.url, taken.owner_email, taken.owner_password)
+
+
+async def test_login_answers_an_unknown_email_as_a_wrong_password(gateway, http, make_org):
+    """Issue 9: the same status and the same body (the request id and nothing else differ). The
+    unknown email's path verifies a password hash too (services/iam/sessions.py, `find_login` miss →
+    `verify_password(None, ...)` against a dummy hash), so it also takes the time a wrong password takes;
+    the test does not time it."""
+    org = await make_org()
+    unknown = await login(http, gateway.url, f"nobody-{uuid.uuid4().hex[:8]}@example.com", "Some-password-1")
+    wrong = await login(http, gateway.url, org.owner_email, "Some-password-1")
+    bodies = []
+    for response in (unknown, wrong):
+        body = assert_problem(response, 401, "invalid_credentials")
+        bodies.append({k: v for k, v in body.items() if k != "request_id"})
+    assert bodies[0] == bodies[1]
+    assert unknown.headers.get("www-authenticate") == wrong.headers.get("www-authenticate")
 
 
 async def test_change_password(gateway, http, make_org):

@@ -12,7 +12,7 @@ import jwt
 
 from tools.devstack import free_port
 from tools.processes import DEV_SECRETS
-from tools.testkit import assert_clean, assert_problem, bearer
+from tools.testkit import assert_clean, assert_problem, bearer, first_sign_in
 
 AUTH_SECRET = DEV_SECRETS["AUTH_SECRET_KEY"]
 
@@ -25,7 +25,7 @@ async def login(http: httpx.AsyncClient, url: str, email: str, password: str) ->
 
 
 async def create_user(http: httpx.AsyncClient, url: str, owner_token: str, role: str) -> tuple[dict, str]:
-    """Onboards a user as the owner and signs in with the temporary password."""
+    """Onboards a user as the owner and signs in as a new user must (temporary password changed)."""
     email = f"{role.lower()}-{uuid.uuid4().hex[:10]}@example.com"
     response = await http.post(
         f"{url}/v1/iam/users", headers=bearer(owner_token), json={"email": email, "role": role}
@@ -33,8 +33,8 @@ async def create_user(http: httpx.AsyncClient, url: str, owner_token: str, role:
     assert_clean(response)
     assert response.status_code == 201, response.text
     created = response.json()
-    tokens = await login(http, url, email, created["temp_password"])
-    return created["user"], tokens["access_token"]
+    headers = await first_sign_in(http, url, email, created["temp_password"])
+    return created["user"], headers["Authorization"].removeprefix("Bearer ")
 
 
 def craft_token(

@@ -1,6 +1,8 @@
 """BOLA sweep: every route with an object id in its path, read from the gateway's own OpenAPI document,
-called on a real object of org A by every staff role of org B. Each must answer 403 or 404, never a
-2xx, and org A's objects must be as they were afterwards.
+called on a real object of org A by every staff role of org B, and the portal routes also by a
+client and a worker of org B signed in to their portals (the client with the very email of org A's
+client). Each must answer 403 or 404 (the portal users: 404), never a 2xx, and org A's objects must
+be as they were afterwards.
 
 A path parameter this test does not know how to fill fails the sweep, so a new route with an id is
 covered the day it appears: give its kind a maker in `objects_of_org_a` (and its body in BODIES), or
@@ -12,6 +14,7 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -61,9 +64,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 # Staff credentials are no portal credentials: the portal routes answer them 401 before any id is
-# looked at (a portal session of another org gets a 404: services/booking/tests/test_portal.py).
+# looked at. A portal session of org B gets a 404 on its own portal's routes (PORTAL_USERS_OF_B).
 PORTAL_REFUSALS = {401, 403, 404}
 REFUSALS = {403, 404}
+# The portal users of org B, and the routes whose sessions they hold.
+PORTAL_USERS_OF_B = {"CLIENT": "/v1/client/portal/", "WORKER": "/v1/worker/portal/"}
 
 
 def routes_with_ids(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -106,7 +111,7 @@ async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: A
             "starts_at": SOON.isoformat(),
             "duration_minutes": 120,
             "client_name": "Client of A",
-            "client_email": "client-of-a@example.com",
+            "client_email": client_email_of(org),
             "cleaning_type": "standard",
             "beds": 2,
             "baths": 1,
@@ -135,6 +140,45 @@ async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: A
     }
 
 
+def client_email_of(org: Any) -> str:
+    """Org A's client, whose email a client of org B shares: only the org tells them apart."""
+    return f"client-{org.org_id[:8]}@example.com"
+
+
+async def portal_sessions_of_org_b(
+    http: httpx.AsyncClient, url: str, org: Any, email: str, smtp_sink: Any
+) -> dict[str, dict[str, str]]:
+    """A client of org B (signed in by the magic link notify emails) and a worker of org B (by the
+    link an owner mints), each shown able to read their own portal."""
+    owner_headers = await owner(http, url, org)
+    requested = await http.post(
+        f"{url}/client/login/request", json={"email": email}, headers={"X-Test-Org": org.org_id}
+    )
+    assert requested.status_code == 202, requested.text
+    [mail] = await smtp_sink.delivered(email)
+    found = re.search(r"(/client/login/callback\?token=\S+)", mail.text)
+    assert found, mail.text
+    worker = await http.post(f"{url}/v1/admin/workers", json={"name": "Worker of B"}, headers=owner_headers)
+    issued = await http.post(
+        f"{url}/v1/admin/workers/{worker.json()['id']}/portal-link", headers=owner_headers
+    )
+    assert issued.status_code == 200, issued.text
+    sessions = {}
+    for who, link in (("CLIENT", found.group(1)), ("WORKER", issued.json()["link"])):
+        kind = who.lower()
+        token = parse_qs(urlsplit(link).query)["token"][0]
+        confirmed = await http.post(f"{url}/{kind}/login/confirm", json={"token": token})
+        assert confirmed.status_code == 200, confirmed.text
+        sessions[who] = {"Authorization": f"Bearer {confirmed.json()['session_token']}"}
+        http.cookies.clear()
+    for who, prefix in PORTAL_USERS_OF_B.items():
+        own = await http.get(
+            f"{url}{prefix}{'bookings' if who == 'CLIENT' else 'jobs'}", headers=sessions[who]
+        )
+        assert own.status_code == 200, f"the {who} of org B cannot read their own portal: {own.text}"
+    return sessions
+
+
 async def sessions_of_org_b(http: httpx.AsyncClient, url: str, org: Any) -> dict[str, dict[str, str]]:
     """Every staff role of org B, signed in; each shown able to work in its own org."""
     owner_headers = await owner(http, url, org)
@@ -148,10 +192,13 @@ async def sessions_of_org_b(http: httpx.AsyncClient, url: str, org: Any) -> dict
     return sessions
 
 
-async def test_no_role_of_another_org_reaches_an_object_by_its_id(gateway, http, make_org, stack) -> None:
+async def test_no_role_of_another_org_reaches_an_object_by_its_id(
+    gateway, http, make_org, stack, smtp_sink
+) -> None:
     org_a, org_b = await make_org("BOLA A"), await make_org("BOLA B")
     objects = await objects_of_org_a(http, gateway.url, org_a, stack)
     sessions = await sessions_of_org_b(http, gateway.url, org_b)
+    portal_users = await portal_sessions_of_org_b(http, gateway.url, org_b, client_email_of(org_a), smtp_sink)
     document = (await http.get(f"{gateway.url}/openapi.json")).json()
     routes = routes_with_ids(document)
     assert len(routes) >= 20, [f"{m} {p}" for m, p, _ in routes]
@@ -159,6 +206,7 @@ async def test_no_role_of_another_org_reaches_an_object_by_its_id(gateway, http,
     unknown: list[str] = []
     leaks: list[str] = []
     swept: set[str] = set()
+    portal_swept: set[str] = set()
     for method, path, operation in routes:
         values: dict[str, str] = {}
         for name in re.findall(r"{(\w+)}", path):
@@ -186,9 +234,21 @@ async def test_no_role_of_another_org_reaches_an_object_by_its_id(gateway, http,
                     leaks.append(
                         f"{role} of org B: {method} {path} -> {response.status_code} {response.text[:200]}"
                     )
+            for who, prefix in PORTAL_USERS_OF_B.items():
+                if not path.startswith(prefix):
+                    continue
+                portal_swept.add(f"{who} {method} {path}")
+                response = await http.request(method, url, headers=portal_users[who], json=body)
+                assert_clean(response)
+                if response.status_code != 404:
+                    leaks.append(
+                        f"{who} of org B: {method} {path} -> {response.status_code} {response.text[:200]}"
+                    )
     assert not unknown, "routes with ids the sweep cannot fill:\n" + "\n".join(unknown)
     assert not leaks, "org B reached org A's objects:\n" + "\n".join(leaks)
     assert len(swept) >= 20, swept
+    # The client's booking, the worker's job, and the worker's start/complete on it.
+    assert len(portal_swept) >= 3, portal_swept
     await org_a_is_untouched(http, gateway.url, org_a, objects)
 
 

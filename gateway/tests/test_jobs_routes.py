@@ -1,6 +1,7 @@
 """Seed 004 "Jobs / Scheduler" at the gateway: `/readyz`'s jobs check follows the runner heartbeat
 (fresh → 200, runner killed → 503 once the TTL passes, jobs service unreachable → 503), and
-`GET /v1/admin/jobs/status` for owners and admins (Basic Auth too), refused to everyone else.
+`GET /v1/admin/jobs/status` for platform operators (the installation's Basic Auth owner or admin
+pairs), refused to every org's signed-in users, owners included (issue 9).
 
 Runners are real `python -m services.jobs.run` processes."""
 
@@ -105,7 +106,7 @@ async def test_readyz_503_when_the_jobs_service_is_unreachable(gateways: Any) ->
     assert jobs["last_heartbeat"] is None and jobs["age_seconds"] is None and jobs["ttl_seconds"] == 180
 
 
-async def test_jobs_status_for_owners_and_admins_only(
+async def test_jobs_status_for_platform_operators_only(
     gateways: Any,
     gateway: Any,
     http: httpx.AsyncClient,
@@ -135,7 +136,25 @@ async def test_jobs_status_for_owners_and_admins_only(
         owner_headers = await owner(http, gateway.url, org)
         url = f"{gateway.url}/v1/admin/jobs/status"
 
-        response = await http.get(url, headers=owner_headers)
+        # Suite-wide internals (every org's job runs, their errors, the runners' hosts) are for
+        # platform operators: an org's OWNER and ADMIN are refused (issue 9), staff below too, and
+        # everyone signed out.
+        admin = await staff(http, gateway.url, owner_headers, "ADMIN")
+        for headers in (owner_headers, admin):
+            assert_problem(await http.get(url, headers=headers), 403, "platform_operator_required")
+        viewer = await staff(http, gateway.url, owner_headers, "VIEWER")
+        assert_problem(await http.get(url, headers=viewer), 403)
+        assert_problem(await http.get(url), 401)
+
+        # Seed 004's operator view: `curl -u "$ADMIN_BASIC_USERNAME:$ADMIN_BASIC_PASSWORD" .../jobs/status`.
+        basic_gw = gateways.get(
+            ADMIN_BASIC_USERNAME="admin",
+            ADMIN_BASIC_PASSWORD=ADMIN_PASSWORD,
+            LEGACY_BASIC_AUTH_ENABLED="true",
+            DEFAULT_ORG_ID=org.org_id,
+        )
+        basic = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()}
+        response = await http.get(f"{basic_gw.url}/v1/admin/jobs/status", headers=basic)
         assert_clean(response)
         assert response.status_code == 200, response.text
         body = response.json()
@@ -153,22 +172,5 @@ async def test_jobs_status_for_owners_and_admins_only(
             and beat["last_heartbeat"].endswith("Z")
             and beat["age_seconds"] >= 0
         )
-
-        # Staff below admin are refused; so is everyone signed out.
-        viewer = await staff(http, gateway.url, owner_headers, "VIEWER")
-        assert_problem(await http.get(url, headers=viewer), 403)
-        assert_problem(await http.get(url), 401)
-
-        # Seed 004's operator view: `curl -u "$ADMIN_BASIC_USERNAME:$ADMIN_BASIC_PASSWORD" .../jobs/status`.
-        basic_gw = gateways.get(
-            ADMIN_BASIC_USERNAME="admin",
-            ADMIN_BASIC_PASSWORD=ADMIN_PASSWORD,
-            LEGACY_BASIC_AUTH_ENABLED="true",
-            DEFAULT_ORG_ID=org.org_id,
-        )
-        basic = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()}
-        as_admin = await http.get(f"{basic_gw.url}/v1/admin/jobs/status", headers=basic)
-        assert as_admin.status_code == 200, as_admin.text
-        assert [job["name"] for job in as_admin.json()["jobs"]] == names
     finally:
         await forget_heartbeats(stack, runner_id)

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pyotp
 
-from tools.testkit import assert_clean, assert_problem, bearer, eventually, sql
+from tools.testkit import assert_clean, assert_problem, bearer, eventually, first_sign_in, sql
 
 
 def now_code(secret: str) -> str:
@@ -282,16 +282,13 @@ async def test_disable_by_admin_is_403(gateway, http, make_org):
         json={"email": email, "role": "ADMIN"},
     )
     assert created.status_code == 201, created.text
-    admin = await login_ok(http, gateway.url, email, created.json()["temp_password"])
-    assert admin["role"] == "ADMIN"
+    admin = await first_sign_in(http, gateway.url, email, created.json()["temp_password"])
 
     for body in (None, {"user_id": org.owner_id}):
-        response = await http.post(
-            f"{gateway.url}/v1/auth/2fa/disable", headers=bearer(admin["access_token"]), json=body
-        )
-        assert_problem(response, 403)
+        response = await http.post(f"{gateway.url}/v1/auth/2fa/disable", headers=admin, json=body)
+        assert_problem(response, 403, "forbidden_role")
     # Nothing was revoked: the admin's own session still works.
-    still = await http.get(f"{gateway.url}/v1/iam/users", headers=bearer(admin["access_token"]))
+    still = await http.get(f"{gateway.url}/v1/iam/users", headers=admin)
     assert still.status_code == 200, still.text
 
 

@@ -4,7 +4,6 @@ the feed nor cost the revocations after it."""
 
 from __future__ import annotations
 
-import nats
 from cws.iam.v1 import events_pb2
 
 from gateway.revocations import IAM_SESSION_REVOKED
@@ -28,7 +27,7 @@ async def test_a_malformed_revocation_is_skipped_and_the_next_one_applied(gatewa
         org_id=org.org_id, user_id=org.owner_id, session_ids=[session_id], reason="test"
     )
     seen_before = len(gateway.log_path.read_bytes())
-    connection = await nats.connect(stack.nats.url)
+    connection = await stack.nats.connect_as("iam")  # only iam may publish cws.iam.>
     try:
         stream = connection.jetstream()
         await stream.publish(IAM_SESSION_REVOKED.subject, MALFORMED)

@@ -13,19 +13,19 @@ import time
 import uuid
 
 import httpx
-import nats
 from cws.iam.v1 import events_pb2
 
 from gateway.revocations import IAM_SESSION_REVOKED
+from tools.devstack import NatsServer
 from tools.processes import gateway_proc
 from tools.testkit import assert_problem, bearer, eventually
 
 DECOYS = 4000
 
 
-async def publish_decoys(nats_url: str, org_id: str) -> None:
-    """Revocations of sessions nobody holds, published as IAM would (valid SessionRevoked)."""
-    connection = await nats.connect(nats_url)
+async def publish_decoys(server: NatsServer, org_id: str) -> None:
+    """Revocations of sessions nobody holds, published as IAM would (valid SessionRevoked), as iam."""
+    connection = await server.connect_as("iam")
     try:
         for _ in range(DECOYS):
             decoy = events_pb2.SessionRevoked(
@@ -47,7 +47,7 @@ async def test_a_session_revoked_before_start_is_refused_from_the_first_request(
     login = {"email": org.owner_email, "password": org.owner_password}
     revoked = (await http.post(f"{gateway.url}/v1/auth/login", json=login)).json()
     kept = (await http.post(f"{gateway.url}/v1/auth/login", json=login)).json()
-    await publish_decoys(stack.nats.url, org.org_id)
+    await publish_decoys(stack.nats, org.org_id)
     out = await http.post(f"{gateway.url}/v1/auth/logout", json={"refresh_token": revoked["refresh_token"]})
     assert out.status_code == 204, out.text
     users = f"{gateway.url}/v1/iam/users"

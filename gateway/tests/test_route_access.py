@@ -28,6 +28,10 @@ OPEN_IN_READ_ONLY = {
     ("POST", "/v1/leads"),
     ("POST", "/v1/estimate"),
     ("POST", "/client/login/request"),
+    ("POST", "/client/login/confirm"),
+    ("POST", "/worker/login/confirm"),
+    ("POST", "/client/logout"),
+    ("POST", "/worker/logout"),
 }
 DISABLE = "/v1/auth/2fa/disable"
 

@@ -13,17 +13,18 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.settings import GatewaySettings
+from libs.common.internal_keys import new_private_key, private_key_text
 from libs.common.settings import CommonSettings, split_csv, sqlalchemy_url
 
-SECRET_FIELDS = {
-    "internal_context_secret": "INTERNAL_CONTEXT_SECRET",
-    "auth_secret_key": "AUTH_SECRET_KEY",
-    "client_portal_secret": "CLIENT_PORTAL_SECRET",
-    "worker_portal_secret": "WORKER_PORTAL_SECRET",
-}
+# The gateway's shared secrets (the portal secrets are iam's alone: the gateway asks iam to verify
+# portal tokens; internal calls are signed with INTERNAL_SIGNING_KEY, checked below).
+SECRET_FIELDS = {"auth_secret_key": "AUTH_SECRET_KEY"}
 # Everything these settings read that a developer's shell might happen to export.
 ENV_NAMES = [
     *SECRET_FIELDS.values(),
+    "AUTH_SECRET_KEY_PREVIOUS",
+    "INTERNAL_SIGNING_KEY",
+    "INTERNAL_TRUSTED_KEYS",
     "APP_ENV",
     "METRICS_ENABLED",
     "METRICS_TOKEN",
@@ -49,7 +50,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def strong() -> dict[str, Any]:
     """What a correct production configuration sets."""
     return {field: secrets.token_urlsafe(32) for field in SECRET_FIELDS} | {
-        "metrics_token": secrets.token_urlsafe(24)
+        "metrics_token": secrets.token_urlsafe(24),
+        "internal_signing_key": private_key_text(new_private_key()),
     }
 
 
@@ -86,7 +88,7 @@ def test_a_deployment_that_forgets_app_env_does_not_start_as_dev(cls: type[Commo
 def test_dev_defaults_start_with_placeholders(cls: type[CommonSettings]) -> None:
     settings = build(cls)
     assert settings.app_env == "dev"
-    assert settings.internal_context_secret == "dev-internal-secret"
+    assert settings.call_signer is None, "no internal key unless given: tools/processes.py gives one per run"
 
 
 def test_unknown_app_env_refused() -> None:
@@ -103,14 +105,24 @@ def test_app_env_is_case_insensitive_and_production_counts_as_prod() -> None:
 # --- placeholder secrets --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [CommonSettings, GatewaySettings])
-def test_prod_with_default_secrets_refused(cls: type[CommonSettings]) -> None:
-    message = prod_error(cls, app_env="prod", metrics_token=secrets.token_urlsafe(24))
-    for name in SECRET_FIELDS.values():
+def test_prod_with_default_secrets_refused() -> None:
+    message = prod_error(GatewaySettings, app_env="prod", metrics_token=secrets.token_urlsafe(24))
+    for name in (*SECRET_FIELDS.values(), "INTERNAL_SIGNING_KEY is required"):
         assert name in message
 
 
-@pytest.mark.parametrize("cls", [CommonSettings, GatewaySettings])
+def test_prod_gateway_needs_its_signing_key_and_no_trusted_keys() -> None:
+    """The gateway calls every service and serves none over gRPC; the migration process (plain
+    CommonSettings) does neither, so it needs neither key."""
+    without_key = strong() | {"internal_signing_key": ""}
+    assert "INTERNAL_SIGNING_KEY is required" in prod_error(GatewaySettings, app_env="prod", **without_key)
+    settings = build(GatewaySettings, app_env="prod", **strong())
+    assert settings.call_signer is not None and settings.call_signer.name == "gateway"
+    assert settings.internal_trusted_keys == []
+    assert build(CommonSettings, app_env="prod", metrics_token="m" * 24).is_prod
+
+
+@pytest.mark.parametrize("cls", [GatewaySettings])
 @pytest.mark.parametrize("field", list(SECRET_FIELDS))
 @pytest.mark.parametrize(
     "value", ["change-me", "CHANGEME", "  secret  ", "", "dev-internal-secret", "x" * 31]
@@ -127,6 +139,7 @@ def test_prod_with_one_placeholder_or_short_secret_refused(
 def test_prod_placeholder_secrets_from_environment_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     for field, name in SECRET_FIELDS.items():
         monkeypatch.setenv(name, strong()[field])
+    monkeypatch.setenv("INTERNAL_SIGNING_KEY", strong()["internal_signing_key"])
     monkeypatch.setenv("APP_ENV", "prod")
     monkeypatch.setenv("METRICS_TOKEN", "a-metrics-token")
     build(GatewaySettings)
@@ -138,6 +151,40 @@ def test_prod_placeholder_secrets_from_environment_refused(monkeypatch: pytest.M
 @pytest.mark.parametrize("env", ["dev", "test"])
 def test_placeholders_allowed_outside_prod(env: str) -> None:
     build(GatewaySettings, app_env=env, auth_secret_key="change-me", metrics_token="")
+
+
+# --- AUTH_SECRET_KEY_PREVIOUS (rotating AUTH_SECRET_KEY) -------------------------------------
+
+
+def test_earlier_auth_keys_from_environment_verify_after_the_current_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old, older = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    monkeypatch.setenv("AUTH_SECRET_KEY_PREVIOUS", f" {old} ,{older}, ")
+    settings = build(GatewaySettings, app_env="prod", **strong())
+    assert settings.auth_secret_keys == (settings.auth_secret_key, old, older)
+    assert old not in repr(settings) and older not in repr(settings)
+    assert build(GatewaySettings).auth_secret_keys == ("dev-auth-secret", old, older)
+
+
+def test_no_earlier_auth_keys_by_default() -> None:
+    settings = build(GatewaySettings, app_env="prod", **strong())
+    assert settings.auth_secret_key_previous == []
+    assert settings.auth_secret_keys == (settings.auth_secret_key,)
+
+
+@pytest.mark.parametrize("weak", ["change-me", "dev-auth-secret", "x" * 31])
+def test_prod_refuses_a_weak_earlier_auth_key_naming_its_position_not_its_value(weak: str) -> None:
+    """A weak earlier key still verifies tokens and opens secrets, so it is held to the same rule."""
+    message = prod_error(
+        GatewaySettings,
+        app_env="prod",
+        auth_secret_key_previous=f"{secrets.token_urlsafe(32)},{weak}",
+        **strong(),
+    )
+    assert "AUTH_SECRET_KEY_PREVIOUS[2] is a placeholder or shorter than 32 characters" in message
+    assert "AUTH_SECRET_KEY_PREVIOUS[1]" not in message
+    assert weak not in message.replace("AUTH_SECRET_KEY", "")
 
 
 # --- CORS -----------------------------------------------------------------------------------

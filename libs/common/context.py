@@ -1,18 +1,14 @@
-"""The signed request context: who is calling, resolved once by the gateway.
+"""The request context: who is calling, resolved once by the gateway (or a service acting on its own).
 
-The gateway serialises a `cws.common.v1.RequestContext`, signs it with INTERNAL_CONTEXT_SECRET and
-sends both as gRPC metadata. A service accepts a call only with a valid, fresh signature, so a
-context forged by anything that can reach a service port is refused.
+The caller serialises a `cws.common.v1.RequestContext` and signs it, with the method and the request,
+under its own key (libs/common/call_signing.py); the server interceptor verifies it and makes it
+current here, so a handler reads who is calling with `current()` and authorises with `require_role`.
 """
 
 from __future__ import annotations
 
 import contextvars
-import hashlib
-import hmac
-import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from cws.common.v1.context_pb2 import AuthMethod, RequestContext
@@ -21,46 +17,9 @@ from libs.common.errors import PermissionDenied, Unauthenticated
 
 __all__ = ["AuthMethod", "RequestContext"]
 
-CONTEXT_KEY = "cws-context-bin"
-SIGNATURE_KEY = "cws-context-sig"
-_SIGNATURE_VERSION = b"v1."
-
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
     "cws_request_context", default=None
 )
-
-
-def _sign(payload: bytes, secret: str) -> str:
-    return hmac.new(secret.encode(), _SIGNATURE_VERSION + payload, hashlib.sha256).hexdigest()
-
-
-def signed_metadata(ctx: RequestContext, secret: str) -> tuple[tuple[str, Any], ...]:
-    stamped = RequestContext()
-    stamped.CopyFrom(ctx)
-    stamped.issued_at_unix_ms = int(time.time() * 1000)
-    payload = stamped.SerializeToString()
-    return ((CONTEXT_KEY, payload), (SIGNATURE_KEY, _sign(payload, secret)))
-
-
-def verify_metadata(
-    metadata: Sequence[tuple[str, Any]] | None, secret: str, max_age_seconds: int
-) -> RequestContext:
-    payload: bytes | None = None
-    signature: str | None = None
-    for key, value in metadata or ():
-        if key == CONTEXT_KEY:
-            payload = value if isinstance(value, bytes) else str(value).encode()
-        elif key == SIGNATURE_KEY:
-            signature = value.decode() if isinstance(value, bytes) else str(value)
-    if payload is None or signature is None:
-        raise Unauthenticated("missing request context", code="context_missing")
-    if not hmac.compare_digest(_sign(payload, secret), signature):
-        raise Unauthenticated("request context signature is invalid", code="context_forged")
-    ctx = RequestContext.FromString(payload)
-    age_ms = time.time() * 1000 - ctx.issued_at_unix_ms
-    if age_ms > max_age_seconds * 1000 or age_ms < -30_000:
-        raise Unauthenticated("request context is stale", code="context_stale")
-    return ctx
 
 
 _call: contextvars.ContextVar[tuple[str, Any] | None] = contextvars.ContextVar(
@@ -82,6 +41,9 @@ def current_call() -> tuple[str, Any] | None:
 
 
 SERVICE = AuthMethod.Value("AUTH_METHOD_SERVICE")
+# The role a suite service acts with on its own; a service's call with any other is refused
+# (call_signing.check_principal), so a stolen service key never claims OWNER.
+SERVICE_ROLE = "ADMIN"
 # Service contexts count as admin: their writes (a scheduled cleanup) are audited like an operator's.
 ADMIN_METHODS = (AuthMethod.Value("AUTH_METHOD_JWT"), AuthMethod.Value("AUTH_METHOD_BASIC"), SERVICE)
 STAFF_ROLES = frozenset({"OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER"})
@@ -94,11 +56,11 @@ def is_admin(ctx: RequestContext | None) -> bool:
 
 def service_context(service: str, org_id: str = "", request_id: str = "") -> RequestContext:
     """The context a suite service acts under on its own (the scheduler, an event consumer): the
-    principal is "service:<name>" with the ADMIN role, signed with the same internal secret."""
+    principal is "service:<name>" with the ADMIN role, signed with that service's own key."""
     return RequestContext(
         org_id=org_id,
         principal_id=f"service:{service}",
-        role="ADMIN",
+        role=SERVICE_ROLE,
         auth_method=SERVICE,
         request_id=request_id or f"{service}-{uuid.uuid4().hex[:16]}",
     )
@@ -110,6 +72,50 @@ def require_service() -> RequestContext:
     if ctx.auth_method != SERVICE or not ctx.principal_id.startswith("service:"):
         raise PermissionDenied("only suite services may call this", code="service_only")
     return ctx
+
+
+# Platform operators: whoever runs the installation, not any org's owner. They hold the legacy Basic
+# Auth pairs, which live in the deployment's environment (seed 004's operator view is
+# `curl -u "$ADMIN_BASIC_USERNAME:$ADMIN_BASIC_PASSWORD" .../v1/admin/jobs/status`); an OWNER or ADMIN
+# pair is an operator. A signed-in user of any role is not: suite-wide internals (every org's job runs,
+# their errors, runner hosts) are not one org's business.
+PLATFORM_OPERATOR_ROLES = frozenset({"OWNER", "ADMIN"})
+
+
+def is_platform_operator(auth_method: int, role: str) -> bool:
+    return auth_method == AuthMethod.Value("AUTH_METHOD_BASIC") and role in PLATFORM_OPERATOR_ROLES
+
+
+def require_platform_operator() -> RequestContext:
+    """Suite-wide views: only an operator's Basic Auth OWNER or ADMIN pair."""
+    ctx = current()
+    if not ctx.principal_id:
+        raise Unauthenticated("authentication required")
+    if not is_platform_operator(ctx.auth_method, ctx.role):
+        raise PermissionDenied(
+            "suite-wide status is for platform operators (the installation's Basic Auth owner or admin)",
+            code="platform_operator_required",
+        )
+    return ctx
+
+
+# What a signed-in user whose password is temporary may still ask (issue 9): sign in and refresh
+# (their own credentials), change the password, sign out, and the gateway's session check. The
+# gateway refuses every other route for such a token by its route mark; each service refuses every
+# other call too, so a route marked open by mistake still cannot act for that user.
+OPEN_BEFORE_PASSWORD_CHANGE = frozenset(
+    f"/cws.iam.v1.IamService/{name}"
+    for name in ("Login", "Refresh", "ChangePassword", "Logout", "CheckSession")
+)
+
+
+def refuse_until_password_changed(ctx: RequestContext, method: str) -> None:
+    """Called by the server interceptor for every verified call."""
+    if ctx.password_change_required and method not in OPEN_BEFORE_PASSWORD_CHANGE:
+        raise PermissionDenied(
+            "your password is temporary: change it (POST /v1/auth/change-password) before anything else",
+            code="password_change_required",
+        )
 
 
 def set_current(ctx: RequestContext) -> contextvars.Token[RequestContext | None]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import psycopg
 from cws.common.v1 import audit_pb2
@@ -33,16 +34,20 @@ from sqlalchemy import (
     insert,
     text,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from libs.common import context as request_context
+from libs.common.errors import Unavailable
 from libs.common.event_types import Event, M, audit_event
 from libs.common.logs import get_logger
 from libs.common.settings import libpq_url, sqlalchemy_url
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -135,6 +140,45 @@ async def wake_on_notify(
             log.warning("listen_lost", channel=channel, error=str(exc), retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_retry_seconds)
+
+
+# SQLSTATEs that say the server is going away or not yet back: 57P01 admin_shutdown (a fast stop
+# ends the session), 57P02 crash_shutdown, 57P03 cannot_connect_now (shutting down, starting up,
+# in recovery). Class 08 is every connection exception.
+_SERVER_AWAY = {"57P01", "57P02", "57P03"}
+
+
+def database_away(error: BaseException) -> bool:
+    """Whether `error` says the database could not be reached or dropped the connection (a restart,
+    a failover, a network cut), as opposed to a fault of the request or the code: the caller may
+    simply try again. A libpq error with no SQLSTATE is one the server never answered (refused,
+    closed mid-query); a pool checkout that times out waits on connections that cannot be made."""
+    if isinstance(error, sa_exc.TimeoutError):
+        return True
+    cause: BaseException | None = error
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        cause = error.orig
+    if not isinstance(cause, psycopg.OperationalError):
+        return False
+    state = cause.sqlstate
+    return state is None or state.startswith("08") or state in _SERVER_AWAY
+
+
+async def unavailable_if_database_away(call: Awaitable[T]) -> T:
+    """Await an RPC handler; a database that is away becomes a typed Unavailable (gRPC UNAVAILABLE,
+    503 at the gateway) instead of an unexpected INTERNAL error, so a client retries rather than
+    reports a bug. Any other error passes through unchanged."""
+    try:
+        return await call
+    except Exception as error:
+        if not database_away(error):
+            raise
+        log.warning("database_unavailable", error=f"{type(error).__name__}: {error}"[:300])
+        raise Unavailable(
+            "the database is unavailable; try again shortly", code="database_unavailable"
+        ) from error
 
 
 class Database:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,14 @@ from sqlalchemy import ColumnElement, Table, delete, func, insert, literal_colum
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common.bus import STREAM_MAX_AGE_DAYS, EventBus, event_headers, follow_subject, stream_name
-from libs.common.db import Database, UnitOfWork, outbox_channel, unit_of_work, wake_on_notify
+from libs.common.db import (
+    Database,
+    UnitOfWork,
+    database_away,
+    outbox_channel,
+    unit_of_work,
+    wake_on_notify,
+)
 from libs.common.errors import FailedPrecondition, invalid
 from libs.common.event_types import Broadcast, Consumer, EventMeta
 from libs.common.logs import get_logger
@@ -158,6 +166,7 @@ class DurableConsumer:
         bus: EventBus,
         service: str,
         ack_wait_seconds: float = 30,
+        database_wait_seconds: float = 60,
     ) -> None:
         self.spec = spec
         self.db = db
@@ -166,6 +175,7 @@ class DurableConsumer:
         self.name = spec.name
         self.max_deliver = spec.max_deliver
         self.ack_wait_seconds = ack_wait_seconds
+        self.database_wait_seconds = database_wait_seconds
 
     async def run(self) -> None:
         await self.bus.wait_connected()
@@ -206,9 +216,7 @@ class DurableConsumer:
         meta = EventMeta.from_headers(message.subject, message.headers)
         org_id = meta.org_id or None
         try:
-            async with unit_of_work(self.db, org_id) as uow:
-                if await _first_delivery(uow, self.name, meta.id):
-                    await self.spec.handler(uow, self.spec.event.decode(message.data), meta)
+            await self._apply(message, meta, org_id)
             await message.ack()
         except Exception as exc:
             deliveries = message.metadata.num_delivered if message.metadata else 1
@@ -224,6 +232,29 @@ class DurableConsumer:
                 await message.ack()
             else:
                 await message.nak(delay=min(2**deliveries, 60))
+
+    async def _apply(self, message: Msg, meta: EventMeta, org_id: str | None) -> None:
+        """Run the handler once per event id. While the database is away (a restart, a failover) the
+        message is kept in progress and tried again in place, for up to `database_wait_seconds`:
+        each redelivery would spend one of its `max_deliver` deliveries, so an outage longer than the
+        redelivery backoff (about 30 s at 5 deliveries) would park every event delivered meanwhile,
+        or, the park failing too, drop it. Any other failure is the caller's to count."""
+        waited_since = time.monotonic()
+        delay = 0.2
+        while True:
+            try:
+                async with unit_of_work(self.db, org_id) as uow:
+                    if await _first_delivery(uow, self.name, meta.id):
+                        await self.spec.handler(uow, self.spec.event.decode(message.data), meta)
+                return
+            except Exception as exc:
+                if not database_away(exc) or time.monotonic() - waited_since > self.database_wait_seconds:
+                    raise
+                log.warning("event_handler_waits_for_database", consumer=self.name, event_id=meta.id)
+            with contextlib.suppress(Exception):  # NATS away too: the ack wait may lapse, no harm
+                await message.in_progress()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _park(
         self, message: Msg, event_id: str, org_id: str | None, error: Exception, deliveries: int

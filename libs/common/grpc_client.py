@@ -1,7 +1,8 @@
 """gRPC clients: typed stubs over channels opened once at start-up inside the running loop.
 
 Callers use the generated stubs directly (`await booking.CreateLead(request)`); what every call
-needs is added by `SigningInterceptor`: the signed request context of whoever the caller acts as,
+needs is added by `SigningInterceptor`: the request context of whoever the caller acts as, signed
+with this process's own key together with the method and the request (libs/common/call_signing.py),
 and a deadline. Who that is comes from `acting_as` (a context variable), so a method name is never
 a string and a reader can jump from any call to the servicer method it reaches.
 """
@@ -16,7 +17,9 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from libs.common.context import RequestContext, signed_metadata
+from libs.common.call_signing import sign_call
+from libs.common.context import RequestContext
+from libs.common.internal_keys import CallSigner
 
 StubT = TypeVar("StubT")
 
@@ -54,11 +57,21 @@ class MissingCallContext(RuntimeError):
     """A call was made without saying who it acts as: a programming error, never a caller's."""
 
 
-class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Adds the signed context of `acting_as`/`set_outgoing` and the default deadline to each call."""
+class MissingSigningKey(RuntimeError):
+    """This process has no INTERNAL_SIGNING_KEY, so it cannot call other services (prod refuses to
+    start so; dev and test processes started by tools/processes.py always get one)."""
 
-    def __init__(self, secret: str, deadline_seconds: float) -> None:
-        self.secret = secret
+
+class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds the signed context of `acting_as`/`set_outgoing` and the default deadline to each call.
+
+    The body digest is taken over `request.SerializeToString()`, the serializer the generated stub
+    itself uses (`request_serializer=...Request.SerializeToString`); the same message object
+    serialized twice by the same protobuf runtime gives the same bytes, so the service hashes exactly
+    what was signed. This must stay the outermost interceptor that could change a request."""
+
+    def __init__(self, signer: CallSigner | None, deadline_seconds: float) -> None:
+        self.signer = signer
         self.deadline_seconds = deadline_seconds
 
     async def intercept_unary_unary(
@@ -67,13 +80,15 @@ class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
+        method = client_call_details.method
+        name = method.decode() if isinstance(method, bytes) else str(method)
         ctx = _outgoing.get()
         if ctx is None:
-            method = client_call_details.method
-            name = method.decode() if isinstance(method, bytes) else method
             raise MissingCallContext(f"{name} was called outside acting_as()/set_outgoing()")
+        if self.signer is None:
+            raise MissingSigningKey(f"INTERNAL_SIGNING_KEY is not set: this process cannot call {name}")
         metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
-        for key, value in signed_metadata(ctx, self.secret):
+        for key, value in sign_call(ctx, self.signer, name, request.SerializeToString()):
             metadata.add(key, value)
         details = grpc.aio.ClientCallDetails(
             method=client_call_details.method,
@@ -110,11 +125,12 @@ def open_peer(
     target: str,
     stub_class: Callable[[grpc.aio.Channel], StubT],
     *,
-    secret: str,
+    signer: CallSigner | None,
     deadline_seconds: float,
     interceptors: Sequence[Any] = (),
 ) -> Peer[StubT]:
     """`stub_class` is the generated `...ServiceStub`; typed callers annotate the result with the
-    generated `...ServiceAsyncStub` (mypy-protobuf), which is what a stub over an aio channel is."""
-    channel = open_channel(target, [SigningInterceptor(secret, deadline_seconds), *interceptors])
+    generated `...ServiceAsyncStub` (mypy-protobuf), which is what a stub over an aio channel is.
+    `signer` is the calling process's identity (settings.call_signer)."""
+    channel = open_channel(target, [SigningInterceptor(signer, deadline_seconds), *interceptors])
     return Peer(name, target, stub_class(channel), channel, open_channel(target))

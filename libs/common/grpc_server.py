@@ -31,8 +31,9 @@ from starlette.routing import Route
 
 from libs.common import context as request_context
 from libs.common import status as rich_status
-from libs.common.bus import EventBus
-from libs.common.db import Database, OutboxTables
+from libs.common.bus import EventBus, stream_name
+from libs.common.call_signing import CallVerifier, body_digest
+from libs.common.db import Database, OutboxTables, unavailable_if_database_away
 from libs.common.errors import InvalidArgument, ServiceError
 from libs.common.event_types import Broadcast, Consumer
 from libs.common.events import DurableConsumer, OutboxRelay, prune_event_tables, run_broadcast
@@ -57,14 +58,24 @@ GRPC_SECONDS = Histogram(
 UNSIGNED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.", "/cws.common.v1.OpsService/GetReadiness")
 
 
-class ContextInterceptor(grpc.aio.ServerInterceptor):
-    """Verifies the signed request context, makes it current, maps typed errors to status codes
-    with rich details, hides unexpected errors behind INTERNAL, and records metrics and logs."""
+def _digesting(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], tuple[bytes, Any]]:
+    """The handler's deserializer, also handing on the SHA-256 of the exact bytes received: the
+    signature covers that digest, so the body checked is the body the servicer gets."""
 
-    def __init__(self, service: str, secret: str, max_age_seconds: int) -> None:
+    def deserialize(data: bytes) -> tuple[bytes, Any]:
+        return body_digest(data), deserializer(data) if deserializer is not None else data
+
+    return deserialize
+
+
+class ContextInterceptor(grpc.aio.ServerInterceptor):
+    """Verifies the signed call (caller, method, body, age, nonce, principal: call_signing.py), makes
+    its context current, maps typed errors to status codes with rich details, hides unexpected errors
+    behind INTERNAL, and records metrics and logs."""
+
+    def __init__(self, service: str, verifier: CallVerifier) -> None:
         self.service = service
-        self.secret = secret
-        self.max_age_seconds = max_age_seconds
+        self.verifier = verifier
 
     async def intercept_service(
         self,
@@ -79,21 +90,30 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
         inner = handler.unary_unary
         metadata = details.invocation_metadata
 
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapper(received: tuple[bytes, Any], context: grpc.aio.ServicerContext) -> Any:
+            digest, request = received
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             token = None
             call_token = request_context.set_call(method, request)
             try:
                 if needs_context:
-                    ctx = request_context.verify_metadata(metadata, self.secret, self.max_age_seconds)
+                    try:
+                        ctx = self.verifier.verify(metadata, method, digest)
+                    except ServiceError as refused:
+                        # A forged, replayed or misrouted internal call: worth an operator's look.
+                        log.warning(
+                            "internal_call_refused", method=method, reason=refused.code, peer=context.peer()
+                        )
+                        raise
                     token = request_context.set_current(ctx)
+                    request_context.refuse_until_password_changed(ctx, method)
                     structlog.contextvars.bind_contextvars(
                         request_id=ctx.request_id, org_id=ctx.org_id, principal=ctx.principal_id
                     )
                 if problems := nul_violations(request):
                     raise InvalidArgument.of(problems)
-                return await inner(request, context)  # type: ignore[arg-type]
+                return await unavailable_if_database_away(inner(request, context))  # type: ignore[arg-type]
             except ServiceError as error:
                 code = error.grpc_code
                 await context.abort(
@@ -116,7 +136,7 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             wrapper,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_digesting(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -200,7 +220,12 @@ class ServiceApp:
             statement_timeout_ms=self.settings.database_statement_timeout_ms,
             audit_admin_writes=self.audit_admin_writes,
         )
-        self.bus = EventBus(self.settings.nats_url, name=f"cws-{self.name}")
+        self.bus = EventBus(
+            self.settings.nats_url,
+            name=f"cws-{self.name}",
+            user=self.settings.nats_user,
+            password=self.settings.nats_password,
+        )
         self.readiness = Readiness(
             service=self.name, db=self.db, bus=self.bus, migrations_dir=self.migrations_dir
         )
@@ -209,8 +234,9 @@ class ServiceApp:
             interceptors=[
                 ContextInterceptor(
                     self.name,
-                    self.settings.internal_context_secret,
-                    self.settings.internal_context_max_age_seconds,
+                    CallVerifier(
+                        self.settings.trusted_callers, self.settings.internal_context_max_age_seconds
+                    ),
                 )
             ],
             options=[("grpc.so_reuseport", 0)],
@@ -245,7 +271,7 @@ class ServiceApp:
             loop.add_signal_handler(sig, stop.set)
 
         self._spawn(self.bus.connect(), "nats-connect")
-        self._spawn(self._ensure_stream(), "ensure-stream")
+        self._spawn(self._await_stream(), "await-stream")
         self._spawn(OutboxRelay(self.db, self.bus, self.name).run(), "outbox-relay")
         self._spawn(self._readiness_loop(), "readiness")
         self._spawn(http.serve(), "ops-http")
@@ -273,15 +299,22 @@ class ServiceApp:
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
-    async def _ensure_stream(self) -> None:
+    async def _await_stream(self) -> None:
+        """Say, until it exists, that this service's stream is missing. The NATS admin creates it
+        (libs/common/streams.py); meanwhile the outbox keeps the events and publishes them later."""
         await self.bus.wait_connected()
         while True:
             try:
-                await self.bus.ensure_stream(self.name)
+                await self.bus.js.stream_info(stream_name(self.name))
                 return
-            except Exception as exc:  # JetStream not ready yet: keep trying, readiness stays false
-                log.warning("ensure_stream_failed", error=str(exc))
-                await asyncio.sleep(1)
+            except Exception as exc:  # missing, or JetStream not ready yet
+                log.warning(
+                    "stream_missing",
+                    stream=stream_name(self.name),
+                    error=str(exc),
+                    hint="run python -m libs.common.streams as the NATS admin",
+                )
+                await asyncio.sleep(5)
 
     async def _readiness_loop(self) -> None:
         while True:

@@ -1,17 +1,24 @@
 """Settings shared by every process, read from the environment with the seed documents' names.
 
-Each process extends `CommonSettings` with its own fields. In APP_ENV=prod a process refuses to
-start on placeholder secrets, so a forgotten `.env` line fails the deploy instead of weakening it.
+Each process extends `CommonSettings` with its own fields, and holds only the secrets it uses: the
+JWT and portal secrets live in the settings of the gateway and iam, and internal calls are signed with
+a per-process key (INTERNAL_SIGNING_KEY) and checked against the callers' public keys
+(INTERNAL_TRUSTED_KEYS). In APP_ENV=prod a process refuses to start on placeholder or missing secrets,
+so a forgotten `.env` line fails the deploy instead of weakening it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+from functools import cached_property
 from typing import Annotated, Any, ClassVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from libs.common.internal_keys import CallSigner, load_private_key, load_trusted_keys
 
 PLACEHOLDER_SECRETS = frozenset(
     {
@@ -57,10 +64,18 @@ def parse_networks(values: list[str], setting: str) -> list[ipaddress.IPv4Networ
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a refused setting's error would otherwise print the tail of every value
+    # given (secrets and private keys included) into the start-up log.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
     # The settings of this service that /v1/admin/feature-flags reports (booleans and modes, never
     # secrets); each service names its own, so the answer comes from the service that acts on it.
     FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ()
+    # Whether this process calls other services (needs INTERNAL_SIGNING_KEY in prod) and whether it
+    # serves internal calls (needs INTERNAL_TRUSTED_KEYS in prod). Each process's settings say so.
+    CALLS_SERVICES: ClassVar[bool] = False
+    SERVES_CALLS: ClassVar[bool] = False
 
     # No default: a deployment that forgets APP_ENV must not start as dev (a public dev secret, Basic
     # Auth on, X-Test-Org honoured). `make dev`, `make test` and the bench set it.
@@ -75,15 +90,22 @@ class CommonSettings(BaseSettings):
     database_statement_timeout_ms: int = 5000
 
     nats_url: str = "nats://127.0.0.1:4222"
+    # This process's own NATS user and its password (deploy/nats/nats.conf): each user may publish only
+    # its service's subjects and read only what it consumes. The server has no anonymous access.
+    nats_user: str = ""
+    nats_password: str = Field(default="", repr=False)
     redis_url: str = ""
 
-    internal_context_secret: str = "dev-internal-secret"
-    # How old a signed request context may be when a service receives it.
-    internal_context_max_age_seconds: int = 120
+    # This process's own Ed25519 private key (base64 of the raw 32 bytes); it signs every call this
+    # process makes, as `service_name`. Empty: the process cannot call other services.
+    internal_signing_key: str = Field(default="", repr=False)
+    # The callers this service accepts, `caller:base64publickey` (comma-separated; a caller may be
+    # listed twice while its key is rotated). Empty: every signed call is refused.
+    internal_trusted_keys: CsvList = []
+    # How old a signed call may be when a service receives it; its nonce is remembered that long.
+    # Short, since a call is signed the moment it is sent: 30 s covers queueing and clock drift.
+    internal_context_max_age_seconds: int = Field(default=30, ge=1, le=300)
 
-    auth_secret_key: str = "dev-auth-secret"
-    client_portal_secret: str = "dev-client-portal-secret"
-    worker_portal_secret: str = "dev-worker-portal-secret"
     auth_access_token_ttl_minutes: int = 15
     auth_session_ttl_minutes: int = 60 * 12
     auth_refresh_token_ttl_minutes: int = 60 * 24 * 14
@@ -113,21 +135,61 @@ class CommonSettings(BaseSettings):
         return {name: getattr(self, name) for name in self.FEATURE_FLAGS}
 
     def secrets_to_check(self) -> dict[str, str]:
-        return {
-            "INTERNAL_CONTEXT_SECRET": self.internal_context_secret,
-            "AUTH_SECRET_KEY": self.auth_secret_key,
-            "CLIENT_PORTAL_SECRET": self.client_portal_secret,
-            "WORKER_PORTAL_SECRET": self.worker_portal_secret,
-        }
+        """The shared secrets this process uses, by setting name (the gateway and iam add theirs)."""
+        return {}
+
+    @cached_property
+    def call_signer(self) -> CallSigner | None:
+        """Who this process is on the calls it makes (libs/common/grpc_client.py)."""
+        if not self.internal_signing_key:
+            return None
+        return CallSigner(self.service_name, load_private_key(self.internal_signing_key))
+
+    @cached_property
+    def trusted_callers(self) -> dict[str, tuple[Ed25519PublicKey, ...]]:
+        """The callers this service accepts and their keys (libs/common/call_signing.py)."""
+        return load_trusted_keys(self.internal_trusted_keys)
 
     def prod_problems(self) -> list[str]:
         problems = []
         for name, value in self.secrets_to_check().items():
             if value.strip().lower() in PLACEHOLDER_SECRETS or len(value) < 32:
                 problems.append(f"{name} is a placeholder or shorter than 32 characters")
+        if self.CALLS_SERVICES and not self.internal_signing_key:
+            problems.append(
+                f"INTERNAL_SIGNING_KEY is required: {self.service_name} signs the calls it makes with it "
+                f"(python -m libs.common.internal_keys new {self.service_name})"
+            )
+        if self.SERVES_CALLS and not self.internal_trusted_keys:
+            problems.append(
+                "INTERNAL_TRUSTED_KEYS is empty: this service would refuse every call; list its callers' "
+                "public keys as caller:base64publickey"
+            )
         if self.metrics_enabled and not self.metrics_token:
             problems.append("METRICS_ENABLED requires METRICS_TOKEN")
+        # Only a process given a NATS user connects to NATS (the migrations do not); without one it
+        # would connect anonymously, which the server refuses (deploy/nats/nats.conf).
+        if self.nats_user and (
+            self.nats_password.strip().lower() in PLACEHOLDER_SECRETS or len(self.nats_password) < 32
+        ):
+            problems.append(
+                f"NATS_PASSWORD (of NATS user {self.nats_user}) is a placeholder or shorter than 32 characters"
+            )
         return problems
+
+    @field_validator("internal_trusted_keys", mode="before")
+    @classmethod
+    def _trusted_csv(cls, value: object) -> list[str]:
+        return split_csv(value)
+
+    @model_validator(mode="after")
+    def _check_internal_keys(self) -> CommonSettings:
+        # Refused in every environment: a mistyped key must not leave a service open or mute. The
+        # messages never repeat a key (load_private_key says what is wrong, not what was given).
+        if self.internal_signing_key:
+            load_private_key(self.internal_signing_key)
+        load_trusted_keys(self.internal_trusted_keys)
+        return self
 
     @model_validator(mode="after")
     def _fail_fast_in_prod(self) -> CommonSettings:
@@ -147,6 +209,38 @@ class CommonSettings(BaseSettings):
         if value.lower() not in {"dev", "development", "test", "testing", "prod", "production"}:
             raise ValueError("APP_ENV must be dev, test or prod")
         return value.lower()
+
+
+class AuthSecretSettings(CommonSettings):
+    """Settings of the two processes holding AUTH_SECRET_KEY: iam signs access and sign-up tokens and
+    encrypts TOTP secrets and waiting temporary passwords with keys derived from it; the gateway
+    verifies the access tokens. AUTH_SECRET_KEY_PREVIOUS lists the keys it replaced: they still verify
+    and decrypt, never sign or encrypt, so the key is rotated without signing anyone out or locking
+    out MFA users (docs/auth.md, "Rotating AUTH_SECRET_KEY")."""
+
+    auth_secret_key: str = Field(default="dev-auth-secret", repr=False)
+    # Comma-separated (or a JSON list); empty outside a rotation.
+    auth_secret_key_previous: CsvList = Field(default=[], repr=False)
+
+    @property
+    def auth_secret_keys(self) -> tuple[str, ...]:
+        """What verifies and decrypts: the current key first (the common case costs one try), then
+        each earlier one, without repeats."""
+        return tuple(dict.fromkeys([self.auth_secret_key, *self.auth_secret_key_previous]))
+
+    def secrets_to_check(self) -> dict[str, str]:
+        # Each earlier key is named by its position, never by its value: a weak one still opens
+        # whatever it signed or encrypted, so prod refuses it as it refuses a weak current key.
+        previous = {
+            f"AUTH_SECRET_KEY_PREVIOUS[{position}]": key
+            for position, key in enumerate(self.auth_secret_key_previous, start=1)
+        }
+        return {**super().secrets_to_check(), "AUTH_SECRET_KEY": self.auth_secret_key, **previous}
+
+    @field_validator("auth_secret_key_previous", mode="before")
+    @classmethod
+    def _previous_csv(cls, value: object) -> list[str]:
+        return split_csv(value)
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -20,6 +22,10 @@ class AccessClaims:
     session_id: str
     mfa_verified: bool
     expires_at: int
+    # The user's password is temporary (an admin set or reset it): the token is good only for
+    # changing it, signing out and saying who you are (the gateway's route marks; every service
+    # refuses the rest from the signed context too).
+    password_change_required: bool = False
 
 
 def encode_access(claims: AccessClaims, secret: str) -> str:
@@ -31,6 +37,7 @@ def encode_access(claims: AccessClaims, secret: str) -> str:
         "role": claims.role,
         "sid": claims.session_id,
         "mfa": claims.mfa_verified,
+        "pwc": claims.password_change_required,
         "iat": int(time.time()),
         "exp": claims.expires_at,
         "jti": uuid.uuid4().hex,
@@ -38,11 +45,27 @@ def encode_access(claims: AccessClaims, secret: str) -> str:
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
-def decode_access(token: str, secret: str) -> AccessClaims:
-    """Raises jwt.InvalidTokenError (expired, tampered, wrong type) for the caller to map to 401."""
-    payload = jwt.decode(
+def decode_signed(token: str, keys: Sequence[str], **options: Any) -> dict[str, Any]:
+    """`jwt.decode` under whichever of `keys` signed the token: the current AUTH_SECRET_KEY first, then
+    each earlier one (AUTH_SECRET_KEY_PREVIOUS), so tokens issued before a rotation keep working until
+    they expire. Only a bad signature moves on to the next key: a token a key did sign but that is
+    expired or malformed is refused as it is. Raises jwt.InvalidTokenError."""
+    if not keys:
+        raise jwt.InvalidSignatureError("no key to verify with")
+    for key in keys[:-1]:
+        try:
+            return jwt.decode(token, key, **options)
+        except jwt.InvalidSignatureError:
+            continue
+    return jwt.decode(token, keys[-1], **options)
+
+
+def decode_access(token: str, *keys: str) -> AccessClaims:
+    """Verified under any of `keys` (current first). Raises jwt.InvalidTokenError (expired, tampered,
+    signed by no key given, wrong type) for the caller to map to 401."""
+    payload = decode_signed(
         token,
-        secret,
+        keys,
         algorithms=[ALGORITHM],
         issuer=ISSUER,
         options={"require": ["exp", "iat", "sub", "org", "sid", "role"]},
@@ -61,4 +84,5 @@ def decode_access(token: str, secret: str) -> AccessClaims:
         session_id=str(payload["sid"]),
         mfa_verified=bool(payload.get("mfa", False)),
         expires_at=int(payload["exp"]),
+        password_change_required=bool(payload.get("pwc", False)),
     )

@@ -66,6 +66,11 @@ BOOKING_NPS_SUBMITTED = Event(
     booking_events.NpsSubmitted,
     doc="a client answered the NPS survey of a completed booking",
 )
+BOOKING_WORKER_DEACTIVATED = Event(
+    "cws.booking.worker.deactivated",
+    booking_events.WorkerDeactivated,
+    doc="a worker was deactivated or deleted: their portal access ends",
+)
 # Raised by the unit of work for every admin write (Database(audit_admin_writes=True)), not by a module.
 AUDIT_RECORDED = audit_event("booking")
 
@@ -79,6 +84,7 @@ PUBLISHED: tuple[Event[Any], ...] = (
     BOOKING_COMPLETED,
     BOOKING_ASSIGNED,
     BOOKING_NPS_SUBMITTED,
+    BOOKING_WORKER_DEACTIVATED,
     AUDIT_RECORDED,
 )
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cws.booking.v1 import events_pb2 as booking_events
 from sqlalchemy import ColumnElement, Table, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
-from libs.common.convert import parse_id
+from libs.common.convert import parse_id, to_ts
 from libs.common.db import UnitOfWork
 from libs.common.errors import (
     Conflict,
@@ -29,6 +30,7 @@ from libs.common.errors import (
     invalid,
 )
 from services.booking import contacts
+from services.booking.events import BOOKING_WORKER_DEACTIVATED
 from services.booking.models import Record, schedule_blocks, teams, workers
 from services.booking.settings import BookingSettings
 
@@ -308,7 +310,22 @@ async def update_worker(
         await get_team(uow, str(values["team_id"]))
     if values:
         await uow.session.execute(update(workers).where(workers.c.id == worker.id).values(**values))
+    if worker.active and values.get("active") is False:
+        _worker_left(uow, worker.id, "deactivated")
     return await get_worker(uow, str(worker.id))
+
+
+def _worker_left(uow: UnitOfWork, worker_id: uuid.UUID, reason: str) -> None:
+    """IAM ends the worker's portal sessions and unused links when it hears this (issue 9, hole 8)."""
+    uow.add_event(
+        BOOKING_WORKER_DEACTIVATED,
+        booking_events.WorkerDeactivated(
+            org_id=str(uow.org_id),
+            worker_id=str(worker_id),
+            reason=reason,
+            occurred_at=to_ts(datetime.now(UTC)),
+        ),
+    )
 
 
 async def list_workers(uow: UnitOfWork, team_id: str = "") -> list[Record]:
@@ -324,6 +341,7 @@ async def delete_worker(uow: UnitOfWork, worker_id: str) -> None:
     worker = await _owned_for_update(uow, workers, worker_id, "worker_id", "worker")
     await _refuse_if_assigned(uow, schedule_blocks.c.worker_id, worker.id, "worker")
     await uow.session.execute(delete(workers).where(workers.c.id == worker.id))
+    _worker_left(uow, worker.id, "deleted")
 
 
 # --- blackouts --------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from libs.common.settings import CommonSettings
 class BookingSettings(CommonSettings):
     # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
     FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("deposits_enabled",)
+    # booking serves the gateway, notify and jobs, and calls no one: no INTERNAL_SIGNING_KEY.
+    SERVES_CALLS: ClassVar[bool] = True
     service_name: str = "booking"
     booking_grpc_port: int = 50052
     booking_http_port: int = 8102

@@ -8,10 +8,15 @@ import grpc
 from cws.iam.v1 import iam_pb2, iam_pb2_grpc
 
 from libs.common.grpc_server import ServiceApp, main
+from services.iam import temp_passwords
 from services.iam.events import CONSUMERS
 from services.iam.grpc_api import IamServicer
 from services.iam.models import SCHEMA, event_tables
 from services.iam.settings import IamSettings
+
+
+async def sweep_expired_handoffs(app: ServiceApp) -> None:
+    await temp_passwords.sweep(app.db)
 
 
 def build() -> ServiceApp:
@@ -31,6 +36,8 @@ def build() -> ServiceApp:
         http_port=settings.iam_http_port,
         register=register,
         consumers=CONSUMERS,
+        # Expired temporary-password hand-offs and sign-up requests leave the disk (temp_passwords.py).
+        background=[sweep_expired_handoffs],
         service_names=(iam_pb2.DESCRIPTOR.services_by_name["IamService"].full_name,),
     )
 

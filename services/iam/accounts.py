@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,7 +17,7 @@ from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
 from libs.common.errors import Conflict, NotFound, PermissionDenied, invalid
 from libs.common.roles import MANAGERS, Role
-from services.iam import audit, passwords
+from services.iam import audit, passwords, temp_passwords
 from services.iam.events import IAM_ORG_CREATED, IAM_USER_CREATED, IAM_USER_PASSWORD_RESET
 from services.iam.models import ROLES, OrgSummary, User, orgs, users
 from services.iam.sessions import revoke_user_sessions, step_up
@@ -44,18 +45,45 @@ class CreatedOrg:
     owner_id: uuid.UUID
 
 
+def check_org_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise invalid("org_name", "must be 1 to 200 characters")
+    return name
+
+
 async def create_org(
     uow: UnitOfWork, *, name: str, email: str, password: str, full_name: str = "", time_zone: str = "UTC"
 ) -> CreatedOrg:
     """A new org and its OWNER. `uow` needs no org: it is switched to the new one."""
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise invalid("org_name", "must be 1 to 200 characters")
+    name = check_org_name(name)
     email = normalise_email(email)
     passwords.check_policy(password)
     check_time_zone(time_zone or "UTC")
     password_hash = await passwords.hash_password(password)
-    org_id, owner_id = uuid.uuid4(), uuid.uuid4()
+    return await insert_org(
+        uow,
+        org_id=uuid.uuid4(),
+        name=name,
+        email=email,
+        password_hash=password_hash,
+        full_name=full_name,
+        time_zone=time_zone,
+    )
+
+
+async def insert_org(
+    uow: UnitOfWork,
+    *,
+    org_id: uuid.UUID,
+    name: str,
+    email: str,
+    password_hash: str,
+    full_name: str,
+    time_zone: str,
+) -> CreatedOrg:
+    """The org and its OWNER rows and events, from checked values (create_org, a confirmed sign-up)."""
+    owner_id = uuid.uuid4()
     await uow.set_org(org_id)
     await uow.session.execute(insert(orgs).values(id=org_id, name=name, time_zone=time_zone or "UTC"))
     try:
@@ -118,15 +146,19 @@ def _check_can_manage(actor_role: str, target_role: str) -> None:
 
 async def create_user(
     uow: UnitOfWork,
+    settings: IamSettings,
     *,
     actor_role: str,
     email: str,
     full_name: str,
     role: str,
-    email_temp_password: bool = False,
 ) -> tuple[User, str]:
-    """A new user with a temporary password (shown once). With `email_temp_password`
-    (EMAIL_TEMP_PASSWORDS=true) the password also travels in user.created for notify to email."""
+    """A new user with a temporary password (shown once, working AUTH_TEMP_PASSWORD_TTL_MINUTES).
+    With EMAIL_TEMP_PASSWORDS=true it is also held for notify to claim and email (temp_passwords.py).
+
+    Emails are one sign-in identity across the suite (login knows an email, not an org), so an
+    address another org uses cannot be added here; the refusal is word for word the one for an
+    address of this org, and never names the other org."""
     role = role.strip().upper()
     if role == "ACCOUNTANT":  # the seeds' name for FINANCE
         role = Role.FINANCE
@@ -137,6 +169,7 @@ async def create_user(
     if len(full_name) > 200:
         raise invalid("full_name", "must be at most 200 characters")
     temp = passwords.temporary_password()
+    temp_expiry = temp_passwords.expires_at(datetime.now(UTC), settings.auth_temp_password_ttl_minutes)
     user_id = uuid.uuid4()
     # Email is unique across all orgs; a clash with another org must not reveal that org, so the
     # message is the same either way.
@@ -153,6 +186,7 @@ async def create_user(
                 role=role,
                 password_hash=await passwords.hash_password(temp),
                 must_change_password=True,
+                password_expires_at=temp_expiry,
             )
         )
     except IntegrityError as exc:
@@ -164,6 +198,7 @@ async def create_user(
     await audit.record(
         uow, "iam.user.create", resource_type="user", resource_id=str(user_id), after=user_view(row)
     )
+    waiting = await _hand_off(uow, settings, user_id, temp, temp_expiry)
     uow.add_event(
         IAM_USER_CREATED,
         events_pb2.UserCreated(
@@ -171,39 +206,54 @@ async def create_user(
             user_id=str(user_id),
             email=email,
             role=role,
-            temp_password=temp if email_temp_password else "",
+            temp_password_waiting=waiting,
         ),
     )
     return row, temp
 
 
+async def _hand_off(
+    uow: UnitOfWork, settings: IamSettings, user_id: uuid.UUID, temp: str, until: datetime
+) -> bool:
+    """With EMAIL_TEMP_PASSWORDS, keep the password for notify to claim; whether one now waits."""
+    if not settings.email_temp_passwords:
+        return False
+    await temp_passwords.hold(
+        uow, user_id=user_id, password=temp, until=until, auth_secret=settings.auth_secret_key
+    )
+    return True
+
+
 async def reset_password(
-    uow: UnitOfWork, *, actor_role: str, user_id: str, email_temp_password: bool = False
+    uow: UnitOfWork, settings: IamSettings, *, actor_role: str, user_id: str
 ) -> tuple[User, str]:
     target = await get_user(uow, user_id, for_update=True)
     _check_can_manage(actor_role, target.role)
-    temp = await _set_temporary_password(
-        uow, target, reason="password_reset", email_temp_password=email_temp_password
-    )
+    temp = await _set_temporary_password(uow, settings, target, reason="password_reset", email=True)
     return await get_user(uow, user_id), temp
 
 
 async def _set_temporary_password(
     uow: UnitOfWork,
+    settings: IamSettings,
     target: User,
     *,
     reason: str,
     after: dict[str, Any] | None = None,
-    email_temp_password: bool = False,
+    email: bool = False,
 ) -> str:
-    """A new temporary password (shown once), the lockout cleared, every session ended, audited."""
+    """A new temporary password (shown once, working AUTH_TEMP_PASSWORD_TTL_MINUTES), the lockout
+    cleared, every session ended, audited. With `email` and EMAIL_TEMP_PASSWORDS it is also held for
+    notify to claim; otherwise any password still waiting for notify is dropped: it no longer works."""
     temp = passwords.temporary_password()
+    expiry = temp_passwords.expires_at(datetime.now(UTC), settings.auth_temp_password_ttl_minutes)
     await uow.session.execute(
         update(users)
         .where(users.c.id == target.id)
         .values(
             password_hash=await passwords.hash_password(temp),
             must_change_password=True,
+            password_expires_at=expiry,
             failed_login_count=0,
             locked_until=None,
             updated_at=func.now(),
@@ -213,13 +263,13 @@ async def _set_temporary_password(
     await audit.record(
         uow, "iam.user.reset_password", resource_type="user", resource_id=str(target.id), after=after
     )
+    waiting = email and await _hand_off(uow, settings, target.id, temp, expiry)
+    if not waiting:
+        await temp_passwords.drop(uow, target.id)
     uow.add_event(
         IAM_USER_PASSWORD_RESET,
         events_pb2.UserPasswordReset(
-            org_id=str(uow.org_id),
-            user_id=str(target.id),
-            email=target.email,
-            temp_password=temp if email_temp_password else "",
+            org_id=str(uow.org_id), user_id=str(target.id), email=target.email, temp_password_waiting=waiting
         ),
     )
     return temp
@@ -255,9 +305,11 @@ async def change_password(
         .values(
             password_hash=await passwords.hash_password(new),
             must_change_password=False,
+            password_expires_at=None,
             updated_at=func.now(),
         )
     )
+    await temp_passwords.drop(uow, user.id)
     await revoke_user_sessions(uow, user.id, reason="password_changed", keep_session=session_id)
 
 
@@ -271,7 +323,9 @@ async def list_orgs(uow: UnitOfWork, *, after: uuid.UUID | None, limit: int) -> 
     return [OrgSummary(row.id, row.name, row.time_zone) for row in result]
 
 
-async def operator_reset_password(uow: UnitOfWork, *, email: str) -> tuple[uuid.UUID, str]:
+async def operator_reset_password(
+    uow: UnitOfWork, settings: IamSettings, *, email: str
+) -> tuple[uuid.UUID, str]:
     """For an operator at the console (an org whose only owner is locked out): a new temporary
     password, the lockout cleared, every session ended, and an audit row naming the operator.
     `uow` needs no org: it is switched to the account's. Returns (org_id, temp_password)."""
@@ -285,6 +339,6 @@ async def operator_reset_password(uow: UnitOfWork, *, email: str) -> tuple[uuid.
     await uow.set_org(found.org_id)
     target = await get_user(uow, str(found.user_id), for_update=True)
     temp = await _set_temporary_password(
-        uow, target, reason="operator_password_reset", after={"by": "operator console"}
+        uow, settings, target, reason="operator_password_reset", after={"by": "operator console"}
     )
     return found.org_id, temp

@@ -12,7 +12,7 @@ from cws.iam.v1 import events_pb2
 from sqlalchemy import select
 
 from libs.common.db import UnitOfWork
-from services.iam import accounts, portal_tokens
+from services.iam import accounts, portal_links
 from services.iam.events import IAM_CLIENT_LOGIN_REQUESTED
 from services.iam.models import orgs
 from services.iam.settings import IamSettings
@@ -35,12 +35,5 @@ async def request_login(uow: UnitOfWork, settings: IamSettings, raw_email: str) 
     )
     if not settings.client_magic_link_in_response:
         return LoginRequested()
-    token, expires_at = portal_tokens.issue(
-        portal_tokens.CLIENT,
-        settings.client_portal_secret,
-        org_id=str(uow.org_id),
-        subject=email,
-        email=email,
-        ttl_minutes=settings.client_portal_token_ttl_minutes,
-    )
-    return LoginRequested(token, expires_at)
+    issued = await portal_links.issue_client_token(uow, settings, email=email, client_id="", ttl_minutes=0)
+    return LoginRequested(issued.token, issued.expires_at)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from cws.booking.v1 import events_pb2 as booking_events
 from cws.common.v1 import audit_pb2
 from cws.iam.v1 import events_pb2
 
 from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
 from libs.common.event_types import Consumer, Event, EventMeta, audit_event
-from services.iam import audit
+from services.iam import audit, portal_sessions
 
 # --- published ---------------------------------------------------------------------------------
 
@@ -24,12 +25,12 @@ IAM_ORG_CREATED = Event(
 IAM_USER_CREATED = Event(
     "cws.iam.user.created",
     events_pb2.UserCreated,
-    doc="a user was added; temp_password only with EMAIL_TEMP_PASSWORDS=true",
+    doc="a user was added; with EMAIL_TEMP_PASSWORDS=true a temporary password waits for notify to claim",
 )
 IAM_USER_PASSWORD_RESET = Event(
     "cws.iam.user.password_reset",
     events_pb2.UserPasswordReset,
-    doc="a user's password was reset; temp_password only with EMAIL_TEMP_PASSWORDS=true",
+    doc="a user's password was reset; with EMAIL_TEMP_PASSWORDS=true the new one waits for notify to claim",
 )
 IAM_SESSION_REVOKED = Event(
     "cws.iam.session.revoked",
@@ -52,6 +53,12 @@ IAM_CLIENT_LOGIN_REQUESTED = Event(
     doc="a client asked for a portal magic link; the event carries no token",
 )
 
+IAM_SIGNUP_REQUESTED = Event(
+    "cws.iam.signup.requested",
+    events_pb2.SignupRequested,
+    doc="someone asked to sign up with an email: a confirmation to send, or a note that it has an account",
+)
+
 PUBLISHED: tuple[Event[Any], ...] = (
     IAM_ORG_CREATED,
     IAM_USER_CREATED,
@@ -60,6 +67,7 @@ PUBLISHED: tuple[Event[Any], ...] = (
     IAM_MFA_CHANGED,
     IAM_BREAK_GLASS_STARTED,
     IAM_CLIENT_LOGIN_REQUESTED,
+    IAM_SIGNUP_REQUESTED,
 )
 
 # --- consumed ----------------------------------------------------------------------------------
@@ -78,7 +86,7 @@ async def on_admin_audit(uow: UnitOfWork, message: audit_pb2.AdminAuditRecorded,
     await audit.record_from_service(uow, message)
 
 
-CONSUMERS: tuple[Consumer[audit_pb2.AdminAuditRecorded], ...] = tuple(
+AUDIT_CONSUMERS: tuple[Consumer[audit_pb2.AdminAuditRecorded], ...] = tuple(
     Consumer(
         f"iam-audit-{event.producer}",
         event,
@@ -86,4 +94,36 @@ CONSUMERS: tuple[Consumer[audit_pb2.AdminAuditRecorded], ...] = tuple(
         doc=f"a row in admin_audit_logs for each admin write of {event.producer}",
     )
     for event in AUDIT_RECORDED
+)
+
+# Booking's declaration (services/booking/events.py), repeated here: services never import each other.
+BOOKING_WORKER_DEACTIVATED = Event(
+    "cws.booking.worker.deactivated",
+    booking_events.WorkerDeactivated,
+    doc="a worker was deactivated or deleted: their portal access ends",
+)
+
+
+async def on_worker_deactivated(
+    uow: UnitOfWork, message: booking_events.WorkerDeactivated, meta: EventMeta
+) -> None:
+    """A worker who leaves loses the portal at once: their open sessions and unused links end."""
+    await uow.set_org(parse_id(message.org_id, "org_id"))
+    worker = str(parse_id(message.worker_id, "worker_id"))
+    await portal_sessions.end_access(
+        uow,
+        portal_sessions.KINDS[portal_sessions.WORKER],
+        worker,
+        reason=f"worker_{message.reason or 'deactivated'}"[:100],
+    )
+
+
+CONSUMERS: tuple[Consumer[Any], ...] = (
+    *AUDIT_CONSUMERS,
+    Consumer(
+        "iam-worker-deactivated",
+        BOOKING_WORKER_DEACTIVATED,
+        on_worker_deactivated,
+        doc="ends the worker's portal sessions and revokes their unused portal links",
+    ),
 )

@@ -2,10 +2,10 @@
 
 Each method owns its transaction: it opens the unit of work, in the caller's org or in none when the
 domain finds the org itself (a refresh token names it, a login finds it by email), and hands it to
-the domain. The exception is whatever judges a password or a TOTP code (Login and Signup's sign-in,
-Refresh, ChangePassword and the step-up of the TOTP calls): a refusal there rolls back and is then counted as a
-failed login in a transaction of its own, so these run under sessions.counting_failures (or
-sessions.login, which does the same), which says why."""
+the domain. The exceptions: whatever judges a password or a TOTP code (Login, Refresh, ChangePassword
+and the step-up of the TOTP calls): a refusal there rolls back and is then counted as a failed login
+in a transaction of its own, so these run under sessions.counting_failures (or sessions.login, which
+does the same), which says why; and ConfirmSignup, whose org the token names (signups.confirm)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from libs.common import context as request_context
 from libs.common.convert import page, parse_id, to_ts
 from libs.common.db import Database, unit_of_work
-from libs.common.errors import FailedPrecondition, Unauthenticated, invalid
+from libs.common.errors import FailedPrecondition, PermissionDenied, Unauthenticated, invalid
 from libs.common.roles import DISPATCH, MANAGERS, STAFF, Role
-from services.iam import accounts, audit, breakglass, client_login, mfa, portal_links, portal_tokens, sessions
+from services.iam import (
+    accounts,
+    audit,
+    breakglass,
+    client_login,
+    mfa,
+    portal_links,
+    portal_sessions,
+    sessions,
+    signups,
+    temp_passwords,
+)
 from services.iam.models import AuditEntry, User
 from services.iam.settings import IamSettings
 
@@ -90,6 +101,39 @@ def _audit_log(entry: AuditEntry) -> iam_pb2.AuditLog:
         break_glass_session_id=str(entry.break_glass_session_id or ""),
         created_at=to_ts(entry.created_at),
     )
+
+
+CLIENT_PORTAL = portal_sessions.KINDS[portal_sessions.CLIENT]
+WORKER_PORTAL = portal_sessions.KINDS[portal_sessions.WORKER]
+_PORTAL_KINDS = {iam_pb2.PORTAL_KIND_CLIENT: CLIENT_PORTAL, iam_pb2.PORTAL_KIND_WORKER: WORKER_PORTAL}
+
+
+def _portal_kind(kind: iam_pb2.PortalKind.ValueType) -> portal_sessions.Kind:
+    if kind not in _PORTAL_KINDS:
+        raise invalid("kind", "must be PORTAL_KIND_CLIENT or PORTAL_KIND_WORKER")
+    return _PORTAL_KINDS[kind]
+
+
+def _portal_session(session: portal_sessions.PortalSession) -> iam_pb2.PortalSession:
+    return iam_pb2.PortalSession(
+        session_id=str(session.id),
+        org_id=str(session.org_id),
+        kind=iam_pb2.PORTAL_KIND_CLIENT
+        if session.kind == portal_sessions.CLIENT
+        else iam_pb2.PORTAL_KIND_WORKER,
+        subject=session.subject,
+        expires_at=to_ts(session.expires_at),
+    )
+
+
+# The only caller of the hand-offs (a temporary password, a sign-up token): it emails them.
+NOTIFY = "service:notify"
+
+
+def _require_notify() -> None:
+    """A suite service's call, and that service is notify (its own key signed the call)."""
+    if request_context.require_service().principal_id != NOTIFY:
+        raise PermissionDenied("only the notify service may claim this", code="service_only")
 
 
 def _signed_in_user() -> request_context.RequestContext:
@@ -165,27 +209,55 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
             orgs=[iam_pb2.OrgSummary(org_id=str(o.id), name=o.name, time_zone=o.time_zone) for o in found]
         )
 
-    async def Signup(self, request: iam_pb2.SignupRequest, context: Context) -> iam_pb2.SignupResponse:
+    def _check_signup_enabled(self) -> None:
         if not self.settings.signup_enabled:
             raise FailedPrecondition("sign-up is disabled on this installation", code="signup_disabled")
+
+    async def Signup(self, request: iam_pb2.SignupRequest, context: Context) -> iam_pb2.SignupResponse:
+        self._check_signup_enabled()
         async with unit_of_work(self.db) as uow:
-            await accounts.create_org(
+            await signups.request_signup(
                 uow,
-                name=request.org_name,
+                self.settings,
+                org_name=request.org_name,
                 email=request.email,
                 password=request.password,
                 full_name=request.full_name,
                 time_zone=request.time_zone or "UTC",
             )
-        issued = await sessions.login(
-            self.db,
-            self.settings,
-            email=request.email,
-            password=request.password,
-            totp_code="",
-            client_ip=request_context.current().client_ip,
+        return iam_pb2.SignupResponse()
+
+    async def ConfirmSignup(
+        self, request: iam_pb2.ConfirmSignupRequest, context: Context
+    ) -> iam_pb2.ConfirmSignupResponse:
+        self._check_signup_enabled()
+        if not request.token:
+            raise invalid("token", "is required")
+        issued = await signups.confirm(
+            self.db, self.settings, token=request.token, client_ip=request_context.current().client_ip
         )
-        return iam_pb2.SignupResponse(tokens=_tokens(issued))
+        return iam_pb2.ConfirmSignupResponse(tokens=_tokens(issued))
+
+    async def IssueSignupToken(
+        self, request: iam_pb2.IssueSignupTokenRequest, context: Context
+    ) -> iam_pb2.IssueSignupTokenResponse:
+        _require_notify()
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            issued = await signups.issue_token(uow, self.settings, request.signup_id)
+        return iam_pb2.IssueSignupTokenResponse(token=issued.token, expires_at=to_ts(issued.expires_at))
+
+    async def ClaimTemporaryPassword(
+        self, request: iam_pb2.ClaimTemporaryPasswordRequest, context: Context
+    ) -> iam_pb2.ClaimTemporaryPasswordResponse:
+        _require_notify()
+        user_id = parse_id(request.user_id, "user_id")
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            password = await temp_passwords.claim(
+                uow, user_id=user_id, auth_secrets=self.settings.auth_secret_keys
+            )
+        return iam_pb2.ClaimTemporaryPasswordResponse(
+            found=password is not None, temp_password=password or ""
+        )
 
     async def ChangePassword(
         self, request: iam_pb2.ChangePasswordRequest, context: Context
@@ -222,11 +294,11 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             user, temp = await accounts.create_user(
                 uow,
+                self.settings,
                 actor_role=ctx.role,
                 email=request.email,
                 full_name=request.full_name,
                 role=request.role,
-                email_temp_password=self.settings.email_temp_passwords,
             )
         return iam_pb2.CreateUserResponse(user=_user(user), temp_password=temp)
 
@@ -236,10 +308,7 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         ctx = request_context.require_role(*MANAGERS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             user, temp = await accounts.reset_password(
-                uow,
-                actor_role=ctx.role,
-                user_id=request.user_id,
-                email_temp_password=self.settings.email_temp_passwords,
+                uow, self.settings, actor_role=ctx.role, user_id=request.user_id
             )
         return iam_pb2.ResetUserPasswordResponse(user=_user(user), temp_password=temp)
 
@@ -351,13 +420,14 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
         self, request: iam_pb2.IssueClientPortalTokenRequest, context: Context
     ) -> iam_pb2.IssueClientPortalTokenResponse:
         request_context.require_role(*DISPATCH)
-        issued = portal_links.issue_client_token(
-            self.settings,
-            org_id=str(request_context.current_org_id()),
-            email=request.email,
-            client_id=request.client_id,
-            ttl_minutes=request.ttl_minutes,
-        )
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            issued = await portal_links.issue_client_token(
+                uow,
+                self.settings,
+                email=request.email,
+                client_id=request.client_id,
+                ttl_minutes=request.ttl_minutes,
+            )
         return iam_pb2.IssueClientPortalTokenResponse(
             token=issued.token, expires_at=_epoch_ts(issued.expires_at)
         )
@@ -365,7 +435,8 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
     async def VerifyClientPortalToken(
         self, request: iam_pb2.VerifyClientPortalTokenRequest, context: Context
     ) -> iam_pb2.VerifyClientPortalTokenResponse:
-        claims = portal_tokens.verify(portal_tokens.CLIENT, self.settings.client_portal_secret, request.token)
+        async with unit_of_work(self.db) as uow:
+            claims = await portal_sessions.check_link(uow, self.settings, CLIENT_PORTAL, request.token)
         return iam_pb2.VerifyClientPortalTokenResponse(
             org_id=claims.org_id,
             client_id=claims.subject,
@@ -388,10 +459,38 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
     async def VerifyWorkerPortalToken(
         self, request: iam_pb2.VerifyWorkerPortalTokenRequest, context: Context
     ) -> iam_pb2.VerifyWorkerPortalTokenResponse:
-        claims = portal_tokens.verify(portal_tokens.WORKER, self.settings.worker_portal_secret, request.token)
+        async with unit_of_work(self.db) as uow:
+            claims = await portal_sessions.check_link(uow, self.settings, WORKER_PORTAL, request.token)
         return iam_pb2.VerifyWorkerPortalTokenResponse(
             org_id=claims.org_id, worker_id=claims.subject, expires_at=_epoch_ts(claims.expires_at)
         )
+
+    # --- portal sessions -----------------------------------------------------------------------
+
+    async def RedeemPortalLink(
+        self, request: iam_pb2.RedeemPortalLinkRequest, context: Context
+    ) -> iam_pb2.RedeemPortalLinkResponse:
+        kind = _portal_kind(request.kind)
+        if not request.link_token:
+            raise invalid("link_token", "is required")
+        async with unit_of_work(self.db) as uow:  # the link names its org
+            session, token = await portal_sessions.open_session(uow, self.settings, kind, request.link_token)
+        return iam_pb2.RedeemPortalLinkResponse(session=_portal_session(session), session_token=token)
+
+    async def CheckPortalSession(
+        self, request: iam_pb2.CheckPortalSessionRequest, context: Context
+    ) -> iam_pb2.CheckPortalSessionResponse:
+        kind = _portal_kind(request.kind)
+        async with unit_of_work(self.db) as uow:  # the token names its org
+            session = await portal_sessions.check_session(uow, kind, request.session_token)
+        return iam_pb2.CheckPortalSessionResponse(session=_portal_session(session))
+
+    async def RevokePortalSession(
+        self, request: iam_pb2.RevokePortalSessionRequest, context: Context
+    ) -> iam_pb2.RevokePortalSessionResponse:
+        async with unit_of_work(self.db) as uow:
+            revoked = await portal_sessions.end_session(uow, request.session_token)
+        return iam_pb2.RevokePortalSessionResponse(revoked=revoked)
 
     async def RequestClientLogin(
         self, request: iam_pb2.RequestClientLoginRequest, context: Context

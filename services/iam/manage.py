@@ -1,8 +1,10 @@
-"""Operator commands: `python -m services.iam.manage create-org --name ... --owner-email ...` and
-`python -m services.iam.manage reset-password --email ...` (an org whose only owner is locked out).
+"""Operator commands: `python -m services.iam.manage create-org --name ... --owner-email ...`,
+`python -m services.iam.manage reset-password --email ...` (an org whose only owner is locked out) and
+`python -m services.iam.manage reencrypt-secrets` (after rotating AUTH_SECRET_KEY, docs/auth.md).
 
 The owner password is read from --owner-password or, better, the OWNER_PASSWORD environment
-variable, so it stays out of shell history. Runs with the service's own DATABASE_URL."""
+variable, so it stays out of shell history. Runs with the service's own DATABASE_URL (and, for
+reencrypt-secrets, its AUTH_SECRET_KEY and AUTH_SECRET_KEY_PREVIOUS)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from libs.common.db import Database, unit_of_work
 from libs.common.errors import ServiceError
 from services.iam.accounts import CreatedOrg, create_org, operator_reset_password
 from services.iam.models import SCHEMA, event_tables
+from services.iam.reencrypt import Report, reencrypt
 from services.iam.settings import IamSettings
 
 
@@ -60,7 +63,7 @@ async def _reset_password(args: argparse.Namespace) -> int:
     try:
         # The console is a boundary like the servicer: it owns the transaction.
         async with unit_of_work(db) as uow:
-            org_id, temp = await operator_reset_password(uow, email=args.email)
+            org_id, temp = await operator_reset_password(uow, settings, email=args.email)
     except ServiceError as error:
         print(f"error: {error.detail}", file=sys.stderr)
         return 2
@@ -69,6 +72,42 @@ async def _reset_password(args: argparse.Namespace) -> int:
         await db.dispose()
     print(f"org_id={org_id} temp_password={temp}")
     return 0
+
+
+async def _reencrypt_secrets(args: argparse.Namespace) -> int:
+    settings = IamSettings()
+    db = Database(settings.database_url, schema=SCHEMA, tables=event_tables)
+    try:
+        report = await reencrypt(db, settings.auth_secret_keys, args.org)
+    finally:
+        await db.dispose()
+    for name, tally in (("totp_secrets", report.totp_secrets), ("temp_passwords", report.temp_passwords)):
+        print(
+            f"{name}: re-encrypted={tally.resealed} already_current={tally.current} "
+            f"unreadable={len(tally.unreadable)}"
+        )
+    return _report_unreadable(report)
+
+
+def _report_unreadable(report: Report) -> int:
+    """Exit status 1, and what to do, when some rows open under no configured key: the operator
+    must know before dropping AUTH_SECRET_KEY_PREVIOUS (a key missing from it can still be added)."""
+    lost_totp, lost_passwords = report.totp_secrets.unreadable, report.temp_passwords.unreadable
+    if not lost_totp and not lost_passwords:
+        return 0
+    print(
+        f"error: {len(lost_totp)} TOTP secret(s) and {len(lost_passwords)} temporary password(s) open "
+        "under neither AUTH_SECRET_KEY nor any key in AUTH_SECRET_KEY_PREVIOUS. Add the key they were "
+        "encrypted under to AUTH_SECRET_KEY_PREVIOUS and run this again; if that key is lost, an owner "
+        "turns off each such user's two-factor authentication (POST /v1/auth/2fa/disable) and an admin "
+        "resets each such temporary password again.",
+        file=sys.stderr,
+    )
+    for row in lost_totp:
+        print(f"  totp secret: {row}", file=sys.stderr)
+    for row in lost_passwords:
+        print(f"  temporary password: {row}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +122,25 @@ def main(argv: list[str] | None = None) -> int:
         "reset-password", help="new temporary password for an account (unlocks it, ends its sessions)"
     )
     reset.add_argument("--email", required=True)
+    rekey = commands.add_parser(
+        "reencrypt-secrets",
+        help="re-encrypt every TOTP secret and waiting temporary password under the current "
+        "AUTH_SECRET_KEY (then AUTH_SECRET_KEY_PREVIOUS can be dropped)",
+    )
+    rekey.add_argument(
+        "--org",
+        type=uuid.UUID,
+        action="append",
+        default=[],
+        help="only this org (repeatable); default every org",
+    )
     args = parser.parse_args(argv)
-    return asyncio.run(_create_org(args) if args.command == "create-org" else _reset_password(args))
+    run = {
+        "create-org": _create_org,
+        "reset-password": _reset_password,
+        "reencrypt-secrets": _reencrypt_secrets,
+    }
+    return asyncio.run(run[args.command](args))
 
 
 if __name__ == "__main__":

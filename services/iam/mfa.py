@@ -19,7 +19,14 @@ from services.iam import audit, totp
 from services.iam.accounts import get_user
 from services.iam.events import IAM_MFA_CHANGED
 from services.iam.models import users
-from services.iam.sessions import IssuedTokens, mark_session_mfa, revoke_user_sessions, step_up
+from services.iam.sessions import (
+    IssuedTokens,
+    mark_session_mfa,
+    read_totp_secret,
+    resealed,
+    revoke_user_sessions,
+    step_up,
+)
 from services.iam.settings import IamSettings
 
 
@@ -50,12 +57,14 @@ async def verify(
     await step_up(user, settings, current_password)
     if not user.totp_secret_enc:
         raise FailedPrecondition("enrol first: POST /v1/auth/2fa/enroll", code="mfa_not_enrolled")
-    secret = totp.decrypt_secret(user.totp_secret_enc, settings.auth_secret_key)
-    step = totp.matching_step(secret, code, user.totp_last_step)
+    secret = read_totp_secret(user, settings)
+    step = totp.matching_step(secret.plain, code, user.totp_last_step)
     if step is None:
         raise Unauthenticated("the TOTP code is invalid or was already used", code="mfa_required")
     await uow.session.execute(
-        update(users).where(users.c.id == user.id).values(totp_enabled=True, totp_last_step=step)
+        update(users)
+        .where(users.c.id == user.id)
+        .values(totp_enabled=True, totp_last_step=step, **resealed(secret, settings))
     )
     revoked = await revoke_user_sessions(uow, user.id, reason="mfa_enabled", keep_session=session_id)
     await audit.record(uow, "iam.mfa.enable", resource_type="user", resource_id=str(user.id))

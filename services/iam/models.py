@@ -63,6 +63,9 @@ users = Table(
     Column("active", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # When the temporary password (must_change_password) stops working: AUTH_TEMP_PASSWORD_TTL_MINUTES
+    # after an admin set it. NULL for a password the user chose.
+    Column("password_expires_at", DateTime(timezone=True), nullable=True),
     CheckConstraint(f"role IN ({', '.join(repr(str(role)) for role in ROLES)})", name="role_known"),
     Index("uq_users_email_lower", text("lower(email)"), unique=True),
     Index("ix_users_org_id", "org_id"),
@@ -113,6 +116,44 @@ break_glass_sessions = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
+# Portal links (issue 9, hole 8): a magic link is used once, to open a portal session. Both tokens
+# are stored as SHA-256 hashes only. `subject` is the client's email or the worker's id.
+portal_links = Table(
+    "portal_links",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("subject", String(320), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_reason", String(100), nullable=True),
+    CheckConstraint("kind IN ('client', 'worker')", name="kind_known"),
+    Index("ix_portal_links_org_subject", "org_id", "kind", "subject"),
+)
+
+portal_sessions = Table(
+    "portal_sessions",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("subject", String(320), nullable=False),
+    Column(
+        "link_id", UUID(as_uuid=True), ForeignKey("iam.portal_links.id", ondelete="SET NULL"), nullable=True
+    ),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_reason", String(100), nullable=True),
+    CheckConstraint("kind IN ('client', 'worker')", name="kind_known"),
+    Index("ix_portal_sessions_org_subject", "org_id", "kind", "subject"),
+)
+
 admin_audit_logs = Table(
     "admin_audit_logs",
     metadata,
@@ -134,7 +175,47 @@ admin_audit_logs = Table(
     Index("ix_admin_audit_logs_org_created", "org_id", "created_at"),
 )
 
-TENANT_TABLES = ("users", "sessions", "refresh_tokens", "break_glass_sessions", "admin_audit_logs")
+# A temporary password waiting for notify to email it (EMAIL_TEMP_PASSWORDS), encrypted with a key
+# derived from AUTH_SECRET_KEY, which the database does not hold (temp_passwords.py). Deleted when
+# notify claims it, when the user changes or is given another password, and once it expires.
+temp_password_handoffs = Table(
+    "temp_password_handoffs",
+    metadata,
+    Column("user_id", UUID(as_uuid=True), ForeignKey("iam.users.id", ondelete="CASCADE"), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("password_enc", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_temp_password_handoffs_expires_at", "expires_at"),
+)
+
+# Sign-up requests waiting for their email to be confirmed (signups.py). No org exists yet, so this is
+# no tenant table; org_id is the id the org will get. Only the argon2id hash of the password is kept.
+signup_requests = Table(
+    "signup_requests",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("org_name", String(200), nullable=False),
+    Column("full_name", String(200), nullable=False, server_default=""),
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_signup_requests_expires_at", "expires_at"),
+)
+
+TENANT_TABLES = (
+    "users",
+    "sessions",
+    "refresh_tokens",
+    "break_glass_sessions",
+    "admin_audit_logs",
+    "portal_links",
+    "portal_sessions",
+    "temp_password_handoffs",
+)
 
 
 @dataclass(frozen=True)
@@ -156,6 +237,7 @@ class User:
     active: bool
     created_at: datetime
     updated_at: datetime
+    password_expires_at: datetime | None = None
 
     @classmethod
     def of(cls, row: Row[Any]) -> User:

@@ -17,20 +17,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from cryptography.fernet import InvalidToken
 from cws.iam.v1 import events_pb2
 from sqlalchemy import delete, func, insert, select, text, update
 
 from libs.common.convert import to_ts
 from libs.common.db import Database, UnitOfWork, unit_of_work
-from libs.common.errors import ResourceExhausted, Unauthenticated, invalid
+from libs.common.errors import FailedPrecondition, ResourceExhausted, Unauthenticated, invalid
+from libs.common.logs import get_logger
 from libs.common.roles import MANAGERS
 from libs.common.tokens import AccessClaims, encode_access
 from services.iam import passwords, totp
 from services.iam.events import IAM_SESSION_REVOKED
 from services.iam.models import User, refresh_tokens, sessions, users
+from services.iam.sealing import Opened
 from services.iam.settings import IamSettings
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,20 +74,55 @@ def _mfa_error() -> Unauthenticated:
     return Unauthenticated("a valid 6-digit TOTP code is required", code="mfa_required")
 
 
+def read_totp_secret(user: User, settings: IamSettings) -> Opened:
+    """The user's TOTP secret, under the current AUTH_SECRET_KEY or one it replaced. When no
+    configured key opens it (the key it was encrypted under is gone), the user cannot prove the
+    second factor until an owner turns it off: a refusal that says so, not an internal error, and a
+    log line telling the operator which setting would bring the key back."""
+    assert user.totp_secret_enc is not None
+    try:
+        return totp.open_secret(user.totp_secret_enc, settings.auth_secret_keys)
+    except InvalidToken:
+        log.error(
+            "totp_secret_unreadable",
+            org_id=str(user.org_id),
+            user_id=str(user.id),
+            hint="no configured key decrypts this TOTP secret: add the key it was encrypted under to "
+            "AUTH_SECRET_KEY_PREVIOUS, or have an owner turn the user's TOTP off (POST /v1/auth/2fa/disable)",
+        )
+        raise FailedPrecondition(
+            "your two-factor secret can no longer be read; ask an owner of your organisation to turn "
+            "off two-factor authentication for your account, then sign in and enrol again",
+            code="mfa_secret_unreadable",
+        ) from None
+
+
+def resealed(secret: Opened, settings: IamSettings) -> dict[str, str]:
+    """The column to write so a secret read under an earlier key is stored under the current one
+    (lazy re-encryption, in the caller's update); nothing when it already is."""
+    if not secret.stale:
+        return {}
+    return {"totp_secret_enc": totp.encrypt_secret(secret.plain, settings.auth_secret_key)}
+
+
 async def _check_totp(uow: UnitOfWork, user: User, code: str, settings: IamSettings) -> bool:
     """True when the user has TOTP and the code is valid and unused; raises mfa_required when a
     role that needs it (those who manage the org) gave no valid code."""
     if not user.totp_enabled or not user.totp_secret_enc:
         return False
-    secret = totp.decrypt_secret(user.totp_secret_enc, settings.auth_secret_key)
-    step = totp.matching_step(secret, code, user.totp_last_step)
-    if step is None:
-        if user.role in MANAGERS or code:
-            raise _mfa_error()
+    if not code and user.role not in MANAGERS:
+        # Optional for this role and not offered: the secret is not needed (nor is a lost key's
+        # refusal: such a user still signs in, without MFA, as before).
         return False
+    secret = read_totp_secret(user, settings)
+    step = totp.matching_step(secret.plain, code, user.totp_last_step)
+    if step is None:
+        raise _mfa_error()
     # Conditional update: of two concurrent requests with the same code, only one advances the step.
     advanced = await uow.session.execute(
-        update(users).where(users.c.id == user.id, users.c.totp_last_step < step).values(totp_last_step=step)
+        update(users)
+        .where(users.c.id == user.id, users.c.totp_last_step < step)
+        .values(totp_last_step=step, **resealed(secret, settings))
     )
     if advanced.rowcount != 1:  # type: ignore[attr-defined]
         raise _mfa_error()
@@ -123,6 +162,9 @@ async def _issue(
             session_id=str(session_id),
             mfa_verified=mfa_verified,
             expires_at=access_expires,
+            # Marked until the temporary password is changed: the gateway and every service then
+            # refuse all but the few calls a user needs to change it (libs/common/context.py).
+            password_change_required=user.must_change_password,
         ),
         settings.auth_secret_key,
     )
@@ -215,10 +257,28 @@ async def step_up(user: User, settings: IamSettings, current_password: str) -> N
     if not current_password:
         raise invalid("current_password", "is required: this change needs your current password")
     check_not_throttled(user, settings)
-    if not user.active or not await passwords.verify_password(user.password_hash, current_password):
+    if not await _password_accepted(user, current_password):
         raise LoginRefused(
             Unauthenticated("current password is wrong", code="invalid_credentials"), user.org_id, user.id
         )
+
+
+def temporary_password_expired(user: User, now: datetime | None = None) -> bool:
+    """A temporary password past AUTH_TEMP_PASSWORD_TTL_MINUTES: it works no more, and an admin
+    resets again."""
+    return (
+        user.must_change_password
+        and user.password_expires_at is not None
+        and user.password_expires_at <= (now or datetime.now(UTC))
+    )
+
+
+async def _password_accepted(user: User, password: str) -> bool:
+    """The password is right, the account active and the password not an expired temporary one. The
+    hash is checked first, whatever else is wrong, so every refusal costs the same (no timing oracle),
+    and all of them are the same refusal to the caller."""
+    matches = await passwords.verify_password(user.password_hash, password)
+    return matches and user.active and not temporary_password_expired(user)
 
 
 async def _record_failure(uow: UnitOfWork, settings: IamSettings, user_id: uuid.UUID) -> None:
@@ -257,9 +317,9 @@ async def _attempt(
         raise invalid_credentials
     await uow.set_org(found.org_id)
     user = User.of((await uow.session.execute(select(users).where(users.c.id == found.user_id))).one())
-    now = datetime.now(UTC)
     check_not_throttled(user, settings)
-    if not user.active or not await passwords.verify_password(user.password_hash, password):
+    if not await _password_accepted(user, password):
+        # Wrong, inactive or an expired temporary password: one answer, as for an unknown email.
         raise LoginRefused(invalid_credentials, user.org_id, user.id)
     try:
         mfa_verified = await _check_totp(uow, user, totp_code, settings)
@@ -278,8 +338,16 @@ async def _attempt(
             .where(users.c.id == user.id)
             .values(password_hash=await passwords.hash_password(password))
         )
+    return await open_session(uow, user, settings, mfa_verified=mfa_verified, client_ip=client_ip)
+
+
+async def open_session(
+    uow: UnitOfWork, user: User, settings: IamSettings, *, mfa_verified: bool, client_ip: str
+) -> IssuedTokens:
+    """A new session and its first tokens, for a user who has just proved who they are (a login, a
+    confirmed sign-up)."""
     session_id = uuid.uuid4()
-    expires = now + timedelta(minutes=settings.auth_session_ttl_minutes)
+    expires = datetime.now(UTC) + timedelta(minutes=settings.auth_session_ttl_minutes)
     await uow.session.execute(
         insert(sessions).values(
             id=session_id,

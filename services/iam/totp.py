@@ -1,25 +1,21 @@
 """TOTP (RFC 6238) with replay protection: a code is accepted only for a time step later than the
 last one accepted (RFC 6238 §5.2). Secrets are encrypted at rest with a key derived from
-AUTH_SECRET_KEY."""
+AUTH_SECRET_KEY, and still read under the keys it replaced (sealing.py)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 
 import pyotp
-from cryptography.fernet import Fernet
+
+from services.iam.sealing import Opened, Sealer
 
 STEP_SECONDS = 30
 # One step either side, for clock drift between phone and server.
 VALID_WINDOW = 1
-
-
-def _fernet(auth_secret: str) -> Fernet:
-    key = hashlib.sha256(b"cws-totp-v1:" + auth_secret.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
+LABEL = b"cws-totp-v1:"
 
 
 def new_secret() -> str:
@@ -27,11 +23,14 @@ def new_secret() -> str:
 
 
 def encrypt_secret(secret: str, auth_secret: str) -> str:
-    return _fernet(auth_secret).encrypt(secret.encode()).decode()
+    """Under the current AUTH_SECRET_KEY."""
+    return Sealer(LABEL, [auth_secret]).seal(secret)
 
 
-def decrypt_secret(token: str, auth_secret: str) -> str:
-    return _fernet(auth_secret).decrypt(token.encode()).decode()
+def open_secret(token: str, keys: Sequence[str]) -> Opened:
+    """Under the current key or an earlier one (`keys`, current first); raises InvalidToken when
+    none opens it."""
+    return Sealer(LABEL, keys).open(token)
 
 
 def provisioning_uri(secret: str, email: str, issuer: str) -> str:

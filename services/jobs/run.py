@@ -8,7 +8,8 @@ With --once: record a heartbeat, run each job now (under its lock, no slot claim
 `job_complete` / `job_skipped` / `job_failed` for each, and exit 0 when every job succeeded or was
 skipped, 1 if any failed. Without --once: run those jobs on their schedules, with heartbeats, until
 SIGTERM or SIGINT. Needs DATABASE_URL, IAM_GRPC_TARGET, BOOKING_GRPC_TARGET, NOTIFY_GRPC_TARGET and
-INTERNAL_CONTEXT_SECRET. An unknown job name is a usage error (exit 2) listing the known jobs.
+the jobs process's INTERNAL_SIGNING_KEY (it calls as "jobs"; beside `make dev`, load .run/keys/jobs.env).
+An unknown job name is a usage error (exit 2) listing the known jobs.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ from libs.common.settings import CommonSettings, CsvList, split_csv
 class JobsSettings(CommonSettings):
     # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
     FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("jobs_enabled",)
+    # jobs calls iam, booking and notify (its own key) and serves the gateway (its public key).
+    CALLS_SERVICES: ClassVar[bool] = True
+    SERVES_CALLS: ClassVar[bool] = True
     service_name: str = "jobs"
     jobs_grpc_port: int = 50056
     jobs_http_port: int = 8106

@@ -19,6 +19,8 @@ BOOKING_REMINDER = "booking_reminder"
 CLIENT_LOGIN = "client_login"
 USER_CREATED = "user_created"
 PASSWORD_RESET = "password_reset"
+SIGNUP_CONFIRM = "signup_confirm"
+SIGNUP_EXISTING = "signup_existing"
 DIGEST = "notifications_digest"
 
 
@@ -173,6 +175,37 @@ def password_reset(*, to: str, org_name: str, temp_password: str = "") -> Email:
         ),
         email_type=PASSWORD_RESET,
         redact_after_send=bool(temp_password),
+    )
+
+
+def signup_confirm(*, to: str, org_name: str, token: str, confirm_url: str, expires_at: datetime) -> Email:
+    return Email(
+        to=to,
+        subject=f"Confirm your new organisation {org_name}",
+        text=(
+            f"Hello,\n\nSomeone (hopefully you) asked to create the organisation {org_name} with this "
+            "address. To finish, confirm it with this token (your app does this when you open the "
+            f'link; by hand: POST {confirm_url} with {{"token": "..."}}):\n\n{token}\n\n'
+            f"{confirm_url}?token={token}\n\n"
+            f"It works once, until {expires_at:%Y-%m-%d %H:%M} UTC. If you did not ask for it, ignore "
+            "this email: nothing is created without it."
+        ),
+        email_type=SIGNUP_CONFIRM,
+        redact_after_send=True,
+    )
+
+
+def signup_existing(*, to: str, org_name: str) -> Email:
+    return Email(
+        to=to,
+        subject="You already have an account",
+        text=(
+            f"Hello,\n\nSomeone (hopefully you) asked to create the organisation {org_name} with this "
+            "address, but it already has an account, and an address can have only one. Sign in with "
+            "it instead; if you forgot its password, ask an administrator of your organisation to "
+            "reset it.\n\nIf you did not ask for this, ignore this email: nothing was changed."
+        ),
+        email_type=SIGNUP_EXISTING,
     )
 
 

@@ -36,17 +36,22 @@ IAM_ORG_CREATED = Event(
 IAM_USER_CREATED = Event(
     "cws.iam.user.created",
     iam_events.UserCreated,
-    doc="a user was added to an org (temp_password only with EMAIL_TEMP_PASSWORDS=true)",
+    doc="a user was added; with EMAIL_TEMP_PASSWORDS=true a temporary password waits for notify to claim",
 )
 IAM_USER_PASSWORD_RESET = Event(
     "cws.iam.user.password_reset",
     iam_events.UserPasswordReset,
-    doc="an admin reset a user's password (temp_password only with EMAIL_TEMP_PASSWORDS=true)",
+    doc="a user's password was reset; with EMAIL_TEMP_PASSWORDS=true the new one waits for notify to claim",
 )
 IAM_CLIENT_LOGIN_REQUESTED = Event(
     "cws.iam.client_login.requested",
     iam_events.ClientLoginRequested,
     doc="a client asked for a portal sign-in link (the event carries no token)",
+)
+IAM_SIGNUP_REQUESTED = Event(
+    "cws.iam.signup.requested",
+    iam_events.SignupRequested,
+    doc="someone asked to sign up with an email: a confirmation to send, or a note that it has an account",
 )
 BOOKING_CONFIRMED = Event(
     "cws.booking.booking.confirmed", booking_events.BookingChanged, doc="a booking was confirmed"
@@ -88,6 +93,12 @@ def consumers(settings: NotifySettings, peers: Peers) -> list[Consumer[Any]]:
             IAM_USER_PASSWORD_RESET,
             handlers.password_reset,
             doc="the reset notification (dedupe by event id)",
+        ),
+        Consumer(
+            "notify-signup-requested",
+            IAM_SIGNUP_REQUESTED,
+            handlers.signup_requested,
+            doc="the sign-up confirmation (token from IAM's IssueSignupToken) or an account-exists note",
         ),
         Consumer(
             "notify-lead-created",

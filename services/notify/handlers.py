@@ -10,11 +10,17 @@ raises (IAM away, say) rolls all of it back, and the event is delivered again la
 - booking confirmed → a confirmation email to the client (none without a client email).
 - client login requested → a portal token minted by IAM and the magic link by email.
 - user created / password reset → a notification to the user. The temporary password is in it only
-  when both IAM and notify run with EMAIL_TEMP_PASSWORDS=true (IAM puts it in the event only then);
-  such emails are redacted after delivery. An OWNER created without a password in the event gets no
-  email: that is the org's founder, who chose their own password at sign-up, or an owner created by
-  another owner, who hands the password over in person; telling either that "an administrator will
-  give you a password" would be wrong or idle.
+  when both IAM and notify run with EMAIL_TEMP_PASSWORDS=true. The event never carries it: it says
+  one is waiting, and the handler claims it from IAM (ClaimTemporaryPassword, which deletes IAM's
+  copy), claiming it even when this notify does not email passwords, so that nothing waits in IAM
+  for nobody. Such emails are redacted after delivery. The claim is once: should this handler's own
+  transaction fail after it, the redelivered event finds nothing and the email goes without the
+  password (the admin saw it once in the API answer, as seed 002 says, and can reset again). An
+  OWNER with no password to send gets no email: that is the org's founder, who chose their own
+  password at sign-up, or an owner created by another owner, who hands the password over in person;
+  telling either that "an administrator will give you a password" would be wrong or idle.
+- sign-up requested → to the address: the confirmation token (minted by IAM on request,
+  IssueSignupToken), or, when the address has an account already, a note saying so.
 - lead created → an export row (EXPORT_MODE webhook or sheets; nothing when off).
 """
 
@@ -24,6 +30,7 @@ import uuid
 from datetime import UTC
 from urllib.parse import urlencode, urlparse
 
+import grpc
 from cws.booking.v1 import events_pb2 as booking_events
 from cws.iam.v1 import events_pb2 as iam_events
 from cws.iam.v1 import iam_pb2
@@ -40,6 +47,8 @@ from services.notify.settings import NotifySettings
 
 # The magic link's path and query parameter at the gateway (gateway/routes/portal.py).
 CLIENT_CALLBACK_PATH = "/client/login/callback"
+# Where a sign-up's token is confirmed (gateway/routes/auth.py), at the same public address.
+SIGNUP_CONFIRM_PATH = "/v1/auth/signup/confirm"
 
 
 async def _in_org(uow: UnitOfWork, org_id: str) -> None:
@@ -88,12 +97,25 @@ class Handlers:
         email = emails.client_login(to=event.email, link=link, org_name=org.name)
         await emails.enqueue_email(uow, email, f"email:client_login:event:{meta.id}", from_name=org.name)
 
+    async def _claim_temp_password(self, event: iam_events.UserCreated | iam_events.UserPasswordReset) -> str:
+        """The password IAM holds for this event, claimed (IAM deletes it) whether or not this notify
+        emails passwords; "" unless it does and one was still waiting."""
+        if not event.temp_password_waiting:
+            return ""
+        with acting_as(service_context("notify", event.org_id)):
+            claimed = await self.peers.iam.stub.ClaimTemporaryPassword(
+                iam_pb2.ClaimTemporaryPasswordRequest(user_id=event.user_id)
+            )
+        return claimed.temp_password if claimed.found and self.settings.email_temp_passwords else ""
+
     async def user_created(self, uow: UnitOfWork, event: iam_events.UserCreated, meta: EventMeta) -> None:
-        temp_password = event.temp_password if self.settings.email_temp_passwords else ""
-        if not event.email or (event.role == Role.OWNER and not temp_password):
+        if not event.email or (event.role == Role.OWNER and not event.temp_password_waiting):
             return
         await _in_org(uow, event.org_id)
         org = await orgs.profile(uow, self.peers)
+        temp_password = await self._claim_temp_password(event)
+        if event.role == Role.OWNER and not temp_password:
+            return
         email = emails.user_created(
             to=event.email, role=event.role, org_name=org.name, temp_password=temp_password
         )
@@ -104,11 +126,41 @@ class Handlers:
     ) -> None:
         if not event.email:
             return
-        temp_password = event.temp_password if self.settings.email_temp_passwords else ""
         await _in_org(uow, event.org_id)
         org = await orgs.profile(uow, self.peers)
+        temp_password = await self._claim_temp_password(event)
         email = emails.password_reset(to=event.email, org_name=org.name, temp_password=temp_password)
         await emails.enqueue_email(uow, email, f"email:password_reset:event:{meta.id}", from_name=org.name)
+
+    async def signup_requested(
+        self, uow: UnitOfWork, event: iam_events.SignupRequested, meta: EventMeta
+    ) -> None:
+        """Mail for a sign-up: its org does not exist yet (the row is kept under the org it would
+        create), so the sender is the installation's EMAIL_FROM_NAME, not an org's name."""
+        if not event.email:
+            return
+        await _in_org(uow, event.org_id)
+        if not event.signup_id:
+            email = emails.signup_existing(to=event.email, org_name=event.org_name)
+        else:
+            try:
+                with acting_as(service_context("notify", event.org_id)):
+                    issued = await self.peers.iam.stub.IssueSignupToken(
+                        iam_pb2.IssueSignupTokenRequest(signup_id=event.signup_id)
+                    )
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:  # confirmed already, or expired
+                    return
+                raise
+            base = self.settings.client_portal_base_url.rstrip("/")
+            email = emails.signup_confirm(
+                to=event.email,
+                org_name=event.org_name,
+                token=issued.token,
+                confirm_url=f"{base}{SIGNUP_CONFIRM_PATH}",
+                expires_at=issued.expires_at.ToDatetime(tzinfo=UTC),
+            )
+        await emails.enqueue_email(uow, email, f"email:signup:event:{meta.id}")
 
     async def lead_created(self, uow: UnitOfWork, event: booking_events.LeadCreated, meta: EventMeta) -> None:
         if self.settings.export_mode == "off":

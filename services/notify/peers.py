@@ -32,20 +32,20 @@ class Peers:
 
 
 def open_peers(settings: NotifySettings) -> Peers:
-    secret, deadline = settings.internal_context_secret, settings.grpc_deadline_seconds
+    signer, deadline = settings.call_signer, settings.grpc_deadline_seconds
     return Peers(
         iam=open_peer(
             "iam",
             settings.iam_grpc_target,
             iam_pb2_grpc.IamServiceStub,
-            secret=secret,
+            signer=signer,
             deadline_seconds=deadline,
         ),
         booking=open_peer(
             "booking",
             settings.booking_grpc_target,
             booking_pb2_grpc.BookingServiceStub,
-            secret=secret,
+            signer=signer,
             deadline_seconds=deadline,
         ),
     )

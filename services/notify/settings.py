@@ -11,6 +11,9 @@ from libs.common.settings import CommonSettings, CsvList, split_csv
 class NotifySettings(CommonSettings):
     # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
     FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("export_mode",)
+    # notify calls iam and booking (its own key) and serves the gateway and jobs (their public keys).
+    CALLS_SERVICES: ClassVar[bool] = True
+    SERVES_CALLS: ClassVar[bool] = True
     service_name: str = "notify"
     notify_grpc_port: int = 50055
     notify_http_port: int = 8105

@@ -61,6 +61,7 @@ class Stack:
             "DATABASE_URL": self.app_url,
             "MIGRATIONS_DATABASE_URL": self.admin_url,
             "NATS_URL": self.nats.url,
+            **self.nats.password_env(),  # service_proc and gateway_proc give each process its own
             "REDIS_URL": "",
             "LOG_LEVEL": "INFO",
             # The tests poll readiness every 0.5 s to notice faults fast; the default is enough here.
@@ -133,6 +134,7 @@ def start_infrastructure(exits: contextlib.ExitStack) -> Stack:
 
     nats = NatsServer(work_dir / "nats" / "js").start()
     exits.callback(nats.stop)
+    nats.provision_streams()
     return Stack(
         server_admin_url=server_url,
         db_name=name,

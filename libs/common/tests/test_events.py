@@ -3,6 +3,8 @@
 Each test gets its own schema (built from `service_metadata`, like a service's migration would) named
 after a made-up service `evtest_<hex>`, so its events are `cws.evtest_<hex>.<aggregate>.<event>` and
 live in that service's own stream: nothing here touches another test's events.
+The made-up services have no NATS user of their own (deploy/nats/nats.conf knows only the real ones),
+so the machinery is driven as `admin`; tests/test_nats_permissions.py covers what each real user may do.
 
 Nothing here sleeps to hope: a test waits (`eventually`) for what it expects, and where it claims
 something did NOT happen, it first waits for a later event that proves the system got past the point
@@ -39,6 +41,7 @@ from libs.common.errors import FailedPrecondition
 from libs.common.event_types import Broadcast, Consumer, Event, EventMeta
 from libs.common.events import DurableConsumer, OutboxRelay, replay_dead_letter, run_broadcast
 from libs.common.settings import sqlalchemy_url
+from tools.devstack import free_port
 from tools.testkit import eventually, grpc_serving, ready
 
 APP_ROLE = "cws_app"
@@ -173,7 +176,7 @@ async def env(stack: Any) -> AsyncIterator[EventEnv]:
 
     await asyncio.to_thread(create_schema)
     db = Database(stack.app_url, schema=service, tables=tables, pool_size=4)
-    bus = EventBus(stack.nats.url, name=f"test-{service}")
+    bus = EventBus(stack.nats.url, name=f"test-{service}", **stack.nats.login("admin"))
     await asyncio.wait_for(bus.connect(), 10)
 
     async def stream_made() -> bool:  # JetStream answers a moment after the port opens
@@ -578,6 +581,42 @@ async def test_failing_event_is_parked_after_max_deliver_and_can_be_replayed(env
     assert len(await env.outbox()) == 1
 
 
+async def test_a_consumer_waits_out_its_database_being_away_without_spending_deliveries(
+    env: EventEnv,
+) -> None:
+    """While the handler's database is away (a restart longer than the redelivery backoff) the event
+    is tried again in place, kept in progress, and handled once the database is back: never parked
+    (each failure used to be a counted redelivery, so the event was parked after max_deliver, or
+    dropped when the park failed too)."""
+    org = uuid.uuid4()
+    away = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"  # nothing listens there
+    attempts: list[str] = []
+    handled: list[str] = []
+
+    async def handler(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
+        attempts.append(meta.id)
+        if len(attempts) <= 4:
+            # The database is away: libpq's own error, as every query raises it during an outage.
+            await psycopg.AsyncConnection.connect(away, connect_timeout=2)
+        handled.append(message.value)
+        uow.add_event(env.event("effects.recorded"), StringValue(value=message.value))
+
+    env.consume("leads-projector", "leads.created", handler, max_deliver=2, ack_wait_seconds=1)
+    event_id = str(uuid.uuid4())
+    await env.publish("leads.created", event_id, org, "lead-1")
+
+    async def handled_or_parked() -> bool:
+        return bool(handled) or await env.dead_letters() > 0
+
+    await eventually(handled_or_parked, timeout=15, message="the event handled or parked")
+    assert await env.dead_letters() == 0
+    assert handled == ["lead-1"] and attempts == [event_id] * 5
+    await eventually(lambda: env.consumer_done("leads-projector", 1), message="the event acknowledged")
+    info = await env.bus.js.consumer_info(env.stream, "leads-projector")
+    assert info.num_redelivered == 0, "kept in progress: its ack wait never ran out"
+    assert [(r[1], r[3]) for r in await env.outbox()] == [(env.subject("effects.recorded"), org)]
+
+
 async def test_replaying_a_dead_letter_whose_consumer_is_gone_is_a_failed_precondition(env: EventEnv) -> None:
     org = uuid.uuid4()
 
@@ -690,7 +729,7 @@ async def test_a_broadcast_reaches_every_replica_and_outlives_a_failing_handler(
     """Two replicas of a service, each with its own connection: a durable consumer would hand each
     event to one of them; a broadcast hands every event to both, so each can empty its own cache."""
     org = uuid.uuid4()
-    second_bus = EventBus(stack.nats.url, name=f"test-{env.service}-replica-2")
+    second_bus = EventBus(stack.nats.url, name=f"test-{env.service}-replica-2", **stack.nats.login("admin"))
     await asyncio.wait_for(second_bus.connect(), 10)
     heard: dict[str, list[tuple[str, str, str]]] = {"replica-1": [], "replica-2": []}
 
@@ -745,7 +784,7 @@ async def test_closing_the_bus_after_stopping_consumers_is_prompt(env: EventEnv,
     assert env.bus.nc is not None
     watch = await env.bus.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{env.stream}.closing", cb=on_pull)
 
-    bus = EventBus(stack.nats.url, name=f"test-{env.service}-closing")
+    bus = EventBus(stack.nats.url, name=f"test-{env.service}-closing", **stack.nats.login("admin"))
     await asyncio.wait_for(bus.connect(), 10)
     spec = Consumer("closing", env.event("closing.event"), handler)
     tasks = [

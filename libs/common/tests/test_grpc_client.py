@@ -1,6 +1,7 @@
 """Typed calls through `open_peer` against a real grpc.aio server in this process: the signing
-interceptor sends the context of `acting_as`/`set_outgoing`, signed, with the default deadline, and
-refuses a call that does not say who it acts as before anything reaches the wire."""
+interceptor sends the context of `acting_as`/`set_outgoing`, signed with the process's own key for the
+method and request, with the default deadline, and refuses a call that does not say who it acts as (or
+has no key to sign with) before anything reaches the wire."""
 
 from __future__ import annotations
 
@@ -15,10 +16,19 @@ import pytest
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from libs.common.context import RequestContext, service_context, verify_metadata
+from libs.common.call_signing import CallVerifier, body_digest
+from libs.common.context import RequestContext, service_context
 from libs.common.errors import Unauthenticated
-from libs.common.grpc_client import MissingCallContext, Peer, acting_as, open_peer, set_outgoing
-from tools.testkit import JWT, SECRET
+from libs.common.grpc_client import (
+    MissingCallContext,
+    MissingSigningKey,
+    Peer,
+    acting_as,
+    open_peer,
+    set_outgoing,
+)
+from libs.common.internal_keys import CallSigner
+from tools.testkit import GATEWAY, JWT
 
 if TYPE_CHECKING:  # the async stub is a type only (mypy-protobuf); at run time it is OpsServiceStub
     from cws.common.v1.ops_pb2_grpc import OpsServiceAsyncStub
@@ -68,7 +78,7 @@ async def server() -> AsyncIterator[Server]:
 @pytest.fixture
 async def peer(server: Server) -> AsyncIterator[Peer[OpsServiceAsyncStub]]:
     opened: Peer[OpsServiceAsyncStub] = open_peer(
-        "recorder", server.target, ops_pb2_grpc.OpsServiceStub, secret=SECRET, deadline_seconds=7
+        "recorder", server.target, ops_pb2_grpc.OpsServiceStub, signer=GATEWAY, deadline_seconds=7
     )
     try:
         yield opened
@@ -87,8 +97,14 @@ def staff(org_id: str) -> RequestContext:
     )
 
 
-def received(seen: Seen, secret: str = SECRET) -> RequestContext:
-    return verify_metadata(seen.metadata, secret, max_age_seconds=60)
+READINESS = "/cws.common.v1.OpsService/GetReadiness"
+EMPTY_BODY = body_digest(ops_pb2.GetReadinessRequest().SerializeToString())
+
+
+def received(seen: Seen, signer: CallSigner = GATEWAY) -> RequestContext:
+    """The context as a service trusting `signer` verifies it (each verifier has its own nonce memory)."""
+    verifier = CallVerifier({signer.name: (signer.key.public_key(),)}, max_age_seconds=60)
+    return verifier.verify(seen.metadata, READINESS, EMPTY_BODY)
 
 
 async def test_a_call_carries_the_signed_context_it_acts_as_and_the_default_deadline(
@@ -111,23 +127,48 @@ async def test_a_call_carries_the_signed_context_it_acts_as_and_the_default_dead
         ctx.session_id,
     )
     assert got.issued_at_unix_ms > 0, "stamped when signed, so a replayed context goes stale"
+    assert len(got.nonce) == 16, "a fresh nonce per call, so a replay within the window is refused"
     # The peer's default deadline (7 s) reached the server.
     assert seen.time_remaining is not None and 6 < seen.time_remaining <= 7.05
-    # Signed with the shared secret: any other secret refuses it.
+    # Signed as the gateway with its key: another key of the same name is refused.
     with pytest.raises(Unauthenticated) as forged:
-        received(seen, secret="another-secret-0123456789abcdef0123456789")
+        received(seen, signer=CallSigner.new("gateway"))
     assert forged.value.code == "context_forged"
+    # Signed for this method and this (empty) body only.
+    verifier = CallVerifier({"gateway": (GATEWAY.key.public_key(),)}, max_age_seconds=60)
+    with pytest.raises(Unauthenticated) as moved:
+        verifier.verify(seen.metadata, "/cws.common.v1.OpsService/PruneEventTables", EMPTY_BODY)
+    assert moved.value.code == "wrong_method"
+    with pytest.raises(Unauthenticated) as changed:
+        verifier.verify(seen.metadata, READINESS, body_digest(b"\x08\x01"))
+    assert changed.value.code == "body_mismatch"
 
 
 async def test_a_callers_own_timeout_and_metadata_are_kept(
     server: Server, peer: Peer[OpsServiceAsyncStub]
 ) -> None:
-    with acting_as(service_context("notify", str(uuid.uuid4()))):
+    ctx = staff(str(uuid.uuid4()))
+    with acting_as(ctx):
         await peer.stub.GetReadiness(ops_pb2.GetReadinessRequest(), timeout=2, metadata=(("x-trace", "t-1"),))
     [seen] = server.recorder.calls
     assert seen.time_remaining is not None and seen.time_remaining <= 2.05
     assert ("x-trace", "t-1") in seen.metadata
-    assert received(seen).principal_id == "service:notify"
+    assert received(seen).principal_id == ctx.principal_id
+
+
+async def test_a_process_without_a_signing_key_cannot_call(server: Server) -> None:
+    unsigned: Peer[OpsServiceAsyncStub] = open_peer(
+        "recorder", server.target, ops_pb2_grpc.OpsServiceStub, signer=None, deadline_seconds=7
+    )
+    try:
+        with (
+            acting_as(service_context("jobs")),
+            pytest.raises(MissingSigningKey, match="INTERNAL_SIGNING_KEY"),
+        ):
+            await unsigned.stub.GetReadiness(ops_pb2.GetReadinessRequest())
+    finally:
+        await unsigned.close()
+    assert server.recorder.calls == [], "nothing reached the server"
 
 
 async def test_a_call_outside_acting_as_raises_before_anything_is_sent(

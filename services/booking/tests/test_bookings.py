@@ -259,7 +259,7 @@ async def test_cleanup_removes_only_stale_pending_bookings(gateway, http, make_o
 async def test_booking_events_are_published_with_cloudevents_headers(gateway, http, make_org, stack):
     org = await make_org()
     owner = await testkit.owner(http, gateway.url, org)
-    nc = await nats.connect(stack.nats.url)
+    nc = await stack.nats.connect_as("admin")  # an observer of the whole stream: the operator's user
     try:
         js = nc.jetstream()
         seen: list = []

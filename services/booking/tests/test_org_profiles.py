@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
-import nats
 import pytest
 from cws.booking.v1 import booking_pb2, booking_pb2_grpc
 from cws.iam.v1 import events_pb2 as iam_events
@@ -24,7 +22,7 @@ from services.booking.events import IAM_ORG_CREATED
 from services.booking.models import SCHEMA, event_tables
 from services.booking.tests.helpers import applied_profile
 from tools.processes import ServiceProc, service_proc
-from tools.testkit import eventually, signed
+from tools.testkit import eventually, signed, signing_channel
 
 
 def org_created(org_id: uuid.UUID | str, time_zone: str, name: str = "Paris Clean") -> iam_events.OrgCreated:
@@ -117,8 +115,8 @@ def replicas(stack: Any, iam: ServiceProc) -> Iterator[list[ServiceProc]]:
 
 
 async def announce(stack: Any, message: iam_events.OrgCreated) -> None:
-    """cws.iam.org.created as IAM's outbox relay publishes it: same stream, same headers."""
-    nc = await nats.connect(stack.nats.url)
+    """cws.iam.org.created as IAM's outbox relay publishes it: same stream, same headers, same user."""
+    nc = await stack.nats.connect_as("iam")
     try:
         event_id = str(uuid.uuid4())
         headers = event_headers(
@@ -142,7 +140,7 @@ async def test_every_replica_serves_a_changed_time_zone_long_before_its_cache_ex
     key, time_zone, _ = await applied_profile(stack, org.org_id)
     assert time_zone == "UTC"
     public = request_context.RequestContext(request_id=f"test-{uuid.uuid4().hex[:12]}")
-    channels = [grpc.aio.insecure_channel(proc.target) for proc in replicas]
+    channels = [signing_channel(proc.target) for proc in replicas]
     try:
         stubs = [booking_pb2_grpc.BookingServiceStub(channel) for channel in channels]
 

@@ -1,65 +1,35 @@
 """Client and worker portals at the gateway, against the real processes.
 
 Following a magic link needs the token, which normally only reaches the client by email; these tests
-run a second IAM process with CLIENT_MAGIC_LINK_IN_RESPONSE=true (and a gateway in front of it), and
-check with the suite's ordinary IAM that the link is absent by default."""
+use a second IAM process with CLIENT_MAGIC_LINK_IN_RESPONSE=true (the `magic` fixtures, conftest.py),
+and check with the suite's ordinary IAM that the link is absent by default. How a link becomes a
+session (once, by a POST) is tested in test_portal_sessions.py."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from http.cookies import SimpleCookie
-from typing import Any
 
 import jwt
 import nats
 import psycopg
-import pytest
 from cws.iam.v1 import events_pb2
 
 from services.booking.tests.helpers import applied_profile, create_booking, slot
+from services.booking.tests.portal import (
+    add_worker,
+    assign,
+    client_session,
+    confirm,
+    follow,
+    magic_link,
+    set_cookie,
+    token_of,
+    worker_session,
+)
 from tools import testkit
-from tools.processes import DEV_SECRETS, GatewayProc, gateway_proc, service_proc
+from tools.processes import DEV_SECRETS
 from tools.testkit import assert_clean, assert_problem, bearer, eventually
-
-
-@pytest.fixture(scope="module")
-def magic_gateway(gateways: Any, stack: Any) -> Iterator[GatewayProc]:
-    logs = stack.work_dir / "logs-portal"
-    iam = service_proc("iam", {**stack.env(), "CLIENT_MAGIC_LINK_IN_RESPONSE": "true"}, logs).start()
-    gateway = gateway_proc(
-        {**gateways.base_env(), "IAM_GRPC_TARGET": iam.target}, logs, label="gateway-portal"
-    )
-    gateway.start()  # in parallel with IAM: the gateway needs no backend to come up
-    try:
-        iam.wait_ready()
-        yield gateway.wait_ready()
-    finally:
-        gateway.stop()
-        iam.stop()
-
-
-async def magic_link(http: Any, url: str, email: str, headers: dict[str, str]) -> str:
-    response = await http.post(f"{url}/client/login/request", json={"email": email}, headers=headers)
-    assert response.status_code == 202, response.text
-    link = response.json()["magic_link"]
-    assert link.startswith("/client/login/callback?token=")
-    return str(link)
-
-
-async def client_token(http: Any, url: str, org_id: str, email: str) -> str:
-    link = await magic_link(http, url, email, {"X-Test-Org": org_id})
-    callback = await http.get(url + link)
-    assert callback.status_code == 200, callback.text
-    http.cookies.clear()  # callers choose how to present it
-    return str(set_cookie(callback, "client_session").value)
-
-
-def set_cookie(response: Any, name: str) -> Any:
-    jar: SimpleCookie = SimpleCookie()
-    jar.load(response.headers["set-cookie"])
-    return jar[name]
 
 
 def expired_token(kind: str, secret: str, org_id: str, subject: str, email: str = "") -> str:
@@ -81,7 +51,7 @@ async def test_login_request_is_always_202_and_records_an_event_without_a_token(
 ):
     org = await make_org()
     headers = {"X-Test-Org": org.org_id}
-    nc = await nats.connect(stack.nats.url)
+    nc = await stack.nats.connect_as("admin")  # an observer of the whole stream: the operator's user
     try:
         sub = await nc.jetstream().subscribe(
             "cws.iam.client_login.>", ordered_consumer=True, deliver_policy=nats.js.api.DeliverPolicy.NEW
@@ -137,17 +107,26 @@ async def test_magic_link_flow_with_cookie_and_with_bearer(magic_gateway, http, 
     theirs = await create_booking(http, url, owner, client_email="robin@example.com")
 
     link = await magic_link(http, url, " CASEY@example.com ", {"X-Test-Org": org.org_id})
-    callback = await http.get(url + link)
-    assert callback.status_code == 200, callback.text
-    assert callback.json() == {"ok": True, "org_id": org.org_id, "email": "casey@example.com"}
-    assert callback.headers["cache-control"] == "no-store"
-    cookie = set_cookie(callback, "client_session")
+    page = await http.get(url + link)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), page.text
+    assert "casey@example.com" in page.text and "set-cookie" not in page.headers
+    signed_in = await http.post(f"{url}/client/login/confirm", data={"token": token_of(link)})
+    assert signed_in.status_code == 200, signed_in.text
+    body = signed_in.json()
+    assert {k: body[k] for k in ("ok", "org_id", "email")} == {
+        "ok": True,
+        "org_id": org.org_id,
+        "email": "casey@example.com",
+    }
+    assert "session_token" not in body  # a browser's form post: the session stays in the HttpOnly cookie
+    assert signed_in.headers["cache-control"] == "no-store"
+    cookie = set_cookie(signed_in, "client_session")
     assert cookie["httponly"] and cookie["samesite"].lower() == "lax" and cookie["path"] == "/"
     assert not cookie["secure"]  # APP_ENV=test; Secure everywhere else
-    assert 24 * 3600 - 60 <= int(cookie["max-age"]) <= 24 * 3600  # the token's remaining TTL
+    assert 24 * 3600 - 60 <= int(cookie["max-age"]) <= 24 * 3600  # CLIENT_PORTAL_SESSION_TTL_MINUTES
     token = cookie.value
 
-    # First as a browser would: the client's own cookie jar sends what the callback set.
+    # First as a browser would: the client's own cookie jar sends what the confirm set.
     # Then with an explicit cookie header, and as a bearer token, with the jar emptied.
     for credentials in ({}, {"Cookie": f"client_session={token}"}, bearer(token)):
         listed = await http.get(f"{url}/v1/client/portal/bookings", headers=credentials)
@@ -192,11 +171,10 @@ async def test_org_key_selects_the_org_of_the_magic_link(magic_gateway, http, ma
             f"{url}/client/login/request", json={"email": "keyed@example.com", **body}, headers=headers
         )
         assert response.status_code == 202, response.text
-        callback = await http.get(url + response.json()["magic_link"])
-        http.cookies.clear()
-        assert callback.json()["org_id"] == org.org_id
+        signed_in = await follow(http, url, "client", response.json()["magic_link"])
+        assert signed_in.json()["org_id"] == org.org_id
         listed = await http.get(
-            f"{url}/v1/client/portal/bookings", headers=bearer(set_cookie(callback, "client_session").value)
+            f"{url}/v1/client/portal/bookings", headers=bearer(set_cookie(signed_in, "client_session").value)
         )
         assert [b["id"] for b in listed.json()["bookings"]] == [booking["id"]]
 
@@ -207,7 +185,7 @@ async def test_another_orgs_booking_is_404_even_with_a_valid_token(magic_gateway
     owner_b = await testkit.owner(http, url, org_b)
     # Same client email in both orgs: the token of org A still never reaches org B's booking.
     in_b = await create_booking(http, url, owner_b, client_email="shared@example.com")
-    token_a = await client_token(http, url, org_a.org_id, "shared@example.com")
+    token_a = await client_session(http, url, org_a.org_id, "shared@example.com")
     assert_problem(
         await http.get(f"{url}/v1/client/portal/bookings/{in_b['id']}", headers=bearer(token_a)), 404
     )
@@ -225,7 +203,7 @@ async def test_tampered_expired_and_foreign_tokens_are_401(magic_gateway, http, 
     url = magic_gateway.url
     org = await make_org()
     owner = await testkit.owner(http, url, org)
-    good = await client_token(http, url, org.org_id, "casey@example.com")
+    good = await client_session(http, url, org.org_id, "casey@example.com")
     secret = DEV_SECRETS["CLIENT_PORTAL_SECRET"]
     bad_tokens = {
         "tampered": tampered(good),
@@ -251,6 +229,7 @@ async def test_tampered_expired_and_foreign_tokens_are_401(magic_gateway, http, 
             body = assert_problem(await http.get(portal, headers=credentials), 401)
             assert body["status"] == 401, label
         assert_problem(await http.get(f"{url}/client/login/callback", params={"token": token}), 401)
+        assert_problem(await confirm(http, url, "client", token), 401)
     assert_problem(await http.get(portal), 401, "unauthenticated")
     assert_problem(await http.get(f"{url}/client/login/callback"), 422)
     # A token issued for a bare client id (no email) must not open an unscoped view of the org.
@@ -260,42 +239,12 @@ async def test_tampered_expired_and_foreign_tokens_are_401(magic_gateway, http, 
         algorithm="HS256",
     )
     assert_problem(await http.get(portal, headers=bearer(no_email)), 401)
+    assert_problem(await http.get(f"{url}/client/login/callback", params={"token": no_email}), 401)
+    assert_problem(await confirm(http, url, "client", no_email), 401)
     assert (await http.get(portal, headers=bearer(good))).status_code == 200
 
 
 # --- worker portal -----------------------------------------------------------------------------
-
-
-def add_worker(stack: Any, org_id: str, name: str) -> str:
-    worker_id = str(uuid.uuid4())
-    with psycopg.connect(stack.admin_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO booking.workers (id, org_id, name) VALUES (%s, %s, %s)", (worker_id, org_id, name)
-        )
-    return worker_id
-
-
-def assign(stack: Any, org_id: str, booking: dict[str, Any], worker_id: str) -> None:
-    with psycopg.connect(stack.admin_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO booking.schedule_blocks (id, org_id, kind, booking_id, worker_id, period) "
-            "VALUES (gen_random_uuid(), %s, 'booking', %s, %s, tstzrange(%s::timestamptz, %s::timestamptz, '[)'))",
-            (org_id, booking["id"], worker_id, booking["starts_at"], booking["ends_at"]),
-        )
-
-
-async def worker_session(http: Any, url: str, staff: dict[str, str], worker_id: str) -> str:
-    issued = await http.post(f"{url}/v1/admin/workers/{worker_id}/portal-link", headers=staff)
-    assert issued.status_code == 200, issued.text
-    body = issued.json()
-    assert body["link"] == f"/worker/login/callback?token={body['token']}" and body["expires_at"]
-    callback = await http.get(url + body["link"])
-    http.cookies.clear()
-    assert callback.status_code == 200, callback.text
-    assert callback.json()["worker_id"] == worker_id
-    cookie = set_cookie(callback, "worker_session")
-    assert cookie["httponly"] and cookie["samesite"].lower() == "lax" and int(cookie["max-age"]) > 3600
-    return str(cookie.value)
 
 
 async def test_worker_sees_starts_and_completes_only_their_jobs(gateway, http, make_org, stack):
@@ -393,6 +342,7 @@ async def test_worker_links_need_dispatch_roles_and_valid_tokens(gateway, http, 
             await http.get(f"{url}/v1/worker/portal/jobs", headers={"Cookie": f"worker_session={bad}"}), 401
         )
         assert_problem(await http.get(f"{url}/worker/login/callback", params={"token": bad}), 401)
+        assert_problem(await confirm(http, url, "worker", bad), 401)
     assert_problem(await http.get(f"{url}/v1/worker/portal/jobs"), 401)
     # A client session is no worker session, and the other way round.
     assert_problem(await http.get(f"{url}/v1/client/portal/bookings", headers=bearer(token)), 401)

@@ -17,14 +17,14 @@ from cws.booking.v1 import booking_pb2, booking_pb2_grpc
 
 from libs.common import context as request_context
 from libs.common.convert import to_ts
-from tools.testkit import SECRET, as_role, rpc_error
+from tools.testkit import as_role, rpc_error, signed, signing_channel
 
 Code = grpc.StatusCode
 
 
 @pytest.fixture
 async def stub(booking: Any) -> AsyncIterator[booking_pb2_grpc.BookingServiceStub]:
-    async with grpc.aio.insecure_channel(booking.target) as channel:
+    async with signing_channel(booking.target) as channel:
         yield booking_pb2_grpc.BookingServiceStub(channel)
 
 
@@ -57,9 +57,7 @@ async def test_the_service_checks_roles_itself(stub, make_org):
         ):
             assert (await rpc_error(call, Code.PERMISSION_DENIED)).reason == "forbidden_role"
     # A portal or anonymous caller has no staff role at all.
-    anonymous = request_context.signed_metadata(
-        request_context.RequestContext(org_id=org_id, request_id="anon"), SECRET
-    )
+    anonymous = signed(request_context.RequestContext(org_id=org_id, request_id="anon"))
     await rpc_error(stub.ListTeams(booking_pb2.ListTeamsRequest(), metadata=anonymous), Code.UNAUTHENTICATED)
 
     # Missing window parts are named.

@@ -19,7 +19,7 @@ from services.booking import leads
 from services.booking.models import SCHEMA, event_tables
 from services.booking.tests.helpers import create_booking, slot
 from tools import testkit
-from tools.testkit import as_role, as_service
+from tools.testkit import as_role, as_service, signing_channel
 
 
 def ts(value: datetime) -> Timestamp:
@@ -30,7 +30,7 @@ def ts(value: datetime) -> Timestamp:
 
 @pytest.fixture
 async def stub(booking: Any) -> AsyncIterator[booking_pb2_grpc.BookingServiceStub]:
-    async with grpc.aio.insecure_channel(booking.target) as channel:
+    async with signing_channel(booking.target) as channel:
         yield booking_pb2_grpc.BookingServiceStub(channel)
 
 

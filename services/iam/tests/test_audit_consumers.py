@@ -11,50 +11,53 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 import pytest
 from cws.common.v1 import audit_pb2
 from cws.iam.v1 import iam_pb2, iam_pb2_grpc
 
 from libs.common.bus import EventBus, event_headers
 from libs.common.event_types import Event
-from services.iam.events import AUDIT_RECORDED, AUDITED_SERVICES, CONSUMERS
-from tools.testkit import as_role, eventually
+from services.iam.events import AUDIT_CONSUMERS, AUDIT_RECORDED, AUDITED_SERVICES
+from tools.testkit import as_role, eventually, signing_channel
 
 
 @pytest.fixture
-async def bus(stack: Any) -> AsyncIterator[EventBus]:
-    connected = EventBus(stack.nats.url, "iam-audit-test")
-    await connected.connect()
-    for service in AUDITED_SERVICES:
-        await connected.ensure_stream(service)  # the producer's stream, as its process would create it
+async def bus(stack: Any) -> AsyncIterator[dict[str, EventBus]]:
+    """One connection per audited service, as that service's NATS user: each publishes its own."""
+    connected = {
+        service: EventBus(stack.nats.url, f"iam-audit-test-{service}", **stack.nats.login(service))
+        for service in AUDITED_SERVICES
+    }
+    for each in connected.values():
+        await each.connect()
     yield connected
-    await connected.close()
+    for each in connected.values():
+        await each.close()
 
 
 @pytest.fixture
 async def stub(iam: Any) -> AsyncIterator[iam_pb2_grpc.IamServiceStub]:
-    async with grpc.aio.insecure_channel(iam.target) as channel:
+    async with signing_channel(iam.target) as channel:
         yield iam_pb2_grpc.IamServiceStub(channel)
 
 
 async def publish(
-    bus: EventBus, event: Event[audit_pb2.AdminAuditRecorded], message: Any, event_id: str
+    bus: dict[str, EventBus], event: Event[audit_pb2.AdminAuditRecorded], message: Any, event_id: str
 ) -> None:
     headers = event_headers(
         event_id, event.subject, event.producer, datetime.now(UTC), message.org_id, "req-1"
     )
-    await bus.js.publish(event.subject, message.SerializeToString(), headers=headers)
+    await bus[event.producer].js.publish(event.subject, message.SerializeToString(), headers=headers)
 
 
 def test_one_consumer_per_audited_service_with_its_durable_name() -> None:
-    assert [c.name for c in CONSUMERS] == [f"iam-audit-{s}" for s in AUDITED_SERVICES]
-    assert [c.event.subject for c in CONSUMERS] == [f"cws.{s}.audit.recorded" for s in AUDITED_SERVICES]
+    assert [c.name for c in AUDIT_CONSUMERS] == [f"iam-audit-{s}" for s in AUDITED_SERVICES]
+    assert [c.event.subject for c in AUDIT_CONSUMERS] == [f"cws.{s}.audit.recorded" for s in AUDITED_SERVICES]
     assert {"booking", "notify"} <= set(AUDITED_SERVICES)
 
 
 async def test_writes_of_every_audited_service_land_in_the_orgs_audit_log(
-    bus: EventBus, stub: Any, make_org: Any
+    bus: dict[str, EventBus], stub: Any, make_org: Any
 ) -> None:
     org, other = await make_org(), await make_org()
     session = str(uuid.uuid4())

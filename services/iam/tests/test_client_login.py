@@ -16,9 +16,10 @@ from services.iam import client_login, portal_tokens
 from services.iam.events import IAM_CLIENT_LOGIN_REQUESTED
 from services.iam.models import SCHEMA, event_tables
 from services.iam.settings import IamSettings
+from tools.processes import DEV_KEYRING
 from tools.testkit import sql
 
-SECRET_FIELDS = ("internal_context_secret", "auth_secret_key", "client_portal_secret", "worker_portal_secret")
+SECRET_FIELDS = ("auth_secret_key", "client_portal_secret", "worker_portal_secret")
 
 
 def settings(**values: Any) -> IamSettings:
@@ -27,7 +28,8 @@ def settings(**values: Any) -> IamSettings:
 
 def prod(**values: Any) -> IamSettings:
     strong = {name: secrets.token_urlsafe(32) for name in SECRET_FIELDS}
-    return settings(app_env="prod", metrics_token="m" * 24, **strong, **values)
+    trusted = DEV_KEYRING.trusted_keys("iam")
+    return settings(app_env="prod", metrics_token="m" * 24, internal_trusted_keys=trusted, **strong, **values)
 
 
 def test_magic_link_in_response_is_refused_in_prod(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,9 +82,9 @@ def test_totp_code_of_another_secret_refused(totp_secret: str) -> None:
 def test_totp_secret_encryption_round_trip_and_key_binding(totp_secret: str) -> None:
     encrypted = totp.encrypt_secret(totp_secret, SECRET)
     assert totp_secret not in encrypted
-    assert totp.decrypt_secret(encrypted, SECRET) == totp_secret
+    assert totp.open_secret(encrypted, [SECRET]).plain == totp_secret
     with pytest.raises(InvalidToken):
-        totp.decrypt_secret(encrypted, SECRET + "-other")
+        totp.open_secret(encrypted, [SECRET + "-other"])
 
 
 def test_totp_provisioning_uri(totp_secret: str) -> None:
@@ -334,7 +334,7 @@ def test_portal_token_is_not_an_access_token() -> None:
         tokens.decode_access(token, SECRET)
 
 
-# --- signed request context (libs/common/context.py) ----------------------------------------
+# --- request context (libs/common/context.py) ----------------------------------------------
 
 
 def _ctx(**fields: object) -> request_context.RequestContext:
@@ -349,78 +349,7 @@ def _ctx(**fields: object) -> request_context.RequestContext:
     return request_context.RequestContext(**defaults)  # type: ignore[arg-type]
 
 
-def test_context_sign_and_verify_round_trip() -> None:
-    ctx = _ctx()
-    metadata = request_context.signed_metadata(ctx, SECRET)
-    assert dict(metadata).keys() == {request_context.CONTEXT_KEY, request_context.SIGNATURE_KEY}
-    verified = request_context.verify_metadata(metadata, SECRET, 120)
-    assert verified.org_id == ctx.org_id
-    assert verified.principal_id == ctx.principal_id
-    assert verified.role == "ADMIN"
-    assert abs(verified.issued_at_unix_ms - time.time() * 1000) < 5000
-    assert ctx.issued_at_unix_ms == 0, "signing must not stamp the caller's message"
-
-
-def test_context_signature_as_bytes_and_extra_metadata_accepted() -> None:
-    payload, signature = (value for _, value in request_context.signed_metadata(_ctx(), SECRET))
-    metadata = (
-        ("user-agent", "x"),
-        (request_context.CONTEXT_KEY, payload),
-        (request_context.SIGNATURE_KEY, signature.encode()),
-    )
-    assert request_context.verify_metadata(metadata, SECRET, 120).role == "ADMIN"
-
-
-@pytest.mark.parametrize("metadata", [None, (), (("user-agent", "x"),)])
-def test_context_missing_refused(metadata: object) -> None:
-    with pytest.raises(Unauthenticated) as raised:
-        request_context.verify_metadata(metadata, SECRET, 120)  # type: ignore[arg-type]
-    assert raised.value.code == "context_missing"
-
-
-def test_context_without_signature_refused() -> None:
-    payload = dict(request_context.signed_metadata(_ctx(), SECRET))[request_context.CONTEXT_KEY]
-    with pytest.raises(Unauthenticated) as raised:
-        request_context.verify_metadata(((request_context.CONTEXT_KEY, payload),), SECRET, 120)
-    assert raised.value.code == "context_missing"
-
-
-def test_context_signed_with_other_secret_refused() -> None:
-    metadata = request_context.signed_metadata(_ctx(), SECRET + "-other")
-    with pytest.raises(Unauthenticated) as raised:
-        request_context.verify_metadata(metadata, SECRET, 120)
-    assert raised.value.code == "context_forged"
-
-
-def test_context_altered_after_signing_refused() -> None:
-    metadata = dict(request_context.signed_metadata(_ctx(role="VIEWER"), SECRET))
-    altered = request_context.RequestContext.FromString(metadata[request_context.CONTEXT_KEY])
-    altered.role = "OWNER"
-    forged = (
-        (request_context.CONTEXT_KEY, altered.SerializeToString()),
-        (request_context.SIGNATURE_KEY, metadata[request_context.SIGNATURE_KEY]),
-    )
-    with pytest.raises(Unauthenticated) as raised:
-        request_context.verify_metadata(forged, SECRET, 120)
-    assert raised.value.code == "context_forged"
-
-
-def _hand_signed(issued_at_ms: int) -> tuple[tuple[str, object], ...]:
-    ctx = _ctx(issued_at_unix_ms=issued_at_ms)
-    payload = ctx.SerializeToString()
-    return (
-        (request_context.CONTEXT_KEY, payload),
-        (request_context.SIGNATURE_KEY, request_context._sign(payload, SECRET)),
-    )
-
-
-def test_context_stale_or_from_the_future_refused() -> None:
-    now_ms = int(time.time() * 1000)
-    assert request_context.verify_metadata(_hand_signed(now_ms - 60_000), SECRET, 120)
-    for issued in (now_ms - 121_000, now_ms + 60_000, 0):
-        with pytest.raises(Unauthenticated) as raised:
-            request_context.verify_metadata(_hand_signed(issued), SECRET, 120)
-        assert raised.value.code == "context_stale"
+# Signing and verifying calls: libs/common/tests/test_call_signing.py and tests/test_internal_calls.py.
 
 
 def test_current_context_and_role_checks() -> None:

@@ -16,12 +16,14 @@ from cws.iam.v1 import iam_pb2, iam_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from libs.common import call_signing
 from libs.common import context as request_context
 from libs.common import status as rich_status
+from libs.common.internal_keys import CallSigner
 from libs.common.tokens import decode_access
 from services.iam import passwords
 from tools.processes import DEV_SECRETS
-from tools.testkit import JWT, SECRET, as_role, eventually, rpc_error, signed, sql
+from tools.testkit import GATEWAY, JWT, as_role, eventually, rpc_error, signed, signing_channel, sql
 
 ANONYMOUS = request_context.AuthMethod.Value("AUTH_METHOD_ANONYMOUS")
 Code = grpc.StatusCode
@@ -54,7 +56,7 @@ def anonymous() -> tuple[tuple[str, Any], ...]:
 
 @pytest.fixture
 async def channel(iam: Any) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(iam.target) as opened:
+    async with signing_channel(iam.target) as opened:
         yield opened
 
 
@@ -75,9 +77,20 @@ async def test_call_without_context_is_unauthenticated(stub: Any) -> None:
     assert error.reason == "context_missing"
 
 
-async def test_context_signed_with_another_secret_is_unauthenticated(stub: Any, make_org: Any) -> None:
+LIST_USERS = "/cws.iam.v1.IamService/ListUsers"
+
+
+def hand_signed(
+    ctx: request_context.RequestContext, signer: CallSigner = GATEWAY, **stamp: Any
+) -> call_signing.Metadata:
+    """ListUsers(limit 0) signed as `signer` would sign it (tests/test_internal_calls.py has the rest)."""
+    body = iam_pb2.ListUsersRequest().SerializeToString()
+    return call_signing.sign_call(ctx, signer, LIST_USERS, body, **stamp)
+
+
+async def test_context_signed_with_another_key_is_unauthenticated(stub: Any, make_org: Any) -> None:
     org = await make_org()
-    metadata = signed(make_ctx(org.org_id, org.owner_id, "OWNER"), secret=SECRET + "-not-the-gateway")
+    metadata = signed(make_ctx(org.org_id, org.owner_id, "OWNER"), CallSigner.new("gateway"))
     error = await rpc_error(
         stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=metadata), Code.UNAUTHENTICATED
     )
@@ -86,38 +99,26 @@ async def test_context_signed_with_another_secret_is_unauthenticated(stub: Any, 
 
 async def test_context_altered_after_signing_is_unauthenticated(stub: Any, make_org: Any) -> None:
     org = await make_org()
-    genuine = dict(signed(make_ctx(org.org_id, str(uuid.uuid4()), "VIEWER")))
-    escalated = request_context.RequestContext.FromString(genuine[request_context.CONTEXT_KEY])
+    genuine = dict(hand_signed(make_ctx(org.org_id, str(uuid.uuid4()), "VIEWER")))
+    escalated = request_context.RequestContext.FromString(genuine[call_signing.CONTEXT_KEY])
     escalated.role = "OWNER"
-    metadata = (
-        (request_context.CONTEXT_KEY, escalated.SerializeToString()),
-        (request_context.SIGNATURE_KEY, genuine[request_context.SIGNATURE_KEY]),
-    )
+    metadata = tuple({**genuine, call_signing.CONTEXT_KEY: escalated.SerializeToString()}.items())
     error = await rpc_error(
         stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=metadata), Code.UNAUTHENTICATED
     )
     assert error.reason == "context_forged"
     # A signature alone, without the context it signed, is not a context.
-    only_signature = ((request_context.SIGNATURE_KEY, genuine[request_context.SIGNATURE_KEY]),)
+    only_signature = ((call_signing.SIGNATURE_KEY, genuine[call_signing.SIGNATURE_KEY]),)
     await rpc_error(stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=only_signature), Code.UNAUTHENTICATED)
-
-
-def hand_signed(ctx: request_context.RequestContext, issued_at_ms: int) -> tuple[tuple[str, Any], ...]:
-    ctx.issued_at_unix_ms = issued_at_ms
-    payload = ctx.SerializeToString()
-    return (
-        (request_context.CONTEXT_KEY, payload),
-        (request_context.SIGNATURE_KEY, request_context._sign(payload, SECRET)),
-    )
 
 
 async def test_stale_context_is_unauthenticated(stub: Any, make_org: Any) -> None:
     org = await make_org()
     now_ms = int(time.time() * 1000)
-    fresh = hand_signed(make_ctx(org.org_id, org.owner_id, "OWNER"), now_ms - 5_000)
+    fresh = hand_signed(make_ctx(org.org_id, org.owner_id, "OWNER"), issued_at_ms=now_ms - 5_000)
     assert (await stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=fresh)).total == 1
-    for issued_at in (now_ms - 121_000, now_ms - 3_600_000, now_ms + 120_000):
-        stale = hand_signed(make_ctx(org.org_id, org.owner_id, "OWNER"), issued_at)
+    for issued_at in (now_ms - 31_000, now_ms - 3_600_000, now_ms + 120_000):
+        stale = hand_signed(make_ctx(org.org_id, org.owner_id, "OWNER"), issued_at_ms=issued_at)
         error = await rpc_error(
             stub.ListUsers(iam_pb2.ListUsersRequest(), metadata=stale), Code.UNAUTHENTICATED
         )

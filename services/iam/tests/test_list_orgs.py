@@ -13,7 +13,7 @@ import pytest
 from cws.iam.v1 import iam_pb2, iam_pb2_grpc
 
 from libs.common import context as request_context
-from tools.testkit import as_service, rpc_error, signed
+from tools.testkit import as_service, rpc_error, signed, signing_channel
 
 Code = grpc.StatusCode
 AuthMethod = request_context.AuthMethod
@@ -21,7 +21,7 @@ AuthMethod = request_context.AuthMethod
 
 @pytest.fixture
 async def stub(iam: Any) -> AsyncIterator[iam_pb2_grpc.IamServiceStub]:
-    async with grpc.aio.insecure_channel(iam.target) as channel:
+    async with signing_channel(iam.target) as channel:
         yield iam_pb2_grpc.IamServiceStub(channel)
 
 
@@ -103,8 +103,11 @@ async def test_non_service_callers_are_refused(stub: Any, make_org: Any) -> None
             org_id=org.org_id, principal_id=org.owner_id, role="ADMIN", auth_method=request_context.SERVICE
         ),
     }
+    # The gateway may not speak for a suite service at all: those two stop at the signature check.
+    claims_service = {"user named like a service", "service method, user principal"}
     for label, ctx in callers.items():
         error = await rpc_error(stub.ListOrgs(request, metadata=signed(ctx)), Code.PERMISSION_DENIED)
-        assert error.reason == "service_only", (label, error)
+        expected = "principal_not_allowed" if label in claims_service else "service_only"
+        assert error.reason == expected, (label, error)
     # And no context at all is no caller.
     await rpc_error(stub.ListOrgs(request), Code.UNAUTHENTICATED)

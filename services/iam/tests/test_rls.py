@@ -12,7 +12,15 @@ from psycopg import sql
 
 INFRASTRUCTURE_TABLES = {"event_outbox", "event_inbox", "event_dead_letters"}
 # Tables whose rows the fixture below creates for both orgs.
-SEEDED_TABLES = ("users", "sessions", "refresh_tokens", "break_glass_sessions", "admin_audit_logs")
+SEEDED_TABLES = (
+    "users",
+    "sessions",
+    "refresh_tokens",
+    "break_glass_sessions",
+    "admin_audit_logs",
+    "portal_links",
+    "portal_sessions",
+)
 
 
 async def connect(url: str) -> psycopg.AsyncConnection[Any]:
@@ -56,6 +64,17 @@ async def two_orgs(stack: Any, make_org: Any) -> AsyncIterator[tuple[Any, Any]]:
             await admin.execute(
                 "INSERT INTO iam.admin_audit_logs (id, org_id, actor, action) VALUES (%s, %s, 'owner', 'test')",
                 (uuid.uuid4(), org.org_id),
+            )
+            link_id = uuid.uuid4()
+            await admin.execute(
+                "INSERT INTO iam.portal_links (id, org_id, kind, subject, token_hash, expires_at) "
+                "VALUES (%s, %s, 'client', 'c@example.com', %s, now() + interval '1 h')",
+                (link_id, org.org_id, uuid.uuid4().hex * 2),
+            )
+            await admin.execute(
+                "INSERT INTO iam.portal_sessions (id, org_id, kind, subject, link_id, token_hash, expires_at) "
+                "VALUES (%s, %s, 'client', 'c@example.com', %s, %s, now() + interval '1 h')",
+                (uuid.uuid4(), org.org_id, link_id, uuid.uuid4().hex * 2),
             )
         for table in (*SEEDED_TABLES, "orgs"):
             assert await count(admin, table) >= 2, f"superuser sees rows of {table}"
@@ -223,10 +242,13 @@ async def test_every_tenant_table_has_forced_rls_and_an_org_isolation_policy(sta
             assert "current_setting('app.current_org_id'" in qual and "NULLIF" in qual, qual
             column = "id" if table == "orgs" else "org_id"
             assert qual.startswith(f"({column} = "), qual
-            # The only other policies are the owner's read-only doors for its SECURITY DEFINER
-            # functions (find_login, list_orgs): never for the app role, never for PUBLIC.
+            # The only other policies are the owner's doors for its SECURITY DEFINER functions: read
+            # (find_login, list_orgs), and delete for prune_expired_handoffs (expired temporary
+            # passwords and sign-up requests): never for the app role, never for PUBLIC.
             for name, (cmd, _permissive, _qual, roles) in table_policies.items():
-                assert cmd == "SELECT", f"{table}.{name} is {cmd}"
+                assert cmd == "SELECT" or (cmd, name) == ("DELETE", f"{table}_owner_prune"), (
+                    f"{table}.{name} is {cmd}"
+                )
                 assert "public" not in roles and "cws_app" not in roles, f"{table}.{name} is for {roles}"
 
 

@@ -1,5 +1,6 @@
 """The jobs service through its gRPC API (the session process, scheduler off): GetHeartbeat for any
-signed context, GetStatus for owners and admins only, every registered job listed."""
+signed context, GetStatus for platform operators only (Basic Auth owner or admin pairs, not an org's
+signed-in owner), every registered job listed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from cws.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from libs.common import context as request_context
 from services.jobs.registry import REGISTRY
 from services.jobs.tests.conftest import JobsEnv, reset_jobs
-from tools.testkit import Metadata, as_role, signed
+from tools.testkit import Metadata, as_role, signed, signing_channel
 
 Code = grpc.StatusCode
 
@@ -33,9 +34,22 @@ def staff(role: str) -> Metadata:
     return as_role(str(uuid.uuid4()), role)
 
 
+def operator(role: str) -> Metadata:
+    """A platform operator: the installation's Basic Auth pair of `role`, as the gateway signs it."""
+    return signed(
+        request_context.RequestContext(
+            org_id=str(uuid.uuid4()),
+            principal_id=f"basic:{role.lower()}",
+            role=role,
+            auth_method=request_context.AuthMethod.Value("AUTH_METHOD_BASIC"),  # type: ignore[arg-type]
+            request_id=f"test-{uuid.uuid4().hex[:12]}",
+        )
+    )
+
+
 @pytest.fixture
 async def stub(jobs: Any) -> AsyncIterator[jobs_pb2_grpc.JobsServiceStub]:
-    async with grpc.aio.insecure_channel(jobs.target) as channel:
+    async with signing_channel(jobs.target) as channel:
         yield jobs_pb2_grpc.JobsServiceStub(channel)
 
 
@@ -60,21 +74,22 @@ async def test_heartbeat_answers_any_signed_context_with_the_freshest_beat(
     assert 0 <= beat.age_seconds < 30 and beat.last_heartbeat.seconds > 0
 
 
-async def test_status_lists_every_registered_job_for_owners_and_admins_only(
+async def test_status_lists_every_registered_job_for_platform_operators_only(
     stub: Any, jobs_setup: JobsEnv, stack: Any
 ) -> None:
     await reset_jobs(stack, "storage-janitor", "notifications-digest-monthly")
     run = await jobs_setup.cli("--job", "storage-janitor", "--once")
     assert run.returncode == 0, run.output
 
-    for role in ("VIEWER", "DISPATCHER", "FINANCE"):
-        call = stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=staff(role))
-        assert await code_of(call) == Code.PERMISSION_DENIED, role
+    # Suite-wide internals: no org's signed-in user, owners included (issue 9), nor a lesser pair.
+    for metadata in (*map(staff, ("OWNER", "ADMIN", "VIEWER", "DISPATCHER", "FINANCE")), operator("VIEWER")):
+        call = stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=metadata)
+        assert await code_of(call) == Code.PERMISSION_DENIED
     unsigned_in = stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=anonymous())
     assert await code_of(unsigned_in) == Code.UNAUTHENTICATED
 
     for role in ("OWNER", "ADMIN"):
-        status = await stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=staff(role))
+        status = await stub.GetStatus(jobs_pb2.GetStatusRequest(), metadata=operator(role))
         assert [(j.name, j.interval_seconds) for j in status.jobs] == [
             (job.name, job.interval_seconds) for job in REGISTRY
         ]

@@ -24,7 +24,7 @@ from services.jobs.registry import JOB_NAMES, ScheduleError, all_jobs, scheduled
 from services.jobs.settings import JobsSettings, explain
 from services.jobs.tests.conftest import JobsEnv, reset_jobs, status_row
 from tools.devstack import ROOT, free_port
-from tools.testkit import as_role, as_service, owner, rpc_error, sql
+from tools.testkit import as_role, as_service, owner, rpc_error, signing_channel, sql
 
 
 async def pending_booking(http: Any, url: str, headers: dict[str, str]) -> str:
@@ -315,7 +315,7 @@ async def test_only_suite_services_prune_and_never_below_the_streams_age(booking
     """A staff member cannot prune (service callers only), and a retention shorter than the streams'
     7 days (a redelivered event would not find its inbox row) is refused."""
     org = str(uuid.uuid4())
-    async with grpc.aio.insecure_channel(booking.target) as channel:
+    async with signing_channel(booking.target) as channel:
         ops = ops_pb2_grpc.OpsServiceStub(channel)
         await rpc_error(
             ops.PruneEventTables(ops_pb2.PruneEventTablesRequest(), metadata=as_role(org, "OWNER")),

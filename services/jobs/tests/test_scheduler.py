@@ -14,18 +14,18 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import grpc
 import httpx
 import psycopg
 import pytest
 from cws.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from libs.common import context as request_context
 from services.jobs.execution import lock_key
 from services.jobs.tests.conftest import JobsEnv, log_events, reset_jobs, status_row
 from tools.devstack import free_port
 from tools.processes import Proc, ServiceProc
-from tools.testkit import as_role, eventually, sql
+from tools.testkit import eventually, signed, signing_channel, sql
 
 RUN_EVENTS = ("job_complete", "job_skipped", "job_failed")
 
@@ -103,9 +103,18 @@ async def heartbeat_span(stack: Any, runner_id: str) -> float:
     return float(rows[0][0]) if rows else -1.0
 
 
-async def owner_status(target: str) -> jobs_pb2.GetStatusResponse:
-    metadata = as_role("00000000-0000-0000-0000-000000000001", "OWNER")
-    async with grpc.aio.insecure_channel(target) as channel:
+async def operator_status(target: str) -> jobs_pb2.GetStatusResponse:
+    """The status as a platform operator (an ADMIN Basic Auth pair) asks for it: suite-wide."""
+    metadata = signed(
+        request_context.RequestContext(
+            org_id="00000000-0000-0000-0000-000000000001",
+            principal_id="basic:admin",
+            role="ADMIN",
+            auth_method=request_context.AuthMethod.Value("AUTH_METHOD_BASIC"),  # type: ignore[arg-type]
+            request_id="test-operator-status",
+        )
+    )
+    async with signing_channel(target) as channel:
         return await jobs_pb2_grpc.JobsServiceStub(channel).GetStatus(
             jobs_pb2.GetStatusRequest(), metadata=metadata, timeout=5
         )
@@ -132,7 +141,7 @@ async def test_two_runners_started_together_run_each_job_once_per_slot(
         return len(await slots(stack, "storage-janitor")) >= 5 and len(await slots(stack, "cleanup")) >= 3
 
     await eventually(several_slots, timeout=30, message="several schedule slots of each job")
-    status = await owner_status(runners[0].target)
+    status = await operator_status(runners[0].target)
     assert {job.name: job.interval_seconds for job in status.jobs if job.name in intervals} == intervals
     for runner in runners:
         await asyncio.to_thread(runner.stop)

@@ -86,11 +86,13 @@ def start_own_notify(stack: Any, label: str, env: dict[str, str]) -> OwnNotify:
     admin_url = ensure_database(stack.admin_url, db_name)
     migrate(admin_url, APP_ROLE, None, only=["notify"])
     nats = NatsServer(stack.work_dir / f"nats-{label}" / "js").start()
+    nats.provision_streams()
     full_env = {
         **stack.env(),
         "DATABASE_URL": with_user(admin_url, APP_ROLE),
         "MIGRATIONS_DATABASE_URL": admin_url,
         "NATS_URL": nats.url,
+        **nats.password_env(),
         "EMAIL_FROM": "bookings@cws.test",
         "EMAIL_MODE": "off",
         "OUTBOX_BASE_BACKOFF_SECONDS": "0.2",

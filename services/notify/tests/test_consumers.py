@@ -12,9 +12,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
-import nats
 import psycopg
 import pytest
 from cws.booking.v1 import events_pb2 as booking_events
@@ -45,8 +45,9 @@ from services.notify.tests.support import (
     wait_outbox,
 )
 from tools.devstack import free_port
-from tools.processes import DEV_SECRETS, service_proc
-from tools.testkit import eventually, owner
+from tools.iam_seed import hold_temp_password, iam_database
+from tools.processes import DEV_KEYRING, DEV_SECRETS, service_proc
+from tools.testkit import eventually, owner, sql
 
 CONFIRMED = BOOKING_CONFIRMED.subject
 
@@ -91,7 +92,8 @@ async def test_the_same_event_twice_or_a_second_confirmation_sends_one_email(
     await wait_outbox(stack.admin_url, org.org_id, key)
     event_id, original, created_at = published_event(stack.admin_url, org.org_id, confirmed["id"])
 
-    client = await nats.connect(stack.nats.url)
+    client = await stack.nats.connect_as("booking")  # the events are booking's to publish
+    watcher = await stack.nats.connect_as("admin")  # notify's consumer is notify's: only admin may look
     try:
         js = client.jetstream()
         # The same event id again (a redelivery after a lost ack), here carrying another booking: the
@@ -106,9 +108,10 @@ async def test_the_same_event_twice_or_a_second_confirmation_sends_one_email(
         again_id = str(uuid.uuid4())
         again = event_headers(again_id, CONFIRMED, "booking", datetime.now(UTC), org.org_id, "")
         last = await js.publish(CONFIRMED, original.SerializeToString(), headers=again)
-        await wait_acked(js, "notify-booking-confirmed", last.seq)
+        await wait_acked(watcher.jetstream(), "notify-booking-confirmed", last.seq)
     finally:
         await client.close()
+        await watcher.close()
 
     assert inbox_has(stack.admin_url, "notify-booking-confirmed", again_id)
     assert len(outbox(stack.admin_url, org.org_id, key)) == 1
@@ -135,9 +138,13 @@ async def test_a_client_login_request_emails_a_magic_link_that_signs_in(
     found = re.search(r"https://portal\.cws\.test(/client/login/callback\?token=\S+)", message.text)
     assert found, message.text
 
-    callback = await http.get(gateway.url + found.group(1))
-    assert callback.status_code == 200, callback.text
-    assert callback.json()["email"] == address and callback.json()["org_id"] == org.org_id
+    # The link opens a page; its POST (the token in the body) signs the client in (issue 9, hole 8).
+    page = await http.get(gateway.url + found.group(1))
+    assert page.status_code == 200 and address in page.text, page.text
+    token = parse_qs(urlsplit(found.group(1)).query)["token"][0]
+    signed_in = await http.post(f"{gateway.url}/client/login/confirm", data={"token": token})
+    assert signed_in.status_code == 200, signed_in.text
+    assert signed_in.json()["email"] == address and signed_in.json()["org_id"] == org.org_id
     # The credential does not stay in the outbox once the provider has it.
     await eventually(
         lambda: (
@@ -189,7 +196,7 @@ async def notify_db(stack) -> AsyncIterator[Database]:
 
 
 def settings(**values: Any) -> NotifySettings:
-    return NotifySettings(internal_context_secret=DEV_SECRETS["INTERNAL_CONTEXT_SECRET"], **values)
+    return NotifySettings(internal_signing_key=DEV_KEYRING.private["notify"], **values)
 
 
 def meta(event: Event[Any], org_id: str) -> EventMeta:
@@ -207,36 +214,85 @@ async def handle(db: Database, org_id: str, handler: Handler, message: Message, 
         await handler(uow, message, about)
 
 
-async def test_temporary_passwords_are_emailed_only_when_enabled_and_then_redacted(
+async def hold_password(stack: Any, org_id: str, user_id: str, password: str) -> None:
+    """What iam does with EMAIL_TEMP_PASSWORDS=true: keep the password for notify to claim (the
+    session's iam runs without it), through iam's own code, as make_org creates orgs."""
+    db = iam_database(stack.app_url)
+    try:
+        await hold_temp_password(
+            db,
+            org_id=org_id,
+            user_id=user_id,
+            password=password,
+            auth_secret=DEV_SECRETS["AUTH_SECRET_KEY"],
+        )
+    finally:
+        await db.dispose()
+
+
+async def test_temporary_passwords_are_claimed_from_iam_emailed_only_when_enabled_and_then_redacted(
     notify_db, peers, notify, smtp_sink, stack, make_org
 ):
     org = await make_org("Temp Org")
     enabled, disabled = Handlers(settings(email_temp_passwords=True), peers), Handlers(settings(), peers)
 
-    def created(role: str, password: str) -> iam_events.UserCreated:
+    async def created(role: str, password: str) -> iam_events.UserCreated:
+        """A user row (the hand-off names one), written behind iam's back so that iam raises no event
+        of its own for the session's notify to answer too, and the event iam would raise for it."""
         email = f"user-{uuid.uuid4().hex[:8]}@example.com"
+        user_id = str(uuid.uuid4())
+        await sql(
+            stack.admin_url,
+            "INSERT INTO iam.users (id, org_id, email, role, password_hash, must_change_password) "
+            "VALUES (%s, %s, %s, %s, 'not-a-hash', true)",
+            (user_id, org.org_id, email, role),
+        )
+        if password:
+            await hold_password(stack, org.org_id, user_id, password)
         return iam_events.UserCreated(
-            org_id=org.org_id, user_id=str(uuid.uuid4()), email=email, role=role, temp_password=password
+            org_id=org.org_id, user_id=user_id, email=email, role=role, temp_password_waiting=bool(password)
         )
 
-    with_password = created("ADMIN", "Temp-pass-4821")
+    async def waiting(user_id: str) -> int:
+        [(count,)] = await sql(
+            stack.admin_url, "SELECT count(*) FROM iam.temp_password_handoffs WHERE user_id = %s", (user_id,)
+        )
+        return int(count)
+
+    with_password = await created("ADMIN", "Temp-pass-4821")
     await handle(
         notify_db, org.org_id, enabled.user_created, with_password, meta(IAM_USER_CREATED, org.org_id)
     )
-    # IAM put a password in, but this notify does not email passwords.
-    withheld = created("VIEWER", "Temp-pass-9930")
+    # iam held a password, but this notify does not email passwords: claimed all the same, so that
+    # it does not wait in iam for nobody, and not sent.
+    withheld = await created("VIEWER", "Temp-pass-9930")
     await handle(notify_db, org.org_id, disabled.user_created, withheld, meta(IAM_USER_CREATED, org.org_id))
-    founder = created("OWNER", "")
+    founder = iam_events.UserCreated(
+        org_id=org.org_id, user_id=org.owner_id, email=org.owner_email, role="OWNER"
+    )
     await handle(notify_db, org.org_id, enabled.user_created, founder, meta(IAM_USER_CREATED, org.org_id))
+    await hold_password(stack, org.org_id, with_password.user_id, "Temp-pass-7713")
     reset = iam_events.UserPasswordReset(
         org_id=org.org_id,
         user_id=with_password.user_id,
         email=with_password.email,
-        temp_password="Temp-pass-7713",
+        temp_password_waiting=True,
     )
     await handle(
         notify_db, org.org_id, enabled.password_reset, reset, meta(IAM_USER_PASSWORD_RESET, org.org_id)
     )
+    assert [await waiting(u) for u in (with_password.user_id, withheld.user_id)] == [0, 0]
+    # Nothing left to claim (a redelivery after a claim whose email never committed): the email goes
+    # without a password, never with an old one.
+    late = await created("VIEWER", "")
+    again = iam_events.UserPasswordReset(
+        org_id=org.org_id, user_id=late.user_id, email=late.email, temp_password_waiting=True
+    )
+    await handle(
+        notify_db, org.org_id, enabled.password_reset, again, meta(IAM_USER_PASSWORD_RESET, org.org_id)
+    )
+    [unsent] = await smtp_sink.delivered(late.email)
+    assert "administrator" in unsent.text and "temporary password is" not in unsent.text
 
     # The session's notify delivers what these handlers enqueued; the sink shows what was sent.
     [reset_notice, welcome] = sorted(
@@ -371,18 +427,19 @@ async def test_an_event_waits_for_iam_and_is_then_emailed_in_the_org_zone(stack,
     back = service_proc(
         "notify", {**own.env, "IAM_GRPC_TARGET": iam.target}, stack.work_dir / "logs", label="notify-iam-back"
     )
-    bus = EventBus(own.nats.url, "test-booking")
+    bus = EventBus(own.nats.url, "test-booking", **own.nats.login("booking"))
+    watcher = EventBus(own.nats.url, "test-watcher", **own.nats.login("admin"))
     try:
         await own.proc.wait_ready_async()
         await bus.connect()
-        await bus.ensure_stream("booking")  # booking's stream, on this notify's own NATS
+        await watcher.connect()
         event = confirmation(org.org_id, email="tokyo@example.com")
         headers = event_headers(str(uuid.uuid4()), CONFIRMED, "booking", datetime.now(UTC), org.org_id, "")
         await bus.js.publish(CONFIRMED, event.SerializeToString(), headers=headers)
 
         async def delivered_again() -> bool:
             try:
-                info = await bus.js.consumer_info(stream_name("booking"), "notify-booking-confirmed")
+                info = await watcher.js.consumer_info(stream_name("booking"), "notify-booking-confirmed")
             except NotFoundError:  # notify has not made its consumer on the new stream yet
                 return False
             return info.num_redelivered >= 1
@@ -405,6 +462,7 @@ async def test_an_event_waits_for_iam_and_is_then_emailed_in_the_org_zone(stack,
         assert org_profile(own.admin_url, org.org_id) == ("Tokyo Clean", "Asia/Tokyo")
     finally:
         await bus.close()
+        await watcher.close()
         await asyncio.to_thread(back.stop)
         await asyncio.to_thread(own.stop)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -10,19 +9,13 @@ import pytest
 from pydantic import ValidationError
 
 from services.notify.settings import NotifySettings
+from tools.processes import DEV_KEYRING
 
 
 def prod(**values: Any) -> NotifySettings:
-    strong = {
-        name: secrets.token_urlsafe(32)
-        for name in (
-            "internal_context_secret",
-            "auth_secret_key",
-            "client_portal_secret",
-            "worker_portal_secret",
-        )
-    }
-    return NotifySettings(_env_file=None, app_env="prod", metrics_token="t" * 24, **strong, **values)  # type: ignore[call-arg]
+    # Notify's own key and its callers' public keys; no JWT or portal secret (tests/test_internal_calls.py).
+    keys = {name.lower(): value for name, value in DEV_KEYRING.env_for("notify").items()}
+    return NotifySettings(_env_file=None, app_env="prod", metrics_token="t" * 24, **keys, **values)  # type: ignore[call-arg]
 
 
 def test_prod_starts_with_exports_off_or_a_complete_webhook_or_sheet(tmp_path: Path) -> None:

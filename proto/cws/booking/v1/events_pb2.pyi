@@ -132,3 +132,37 @@ class NpsSubmitted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NpsSubmitted: _TypeAlias = NpsSubmitted  # noqa: Y015
+
+@_typing.final
+class WorkerDeactivated(_message.Message):
+    """Subject cws.booking.worker.deactivated: a worker was deactivated or deleted; IAM ends their portal
+    sessions and unused portal links.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    worker_id: _builtins.str
+    reason: _builtins.str
+    """"deactivated" or "deleted" """
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        worker_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "org_id", b"org_id", "reason", b"reason", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerDeactivated: _TypeAlias = WorkerDeactivated  # noqa: Y015

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ws/common/v1/context.proto\x12\rcws.common.v1\"\xb1\x02\n\x0eRequestContext\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12.\n\x0b\x61uth_method\x18\x04 \x01(\x0e\x32\x19.cws.common.v1.AuthMethod\x12\x14\n\x0cmfa_verified\x18\x05 \x01(\x08\x12\x13\n\x0b\x62reak_glass\x18\x06 \x01(\x08\x12\x1a\n\x12\x62reak_glass_reason\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x11\n\tclient_ip\x18\t \x01(\t\x12\x19\n\x11issued_at_unix_ms\x18\n \x01(\x03\x12\x12\n\nsession_id\x18\x0b \x01(\t\x12\x1e\n\x16\x62reak_glass_session_id\x18\x0c \x01(\t*\xc7\x01\n\nAuthMethod\x12\x1b\n\x17\x41UTH_METHOD_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UTH_METHOD_ANONYMOUS\x10\x01\x12\x13\n\x0f\x41UTH_METHOD_JWT\x10\x02\x12\x15\n\x11\x41UTH_METHOD_BASIC\x10\x03\x12\x1d\n\x19\x41UTH_METHOD_CLIENT_PORTAL\x10\x04\x12\x1d\n\x19\x41UTH_METHOD_WORKER_PORTAL\x10\x05\x12\x17\n\x13\x41UTH_METHOD_SERVICE\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ws/common/v1/context.proto\x12\rcws.common.v1\"\xe2\x02\n\x0eRequestContext\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12.\n\x0b\x61uth_method\x18\x04 \x01(\x0e\x32\x19.cws.common.v1.AuthMethod\x12\x14\n\x0cmfa_verified\x18\x05 \x01(\x08\x12\x13\n\x0b\x62reak_glass\x18\x06 \x01(\x08\x12\x1a\n\x12\x62reak_glass_reason\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x11\n\tclient_ip\x18\t \x01(\t\x12\x19\n\x11issued_at_unix_ms\x18\n \x01(\x03\x12\x12\n\nsession_id\x18\x0b \x01(\t\x12\x1e\n\x16\x62reak_glass_session_id\x18\x0c \x01(\t\x12\r\n\x05nonce\x18\r \x01(\x0c\x12 \n\x18password_change_required\x18\x0e \x01(\x08*\xc7\x01\n\nAuthMethod\x12\x1b\n\x17\x41UTH_METHOD_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UTH_METHOD_ANONYMOUS\x10\x01\x12\x13\n\x0f\x41UTH_METHOD_JWT\x10\x02\x12\x15\n\x11\x41UTH_METHOD_BASIC\x10\x03\x12\x1d\n\x19\x41UTH_METHOD_CLIENT_PORTAL\x10\x04\x12\x1d\n\x19\x41UTH_METHOD_WORKER_PORTAL\x10\x05\x12\x17\n\x13\x41UTH_METHOD_SERVICE\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cws.common.v1.context_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUTHMETHOD']._serialized_start=355
-  _globals['_AUTHMETHOD']._serialized_end=554
+  _globals['_AUTHMETHOD']._serialized_start=404
+  _globals['_AUTHMETHOD']._serialized_end=603
   _globals['_REQUESTCONTEXT']._serialized_start=47
-  _globals['_REQUESTCONTEXT']._serialized_end=352
+  _globals['_REQUESTCONTEXT']._serialized_end=401
 # @@protoc_insertion_point(module_scope)

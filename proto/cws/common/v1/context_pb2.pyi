@@ -47,8 +47,9 @@ Global___AuthMethod: _TypeAlias = AuthMethod  # noqa: Y015
 
 @_typing.final
 class RequestContext(_message.Message):
-    """Who is calling, resolved once by the gateway and sent with every gRPC call as the binary
-    metadata `cws-context-bin`, signed with the internal secret in `cws-context-sig`.
+    """Who is calling, resolved once by the gateway (or a service acting on its own) and sent with every
+    gRPC call as the binary metadata `cws-context-bin`. The caller signs it with its own Ed25519 key
+    together with the method and a digest of the request (libs/common/call_signing.py).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -65,6 +66,8 @@ class RequestContext(_message.Message):
     ISSUED_AT_UNIX_MS_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     BREAK_GLASS_SESSION_ID_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    PASSWORD_CHANGE_REQUIRED_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     principal_id: _builtins.str
     role: _builtins.str
@@ -76,9 +79,16 @@ class RequestContext(_message.Message):
     request_id: _builtins.str
     client_ip: _builtins.str
     issued_at_unix_ms: _builtins.int
-    """Milliseconds since the epoch when the gateway signed it; services refuse stale contexts."""
+    """Milliseconds since the epoch when the caller signed it; services refuse stale contexts."""
     session_id: _builtins.str
     break_glass_session_id: _builtins.str
+    nonce: _builtins.bytes
+    """16 random bytes per call: a service accepts each nonce once within the age window (replay guard)."""
+    password_change_required: _builtins.bool
+    """The signed-in user's password is temporary (set by an admin or a reset) and must be changed
+    first: every service refuses the call unless it is one of the few a user may make until then
+    (libs/common/context.OPEN_BEFORE_PASSWORD_CHANGE).
+    """
     def __init__(
         self,
         *,
@@ -94,10 +104,12 @@ class RequestContext(_message.Message):
         issued_at_unix_ms: _builtins.int = ...,
         session_id: _builtins.str = ...,
         break_glass_session_id: _builtins.str = ...,
+        nonce: _builtins.bytes = ...,
+        password_change_required: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_method", b"auth_method", "break_glass", b"break_glass", "break_glass_reason", b"break_glass_reason", "break_glass_session_id", b"break_glass_session_id", "client_ip", b"client_ip", "issued_at_unix_ms", b"issued_at_unix_ms", "mfa_verified", b"mfa_verified", "org_id", b"org_id", "principal_id", b"principal_id", "request_id", b"request_id", "role", b"role", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_method", b"auth_method", "break_glass", b"break_glass", "break_glass_reason", b"break_glass_reason", "break_glass_session_id", b"break_glass_session_id", "client_ip", b"client_ip", "issued_at_unix_ms", b"issued_at_unix_ms", "mfa_verified", b"mfa_verified", "nonce", b"nonce", "org_id", b"org_id", "password_change_required", b"password_change_required", "principal_id", b"principal_id", "request_id", b"request_id", "role", b"role", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ws/iam/v1/events.proto\x12\ncws.iam.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\nOrgCreated\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rowner_user_id\x18\x03 \x01(\t\x12\x11\n\ttime_zone\x18\x04 \x01(\t\"b\n\x0bUserCreated\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x15\n\rtemp_password\x18\x05 \x01(\t\"Z\n\x11UserPasswordReset\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x15\n\rtemp_password\x18\x04 \x01(\t\"\x86\x01\n\x0eSessionRevoked\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0bsession_ids\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nrevoked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\nMfaChanged\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\"\x86\x01\n\x11\x42reakGlassStarted\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x14\x43lientLoginRequested\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ws/iam/v1/events.proto\x12\ncws.iam.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\nOrgCreated\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rowner_user_id\x18\x03 \x01(\t\x12\x11\n\ttime_zone\x18\x04 \x01(\t\"\x7f\n\x0bUserCreated\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x1d\n\x15temp_password_waiting\x18\x06 \x01(\x08J\x04\x08\x05\x10\x06R\rtemp_password\"w\n\x11UserPasswordReset\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x1d\n\x15temp_password_waiting\x18\x05 \x01(\x08J\x04\x08\x04\x10\x05R\rtemp_password\"\x86\x01\n\x0eSessionRevoked\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0bsession_ids\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nrevoked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\nMfaChanged\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\"\x86\x01\n\x11\x42reakGlassStarted\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x14\x43lientLoginRequested\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"\x85\x01\n\x0fSignupRequested\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08org_name\x18\x03 \x01(\t\x12\x11\n\tsignup_id\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORGCREATED']._serialized_start=72
   _globals['_ORGCREATED']._serialized_end=156
   _globals['_USERCREATED']._serialized_start=158
-  _globals['_USERCREATED']._serialized_end=256
-  _globals['_USERPASSWORDRESET']._serialized_start=258
-  _globals['_USERPASSWORDRESET']._serialized_end=348
-  _globals['_SESSIONREVOKED']._serialized_start=351
-  _globals['_SESSIONREVOKED']._serialized_end=485
-  _globals['_MFACHANGED']._serialized_start=487
-  _globals['_MFACHANGED']._serialized_end=549
-  _globals['_BREAKGLASSSTARTED']._serialized_start=552
-  _globals['_BREAKGLASSSTARTED']._serialized_end=686
-  _globals['_CLIENTLOGINREQUESTED']._serialized_start=688
-  _globals['_CLIENTLOGINREQUESTED']._serialized_end=741
+  _globals['_USERCREATED']._serialized_end=285
+  _globals['_USERPASSWORDRESET']._serialized_start=287
+  _globals['_USERPASSWORDRESET']._serialized_end=406
+  _globals['_SESSIONREVOKED']._serialized_start=409
+  _globals['_SESSIONREVOKED']._serialized_end=543
+  _globals['_MFACHANGED']._serialized_start=545
+  _globals['_MFACHANGED']._serialized_end=607
+  _globals['_BREAKGLASSSTARTED']._serialized_start=610
+  _globals['_BREAKGLASSSTARTED']._serialized_end=744
+  _globals['_CLIENTLOGINREQUESTED']._serialized_start=746
+  _globals['_CLIENTLOGINREQUESTED']._serialized_end=799
+  _globals['_SIGNUPREQUESTED']._serialized_start=802
+  _globals['_SIGNUPREQUESTED']._serialized_end=935
 # @@protoc_insertion_point(module_scope)

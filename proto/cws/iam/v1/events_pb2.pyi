@@ -59,13 +59,13 @@ class UserCreated(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
-    TEMP_PASSWORD_FIELD_NUMBER: _builtins.int
+    TEMP_PASSWORD_WAITING_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     user_id: _builtins.str
     email: _builtins.str
     role: _builtins.str
-    temp_password: _builtins.str
-    """Only with EMAIL_TEMP_PASSWORDS=true (the operator chose to email passwords); empty otherwise."""
+    temp_password_waiting: _builtins.bool
+    """With EMAIL_TEMP_PASSWORDS=true on iam: iam holds the temporary password for notify to claim once."""
     def __init__(
         self,
         *,
@@ -73,11 +73,11 @@ class UserCreated(_message.Message):
         user_id: _builtins.str = ...,
         email: _builtins.str = ...,
         role: _builtins.str = ...,
-        temp_password: _builtins.str = ...,
+        temp_password_waiting: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "org_id", b"org_id", "role", b"role", "temp_password", b"temp_password", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "org_id", b"org_id", "role", b"role", "temp_password_waiting", b"temp_password_waiting", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -85,8 +85,9 @@ Global___UserCreated: _TypeAlias = UserCreated  # noqa: Y015
 
 @_typing.final
 class UserPasswordReset(_message.Message):
-    """Subject cws.iam.user.password_reset. The temporary password travels only when the operator set
-    EMAIL_TEMP_PASSWORDS=true, so that notify can email it; otherwise the email only says it was reset.
+    """Subject cws.iam.user.password_reset. With EMAIL_TEMP_PASSWORDS=true iam holds the new temporary
+    password for notify to claim once (IamService.ClaimTemporaryPassword) and email; otherwise the
+    email only says it was reset. The password itself never travels in the event.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -94,22 +95,22 @@ class UserPasswordReset(_message.Message):
     ORG_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
-    TEMP_PASSWORD_FIELD_NUMBER: _builtins.int
+    TEMP_PASSWORD_WAITING_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     user_id: _builtins.str
     email: _builtins.str
-    temp_password: _builtins.str
+    temp_password_waiting: _builtins.bool
     def __init__(
         self,
         *,
         org_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
         email: _builtins.str = ...,
-        temp_password: _builtins.str = ...,
+        temp_password_waiting: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "org_id", b"org_id", "temp_password", b"temp_password", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "org_id", b"org_id", "temp_password_waiting", b"temp_password_waiting", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -236,3 +237,42 @@ class ClientLoginRequested(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClientLoginRequested: _TypeAlias = ClientLoginRequested  # noqa: Y015
+
+@_typing.final
+class SignupRequested(_message.Message):
+    """Subject cws.iam.signup.requested: someone asked to create an org with this email. The answer to
+    the caller is the same either way; notify emails the address: a confirmation link (the token is
+    minted on notify's request, IamService.IssueSignupToken, never carried here) or, when the email
+    has an account already, a note saying so. org_id is the org the confirmation would create.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    ORG_NAME_FIELD_NUMBER: _builtins.int
+    SIGNUP_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    email: _builtins.str
+    org_name: _builtins.str
+    signup_id: _builtins.str
+    """Empty when the email has an account already (nothing was recorded, nothing to confirm)."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        email: _builtins.str = ...,
+        org_name: _builtins.str = ...,
+        signup_id: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "expires_at", b"expires_at", "org_id", b"org_id", "org_name", b"org_name", "signup_id", b"signup_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignupRequested: _TypeAlias = SignupRequested  # noqa: Y015

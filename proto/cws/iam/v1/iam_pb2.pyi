@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,23 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _PortalKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PortalKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PortalKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PORTAL_KIND_UNSPECIFIED: _PortalKind.ValueType  # 0
+    PORTAL_KIND_CLIENT: _PortalKind.ValueType  # 1
+    PORTAL_KIND_WORKER: _PortalKind.ValueType  # 2
+
+class PortalKind(_PortalKind, metaclass=_PortalKindEnumTypeWrapper): ...
+
+PORTAL_KIND_UNSPECIFIED: PortalKind.ValueType  # 0
+PORTAL_KIND_CLIENT: PortalKind.ValueType  # 1
+PORTAL_KIND_WORKER: PortalKind.ValueType  # 2
+Global___PortalKind: _TypeAlias = PortalKind  # noqa: Y015
 
 @_typing.final
 class User(_message.Message):
@@ -264,6 +282,43 @@ Global___SignupRequest: _TypeAlias = SignupRequest  # noqa: Y015
 
 @_typing.final
 class SignupResponse(_message.Message):
+    """Empty: the same answer for a new email and for one that has an account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignupResponse: _TypeAlias = SignupResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmSignupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """From the confirmation email (IssueSignupToken); used once."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmSignupRequest: _TypeAlias = ConfirmSignupRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmSignupResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKENS_FIELD_NUMBER: _builtins.int
@@ -280,7 +335,7 @@ class SignupResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SignupResponse: _TypeAlias = SignupResponse  # noqa: Y015
+Global___ConfirmSignupResponse: _TypeAlias = ConfirmSignupResponse  # noqa: Y015
 
 @_typing.final
 class ChangePasswordRequest(_message.Message):
@@ -871,6 +926,10 @@ Global___IssueClientPortalTokenResponse: _TypeAlias = IssueClientPortalTokenResp
 
 @_typing.final
 class VerifyClientPortalTokenRequest(_message.Message):
+    """Verify*PortalToken look at a portal link without using it (the gateway's GET callback page): a
+    used, revoked, expired or forged link is refused.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_FIELD_NUMBER: _builtins.int
@@ -1006,6 +1065,167 @@ class VerifyWorkerPortalTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyWorkerPortalTokenResponse: _TypeAlias = VerifyWorkerPortalTokenResponse  # noqa: Y015
+
+@_typing.final
+class PortalSession(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    org_id: _builtins.str
+    kind: Global___PortalKind.ValueType
+    subject: _builtins.str
+    """Whom the session scopes booking to: the client's email, or the worker's id."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        org_id: _builtins.str = ...,
+        kind: Global___PortalKind.ValueType = ...,
+        subject: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "kind", b"kind", "org_id", b"org_id", "session_id", b"session_id", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PortalSession: _TypeAlias = PortalSession  # noqa: Y015
+
+@_typing.final
+class RedeemPortalLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    LINK_TOKEN_FIELD_NUMBER: _builtins.int
+    kind: Global___PortalKind.ValueType
+    link_token: _builtins.str
+    """The magic link's token. Refused when used, revoked, expired, forged or of the other kind."""
+    def __init__(
+        self,
+        *,
+        kind: Global___PortalKind.ValueType = ...,
+        link_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "link_token", b"link_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedeemPortalLinkRequest: _TypeAlias = RedeemPortalLinkRequest  # noqa: Y015
+
+@_typing.final
+class RedeemPortalLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    session_token: _builtins.str
+    """Opaque and random; shown once: IAM keeps only its hash."""
+    @_builtins.property
+    def session(self) -> Global___PortalSession: ...
+    def __init__(
+        self,
+        *,
+        session: Global___PortalSession | None = ...,
+        session_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "session_token", b"session_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedeemPortalLinkResponse: _TypeAlias = RedeemPortalLinkResponse  # noqa: Y015
+
+@_typing.final
+class CheckPortalSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    kind: Global___PortalKind.ValueType
+    session_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: Global___PortalKind.ValueType = ...,
+        session_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "session_token", b"session_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckPortalSessionRequest: _TypeAlias = CheckPortalSessionRequest  # noqa: Y015
+
+@_typing.final
+class CheckPortalSessionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___PortalSession: ...
+    def __init__(
+        self,
+        *,
+        session: Global___PortalSession | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckPortalSessionResponse: _TypeAlias = CheckPortalSessionResponse  # noqa: Y015
+
+@_typing.final
+class RevokePortalSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    session_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_token", b"session_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokePortalSessionRequest: _TypeAlias = RevokePortalSessionRequest  # noqa: Y015
+
+@_typing.final
+class RevokePortalSessionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_FIELD_NUMBER: _builtins.int
+    revoked: _builtins.bool
+    """False when the token names no session that was still open."""
+    def __init__(
+        self,
+        *,
+        revoked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked", b"revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokePortalSessionResponse: _TypeAlias = RevokePortalSessionResponse  # noqa: Y015
 
 @_typing.final
 class RequestClientLoginRequest(_message.Message):
@@ -1160,3 +1380,87 @@ class ListOrgsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListOrgsResponse: _TypeAlias = ListOrgsResponse  # noqa: Y015
+
+@_typing.final
+class ClaimTemporaryPasswordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimTemporaryPasswordRequest: _TypeAlias = ClaimTemporaryPasswordRequest  # noqa: Y015
+
+@_typing.final
+class ClaimTemporaryPasswordResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    TEMP_PASSWORD_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    """False when nothing is held (already claimed, expired, or the password was changed meanwhile)."""
+    temp_password: _builtins.str
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        temp_password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "temp_password", b"temp_password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimTemporaryPasswordResponse: _TypeAlias = ClaimTemporaryPasswordResponse  # noqa: Y015
+
+@_typing.final
+class IssueSignupTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNUP_ID_FIELD_NUMBER: _builtins.int
+    signup_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        signup_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signup_id", b"signup_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueSignupTokenRequest: _TypeAlias = IssueSignupTokenRequest  # noqa: Y015
+
+@_typing.final
+class IssueSignupTokenResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueSignupTokenResponse: _TypeAlias = IssueSignupTokenResponse  # noqa: Y015

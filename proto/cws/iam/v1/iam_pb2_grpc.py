@@ -56,6 +56,11 @@ class IamServiceStub:
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.SignupRequest.SerializeToString,
                 response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.SignupResponse.FromString,
                 _registered_method=True)
+        self.ConfirmSignup = channel.unary_unary(
+                '/cws.iam.v1.IamService/ConfirmSignup',
+                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ConfirmSignupRequest.SerializeToString,
+                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.ConfirmSignupResponse.FromString,
+                _registered_method=True)
         self.ChangePassword = channel.unary_unary(
                 '/cws.iam.v1.IamService/ChangePassword',
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ChangePasswordRequest.SerializeToString,
@@ -131,6 +136,21 @@ class IamServiceStub:
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenRequest.SerializeToString,
                 response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenResponse.FromString,
                 _registered_method=True)
+        self.RedeemPortalLink = channel.unary_unary(
+                '/cws.iam.v1.IamService/RedeemPortalLink',
+                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RedeemPortalLinkRequest.SerializeToString,
+                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RedeemPortalLinkResponse.FromString,
+                _registered_method=True)
+        self.CheckPortalSession = channel.unary_unary(
+                '/cws.iam.v1.IamService/CheckPortalSession',
+                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckPortalSessionRequest.SerializeToString,
+                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckPortalSessionResponse.FromString,
+                _registered_method=True)
+        self.RevokePortalSession = channel.unary_unary(
+                '/cws.iam.v1.IamService/RevokePortalSession',
+                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RevokePortalSessionRequest.SerializeToString,
+                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RevokePortalSessionResponse.FromString,
+                _registered_method=True)
         self.RequestClientLogin = channel.unary_unary(
                 '/cws.iam.v1.IamService/RequestClientLogin',
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginRequest.SerializeToString,
@@ -145,6 +165,16 @@ class IamServiceStub:
                 '/cws.iam.v1.IamService/ListOrgs',
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsRequest.SerializeToString,
                 response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsResponse.FromString,
+                _registered_method=True)
+        self.ClaimTemporaryPassword = channel.unary_unary(
+                '/cws.iam.v1.IamService/ClaimTemporaryPassword',
+                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ClaimTemporaryPasswordRequest.SerializeToString,
+                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.ClaimTemporaryPasswordResponse.FromString,
+                _registered_method=True)
+        self.IssueSignupToken = channel.unary_unary(
+                '/cws.iam.v1.IamService/IssueSignupToken',
+                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.IssueSignupTokenRequest.SerializeToString,
+                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.IssueSignupTokenResponse.FromString,
                 _registered_method=True)
 
 
@@ -172,6 +202,14 @@ class IamServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Signup(self, request, context):
+        """Sign-up answers the same whether or not the email has an account (issue 9): it only records the
+        request; the org and its owner are created by ConfirmSignup, with the token emailed to the address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmSignup(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -267,6 +305,27 @@ class IamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RedeemPortalLink(self, request, context):
+        """A portal link is exchanged once for a portal session (issue 9, hole 8): RedeemPortalLink marks
+        the link used and opens the session; CheckPortalSession is asked on every portal request;
+        RevokePortalSession is the portal's logout. Anonymous callers: the tokens name their org.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckPortalSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokePortalSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RequestClientLogin(self, request, context):
         """Public (anonymous context carrying the org the gateway resolved): a client asks for a magic link.
         Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
@@ -284,6 +343,20 @@ class IamServiceServicer:
     def ListOrgs(self, request, context):
         """Service callers only (the jobs scheduler walking the orgs): every org, keyset-paged by id.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimTemporaryPassword(self, request, context):
+        """The notify service only: a temporary password iam holds for it to email (EMAIL_TEMP_PASSWORDS),
+        handed over once and deleted in the same transaction; and the token of a sign-up confirmation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueSignupToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -310,6 +383,11 @@ def add_IamServiceServicer_to_server(servicer, server):
                     servicer.Signup,
                     request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.SignupRequest.FromString,
                     response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.SignupResponse.SerializeToString,
+            ),
+            'ConfirmSignup': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmSignup,
+                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.ConfirmSignupRequest.FromString,
+                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ConfirmSignupResponse.SerializeToString,
             ),
             'ChangePassword': grpc.unary_unary_rpc_method_handler(
                     servicer.ChangePassword,
@@ -386,6 +464,21 @@ def add_IamServiceServicer_to_server(servicer, server):
                     request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenRequest.FromString,
                     response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenResponse.SerializeToString,
             ),
+            'RedeemPortalLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeemPortalLink,
+                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RedeemPortalLinkRequest.FromString,
+                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RedeemPortalLinkResponse.SerializeToString,
+            ),
+            'CheckPortalSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckPortalSession,
+                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckPortalSessionRequest.FromString,
+                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.CheckPortalSessionResponse.SerializeToString,
+            ),
+            'RevokePortalSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokePortalSession,
+                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RevokePortalSessionRequest.FromString,
+                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RevokePortalSessionResponse.SerializeToString,
+            ),
             'RequestClientLogin': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestClientLogin,
                     request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RequestClientLoginRequest.FromString,
@@ -400,6 +493,16 @@ def add_IamServiceServicer_to_server(servicer, server):
                     servicer.ListOrgs,
                     request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsRequest.FromString,
                     response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsResponse.SerializeToString,
+            ),
+            'ClaimTemporaryPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimTemporaryPassword,
+                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.ClaimTemporaryPasswordRequest.FromString,
+                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.ClaimTemporaryPasswordResponse.SerializeToString,
+            ),
+            'IssueSignupToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueSignupToken,
+                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.IssueSignupTokenRequest.FromString,
+                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.IssueSignupTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -512,6 +615,33 @@ class IamService:
             '/cws.iam.v1.IamService/Signup',
             cws_dot_iam_dot_v1_dot_iam__pb2.SignupRequest.SerializeToString,
             cws_dot_iam_dot_v1_dot_iam__pb2.SignupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmSignup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.iam.v1.IamService/ConfirmSignup',
+            cws_dot_iam_dot_v1_dot_iam__pb2.ConfirmSignupRequest.SerializeToString,
+            cws_dot_iam_dot_v1_dot_iam__pb2.ConfirmSignupResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -928,6 +1058,87 @@ class IamService:
             _registered_method=True)
 
     @staticmethod
+    def RedeemPortalLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.iam.v1.IamService/RedeemPortalLink',
+            cws_dot_iam_dot_v1_dot_iam__pb2.RedeemPortalLinkRequest.SerializeToString,
+            cws_dot_iam_dot_v1_dot_iam__pb2.RedeemPortalLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckPortalSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.iam.v1.IamService/CheckPortalSession',
+            cws_dot_iam_dot_v1_dot_iam__pb2.CheckPortalSessionRequest.SerializeToString,
+            cws_dot_iam_dot_v1_dot_iam__pb2.CheckPortalSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokePortalSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.iam.v1.IamService/RevokePortalSession',
+            cws_dot_iam_dot_v1_dot_iam__pb2.RevokePortalSessionRequest.SerializeToString,
+            cws_dot_iam_dot_v1_dot_iam__pb2.RevokePortalSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def RequestClientLogin(request,
             target,
             options=(),
@@ -998,6 +1209,60 @@ class IamService:
             '/cws.iam.v1.IamService/ListOrgs',
             cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsRequest.SerializeToString,
             cws_dot_iam_dot_v1_dot_iam__pb2.ListOrgsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimTemporaryPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.iam.v1.IamService/ClaimTemporaryPassword',
+            cws_dot_iam_dot_v1_dot_iam__pb2.ClaimTemporaryPasswordRequest.SerializeToString,
+            cws_dot_iam_dot_v1_dot_iam__pb2.ClaimTemporaryPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueSignupToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.iam.v1.IamService/IssueSignupToken',
+            cws_dot_iam_dot_v1_dot_iam__pb2.IssueSignupTokenRequest.SerializeToString,
+            cws_dot_iam_dot_v1_dot_iam__pb2.IssueSignupTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class IamServiceStub:
     Refresh: _grpc.UnaryUnaryMultiCallable[_iam_pb2.RefreshRequest, _iam_pb2.RefreshResponse]
     Logout: _grpc.UnaryUnaryMultiCallable[_iam_pb2.LogoutRequest, _iam_pb2.LogoutResponse]
     Signup: _grpc.UnaryUnaryMultiCallable[_iam_pb2.SignupRequest, _iam_pb2.SignupResponse]
+    """Sign-up answers the same whether or not the email has an account (issue 9): it only records the
+    request; the org and its owner are created by ConfirmSignup, with the token emailed to the address.
+    """
+    ConfirmSignup: _grpc.UnaryUnaryMultiCallable[_iam_pb2.ConfirmSignupRequest, _iam_pb2.ConfirmSignupResponse]
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_iam_pb2.ChangePasswordRequest, _iam_pb2.ChangePasswordResponse]
     EnrollTotp: _grpc.UnaryUnaryMultiCallable[_iam_pb2.EnrollTotpRequest, _iam_pb2.EnrollTotpResponse]
     VerifyTotp: _grpc.UnaryUnaryMultiCallable[_iam_pb2.VerifyTotpRequest, _iam_pb2.VerifyTotpResponse]
@@ -54,6 +58,13 @@ class IamServiceStub:
     VerifyClientPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.VerifyClientPortalTokenRequest, _iam_pb2.VerifyClientPortalTokenResponse]
     IssueWorkerPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.IssueWorkerPortalTokenRequest, _iam_pb2.IssueWorkerPortalTokenResponse]
     VerifyWorkerPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.VerifyWorkerPortalTokenRequest, _iam_pb2.VerifyWorkerPortalTokenResponse]
+    RedeemPortalLink: _grpc.UnaryUnaryMultiCallable[_iam_pb2.RedeemPortalLinkRequest, _iam_pb2.RedeemPortalLinkResponse]
+    """A portal link is exchanged once for a portal session (issue 9, hole 8): RedeemPortalLink marks
+    the link used and opens the session; CheckPortalSession is asked on every portal request;
+    RevokePortalSession is the portal's logout. Anonymous callers: the tokens name their org.
+    """
+    CheckPortalSession: _grpc.UnaryUnaryMultiCallable[_iam_pb2.CheckPortalSessionRequest, _iam_pb2.CheckPortalSessionResponse]
+    RevokePortalSession: _grpc.UnaryUnaryMultiCallable[_iam_pb2.RevokePortalSessionRequest, _iam_pb2.RevokePortalSessionResponse]
     RequestClientLogin: _grpc.UnaryUnaryMultiCallable[_iam_pb2.RequestClientLoginRequest, _iam_pb2.RequestClientLoginResponse]
     """Public (anonymous context carrying the org the gateway resolved): a client asks for a magic link.
     Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
@@ -61,6 +72,11 @@ class IamServiceStub:
     CheckSession: _grpc.UnaryUnaryMultiCallable[_iam_pb2.CheckSessionRequest, _iam_pb2.CheckSessionResponse]
     ListOrgs: _grpc.UnaryUnaryMultiCallable[_iam_pb2.ListOrgsRequest, _iam_pb2.ListOrgsResponse]
     """Service callers only (the jobs scheduler walking the orgs): every org, keyset-paged by id."""
+    ClaimTemporaryPassword: _grpc.UnaryUnaryMultiCallable[_iam_pb2.ClaimTemporaryPasswordRequest, _iam_pb2.ClaimTemporaryPasswordResponse]
+    """The notify service only: a temporary password iam holds for it to email (EMAIL_TEMP_PASSWORDS),
+    handed over once and deleted in the same transaction; and the token of a sign-up confirmation.
+    """
+    IssueSignupToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.IssueSignupTokenRequest, _iam_pb2.IssueSignupTokenResponse]
 
 @_typing.type_check_only
 class IamServiceAsyncStub(IamServiceStub):
@@ -73,6 +89,10 @@ class IamServiceAsyncStub(IamServiceStub):
     Refresh: _aio.UnaryUnaryMultiCallable[_iam_pb2.RefreshRequest, _iam_pb2.RefreshResponse]  # type: ignore[assignment]
     Logout: _aio.UnaryUnaryMultiCallable[_iam_pb2.LogoutRequest, _iam_pb2.LogoutResponse]  # type: ignore[assignment]
     Signup: _aio.UnaryUnaryMultiCallable[_iam_pb2.SignupRequest, _iam_pb2.SignupResponse]  # type: ignore[assignment]
+    """Sign-up answers the same whether or not the email has an account (issue 9): it only records the
+    request; the org and its owner are created by ConfirmSignup, with the token emailed to the address.
+    """
+    ConfirmSignup: _aio.UnaryUnaryMultiCallable[_iam_pb2.ConfirmSignupRequest, _iam_pb2.ConfirmSignupResponse]  # type: ignore[assignment]
     ChangePassword: _aio.UnaryUnaryMultiCallable[_iam_pb2.ChangePasswordRequest, _iam_pb2.ChangePasswordResponse]  # type: ignore[assignment]
     EnrollTotp: _aio.UnaryUnaryMultiCallable[_iam_pb2.EnrollTotpRequest, _iam_pb2.EnrollTotpResponse]  # type: ignore[assignment]
     VerifyTotp: _aio.UnaryUnaryMultiCallable[_iam_pb2.VerifyTotpRequest, _iam_pb2.VerifyTotpResponse]  # type: ignore[assignment]
@@ -88,6 +108,13 @@ class IamServiceAsyncStub(IamServiceStub):
     VerifyClientPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.VerifyClientPortalTokenRequest, _iam_pb2.VerifyClientPortalTokenResponse]  # type: ignore[assignment]
     IssueWorkerPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.IssueWorkerPortalTokenRequest, _iam_pb2.IssueWorkerPortalTokenResponse]  # type: ignore[assignment]
     VerifyWorkerPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.VerifyWorkerPortalTokenRequest, _iam_pb2.VerifyWorkerPortalTokenResponse]  # type: ignore[assignment]
+    RedeemPortalLink: _aio.UnaryUnaryMultiCallable[_iam_pb2.RedeemPortalLinkRequest, _iam_pb2.RedeemPortalLinkResponse]  # type: ignore[assignment]
+    """A portal link is exchanged once for a portal session (issue 9, hole 8): RedeemPortalLink marks
+    the link used and opens the session; CheckPortalSession is asked on every portal request;
+    RevokePortalSession is the portal's logout. Anonymous callers: the tokens name their org.
+    """
+    CheckPortalSession: _aio.UnaryUnaryMultiCallable[_iam_pb2.CheckPortalSessionRequest, _iam_pb2.CheckPortalSessionResponse]  # type: ignore[assignment]
+    RevokePortalSession: _aio.UnaryUnaryMultiCallable[_iam_pb2.RevokePortalSessionRequest, _iam_pb2.RevokePortalSessionResponse]  # type: ignore[assignment]
     RequestClientLogin: _aio.UnaryUnaryMultiCallable[_iam_pb2.RequestClientLoginRequest, _iam_pb2.RequestClientLoginResponse]  # type: ignore[assignment]
     """Public (anonymous context carrying the org the gateway resolved): a client asks for a magic link.
     Always succeeds for a well-formed email, whether or not the client is known (no enumeration).
@@ -95,6 +122,11 @@ class IamServiceAsyncStub(IamServiceStub):
     CheckSession: _aio.UnaryUnaryMultiCallable[_iam_pb2.CheckSessionRequest, _iam_pb2.CheckSessionResponse]  # type: ignore[assignment]
     ListOrgs: _aio.UnaryUnaryMultiCallable[_iam_pb2.ListOrgsRequest, _iam_pb2.ListOrgsResponse]  # type: ignore[assignment]
     """Service callers only (the jobs scheduler walking the orgs): every org, keyset-paged by id."""
+    ClaimTemporaryPassword: _aio.UnaryUnaryMultiCallable[_iam_pb2.ClaimTemporaryPasswordRequest, _iam_pb2.ClaimTemporaryPasswordResponse]  # type: ignore[assignment]
+    """The notify service only: a temporary password iam holds for it to email (EMAIL_TEMP_PASSWORDS),
+    handed over once and deleted in the same transaction; and the token of a sign-up confirmation.
+    """
+    IssueSignupToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.IssueSignupTokenRequest, _iam_pb2.IssueSignupTokenResponse]  # type: ignore[assignment]
 
 class IamServiceServicer(metaclass=_abc_1.ABCMeta):
     """Identity and access: orgs, users, sessions, MFA, break-glass, portal tokens, admin audit log.
@@ -127,7 +159,17 @@ class IamServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _iam_pb2.SignupRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_iam_pb2.SignupResponse, _abc.Awaitable[_iam_pb2.SignupResponse]]: ...
+    ) -> _typing.Union[_iam_pb2.SignupResponse, _abc.Awaitable[_iam_pb2.SignupResponse]]:
+        """Sign-up answers the same whether or not the email has an account (issue 9): it only records the
+        request; the org and its owner are created by ConfirmSignup, with the token emailed to the address.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmSignup(
+        self,
+        request: _iam_pb2.ConfirmSignupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.ConfirmSignupResponse, _abc.Awaitable[_iam_pb2.ConfirmSignupResponse]]: ...
 
     @_abc_1.abstractmethod
     def ChangePassword(
@@ -235,6 +277,31 @@ class IamServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_iam_pb2.VerifyWorkerPortalTokenResponse, _abc.Awaitable[_iam_pb2.VerifyWorkerPortalTokenResponse]]: ...
 
     @_abc_1.abstractmethod
+    def RedeemPortalLink(
+        self,
+        request: _iam_pb2.RedeemPortalLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.RedeemPortalLinkResponse, _abc.Awaitable[_iam_pb2.RedeemPortalLinkResponse]]:
+        """A portal link is exchanged once for a portal session (issue 9, hole 8): RedeemPortalLink marks
+        the link used and opens the session; CheckPortalSession is asked on every portal request;
+        RevokePortalSession is the portal's logout. Anonymous callers: the tokens name their org.
+        """
+
+    @_abc_1.abstractmethod
+    def CheckPortalSession(
+        self,
+        request: _iam_pb2.CheckPortalSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.CheckPortalSessionResponse, _abc.Awaitable[_iam_pb2.CheckPortalSessionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokePortalSession(
+        self,
+        request: _iam_pb2.RevokePortalSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.RevokePortalSessionResponse, _abc.Awaitable[_iam_pb2.RevokePortalSessionResponse]]: ...
+
+    @_abc_1.abstractmethod
     def RequestClientLogin(
         self,
         request: _iam_pb2.RequestClientLoginRequest,
@@ -258,5 +325,22 @@ class IamServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_iam_pb2.ListOrgsResponse, _abc.Awaitable[_iam_pb2.ListOrgsResponse]]:
         """Service callers only (the jobs scheduler walking the orgs): every org, keyset-paged by id."""
+
+    @_abc_1.abstractmethod
+    def ClaimTemporaryPassword(
+        self,
+        request: _iam_pb2.ClaimTemporaryPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.ClaimTemporaryPasswordResponse, _abc.Awaitable[_iam_pb2.ClaimTemporaryPasswordResponse]]:
+        """The notify service only: a temporary password iam holds for it to email (EMAIL_TEMP_PASSWORDS),
+        handed over once and deleted in the same transaction; and the token of a sign-up confirmation.
+        """
+
+    @_abc_1.abstractmethod
+    def IssueSignupToken(
+        self,
+        request: _iam_pb2.IssueSignupTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.IssueSignupTokenResponse, _abc.Awaitable[_iam_pb2.IssueSignupTokenResponse]]: ...
 
 def add_IamServiceServicer_to_server(servicer: IamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
