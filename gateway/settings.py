@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from libs.common.roles import Role
 from libs.common.settings import PLACEHOLDER_SECRETS, AuthSecretSettings, CsvList, parse_networks, split_csv
@@ -42,7 +42,7 @@ class GatewaySettings(AuthSecretSettings):
     # issues (HS256). Portal tokens are verified by iam, so the gateway holds neither portal secret.
     gateway_host: str = "0.0.0.0"
     gateway_port: int = 8000
-    gateway_workers: int = 1
+    gateway_workers: int = Field(default=1, ge=1, le=64)
     iam_grpc_target: str = "127.0.0.1:50051"
     booking_grpc_target: str = "127.0.0.1:50052"
     notify_grpc_target: str = "127.0.0.1:50055"

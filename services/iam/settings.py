@@ -28,10 +28,12 @@ class IamSettings(AuthSecretSettings):
     signup_enabled: bool = False
     # Consecutive failures before logins to an account are slowed, and the hard stop NIST SP 800-63B
     # sets (no more than 100 consecutive failures on one account).
-    login_throttle_after_failures: int = 5
-    login_throttle_max_seconds: int = 900
-    login_lockout_failures: int = 100
-    break_glass_max_ttl_minutes: int = 240
+    # Bounded: 0 would throttle or lock every account at once (the checks are `failures >= setting`).
+    login_throttle_after_failures: int = Field(default=5, ge=1, le=1000)
+    login_throttle_max_seconds: int = Field(default=900, ge=1, le=86400)
+    login_lockout_failures: int = Field(default=100, ge=1, le=100_000)
+    # The gateway accepts ttl_minutes up to 1440; iam refuses more than this with a 422 naming it.
+    break_glass_max_ttl_minutes: int = Field(default=240, ge=1, le=1440)
     totp_issuer: str = "CleanWithSnapshot"
     # Dev/test only: RequestClientLogin also returns the magic-link token, so a developer or a test
     # can follow the link without an inbox. Refused in APP_ENV=prod.

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from libs.common.settings import CommonSettings, CsvList, split_csv
 
@@ -42,7 +42,7 @@ class NotifySettings(CommonSettings):
     smtp_password: str = ""
     smtp_use_tls: bool = False  # implicit TLS (465)
     smtp_starttls: bool = False
-    smtp_timeout_seconds: float = 10.0
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     sendgrid_api_key: str = ""
     sendgrid_api_url: str = "https://api.sendgrid.com"
     email_temp_passwords: bool = False
@@ -53,7 +53,7 @@ class NotifySettings(CommonSettings):
     # Hosts (and addresses or CIDRs) webhooks may go to. A host resolving to a private, loopback or
     # link-local address is refused unless that address is listed here too.
     export_webhook_allowed_hosts: CsvList = []
-    export_webhook_timeout_seconds: float = 10.0
+    export_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # EXPORT_MODE=sheets: rows appended to SHEETS_RANGE of this spreadsheet, as the service account
     # whose JSON key is GOOGLE_SERVICE_ACCOUNT_FILE (share the sheet with its client_email).
     sheets_spreadsheet_id: str = ""
