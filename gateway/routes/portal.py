@@ -1,7 +1,8 @@
 """Client and worker portals (seed 002, "Client portal v1 usage").
 
 Clients: POST /client/login/request → magic link (by email; in dev/test optionally in the answer).
-Workers: an admin mints a link (POST /v1/admin/workers/{id}/portal-link).
+Workers: an admin mints a link (POST /v1/admin/workers/{id}/portal-link), and may end a worker's
+portal access without deactivating them (POST /v1/admin/workers/{id}/portal/revoke).
 Either link, GET /client/login/callback?token=… (or /worker/login/callback), signs nobody in: it
 answers a small page whose button POSTs the token, in the body, to /client/login/confirm (or
 /worker/login/confirm). That POST uses the link up (once) and opens a portal session, whose opaque
@@ -162,6 +163,11 @@ class WorkerSignedIn(BaseModel):
     worker_id: str
     expires_at: datetime
     session_token: str | None = Field(None, description="Only to a JSON client (for Authorization: Bearer)")
+
+
+class WorkerPortalRevoked(BaseModel):
+    revoked_sessions: int = Field(description="Portal sessions that were open and are now ended")
+    revoked_links: int = Field(description="Links not yet used that are now revoked")
 
 
 CONFIRM_DESCRIPTION = (
@@ -424,8 +430,33 @@ async def worker_portal_link(
     )
 
 
-async def _check_worker(booking: BookingStub, worker_id: str) -> None:
-    """IAM signs whatever id it is given; only booking knows the org's workers, so ask it first."""
+@router.post(
+    "/v1/admin/workers/{worker_id}/portal/revoke",
+    response_model=WorkerPortalRevoked,
+    summary="End a worker's portal sessions and revoke their unused links (dispatcher and up)",
+    description=(
+        "For a lost phone or a shared device: the worker stays active and a new link signs them in "
+        "again. Another org's or an unknown worker is 404. Audited."
+    ),
+    dependencies=[ADMIN],
+)
+async def revoke_worker_portal_access(
+    worker_id: Id,
+    booking: Booking,
+    iam: Iam,
+    principal: Principal = Depends(require_roles(*DISPATCH)),
+) -> WorkerPortalRevoked:
+    # An inactive worker is no reason to refuse: their access may still be ending (booking's event).
+    await _check_worker(booking, worker_id, active_only=False)
+    revoked = await iam.RevokeWorkerPortalAccess(
+        iam_pb2.RevokeWorkerPortalAccessRequest(worker_id=str(uuid.UUID(worker_id)))
+    )
+    return WorkerPortalRevoked(revoked_sessions=revoked.revoked_sessions, revoked_links=revoked.revoked_links)
+
+
+async def _check_worker(booking: BookingStub, worker_id: str, *, active_only: bool = True) -> None:
+    """IAM signs (and revokes) whatever id it is given; only booking knows the org's workers, so ask
+    it first. Unknown and other orgs' workers answer as booking's own worker routes do (404)."""
     try:
         wanted = str(uuid.UUID(worker_id))
     except ValueError:
@@ -438,8 +469,8 @@ async def _check_worker(booking: BookingStub, worker_id: str) -> None:
     found = await booking.ListWorkers(booking_pb2.ListWorkersRequest())
     worker = next((w for w in found.workers if w.id == wanted), None)
     if worker is None:
-        raise ProblemError(404, "not_found", "worker not found")
-    if not worker.active:
+        raise ProblemError(404, "worker_not_found", "worker not found")
+    if active_only and not worker.active:
         raise ProblemError(409, "worker_inactive", "this worker is inactive")
 
 

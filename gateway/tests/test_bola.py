@@ -197,6 +197,8 @@ async def test_no_role_of_another_org_reaches_an_object_by_its_id(
 ) -> None:
     org_a, org_b = await make_org("BOLA A"), await make_org("BOLA B")
     objects = await objects_of_org_a(http, gateway.url, org_a, stack)
+    # Org A's worker signed in to their portal: no route swept below may end it (portal/revoke).
+    worker_of_a = await worker_session_of(http, gateway.url, org_a, objects["worker"])
     sessions = await sessions_of_org_b(http, gateway.url, org_b)
     portal_users = await portal_sessions_of_org_b(http, gateway.url, org_b, client_email_of(org_a), smtp_sink)
     document = (await http.get(f"{gateway.url}/openapi.json")).json()
@@ -249,10 +251,26 @@ async def test_no_role_of_another_org_reaches_an_object_by_its_id(
     assert len(swept) >= 20, swept
     # The client's booking, the worker's job, and the worker's start/complete on it.
     assert len(portal_swept) >= 3, portal_swept
-    await org_a_is_untouched(http, gateway.url, org_a, objects)
+    await org_a_is_untouched(http, gateway.url, org_a, objects, worker_of_a)
 
 
-async def org_a_is_untouched(http: httpx.AsyncClient, url: str, org: Any, objects: dict[str, str]) -> None:
+async def worker_session_of(http: httpx.AsyncClient, url: str, org: Any, worker_id: str) -> dict[str, str]:
+    """A portal session of one of the org's workers, as a bearer header (the link an owner mints)."""
+    issued = await http.post(
+        f"{url}/v1/admin/workers/{worker_id}/portal-link", headers=await owner(http, url, org)
+    )
+    assert issued.status_code == 200, issued.text
+    confirmed = await http.post(f"{url}/worker/login/confirm", json={"token": issued.json()["token"]})
+    assert confirmed.status_code == 200, confirmed.text
+    http.cookies.clear()
+    return {"Authorization": f"Bearer {confirmed.json()['session_token']}"}
+
+
+async def org_a_is_untouched(
+    http: httpx.AsyncClient, url: str, org: Any, objects: dict[str, str], worker_session: dict[str, str]
+) -> None:
+    jobs = await http.get(f"{url}/v1/worker/portal/jobs", headers=worker_session)
+    assert jobs.status_code == 200, f"org A's worker lost their portal session: {jobs.text}"
     headers = await owner(http, url, org)
     booking = (await http.get(f"{url}/v1/admin/bookings/{objects['booking']}", headers=headers)).json()
     assert (booking["status"], booking["starts_at"][:19]) == ("pending", SOON.isoformat()[:19]), booking

@@ -329,6 +329,16 @@ async def operator_reset_password(
     """For an operator at the console (an org whose only owner is locked out): a new temporary
     password, the lockout cleared, every session ended, and an audit row naming the operator.
     `uow` needs no org: it is switched to the account's. Returns (org_id, temp_password)."""
+    target = await find_account_for_operator(uow, email)
+    temp = await _set_temporary_password(
+        uow, settings, target, reason="operator_password_reset", after={"by": "operator console"}
+    )
+    return target.org_id, temp
+
+
+async def find_account_for_operator(uow: UnitOfWork, email: str) -> User:
+    """The account with this email in whichever org holds it, locked for update, for an operator at
+    the console: `uow` needs no org, it is switched to the account's. NotFound when there is none."""
     found = (
         await uow.session.execute(
             text("SELECT user_id, org_id FROM iam.find_login(:email)"), {"email": normalise_email(email)}
@@ -337,8 +347,4 @@ async def operator_reset_password(
     if found is None:
         raise NotFound("no account with this email")
     await uow.set_org(found.org_id)
-    target = await get_user(uow, str(found.user_id), for_update=True)
-    temp = await _set_temporary_password(
-        uow, settings, target, reason="operator_password_reset", after={"by": "operator console"}
-    )
-    return found.org_id, temp
+    return await get_user(uow, str(found.user_id), for_update=True)

@@ -465,6 +465,16 @@ class IamServicer(iam_pb2_grpc.IamServiceServicer):
             org_id=claims.org_id, worker_id=claims.subject, expires_at=_epoch_ts(claims.expires_at)
         )
 
+    async def RevokeWorkerPortalAccess(
+        self, request: iam_pb2.RevokeWorkerPortalAccessRequest, context: Context
+    ) -> iam_pb2.RevokeWorkerPortalAccessResponse:
+        request_context.require_role(*DISPATCH)  # who may issue a worker link may end the access
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            revoked = await portal_links.revoke_worker_access(uow, worker_id=request.worker_id)
+        return iam_pb2.RevokeWorkerPortalAccessResponse(
+            revoked_sessions=revoked.sessions, revoked_links=revoked.links
+        )
+
     # --- portal sessions -----------------------------------------------------------------------
 
     async def RedeemPortalLink(

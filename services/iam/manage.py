@@ -1,5 +1,7 @@
 """Operator commands: `python -m services.iam.manage create-org --name ... --owner-email ...`,
-`python -m services.iam.manage reset-password --email ...` (an org whose only owner is locked out) and
+`python -m services.iam.manage reset-password --email ...` (an org whose only owner is locked out),
+`python -m services.iam.manage disable-totp --email ... --reason ...` (a user whose TOTP nobody in the
+org can turn off: a sole owner who lost the authenticator, or whose secret no key decrypts) and
 `python -m services.iam.manage reencrypt-secrets` (after rotating AUTH_SECRET_KEY, docs/auth.md).
 
 The owner password is read from --owner-password or, better, the OWNER_PASSWORD environment
@@ -19,6 +21,7 @@ from libs.common.context import RequestContext
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import ServiceError
 from services.iam.accounts import CreatedOrg, create_org, operator_reset_password
+from services.iam.mfa import operator_disable_totp
 from services.iam.models import SCHEMA, event_tables
 from services.iam.reencrypt import Report, reencrypt
 from services.iam.settings import IamSettings
@@ -74,6 +77,30 @@ async def _reset_password(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _disable_totp(args: argparse.Namespace) -> int:
+    settings = IamSettings()
+    db = Database(settings.database_url, schema=SCHEMA, tables=event_tables)
+    token = request_context.set_current(
+        RequestContext(principal_id="operator:console", role="OPERATOR", request_id=uuid.uuid4().hex)
+    )
+    try:
+        # The console is a boundary like the servicer: it owns the transaction.
+        async with unit_of_work(db) as uow:
+            done = await operator_disable_totp(uow, email=args.email, reason=args.reason)
+    except ServiceError as error:
+        print(f"error: {error.detail}", file=sys.stderr)
+        return 2
+    finally:
+        request_context.reset_current(token)
+        await db.dispose()
+    ids = f"user_id={done.user_id} org_id={done.org_id}"
+    if not done.had_totp:
+        print(f"two-factor authentication was not on, nothing changed: {ids}")
+    else:
+        print(f"two-factor authentication turned off: {ids} sessions_ended={done.revoked_sessions}")
+    return 0
+
+
 async def _reencrypt_secrets(args: argparse.Namespace) -> int:
     settings = IamSettings()
     db = Database(settings.database_url, schema=SCHEMA, tables=event_tables)
@@ -99,8 +126,9 @@ def _report_unreadable(report: Report) -> int:
         f"error: {len(lost_totp)} TOTP secret(s) and {len(lost_passwords)} temporary password(s) open "
         "under neither AUTH_SECRET_KEY nor any key in AUTH_SECRET_KEY_PREVIOUS. Add the key they were "
         "encrypted under to AUTH_SECRET_KEY_PREVIOUS and run this again; if that key is lost, an owner "
-        "turns off each such user's two-factor authentication (POST /v1/auth/2fa/disable) and an admin "
-        "resets each such temporary password again.",
+        "turns off each such user's two-factor authentication (POST /v1/auth/2fa/disable, or for a sole "
+        "owner `python -m services.iam.manage disable-totp`) and an admin resets each such temporary "
+        "password again.",
         file=sys.stderr,
     )
     for row in lost_totp:
@@ -122,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         "reset-password", help="new temporary password for an account (unlocks it, ends its sessions)"
     )
     reset.add_argument("--email", required=True)
+    untotp = commands.add_parser(
+        "disable-totp",
+        help="turn off an account's two-factor authentication (ends its sessions, audited with --reason)",
+    )
+    untotp.add_argument("--email", required=True)
+    untotp.add_argument("--reason", required=True, help="why, for the audit log (e.g. the ticket)")
     rekey = commands.add_parser(
         "reencrypt-secrets",
         help="re-encrypt every TOTP secret and waiting temporary password under the current "
@@ -138,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     run = {
         "create-org": _create_org,
         "reset-password": _reset_password,
+        "disable-totp": _disable_totp,
         "reencrypt-secrets": _reencrypt_secrets,
     }
     return asyncio.run(run[args.command](args))

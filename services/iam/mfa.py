@@ -3,22 +3,27 @@
 Each needs the acting user's current password (`sessions.step_up`): whoever holds only an access
 token must not be able to enrol their own authenticator, end the victim's other sessions and take a
 fresh refresh chain, nor strip anyone's second factor. Run these under `sessions.counting_failures`,
-which counts a wrong password as a failed login."""
+which counts a wrong password as a failed login. The one exception is `operator_disable_totp`, for
+the operator console (`python -m services.iam.manage disable-totp`), whose caller holds the database
+already."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from cws.iam.v1 import events_pb2
 from sqlalchemy import update
 
 from libs.common.db import UnitOfWork
-from libs.common.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from libs.common.errors import FailedPrecondition, PermissionDenied, Unauthenticated, invalid
 from libs.common.roles import Role
 from services.iam import audit, totp
-from services.iam.accounts import get_user
+from services.iam.accounts import find_account_for_operator, get_user
+from services.iam.breakglass import MAX_REASON
 from services.iam.events import IAM_MFA_CHANGED
-from services.iam.models import users
+from services.iam.models import User, users
 from services.iam.sessions import (
     IssuedTokens,
     mark_session_mfa,
@@ -94,13 +99,48 @@ async def disable(
     if actor_user_id is not None:
         await step_up(await get_user(uow, actor_user_id), settings, current_password)
     user = await get_user(uow, target_user_id, for_update=True)
+    return await _clear_totp(uow, user, reason="mfa_disabled")
+
+
+@dataclass(frozen=True)
+class OperatorTotpReset:
+    user_id: uuid.UUID
+    org_id: uuid.UUID
+    had_totp: bool
+    revoked_sessions: int
+
+
+async def operator_disable_totp(uow: UnitOfWork, *, email: str, reason: str) -> OperatorTotpReset:
+    """For an operator at the console, when nobody in the org can turn a user's TOTP off (a sole
+    OWNER who lost the authenticator, or whose secret no configured key decrypts): what `disable`
+    does, with the operator's reason in the audit row. `uow` needs no org: it is switched to the
+    account's. A user without TOTP is left as it is."""
+    reason = reason.strip()
+    if not reason:
+        raise invalid("reason", "is required")
+    if len(reason) > MAX_REASON:
+        raise invalid("reason", f"must be at most {MAX_REASON} characters")
+    user = await find_account_for_operator(uow, email)
+    if not user.totp_enabled:
+        return OperatorTotpReset(user.id, user.org_id, had_totp=False, revoked_sessions=0)
+    revoked = await _clear_totp(
+        uow, user, reason="operator_mfa_disabled", after={"by": "operator console", "reason": reason}
+    )
+    return OperatorTotpReset(user.id, user.org_id, had_totp=True, revoked_sessions=revoked)
+
+
+async def _clear_totp(
+    uow: UnitOfWork, user: User, *, reason: str, after: dict[str, Any] | None = None
+) -> int:
+    """The secret gone, every session ended (cws.iam.session.revoked tells the gateways), audited.
+    Returns how many sessions were ended."""
     await uow.session.execute(
         update(users)
         .where(users.c.id == user.id)
         .values(totp_enabled=False, totp_secret_enc=None, totp_last_step=0)
     )
-    revoked = await revoke_user_sessions(uow, user.id, reason="mfa_disabled")
-    await audit.record(uow, "iam.mfa.disable", resource_type="user", resource_id=str(user.id))
+    revoked = await revoke_user_sessions(uow, user.id, reason=reason)
+    await audit.record(uow, "iam.mfa.disable", resource_type="user", resource_id=str(user.id), after=after)
     uow.add_event(
         IAM_MFA_CHANGED,
         events_pb2.MfaChanged(org_id=str(uow.org_id), user_id=str(user.id), enabled=False),

@@ -1,7 +1,8 @@
 """Portal links minted for someone: a client's magic link (a dispatcher sending one by hand, notify's
 client-login consumer, the dev-only link in the login answer) and a worker's portal link. Signing
 them is portal_tokens.py; each is also recorded (as a hash) so it can be used once and revoked
-(portal_sessions.py). This module decides what is asked for, and audits what must be."""
+(portal_sessions.py). This module decides what is asked for, and audits what must be; it also ends
+one worker's portal access at an admin's request."""
 
 from __future__ import annotations
 
@@ -65,3 +66,27 @@ async def issue_worker_token(
         after={"expires_at": expires_at},
     )
     return PortalToken(token, expires_at)
+
+
+@dataclass(frozen=True)
+class RevokedAccess:
+    sessions: int
+    links: int
+
+
+async def revoke_worker_access(uow: UnitOfWork, *, worker_id: str) -> RevokedAccess:
+    """An admin ends one worker's portal access without deactivating them (a lost phone, a shared
+    device): what booking's deactivation does (events.on_worker_deactivated), in the uow's org, and
+    audited, as an admin write on someone else's credentials. Asking again ends nothing more."""
+    worker = str(parse_id(worker_id, "worker_id"))
+    links, sessions = await portal_sessions.end_access(
+        uow, portal_sessions.KINDS[portal_sessions.WORKER], worker, reason="admin_revoked"
+    )
+    await audit.record(
+        uow,
+        "iam.worker_portal_access.revoke",
+        resource_type="worker",
+        resource_id=worker,
+        after={"revoked_sessions": sessions, "revoked_links": links},
+    )
+    return RevokedAccess(sessions=sessions, links=links)

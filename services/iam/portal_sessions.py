@@ -9,7 +9,9 @@ a database dump opens nothing.
 
 Sessions end on logout, when they expire, and when the worker they belong to is deactivated or
 deleted (booking's cws.booking.worker.deactivated, services/iam/events.py), which also revokes the
-worker's unused links. Issuing a new link ends nothing: a worker may hold a session on two devices.
+worker's unused links, and when an admin ends that worker's access alone (end_access again, from
+portal_links.revoke_worker_access). Issuing a new link ends nothing: a worker may hold a session on
+two devices.
 
 The tokens carry their org (the link in its signed claims, the session as `ps.<org>.<random>`), so
 each lookup runs inside that org under row-level security, with no cross-org query anywhere."""

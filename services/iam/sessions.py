@@ -88,7 +88,8 @@ def read_totp_secret(user: User, settings: IamSettings) -> Opened:
             org_id=str(user.org_id),
             user_id=str(user.id),
             hint="no configured key decrypts this TOTP secret: add the key it was encrypted under to "
-            "AUTH_SECRET_KEY_PREVIOUS, or have an owner turn the user's TOTP off (POST /v1/auth/2fa/disable)",
+            "AUTH_SECRET_KEY_PREVIOUS, or have an owner turn the user's TOTP off (POST /v1/auth/2fa/disable; "
+            "for a sole owner, python -m services.iam.manage disable-totp)",
         )
         raise FailedPrecondition(
             "your two-factor secret can no longer be read; ask an owner of your organisation to turn "

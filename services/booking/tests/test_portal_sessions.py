@@ -3,13 +3,15 @@ in front of the real processes.
 
 The attacks: a link used a second time; the link itself presented as a session (the old behaviour);
 a GET of the link that signs someone in (login CSRF, mail scanners); another site posting a link
-(login CSRF); a session kept after logout or after the worker was deactivated or deleted; the tokens
-in the gateway's or IAM's logs. Each is refused here."""
+(login CSRF); a session kept after logout, after the worker was deactivated or deleted, or after an
+admin ended the worker's portal access; the tokens in the gateway's or IAM's logs. Each is refused
+here."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 
 import httpx
 import psycopg
@@ -301,6 +303,118 @@ async def test_a_deleted_workers_session_ends(gateway, http, make_org):
         return await status_with(http, url, JOBS, session) == 401
 
     await eventually(ended, timeout=10, message="the deleted worker's session refused")
+
+
+# --- an admin ends one worker's portal access (a lost phone), the worker staying active ----------
+
+
+def revoke_url(url: str, worker: str) -> str:
+    return f"{url}/v1/admin/workers/{worker}/portal/revoke"
+
+
+async def test_an_admin_ends_a_workers_portal_access_without_deactivating_them(gateway, http, make_org):
+    url = gateway.url
+    org = await make_org()
+    owner = await testkit.owner(http, url, org)
+    worker = await new_worker(http, url, owner, "Lost phone")
+    phone = await session_of(http, url, "worker", await worker_link(http, url, owner, worker))
+    tablet = await session_of(http, url, "worker", await worker_link(http, url, owner, worker))
+    unused = await worker_link(http, url, owner, worker)  # issued before, not yet used
+    stays = await new_worker(http, url, owner, "Keeps their phone")
+    staying = await session_of(http, url, "worker", await worker_link(http, url, owner, stays))
+    assert (
+        await status_with(http, url, JOBS, phone) == 200 and await status_with(http, url, JOBS, tablet) == 200
+    )
+
+    revoked = await http.post(revoke_url(url, worker), headers=owner)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json() == {"revoked_sessions": 2, "revoked_links": 1}
+    # At once (no event in between): the next portal request is refused as a signed-out session is.
+    for session in (phone, tablet):
+        assert_problem(await http.get(url + JOBS, headers=bearer(session)), 401, "invalid_portal_session")
+        assert_problem(
+            await http.get(url + JOBS, headers={"Cookie": f"worker_session={session}"}),
+            401,
+            "invalid_portal_session",
+        )
+    assert_problem(await confirm(http, url, "worker", token_of(unused)), 401, "portal_link_revoked")
+    assert_problem(await http.get(url + unused), 401, "portal_link_revoked")
+    assert await status_with(http, url, JOBS, staying) == 200  # another worker keeps theirs
+
+    # The worker stays active: a new link signs them in again, and asking again ends only that.
+    [listed] = [
+        w
+        for w in (await http.get(f"{url}/v1/admin/workers", headers=owner)).json()["workers"]
+        if w["id"] == worker
+    ]
+    assert listed["active"] is True
+    again = await session_of(http, url, "worker", await worker_link(http, url, owner, worker))
+    assert await status_with(http, url, JOBS, again) == 200
+    assert (await http.post(revoke_url(url, worker), headers=owner)).json() == {
+        "revoked_sessions": 1,
+        "revoked_links": 0,
+    }
+    assert await status_with(http, url, JOBS, again) == 401
+    assert (await http.post(revoke_url(url, worker), headers=owner)).json() == {
+        "revoked_sessions": 0,
+        "revoked_links": 0,
+    }
+
+    # Audited as an admin write, by whom and on which worker.
+    logs = await http.get(
+        f"{url}/v1/admin/audit-logs", params={"action": "iam.worker_portal_access.revoke"}, headers=owner
+    )
+    assert logs.status_code == 200, logs.text
+    entries = logs.json()
+    assert len(entries) == 3 and {e["resource_type"] for e in entries} == {"worker"}
+    assert {e["resource_id"] for e in entries} == {worker} and {e["role"] for e in entries} == {"OWNER"}
+    assert entries[-1]["after"] == {"revoked_sessions": 2, "revoked_links": 1}
+
+
+async def test_revoking_a_workers_portal_access_needs_dispatch_roles_and_their_own_org(
+    gateway, http, make_org
+):
+    url = gateway.url
+    org, other = await make_org(), await make_org()
+    owner = await testkit.owner(http, url, org)
+    worker = await new_worker(http, url, owner, "Targeted")
+    session = await session_of(http, url, "worker", await worker_link(http, url, owner, worker))
+    unused = await worker_link(http, url, owner, worker)
+
+    for role in ("VIEWER", "FINANCE"):
+        staff = await testkit.staff(http, url, owner, role)
+        assert_problem(await http.post(revoke_url(url, worker), headers=staff), 403)
+    assert_problem(await http.post(revoke_url(url, worker)), 401)
+    # The worker's own portal session is no staff credential.
+    assert_problem(await http.post(revoke_url(url, worker), headers=bearer(session)), 401)
+    assert_problem(await http.post(revoke_url(url, "not-a-uuid"), headers=owner), 422)
+
+    # Another org's admin with this worker's id: 404, word for word what booking's worker routes
+    # answer for it, and an unknown id the same. Nothing of the worker's access ends.
+    other_owner = await testkit.owner(http, url, other)
+    patched = assert_problem(
+        await http.patch(f"{url}/v1/admin/workers/{worker}", json={"name": "B"}, headers=other_owner), 404
+    )
+    for stranger in (worker, str(uuid.uuid4())):
+        refused = assert_problem(await http.post(revoke_url(url, stranger), headers=other_owner), 404)
+        assert {k: refused[k] for k in ("type", "title", "status", "detail")} == {
+            k: patched[k] for k in ("type", "title", "status", "detail")
+        }
+    assert await status_with(http, url, JOBS, session) == 200
+
+    # A dispatcher may, as they may issue the link; the unused link is revoked with the session.
+    dispatcher = await testkit.staff(http, url, owner, "DISPATCHER")
+    revoked = await http.post(revoke_url(url, worker), headers=dispatcher)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json() == {"revoked_sessions": 1, "revoked_links": 1}
+    assert_problem(await http.get(url + JOBS, headers=bearer(session)), 401, "invalid_portal_session")
+    assert_problem(await confirm(http, url, "worker", token_of(unused)), 401, "portal_link_revoked")
+
+    # An inactive worker can still be revoked (their access may still be ending): not 409.
+    assert (
+        await http.patch(f"{url}/v1/admin/workers/{worker}", json={"active": False}, headers=owner)
+    ).status_code == 200
+    assert (await http.post(revoke_url(url, worker), headers=owner)).status_code == 200
 
 
 # --- tokens stay out of logs -------------------------------------------------------------------

@@ -903,6 +903,66 @@ async def test_worker_portal_token_issue_is_audited(stub: Any, make_org: Any) ->
     assert entry.after["expires_at"] == issued.expires_at.seconds
 
 
+async def _worker_session(stub: Any, org_id: str, worker_id: str) -> str:
+    issued = await stub.IssueWorkerPortalToken(
+        iam_pb2.IssueWorkerPortalTokenRequest(worker_id=worker_id), metadata=as_role(org_id, "OWNER")
+    )
+    redeemed = await stub.RedeemPortalLink(
+        iam_pb2.RedeemPortalLinkRequest(kind=iam_pb2.PORTAL_KIND_WORKER, link_token=issued.token),
+        metadata=anonymous(),
+    )
+    return str(redeemed.session_token)
+
+
+async def _worker_session_stands(stub: Any, token: str) -> bool:
+    try:
+        await stub.CheckPortalSession(
+            iam_pb2.CheckPortalSessionRequest(kind=iam_pb2.PORTAL_KIND_WORKER, session_token=token),
+            metadata=anonymous(),
+        )
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == Code.UNAUTHENTICATED, error
+        return False
+    return True
+
+
+async def test_revoking_a_workers_portal_access_needs_dispatch_roles_and_stays_in_the_callers_org(
+    stub: Any, make_org: Any
+) -> None:
+    """The gateway checks the role and the worker's org first; iam checks again on its own: a context
+    without a dispatch role is refused, and another org's context reaches none of this org's rows."""
+    org, other = await make_org(), await make_org()
+    worker_id = str(uuid.uuid4())
+    session = await _worker_session(stub, org.org_id, worker_id)
+    request = iam_pb2.RevokeWorkerPortalAccessRequest(worker_id=worker_id)
+    for role in ("VIEWER", "FINANCE", "WORKER", "CLIENT"):
+        await rpc_error(
+            stub.RevokeWorkerPortalAccess(request, metadata=as_role(org.org_id, role)), Code.PERMISSION_DENIED
+        )
+    await rpc_error(stub.RevokeWorkerPortalAccess(request, metadata=anonymous()), Code.UNAUTHENTICATED)
+    error = await rpc_error(
+        stub.RevokeWorkerPortalAccess(
+            iam_pb2.RevokeWorkerPortalAccessRequest(worker_id="w-1"), metadata=as_role(org.org_id, "OWNER")
+        ),
+        Code.INVALID_ARGUMENT,
+    )
+    assert [v.field for v in error.violations] == ["worker_id"]
+    # Another org's admin with this worker's id ends nothing (row-level security: not their rows).
+    elsewhere = await stub.RevokeWorkerPortalAccess(request, metadata=as_role(other.org_id, "OWNER"))
+    assert (elsewhere.revoked_sessions, elsewhere.revoked_links) == (0, 0)
+    assert await _worker_session_stands(stub, session)
+
+    revoked = await stub.RevokeWorkerPortalAccess(request, metadata=as_role(org.org_id, "DISPATCHER"))
+    assert (revoked.revoked_sessions, revoked.revoked_links) == (1, 0)
+    assert not await _worker_session_stands(stub, session)
+    audit = await stub.ListAuditLogs(
+        iam_pb2.ListAuditLogsRequest(action="iam.worker_portal_access.revoke"),
+        metadata=as_role(org.org_id, "OWNER"),
+    )
+    [entry] = audit.entries
+    assert (entry.resource_type, entry.resource_id, entry.role) == ("worker", worker_id, "DISPATCHER")
+
+
 # --- no audit rows from callers -------------------------------------------------------------
 
 

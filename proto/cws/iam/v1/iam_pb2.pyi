@@ -1067,6 +1067,49 @@ class VerifyWorkerPortalTokenResponse(_message.Message):
 Global___VerifyWorkerPortalTokenResponse: _TypeAlias = VerifyWorkerPortalTokenResponse  # noqa: Y015
 
 @_typing.final
+class RevokeWorkerPortalAccessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeWorkerPortalAccessRequest: _TypeAlias = RevokeWorkerPortalAccessRequest  # noqa: Y015
+
+@_typing.final
+class RevokeWorkerPortalAccessResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_SESSIONS_FIELD_NUMBER: _builtins.int
+    REVOKED_LINKS_FIELD_NUMBER: _builtins.int
+    revoked_sessions: _builtins.int
+    """Portal sessions that were open and are now ended."""
+    revoked_links: _builtins.int
+    """Links not yet used that are now revoked."""
+    def __init__(
+        self,
+        *,
+        revoked_sessions: _builtins.int = ...,
+        revoked_links: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked_links", b"revoked_links", "revoked_sessions", b"revoked_sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeWorkerPortalAccessResponse: _TypeAlias = RevokeWorkerPortalAccessResponse  # noqa: Y015
+
+@_typing.final
 class PortalSession(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -136,6 +136,11 @@ class IamServiceStub:
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenRequest.SerializeToString,
                 response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenResponse.FromString,
                 _registered_method=True)
+        self.RevokeWorkerPortalAccess = channel.unary_unary(
+                '/cws.iam.v1.IamService/RevokeWorkerPortalAccess',
+                request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RevokeWorkerPortalAccessRequest.SerializeToString,
+                response_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RevokeWorkerPortalAccessResponse.FromString,
+                _registered_method=True)
         self.RedeemPortalLink = channel.unary_unary(
                 '/cws.iam.v1.IamService/RedeemPortalLink',
                 request_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RedeemPortalLinkRequest.SerializeToString,
@@ -305,6 +310,15 @@ class IamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeWorkerPortalAccess(self, request, context):
+        """An admin ends one worker's portal access without deactivating them (a lost phone, a shared
+        device): their open portal sessions end and their unused links are revoked, in the caller's org.
+        OWNER, ADMIN and DISPATCHER (those who may issue a worker link); audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RedeemPortalLink(self, request, context):
         """A portal link is exchanged once for a portal session (issue 9, hole 8): RedeemPortalLink marks
         the link used and opens the session; CheckPortalSession is asked on every portal request;
@@ -463,6 +477,11 @@ def add_IamServiceServicer_to_server(servicer, server):
                     servicer.VerifyWorkerPortalToken,
                     request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenRequest.FromString,
                     response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenResponse.SerializeToString,
+            ),
+            'RevokeWorkerPortalAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeWorkerPortalAccess,
+                    request_deserializer=cws_dot_iam_dot_v1_dot_iam__pb2.RevokeWorkerPortalAccessRequest.FromString,
+                    response_serializer=cws_dot_iam_dot_v1_dot_iam__pb2.RevokeWorkerPortalAccessResponse.SerializeToString,
             ),
             'RedeemPortalLink': grpc.unary_unary_rpc_method_handler(
                     servicer.RedeemPortalLink,
@@ -1047,6 +1066,33 @@ class IamService:
             '/cws.iam.v1.IamService/VerifyWorkerPortalToken',
             cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenRequest.SerializeToString,
             cws_dot_iam_dot_v1_dot_iam__pb2.VerifyWorkerPortalTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeWorkerPortalAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.iam.v1.IamService/RevokeWorkerPortalAccess',
+            cws_dot_iam_dot_v1_dot_iam__pb2.RevokeWorkerPortalAccessRequest.SerializeToString,
+            cws_dot_iam_dot_v1_dot_iam__pb2.RevokeWorkerPortalAccessResponse.FromString,
             options,
             channel_credentials,
             insecure,

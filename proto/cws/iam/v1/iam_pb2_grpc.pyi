@@ -58,6 +58,11 @@ class IamServiceStub:
     VerifyClientPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.VerifyClientPortalTokenRequest, _iam_pb2.VerifyClientPortalTokenResponse]
     IssueWorkerPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.IssueWorkerPortalTokenRequest, _iam_pb2.IssueWorkerPortalTokenResponse]
     VerifyWorkerPortalToken: _grpc.UnaryUnaryMultiCallable[_iam_pb2.VerifyWorkerPortalTokenRequest, _iam_pb2.VerifyWorkerPortalTokenResponse]
+    RevokeWorkerPortalAccess: _grpc.UnaryUnaryMultiCallable[_iam_pb2.RevokeWorkerPortalAccessRequest, _iam_pb2.RevokeWorkerPortalAccessResponse]
+    """An admin ends one worker's portal access without deactivating them (a lost phone, a shared
+    device): their open portal sessions end and their unused links are revoked, in the caller's org.
+    OWNER, ADMIN and DISPATCHER (those who may issue a worker link); audited.
+    """
     RedeemPortalLink: _grpc.UnaryUnaryMultiCallable[_iam_pb2.RedeemPortalLinkRequest, _iam_pb2.RedeemPortalLinkResponse]
     """A portal link is exchanged once for a portal session (issue 9, hole 8): RedeemPortalLink marks
     the link used and opens the session; CheckPortalSession is asked on every portal request;
@@ -108,6 +113,11 @@ class IamServiceAsyncStub(IamServiceStub):
     VerifyClientPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.VerifyClientPortalTokenRequest, _iam_pb2.VerifyClientPortalTokenResponse]  # type: ignore[assignment]
     IssueWorkerPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.IssueWorkerPortalTokenRequest, _iam_pb2.IssueWorkerPortalTokenResponse]  # type: ignore[assignment]
     VerifyWorkerPortalToken: _aio.UnaryUnaryMultiCallable[_iam_pb2.VerifyWorkerPortalTokenRequest, _iam_pb2.VerifyWorkerPortalTokenResponse]  # type: ignore[assignment]
+    RevokeWorkerPortalAccess: _aio.UnaryUnaryMultiCallable[_iam_pb2.RevokeWorkerPortalAccessRequest, _iam_pb2.RevokeWorkerPortalAccessResponse]  # type: ignore[assignment]
+    """An admin ends one worker's portal access without deactivating them (a lost phone, a shared
+    device): their open portal sessions end and their unused links are revoked, in the caller's org.
+    OWNER, ADMIN and DISPATCHER (those who may issue a worker link); audited.
+    """
     RedeemPortalLink: _aio.UnaryUnaryMultiCallable[_iam_pb2.RedeemPortalLinkRequest, _iam_pb2.RedeemPortalLinkResponse]  # type: ignore[assignment]
     """A portal link is exchanged once for a portal session (issue 9, hole 8): RedeemPortalLink marks
     the link used and opens the session; CheckPortalSession is asked on every portal request;
@@ -275,6 +285,17 @@ class IamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _iam_pb2.VerifyWorkerPortalTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_iam_pb2.VerifyWorkerPortalTokenResponse, _abc.Awaitable[_iam_pb2.VerifyWorkerPortalTokenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeWorkerPortalAccess(
+        self,
+        request: _iam_pb2.RevokeWorkerPortalAccessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.RevokeWorkerPortalAccessResponse, _abc.Awaitable[_iam_pb2.RevokeWorkerPortalAccessResponse]]:
+        """An admin ends one worker's portal access without deactivating them (a lost phone, a shared
+        device): their open portal sessions end and their unused links are revoked, in the caller's org.
+        OWNER, ADMIN and DISPATCHER (those who may issue a worker link); audited.
+        """
 
     @_abc_1.abstractmethod
     def RedeemPortalLink(
