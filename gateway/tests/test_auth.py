@@ -181,10 +181,12 @@ async def test_signup_disabled_by_default(gateway, http, make_org):
     assert_problem(response, 403, "signup_disabled")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def signup_iam(stack):
     """An IAM process configured like a deployment with sign-up on: SIGNUP_ENABLED is read by the
-    gateway and by IAM alike, and the session's shared IAM runs with the default (off)."""
+    gateway and by IAM alike, and the session's shared IAM runs with the default (off). One for the
+    module: the sign-up tests use addresses of their own, and the gateway in front of it (`gateways`
+    keeps one per configuration) is then started once too."""
     proc = service_proc("iam", {**stack.env(), "SIGNUP_ENABLED": "true"}, stack.work_dir / "logs").start()
     try:
         yield proc.wait_ready()

@@ -21,16 +21,16 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
-from google.auth.exceptions import GoogleAuthError
-from google.auth.transport.requests import Request
-from google.oauth2 import service_account
 
 from services.notify.adapters.base import Outbound, PermanentFailure, Send, StatelessLane, TransientFailure
 from services.notify.settings import NotifySettings
+
+if TYPE_CHECKING:
+    from google.oauth2 import service_account
 
 SCOPES = ("https://www.googleapis.com/auth/spreadsheets",)
 RETRYABLE = {401, 403, 404, 408, 429}
@@ -123,6 +123,12 @@ class SheetsAdapter:
         raise TransientFailure(_error_text(response))
 
     async def _token(self) -> str:
+        # google-auth (and the requests it brings) is imported on first use, not at notify's start:
+        # most installations never export to Sheets, and it is a fifth of notify's import time.
+        from google.auth.exceptions import GoogleAuthError
+        from google.auth.transport.requests import Request
+        from google.oauth2 import service_account
+
         async with self._token_lock:
             if self._credentials is None:
                 try:
