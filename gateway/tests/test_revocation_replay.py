@@ -56,7 +56,9 @@ async def test_a_session_revoked_before_start_is_refused_from_the_first_request(
         assert_problem(await http.get(users, headers=bearer(revoked["access_token"])), 401, "session_revoked")
         return True
 
-    await eventually(in_the_stream, message="the revocation to reach the stream")
+    # A precondition, not what is under test: the session gateway works through the 4000 decoys first,
+    # which on a loaded 2-core machine has taken more than eventually's default 10 s.
+    await eventually(in_the_stream, timeout=60, message="the revocation to reach the stream")
 
     fresh = gateway_proc(
         gateways.base_env(), stack.work_dir / "logs", label=f"gateway-replay-{uuid.uuid4().hex[:6]}"
