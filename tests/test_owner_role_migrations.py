@@ -64,7 +64,7 @@ def test_plain_owner_role_migrations_keep_lookups_working(pg_server_admin_url):
 # role. Each test below gets its own database and its own pair of roles (the cluster-wide cws_app
 # belongs to the session stack), and checks what the runtime role owns and sees.
 
-SERVICE_SCHEMAS = ["iam", "booking", "notify", "jobs"]
+SERVICE_SCHEMAS = ["iam", "booking", "notify", "jobs", "billing"]
 # The owner-only policies the SECURITY DEFINER lookups need (FORCE RLS binds the table owner too).
 OWNER_POLICIES = {
     ("iam", "users", "users_owner_lookup"),
@@ -136,8 +136,8 @@ def roles(pg_server_admin_url):
 
 
 def seed_two_orgs(url: str) -> tuple[uuid.UUID, uuid.UUID]:
-    """Two orgs with a user, a public profile and an outbox row each, written as `url`'s role with each
-    org set in turn (as the services write)."""
+    """Two orgs with a user, a public profile, an outbox row and an invoice each, written as `url`'s role
+    with each org set in turn (as the services write)."""
     orgs = (uuid.uuid4(), uuid.uuid4())
     with psycopg.connect(url) as conn:
         for org in orgs:
@@ -157,12 +157,17 @@ def seed_two_orgs(url: str) -> tuple[uuid.UUID, uuid.UUID]:
                     "VALUES (%s, %s, 'email', 'k', '{}')",
                     (uuid.uuid4(), org),
                 )
+                conn.execute(
+                    "INSERT INTO billing.invoices (id, org_id, currency, client_name, client_email) "
+                    "VALUES (%s, %s, 'CAD', 'C', 'c@roles.test')",
+                    (uuid.uuid4(), org),
+                )
     return orgs
 
 
 def orgs_visible_to(url: str, org: uuid.UUID) -> dict[str, set[uuid.UUID]]:
-    """Which orgs' rows `url`'s role sees in each owner-policy table, with `org` set (as an ADMIN of
-    that org's ListUsers runs)."""
+    """Which orgs' rows `url`'s role sees in each owner-policy table (and billing's invoices), with `org`
+    set (as an ADMIN of that org's ListUsers runs)."""
     seen = {}
     with psycopg.connect(url) as conn, conn.transaction():
         conn.execute("SELECT set_config('app.current_org_id', %s, true)", (str(org),))
@@ -171,6 +176,7 @@ def orgs_visible_to(url: str, org: uuid.UUID) -> dict[str, set[uuid.UUID]]:
             ("iam", "orgs", "id"),
             ("booking", "org_profiles", "org_id"),
             ("notify", "outbox_events", "org_id"),
+            ("billing", "invoices", "org_id"),
         ):
             query = sql.SQL("SELECT DISTINCT {} FROM {}.{}").format(
                 sql.Identifier(column), sql.Identifier(schema), sql.Identifier(table)
