@@ -1,17 +1,23 @@
 """Test data written through IAM's own code, for tests outside services/iam (which may not import it:
 services are independent of each other, and tools is where the shared test kit lives).
 
-`create_org` is what the operator command `python -m services.iam.manage create-org` does;
+`create_org` is what the operator command `python -m services.iam.manage create-org` does, and
+`manage` runs that console itself;
 `hold_temp_password` is what iam does with EMAIL_TEMP_PASSWORDS=true when it gives a user a
 temporary password (keep it, sealed, for notify to claim)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from libs.common.db import Database, unit_of_work
+from tools.devstack import ROOT
 
 
 @dataclass(frozen=True)
@@ -65,3 +71,16 @@ async def hold_temp_password(
             until=datetime.now(UTC) + ttl,
             auth_secret=auth_secret,
         )
+
+
+def manage(stack: Any, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The operator console (`python -m services.iam.manage ...`) as an operator runs it: with iam's
+    environment (`stack.env()`), plus `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.iam.manage", *args],
+        cwd=ROOT,
+        env={**os.environ, **stack.env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -9,10 +9,7 @@ refusal an owner can clear, never an internal error."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,8 +23,7 @@ from cws.iam.v1 import iam_pb2, iam_pb2_grpc
 
 from gateway.tests.test_mfa import enable_totp, login, login_ok, now_code
 from libs.common.tokens import AccessClaims, encode_access
-from tools.devstack import ROOT
-from tools.iam_seed import hold_temp_password, iam_database
+from tools.iam_seed import hold_temp_password, iam_database, manage
 from tools.processes import DEV_SECRETS, GatewayProc, ServiceProc, service_proc
 from tools.testkit import as_service, assert_problem, bearer, eventually, sign_in, signing_channel, sql
 
@@ -62,18 +58,6 @@ def rotating(stack, gateways) -> Iterator[Deployment]:
 def rotated(stack, gateways) -> Iterator[Deployment]:
     """After the rotation: A dropped, B alone."""
     yield from deploy(stack, gateways, "iam-rotated", AUTH_SECRET_KEY=KEY_B)
-
-
-def manage(stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """The operator console, as an operator runs it (iam's environment, plus `env`)."""
-    return subprocess.run(
-        [sys.executable, "-m", "services.iam.manage", *args],
-        cwd=ROOT,
-        env={**os.environ, **stack.env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def totp_column(stack, user_id: str) -> str:

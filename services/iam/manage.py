@@ -15,10 +15,12 @@ import asyncio
 import os
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from libs.common import context as request_context
 from libs.common.context import RequestContext
-from libs.common.db import Database, unit_of_work
+from libs.common.db import Database, UnitOfWork, unit_of_work
 from libs.common.errors import ServiceError
 from services.iam.accounts import CreatedOrg, create_org, operator_reset_password
 from services.iam.mfa import operator_disable_totp
@@ -56,43 +58,42 @@ async def _create_org(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _reset_password(args: argparse.Namespace) -> int:
-    settings = IamSettings()
-    settings.configure_password_hashing()
+@asynccontextmanager
+async def _operator_unit_of_work(settings: IamSettings) -> AsyncIterator[UnitOfWork]:
+    """One transaction acting as the operator at the console (audited as `operator:console`): the
+    console is a boundary like the servicer, so it owns the transaction."""
     db = Database(settings.database_url, schema=SCHEMA, tables=event_tables)
     token = request_context.set_current(
         RequestContext(principal_id="operator:console", role="OPERATOR", request_id=uuid.uuid4().hex)
     )
     try:
-        # The console is a boundary like the servicer: it owns the transaction.
         async with unit_of_work(db) as uow:
+            yield uow
+    finally:
+        request_context.reset_current(token)
+        await db.dispose()
+
+
+async def _reset_password(args: argparse.Namespace) -> int:
+    settings = IamSettings()
+    settings.configure_password_hashing()
+    try:
+        async with _operator_unit_of_work(settings) as uow:
             org_id, temp = await operator_reset_password(uow, settings, email=args.email)
     except ServiceError as error:
         print(f"error: {error.detail}", file=sys.stderr)
         return 2
-    finally:
-        request_context.reset_current(token)
-        await db.dispose()
     print(f"org_id={org_id} temp_password={temp}")
     return 0
 
 
 async def _disable_totp(args: argparse.Namespace) -> int:
-    settings = IamSettings()
-    db = Database(settings.database_url, schema=SCHEMA, tables=event_tables)
-    token = request_context.set_current(
-        RequestContext(principal_id="operator:console", role="OPERATOR", request_id=uuid.uuid4().hex)
-    )
     try:
-        # The console is a boundary like the servicer: it owns the transaction.
-        async with unit_of_work(db) as uow:
+        async with _operator_unit_of_work(IamSettings()) as uow:
             done = await operator_disable_totp(uow, email=args.email, reason=args.reason)
     except ServiceError as error:
         print(f"error: {error.detail}", file=sys.stderr)
         return 2
-    finally:
-        request_context.reset_current(token)
-        await db.dispose()
     ids = f"user_id={done.user_id} org_id={done.org_id}"
     if not done.had_totp:
         print(f"two-factor authentication was not on, nothing changed: {ids}")

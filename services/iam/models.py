@@ -215,6 +215,7 @@ TENANT_TABLES = (
     "portal_links",
     "portal_sessions",
     "temp_password_handoffs",
+    "signup_requests",
 )
 
 

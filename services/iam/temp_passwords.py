@@ -97,10 +97,13 @@ async def claim(uow: UnitOfWork, *, user_id: uuid.UUID, auth_secrets: Sequence[s
         await uow.session.execute(
             delete(temp_password_handoffs)
             .where(temp_password_handoffs.c.user_id == user_id)
-            .returning(temp_password_handoffs.c.password_enc, temp_password_handoffs.c.expires_at)
+            .returning(
+                temp_password_handoffs.c.password_enc,
+                (temp_password_handoffs.c.expires_at > func.now()).label("live"),
+            )
         )
     ).first()
-    if row is None or row.expires_at <= await uow.session.scalar(text("SELECT now()")):
+    if row is None or not row.live:  # an expired one is deleted all the same
         return None
     return unseal(user_id, row.password_enc, auth_secrets)
 

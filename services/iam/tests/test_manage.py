@@ -5,9 +5,6 @@ rotation)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -19,21 +16,9 @@ from cws.iam.v1 import events_pb2, iam_pb2, iam_pb2_grpc
 from libs.common import context as request_context
 from libs.common.tokens import decode_access
 from services.iam.reencrypt import every_org
-from tools.devstack import ROOT
-from tools.iam_seed import iam_database
+from tools.iam_seed import iam_database, manage
 from tools.processes import DEV_SECRETS
 from tools.testkit import JWT, as_role, rpc_error, signed, signing_channel, sql
-
-
-def manage(stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.iam.manage", *args],
-        cwd=ROOT,
-        env={**os.environ, **stack.env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_create_org_then_rescue_a_locked_owner(stack):

@@ -13,6 +13,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -25,9 +26,9 @@ from psycopg import sql as pgsql
 from libs.common.bus import stream_name
 from libs.common.migrate import migrate
 from tools.devstack import NatsServer, drop_database, ensure_database, free_port, with_user
-from tools.iam_seed import cheap_password_hashing, create_org, iam_database
-from tools.processes import GatewayProc, ServiceProc, gateway_proc, service_proc
-from tools.testkit import as_role, as_service, eventually, rpc_error, sign_in, signing_channel
+from tools.iam_seed import cheap_password_hashing, create_org, hold_temp_password, iam_database
+from tools.processes import DEV_SECRETS, GatewayProc, ServiceProc, gateway_proc, service_proc
+from tools.testkit import as_role, as_service, eventually, rpc_error, sign_in, signing_channel, sql
 
 APP_ROLE = "cws_app"
 
@@ -200,3 +201,32 @@ async def test_only_notify_may_claim_a_temporary_password(iam: Any, make_org: An
             assert refused.reason == "service_only"
         answer = await stub.ClaimTemporaryPassword(request, metadata=as_service(org.org_id, "notify"))
         assert answer.found is False and answer.temp_password == ""
+
+
+async def test_an_expired_temporary_password_is_not_handed_over_and_is_gone(
+    iam: Any, make_org: Any, stack: Any
+) -> None:
+    """Past AUTH_TEMP_PASSWORD_TTL_MINUTES the password works no more, so notify must not email it:
+    the claim answers nothing, and deletes the dead row all the same."""
+    org = await make_org()
+    db = iam_database(stack.app_url)
+    try:
+        await hold_temp_password(
+            db,
+            org_id=org.org_id,
+            user_id=org.owner_id,
+            password="Expired-password-" + secrets.token_hex(4),
+            auth_secret=DEV_SECRETS["AUTH_SECRET_KEY"],
+            ttl=timedelta(minutes=-1),
+        )
+    finally:
+        await db.dispose()
+    waiting = "SELECT count(*) FROM iam.temp_password_handoffs WHERE user_id = %s"
+    assert await sql(stack.admin_url, waiting, (org.owner_id,)) == [(1,)]
+    async with signing_channel(iam.target) as opened:
+        answer = await iam_pb2_grpc.IamServiceStub(opened).ClaimTemporaryPassword(
+            iam_pb2.ClaimTemporaryPasswordRequest(user_id=org.owner_id),
+            metadata=as_service(org.org_id, "notify"),
+        )
+    assert answer.found is False and answer.temp_password == ""
+    assert await sql(stack.admin_url, waiting, (org.owner_id,)) == [(0,)]
