@@ -15,14 +15,18 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKeyConstraint,
+    Index,
     Integer,
+    LargeBinary,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
     func,
+    text,
 )
-from sqlalchemy.dialects.postgresql import CHAR, UUID
+from sqlalchemy.dialects.postgresql import CHAR, JSONB, UUID
 
 from libs.common.db import service_metadata
 
@@ -52,6 +56,8 @@ invoices = Table(
     Column("booking_id", UUID(as_uuid=True), nullable=True),
     Column("issued_at", DateTime(timezone=True), nullable=True),
     Column("due_date", Date, nullable=True),
+    # When the invoice was last emailed to the client (send); issuing does not email by itself.
+    Column("sent_at", DateTime(timezone=True), nullable=True),
     # The snapshot: kept current on a DRAFT (each item edit), frozen from issuance on.
     Column("subtotal_cents", BigInteger, nullable=False, server_default="0"),
     Column("taxable_subtotal_cents", BigInteger, nullable=False, server_default="0"),
@@ -76,6 +82,16 @@ invoices = Table(
     CheckConstraint("taxable_subtotal_cents <= subtotal_cents", name="taxable_within_subtotal"),
     CheckConstraint("total_cents = subtotal_cents + tax_cents", name="total_adds_up"),
     CheckConstraint("tax_rate_basis >= 0", name="tax_rate_basis"),
+    # One invoice per booking: the booking-completed consumer and the backfill both insert with
+    # ON CONFLICT DO NOTHING on it, so a redelivered event or a second backfill adds nothing.
+    Index(
+        "ux_invoices_booking",
+        "org_id",
+        "booking_id",
+        unique=True,
+        postgresql_where=text("booking_id IS NOT NULL"),
+    ),
+    Index("ix_invoices_org_status_due", "org_id", "status", "due_date"),
 )
 
 invoice_items = Table(
@@ -113,4 +129,187 @@ invoice_number_counters = Table(
     CheckConstraint("last_number > 0", name="last_number"),
 )
 
-TENANT_TABLES = ("invoices", "invoice_items", "invoice_number_counters")
+
+def _invoice_fk(table: str) -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(
+        ["org_id", "invoice_id"],
+        ["billing.invoices.org_id", "billing.invoices.id"],
+        name=f"fk_{table}_invoice",
+    )
+
+
+PAYMENT_PROVIDERS = ("manual", "stripe")
+PAYMENT_METHODS = ("cash", "etransfer", "cheque", "card", "other")
+PAYMENT_STATUSES = ("pending", "succeeded", "failed")
+REFUND_STATUSES = ("pending", "succeeded", "failed", "canceled")
+
+# Money received against an invoice: recorded by finance (manual) or settled by Stripe (one row per
+# PaymentIntent, keyed by its id, so a webhook delivered twice finds the row it already wrote).
+invoice_payments = Table(
+    "invoice_payments",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("invoice_id", UUID(as_uuid=True), nullable=False),
+    Column("provider", String(10), nullable=False),
+    Column("method", String(10), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("currency", CHAR(3), nullable=False),
+    Column("status", String(10), nullable=False),
+    # The PaymentIntent id for Stripe; NULL for manual payments.
+    Column("provider_ref", String(255), nullable=True),
+    # Finance's note for a manual payment (cheque number, e-transfer reference); never card data.
+    Column("reference", String(200), nullable=False, server_default=""),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # "user:<id>" for finance, "stripe" for a webhook.
+    Column("recorded_by", String(80), nullable=False, server_default=""),
+    _invoice_fk("invoice_payments"),
+    UniqueConstraint("org_id", "provider_ref"),
+    CheckConstraint(_in("provider", PAYMENT_PROVIDERS), name="provider"),
+    CheckConstraint(_in("method", PAYMENT_METHODS), name="method"),
+    CheckConstraint(_in("status", PAYMENT_STATUSES), name="status"),
+    CheckConstraint("amount_cents > 0", name="amount_positive"),
+    CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
+    CheckConstraint("provider = 'manual' OR provider_ref IS NOT NULL", name="stripe_has_ref"),
+    Index("ix_invoice_payments_invoice", "org_id", "invoice_id"),
+)
+
+# Refunds go through Stripe (full or partial) and are keyed by Stripe's refund id. A refund's event can
+# arrive before its payment's: it names the PaymentIntent, not our payment row, so it is stored either way.
+invoice_refunds = Table(
+    "invoice_refunds",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("invoice_id", UUID(as_uuid=True), nullable=False),
+    Column("stripe_refund_id", String(255), nullable=False),
+    Column("payment_intent_id", String(255), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("currency", CHAR(3), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("reason", String(200), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("requested_by", String(80), nullable=False, server_default=""),
+    _invoice_fk("invoice_refunds"),
+    UniqueConstraint("org_id", "stripe_refund_id"),
+    CheckConstraint(_in("status", REFUND_STATUSES), name="status"),
+    CheckConstraint("amount_cents > 0", name="amount_positive"),
+    CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
+    Index("ix_invoice_refunds_invoice", "org_id", "invoice_id"),
+)
+
+CHECKOUT_PURPOSES = ("invoice", "deposit")
+
+# Hosted Checkout sessions billing opened: a second "pay" click reuses the open one (no second
+# session for the same amount), and a deposit's session names the booking it pays for.
+checkout_sessions = Table(
+    "checkout_sessions",
+    metadata,
+    Column("id", String(255), primary_key=True),  # Stripe's cs_... id
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("purpose", String(10), nullable=False),
+    Column("invoice_id", UUID(as_uuid=True), nullable=True),
+    Column("booking_id", UUID(as_uuid=True), nullable=True),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("currency", CHAR(3), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("status", String(10), nullable=False, server_default="open"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(_in("purpose", CHECKOUT_PURPOSES), name="purpose"),
+    CheckConstraint(_in("status", ("open", "complete", "expired")), name="status"),
+    CheckConstraint("amount_cents > 0", name="amount_positive"),
+    CheckConstraint(
+        "(purpose = 'invoice' AND invoice_id IS NOT NULL) OR (purpose = 'deposit' AND booking_id IS NOT NULL)",
+        name="purpose_target",
+    ),
+    Index("ix_checkout_sessions_invoice", "org_id", "invoice_id"),
+    Index("ix_checkout_sessions_booking", "org_id", "booking_id"),
+)
+
+# A Stripe customer per client (by email) per org, created once and reused.
+stripe_customers = Table(
+    "stripe_customers",
+    metadata,
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("email", String(320), nullable=False),  # lower case
+    Column("customer_id", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("org_id", "email"),
+)
+
+STRIPE_EVENT_STATUSES = ("pending", "processed", "failed", "ignored")
+
+# Every verified webhook, keyed by Stripe's event id, stored before anything else happens. `facts` holds
+# the few fields processing needs (object ids, amounts, currency, status, our metadata), never the raw
+# payload: no card details, names or addresses are kept (seed 002).
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),  # Stripe's event time
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("invoice_id", UUID(as_uuid=True), nullable=True),
+    Column("booking_id", UUID(as_uuid=True), nullable=True),
+    Column("facts", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("processed_status", String(10), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", String(1000), nullable=True),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("processed_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint(_in("processed_status", STRIPE_EVENT_STATUSES), name="processed_status"),
+    Index("ix_stripe_events_org_received", "org_id", "received_at"),
+    Index(
+        "ix_stripe_events_due",
+        "next_attempt_at",
+        postgresql_where=text("processed_status IN ('pending', 'failed')"),
+    ),
+)
+
+# Public links to an invoice (emailed by send): only the SHA-256 of the token is kept, so a database
+# read does not give anyone a working link. billing.invoice_for_token maps a hash to its org.
+invoice_public_tokens = Table(
+    "invoice_public_tokens",
+    metadata,
+    Column("token_hash", LargeBinary(32), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("invoice_id", UUID(as_uuid=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _invoice_fk("invoice_public_tokens"),
+    Index("ix_invoice_public_tokens_invoice", "org_id", "invoice_id"),
+)
+
+# The org as billing needs it: its name and time zone for invoices and PDFs (from cws.iam.org.created),
+# and the defaults a draft from a booking takes (tax rate, payment terms).
+org_settings = Table(
+    "org_settings",
+    metadata,
+    Column("org_id", UUID(as_uuid=True), primary_key=True),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
+    Column("tax_rate", Numeric(7, 4), nullable=True),  # NULL: INVOICE_DEFAULT_TAX_RATE
+    Column("payment_terms_days", Integer, nullable=True),  # NULL: INVOICE_PAYMENT_TERMS_DAYS
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("tax_rate IS NULL OR (tax_rate >= 0 AND tax_rate <= 100)", name="tax_rate"),
+    CheckConstraint(
+        "payment_terms_days IS NULL OR (payment_terms_days >= 0 AND payment_terms_days <= 365)",
+        name="payment_terms_days",
+    ),
+)
+
+TENANT_TABLES = (
+    "invoices",
+    "invoice_items",
+    "invoice_number_counters",
+    "invoice_payments",
+    "invoice_refunds",
+    "checkout_sessions",
+    "stripe_customers",
+    "stripe_events",
+    "invoice_public_tokens",
+    "org_settings",
+)
