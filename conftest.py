@@ -35,6 +35,7 @@ from tools.devstack import (
 )
 from tools.processes import DEV_KEYRING, DEV_SECRETS, GatewayProc, ServiceProc, gateway_proc, service_proc
 from tools.smtp_sink import SmtpSink
+from tools.stripe_local import LocalStripe
 
 APP_ROLE = "cws_app"
 # Settings built in this process (test fixtures, domain tests) are test settings; APP_ENV has no default.
@@ -69,6 +70,9 @@ class Stack:
             **self.nats.password_env(),
             "REDIS_URL": "",
             "LOG_LEVEL": "INFO",
+            # Six service processes share a Postgres that allows 100 connections (its default, and
+            # the machine's): each keeps at most this many, so the suite and the tests' own fit.
+            "DATABASE_POOL_SIZE": "8",
             "READINESS_INTERVAL_SECONDS": "0.5",
             **TEST_PASSWORD_HASHING,
         }
@@ -176,22 +180,74 @@ def notify(
     proc.stop()
 
 
-def jobs_env(stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc) -> dict[str, str]:
-    """The jobs process's env, its internal keys included: `python -m services.jobs.run` is started
-    with it directly (not through service_proc) and signs its calls as jobs."""
+# The suite's Stripe in tests: localstripe behind our Checkout front (tools/stripe_local.py).
+STRIPE_TEST_KEY = "sk_test_cws_suite"
+STRIPE_TEST_WEBHOOK_SECRET = "whsec_cws_suite_test_secret"
+
+
+@pytest.fixture(scope="session")
+def local_stripe(work_dir: Path) -> Iterator[LocalStripe]:
+    stripe = LocalStripe(work_dir / "logs").start()
+    yield stripe
+    stripe.stop()
+
+
+def billing_env(
+    stack: Stack, booking: ServiceProc, notify: ServiceProc, local_stripe: LocalStripe
+) -> dict[str, str]:
+    """Billing as the session runs it: Stripe is the local one, breaker resets quickly."""
     return {
+        **stack.env(),
+        "BOOKING_GRPC_TARGET": booking.target,
+        "NOTIFY_GRPC_TARGET": notify.target,
+        "STRIPE_SECRET_KEY": STRIPE_TEST_KEY,
+        "STRIPE_WEBHOOK_SECRET": STRIPE_TEST_WEBHOOK_SECRET,
+        "STRIPE_API_BASE": local_stripe.api_base,
+        "STRIPE_CIRCUIT_RESET_SECONDS": "1",
+        "STRIPE_EVENTS_POLL_SECONDS": "0.2",
+        "DEPOSITS_ENABLED": "true",
+        "INVOICE_PUBLIC_URL": "https://pay.cws.test/v1/public/invoices/{token}",
+    }
+
+
+@pytest.fixture(scope="session")
+def billing(
+    stack: Stack, booking: ServiceProc, notify: ServiceProc, local_stripe: LocalStripe
+) -> Iterator[ServiceProc]:
+    env = billing_env(stack, booking, notify, local_stripe)
+    proc = service_proc("billing", env, stack.work_dir / "logs").start().wait_ready()
+    yield proc
+    proc.stop()
+
+
+def jobs_env(
+    stack: Stack,
+    iam: ServiceProc,
+    booking: ServiceProc,
+    notify: ServiceProc,
+    billing: ServiceProc | None = None,
+) -> dict[str, str]:
+    """The jobs process's env, its internal keys included: `python -m services.jobs.run` is started
+    with it directly (not through service_proc) and signs its calls as jobs. Without billing, the
+    billing jobs (invoices-overdue) fail, as they would with billing down."""
+    env = {
         **stack.env(),
         **DEV_KEYRING.env_for("jobs"),
         "IAM_GRPC_TARGET": iam.target,
         "BOOKING_GRPC_TARGET": booking.target,
         "NOTIFY_GRPC_TARGET": notify.target,
     }
+    if billing is not None:
+        env["BILLING_GRPC_TARGET"] = billing.target
+    return env
 
 
 @pytest.fixture(scope="session")
-def jobs(stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc) -> Iterator[ServiceProc]:
+def jobs(
+    stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc, billing: ServiceProc
+) -> Iterator[ServiceProc]:
     """The jobs service serving status, its scheduler off (tests that schedule start their own)."""
-    env = {**jobs_env(stack, iam, booking, notify), "JOBS_ENABLED": "false"}
+    env = {**jobs_env(stack, iam, booking, notify, billing), "JOBS_ENABLED": "false"}
     proc = service_proc("jobs", env, stack.work_dir / "logs").start().wait_ready()
     yield proc
     proc.stop()
@@ -201,13 +257,20 @@ class Gateways:
     """Gateways in front of the real services, one process per distinct configuration."""
 
     def __init__(
-        self, stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc, jobs: ServiceProc
+        self,
+        stack: Stack,
+        iam: ServiceProc,
+        booking: ServiceProc,
+        notify: ServiceProc,
+        jobs: ServiceProc,
+        billing: ServiceProc,
     ) -> None:
         self.stack = stack
         self.iam = iam
         self.booking = booking
         self.notify = notify
         self.jobs = jobs
+        self.billing = billing
         self._running: dict[tuple[tuple[str, str], ...], GatewayProc] = {}
 
     def base_env(self) -> dict[str, str]:
@@ -217,6 +280,7 @@ class Gateways:
             "BOOKING_GRPC_TARGET": self.booking.target,
             "NOTIFY_GRPC_TARGET": self.notify.target,
             "JOBS_GRPC_TARGET": self.jobs.target,
+            "BILLING_GRPC_TARGET": self.billing.target,
             "RATE_LIMIT_PER_MINUTE": "100000",
             "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
             "GRPC_DEADLINE_SECONDS": "3",
@@ -241,16 +305,24 @@ class Gateways:
 
 @pytest.fixture(scope="session")
 def gateways(
-    stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc, jobs: ServiceProc
+    stack: Stack,
+    iam: ServiceProc,
+    booking: ServiceProc,
+    notify: ServiceProc,
+    jobs: ServiceProc,
+    billing: ServiceProc,
 ) -> Iterator[Gateways]:
-    running = Gateways(stack, iam, booking, notify, jobs)
+    running = Gateways(stack, iam, booking, notify, jobs, billing)
     yield running
     running.stop_all()
 
 
 @pytest.fixture(scope="session")
-def gateway(gateways: Gateways) -> GatewayProc:
-    return gateways.get()
+def gateway(gateways: Gateways, local_stripe: LocalStripe) -> GatewayProc:
+    """The session's gateway; the local Stripe delivers its webhooks to it, as Stripe would."""
+    proc = gateways.get()
+    local_stripe.configure_webhook(f"{proc.url}/v1/webhooks/stripe", STRIPE_TEST_WEBHOOK_SECRET)
+    return proc
 
 
 @pytest.fixture

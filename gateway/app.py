@@ -35,6 +35,7 @@ from gateway.revocations import RevokedSessions
 from gateway.routes import (
     admin,
     auth,
+    billing,
     bookings,
     health,
     iam_users,
@@ -123,6 +124,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         outbox.router,
         notifications.router,
         jobs.router,
+        billing.router,
     ):
         app.include_router(router)
     _install_error_handlers(app)

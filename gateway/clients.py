@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic
 
 import grpc
+from cws.billing.v1 import billing_pb2_grpc
 from cws.booking.v1 import booking_pb2_grpc
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
 from cws.iam.v1 import iam_pb2_grpc
@@ -26,6 +27,7 @@ from gateway.settings import GatewaySettings
 from libs.common.grpc_client import Peer, StubT, open_peer
 
 if TYPE_CHECKING:
+    from cws.billing.v1.billing_pb2_grpc import BillingServiceAsyncStub
     from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceAsyncStub
@@ -119,11 +121,12 @@ def make_backend(
 class Backends:
     iam: Backend[IamServiceAsyncStub]
     booking: Backend[BookingServiceAsyncStub]
+    billing: Backend[BillingServiceAsyncStub]
     notify: Backend[NotifyServiceAsyncStub]
     jobs: Backend[JobsServiceAsyncStub]
 
     def all(self) -> list[Backend[Any]]:
-        return [self.iam, self.booking, self.notify, self.jobs]
+        return [self.iam, self.booking, self.billing, self.notify, self.jobs]
 
     async def close(self) -> None:
         for backend in self.all():
@@ -135,6 +138,9 @@ def build_backends(settings: GatewaySettings) -> Backends:
         iam=make_backend("iam", settings.iam_grpc_target, iam_pb2_grpc.IamServiceStub, settings),
         booking=make_backend(
             "booking", settings.booking_grpc_target, booking_pb2_grpc.BookingServiceStub, settings
+        ),
+        billing=make_backend(
+            "billing", settings.billing_grpc_target, billing_pb2_grpc.BillingServiceStub, settings
         ),
         notify=make_backend(
             "notify", settings.notify_grpc_target, notify_pb2_grpc.NotifyServiceStub, settings

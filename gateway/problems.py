@@ -106,7 +106,9 @@ GRPC_TO_HTTP = {
     grpc.StatusCode.CANCELLED: 503,
 }
 # Reasons whose HTTP status differs from their gRPC code's usual mapping.
-REASON_STATUS = {"signup_disabled": 403}
+# Refusals whose HTTP status is not the gRPC code's usual one: a webhook Stripe did not sign (or not
+# lately, or not as JSON) is a 400, the status webhook senders expect for a request they must not retry as is.
+REASON_STATUS = {"signup_disabled": 403, "webhook_rejected": 400}
 
 
 def from_grpc(error: grpc.aio.AioRpcError, service: str) -> ProblemError:
@@ -123,6 +125,15 @@ def _problem_of(error: grpc.aio.AioRpcError, service: str) -> ProblemError:
     status = REASON_STATUS.get(decoded.reason) or GRPC_TO_HTTP.get(decoded.code)
     if status is None:
         return ProblemError(502, "upstream_error", f"the {service} service failed to answer")
+    if status == 503 and decoded.reason:
+        # The service answered and says what is away (billing: stripe_unavailable while its breaker is
+        # open) and for how long: both reach the caller.
+        return ProblemError(
+            503,
+            decoded.reason,
+            decoded.detail,
+            headers={"Retry-After": str(decoded.retry_after_seconds or 5)},
+        )
     if status == 503:
         return ProblemError(
             503,

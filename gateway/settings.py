@@ -45,6 +45,7 @@ class GatewaySettings(AuthSecretSettings):
     gateway_workers: int = Field(default=1, ge=1, le=64)
     iam_grpc_target: str = "127.0.0.1:50051"
     booking_grpc_target: str = "127.0.0.1:50052"
+    billing_grpc_target: str = "127.0.0.1:50053"
     notify_grpc_target: str = "127.0.0.1:50055"
     jobs_grpc_target: str = "127.0.0.1:50056"
 

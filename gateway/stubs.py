@@ -21,11 +21,13 @@ from starlette.requests import HTTPConnection
 from gateway.clients import Backends
 
 if TYPE_CHECKING:
+    from cws.billing.v1.billing_pb2_grpc import BillingServiceAsyncStub as BillingStub
     from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub as BookingStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub as IamStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceAsyncStub as JobsStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub as NotifyStub
 else:  # FastAPI reads annotations at run time, where only the generated classes exist
+    from cws.billing.v1.billing_pb2_grpc import BillingServiceStub as BillingStub
     from cws.booking.v1.booking_pb2_grpc import BookingServiceStub as BookingStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceStub as IamStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceStub as JobsStub
@@ -46,6 +48,10 @@ async def booking_stub(conn: HTTPConnection) -> BookingStub:
     return backends_of(conn).booking.stub
 
 
+async def billing_stub(conn: HTTPConnection) -> BillingStub:
+    return backends_of(conn).billing.stub
+
+
 async def notify_stub(conn: HTTPConnection) -> NotifyStub:
     return backends_of(conn).notify.stub
 
@@ -58,5 +64,6 @@ async def jobs_stub(conn: HTTPConnection) -> JobsStub:
 AllBackends = Annotated[Backends, Depends(backends_of)]
 Iam = Annotated[IamStub, Depends(iam_stub)]
 Booking = Annotated[BookingStub, Depends(booking_stub)]
+Billing = Annotated[BillingStub, Depends(billing_stub)]
 Notify = Annotated[NotifyStub, Depends(notify_stub)]
 Jobs = Annotated[JobsStub, Depends(jobs_stub)]

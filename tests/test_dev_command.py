@@ -1,6 +1,7 @@
 """`make dev` (python -m tools.dev) as a newcomer runs it: against given DATABASE_URL / NATS_URL,
-twice in a row, with the printed login line working and Ctrl-C stopping everything; and seed 004's
-"Jobs / Scheduler" steps, unchanged, against `make dev` with JOBS_ENABLED=true."""
+twice in a row, with the printed login line working, an invoice paid by card through its local Stripe
+(docs/billing.md's walk-through) and Ctrl-C stopping everything; and seed 004's "Jobs / Scheduler"
+steps, unchanged, against `make dev` with JOBS_ENABLED=true."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import httpx
 from tools.dev import SERVICES
 from tools.devstack import ROOT, free_port
 from tools.processes import DEV_KEYRING, wait_until
+
+BASIC = ("admin", "Demo-admin-basic-password-1")
 
 
 def _free_ports() -> dict[str, str]:
@@ -78,9 +81,39 @@ def _run_dev(stack, env_extra: dict[str, str], then=None) -> tuple[int, str]:
     return proc.returncode, "".join(output)
 
 
+def _pay_an_invoice_by_card(base: str, env: dict[str, str]) -> None:
+    """docs/billing.md's walk-through: with no STRIPE_SECRET_KEY, make dev's local Stripe takes the
+    payment and its webhook reaches the gateway; then seed 004's invoices-queue line."""
+    login = httpx.post(
+        f"{base}/v1/auth/login",
+        json={"email": env["DEV_OWNER_EMAIL"], "password": env["DEV_OWNER_PASSWORD"]},
+        timeout=10,
+    )
+    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    line = {"description": "Deep clean", "quantity": "3", "unit_price_cents": 4500, "tax_rate": "13"}
+    body = {"client_name": "Ada Client", "client_email": "ada@example.com", "items": [line]}
+    invoice = httpx.post(f"{base}/v1/admin/invoices", json=body, headers=auth, timeout=10).json()
+    issued = httpx.post(f"{base}/v1/admin/invoices/{invoice['id']}/issue", headers=auth, timeout=10)
+    assert issued.status_code == 200, issued.text
+    link = httpx.post(f"{base}/v1/admin/invoices/{invoice['id']}/checkout", headers=auth, timeout=15)
+    assert link.status_code == 200, link.text
+    paid = httpx.post(link.json()["checkout_url"], timeout=15)
+    assert paid.status_code in (200, 303), paid.text
+    wait_until(
+        lambda: (
+            httpx.get(f"{base}/v1/admin/invoices/{invoice['id']}", headers=auth, timeout=10).json()["status"]
+            == "PAID"
+        ),
+        timeout=30,
+        what="the invoice to be paid through the local Stripe's webhook",
+    )
+    queue = httpx.get(f"{base}/v1/admin/queue/invoices?status=all&limit=1", auth=BASIC, timeout=10)
+    assert queue.status_code == 200 and isinstance(queue.json()["items"], list), queue.text
+
+
 def test_make_dev_runs_twice_and_stops_cleanly(stack):
     email = f"dev-owner-{uuid.uuid4().hex[:8]}@example.com"
-    for _ in range(2):
+    for run in range(2):
         ports = _free_ports()
         code, output = _run_dev(
             stack,
@@ -90,6 +123,7 @@ def test_make_dev_runs_twice_and_stops_cleanly(stack):
                 "DEV_OWNER_PASSWORD": "Dev-owner-password-42",
                 "DEFAULT_ORG_ID": "",
             },
+            then=_pay_an_invoice_by_card if run == 0 else None,
         )
         assert code == 0, output
         assert "stopping..." in output
@@ -101,7 +135,6 @@ def test_make_dev_runs_twice_and_stops_cleanly(stack):
                 pass
 
 
-BASIC = ("admin", "Demo-admin-basic-password-1")
 SEED_004_JOBS = ("--job", "outbox-delivery", "--job", "storage-janitor", "--job", "email-dlq")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import sys
 import time
@@ -27,12 +28,14 @@ from tools.devstack import (
 )
 from tools.processes import DEV_SECRETS, NATS_USER_PASSWORDS, Proc, gateway_proc, service_proc
 from tools.smtp_sink import SmtpSink
+from tools.stripe_local import LocalStripe
 
-SERVICES = ("iam", "booking", "notify", "jobs")
-# Default ports (ARCHITECTURE: billing 50053/8103 and media 50054/8104 are reserved for their issues).
+SERVICES = ("iam", "booking", "billing", "notify", "jobs")
+# Default ports (ARCHITECTURE: media 50054/8104 is reserved for its issue).
 DEFAULT_PORTS = {
     "iam": (50051, 8101),
     "booking": (50052, 8102),
+    "billing": (50053, 8103),
     "notify": (50055, 8105),
     "jobs": (50056, 8106),
 }
@@ -143,6 +146,20 @@ def main() -> int:
         # confirmations and reminders can be read without an inbox.
         mail = SmtpSink(save_dir=RUN_DIR / "mail").start()
         env.update({"EMAIL_MODE": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail.port)})
+    # No Stripe account given: the local Stripe (localstripe behind our Checkout front) stands in, and
+    # delivers its signed webhooks to this gateway, so an invoice can be paid end to end offline.
+    local_stripe = None
+    if not _env("STRIPE_SECRET_KEY"):
+        local_stripe = LocalStripe(RUN_DIR / "logs").start()
+        env.update(
+            {
+                "STRIPE_SECRET_KEY": "sk_test_local_dev",
+                "STRIPE_WEBHOOK_SECRET": "whsec_local_dev_" + secrets.token_hex(16),
+                "STRIPE_API_BASE": local_stripe.api_base,
+            }
+        )
+    else:
+        env.update({k: _env(k) for k in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE")})
     ports = {
         name: (
             int(_env(f"{name.upper()}_GRPC_PORT", str(DEFAULT_PORTS[name][0]))),
@@ -176,6 +193,8 @@ def main() -> int:
         for service in services:
             service.wait_ready()
         gateway.start().wait_ready()
+        if local_stripe is not None:
+            local_stripe.configure_webhook(f"{gateway.url}/v1/webhooks/stripe", env["STRIPE_WEBHOOK_SECRET"])
         print(
             f"""
 CleanWithSnapshot suite is running (logs in .run/logs/).
@@ -185,6 +204,7 @@ CleanWithSnapshot suite is running (logs in .run/logs/).
               -d '{{"email":"{owner_email}","password":"{owner_password}"}}'
   basic:    curl -i -u 'admin:{env["ADMIN_BASIC_PASSWORD"]}' {gateway.url}/v1/admin/profile
   mail:     {"captured in .run/mail/ (one .eml per message)" if mail else "EMAIL_MODE=" + env["EMAIL_MODE"]}
+  stripe:   {"local: " + local_stripe.api_base + " (webhooks to the gateway; docs/billing.md walks a payment)" if local_stripe else "STRIPE_SECRET_KEY given: Stripe itself"}
   jobs:     scheduler {"on" if env["JOBS_ENABLED"].lower() == "true" else "off (JOBS_ENABLED=true turns it on)"}
   keys:     this run's internal call keys in .run/keys/<process>.env (a job by hand signs as jobs)
 Press Ctrl-C to stop.""",
@@ -205,6 +225,8 @@ Press Ctrl-C to stop.""",
             server.stop()
         if mail is not None:
             mail.stop()
+        if local_stripe is not None:
+            local_stripe.stop()
 
 
 if __name__ == "__main__":

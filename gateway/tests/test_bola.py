@@ -35,6 +35,8 @@ KIND_OF_PARAMETER = {
     "blackout_id": "blackout",
     "event_id": "outbox_event",
     "dead_letter_id": "export_dead_letter",
+    "invoice_id": "invoice",
+    "payment_id": "payment",
 }
 
 # Path parameters that name no object of another org, and why the sweep does not apply to them.
@@ -61,6 +63,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/admin/bookings/{booking_id}/assign"): {"team_id": "{team}"},
     ("PATCH", "/v1/admin/teams/{team_id}"): {"name": "Taken by B"},
     ("PATCH", "/v1/admin/workers/{worker_id}"): {"name": "Taken by B"},
+    ("PUT", "/v1/admin/invoices/{invoice_id}/items"): {
+        "items": [{"description": "Taken by B", "quantity": "1", "unit_price_cents": 1, "tax_rate": "0"}]
+    },
+    ("POST", "/v1/admin/invoices/{invoice_id}/payments"): {"amount_cents": 100, "method": "cash"},
 }
 
 # Staff credentials are no portal credentials: the portal routes answer them 401 before any id is
@@ -125,6 +131,20 @@ async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: A
             "ends_at": (SOON + timedelta(days=6)).isoformat(),
         },
     )
+    # An issued invoice of A's client, part paid by hand (its payment is the payment id swept).
+    invoice = await created(
+        "/v1/admin/invoices",
+        {
+            "client_name": "Client of A",
+            "client_email": client_email_of(org),
+            "items": [{"description": "Clean", "quantity": "1", "unit_price_cents": 10000, "tax_rate": "5"}],
+        },
+    )
+    issued = await http.post(f"{url}/v1/admin/invoices/{invoice['id']}/issue", headers=headers)
+    assert issued.status_code == 200, issued.text
+    paid = await created(
+        f"/v1/admin/invoices/{invoice['id']}/payments", {"amount_cents": 500, "method": "cash"}
+    )
     outbox_id, _ = await dead_row(stack, org.org_id)
     _, letter_id = await dead_row(stack, org.org_id, kind="webhook", letter=True)
     assert letter_id
@@ -137,6 +157,8 @@ async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: A
         "blackout": blackout["id"],
         "outbox_event": outbox_id,
         "export_dead_letter": letter_id,
+        "invoice": invoice["id"],
+        "payment": paid["payments"][0]["id"],
     }
 
 
@@ -282,6 +304,13 @@ async def org_a_is_untouched(
     assert objects["blackout"] in blackouts
     users = (await http.get(f"{url}/v1/iam/users", headers=headers)).json()["users"]
     assert any(u["id"] == objects["user"] and u["active"] for u in users)
+    invoice = (await http.get(f"{url}/v1/admin/invoices/{objects['invoice']}", headers=headers)).json()
+    assert (invoice["status"], invoice["paid_cents"], invoice["sent_at"], len(invoice["items"])) == (
+        "PARTIAL",
+        500,
+        None,
+        1,
+    ), invoice
 
 
 def fill(body: dict[str, Any] | None, objects: dict[str, str]) -> dict[str, Any] | None:

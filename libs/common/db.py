@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from cws.common.v1 import audit_pb2
@@ -232,6 +232,15 @@ class UnitOfWork:
     db: Database
     events: list[PendingEvent] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # What an audited admin write changed, when the domain says (set by `audit_change`).
+    audit_before: dict[str, Any] | None = None
+    audit_after: dict[str, Any] | None = None
+
+    def audit_change(self, before: dict[str, Any], after: dict[str, Any]) -> None:
+        """Attach before/after to this unit's admin audit record (cws.<service>.audit.recorded). The
+        action is audited even when it changed nothing (a reconcile run twice): who looked matters."""
+        self.audit_before, self.audit_after = before, after
+        self.session.info["wrote"] = True
 
     def add_event(self, event: Event[M], message: M, org_id: uuid.UUID | None = None) -> None:
         """Record a domain event; it is written to the outbox when the work commits, never before.
@@ -261,23 +270,24 @@ class UnitOfWork:
         assert ctx is not None
         method, request = call if call else ("", None)
         resource_type, resource_id = _resource_of(request)
-        self.add_event(
-            audit_event(self.db.schema),
-            audit_pb2.AdminAuditRecorded(
-                org_id=ctx.org_id,
-                actor=ctx.principal_id,
-                role=ctx.role,
-                auth_method=_AUDIT_AUTH_LABELS.get(ctx.auth_method, "jwt"),
-                action=f"{self.db.schema}.{method.rsplit('/', 1)[-1]}",
-                resource_type=resource_type,
-                resource_id=resource_id,
-                request_id=ctx.request_id,
-                client_ip=ctx.client_ip,
-                break_glass_session_id=ctx.break_glass_session_id if ctx.break_glass else "",
-                break_glass_reason=ctx.break_glass_reason if ctx.break_glass else "",
-            ),
-            uuid.UUID(ctx.org_id) if ctx.org_id else None,
+        record = audit_pb2.AdminAuditRecorded(
+            org_id=ctx.org_id,
+            actor=ctx.principal_id,
+            role=ctx.role,
+            auth_method=_AUDIT_AUTH_LABELS.get(ctx.auth_method, "jwt"),
+            action=f"{self.db.schema}.{method.rsplit('/', 1)[-1]}",
+            resource_type=resource_type,
+            resource_id=resource_id,
+            request_id=ctx.request_id,
+            client_ip=ctx.client_ip,
+            break_glass_session_id=ctx.break_glass_session_id if ctx.break_glass else "",
+            break_glass_reason=ctx.break_glass_reason if ctx.break_glass else "",
         )
+        if self.audit_before is not None:
+            record.before.update(self.audit_before)
+        if self.audit_after is not None:
+            record.after.update(self.audit_after)
+        self.add_event(audit_event(self.db.schema), record, uuid.UUID(ctx.org_id) if ctx.org_id else None)
 
     async def _flush_events(self) -> None:
         self._audit_admin_write()

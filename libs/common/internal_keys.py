@@ -31,11 +31,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 # Who calls whom (mirrors gateway/clients.py and services/*/peers.py). A service lists the callers
 # it accepts in INTERNAL_TRUSTED_KEYS; iam and booking call no one, so they hold no private key.
 CALLEES: Mapping[str, tuple[str, ...]] = {
-    "gateway": ("iam", "booking", "notify", "jobs"),
+    "gateway": ("iam", "booking", "billing", "notify", "jobs"),
     "notify": ("iam", "booking"),
-    "jobs": ("iam", "booking", "notify"),
+    "jobs": ("iam", "booking", "billing", "notify"),
+    "billing": ("booking", "notify"),
 }
-SERVICES = ("iam", "booking", "notify", "jobs")
+SERVICES = ("iam", "booking", "billing", "notify", "jobs")
 GATEWAY = "gateway"
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 

@@ -26,3 +26,5 @@ MANAGERS: tuple[Role, ...] = (Role.OWNER, Role.ADMIN)
 DISPATCH: tuple[Role, ...] = (Role.OWNER, Role.ADMIN, Role.DISPATCHER)
 # Who reads the numbers: analytics, finance reports.
 ANALYSTS: tuple[Role, ...] = (Role.OWNER, Role.ADMIN, Role.FINANCE)
+# Who handles money: invoices, payments, refunds, reconcile (seed 002: "finance for invoices").
+FINANCE_STAFF: tuple[Role, ...] = (Role.OWNER, Role.ADMIN, Role.FINANCE)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common.convert import parse_id
@@ -59,6 +60,8 @@ class Invoice:
     due_date: date | None
     totals: Totals
     items: tuple[LineItem, ...]
+    sent_at: datetime | None = None
+    created_at: datetime | None = None
 
 
 def format_number(n: int) -> str:
@@ -105,10 +108,10 @@ async def create_draft(
             client_email=email,
             booking_id=booking,
             due_date=due_date,
-            **_snapshot(totals),
+            **snapshot_values(totals),
         )
     )
-    await _write_items(uow, invoice_id, lines)
+    await write_items(uow, invoice_id, lines)
     return await get(uow, invoice_id)
 
 
@@ -123,9 +126,11 @@ async def replace_items(uow: UnitOfWork, invoice_id: uuid.UUID | str, items: Seq
         raise InvalidArgument.of(problems)
     totals = recalculate_totals(lines)
     await uow.session.execute(delete(invoice_items).where(invoice_items.c.invoice_id == row.id))
-    await _write_items(uow, row.id, lines)
+    await write_items(uow, row.id, lines)
     await uow.session.execute(
-        update(invoices).where(invoices.c.id == row.id).values(updated_at=func.now(), **_snapshot(totals))
+        update(invoices)
+        .where(invoices.c.id == row.id)
+        .values(updated_at=func.now(), **snapshot_values(totals))
     )
     return await get(uow, row.id)
 
@@ -162,7 +167,7 @@ async def issue(uow: UnitOfWork, invoice_id: uuid.UUID | str, today: date) -> In
             issued_at=func.now(),
             due_date=due,
             updated_at=func.now(),
-            **_snapshot(totals),
+            **snapshot_values(totals),
         )
     )
     return await get(uow, row.id)
@@ -191,6 +196,10 @@ async def get(uow: UnitOfWork, invoice_id: uuid.UUID | str) -> Invoice:
     """The invoice with its stored snapshot (never recomputed on read) and items; NotFound when it is
     not in this unit of work's org."""
     row = await _row(uow, invoice_id)
+    return _invoice(row, tuple(await _items_of(uow, row.id)))
+
+
+def _invoice(row: Any, items: tuple[LineItem, ...]) -> Invoice:
     return Invoice(
         id=row.id,
         number=row.number,
@@ -208,8 +217,75 @@ async def get(uow: UnitOfWork, invoice_id: uuid.UUID | str) -> Invoice:
             total_cents=row.total_cents,
             tax_rate_basis=row.tax_rate_basis,
         ),
-        items=tuple(await _items_of(uow, row.id)),
+        items=items,
+        sent_at=row.sent_at,
+        created_at=row.created_at,
     )
+
+
+async def mark_overdue(uow: UnitOfWork, today: date) -> list[Invoice]:
+    """SENT invoices whose due date has passed (today is after it) become OVERDUE: the daily
+    invoices-overdue job. PARTIAL stays PARTIAL past its due date (seed 002: some money came in), and
+    reconcile agrees (status.status_after_payments). Running it twice a day marks nothing twice."""
+    rows = (
+        await uow.session.execute(
+            update(invoices)
+            .where(invoices.c.status == InvoiceStatus.SENT.value, invoices.c.due_date < today)
+            .values(status=InvoiceStatus.OVERDUE.value, updated_at=func.now())
+            .returning(invoices)
+        )
+    ).all()
+    return [_invoice(row, ()) for row in rows]
+
+
+# The invoices queue of seed 002 ("Operator productivity queues"): what finance must chase.
+QUEUE_FILTERS: Mapping[str, tuple[InvoiceStatus, ...]] = {
+    "overdue": (InvoiceStatus.OVERDUE,),
+    "unpaid": (InvoiceStatus.SENT, InvoiceStatus.PARTIAL),
+    "all": (InvoiceStatus.SENT, InvoiceStatus.PARTIAL, InvoiceStatus.OVERDUE),
+}
+
+
+async def list_page(
+    uow: UnitOfWork,
+    *,
+    statuses: Sequence[InvoiceStatus] = (),
+    client_email: str | None = None,
+    exclude_drafts: bool = False,
+    limit: int,
+    offset: int,
+    oldest_due_first: bool = False,
+) -> tuple[list[Invoice], int]:
+    """A page of the org's invoices (without their items) and how many match in all. Newest first, or
+    for the queue the longest overdue first. `client_email` confines it to one client (the portal)."""
+    condition: list[ColumnElement[bool]] = []
+    if statuses:
+        condition.append(invoices.c.status.in_([s.value for s in statuses]))
+    if client_email is not None:
+        condition.append(func.lower(invoices.c.client_email) == client_email.strip().lower())
+    if exclude_drafts:
+        condition.append(invoices.c.status != InvoiceStatus.DRAFT.value)
+    order = (
+        (invoices.c.due_date.asc().nulls_last(), invoices.c.id)
+        if oldest_due_first
+        else (invoices.c.created_at.desc(), invoices.c.id)
+    )
+    rows = (
+        await uow.session.execute(
+            select(invoices).where(*condition).order_by(*order).limit(limit).offset(offset)
+        )
+    ).all()
+    total = (
+        await uow.session.execute(select(func.count()).select_from(invoices).where(*condition))
+    ).scalar_one()
+    return [_invoice(row, ()) for row in rows], int(total)
+
+
+def queue_statuses(name: str) -> tuple[InvoiceStatus, ...]:
+    try:
+        return QUEUE_FILTERS[name]
+    except KeyError:
+        raise invalid("status", f"must be one of {', '.join(QUEUE_FILTERS)}") from None
 
 
 async def _next_number(uow: UnitOfWork) -> int:
@@ -246,7 +322,7 @@ async def _items_of(uow: UnitOfWork, invoice_id: uuid.UUID) -> list[LineItem]:
     return [LineItem(r.description, r.quantity, r.unit_price_cents, r.tax_rate) for r in rows]
 
 
-async def _write_items(uow: UnitOfWork, invoice_id: uuid.UUID, lines: Sequence[LineItem]) -> None:
+async def write_items(uow: UnitOfWork, invoice_id: uuid.UUID, lines: Sequence[LineItem]) -> None:
     await uow.session.execute(
         insert(invoice_items),
         [
@@ -266,7 +342,7 @@ async def _write_items(uow: UnitOfWork, invoice_id: uuid.UUID, lines: Sequence[L
     )
 
 
-def _snapshot(totals: Totals) -> dict[str, Any]:
+def snapshot_values(totals: Totals) -> dict[str, Any]:
     return {
         "subtotal_cents": totals.subtotal_cents,
         "taxable_subtotal_cents": totals.taxable_subtotal_cents,
@@ -326,8 +402,14 @@ def _client_name(value: object, problems: list[FieldViolation]) -> str:
 
 
 def _client_email(value: object, problems: list[FieldViolation]) -> str:
+    """The address as booking and iam keep theirs (email-validator, no DNS lookup, lower case), so the
+    client who signs in to the portal with it finds the invoice."""
     email = value.strip() if isinstance(value, str) else ""
-    local, _, domain = email.rpartition("@")
-    if not local or "." not in domain or any(c.isspace() for c in email) or len(email) > MAX_EMAIL:
-        problems.append(FieldViolation("client_email", "must be an email address"))
-    return email
+    if len(email) > MAX_EMAIL:
+        problems.append(FieldViolation("client_email", f"must be at most {MAX_EMAIL} characters"))
+        return email
+    try:
+        return validate_email(email, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        problems.append(FieldViolation("client_email", f"must be an email address ({exc})"))
+        return email

@@ -293,12 +293,14 @@ org_settings = Table(
     Column("time_zone", String(64), nullable=False, server_default="UTC"),
     Column("tax_rate", Numeric(7, 4), nullable=True),  # NULL: INVOICE_DEFAULT_TAX_RATE
     Column("payment_terms_days", Integer, nullable=True),  # NULL: INVOICE_PAYMENT_TERMS_DAYS
+    Column("currency", CHAR(3), nullable=True),  # NULL: INVOICE_DEFAULT_CURRENCY
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("tax_rate IS NULL OR (tax_rate >= 0 AND tax_rate <= 100)", name="tax_rate"),
     CheckConstraint(
         "payment_terms_days IS NULL OR (payment_terms_days >= 0 AND payment_terms_days <= 365)",
         name="payment_terms_days",
     ),
+    CheckConstraint("currency IS NULL OR currency ~ '^[A-Z]{3}$'", name="currency"),
 )
 
 TENANT_TABLES = (

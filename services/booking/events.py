@@ -5,19 +5,21 @@ Published events leave through the outbox: `uow.add_event(BOOKING_CONFIRMED, mes
 the transaction that caused them. Consumed events are re-declared here exactly as their producer
 declares them (services never import each other; tests/test_event_catalogue.py keeps the two equal).
 
-The domain modules import the constants from here, and this module imports `orgs` for its handlers:
-`orgs` must therefore never import this module.
+The domain modules import the constants from here, and this module imports `orgs` and `deposits` for
+their handlers: neither may import this module at import time (deposits imports `bookings`, which does,
+inside its handler only).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from cws.billing.v1 import events_pb2 as billing_events
 from cws.booking.v1 import events_pb2 as booking_events
 from cws.iam.v1 import events_pb2 as iam_events
 
 from libs.common.event_types import Broadcast, Consumer, Event, audit_event
-from services.booking import orgs
+from services.booking import deposits, orgs
 
 # --- published ----------------------------------------------------------------------------------
 
@@ -95,6 +97,11 @@ IAM_ORG_CREATED = Event(
     iam_events.OrgCreated,
     doc="an org was created, with its name, owner and time zone (the profile follows it if sent again)",
 )
+BILLING_DEPOSIT_PAID = Event(
+    "cws.billing.deposit.paid",
+    billing_events.DepositPaid,
+    doc="a booking's deposit was paid through Stripe Checkout; booking marks it paid",
+)
 
 # Unannotated, so that mypy checks each handler against its event's message type.
 CONSUMERS = (
@@ -103,6 +110,12 @@ CONSUMERS = (
         IAM_ORG_CREATED,
         orgs.on_org_created,
         doc="the org's booking profile (public key, name, time zone) and default pricing config",
+    ),
+    Consumer(
+        "booking-deposit-paid",
+        BILLING_DEPOSIT_PAID,
+        deposits.on_deposit_paid,
+        doc="the booking's deposit marked paid and a pending booking confirmed, as the manual action does",
     ),
 )
 

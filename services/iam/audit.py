@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from cws.common.v1 import audit_pb2, context_pb2
+from google.protobuf.json_format import MessageToDict
 from sqlalchemy import insert, select
 
 from libs.common import context as request_context
@@ -85,5 +86,12 @@ async def record_from_service(uow: UnitOfWork, event: audit_pb2.AdminAuditRecord
             if event.break_glass_session_id
             else None,
             break_glass_reason=event.break_glass_reason or None,
+            before=_plain(MessageToDict(event.before)) if event.HasField("before") else None,
+            after=_plain(MessageToDict(event.after)) if event.HasField("after") else None,
         )
     )
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """A Struct holds every number as a double: whole ones (cents, counts) are stored as integers."""
+    return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in values.items()}

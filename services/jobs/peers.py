@@ -1,5 +1,5 @@
-"""The services jobs call over gRPC (IAM for the org list, booking and notify for the work), as typed
-stubs over channels opened once inside the running loop.
+"""The services jobs call over gRPC (IAM for the org list, booking, billing and notify for the work), as
+typed stubs over channels opened once inside the running loop.
 
 Every call acts as the jobs service itself: the runner makes each job's calls inside
 `acting_as(service_context("jobs", org_id))` (execution.py), and the org listing acts with no org."""
@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cws.billing.v1 import billing_pb2_grpc
 from cws.booking.v1 import booking_pb2_grpc
 from cws.iam.v1 import iam_pb2, iam_pb2_grpc
 from cws.notify.v1 import notify_pb2_grpc
@@ -19,6 +20,7 @@ from libs.common.grpc_client import Peer, acting_as, open_peer
 from services.jobs.settings import JobsSettings
 
 if TYPE_CHECKING:
+    from cws.billing.v1.billing_pb2_grpc import BillingServiceAsyncStub
     from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub
@@ -30,6 +32,7 @@ ORG_PAGE = 500
 class Peers:
     iam: Peer[IamServiceAsyncStub]
     booking: Peer[BookingServiceAsyncStub]
+    billing: Peer[BillingServiceAsyncStub]
     notify: Peer[NotifyServiceAsyncStub]
 
     async def org_ids(self) -> AsyncIterator[str]:
@@ -47,7 +50,7 @@ class Peers:
             after = page.orgs[-1].org_id
 
     async def close(self) -> None:
-        for peer in (self.iam, self.booking, self.notify):
+        for peer in (self.iam, self.booking, self.billing, self.notify):
             await peer.close()
 
 
@@ -65,6 +68,13 @@ def open_peers(settings: JobsSettings) -> Peers:
             "booking",
             settings.booking_grpc_target,
             booking_pb2_grpc.BookingServiceStub,
+            signer=signer,
+            deadline_seconds=deadline,
+        ),
+        billing=open_peer(
+            "billing",
+            settings.billing_grpc_target,
+            billing_pb2_grpc.BillingServiceStub,
             signer=signer,
             deadline_seconds=deadline,
         ),

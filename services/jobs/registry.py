@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from cws.billing.v1 import billing_pb2
 from cws.booking.v1 import booking_pb2
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
 from cws.notify.v1 import notify_pb2
@@ -90,10 +91,16 @@ async def event_retention(peers: Peers) -> dict[str, int]:
     """Each service prunes its own event outbox, inbox and dead letters, at its EVENT_RETENTION_DAYS.
     (jobs' own event tables stay empty: it publishes and consumes nothing.)"""
     found: dict[str, int] = {}
-    for peer in (peers.iam, peers.booking, peers.notify):
+    for peer in (peers.iam, peers.booking, peers.billing, peers.notify):
         ops = ops_pb2_grpc.OpsServiceStub(peer.channel)
         found |= counts(await ops.PruneEventTables(ops_pb2.PruneEventTablesRequest()), f"{peer.name}_")
     return found
+
+
+async def invoices_overdue(peers: Peers) -> dict[str, int]:
+    # Billing compares due dates with today in the org's own time zone; marking is idempotent (only
+    # SENT invoices move), so a run repeated the same day marks nothing twice.
+    return counts(await peers.billing.stub.MarkOverdue(billing_pb2.MarkOverdueRequest()))
 
 
 async def storage_janitor(peers: Peers) -> dict[str, int]:
@@ -114,6 +121,9 @@ REGISTRY: tuple[Job, ...] = (
     Job("notifications-digest-monthly", 60, per_org=True, run=digests("monthly")),
     Job("storage-janitor", 3600, per_org=False, run=storage_janitor),
     Job("event-retention", 86400, per_org=False, run=event_retention),
+    # Hourly, though its effect is daily: billing marks against today in each org's own zone, so an
+    # hourly run marks an invoice within the hour its org's day turns, wherever the org is.
+    Job("invoices-overdue", 3600, per_org=True, run=invoices_overdue),
 )
 
 JOB_NAMES = tuple(job.name for job in REGISTRY)

@@ -11,7 +11,7 @@ from libs.common.settings import CommonSettings, CsvList, split_csv
 class JobsSettings(CommonSettings):
     # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
     FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("jobs_enabled",)
-    # jobs calls iam, booking and notify (its own key) and serves the gateway (its public key).
+    # jobs calls iam, booking, billing and notify (its own key) and serves the gateway (its public key).
     CALLS_SERVICES: ClassVar[bool] = True
     SERVES_CALLS: ClassVar[bool] = True
     service_name: str = "jobs"
@@ -19,6 +19,7 @@ class JobsSettings(CommonSettings):
     jobs_http_port: int = 8106
     iam_grpc_target: str = "127.0.0.1:50051"
     booking_grpc_target: str = "127.0.0.1:50052"
+    billing_grpc_target: str = "127.0.0.1:50053"
     notify_grpc_target: str = "127.0.0.1:50055"
 
     # Seed 002: the scheduler runs only with JOBS_ENABLED; JOB_RUNNER_ID names this runner.

@@ -22,6 +22,7 @@ PASSWORD_RESET = "password_reset"
 SIGNUP_CONFIRM = "signup_confirm"
 SIGNUP_EXISTING = "signup_existing"
 DIGEST = "notifications_digest"
+INVOICE_PAYMENT_FAILED = "invoice_payment_failed"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,13 @@ def when(starts_at: datetime, ends_at: datetime | None, time_zone: str) -> str:
         same_day = end.date() == start.date()
         text += f" to {end:%H:%M}" if same_day else f" to {end:%A} {end.day} {end:%B}, {end:%H:%M}"
     return f"{text} ({start.tzinfo})"
+
+
+def money(cents: int, currency: str) -> str:
+    """'CAD 152.55' from 15255 and "CAD": integer arithmetic only, so no amount is ever rounded."""
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{currency.upper()} {sign}{whole}.{part:02d}".strip()
 
 
 def _signature(org_name: str) -> str:
@@ -220,4 +228,24 @@ def digest(*, to: str, digest_key: str, period_key: str, lines: list[str], org_n
         + "\n".join(f"- {line}" for line in lines)
         + _signature(org_name),
         email_type=DIGEST,
+    )
+
+
+def invoice_payment_failed(
+    *, to: str, client_name: str, number: str, amount: str, retry_link: str, org_name: str
+) -> Email:
+    """Seed 002's dunning-lite email: the invoice number, the amount and a friendly retry prompt, and
+    nothing else (no card details, nothing of Stripe's payload). The link opens the invoice in the
+    client portal, where the client signs in by magic link and pays: it carries no credential."""
+    greeting = f"Hello {client_name}," if client_name else "Hello,"
+    return Email(
+        to=to,
+        subject=f"Payment of invoice {number} did not go through",
+        text=(
+            f"{greeting}\n\nWe could not take your payment of {amount} for invoice {number}. "
+            "No harm done: you can try again whenever suits you from the client portal:\n\n"
+            f"{retry_link}\n\n"
+            "If you have paid it another way since, please ignore this email." + _signature(org_name)
+        ),
+        email_type=INVOICE_PAYMENT_FAILED,
     )

@@ -3,7 +3,7 @@
 Published: only its admin audit trail (cws.notify.audit.recorded), raised by the unit of work for
 every admin or service write (ServiceApp's audit_admin_writes) and consumed by iam.
 
-Consumed: events of iam and booking, re-declared here as their producers declare them (the same
+Consumed: events of iam, booking and billing, re-declared here as their producers declare them (the same
 constant, subject and message; tests/test_event_catalogue.py checks the copies). Each consumer's
 handler is in handlers.py (orgs.py for the org profile); `consumers` wires them to the settings and
 the peers they need. Durable names are JetStream state: renaming one starts a new consumer that
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cws.billing.v1 import events_pb2 as billing_events
 from cws.booking.v1 import events_pb2 as booking_events
 from cws.iam.v1 import events_pb2 as iam_events
 
@@ -28,7 +29,7 @@ AUDIT_RECORDED = audit_event("notify")
 
 PUBLISHED: tuple[Event[Any], ...] = (AUDIT_RECORDED,)
 
-# --- consumed (declared by iam and booking) ---------------------------------------------------------
+# --- consumed (declared by iam, booking and billing) -----------------------------------------------
 
 IAM_ORG_CREATED = Event(
     "cws.iam.org.created", iam_events.OrgCreated, doc="an org was created, with its name and time zone"
@@ -58,6 +59,11 @@ BOOKING_CONFIRMED = Event(
 )
 BOOKING_LEAD_CREATED = Event(
     "cws.booking.lead.created", booking_events.LeadCreated, doc="a lead came in from the public form"
+)
+BILLING_INVOICE_PAYMENT_FAILED = Event(
+    "cws.billing.invoice.payment_failed",
+    billing_events.InvoicePaymentFailed,
+    doc="a card payment of an invoice failed while it is owed; notify sends one dunning email per invoice",
 )
 
 
@@ -105,5 +111,11 @@ def consumers(settings: NotifySettings, peers: Peers) -> list[Consumer[Any]]:
             BOOKING_LEAD_CREATED,
             handlers.lead_created,
             doc="with EXPORT_MODE=webhook/sheets, the lead export (dedupe export:lead_created:lead:<id>)",
+        ),
+        Consumer(
+            "notify-invoice-payment-failed",
+            BILLING_INVOICE_PAYMENT_FAILED,
+            handlers.invoice_payment_failed,
+            doc="a dunning email per invoice with a portal link (dedupe invoice:<id>:dunning:payment_failed)",
         ),
     ]

@@ -22,6 +22,10 @@ raises (IAM away, say) rolls all of it back, and the event is delivered again la
 - sign-up requested → to the address: the confirmation token (minted by IAM on request,
   IssueSignupToken), or, when the address has an account already, a note saying so.
 - lead created → an export row (EXPORT_MODE webhook or sheets; nothing when off).
+- invoice payment failed (billing) → seed 002's dunning-lite email to the invoice's client, one per
+  invoice whatever the number of failures (dedupe invoice:<id>:dunning:payment_failed): the number,
+  the amount owed and a link to the invoice in the client portal, where the client signs in by magic
+  link and pays. The event carries no token and nothing of Stripe's payload, and neither does the email.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from datetime import UTC
 from urllib.parse import urlencode, urlparse
 
 import grpc
+from cws.billing.v1 import events_pb2 as billing_events
 from cws.booking.v1 import events_pb2 as booking_events
 from cws.iam.v1 import events_pb2 as iam_events
 from cws.iam.v1 import iam_pb2
@@ -49,6 +54,8 @@ from services.notify.settings import NotifySettings
 CLIENT_CALLBACK_PATH = "/client/login/callback"
 # Where a sign-up's token is confirmed (gateway/routes/auth.py), at the same public address.
 SIGNUP_CONFIRM_PATH = "/v1/auth/signup/confirm"
+# An invoice in the client portal (behind the magic-link sign-in), at the same public address.
+CLIENT_INVOICE_PATH = "/invoices/{invoice_id}"
 
 
 async def _in_org(uow: UnitOfWork, org_id: str) -> None:
@@ -184,6 +191,27 @@ class Handlers:
                 },
             },
             target=self.export_target(),
+        )
+
+    async def invoice_payment_failed(
+        self, uow: UnitOfWork, event: billing_events.InvoicePaymentFailed, meta: EventMeta
+    ) -> None:
+        if not event.client_email:
+            return
+        await _in_org(uow, event.org_id)
+        org = await orgs.profile(uow, self.peers)
+        base = self.settings.client_portal_base_url.rstrip("/")
+        email = emails.invoice_payment_failed(
+            to=event.client_email,
+            client_name=event.client_name,
+            number=event.number,
+            amount=emails.money(event.outstanding_cents, event.currency),
+            retry_link=base + CLIENT_INVOICE_PATH.format(invoice_id=event.invoice_id),
+            org_name=org.name,
+        )
+        # Per invoice, not per event: a second failure of the same invoice sends nothing more.
+        await emails.enqueue_email(
+            uow, email, f"invoice:{event.invoice_id}:dunning:payment_failed", from_name=org.name
         )
 
     def export_target(self) -> str:

@@ -44,7 +44,7 @@ async def draft(db: Database, org: uuid.UUID, items: list[dict[str, Any]] | None
             uow,
             "cad",
             "Ada Client",
-            "ada@client.test",
+            "ada@example.com",
             items or [CLEANING],
             due_date=TODAY + timedelta(days=14),
         )
@@ -247,7 +247,7 @@ async def test_bad_input_names_the_field(db: Database) -> None:
     }
     with pytest.raises(InvalidArgument) as empty:
         async with unit_of_work(db, org) as uow:
-            await invoices.create_draft(uow, "CAD", "Ada", "ada@client.test", [])
+            await invoices.create_draft(uow, "CAD", "Ada", "ada@example.com", [])
     assert [v.field for v in empty.value.violations] == ["items"]
     with pytest.raises(InvalidArgument) as bad_id:
         async with unit_of_work(db, org) as uow:
@@ -273,7 +273,7 @@ def test_the_database_refuses_what_must_never_be_stored(stack: Any) -> None:
     org, invoice_id = uuid.uuid4(), uuid.uuid4()
     insert = (
         "INSERT INTO billing.invoices (id, org_id, status, currency, client_name, client_email{extra}) "
-        "VALUES (%s, %s, %s, 'CAD', 'Ada', 'ada@client.test'{values})"
+        "VALUES (%s, %s, %s, 'CAD', 'Ada', 'ada@example.com'{values})"
     )
     with psycopg.connect(stack.admin_url, autocommit=True) as admin:
         admin.execute(insert.format(extra="", values=""), (invoice_id, org, "DRAFT"))

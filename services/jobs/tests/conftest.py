@@ -1,9 +1,9 @@
 """Fixtures for the jobs tests: the environment a runner gets (the session's real iam, booking and
-notify), the CLI as a subprocess (run in a thread, so the test's event loop is never blocked), the
-job tables as the admin role sees them (tools.testkit.sql), and runner processes started and always
-stopped. Job tables are global (not per org), so each test clears the rows of the jobs it counts and
-names its runners uniquely; heartbeats a test wrote are removed after it, so no stale-or-fresh
-heartbeat leaks into another test's /readyz."""
+notify, and billing for the jobs that call it), the CLI as a subprocess (run in a thread, so the test's
+event loop is never blocked), the job tables as the admin role sees them (tools.testkit.sql), and
+runner processes started and always stopped. Job tables are global (not per org), so each test clears
+the rows of the jobs it counts and names its runners uniquely; heartbeats a test wrote are removed
+after it, so no stale-or-fresh heartbeat leaks into another test's /readyz."""
 
 from __future__ import annotations
 
@@ -120,12 +120,28 @@ class JobsEnv:
         return service_proc("jobs", env, self.work_dir / "logs", label=f"{self.prefix}-{label}")
 
 
+async def _jobs_env(stack: Any, base: dict[str, str]) -> AsyncIterator[JobsEnv]:
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    yield JobsEnv(
+        base={**base, "DATABASE_URL": stack.app_url}, prefix=prefix, stack=stack, work_dir=stack.work_dir
+    )
+    await sql(stack.admin_url, "DELETE FROM jobs.job_heartbeats WHERE runner_id LIKE %s", (prefix + "-%",))
+
+
 @pytest.fixture
 async def jobs_setup(stack: Any, iam: Any, booking: Any, notify: Any) -> AsyncIterator[JobsEnv]:
-    prefix = f"test-{uuid.uuid4().hex[:8]}"
-    base = {**jobs_env(stack, iam, booking, notify), "DATABASE_URL": stack.app_url}
-    yield JobsEnv(base=base, prefix=prefix, stack=stack, work_dir=stack.work_dir)
-    await sql(stack.admin_url, "DELETE FROM jobs.job_heartbeats WHERE runner_id LIKE %s", (prefix + "-%",))
+    """Without billing (nor the local Stripe it needs): the jobs that call billing fail here."""
+    async for env in _jobs_env(stack, jobs_env(stack, iam, booking, notify)):
+        yield env
+
+
+@pytest.fixture
+async def billing_jobs_setup(
+    stack: Any, iam: Any, booking: Any, notify: Any, billing: Any
+) -> AsyncIterator[JobsEnv]:
+    """As jobs_setup, with the session's billing too (BILLING_GRPC_TARGET): for invoices-overdue."""
+    async for env in _jobs_env(stack, jobs_env(stack, iam, booking, notify, billing)):
+        yield env
 
 
 @pytest.fixture

@@ -257,12 +257,14 @@ async def test_bad_schedule_refuses_to_start(jobs_setup: JobsEnv) -> None:
 
 
 async def test_event_retention_prunes_what_each_service_no_longer_needs(
-    jobs_setup: JobsEnv, stack: Any
+    billing_jobs_setup: JobsEnv, stack: Any
 ) -> None:
     """Published outbox rows, handled inbox ids and replayed dead letters past EVENT_RETENTION_DAYS
-    (14) go, in iam, booking and notify alike; recent ones, and dead letters nobody replayed, stay."""
+    (14) go, in iam, booking, billing and notify alike; recent ones, and dead letters nobody replayed,
+    stay."""
+    jobs_setup = billing_jobs_setup
     tag = uuid.uuid4().hex[:12]
-    for schema in ("iam", "booking", "notify"):
+    for schema in ("iam", "booking", "billing", "notify"):
         await sql(
             stack.admin_url,
             f"INSERT INTO {schema}.event_outbox (id, subject, payload, created_at, published_at) VALUES "
@@ -291,7 +293,7 @@ async def test_event_retention_prunes_what_each_service_no_longer_needs(
     assert run.returncode == 0, run.output
     done = run.event("job_complete", "event-retention")
     assert done["outcome"] == "ok", done
-    for schema in ("iam", "booking", "notify"):
+    for schema in ("iam", "booking", "billing", "notify"):
         assert done["detail"][f"{schema}_outbox_deleted"] >= 1, done
         outbox = await sql(
             stack.admin_url, f"SELECT subject FROM {schema}.event_outbox WHERE subject LIKE %s", (f"%{tag}",)

@@ -22,15 +22,16 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ws/common/v1/audit.proto\x12\rcws.common.v1\"\xf5\x01\n\x12\x41\x64minAuditRecorded\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x13\n\x0b\x61uth_method\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x15\n\rresource_type\x18\x06 \x01(\t\x12\x13\n\x0bresource_id\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x11\n\tclient_ip\x18\t \x01(\t\x12\x1e\n\x16\x62reak_glass_session_id\x18\n \x01(\t\x12\x1a\n\x12\x62reak_glass_reason\x18\x0b \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ws/common/v1/audit.proto\x12\rcws.common.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xc6\x02\n\x12\x41\x64minAuditRecorded\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x13\n\x0b\x61uth_method\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x15\n\rresource_type\x18\x06 \x01(\t\x12\x13\n\x0bresource_id\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x11\n\tclient_ip\x18\t \x01(\t\x12\x1e\n\x16\x62reak_glass_session_id\x18\n \x01(\t\x12\x1a\n\x12\x62reak_glass_reason\x18\x0b \x01(\t\x12\'\n\x06\x62\x65\x66ore\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x61\x66ter\x18\r \x01(\x0b\x32\x17.google.protobuf.Structb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cws.common.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ADMINAUDITRECORDED']._serialized_start=45
-  _globals['_ADMINAUDITRECORDED']._serialized_end=290
+  _globals['_ADMINAUDITRECORDED']._serialized_start=75
+  _globals['_ADMINAUDITRECORDED']._serialized_end=401
 # @@protoc_insertion_point(module_scope)

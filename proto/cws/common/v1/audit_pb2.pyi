@@ -5,6 +5,7 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -35,6 +36,8 @@ class AdminAuditRecorded(_message.Message):
     CLIENT_IP_FIELD_NUMBER: _builtins.int
     BREAK_GLASS_SESSION_ID_FIELD_NUMBER: _builtins.int
     BREAK_GLASS_REASON_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     actor: _builtins.str
     role: _builtins.str
@@ -47,6 +50,12 @@ class AdminAuditRecorded(_message.Message):
     client_ip: _builtins.str
     break_glass_session_id: _builtins.str
     break_glass_reason: _builtins.str
+    @_builtins.property
+    def before(self) -> _struct_pb2.Struct:
+        """What the write changed, when the service says (billing's reconcile: status, paid, outstanding)."""
+
+    @_builtins.property
+    def after(self) -> _struct_pb2.Struct: ...
     def __init__(
         self,
         *,
@@ -61,10 +70,12 @@ class AdminAuditRecorded(_message.Message):
         client_ip: _builtins.str = ...,
         break_glass_session_id: _builtins.str = ...,
         break_glass_reason: _builtins.str = ...,
+        before: _struct_pb2.Struct | None = ...,
+        after: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "auth_method", b"auth_method", "break_glass_reason", b"break_glass_reason", "break_glass_session_id", b"break_glass_session_id", "client_ip", b"client_ip", "org_id", b"org_id", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "after", b"after", "auth_method", b"auth_method", "before", b"before", "break_glass_reason", b"break_glass_reason", "break_glass_session_id", b"break_glass_session_id", "client_ip", b"client_ip", "org_id", b"org_id", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,111 @@
+"""Billing's events as code: what it publishes and what it consumes.
+
+Published events leave through the outbox (`uow.add_event(INVOICE_PAID, message)`, in the transaction
+that changed the invoice). Consumed events are re-declared exactly as their producers declare them
+(tests/test_event_catalogue.py keeps the copies equal); their handlers are in handlers.py, wired by
+`consumers` to the peers they call. Durable names are JetStream state: renaming one starts a new
+consumer that replays the stream."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from cws.billing.v1 import events_pb2 as billing_events
+from cws.booking.v1 import events_pb2 as booking_events
+from cws.iam.v1 import events_pb2 as iam_events
+
+from libs.common.event_types import Consumer, Event, audit_event
+
+if TYPE_CHECKING:
+    from services.billing.peers import Peers
+    from services.billing.settings import BillingSettings
+
+# --- published -------------------------------------------------------------------------------------
+
+INVOICE_ISSUED = Event(
+    "cws.billing.invoice.issued",
+    billing_events.InvoiceChanged,
+    doc="an invoice was issued: numbered, its tax snapshot frozen (SENT, or PAID when it is for 0)",
+)
+INVOICE_SENT = Event(
+    "cws.billing.invoice.sent",
+    billing_events.InvoiceChanged,
+    doc="an issued invoice was emailed to its client with a public link (the event carries no link)",
+)
+INVOICE_PAID = Event(
+    "cws.billing.invoice.paid",
+    billing_events.InvoiceChanged,
+    doc="payments now cover an invoice's total (manual, Stripe, or set by reconcile)",
+)
+INVOICE_VOIDED = Event(
+    "cws.billing.invoice.voided",
+    billing_events.InvoiceChanged,
+    doc="an invoice nobody had paid was cancelled; its number stays taken",
+)
+INVOICE_OVERDUE = Event(
+    "cws.billing.invoice.overdue",
+    billing_events.InvoiceChanged,
+    doc="a SENT invoice passed its due date unpaid (the daily invoices-overdue job)",
+)
+INVOICE_REFUNDED = Event(
+    "cws.billing.invoice.refunded",
+    billing_events.InvoiceChanged,
+    doc="a Stripe refund on an invoice succeeded; the invoice's status follows what is still paid",
+)
+INVOICE_PAYMENT_FAILED = Event(
+    "cws.billing.invoice.payment_failed",
+    billing_events.InvoicePaymentFailed,
+    doc="a card payment of an invoice failed while it is owed; notify sends one dunning email per invoice",
+)
+DEPOSIT_PAID = Event(
+    "cws.billing.deposit.paid",
+    billing_events.DepositPaid,
+    doc="a booking's deposit was paid through Stripe Checkout; booking marks it paid",
+)
+AUDIT_RECORDED = audit_event("billing")
+
+PUBLISHED: tuple[Event[Any], ...] = (
+    INVOICE_ISSUED,
+    INVOICE_SENT,
+    INVOICE_PAID,
+    INVOICE_VOIDED,
+    INVOICE_OVERDUE,
+    INVOICE_REFUNDED,
+    INVOICE_PAYMENT_FAILED,
+    DEPOSIT_PAID,
+    AUDIT_RECORDED,
+)
+
+# --- consumed (declared by iam and booking) ---------------------------------------------------------
+
+IAM_ORG_CREATED = Event(
+    "cws.iam.org.created",
+    iam_events.OrgCreated,
+    doc="an org was created, with its name, owner and time zone (the profile follows it if sent again)",
+)
+BOOKING_COMPLETED = Event(
+    "cws.booking.booking.completed",
+    booking_events.BookingChanged,
+    doc="the job is done; an NPS survey was issued for it",
+)
+
+
+def consumers(settings: BillingSettings, peers: Peers) -> Sequence[Consumer[Any]]:
+    from services.billing.handlers import Handlers
+
+    handlers = Handlers(settings, peers)
+    return (
+        Consumer(
+            "billing-org-created",
+            IAM_ORG_CREATED,
+            handlers.on_org_created,
+            doc="the org's billing settings row (name and time zone for invoices and PDFs)",
+        ),
+        Consumer(
+            "billing-booking-completed",
+            BOOKING_COMPLETED,
+            handlers.on_booking_completed,
+            doc="a DRAFT invoice from the booking's price, read from booking (one per booking)",
+        ),
+    )

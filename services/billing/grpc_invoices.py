@@ -1,0 +1,310 @@
+"""The invoice part of the billing servicer: create, list, read, edit items, issue, send, void, PDF,
+the invoices queue and the org's invoicing settings. Finance roles (OWNER, ADMIN, FINANCE) only."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+import grpc
+from cws.billing.v1 import billing_pb2
+from cws.notify.v1 import notify_pb2
+from google.protobuf import struct_pb2
+from sqlalchemy import func, update
+
+from libs.common import context as request_context
+from libs.common.context import service_context
+from libs.common.convert import page, parse_id
+from libs.common.db import Database, UnitOfWork, unit_of_work
+from libs.common.errors import FailedPrecondition, FieldViolation, invalid
+from libs.common.grpc_client import acting_as
+from libs.common.roles import FINANCE_STAFF
+from services.billing import invoices, links, orgs, payments, protos
+from services.billing.events import INVOICE_ISSUED, INVOICE_SENT, INVOICE_VOIDED
+from services.billing.models import invoices as invoices_table
+from services.billing.pdf import render_invoice_pdf
+from services.billing.peers import Peers, answers_of
+from services.billing.settings import BillingSettings
+from services.billing.status import InvoiceStatus, as_status
+
+SENDABLE = frozenset({InvoiceStatus.SENT, InvoiceStatus.PARTIAL, InvoiceStatus.OVERDUE, InvoiceStatus.PAID})
+
+
+def parse_date(value: str, field: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise invalid(field, "must be a date, YYYY-MM-DD") from None
+
+
+def items_of(request_items: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "description": item.description,
+            "quantity": item.quantity,
+            "unit_price_cents": item.unit_price_cents,
+            "tax_rate": item.tax_rate,
+        }
+        for item in request_items
+    ]
+
+
+async def invoice_message(
+    uow: UnitOfWork, invoice: invoices.Invoice, *, detail: bool = True
+) -> billing_pb2.Invoice:
+    summary = (await payments.summaries(uow, [invoice.id])).get(invoice.id)
+    paid, refunded = await payments.payments_of(uow, invoice.id) if detail else ([], [])
+    message = protos.invoice(invoice, summary, paid, refunded)
+    message.org_id = str(uow.org_id)
+    return message
+
+
+async def page_messages(uow: UnitOfWork, found: list[invoices.Invoice]) -> list[billing_pb2.Invoice]:
+    summaries = await payments.summaries(uow, [i.id for i in found])
+    listed = []
+    for invoice in found:
+        message = protos.invoice(invoice, summaries.get(invoice.id))
+        message.org_id = str(uow.org_id)
+        listed.append(message)
+    return listed
+
+
+def changed_event(invoice: invoices.Invoice, org_id: uuid.UUID | None, paid: int, outstanding: int) -> Any:
+    from cws.billing.v1 import events_pb2
+
+    return events_pb2.InvoiceChanged(
+        org_id=str(org_id),
+        invoice_id=str(invoice.id),
+        number=invoice.number or "",
+        status=invoice.status.value,
+        currency=invoice.currency,
+        total_cents=invoice.totals.total_cents,
+        paid_cents=paid,
+        outstanding_cents=outstanding,
+        booking_id=str(invoice.booking_id) if invoice.booking_id else "",
+        due_date=invoice.due_date.isoformat() if invoice.due_date else "",
+    )
+
+
+class InvoicesApi:
+    db: Database
+    settings: BillingSettings
+    peers: Peers
+
+    async def _today(self, uow: UnitOfWork) -> date:
+        return orgs.today_in((await orgs.get(uow, self.settings)).time_zone)
+
+    async def CreateInvoice(
+        self, request: billing_pb2.CreateInvoiceRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.CreateInvoiceResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        due = parse_date(request.due_date, "due_date")
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            invoice = await invoices.create_draft(
+                uow,
+                request.currency or (await orgs.get(uow, self.settings)).currency,
+                request.client_name,
+                request.client_email,
+                items_of(request.items),
+                due_date=due,
+                booking_id=request.booking_id or None,
+            )
+            return billing_pb2.CreateInvoiceResponse(invoice=await invoice_message(uow, invoice))
+
+    async def ListInvoices(
+        self, request: billing_pb2.ListInvoicesRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ListInvoicesResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        limit, offset = page(request.limit, request.offset)
+        statuses = (as_status(request.status.upper()),) if request.status else ()
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            found, total = await invoices.list_page(uow, statuses=statuses, limit=limit, offset=offset)
+            return billing_pb2.ListInvoicesResponse(invoices=await page_messages(uow, found), total=total)
+
+    async def InvoiceQueue(
+        self, request: billing_pb2.InvoiceQueueRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.InvoiceQueueResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        limit, offset = page(request.limit, request.offset)
+        statuses = invoices.queue_statuses(request.status or "all")
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            found, total = await invoices.list_page(
+                uow, statuses=statuses, limit=limit, offset=offset, oldest_due_first=True
+            )
+            return billing_pb2.InvoiceQueueResponse(invoices=await page_messages(uow, found), total=total)
+
+    async def GetInvoice(
+        self, request: billing_pb2.GetInvoiceRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GetInvoiceResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            invoice = await invoices.get(uow, request.invoice_id)
+            return billing_pb2.GetInvoiceResponse(invoice=await invoice_message(uow, invoice))
+
+    async def ReplaceInvoiceItems(
+        self, request: billing_pb2.ReplaceInvoiceItemsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ReplaceInvoiceItemsResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            invoice = await invoices.replace_items(uow, request.invoice_id, items_of(request.items))
+            return billing_pb2.ReplaceInvoiceItemsResponse(invoice=await invoice_message(uow, invoice))
+
+    async def IssueInvoice(
+        self, request: billing_pb2.IssueInvoiceRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.IssueInvoiceResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            invoice = await invoices.issue(uow, request.invoice_id, await self._today(uow))
+            paid = invoice.totals.total_cents if invoice.status is InvoiceStatus.PAID else 0
+            uow.add_event(
+                INVOICE_ISSUED, changed_event(invoice, uow.org_id, paid, invoice.totals.total_cents - paid)
+            )
+            return billing_pb2.IssueInvoiceResponse(invoice=await invoice_message(uow, invoice))
+
+    async def VoidInvoice(
+        self, request: billing_pb2.VoidInvoiceRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.VoidInvoiceResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            invoice = await invoices.void(uow, request.invoice_id)
+            uow.add_event(INVOICE_VOIDED, changed_event(invoice, uow.org_id, 0, 0))
+            return billing_pb2.VoidInvoiceResponse(invoice=await invoice_message(uow, invoice))
+
+    async def SendInvoice(
+        self, request: billing_pb2.SendInvoiceRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.SendInvoiceResponse:
+        """Three steps, so a failure anywhere leaves nothing that lies: (1) a new public link is stored;
+        (2) notify takes the email (durably, in its outbox; the dedupe key holds the link's hash, so a
+        retried call with the same link is one email); (3) the invoice is marked sent. If (2) fails the
+        caller gets the error and an unused link stays behind, harmless; a retry mints another."""
+        request_context.require_role(*FINANCE_STAFF)
+        org_id = request_context.current_org_id()
+        async with unit_of_work(self.db, org_id) as uow:
+            invoice = await invoices.get(uow, request.invoice_id)
+            if invoice.status not in SENDABLE:
+                raise FailedPrecondition(
+                    f"cannot send an invoice that is {invoice.status}; issue it first"
+                    if invoice.status is InvoiceStatus.DRAFT
+                    else f"cannot send an invoice that is {invoice.status}",
+                    code="invoice_not_sendable",
+                    violations=[FieldViolation("status", f"is {invoice.status}")],
+                )
+            org = await orgs.get(uow, self.settings)
+            summary = (await payments.summaries(uow, [invoice.id]))[invoice.id]
+            token = await links.mint(uow, invoice.id)
+        url = self.settings.invoice_public_url.replace("{token}", token)
+        email = invoice_email(invoice, org.name, url, summary.outstanding_cents)
+        with (
+            answers_of("notify"),
+            acting_as(service_context("billing", str(org_id), request_context.current().request_id)),
+        ):
+            enqueued = await self.peers.notify.stub.Enqueue(
+                notify_pb2.EnqueueRequest(
+                    kind="email",
+                    dedupe_key=f"invoice:{invoice.id}:sent:{links.token_hash(token).hex()[:16]}",
+                    payload=email,
+                )
+            )
+        async with unit_of_work(self.db, org_id) as uow:
+            await uow.session.execute(
+                update(invoices_table)
+                .where(invoices_table.c.id == invoice.id)
+                .values(sent_at=func.now(), updated_at=func.now())
+            )
+            sent = await invoices.get(uow, invoice.id)
+            uow.add_event(
+                INVOICE_SENT, changed_event(sent, uow.org_id, summary.paid_cents, summary.outstanding_cents)
+            )
+            return billing_pb2.SendInvoiceResponse(
+                invoice=await invoice_message(uow, sent), outbox_event_id=enqueued.event.id
+            )
+
+    async def GetInvoicePdf(
+        self, request: billing_pb2.GetInvoicePdfRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GetInvoicePdfResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            return billing_pb2.GetInvoicePdfResponse(
+                pdf=await self.pdf_of(uow, parse_id(request.invoice_id, "invoice_id"))
+            )
+
+    async def pdf_of(self, uow: UnitOfWork, invoice_id: uuid.UUID) -> billing_pb2.Pdf:
+        invoice = await invoices.get(uow, invoice_id)
+        org = await orgs.get(uow, self.settings)
+        summary = (await payments.summaries(uow, [invoice.id]))[invoice.id]
+        document = render_invoice_pdf(
+            invoice,
+            org_name=org.name,
+            paid_cents=summary.paid_cents,
+            outstanding_cents=summary.outstanding_cents,
+            time_zone=org.time_zone,
+        )
+        return billing_pb2.Pdf(content=document, filename=f"{invoice.number or 'invoice'}.pdf")
+
+    async def GetBillingSettings(
+        self, request: billing_pb2.GetBillingSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GetBillingSettingsResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            return billing_pb2.GetBillingSettingsResponse(
+                settings=self._settings_message(await orgs.get(uow, self.settings))
+            )
+
+    async def UpdateBillingSettings(
+        self, request: billing_pb2.UpdateBillingSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.UpdateBillingSettingsResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        wanted = request.settings
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            found = await orgs.update(
+                uow,
+                self.settings,
+                tax_rate=wanted.tax_rate if wanted.tax_rate_set else None,
+                payment_terms_days=wanted.payment_terms_days if wanted.payment_terms_days_set else None,
+                currency=wanted.currency if wanted.currency_set else None,
+            )
+            return billing_pb2.UpdateBillingSettingsResponse(settings=self._settings_message(found))
+
+    def _settings_message(self, found: orgs.OrgBilling) -> billing_pb2.BillingSettings:
+        return billing_pb2.BillingSettings(
+            tax_rate=str(found.tax_rate),
+            payment_terms_days=found.payment_terms_days,
+            currency=found.currency,
+            tax_rate_set=found.tax_rate_set,
+            payment_terms_days_set=found.payment_terms_days_set,
+            currency_set=found.currency_set,
+        )
+
+
+def invoice_email(
+    invoice: invoices.Invoice, org_name: str, url: str, outstanding_cents: int
+) -> struct_pb2.Struct:
+    """The email send enqueues: who, the number, what is owed, and the link (no attachment: the PDF is
+    one click away behind the same link)."""
+    from services.billing.pdf import format_money
+
+    sender = org_name or "Your cleaning company"
+    due = f" by {invoice.due_date.isoformat()}" if invoice.due_date and outstanding_cents > 0 else ""
+    owed = (
+        f"Amount due: {format_money(outstanding_cents, invoice.currency)}{due}."
+        if outstanding_cents > 0
+        else "This invoice is paid in full. Thank you."
+    )
+    payload = struct_pb2.Struct()
+    payload.update(
+        {
+            "to": invoice.client_email,
+            "subject": f"Invoice {invoice.number} from {sender}",
+            "text": (
+                f"Hello {invoice.client_name},\n\n"
+                f"{sender} has sent you invoice {invoice.number} for "
+                f"{format_money(invoice.totals.total_cents, invoice.currency)}.\n{owed}\n\n"
+                f"View, download or pay it here:\n{url}\n"
+            ),
+            "email_type": "invoice_sent",
+        }
+    )
+    return payload

@@ -1,0 +1,116 @@
+"""The org as billing sees it: its name and time zone (for invoices, PDFs and emails, from
+cws.iam.org.created) and its invoicing defaults (tax rate and payment terms for drafts made from
+completed bookings), each falling back to the BillingSettings default while the org has set none."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from cws.iam.v1 import events_pb2 as iam_events
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from libs.common.db import UnitOfWork
+from libs.common.errors import FieldViolation, InvalidArgument, invalid
+from libs.common.event_types import EventMeta
+from services.billing.currency import normalise_currency
+from services.billing.models import org_settings
+from services.billing.settings import BillingSettings
+from services.billing.totals import line_item
+
+MAX_TERMS_DAYS = 365
+
+
+@dataclass(frozen=True)
+class OrgBilling:
+    name: str
+    time_zone: str
+    tax_rate: Decimal
+    payment_terms_days: int
+    tax_rate_set: bool
+    payment_terms_days_set: bool
+    # The org's invoicing currency: a hand-made invoice without one takes it. Drafts from bookings
+    # take the booking's own (what the client was quoted).
+    currency: str
+    currency_set: bool
+
+
+async def get(uow: UnitOfWork, settings: BillingSettings) -> OrgBilling:
+    row = (await uow.session.execute(select(org_settings))).first()
+    tax_rate = row.tax_rate if row is not None and row.tax_rate is not None else None
+    terms = row.payment_terms_days if row is not None and row.payment_terms_days is not None else None
+    return OrgBilling(
+        name=row.name if row is not None else "",
+        time_zone=row.time_zone if row is not None else "UTC",
+        tax_rate=tax_rate if tax_rate is not None else settings.default_tax_rate,
+        payment_terms_days=terms if terms is not None else settings.invoice_payment_terms_days,
+        tax_rate_set=tax_rate is not None,
+        payment_terms_days_set=terms is not None,
+        currency=row.currency if row is not None and row.currency else settings.invoice_default_currency,
+        currency_set=row is not None and bool(row.currency),
+    )
+
+
+async def update(
+    uow: UnitOfWork,
+    settings: BillingSettings,
+    *,
+    tax_rate: str | None = None,
+    payment_terms_days: int | None = None,
+    currency: str | None = None,
+) -> OrgBilling:
+    """Change the org's defaults; None leaves one as it is. They apply to drafts made from now on:
+    an issued invoice keeps the snapshot it was issued with (seed 002)."""
+    problems: list[FieldViolation] = []
+    values: dict[str, object] = {}
+    if tax_rate is not None:
+        try:
+            values["tax_rate"] = line_item("x", "1", 0, tax_rate, field="tax_rate").tax_rate
+        except InvalidArgument as bad:
+            problems.extend(bad.violations)
+    if payment_terms_days is not None:
+        if not 0 <= payment_terms_days <= MAX_TERMS_DAYS:
+            problems.append(FieldViolation("payment_terms_days", f"must be from 0 to {MAX_TERMS_DAYS}"))
+        values["payment_terms_days"] = payment_terms_days
+    if currency is not None:
+        try:
+            values["currency"] = normalise_currency(currency)
+        except InvalidArgument as bad:
+            problems.extend(bad.violations)
+    if problems:
+        raise InvalidArgument.of(problems)
+    if not values:
+        raise invalid("settings", "name at least one of tax_rate, payment_terms_days and currency")
+    await uow.session.execute(
+        pg_insert(org_settings)
+        .values(org_id=uow.org_id, **values)
+        .on_conflict_do_update(
+            index_elements=[org_settings.c.org_id], set_={**values, "updated_at": func.now()}
+        )
+    )
+    return await get(uow, settings)
+
+
+async def on_org_created(uow: UnitOfWork, message: iam_events.OrgCreated, meta: EventMeta) -> None:
+    """Consumer of cws.iam.org.created: the org's name and time zone (again on a repeat: updated)."""
+    await uow.set_org(uuid.UUID(message.org_id))
+    values = {"name": message.name[:200], "time_zone": (message.time_zone or "UTC")[:64]}
+    await uow.session.execute(
+        pg_insert(org_settings)
+        .values(org_id=uow.org_id, **values)
+        .on_conflict_do_update(
+            index_elements=[org_settings.c.org_id], set_={**values, "updated_at": func.now()}
+        )
+    )
+
+
+def today_in(time_zone: str) -> date:
+    """The date in the org's zone: due dates and "overdue" are the org's calendar days, not UTC's."""
+    try:
+        return datetime.now(ZoneInfo(time_zone)).date()
+    except (KeyError, ValueError):
+        return datetime.now(UTC).date()

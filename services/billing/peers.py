@@ -1,0 +1,75 @@
+"""The services billing calls over gRPC: booking (the price and client of a completed booking, the
+backfill's list of completed bookings) and notify (invoice and dunning emails), as typed stubs over
+channels opened once at start-up in the running loop.
+
+Billing calls them on its own, never for a caller: each call is made inside
+`acting_as(service_context("billing", org_id))`, which the signing interceptor turns into the call's
+signed context (libs/common/grpc_client.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+from cws.booking.v1 import booking_pb2_grpc
+from cws.notify.v1 import notify_pb2_grpc
+
+from libs.common.errors import InvalidArgument, NotFound, Unavailable
+from libs.common.grpc_client import Peer, open_peer
+from services.billing.settings import BillingSettings
+
+if TYPE_CHECKING:
+    from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub
+    from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub
+
+
+@dataclass
+class Peers:
+    booking: Peer[BookingServiceAsyncStub]
+    notify: Peer[NotifyServiceAsyncStub]
+
+    async def close(self) -> None:
+        await self.booking.close()
+        await self.notify.close()
+
+
+def open_peers(settings: BillingSettings) -> Peers:
+    signer, deadline = settings.call_signer, settings.grpc_deadline_seconds
+    return Peers(
+        booking=open_peer(
+            "booking",
+            settings.booking_grpc_target,
+            booking_pb2_grpc.BookingServiceStub,
+            signer=signer,
+            deadline_seconds=deadline,
+        ),
+        notify=open_peer(
+            "notify",
+            settings.notify_grpc_target,
+            notify_pb2_grpc.NotifyServiceStub,
+            signer=signer,
+            deadline_seconds=deadline,
+        ),
+    )
+
+
+@contextlib.contextmanager
+def answers_of(service: str) -> Iterator[None]:
+    """A peer's refusal as billing's own answer, never an unexpected error (a 502 at the gateway):
+    NOT_FOUND stays not found, a refused argument stays a 422 naming the peer's reason, anything else
+    (down, timed out) is UNAVAILABLE, which callers may retry."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(f"not found by the {service} service", code=f"{service}_not_found") from None
+        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidArgument(
+                f"the {service} service refused it: {error.details()}", code=f"{service}_refused"
+            ) from None
+        raise Unavailable(
+            f"the {service} service is unavailable; try again shortly", code=f"{service}_unavailable"
+        ) from None
