@@ -193,11 +193,12 @@ def local_stripe(work_dir: Path) -> Iterator[LocalStripe]:
 
 
 def billing_env(
-    stack: Stack, booking: ServiceProc, notify: ServiceProc, local_stripe: LocalStripe
+    stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc, local_stripe: LocalStripe
 ) -> dict[str, str]:
     """Billing as the session runs it: Stripe is the local one, breaker resets quickly."""
     return {
         **stack.env(),
+        "IAM_GRPC_TARGET": iam.target,
         "BOOKING_GRPC_TARGET": booking.target,
         "NOTIFY_GRPC_TARGET": notify.target,
         "STRIPE_SECRET_KEY": STRIPE_TEST_KEY,
@@ -212,9 +213,9 @@ def billing_env(
 
 @pytest.fixture(scope="session")
 def billing(
-    stack: Stack, booking: ServiceProc, notify: ServiceProc, local_stripe: LocalStripe
+    stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc, local_stripe: LocalStripe
 ) -> Iterator[ServiceProc]:
-    env = billing_env(stack, booking, notify, local_stripe)
+    env = billing_env(stack, iam, booking, notify, local_stripe)
     proc = service_proc("billing", env, stack.work_dir / "logs").start().wait_ready()
     yield proc
     proc.stop()

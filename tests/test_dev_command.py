@@ -40,6 +40,8 @@ def _run_dev(stack, env_extra: dict[str, str], then=None) -> tuple[int, str]:
         **stack.nats.password_env(),
         # make dev makes fresh keys per run unless given; the jobs one is given so the test can sign as jobs.
         "JOBS_INTERNAL_SIGNING_KEY": DEV_KEYRING.private["jobs"],
+        # A second whole suite beside the session's, on the same Postgres (100 connections): small pools.
+        "DATABASE_POOL_SIZE": "4",
         **env_extra,
     }
     proc = subprocess.Popen(

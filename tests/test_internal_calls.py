@@ -26,6 +26,7 @@ from gateway.settings import GatewaySettings
 from libs.common import call_signing
 from libs.common import context as request_context
 from libs.common.internal_keys import CallSigner
+from services.billing.settings import BillingSettings
 from services.booking.settings import BookingSettings
 from services.iam.settings import IamSettings
 from services.jobs.settings import JobsSettings
@@ -265,7 +266,13 @@ def no_shared_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("cls", "process"), [(BookingSettings, "booking"), (NotifySettings, "notify"), (JobsSettings, "jobs")]
+    ("cls", "process"),
+    [
+        (BookingSettings, "booking"),
+        (BillingSettings, "billing"),
+        (NotifySettings, "notify"),
+        (JobsSettings, "jobs"),
+    ],
 )
 def test_booking_notify_and_jobs_start_in_prod_without_the_jwt_and_portal_secrets(
     cls: type[Any], process: str, no_shared_secrets: None
@@ -280,7 +287,12 @@ def test_booking_notify_and_jobs_start_in_prod_without_the_jwt_and_portal_secret
         "internal_context_secret",
     ):
         assert not hasattr(settings, field), f"{process} should not carry {field}"
-    accepted = {"booking": {"gateway", "notify", "jobs"}, "notify": {"gateway", "jobs"}, "jobs": {"gateway"}}
+    accepted = {
+        "booking": {"gateway", "notify", "jobs", "billing"},
+        "billing": {"gateway", "jobs"},
+        "notify": {"gateway", "jobs", "billing"},
+        "jobs": {"gateway"},
+    }
     assert set(settings.trusted_callers) == accepted[process]
 
 
@@ -300,7 +312,9 @@ def test_iam_needs_its_secrets_and_trusted_keys_but_no_signing_key(no_shared_sec
         IamSettings(**PROD, **strong)
 
 
-@pytest.mark.parametrize(("cls", "process"), [(NotifySettings, "notify"), (JobsSettings, "jobs")])
+@pytest.mark.parametrize(
+    ("cls", "process"), [(NotifySettings, "notify"), (JobsSettings, "jobs"), (BillingSettings, "billing")]
+)
 def test_prod_refuses_a_caller_without_its_signing_key(
     cls: type[Any], process: str, no_shared_secrets: None
 ) -> None:
@@ -328,6 +342,9 @@ def test_a_malformed_key_is_refused_everywhere_without_repeating_it(
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_SECRETS = {"gateway": GatewaySettings, "iam": IamSettings}
+# Third-party secrets that only one process may hold (compose blanks them for every other container).
+PROVIDER_SECRETS = {"billing": ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")}
+PROCESSES = ("gateway", "iam", "booking", "billing", "notify", "jobs")
 
 
 def call_secrets_of(process: str) -> dict[str, str]:
@@ -342,13 +359,14 @@ def call_secrets_of(process: str) -> dict[str, str]:
             _env_file=None, app_env="test", auth_secret_key_previous="earlier-key"
         ).secrets_to_check()
         wanted.update({name.partition("[")[0]: name.partition("[")[0] for name in fields})
+    wanted.update({name: name for name in PROVIDER_SECRETS.get(process, ())})
     return wanted
 
 
 def test_compose_gives_each_process_only_its_call_secrets() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     blanked = set(compose["x-no-call-secrets"])
-    for process in ("gateway", "iam", "booking", "notify", "jobs", "migrate", "streams"):
+    for process in (*PROCESSES, "migrate", "streams"):
         env = compose["services"][process]["environment"]
         wanted = call_secrets_of(process) if process not in ("migrate", "streams") else {}
         assert blanked <= set(env), f"{process} must blank every call secret .env holds"
@@ -359,12 +377,8 @@ def test_compose_gives_each_process_only_its_call_secrets() -> None:
 def test_kubernetes_gives_each_process_only_its_call_secrets() -> None:
     k8s = ROOT / "deploy" / "k8s"
     secret = yaml.safe_load((k8s / "secret.example.yaml").read_text())["stringData"]
-    known = {
-        name
-        for process in ("gateway", "iam", "booking", "notify", "jobs")
-        for name in call_secrets_of(process)
-    }
-    for process in ("gateway", "iam", "booking", "notify", "jobs"):
+    known = {name for process in PROCESSES for name in call_secrets_of(process)}
+    for process in PROCESSES:
         deployment = next(yaml.safe_load_all((k8s / f"{process}.yaml").read_text()))
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         given = {

@@ -5,6 +5,7 @@ becoming a draft invoice."""
 
 from __future__ import annotations
 
+import io
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -81,7 +82,7 @@ async def test_an_invoice_from_draft_to_paid_by_hand(gateway, http, make_org, sm
     assert public.json()["number"] == "INV-000001" and public.json()["outstanding_cents"] == 16255
     pdf = await http.get(f"{url}/v1/public/invoices/{token}/pdf")
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
-    text = "".join(page.extract_text() for page in PdfReader(__import__("io").BytesIO(pdf.content)).pages)
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
     assert "INV-000001" in text and "Sparkle & Co" in text and "CAD 162.55" in text
     assert_problem(await http.get(f"{url}/v1/public/invoices/{'x' * 43}"), 404)
 
@@ -244,3 +245,87 @@ async def test_a_completed_booking_becomes_a_draft_invoice(gateway, http, make_o
     backfill = await http.post(f"{url}/v1/admin/invoices/backfill", headers=headers)
     assert backfill.status_code == 200, backfill.text
     assert backfill.json() == {"scanned": 1, "created": 0}
+
+
+async def test_a_declined_card_sends_one_dunning_email(gateway, http, make_org, smtp_sink):
+    url = gateway.url
+    org = await make_org()
+    headers = await owner(http, url, org)
+    invoice = await issued_invoice(http, url, headers)
+    link = (await http.post(f"{url}/v1/admin/invoices/{invoice['id']}/checkout", headers=headers)).json()
+    for _ in range(2):  # the client tries twice; both cards are declined
+        declined = await http.post(link["checkout_url"] + "?outcome=fail", follow_redirects=False)
+        assert declined.status_code == 402, declined.text
+    [mail] = await smtp_sink.delivered(invoice["client_email"], timeout=20)
+    assert invoice["number"] in mail.text and "CAD 152.55" in mail.text
+    assert f"/invoices/{invoice['id']}" in mail.text, "the retry link"
+
+    async def failures_processed() -> bool:
+        events = await http.get(
+            f"{url}/v1/admin/finance/reconcile/stripe-events",
+            headers=headers,
+            params={"invoice_id": invoice["id"], "status": "processed"},
+        )
+        types = [e["type"] for e in events.json()["items"]]
+        return types.count("payment_intent.payment_failed") == 2
+
+    await eventually(failures_processed, timeout=20)
+    assert len(smtp_sink.to(invoice["client_email"])) == 1, "one dunning email per invoice"
+    found = (await http.get(f"{url}/v1/admin/invoices/{invoice['id']}", headers=headers)).json()
+    assert found["status"] == "SENT" and found["paid_cents"] == 0
+
+
+async def test_a_deposit_paid_by_card_confirms_the_booking(gateway, http, make_org):
+    url = gateway.url
+    org = await make_org()
+    headers = await owner(http, url, org)
+    starts = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    created = await http.post(
+        f"{url}/v1/admin/bookings",
+        headers=headers,
+        json={
+            "starts_at": starts.isoformat(),
+            "duration_minutes": 120,
+            "client_name": "Robin",
+            "client_email": f"robin-{uuid.uuid4().hex[:8]}@example.com",
+            "cleaning_type": "standard",
+            "beds": 2,
+            "baths": 1,
+            "deposit_required": True,
+        },
+    )
+    assert created.status_code == 201, created.text
+    booking = created.json()
+    waits = await http.post(f"{url}/v1/admin/bookings/{booking['id']}/confirm", headers=headers)
+    assert_problem(waits, 409, "deposit_required")
+    link = await http.post(f"{url}/v1/admin/bookings/{booking['id']}/deposit/checkout", headers=headers)
+    assert link.status_code == 200, link.text
+    # DEPOSIT_PERCENT (25) of the price, at least DEPOSIT_MIN_CENTS (5000), never above the price.
+    price = booking["total_before_tax_cents"]
+    assert link.json()["amount_cents"] == min(price, max((price * 25 * 2 + 100) // 200, 5000))
+    paid = await http.post(link.json()["checkout_url"], follow_redirects=False)
+    assert paid.status_code == 303, paid.text
+
+    async def confirmed() -> bool:
+        found = (await http.get(f"{url}/v1/admin/bookings/{booking['id']}", headers=headers)).json()
+        return bool(found["deposit_paid"] and found["status"] == "confirmed")
+
+    await eventually(confirmed, timeout=20)
+    again = await http.post(f"{url}/v1/admin/bookings/{booking['id']}/deposit/checkout", headers=headers)
+    assert_problem(again, 409, "deposit_not_due")
+
+
+async def test_an_org_billing_has_not_heard_of_is_named_from_iam(gateway, http, make_org, stack):
+    """Its org.created event not (yet) consumed: the PDF still names the org, asked of IAM once."""
+    url = gateway.url
+    org = await make_org(name="Late Event Cleaners", time_zone="America/Edmonton")
+    headers = await owner(http, url, org)
+    invoice = await issued_invoice(http, url, headers)
+    await sql(stack.admin_url, "DELETE FROM billing.org_settings WHERE org_id = %s", (org.org_id,))
+    pdf = await http.get(f"{url}/v1/admin/invoices/{invoice['id']}/pdf", headers=headers)
+    assert pdf.status_code == 200, pdf.text
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "Late Event Cleaners" in text
+    assert await sql(
+        stack.admin_url, "SELECT name, time_zone FROM billing.org_settings WHERE org_id = %s", (org.org_id,)
+    ) == [("Late Event Cleaners", "America/Edmonton")], "remembered"

@@ -34,7 +34,7 @@ CALLEES: Mapping[str, tuple[str, ...]] = {
     "gateway": ("iam", "booking", "billing", "notify", "jobs"),
     "notify": ("iam", "booking"),
     "jobs": ("iam", "booking", "billing", "notify"),
-    "billing": ("booking", "notify"),
+    "billing": ("iam", "booking", "notify"),
 }
 SERVICES = ("iam", "booking", "billing", "notify", "jobs")
 GATEWAY = "gateway"

@@ -59,7 +59,7 @@ def build() -> ServiceApp:
 
     def register(server: grpc.aio.Server, app: ServiceApp) -> None:
         wiring.peers = open_peers(settings)
-        wiring.processor = WebhookProcessor(app.db, settings, wiring.webhook_arrived)
+        wiring.processor = WebhookProcessor(app.db, settings, wiring.peers, wiring.webhook_arrived)
         billing_pb2_grpc.add_BillingServiceServicer_to_server(
             BillingServicer(app.db, settings, wiring.peers, stripe_api(settings), wiring.webhook_arrived),
             server,

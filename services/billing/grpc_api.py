@@ -135,7 +135,7 @@ class BillingServicer(InvoicesApi, PaymentsApi, billing_pb2_grpc.BillingServiceS
     ) -> billing_pb2.MarkOverdueResponse:
         request_context.require_role(*MANAGERS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            today = orgs.today_in((await orgs.get(uow, self.settings)).time_zone)
+            today = orgs.today_in((await orgs.get(uow, self.settings, self.peers)).time_zone)
             marked = await invoices.mark_overdue(uow, today)
             for invoice in marked:
                 uow.add_event(
@@ -163,7 +163,7 @@ class BillingServicer(InvoicesApi, PaymentsApi, billing_pb2_grpc.BillingServiceS
             with answers_of("booking"), acting_as(service_context("billing", str(org_id), ctx.request_id)):
                 listed = await self.peers.booking.stub.ListBookings(query)
             async with unit_of_work(self.db, org_id) as uow:
-                org = await orgs.get(uow, self.settings)
+                org = await orgs.get(uow, self.settings, self.peers)
                 for booking in listed.bookings:
                     scanned += 1
                     made = await from_bookings.draft_for_booking(

@@ -95,7 +95,7 @@ class InvoicesApi:
     peers: Peers
 
     async def _today(self, uow: UnitOfWork) -> date:
-        return orgs.today_in((await orgs.get(uow, self.settings)).time_zone)
+        return orgs.today_in((await orgs.get(uow, self.settings, self.peers)).time_zone)
 
     async def CreateInvoice(
         self, request: billing_pb2.CreateInvoiceRequest, context: grpc.aio.ServicerContext
@@ -105,7 +105,7 @@ class InvoicesApi:
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             invoice = await invoices.create_draft(
                 uow,
-                request.currency or (await orgs.get(uow, self.settings)).currency,
+                request.currency or (await orgs.get(uow, self.settings, self.peers)).currency,
                 request.client_name,
                 request.client_email,
                 items_of(request.items),
@@ -192,7 +192,7 @@ class InvoicesApi:
                     code="invoice_not_sendable",
                     violations=[FieldViolation("status", f"is {invoice.status}")],
                 )
-            org = await orgs.get(uow, self.settings)
+            org = await orgs.get(uow, self.settings, self.peers)
             summary = (await payments.summaries(uow, [invoice.id]))[invoice.id]
             token = await links.mint(uow, invoice.id)
         url = self.settings.invoice_public_url.replace("{token}", token)
@@ -233,7 +233,7 @@ class InvoicesApi:
 
     async def pdf_of(self, uow: UnitOfWork, invoice_id: uuid.UUID) -> billing_pb2.Pdf:
         invoice = await invoices.get(uow, invoice_id)
-        org = await orgs.get(uow, self.settings)
+        org = await orgs.get(uow, self.settings, self.peers)
         summary = (await payments.summaries(uow, [invoice.id]))[invoice.id]
         document = render_invoice_pdf(
             invoice,
@@ -250,7 +250,7 @@ class InvoicesApi:
         request_context.require_role(*FINANCE_STAFF)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             return billing_pb2.GetBillingSettingsResponse(
-                settings=self._settings_message(await orgs.get(uow, self.settings))
+                settings=self._settings_message(await orgs.get(uow, self.settings, self.peers))
             )
 
     async def UpdateBillingSettings(
@@ -262,6 +262,7 @@ class InvoicesApi:
             found = await orgs.update(
                 uow,
                 self.settings,
+                self.peers,
                 tax_rate=wanted.tax_rate if wanted.tax_rate_set else None,
                 payment_terms_days=wanted.payment_terms_days if wanted.payment_terms_days_set else None,
                 currency=wanted.currency if wanted.currency_set else None,

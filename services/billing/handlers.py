@@ -49,7 +49,7 @@ class Handlers:
             found = await self.peers.booking.stub.GetBooking(
                 booking_pb2.GetBookingRequest(booking_id=event.booking_id)
             )
-        org = await orgs.get(uow, self.settings)
+        org = await orgs.get(uow, self.settings, self.peers)
         created = await from_bookings.draft_for_booking(
             uow, found.booking, org, orgs.today_in(found.booking.time_zone or org.time_zone)
         )

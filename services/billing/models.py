@@ -92,6 +92,14 @@ invoices = Table(
         postgresql_where=text("booking_id IS NOT NULL"),
     ),
     Index("ix_invoices_org_status_due", "org_id", "status", "due_date"),
+    # The invoices queue: owed invoices, longest overdue first (migration 0004).
+    Index(
+        "ix_invoices_owed_by_due",
+        "org_id",
+        "due_date",
+        "id",
+        postgresql_where=text("status IN ('SENT', 'PARTIAL', 'OVERDUE')"),
+    ),
 )
 
 invoice_items = Table(

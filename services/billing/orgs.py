@@ -1,6 +1,11 @@
-"""The org as billing sees it: its name and time zone (for invoices, PDFs and emails, from
-cws.iam.org.created) and its invoicing defaults (tax rate and payment terms for drafts made from
-completed bookings), each falling back to the BillingSettings default while the org has set none."""
+"""The org as billing sees it: its name and time zone (for invoices, PDFs, emails and "today"), from
+cws.iam.org.created, and its invoicing defaults (tax rate, payment terms, currency), each falling back
+to the BillingSettings default while the org has set none.
+
+An org billing has not heard of (its event still on the way, or older than the streams keep when
+billing first ran) is looked up once in IAM and remembered, as notify does. If IAM cannot be asked,
+nothing is guessed: an invoice issued by "nobody", or due on a UTC day, would be wrong on paper, so the
+call answers UNAVAILABLE (a consumer retries; a caller tries again)."""
 
 from __future__ import annotations
 
@@ -10,15 +15,20 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import grpc
 from cws.iam.v1 import events_pb2 as iam_events
+from cws.iam.v1 import iam_pb2
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from libs.common.context import service_context
 from libs.common.db import UnitOfWork
-from libs.common.errors import FieldViolation, InvalidArgument, invalid
+from libs.common.errors import FieldViolation, InvalidArgument, Unavailable, invalid
 from libs.common.event_types import EventMeta
+from libs.common.grpc_client import acting_as
 from services.billing.currency import normalise_currency
 from services.billing.models import org_settings
+from services.billing.peers import Peers
 from services.billing.settings import BillingSettings
 from services.billing.totals import line_item
 
@@ -39,8 +49,15 @@ class OrgBilling:
     currency_set: bool
 
 
-async def get(uow: UnitOfWork, settings: BillingSettings) -> OrgBilling:
+class OrgUnavailable(Unavailable):
+    default_code = "org_profile_unavailable"
+
+
+async def get(uow: UnitOfWork, settings: BillingSettings, peers: Peers) -> OrgBilling:
     row = (await uow.session.execute(select(org_settings))).first()
+    if row is None or not row.name:
+        await _learn_from_iam(uow, peers)
+        row = (await uow.session.execute(select(org_settings))).first()
     tax_rate = row.tax_rate if row is not None and row.tax_rate is not None else None
     terms = row.payment_terms_days if row is not None and row.payment_terms_days is not None else None
     return OrgBilling(
@@ -58,6 +75,7 @@ async def get(uow: UnitOfWork, settings: BillingSettings) -> OrgBilling:
 async def update(
     uow: UnitOfWork,
     settings: BillingSettings,
+    peers: Peers,
     *,
     tax_rate: str | None = None,
     payment_terms_days: int | None = None,
@@ -92,7 +110,29 @@ async def update(
             index_elements=[org_settings.c.org_id], set_={**values, "updated_at": func.now()}
         )
     )
-    return await get(uow, settings)
+    return await get(uow, settings, peers)
+
+
+async def _learn_from_iam(uow: UnitOfWork, peers: Peers) -> None:
+    assert uow.org_id is not None
+    # ListOrgs pages by id: the page of one right after (id - 1) is this org, if it exists.
+    before = uuid.UUID(int=uow.org_id.int - 1) if uow.org_id.int else uow.org_id
+    try:
+        with acting_as(service_context("billing", str(uow.org_id))):
+            page = await peers.iam.stub.ListOrgs(iam_pb2.ListOrgsRequest(after_org_id=str(before), limit=1))
+    except grpc.aio.AioRpcError as error:
+        raise OrgUnavailable(
+            f"the org's name and time zone could not be had from IAM ({error.code().name}); try again shortly"
+        ) from None
+    if not page.orgs or page.orgs[0].org_id != str(uow.org_id):
+        return  # IAM does not know it: no name, UTC, as IAM says
+    found = page.orgs[0]
+    values = {"name": found.name[:200], "time_zone": (found.time_zone or "UTC")[:64]}
+    await uow.session.execute(
+        pg_insert(org_settings)
+        .values(org_id=uow.org_id, **values)
+        .on_conflict_do_update(index_elements=[org_settings.c.org_id], set_=values)
+    )
 
 
 async def on_org_created(uow: UnitOfWork, message: iam_events.OrgCreated, meta: EventMeta) -> None:

@@ -1,6 +1,6 @@
-"""The services billing calls over gRPC: booking (the price and client of a completed booking, the
-backfill's list of completed bookings) and notify (invoice and dunning emails), as typed stubs over
-channels opened once at start-up in the running loop.
+"""The services billing calls over gRPC: iam (an org's name and time zone when its event has not
+arrived), booking (the price and client of a completed booking, the backfill's list of completed
+bookings) and notify (invoice emails), as typed stubs over channels opened once at start-up.
 
 Billing calls them on its own, never for a caller: each call is made inside
 `acting_as(service_context("billing", org_id))`, which the signing interceptor turns into the call's
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 from cws.booking.v1 import booking_pb2_grpc
+from cws.iam.v1 import iam_pb2_grpc
 from cws.notify.v1 import notify_pb2_grpc
 
 from libs.common.errors import InvalidArgument, NotFound, Unavailable
@@ -23,15 +24,18 @@ from services.billing.settings import BillingSettings
 
 if TYPE_CHECKING:
     from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub
+    from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub
 
 
 @dataclass
 class Peers:
+    iam: Peer[IamServiceAsyncStub]
     booking: Peer[BookingServiceAsyncStub]
     notify: Peer[NotifyServiceAsyncStub]
 
     async def close(self) -> None:
+        await self.iam.close()
         await self.booking.close()
         await self.notify.close()
 
@@ -39,6 +43,13 @@ class Peers:
 def open_peers(settings: BillingSettings) -> Peers:
     signer, deadline = settings.call_signer, settings.grpc_deadline_seconds
     return Peers(
+        iam=open_peer(
+            "iam",
+            settings.iam_grpc_target,
+            iam_pb2_grpc.IamServiceStub,
+            signer=signer,
+            deadline_seconds=deadline,
+        ),
         booking=open_peer(
             "booking",
             settings.booking_grpc_target,

@@ -14,13 +14,14 @@ from services.billing.totals import line_item
 class BillingSettings(CommonSettings):
     # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
     FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("deposits_enabled",)
-    # billing calls booking (prices of completed bookings) and notify (emails): its own key; it serves
+    # billing calls iam (org names), booking (prices of completed bookings) and notify (emails): its own key; it serves
     # the gateway and jobs (their public keys).
     CALLS_SERVICES: ClassVar[bool] = True
     SERVES_CALLS: ClassVar[bool] = True
     service_name: str = "billing"
     billing_grpc_port: int = 50053
     billing_http_port: int = 8103
+    iam_grpc_target: str = "127.0.0.1:50051"
     booking_grpc_target: str = "127.0.0.1:50052"
     notify_grpc_target: str = "127.0.0.1:50055"
 

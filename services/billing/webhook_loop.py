@@ -21,15 +21,17 @@ from libs.common.db import Database, unit_of_work
 from libs.common.logs import get_logger
 from services.billing import orgs, webhooks
 from services.billing.events import INVOICE_PAYMENT_FAILED
+from services.billing.peers import Peers
 from services.billing.settings import BillingSettings
 
 log = get_logger(__name__)
 
 
 class WebhookProcessor:
-    def __init__(self, db: Database, settings: BillingSettings, arrived: asyncio.Event) -> None:
+    def __init__(self, db: Database, settings: BillingSettings, peers: Peers, arrived: asyncio.Event) -> None:
         self.db = db
         self.settings = settings
+        self.peers = peers
         self.arrived = arrived
 
     async def run(self) -> None:
@@ -57,7 +59,7 @@ class WebhookProcessor:
     async def process_one(self, event_id: str, org_id: uuid.UUID) -> None:
         try:
             async with unit_of_work(self.db, org_id) as uow:
-                today = orgs.today_in((await orgs.get(uow, self.settings)).time_zone)
+                today = orgs.today_in((await orgs.get(uow, self.settings, self.peers)).time_zone)
                 effects = await webhooks.process(uow, event_id, today)
                 for notice in effects.dunning:
                     uow.add_event(

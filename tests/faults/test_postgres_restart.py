@@ -89,7 +89,12 @@ def suite(work_dir: Path) -> Iterator[Suite]:
         # Billing without Stripe (no key): its invoices and consumers ride out the restart like the rest.
         billing = service_proc(
             "billing",
-            {**stack.env(), "BOOKING_GRPC_TARGET": booking.target, "NOTIFY_GRPC_TARGET": notify.target},
+            {
+                **stack.env(),
+                "IAM_GRPC_TARGET": iam.target,
+                "BOOKING_GRPC_TARGET": booking.target,
+                "NOTIFY_GRPC_TARGET": notify.target,
+            },
             logs,
         )
         jobs = service_proc(

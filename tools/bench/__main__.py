@@ -7,16 +7,20 @@
    a fixed concurrency: read one booking by id, create a booking. Finds the read path's saturating
    rate (closed loop at a higher concurrency) and runs an open loop at half of it for its p99.
 4. Measures GET /v1/admin/schedule/suggestions over random windows, if the suite serves it.
-5. Starts notify and an SMTP sink process and measures email delivery from a backlog and the latency
+5. Billing (tools/bench/billing_bench.py): the invoices queue, suite against baseline, over the bench
+   org's invoices (seeded in step 2), then Stripe webhooks accepted per second at the gateway and how
+   long billing takes to process what it stored.
+6. Starts notify and an SMTP sink process and measures email delivery from a backlog and the latency
    from a booking confirmation to the email accepted by the sink (tools/bench/notify_bench.py).
-6. Prints one Markdown table (also .run/bench/last.md; raw numbers in .run/bench/last.json) and stops
+7. Prints one Markdown table (also .run/bench/last.md; raw numbers in .run/bench/last.json) and stops
    everything, dropping the database, whatever happened.
 
 A benchmark, not a test: a missed target is reported, never a failure; the exit status is non-zero
 only when something crashed. Knobs (environment): BENCH_SECONDS (8, measured seconds per scenario),
 BENCH_WARMUP (2), BENCH_CONCURRENCY (16), BENCH_SATURATION_CONCURRENCY (32), BENCH_CLIENT (raw or
-httpx), BENCH_WORKERS (1000), BENCH_BOOKINGS (100000), BENCH_SUGGESTIONS (200), BENCH_EMAILS (10000, the
-notify backlog; 0 skips it), BENCH_CONFIRM_RATE (50 confirmations/s), BENCH_CONFIRM_SECONDS (10).
+httpx), BENCH_WORKERS (1000), BENCH_BOOKINGS (100000), BENCH_SUGGESTIONS (200), BENCH_INVOICES (20000),
+BENCH_WEBHOOK_REPEAT_EVERY (4: one webhook in 4 a redelivery), BENCH_EMAILS (10000, the notify
+backlog; 0 skips it), BENCH_CONFIRM_RATE (50 confirmations/s), BENCH_CONFIRM_SECONDS (10).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tools.bench import notify_bench
+from tools.bench import billing_bench, notify_bench
 from tools.bench import stack as bench_stack
 from tools.bench.cpu import CpuMeter
 from tools.bench.report import Row, table, verdict
@@ -300,6 +304,10 @@ class Bench:
                 bookings=config.bookings,
             )
             log(seeded.summary())
+            invoices = billing_bench.seed_invoices(
+                stack.admin_url, owner.org_id, billing_bench.BillingConfig.from_env().invoices
+            )
+            log(invoices.summary())
             bench_stack.wait_processes(stack)
             self.meter = CpuMeter(bench_stack.pids(stack), stack.admin_url, stack.db_name)
             assert stack.gateway and stack.baseline
@@ -370,6 +378,20 @@ class Bench:
                     ),
                 )
             log(f"suggestions: {about}")
+            billing = billing_bench.run(
+                stack,
+                owner.org_id,
+                gateway,
+                baseline,
+                token,
+                invoices,
+                measure=self.measure,
+                spec=self.spec,
+                meter=self.meter,
+                concurrency=config.concurrency,
+                seconds=config.seconds,
+                warmup=config.warmup,
+            )
             notify = notify_bench.run(exits, stack, owner.org_id, gateway, token)
 
         elapsed = time.monotonic() - started
@@ -388,16 +410,17 @@ class Bench:
             f"({config.client} client) is its own process and spent ~{gen_cpu:.0f} µs CPU per request.",
             "Gateway and baseline: one uvicorn worker each; the same access token for both; "
             f"GET responses of suite and baseline for the same booking: {same}.",
-            "Server CPU ms/request: CPU time of gw = gateway, bk = booking, iam, app = baseline, pg = the "
+            "Server CPU ms/request: CPU time of gw = gateway, bk = booking, iam, bl = billing, app = baseline, pg = the "
             "Postgres backends of this run's database, per request sent (warm-up included), from /proc. "
             "Other processes on the machine (other sessions, Postgres' WAL writer, NATS) kept "
             f"{min(others, default=0):.2f}-{max(others, default=0):.2f} cores busy during the scenarios.",
             seeded.summary() + ".",
         ]
-        self.rows += notify.rows
-        self.notes += notify.notes
+        self.rows += billing.rows + notify.rows
+        self.notes += billing.notes + notify.notes
+        self.results.update(billing.results)
         self.results.update(notify.results)
-        self.failed = self.failed or notify.failed
+        self.failed = self.failed or billing.failed or notify.failed
 
     def _rows(
         self,

@@ -1,11 +1,12 @@
 """The baseline: the monolith the seed documents describe, reduced to the two operations the bench
 compares. One FastAPI process (uvicorn, one worker like the gateway) that serves
 
-    GET  /v1/admin/bookings/{id}   read one booking
-    POST /v1/admin/bookings        create a booking
+    GET  /v1/admin/bookings/{id}        read one booking
+    POST /v1/admin/bookings             create a booking
+    GET  /v1/admin/queue/invoices       the invoices queue (status overdue, unpaid or all; limit, offset)
 
-with the same SQL the booking service runs for them, straight against the same Postgres: the same
-tables in schema booking, as the runtime role cws_app under the same row-level security (the org set
+with the same SQL the booking and billing services run for them, straight against the same Postgres:
+the same tables in schemas booking and billing, as the runtime role cws_app under the same row-level security (the org set
 with set_config(..., true) in each transaction), through SQLAlchemy async + psycopg with a pool of
 the same size and settings (libs.common.db.Database). It authenticates the same way as the gateway:
 the same bearer access token verified locally with PyJWT and AUTH_SECRET_KEY
@@ -23,6 +24,14 @@ CreateBooking; keep the two in step when the suite's SQL changes):
   create: set_config · org profile (cached) · SELECT active pricing (validation) · SELECT active
           pricing (estimate) · INSERT booking ON CONFLICT DO NOTHING RETURNING id · SELECT booking ·
           org profile (cached) · SELECT worker blocks · INSERT event outbox · pg_notify
+And as services/billing does the queue (grpc_invoices.py InvoiceQueue: invoices.py list_page with
+oldest_due_first, then payments.py summaries over invoice_money; the statements as SQLAlchemy renders
+them there, with its bound parameters):
+  queue:  set_config · SELECT page of invoices (status IN ..., due date first, then id; LIMIT/OFFSET) ·
+          SELECT count(*) of the same · SELECT the page's money (two LATERAL aggregates over payments
+          and refunds, one query for the page)
+The answer has the gateway's shape (gateway/routes/billing.py invoices_queue and invoice_view), the
+roles are billing's (OWNER, ADMIN, FINANCE).
 The outbox row is written already published and the notify goes to a channel nobody listens on, so
 the suite's relay never publishes the baseline's events (the monolith has no relay to pay for).
 
@@ -55,6 +64,7 @@ from libs.common.tokens import AccessClaims, decode_access
 
 STAFF = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
 DISPATCH = ("OWNER", "ADMIN", "DISPATCHER")
+FINANCE_STAFF = ("OWNER", "ADMIN", "FINANCE")
 BOOKING_COLUMNS = (
     "id, org_id, lead_id, status, starts_at, ends_at, client_name, client_email, client_phone, address, "
     "postal_code, cleaning_type, beds, baths, total_before_tax_cents, currency, team_id, deposit_required, "
@@ -88,6 +98,64 @@ INSERT_OUTBOX = text(
     "VALUES (:id, :subject, :payload, :org_id, '', :created_at, :created_at)"
 )
 NOTIFY = text("SELECT pg_notify(:channel, '')")
+
+# services/billing/invoices.py QUEUE_FILTERS, list_page (oldest_due_first) and payments.py
+# summaries / invoice_money, as SQLAlchemy renders them for billing.
+QUEUE_FILTERS = {
+    "overdue": ("OVERDUE",),
+    "unpaid": ("SENT", "PARTIAL"),
+    "all": ("SENT", "PARTIAL", "OVERDUE"),
+}
+INVOICE_COLUMNS = (
+    "id, org_id, number, status, currency, client_name, client_email, booking_id, issued_at, due_date, "
+    "sent_at, subtotal_cents, taxable_subtotal_cents, tax_cents, tax_rate_basis, total_cents, created_at, "
+    "updated_at"
+)
+QUALIFIED_INVOICE_COLUMNS = ", ".join(f"billing.invoices.{c}" for c in INVOICE_COLUMNS.split(", "))
+QUEUE_PAGE = text(
+    f"SELECT {QUALIFIED_INVOICE_COLUMNS} FROM billing.invoices WHERE billing.invoices.status IN :statuses "
+    "ORDER BY billing.invoices.due_date ASC NULLS LAST, billing.invoices.id "
+    "LIMIT CAST(:limit AS INTEGER) OFFSET CAST(:offset AS INTEGER)"
+).bindparams(bindparam("statuses", expanding=True))
+QUEUE_COUNT = text(
+    "SELECT count(*) AS count_1 FROM billing.invoices WHERE billing.invoices.status IN :statuses"
+).bindparams(bindparam("statuses", expanding=True))
+INVOICE_MONEY = text(
+    f"SELECT {', '.join(f'anon_1.{c}' for c in INVOICE_COLUMNS.split(', '))}, anon_1.paid_cents, "
+    "anon_1.outstanding_cents, anon_1.succeeded_payments, anon_1.manual_payments, anon_1.stripe_payments, "
+    "anon_1.last_payment_at FROM (SELECT "
+    + ", ".join(f"billing.invoices.{c} AS {c}" for c in INVOICE_COLUMNS.split(", "))
+    + ", pay.payments_cents - ref.cents AS paid_cents, "
+    "CASE WHEN (billing.invoices.status IN :untouched) THEN CAST(:zero AS INTEGER) "
+    "ELSE greatest(billing.invoices.total_cents - (pay.payments_cents - ref.cents), CAST(:zero AS INTEGER)) "
+    "END AS outstanding_cents, pay.succeeded_payments AS succeeded_payments, "
+    "pay.manual_payments AS manual_payments, pay.stripe_payments AS stripe_payments, "
+    "pay.last_payment_at AS last_payment_at "
+    "FROM billing.invoices JOIN LATERAL (SELECT "
+    "count(*) FILTER (WHERE p.status = CAST(:succeeded AS VARCHAR)) AS succeeded_payments, "
+    "count(*) FILTER (WHERE p.status = CAST(:succeeded AS VARCHAR) AND p.provider = CAST(:manual AS VARCHAR)) "
+    "AS manual_payments, "
+    "count(*) FILTER (WHERE p.status = CAST(:succeeded AS VARCHAR) AND p.provider = CAST(:stripe AS VARCHAR)) "
+    "AS stripe_payments, "
+    "coalesce(sum(p.amount_cents) FILTER (WHERE p.status = CAST(:succeeded AS VARCHAR)), CAST(:zero AS INTEGER)) "
+    "AS payments_cents, max(p.received_at) FILTER (WHERE p.status = CAST(:succeeded AS VARCHAR)) "
+    "AS last_payment_at FROM billing.invoice_payments AS p "
+    "WHERE p.org_id = billing.invoices.org_id AND p.invoice_id = billing.invoices.id) AS pay ON true "
+    "JOIN LATERAL (SELECT coalesce(sum(least(sp.amount_cents, (SELECT coalesce(sum(rf.amount_cents), "
+    "CAST(:zero AS INTEGER)) AS coalesce_2 FROM billing.invoice_refunds AS rf "
+    "WHERE rf.org_id = sp.org_id AND rf.invoice_id = sp.invoice_id AND rf.payment_intent_id = sp.provider_ref "
+    "AND rf.status = CAST(:succeeded AS VARCHAR)))), CAST(:zero AS INTEGER)) AS cents "
+    "FROM billing.invoice_payments AS sp WHERE sp.org_id = billing.invoices.org_id "
+    "AND sp.invoice_id = billing.invoices.id AND sp.provider = CAST(:stripe AS VARCHAR) "
+    "AND sp.status = CAST(:succeeded AS VARCHAR)) AS ref ON true) AS anon_1 WHERE anon_1.id IN :ids"
+).bindparams(bindparam("untouched", expanding=True), bindparam("ids", expanding=True))
+MONEY_PARAMS = {
+    "untouched": ["DRAFT", "VOID"],
+    "zero": 0,
+    "succeeded": "succeeded",
+    "manual": "manual",
+    "stripe": "stripe",
+}
 NOTIFY_CHANNEL = "cws_bench_baseline"  # nobody listens: the suite's relay must not see these
 
 
@@ -182,6 +250,37 @@ def booking_json(row: Any, time_zone: str, worker_ids: list[str]) -> dict[str, A
     }
 
 
+def _optional_time(value: datetime | None) -> str | None:
+    return _json_time(value) if value is not None else None
+
+
+def invoice_json(row: Any, money: Any) -> dict[str, Any]:
+    """The gateway's invoice_view of a queue item (no items, payments or refunds in a list)."""
+    return {
+        "id": str(row.id),
+        "number": row.number or None,
+        "status": row.status,
+        "currency": row.currency,
+        "client_name": row.client_name,
+        "client_email": row.client_email,
+        "booking_id": str(row.booking_id) if row.booking_id else None,
+        "issued_at": _optional_time(row.issued_at),
+        "due_date": row.due_date.isoformat() if row.due_date else None,
+        "sent_at": _optional_time(row.sent_at),
+        "subtotal_cents": row.subtotal_cents,
+        "taxable_subtotal_cents": row.taxable_subtotal_cents,
+        "tax_cents": row.tax_cents,
+        "tax_rate_basis": str(row.tax_rate_basis),
+        "total_cents": row.total_cents,
+        "paid_cents": int(money.paid_cents) if money else 0,
+        "outstanding_cents": int(money.outstanding_cents) if money else 0,
+        "items": [],
+        "payments": [],
+        "refunds": [],
+        "created_at": _optional_time(row.created_at),
+    }
+
+
 class ProfileCache:
     """services/booking/orgs.py profile(): the org's profile from a short per-process cache, else
     one primary-key read (the suite creates missing profiles; the bench always calls it first)."""
@@ -263,6 +362,34 @@ def create_app() -> FastAPI:
             profile = await profiles.get(session, claims.org_id)
             workers = await worker_ids(session, row.id)
         return booking_json(row, profile.time_zone, workers)
+
+    @app.get("/v1/admin/queue/invoices")
+    async def invoices_queue(
+        request: Request,
+        status: str = "all",
+        limit: int = 50,
+        offset: int = 0,
+        claims: AccessClaims = Depends(require_roles(*FINANCE_STAFF)),
+    ) -> dict[str, Any]:
+        statuses = QUEUE_FILTERS.get(status)
+        if statuses is None or not 1 <= limit <= 200 or offset < 0:
+            raise HTTPException(422, "status must be overdue, unpaid or all; limit 1-200; offset >= 0")
+        db: Database = request.app.state.db
+        async with db.sessions() as session, session.begin():
+            await session.execute(SET_ORG, {"name": ORG_SETTING, "org": claims.org_id})
+            params = {"statuses": list(statuses), "limit": limit, "offset": offset}
+            rows = (await session.execute(QUEUE_PAGE, params)).all()
+            total = (await session.execute(QUEUE_COUNT, {"statuses": list(statuses)})).scalar_one()
+            money = {}
+            if rows:
+                ids = list(dict.fromkeys(r.id for r in rows))
+                found = await session.execute(INVOICE_MONEY, {**MONEY_PARAMS, "ids": ids})
+                money = {r.id: r for r in found}
+        return {
+            "status": status,
+            "total": int(total),
+            "items": [invoice_json(row, money.get(row.id)) for row in rows],
+        }
 
     @app.post("/v1/admin/bookings", status_code=201)
     async def create_booking(

@@ -9,6 +9,9 @@ Two shapes of load, both over HTTP/1.1 keep-alive connections on loopback:
   connection (a new one when none is idle, up to `max_connections`). Its latency counts from the
   moment a request was due, so a stalled server cannot hide its queue (no coordinated omission).
 
+Each request is `method`, `path` and an optional JSON `body`, or a `raw_body` sent byte for byte (a
+signed webhook), and `headers` of its own beside the spec's.
+
 Two clients: `raw`, a minimal HTTP/1.1 client on asyncio streams (requests pre-encoded, responses
 framed by Content-Length), and `httpx`. The raw one is the default because it costs the 2-core
 machine several times less CPU per request; the result reports the generator's own CPU per request
@@ -41,6 +44,7 @@ class Request:
     path: str
     body: bytes = b""
     raw: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)  # the request's own, beside the spec's
 
 
 class Connection(Protocol):
@@ -120,9 +124,9 @@ class HttpxConnection:
         )
 
     async def send(self, request: Request) -> tuple[int, bytes]:
-        headers = {"content-type": "application/json"} if request.body else None
+        headers = {**({"content-type": "application/json"} if request.body else {}), **request.headers}
         response = await self.client.request(
-            request.method, request.path, content=request.body or None, headers=headers
+            request.method, request.path, content=request.body or None, headers=headers or None
         )
         return response.status_code, response.content
 
@@ -154,12 +158,15 @@ class Spec:
         for item in data["requests"]:
             body = item.get("body")
             payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
+            if "raw_body" in item:  # sent byte for byte (a signed webhook's body)
+                payload = item["raw_body"].encode()
+            own = {k.lower(): v for k, v in item.get("headers", {}).items()}
             lines = [f"{item['method']} {item['path']} HTTP/1.1", f"host: {url.netloc}"]
-            lines += [f"{k}: {v}" for k, v in headers.items()]
+            lines += [f"{k}: {v}" for k, v in {**headers, **own}.items()]
             if payload:
                 lines += ["content-type: application/json", f"content-length: {len(payload)}"]
             raw = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
-            requests.append(Request(item["method"], item["path"], payload, raw))
+            requests.append(Request(item["method"], item["path"], payload, raw, own))
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**{**fields, "requests": requests, "headers": headers})
 

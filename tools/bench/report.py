@@ -17,7 +17,14 @@ COLUMNS = (
     "server CPU ms/request",
 )
 # Short names for the CPU column.
-PARTS = (("gateway", "gw"), ("booking", "bk"), ("iam", "iam"), ("baseline", "app"), ("postgres", "pg"))
+PARTS = (
+    ("gateway", "gw"),
+    ("booking", "bk"),
+    ("iam", "iam"),
+    ("billing", "bl"),
+    ("baseline", "app"),
+    ("postgres", "pg"),
+)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The suite and the baseline for one bench run, started the way the test fixtures start them
 (conftest.py): Postgres from TEST_DATABASE_ADMIN_URL, else the machine's on 127.0.0.1:5432, else an
 embedded one; a fresh database `cws_bench_<random>` migrated with libs.common.migrate; a private
-nats-server; iam, booking and gateway as real processes. Everything is registered on an ExitStack,
+nats-server; iam, booking, billing and gateway as real processes (billing with a Stripe key and
+webhook secret of its own and STRIPE_API_BASE on a dead local port: the webhook path never calls
+Stripe, and nothing else the bench does asks for Stripe). Everything is registered on an ExitStack,
 so it is stopped and the database dropped on any exit: success, failure or Ctrl-C. Notify and the
 SMTP sink it delivers to (its own process, recording each acceptance) start later, when the notify
 scenarios need them (tools/bench/notify_bench.py)."""
@@ -50,9 +52,14 @@ class Stack:
     iam: ServiceProc | None = None
     booking: ServiceProc | None = None
     gateway: GatewayProc | None = None
+    billing: ServiceProc | None = None
     baseline: BaselineProc | None = None
     notify: ServiceProc | None = None
     sink: SinkProc | None = None
+    # Billing's STRIPE_WEBHOOK_SECRET, for signing the bench's webhooks; notify's gRPC port, chosen
+    # before billing starts (billing calls notify), notify itself starting later.
+    stripe_webhook_secret: str = ""
+    notify_grpc_port: int = 0
 
     def env(self) -> dict[str, str]:
         return {
@@ -146,16 +153,32 @@ def start_infrastructure(exits: contextlib.ExitStack) -> Stack:
 
 
 def start_processes(exits: contextlib.ExitStack, stack: Stack) -> None:
-    """iam and booking, then the gateway in front of them, and the baseline; returns once started
-    (call wait_processes for readiness), so slow start-ups overlap with other preparation."""
+    """iam, booking and billing, then the gateway in front of them, and the baseline; returns once
+    started (call wait_processes for readiness), so slow start-ups overlap with other preparation."""
     env = stack.env()
     iam = service_proc("iam", env, stack.log_dir)
     booking = service_proc("booking", env, stack.log_dir)
+    stack.notify_grpc_port = free_port()
+    stack.stripe_webhook_secret = "whsec_bench_" + secrets.token_hex(16)
+    billing = service_proc(
+        "billing",
+        {
+            **env,
+            "IAM_GRPC_TARGET": iam.target,
+            "BOOKING_GRPC_TARGET": booking.target,
+            "NOTIFY_GRPC_TARGET": f"127.0.0.1:{stack.notify_grpc_port}",
+            "STRIPE_SECRET_KEY": "sk_test_bench",
+            "STRIPE_WEBHOOK_SECRET": stack.stripe_webhook_secret,
+            "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}",  # nobody listens there
+        },
+        stack.log_dir,
+    )
     gateway = gateway_proc(
         {
             **env,
             "IAM_GRPC_TARGET": iam.target,
             "BOOKING_GRPC_TARGET": booking.target,
+            "BILLING_GRPC_TARGET": billing.target,
             "RATE_LIMIT_PER_MINUTE": "100000000",
             "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
             "GRPC_DEADLINE_SECONDS": "5",
@@ -176,10 +199,11 @@ def start_processes(exits: contextlib.ExitStack, stack: Stack) -> None:
         log_path=stack.log_dir / "baseline.log",
         port=port,
     )
-    for proc in (iam, booking, gateway, baseline):
+    for proc in (iam, booking, billing, gateway, baseline):
         proc.start()
         exits.callback(_stop, proc)
     stack.iam, stack.booking, stack.gateway, stack.baseline = iam, booking, gateway, baseline
+    stack.billing = billing
 
 
 def start_sink(exits: contextlib.ExitStack, stack: Stack) -> SinkProc:
@@ -216,6 +240,7 @@ def start_notify(exits: contextlib.ExitStack, stack: Stack, smtp_port: int) -> S
             "EMAIL_FROM": "bookings@cws.test",
         },
         stack.log_dir,
+        grpc_port=stack.notify_grpc_port,
     )
     notify.start()
     exits.callback(_stop, notify)
@@ -225,9 +250,10 @@ def start_notify(exits: contextlib.ExitStack, stack: Stack, smtp_port: int) -> S
 
 def wait_processes(stack: Stack, timeout: float = 90) -> float:
     started = time.monotonic()
-    assert stack.iam and stack.booking and stack.gateway and stack.baseline
+    assert stack.iam and stack.booking and stack.billing and stack.gateway and stack.baseline
     stack.iam.wait_ready(timeout)
     stack.booking.wait_ready(timeout)
+    stack.billing.wait_ready(timeout)
     stack.gateway.wait_ready(timeout)
     stack.baseline.wait_ready(timeout)
     return time.monotonic() - started
@@ -235,7 +261,15 @@ def wait_processes(stack: Stack, timeout: float = 90) -> float:
 
 def pids(stack: Stack) -> dict[str, int]:
     found = {}
-    for proc in (stack.iam, stack.booking, stack.gateway, stack.baseline, stack.notify, stack.sink):
+    for proc in (
+        stack.iam,
+        stack.booking,
+        stack.billing,
+        stack.gateway,
+        stack.baseline,
+        stack.notify,
+        stack.sink,
+    ):
         if proc is not None and proc.process is not None:
             found[proc.name] = proc.process.pid
     return found

@@ -187,7 +187,7 @@ def test_keys_parse_and_refuse_without_echoing() -> None:
 
 def test_keyring_gives_each_process_only_what_it_uses() -> None:
     keyring = Keyring.generate()
-    assert callers_of("iam") == ("gateway", "notify", "jobs")
+    assert callers_of("iam") == ("gateway", "notify", "jobs", "billing")
     assert callers_of("jobs") == ("gateway",)
     assert keyring.env_for("gateway").keys() == {"INTERNAL_SIGNING_KEY"}
     assert keyring.env_for("iam").keys() == {"INTERNAL_TRUSTED_KEYS"}

@@ -1,0 +1,588 @@
+"""The billing rows of `make bench`: Stripe webhooks accepted per second at the gateway, and the
+invoices queue read path against the monolith baseline.
+
+Billing runs in the bench stack from the start (stack.start_processes) with a webhook secret of its
+own; the bench org's invoices are bulk-loaded while the processes start (`seed_invoices`).
+
+1. Invoices queue: GET /v1/admin/queue/invoices?status=all&limit=50 at the gateway and at the
+   baseline (the same SQL against the same tables: tools/bench/baseline.py), closed loop at
+   BENCH_CONCURRENCY, like the read-by-id rows. BENCH_INVOICES (20000) invoices of the bench org: a
+   mix of SENT, PARTIAL, OVERDUE and PAID, the PARTIAL and PAID ones with a manual or Stripe payment,
+   written with INSERT ... SELECT as the superuser (numbers INV-000001 on, the org's counter set past
+   them so issuing goes on from there).
+2. Webhooks: POST /v1/webhooks/stripe at the gateway, closed loop at BENCH_CONCURRENCY, each request a
+   `payment_intent.succeeded` event (Stripe's shape, metadata org_id, invoice_id and purpose invoice)
+   for one of the org's owed invoices, signed with billing's STRIPE_WEBHOOK_SECRET
+   (tools/stripe_local.sign). One in BENCH_WEBHOOK_REPEAT_EVERY requests (4; 0: none) is a redelivery
+   of an event sent at least 4 x BENCH_CONCURRENCY requests earlier (so it was answered already). A
+   2xx means billing stored the event durably (the endpoint's contract); billing's loop processes them
+   in the background meanwhile (a payment row, the invoice's status, outbox events). After the run,
+   the time until every stored event is processed is polled from billing.stripe_events (a note, not
+   the target). The requests are built beforehand, enough for 1,200/s over the scenario; a run that
+   sends more repeats them (more duplicates than asked), which the notes say.
+
+A missed target is reported, never a failure.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+
+from tools.bench import stack as bench_stack
+from tools.bench.cpu import CpuMeter
+from tools.bench.report import Row, verdict
+from tools.stripe_local import sign
+
+WEBHOOKS_TARGET_PER_SECOND = 500.0
+QUEUE_PATH = "/v1/admin/queue/invoices?status=all&limit=50"
+WEBHOOK_PATH = "/v1/webhooks/stripe"
+POOL_RATE = 1200  # requests built per second of the scenario
+STATUS_MIX = (("SENT", 0.35), ("PARTIAL", 0.15), ("OVERDUE", 0.25), ("PAID", 0.25))
+
+Measure = Callable[[str, dict[str, Any]], dict[str, Any] | None]
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    invoices: int
+    repeat_every: int
+
+    @classmethod
+    def from_env(cls) -> BillingConfig:
+        env = os.environ.get
+        return cls(
+            invoices=max(100, int(env("BENCH_INVOICES", "20000"))),
+            repeat_every=max(0, int(env("BENCH_WEBHOOK_REPEAT_EVERY", "4"))),
+        )
+
+
+@dataclass(frozen=True)
+class InvoiceSeed:
+    invoices: int
+    by_status: dict[str, int]
+    payments: int
+    seconds: float
+
+    def summary(self) -> str:
+        mix = ", ".join(f"{n:,} {s}" for s, n in self.by_status.items())
+        return (
+            f"seeded {self.invoices:,} invoices ({mix}) with {self.payments:,} payments "
+            f"in {self.seconds:.1f} s"
+        )
+
+
+def seed_invoices(admin_url: str, org_id: str, count: int) -> InvoiceSeed:
+    """`count` issued invoices of one org, one line each, as the superuser in one transaction. Every
+    CHECK of services/billing/models.py holds: total = subtotal + tax (5 % rounded half up), issued
+    ones numbered and with issued_at, PARTIAL and PAID backed by a succeeded payment (manual, or Stripe
+    for every third PAID one)."""
+    started = time.perf_counter()
+    bounds, acc = [], 0.0
+    for status, share in STATUS_MIX:
+        acc += share
+        bounds.append((status, acc))
+    # g's status by its place in [0, 1): a fixed pseudo-random spread, so statuses interleave.
+    case = (
+        "CASE "
+        + " ".join(f"WHEN (g * 0.6180339887) %% 1 < {b:.4f} THEN '{s}'" for s, b in bounds[:-1])
+        + f" ELSE '{bounds[-1][0]}' END"
+    )
+    with psycopg.connect(admin_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT set_config('app.current_org_id', %s, true)", (org_id,))
+        cur.execute(
+            f"""
+            CREATE TEMP TABLE bench_invoices ON COMMIT DROP AS
+            SELECT gen_random_uuid() AS id, g, {case} AS status,
+                   5000 + (g * 7919) %% 45000 AS subtotal
+              FROM generate_series(1, %(count)s::int) AS g
+            """,  # type: ignore[arg-type]
+            {"count": count},
+        )
+        cur.execute(
+            """
+            INSERT INTO billing.invoices (id, org_id, number, status, currency, client_name, client_email,
+                issued_at, due_date, subtotal_cents, taxable_subtotal_cents, tax_cents, tax_rate_basis,
+                total_cents, created_at, updated_at)
+            SELECT b.id, %(org)s, 'INV-' || lpad(b.g::text, 6, '0'), b.status, 'CAD',
+                   'Bench Client ' || b.g, 'bench-invoice-' || b.g || '@example.com',
+                   t.issued, (t.issued + make_interval(days => 14))::date,
+                   b.subtotal, b.subtotal, x.tax, round(x.tax * 100.0 / b.subtotal, 4),
+                   b.subtotal + x.tax, t.issued, t.issued
+              FROM bench_invoices AS b,
+                   LATERAL (SELECT (b.subtotal * 5 + 50) / 100 AS tax) AS x,
+                   LATERAL (SELECT now() - make_interval(days => CASE b.status
+                       WHEN 'OVERDUE' THEN 15 + b.g %% 120
+                       WHEN 'SENT' THEN b.g %% 14
+                       ELSE b.g %% 90 END) AS issued) AS t
+            """,
+            {"org": org_id},
+        )
+        cur.execute(
+            """
+            INSERT INTO billing.invoice_items (id, org_id, invoice_id, position, description, quantity,
+                unit_price_cents, tax_rate, amount_cents)
+            SELECT gen_random_uuid(), %(org)s, b.id, 0, 'Standard clean', 1, b.subtotal, 5, b.subtotal
+              FROM bench_invoices AS b
+            """,
+            {"org": org_id},
+        )
+        cur.execute(
+            """
+            INSERT INTO billing.invoice_payments (id, org_id, invoice_id, provider, method, amount_cents,
+                currency, status, provider_ref, reference, received_at, recorded_by)
+            SELECT gen_random_uuid(), %(org)s, i.id, p.provider, p.method, p.amount, 'CAD', 'succeeded',
+                   CASE p.provider WHEN 'stripe' THEN 'pi_bench_seed_' || b.g END,
+                   CASE p.provider WHEN 'manual' THEN 'cheque ' || b.g ELSE '' END,
+                   i.issued_at + interval '3 days',
+                   CASE p.provider WHEN 'manual' THEN 'user:bench' ELSE 'stripe' END
+              FROM bench_invoices AS b JOIN billing.invoices AS i ON i.id = b.id,
+                   LATERAL (SELECT
+                       CASE WHEN b.status = 'PAID' AND b.g %% 3 = 0 THEN 'stripe' ELSE 'manual' END AS provider,
+                       CASE WHEN b.status = 'PAID' AND b.g %% 3 = 0 THEN 'card' ELSE 'cheque' END AS method,
+                       CASE b.status WHEN 'PAID' THEN i.total_cents ELSE i.total_cents / 3 END AS amount) AS p
+             WHERE b.status IN ('PARTIAL', 'PAID')
+            """,
+            {"org": org_id},
+        )
+        payments = cur.rowcount
+        cur.execute(
+            """
+            INSERT INTO billing.invoice_number_counters (org_id, last_number) VALUES (%(org)s, %(count)s)
+            ON CONFLICT (org_id) DO UPDATE SET last_number = greatest(
+                billing.invoice_number_counters.last_number, EXCLUDED.last_number)
+            """,
+            {"org": org_id, "count": count},
+        )
+        cur.execute("SELECT status, count(*) FROM bench_invoices GROUP BY status ORDER BY status")
+        by_status = {str(s): int(n) for s, n in cur.fetchall()}
+        conn.commit()
+        conn.autocommit = True
+        for table in ("invoices", "invoice_items", "invoice_payments"):
+            conn.execute(f"VACUUM (ANALYZE) billing.{table}")  # type: ignore[arg-type]
+    return InvoiceSeed(count, by_status, payments, time.perf_counter() - started)
+
+
+def owed_invoices(admin_url: str, org_id: str) -> list[tuple[str, str, int]]:
+    """(id, number, total_cents) of the org's SENT, PARTIAL and OVERDUE invoices."""
+    with psycopg.connect(admin_url) as conn:
+        rows = conn.execute(
+            "SELECT id, number, total_cents FROM billing.invoices "
+            "WHERE org_id = %s AND status IN ('SENT', 'PARTIAL', 'OVERDUE') ORDER BY number",
+            (org_id,),
+        ).fetchall()
+    return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+
+def _stripe_id(prefix: str, rng: random.Random, length: int = 24) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return prefix + "".join(rng.choice(alphabet) for _ in range(length))
+
+
+def payment_succeeded_event(
+    rng: random.Random, org_id: str, invoice: tuple[str, str, int], created: int
+) -> dict[str, Any]:
+    """A payment_intent.succeeded event as Stripe sends it for a Checkout payment billing asked for."""
+    invoice_id, number, total = invoice
+    amount = max(100, total // 3)
+    intent = _stripe_id("pi_3", rng)
+    return {
+        "id": _stripe_id("evt_3", rng),
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": created,
+        "data": {
+            "object": {
+                "id": intent,
+                "object": "payment_intent",
+                "amount": amount,
+                "amount_capturable": 0,
+                "amount_details": {"tip": {}},
+                "amount_received": amount,
+                "application": None,
+                "application_fee_amount": None,
+                "automatic_payment_methods": None,
+                "canceled_at": None,
+                "cancellation_reason": None,
+                "capture_method": "automatic_async",
+                "client_secret": f"{intent}_secret_{_stripe_id('', rng, 25)}",
+                "confirmation_method": "automatic",
+                "created": created - 4,
+                "currency": "cad",
+                "customer": _stripe_id("cus_", rng, 14),
+                "description": f"Invoice {number}",
+                "invoice": None,
+                "last_payment_error": None,
+                "latest_charge": _stripe_id("ch_3", rng),
+                "livemode": False,
+                "metadata": {"org_id": org_id, "invoice_id": invoice_id, "purpose": "invoice"},
+                "next_action": None,
+                "on_behalf_of": None,
+                "payment_method": _stripe_id("pm_1", rng),
+                "payment_method_configuration_details": None,
+                "payment_method_options": {
+                    "card": {
+                        "installments": None,
+                        "mandate_options": None,
+                        "network": None,
+                        "request_three_d_secure": "automatic",
+                    }
+                },
+                "payment_method_types": ["card"],
+                "processing": None,
+                "receipt_email": None,
+                "review": None,
+                "setup_future_usage": None,
+                "shipping": None,
+                "source": None,
+                "statement_descriptor": None,
+                "statement_descriptor_suffix": None,
+                "status": "succeeded",
+                "transfer_data": None,
+                "transfer_group": None,
+            }
+        },
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "payment_intent.succeeded",
+    }
+
+
+@dataclass(frozen=True)
+class WebhookRequests:
+    requests: list[dict[str, Any]]
+    event_ids: list[str]  # of each request, in order
+    originals: int
+    repeats: int
+
+
+def webhook_requests(
+    org_id: str, invoices: list[tuple[str, str, int]], secret: str, count: int, repeat_every: int, lag: int
+) -> WebhookRequests:
+    """`count` signed requests in sending order: each `repeat_every`-th one (after the first `lag`)
+    redelivers an event from at least `lag` places earlier, byte for byte with a fresh signature."""
+    rng = random.Random(11)
+    now = int(time.time())
+    requests: list[dict[str, Any]] = []
+    event_ids: list[str] = []
+    bodies: list[tuple[str, str]] = []  # (event id, body) of the originals, in order
+    placed: list[int] = []  # the request index of each original
+    repeats = 0
+    for i in range(count):
+        repeat = repeat_every > 0 and i % repeat_every == repeat_every - 1 and placed and placed[0] <= i - lag
+        if repeat:
+            # An original sent between 500 and `lag` places ago.
+            lo, hi = bisect.bisect_left(placed, i - 500), bisect.bisect_right(placed, i - lag)
+            event_id, body = bodies[rng.randrange(lo, hi) if hi > lo else 0]
+            repeats += 1
+        else:
+            event = payment_succeeded_event(rng, org_id, rng.choice(invoices), now)
+            event_id, body = event["id"], json.dumps(event, separators=(",", ":"))
+            bodies.append((event_id, body))
+            placed.append(i)
+        signature = sign(body.encode(), secret, now)
+        requests.append(
+            {
+                "method": "POST",
+                "path": WEBHOOK_PATH,
+                "raw_body": body,
+                "headers": {"stripe-signature": signature},
+            }
+        )
+        event_ids.append(event_id)
+    return WebhookRequests(requests, event_ids, len(bodies), repeats)
+
+
+def event_counts(admin_url: str, org_id: str) -> dict[str, int]:
+    with psycopg.connect(admin_url) as conn:
+        rows = conn.execute(
+            "SELECT processed_status, count(*) FROM billing.stripe_events WHERE org_id = %s "
+            "GROUP BY processed_status",
+            (org_id,),
+        ).fetchall()
+    return {str(s): int(n) for s, n in rows}
+
+
+def event_times(admin_url: str, org_id: str) -> tuple[float, float, float]:
+    """(first received, last received, last processed) as epoch seconds."""
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM min(received_at)), extract(epoch FROM max(received_at)), "
+            "extract(epoch FROM max(processed_at)) FROM billing.stripe_events WHERE org_id = %s",
+            (org_id,),
+        ).fetchone()
+    assert row is not None
+    return tuple(float(v) if v is not None else math.nan for v in row)  # type: ignore[return-value]
+
+
+def probe(url: str, headers: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
+    try:
+        response = httpx.get(url, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        return None, f"not available ({type(exc).__name__})"
+    if response.status_code != 200:
+        return None, f"not available (HTTP {response.status_code}: {response.text[:200]})"
+    body: dict[str, Any] = response.json()
+    return body, "ok"
+
+
+@dataclass
+class BillingBench:
+    stack: bench_stack.Stack
+    org_id: str
+    gateway_url: str
+    baseline_url: str
+    token: str
+    seeded: InvoiceSeed | None
+    measure: Measure
+    spec: Callable[..., dict[str, Any]]
+    meter: CpuMeter
+    concurrency: int
+    seconds: float
+    warmup: float
+    config: BillingConfig = field(default_factory=BillingConfig.from_env)
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+
+    def run(self) -> None:
+        """Both scenarios; whatever goes wrong becomes a row saying so, not an exception."""
+        c = self.concurrency
+        n = self.seeded.invoices if self.seeded else self.config.invoices
+        failed = "failed (see stderr)"
+        queue_suite = queue_base = None
+        about = failed
+        try:
+            queue_suite, queue_base, about = self.measure_queue()
+        except Exception as exc:
+            log(f"billing queue scenarios failed: {exc!r}")
+            self.failed = True
+            self.results["billing queue error"] = repr(exc)
+        ratio = (
+            queue_suite["rps"] / queue_base["rps"]
+            if queue_suite and queue_base and queue_base["rps"]
+            else None
+        )
+        name = f"invoices queue (status=all, limit=50, {n:,} invoices)"
+        note = about if about.startswith("not available") else failed
+        self.rows.append(
+            Row(
+                f"{name}, suite (c={c})",
+                queue_suite,
+                ratio=f"{ratio:.2f}" if ratio is not None else "—",
+                target="— (reported)",
+                note=note,
+            )
+        )
+        self.rows.append(Row(f"{name}, baseline (c={c})", queue_base, ratio="1.00", note=failed))
+
+        webhooks = None
+        try:
+            webhooks = self.measure_webhooks()
+        except Exception as exc:
+            log(f"billing webhook scenario failed: {exc!r}")
+            self.failed = True
+            self.results["billing webhooks error"] = repr(exc)
+        share = (
+            f"1 in {self.config.repeat_every} a redelivery" if self.config.repeat_every else "no redeliveries"
+        )
+        target = f"≥ {WEBHOOKS_TARGET_PER_SECOND:g}/s"
+        if webhooks:
+            target += f": {verdict(webhooks['rps'] >= WEBHOOKS_TARGET_PER_SECOND)}"
+        self.rows.append(
+            Row(
+                f"billing: Stripe webhooks accepted/s, payment_intent.succeeded, {share} (c={c})",
+                webhooks,
+                target=target,
+                note=failed,
+            )
+        )
+
+    def measure_queue(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        suite_body, about = probe(f"{self.gateway_url}{QUEUE_PATH}", headers)
+        if suite_body is None:
+            log(f"invoices queue at the gateway: {about}")
+            return None, None, about
+        base_body, base_about = probe(f"{self.baseline_url}{QUEUE_PATH}", headers)
+        same = "baseline " + base_about
+        if base_body is not None:
+            same = compare(suite_body, base_body)
+        log(f"invoices queue: {suite_body.get('total')} owed invoices; suite and baseline answers: {same}")
+        requests = [{"method": "GET", "path": QUEUE_PATH}]
+        suite = self.measure("billing queue suite", self.spec(self.gateway_url, self.token, requests))
+        base = self.measure("billing queue baseline", self.spec(self.baseline_url, self.token, requests))
+        self.notes.append(
+            f"Invoices queue: GET {QUEUE_PATH} ({suite_body.get('total', '?'):,} owed invoices of "
+            f"{self.seeded.summary() if self.seeded else '?'}), the same request every time, "
+            f"closed loop at c={self.concurrency}; the baseline runs billing's four statements (set_config, "
+            f"the page, its count, the page's money) itself. Answers of suite and baseline: {same}; "
+            f"{(suite or {}).get('mean_body_bytes', 0):,.0f} bytes each."
+        )
+        return suite, base, about
+
+    def measure_webhooks(self) -> dict[str, Any] | None:
+        stack = self.stack
+        invoices = owed_invoices(stack.admin_url, self.org_id)
+        if not invoices:
+            raise RuntimeError("no owed invoice to pay")
+        count = max(4000, math.ceil(POOL_RATE * (self.warmup + self.seconds)))
+        lag = 4 * self.concurrency
+        built = time.perf_counter()
+        made = webhook_requests(
+            self.org_id, invoices, stack.stripe_webhook_secret, count, self.config.repeat_every, lag
+        )
+        log(
+            f"webhooks: {count:,} signed requests ({made.originals:,} events, {made.repeats:,} redeliveries) "
+            f"built in {time.perf_counter() - built:.1f} s"
+        )
+        before = event_counts(stack.admin_url, self.org_id)
+        spec = self.spec(self.gateway_url, self.token, made.requests, shuffle=False)
+        spec["headers"] = {}  # Stripe sends no bearer token
+        result = self.measure("billing webhooks", spec)
+        load_end, cpu_at_end = time.time(), self.meter.snapshot()
+        if result is None:
+            return None
+        after_load = event_counts(stack.admin_url, self.org_id)
+        sent = int(result["sent"])
+        distinct = len(set(made.event_ids[: min(sent, count)]))
+        wrapped = max(0, sent - count)
+        stored = sum(after_load.values()) - sum(before.values())
+        backlog = after_load.get("pending", 0) + after_load.get("failed", 0)
+        log(
+            f"webhooks: {sent:,} sent ({wrapped:,} past the built ones), {stored:,} events stored, "
+            f"{after_load.get('processed', 0):,} processed by the end of the load, {backlog:,} to go"
+        )
+        drain = self.wait_processed(load_end, stored)
+        # The backlog's processing alone: billing's and Postgres' CPU from the load's end until the
+        # last event was processed, per event processed meanwhile (the polling here is in it too).
+        usage = self.meter.usage(cpu_at_end, self.meter.snapshot(), 0.0)
+        drained = max(1, drain["processed"] - after_load.get("processed", 0))
+        drain["processing_cpu_ms_per_event"] = {
+            name: usage.by_name.get(name, 0.0) / drained * 1000 for name in ("billing", "postgres")
+        }
+        result.update(
+            {
+                "requests_built": count,
+                "events_built": made.originals,
+                "redeliveries_built": made.repeats,
+                "requests_past_built": wrapped,
+                "distinct_events_sent": distinct,
+                "events_stored": stored,
+                "events_by_status_after_load": after_load,
+                **drain,
+            }
+        )
+        self.results["billing webhooks"] = result
+        cpu = result.get("cpu_ms_per_request", {})
+        proc = drain["processing_cpu_ms_per_event"]
+        self.notes.append(
+            f"Webhooks: POST {WEBHOOK_PATH} with payment_intent.succeeded events (~"
+            f"{len(made.requests[0]['raw_body']):,} bytes, Stripe's shape, metadata org_id, invoice_id, "
+            f"purpose invoice) for {len(invoices):,} owed invoices, each signed with billing's webhook "
+            f"secret; {sent:,} requests in {self.warmup:g} s warm-up + {self.seconds:g} s, {distinct:,} distinct events"
+            + (f" ({wrapped:,} requests repeated the built ones)" if wrapped else "")
+            + f"; {stored:,} events stored. A 2xx answers after billing committed the event's row. "
+            f"Billing's loop processed {after_load.get('processed', 0):,} of them during the load; "
+            f"{drain['backlog_after_load']:,} were left, all processed "
+            f"{drain['processed_after_load_s']:.1f} s after the load ended "
+            f"({drain['processing_rate']:.0f} events/s from the first stored to the last processed; "
+            f"{drain['failed']} failed, {drain['pending']} still pending at the end). Server CPU per "
+            f"request (gw, bl = billing, pg) includes the background processing done meanwhile "
+            f"(billing {cpu.get('billing', 0.0):.2f} ms); processing alone, after the load, took billing "
+            f"{proc.get('billing', 0.0):.2f} ms and Postgres {proc.get('postgres', 0.0):.2f} ms of CPU "
+            "per event."
+        )
+        return result
+
+    def wait_processed(self, load_end: float, stored: int) -> dict[str, Any]:
+        """Poll billing.stripe_events until none is pending; the time from the load's end to the last
+        processing, and the processing rate."""
+        deadline = time.monotonic() + min(600.0, max(60.0, stored / 20))
+        counts = event_counts(self.stack.admin_url, self.org_id)
+        backlog = counts.get("pending", 0) + counts.get("failed", 0)
+        while time.monotonic() < deadline and counts.get("pending", 0) > 0:
+            time.sleep(0.25)
+            counts = event_counts(self.stack.admin_url, self.org_id)
+        first, _, last_processed = event_times(self.stack.admin_url, self.org_id)
+        total = sum(counts.values())
+        processed = counts.get("processed", 0)
+        span = last_processed - first
+        result = {
+            "backlog_after_load": backlog,
+            "processed": processed,
+            "failed": counts.get("failed", 0),
+            "pending": counts.get("pending", 0),
+            "ignored": counts.get("ignored", 0),
+            "events_total": total,
+            "processed_after_load_s": max(0.0, last_processed - load_end),
+            "processing_rate": processed / span if span > 0 else math.nan,
+        }
+        log(
+            f"webhooks: {processed:,}/{total:,} processed, the last {result['processed_after_load_s']:.1f} s "
+            f"after the load; {result['processing_rate']:.0f} events/s; {result['failed']} failed, "
+            f"{result['pending']} pending"
+        )
+        return result
+
+
+def compare(suite: dict[str, Any], baseline: dict[str, Any]) -> str:
+    if suite == baseline:
+        return "identical"
+    if suite.get("total") != baseline.get("total"):
+        return f"totals differ ({suite.get('total')} against {baseline.get('total')})"
+    a, b = suite.get("items", []), baseline.get("items", [])
+    if [i.get("id") for i in a] != [i.get("id") for i in b]:
+        return "different invoices or order"
+    keys = sorted({k for x, y in zip(a, b, strict=False) for k in set(x) | set(y) if x.get(k) != y.get(k)})
+    return "differ in " + ", ".join(keys)
+
+
+def run(
+    stack: bench_stack.Stack,
+    org_id: str,
+    gateway_url: str,
+    baseline_url: str,
+    token: str,
+    seeded: InvoiceSeed | None,
+    *,
+    measure: Measure,
+    spec: Callable[..., dict[str, Any]],
+    meter: CpuMeter,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+) -> BillingBench:
+    bench = BillingBench(
+        stack,
+        org_id,
+        gateway_url,
+        baseline_url,
+        token,
+        seeded,
+        measure,
+        spec,
+        meter,
+        concurrency,
+        seconds,
+        warmup,
+    )
+    bench.run()
+    return bench
