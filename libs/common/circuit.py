@@ -48,7 +48,10 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trial_started: float | None = None
-        STATE.labels(name).set(State.CLOSED)
+        # Read at each scrape, through `state`: an open breaker turns half-open when its reset time has
+        # passed even if nobody calls, so the alert on "open for 2 minutes" clears once the remote may
+        # be tried again, instead of firing until the next payment attempt.
+        STATE.labels(name).set_function(lambda: float(self.state))
 
     @property
     def state(self) -> State:
@@ -101,4 +104,3 @@ class CircuitBreaker:
 
     def _set(self, state: State) -> None:
         self._state = state
-        STATE.labels(self.name).set(state)

@@ -109,3 +109,12 @@ def test_a_trial_that_never_reports_back_stops_blocking_after_the_reset_time() -
     assert not cb.allow()
     clock.advance(5)
     assert cb.allow()
+
+
+def test_the_gauge_shows_half_open_once_the_reset_time_passed_without_any_call() -> None:
+    """An idle breaker must not report "open" forever (the alert fires on open for 2 minutes)."""
+    cb, clock = breaker(threshold=1, reset=30)
+    cb.record_failure()
+    assert gauge(cb.name) == State.OPEN
+    clock.advance(31)
+    assert gauge(cb.name) == State.HALF_OPEN

@@ -593,3 +593,26 @@ async def test_claim_due_leases_across_orgs_once_per_lease(db: Database, stack: 
     assert set(mine) <= set(await claimed())
     with pytest.raises(InvalidArgument):
         await webhooks.claim_due(db, 0, 60)
+
+
+async def test_claimed_events_come_back_in_stripe_order(db: Database, stack: Any) -> None:
+    """A payment's later failure stored first must not be processed before the success Stripe sent
+    earlier (a dunning email to a client who paid): a lease hands events back by Stripe's event time."""
+    org = uuid.uuid4()
+    invoice_id = await issued(db, org)
+    # Drain what earlier tests left due, so this batch holds only these three.
+    while await webhooks.claim_due(db, 500, 60):
+        pass
+    events = [
+        envelope(
+            f"evt_order_{n}_{org.hex}",
+            "payment_intent.succeeded",
+            {"id": f"pi_o{n}", "object": "payment_intent", "metadata": metadata(org, invoice_id)},
+            CREATED + offset,
+        )
+        for n, offset in ((0, 30), (1, 10), (2, 20))
+    ]
+    for event in events:
+        await deliver(db, event)
+    claimed = [event_id for event_id, _ in await webhooks.claim_due(db, 10, 60)]
+    assert claimed == [events[1]["id"], events[2]["id"], events[0]["id"]]
