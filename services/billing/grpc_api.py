@@ -14,18 +14,24 @@ from cws.booking.v1 import booking_pb2
 
 from libs.common import context as request_context
 from libs.common.context import AuthMethod, service_context
-from libs.common.convert import page, parse_id
-from libs.common.db import Database, UnitOfWork, unit_of_work
-from libs.common.errors import NotFound, PermissionDenied, Unauthenticated
+from libs.common.convert import page
+from libs.common.db import Database, unit_of_work
+from libs.common.errors import PermissionDenied, Unauthenticated
 from libs.common.grpc_client import acting_as
 from libs.common.roles import MANAGERS
 from services.billing import checkout, from_bookings, invoices, links, orgs
 from services.billing.events import INVOICE_OVERDUE
-from services.billing.grpc_invoices import InvoicesApi, changed_event, invoice_message, page_messages
+from services.billing.grpc_invoices import (
+    InvoicesApi,
+    changed_event,
+    client_invoice,
+    invoice_message,
+    page_messages,
+)
 from services.billing.grpc_payments import PaymentsApi, checkout_message
 from services.billing.peers import Peers, answers_of
 from services.billing.settings import BillingSettings
-from services.billing.status import InvoiceStatus, as_status
+from services.billing.status import as_status
 from services.billing.stripe_api import StripeApi
 
 CLIENT = AuthMethod.Value("AUTH_METHOD_CLIENT_PORTAL")
@@ -108,7 +114,7 @@ class BillingServicer(InvoicesApi, PaymentsApi, billing_pb2_grpc.BillingServiceS
     ) -> billing_pb2.GetClientInvoiceResponse:
         email = self._client_email()
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            invoice = await self._clients_invoice(uow, request.invoice_id, email)
+            invoice = await client_invoice(uow, request.invoice_id, email)
             return billing_pb2.GetClientInvoiceResponse(
                 invoice=_for_client(await invoice_message(uow, invoice))
             )
@@ -118,15 +124,8 @@ class BillingServicer(InvoicesApi, PaymentsApi, billing_pb2_grpc.BillingServiceS
     ) -> billing_pb2.GetClientInvoicePdfResponse:
         email = self._client_email()
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            invoice = await self._clients_invoice(uow, request.invoice_id, email)
+            invoice = await client_invoice(uow, request.invoice_id, email)
             return billing_pb2.GetClientInvoicePdfResponse(pdf=await self.pdf_of(uow, invoice.id))
-
-    async def _clients_invoice(self, uow: UnitOfWork, invoice_id: str, email: str) -> invoices.Invoice:
-        found = await invoices.get(uow, parse_id(invoice_id, "invoice_id"))
-        # Another client's invoice, or a draft, answers as if it did not exist: ids cannot be probed.
-        if found.client_email.lower() != email.lower() or found.status is InvoiceStatus.DRAFT:
-            raise NotFound("invoice not found", code="invoice_not_found")
-        return found
 
     # --- scheduled (the jobs service, per org) ----------------------------------------------------
 

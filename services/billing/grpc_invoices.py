@@ -17,7 +17,7 @@ from libs.common import context as request_context
 from libs.common.context import service_context
 from libs.common.convert import page, parse_id
 from libs.common.db import Database, UnitOfWork, unit_of_work
-from libs.common.errors import FailedPrecondition, FieldViolation, invalid
+from libs.common.errors import FailedPrecondition, FieldViolation, NotFound, invalid
 from libs.common.grpc_client import acting_as
 from libs.common.roles import FINANCE_STAFF
 from services.billing import invoices, links, orgs, payments, protos
@@ -70,6 +70,15 @@ async def page_messages(uow: UnitOfWork, found: list[invoices.Invoice]) -> list[
         message.org_id = str(uow.org_id)
         listed.append(message)
     return listed
+
+
+async def client_invoice(uow: UnitOfWork, invoice_id: str, email: str) -> invoices.Invoice:
+    """One of the signed-in client's issued invoices. Another client's invoice, or a draft, answers as if
+    it did not exist, so ids cannot be probed."""
+    found = await invoices.get(uow, parse_id(invoice_id, "invoice_id"))
+    if found.client_email.lower() != email.lower() or found.status is InvoiceStatus.DRAFT:
+        raise NotFound("invoice not found", code="invoice_not_found")
+    return found
 
 
 def changed_event(invoice: invoices.Invoice, org_id: uuid.UUID | None, paid: int, outstanding: int) -> Any:

@@ -14,7 +14,7 @@ from cws.booking.v1 import booking_pb2
 from libs.common import context as request_context
 from libs.common.context import service_context
 from libs.common.convert import from_ts_or_none, page, parse_id, to_ts
-from libs.common.db import Database, UnitOfWork, unit_of_work
+from libs.common.db import Database, unit_of_work
 from libs.common.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -27,8 +27,7 @@ from libs.common.grpc_client import acting_as
 from libs.common.logs import get_logger
 from libs.common.roles import DISPATCH, FINANCE_STAFF
 from services.billing import checkout, orgs, payments, protos, reconcile, webhooks
-from services.billing.grpc_invoices import invoice_message
-from services.billing.invoices import Invoice
+from services.billing.grpc_invoices import client_invoice, invoice_message
 from services.billing.invoices import get as get_invoice
 from services.billing.peers import Peers, answers_of
 from services.billing.settings import BillingSettings
@@ -45,9 +44,6 @@ class PaymentsApi:
     peers: Peers
     stripe: StripeApi | None
     webhook_arrived: asyncio.Event
-
-    async def _clients_invoice(self, uow: UnitOfWork, invoice_id: str, email: str) -> Invoice:
-        raise NotImplementedError  # BillingServicer's
 
     async def RecordManualPayment(
         self, request: billing_pb2.RecordManualPaymentRequest, context: grpc.aio.ServicerContext
@@ -127,7 +123,7 @@ class PaymentsApi:
         if ctx.auth_method == CLIENT:
             # The client portal: only the signed-in client's own, issued invoice (else NotFound).
             async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-                await self._clients_invoice(uow, request.invoice_id, ctx.principal_id)
+                await client_invoice(uow, request.invoice_id, ctx.principal_id)
         else:
             request_context.require_role(*FINANCE_STAFF)
         found = await checkout.for_invoice(
@@ -142,8 +138,8 @@ class PaymentsApi:
     async def CreateDepositCheckout(
         self, request: billing_pb2.CreateDepositCheckoutRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.CreateDepositCheckoutResponse:
-        """Staff (dispatch or finance) or the booking's own client. The booking is read from booking, as
-        this caller sees it: a client gets NotFound for another client's booking there."""
+        """Staff (dispatch or finance) or the booking's own client: the booking is read from booking (as
+        billing, in the caller's org), and a client gets NotFound for another client's booking."""
         ctx = request_context.current()
         if ctx.auth_method != CLIENT:
             request_context.require_role(*set(DISPATCH) | set(FINANCE_STAFF))
