@@ -35,7 +35,9 @@ router = APIRouter(tags=["billing"])
 Id = Annotated[str, Path(max_length=64)]
 # A public link's token: 43 URL-safe base64 characters (services/billing/links.py).
 Token = Annotated[str, Path(max_length=64, description="the token of an emailed invoice link")]
-Cents = Annotated[int, Field(ge=1, le=100_000_000_00, description="integer cents, above 0")]
+Cents = Annotated[
+    int, Field(ge=1, le=10_000_000_000, description="integer cents, above 0 (at most 100 million)")
+]
 MAX_WEBHOOK_BYTES = 256 * 1024
 FINANCE = Depends(require_roles(*FINANCE_STAFF))
 LINK = Depends(require_roles(*dict.fromkeys((*DISPATCH, *FINANCE_STAFF))))
