@@ -139,6 +139,8 @@ async def test_a_client_sees_only_their_own_issued_invoices(gateway, http, make_
     assert one.status_code == 200 and one.json()["number"] == own["number"], one.text
     pdf = await http.get(f"{url}/v1/client/portal/invoices/{own['id']}/pdf", headers=client)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    pay = await http.post(f"{url}/v1/client/portal/invoices/{own['id']}/checkout", headers=client)
+    assert pay.status_code == 200 and pay.json()["amount_cents"] == own["total_cents"], pay.text
     for path in (f"invoices/{theirs['id']}", f"invoices/{theirs['id']}/pdf"):
         assert_problem(await http.get(f"{url}/v1/client/portal/{path}", headers=client), 404)
     assert_problem(
@@ -205,3 +207,36 @@ async def test_the_webhook_refuses_what_stripe_did_not_sign(gateway, http, make_
     ).encode()
     ignored = await deliver(foreign, sign(foreign, STRIPE_TEST_WEBHOOK_SECRET))
     assert ignored.status_code == 200 and ignored.json()["outcome"] == "ignored", ignored.text
+
+
+async def test_the_orgs_invoicing_settings(gateway, http, make_org):
+    url = f"{gateway.url}/v1/admin/finance/settings"
+    org = await make_org()
+    headers = await owner(http, gateway.url, org)
+    defaults = await http.get(url, headers=headers)
+    assert defaults.status_code == 200, defaults.text
+    assert defaults.json() == {
+        "tax_rate": "0",
+        "payment_terms_days": 14,
+        "currency": "CAD",
+        "tax_rate_is_default": True,
+        "payment_terms_days_is_default": True,
+        "currency_is_default": True,
+    }
+    for bad, field in (
+        ({"tax_rate": "101"}, "tax_rate"),
+        ({"currency": "XYZ"}, "currency"),
+        ({}, "settings"),
+    ):
+        assert field in fields(assert_problem(await http.put(url, headers=headers, json=bad), 422)), bad
+    saved = await http.put(
+        url, headers=headers, json={"tax_rate": "9.975", "payment_terms_days": 30, "currency": "usd"}
+    )
+    assert saved.status_code == 200, saved.text
+    assert (saved.json()["tax_rate"], saved.json()["payment_terms_days"], saved.json()["currency"]) == (
+        "9.9750",
+        30,
+        "USD",
+    )
+    # A hand-made invoice without a currency takes the org's.
+    assert (await new_invoice(http, gateway.url, headers))["currency"] == "USD"

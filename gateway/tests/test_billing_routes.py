@@ -85,6 +85,10 @@ async def test_an_invoice_from_draft_to_paid_by_hand(gateway, http, make_org, sm
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
     assert "INV-000001" in text and "Sparkle & Co" in text and "CAD 162.55" in text
     assert_problem(await http.get(f"{url}/v1/public/invoices/{'x' * 43}"), 404)
+    # The link also pays: a Checkout link for what is owed, no sign-in needed.
+    pay = await http.post(f"{url}/v1/public/invoices/{token}/checkout")
+    assert pay.status_code == 200, pay.text
+    assert pay.json()["amount_cents"] == 16255 and pay.json()["checkout_url"].startswith("http")
 
     # Part, then the rest, by hand; more than is owed is refused and changes nothing.
     part = await http.post(
@@ -207,7 +211,7 @@ async def test_a_card_payment_through_checkout_and_the_webhook(gateway, http, ma
     assert (refund.json()["status"], refund.json()["paid_cents"]) == ("PARTIAL", 10000)
 
 
-async def test_a_completed_booking_becomes_a_draft_invoice(gateway, http, make_org):
+async def test_a_completed_booking_becomes_a_draft_invoice(gateway, http, make_org, stack):
     url = gateway.url
     org = await make_org()
     headers = await owner(http, url, org)
@@ -245,6 +249,12 @@ async def test_a_completed_booking_becomes_a_draft_invoice(gateway, http, make_o
     backfill = await http.post(f"{url}/v1/admin/invoices/backfill", headers=headers)
     assert backfill.status_code == 200, backfill.text
     assert backfill.json() == {"scanned": 1, "created": 0}
+    # A booking completed before billing ran (its draft never made): the backfill makes it, once.
+    await sql(stack.admin_url, "DELETE FROM billing.invoices WHERE id = %s", (invoice["id"],))
+    again = await http.post(f"{url}/v1/admin/invoices/backfill", headers=headers)
+    assert again.json() == {"scanned": 1, "created": 1}, again.text
+    [made] = await drafts()
+    assert (made["booking_id"], made["subtotal_cents"]) == (booking["id"], invoice["subtotal_cents"])
 
 
 async def test_a_declined_card_sends_one_dunning_email(gateway, http, make_org, smtp_sink):

@@ -73,13 +73,7 @@ async def for_invoice(
         if reusable is not None:
             return reusable
         customer_id = await _known_customer(uow, invoice.client_email)
-    if customer_id is None:
-        customer_id = await api.create_customer(
-            invoice.client_email,
-            invoice.client_name,
-            {"org_id": str(org_id)},
-            idempotency_key=f"customer:{org_id}:{invoice.client_email.lower()}",
-        )
+    customer_id = customer_id or await _new_customer(api, org_id, invoice.client_email, invoice.client_name)
     metadata = {"org_id": str(org_id), "invoice_id": str(invoice.id), "purpose": "invoice"}
     if invoice.booking_id:
         metadata["booking_id"] = str(invoice.booking_id)
@@ -121,13 +115,7 @@ async def for_deposit(
         if reusable is not None:
             return reusable
         customer_id = await _known_customer(uow, client_email)
-    if customer_id is None:
-        customer_id = await api.create_customer(
-            client_email,
-            client_name,
-            {"org_id": str(org_id)},
-            idempotency_key=f"customer:{org_id}:{client_email.lower()}",
-        )
+    customer_id = customer_id or await _new_customer(api, org_id, client_email, client_name)
     session = await api.create_checkout_session(
         amount_cents=amount_cents,
         currency=currency.lower(),
@@ -183,6 +171,13 @@ async def _open_session(
         )
     ).first()
     return Checkout(row.id, row.url, row.amount_cents, row.currency) if row is not None else None
+
+
+async def _new_customer(api: StripeApi, org_id: uuid.UUID, email: str, name: str) -> str:
+    """A Stripe customer for the client; the key makes a retry (or a race) get the same one back."""
+    return await api.create_customer(
+        email, name, {"org_id": str(org_id)}, idempotency_key=f"customer:{org_id}:{email.strip().lower()}"
+    )
 
 
 async def _known_customer(uow: UnitOfWork, email: str) -> str | None:

@@ -9,17 +9,17 @@ consumer that replays the stream."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cws.billing.v1 import events_pb2 as billing_events
 from cws.booking.v1 import events_pb2 as booking_events
 from cws.iam.v1 import events_pb2 as iam_events
 
 from libs.common.event_types import Consumer, Event, audit_event
-
-if TYPE_CHECKING:
-    from services.billing.peers import Peers
-    from services.billing.settings import BillingSettings
+from services.billing import orgs
+from services.billing.handlers import Handlers
+from services.billing.peers import Peers
+from services.billing.settings import BillingSettings
 
 # --- published -------------------------------------------------------------------------------------
 
@@ -92,14 +92,12 @@ BOOKING_COMPLETED = Event(
 
 
 def consumers(settings: BillingSettings, peers: Peers) -> Sequence[Consumer[Any]]:
-    from services.billing.handlers import Handlers
-
     handlers = Handlers(settings, peers)
     return (
         Consumer(
             "billing-org-created",
             IAM_ORG_CREATED,
-            handlers.on_org_created,
+            orgs.on_org_created,
             doc="the org's billing settings row (name and time zone for invoices and PDFs)",
         ),
         Consumer(

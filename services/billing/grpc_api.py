@@ -23,7 +23,6 @@ from services.billing import checkout, from_bookings, invoices, links, orgs
 from services.billing.events import INVOICE_OVERDUE
 from services.billing.grpc_invoices import (
     InvoicesApi,
-    changed_event,
     client_invoice,
     invoice_message,
     page_messages,
@@ -68,9 +67,8 @@ class BillingServicer(InvoicesApi, PaymentsApi, billing_pb2_grpc.BillingServiceS
         self, request: billing_pb2.GetPublicInvoicePdfRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.GetPublicInvoicePdfResponse:
         async with unit_of_work(self.db) as uow:
-            return billing_pb2.GetPublicInvoicePdfResponse(
-                pdf=await self.pdf_of(uow, await links.resolve(uow, request.token))
-            )
+            job = await self.pdf_job(uow, await links.resolve(uow, request.token))
+        return billing_pb2.GetPublicInvoicePdfResponse(pdf=await job.render())
 
     async def CreatePublicInvoiceCheckout(
         self, request: billing_pb2.CreatePublicInvoiceCheckoutRequest, context: grpc.aio.ServicerContext
@@ -125,7 +123,8 @@ class BillingServicer(InvoicesApi, PaymentsApi, billing_pb2_grpc.BillingServiceS
         email = self._client_email()
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             invoice = await client_invoice(uow, request.invoice_id, email)
-            return billing_pb2.GetClientInvoicePdfResponse(pdf=await self.pdf_of(uow, invoice.id))
+            job = await self.pdf_job(uow, invoice.id)
+        return billing_pb2.GetClientInvoicePdfResponse(pdf=await job.render())
 
     # --- scheduled (the jobs service, per org) ----------------------------------------------------
 
@@ -134,12 +133,14 @@ class BillingServicer(InvoicesApi, PaymentsApi, billing_pb2_grpc.BillingServiceS
     ) -> billing_pb2.MarkOverdueResponse:
         request_context.require_role(*MANAGERS)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            today = orgs.today_in((await orgs.get(uow, self.settings, self.peers)).time_zone)
+            today = await orgs.today(uow, self.settings, self.peers)
             marked = await invoices.mark_overdue(uow, today)
             for invoice in marked:
                 uow.add_event(
                     INVOICE_OVERDUE,
-                    changed_event(invoice, uow.org_id, 0, invoice.totals.total_cents),
+                    invoices.changed_message(
+                        invoice, uow.org_id, paid_cents=0, outstanding_cents=invoice.totals.total_cents
+                    ),
                 )
         return billing_pb2.MarkOverdueResponse(marked=len(marked))
 

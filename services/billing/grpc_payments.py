@@ -51,7 +51,7 @@ class PaymentsApi:
         ctx = request_context.require_role(*FINANCE_STAFF)
         received = from_ts_or_none(request.received_at) if request.HasField("received_at") else None
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            today = orgs.today_in((await orgs.get(uow, self.settings, self.peers)).time_zone)
+            today = await orgs.today(uow, self.settings, self.peers)
             await payments.record_manual_payment(
                 uow,
                 request.invoice_id,
@@ -97,7 +97,7 @@ class PaymentsApi:
             idempotency_key=f"refund:{payment.id}:{already}:{amount}",
         )
         async with unit_of_work(self.db, org_id) as uow:
-            today = orgs.today_in((await orgs.get(uow, self.settings, self.peers)).time_zone)
+            today = await orgs.today(uow, self.settings, self.peers)
             await payments.record_refund(
                 uow,
                 invoice_id=payment.invoice_id,
@@ -191,7 +191,7 @@ class PaymentsApi:
     ) -> billing_pb2.ListReconcileInvoicesResponse:
         request_context.require_role(*FINANCE_STAFF)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            today = orgs.today_in((await orgs.get(uow, self.settings, self.peers)).time_zone)
+            today = await orgs.today(uow, self.settings, self.peers)
             rows, total = await reconcile.list_invoices(
                 uow, request.status or "mismatch", request.limit, request.offset, today
             )
@@ -220,7 +220,7 @@ class PaymentsApi:
     ) -> billing_pb2.ReconcileInvoiceResponse:
         request_context.require_role(*FINANCE_STAFF)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            today = orgs.today_in((await orgs.get(uow, self.settings, self.peers)).time_zone)
+            today = await orgs.today(uow, self.settings, self.peers)
             result = await reconcile.reconcile(uow, request.invoice_id, today)
             # The audit row of this write carries what it changed (seed 002).
             uow.audit_change(protos.settlement_dict(result.before), protos.settlement_dict(result.after))

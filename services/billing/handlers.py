@@ -5,7 +5,7 @@ Each handler runs inside the DurableConsumer's unit of work, in the event's org,
 already in the consumer's inbox: what it writes commits with that inbox row or not at all. A handler
 that raises (booking away, say) rolls all of it back and the event is delivered again later.
 
-- org created → the org's billing row (name and time zone) (orgs.py).
+- org created → the org's billing row (name and time zone): orgs.on_org_created, wired directly.
 - booking completed → its DRAFT invoice (from_bookings.py), from the booking as booking's API
   returns it: the event carries no price."""
 
@@ -15,7 +15,6 @@ import uuid
 
 from cws.booking.v1 import booking_pb2
 from cws.booking.v1 import events_pb2 as booking_events
-from cws.iam.v1 import events_pb2 as iam_events
 
 from libs.common.context import service_context
 from libs.common.db import UnitOfWork
@@ -33,9 +32,6 @@ class Handlers:
     def __init__(self, settings: BillingSettings, peers: Peers) -> None:
         self.settings = settings
         self.peers = peers
-
-    async def on_org_created(self, uow: UnitOfWork, event: iam_events.OrgCreated, meta: EventMeta) -> None:
-        await orgs.on_org_created(uow, event, meta)
 
     async def on_booking_completed(
         self, uow: UnitOfWork, event: booking_events.BookingChanged, meta: EventMeta

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from cws.billing.v1 import events_pb2 as billing_events
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -196,10 +197,11 @@ async def get(uow: UnitOfWork, invoice_id: uuid.UUID | str) -> Invoice:
     """The invoice with its stored snapshot (never recomputed on read) and items; NotFound when it is
     not in this unit of work's org."""
     row = await _row(uow, invoice_id)
-    return _invoice(row, tuple(await _items_of(uow, row.id)))
+    return from_row(row, tuple(await _items_of(uow, row.id)))
 
 
-def _invoice(row: Any, items: tuple[LineItem, ...]) -> Invoice:
+def from_row(row: Any, items: tuple[LineItem, ...] = ()) -> Invoice:
+    """An invoices row as an Invoice (its items when given; list views leave them out)."""
     return Invoice(
         id=row.id,
         number=row.number,
@@ -235,7 +237,31 @@ async def mark_overdue(uow: UnitOfWork, today: date) -> list[Invoice]:
             .returning(invoices)
         )
     ).all()
-    return [_invoice(row, ()) for row in rows]
+    return [from_row(row) for row in rows]
+
+
+def changed_message(
+    invoice: Invoice,
+    org_id: uuid.UUID | None,
+    *,
+    paid_cents: int,
+    outstanding_cents: int,
+    status: InvoiceStatus | None = None,
+) -> billing_events.InvoiceChanged:
+    """The InvoiceChanged every cws.billing.invoice.* event carries; `status` when the invoice's row
+    is older than the status just stored (a settlement)."""
+    return billing_events.InvoiceChanged(
+        org_id=str(org_id),
+        invoice_id=str(invoice.id),
+        number=invoice.number or "",
+        status=(status or invoice.status).value,
+        currency=invoice.currency,
+        total_cents=invoice.totals.total_cents,
+        paid_cents=paid_cents,
+        outstanding_cents=outstanding_cents,
+        booking_id=str(invoice.booking_id) if invoice.booking_id else "",
+        due_date=invoice.due_date.isoformat() if invoice.due_date else "",
+    )
 
 
 # The invoices queue of seed 002 ("Operator productivity queues"): what finance must chase.
@@ -278,7 +304,7 @@ async def list_page(
     total = (
         await uow.session.execute(select(func.count()).select_from(invoices).where(*condition))
     ).scalar_one()
-    return [_invoice(row, ()) for row in rows], int(total)
+    return [from_row(row) for row in rows], int(total)
 
 
 def queue_statuses(name: str) -> tuple[InvoiceStatus, ...]:

@@ -30,7 +30,7 @@ from services.billing.currency import normalise_currency
 from services.billing.models import org_settings
 from services.billing.peers import Peers
 from services.billing.settings import BillingSettings
-from services.billing.totals import line_item
+from services.billing.totals import parse_tax_rate
 
 MAX_TERMS_DAYS = 365
 
@@ -87,7 +87,7 @@ async def update(
     values: dict[str, object] = {}
     if tax_rate is not None:
         try:
-            values["tax_rate"] = line_item("x", "1", 0, tax_rate, field="tax_rate").tax_rate
+            values["tax_rate"] = parse_tax_rate(tax_rate)
         except InvalidArgument as bad:
             problems.extend(bad.violations)
     if payment_terms_days is not None:
@@ -103,13 +103,7 @@ async def update(
         raise InvalidArgument.of(problems)
     if not values:
         raise invalid("settings", "name at least one of tax_rate, payment_terms_days and currency")
-    await uow.session.execute(
-        pg_insert(org_settings)
-        .values(org_id=uow.org_id, **values)
-        .on_conflict_do_update(
-            index_elements=[org_settings.c.org_id], set_={**values, "updated_at": func.now()}
-        )
-    )
+    await _save(uow, values)
     return await get(uow, settings, peers)
 
 
@@ -127,18 +121,17 @@ async def _learn_from_iam(uow: UnitOfWork, peers: Peers) -> None:
     if not page.orgs or page.orgs[0].org_id != str(uow.org_id):
         return  # IAM does not know it: no name, UTC, as IAM says
     found = page.orgs[0]
-    values = {"name": found.name[:200], "time_zone": (found.time_zone or "UTC")[:64]}
-    await uow.session.execute(
-        pg_insert(org_settings)
-        .values(org_id=uow.org_id, **values)
-        .on_conflict_do_update(index_elements=[org_settings.c.org_id], set_=values)
-    )
+    await _save(uow, {"name": found.name[:200], "time_zone": (found.time_zone or "UTC")[:64]})
 
 
 async def on_org_created(uow: UnitOfWork, message: iam_events.OrgCreated, meta: EventMeta) -> None:
     """Consumer of cws.iam.org.created: the org's name and time zone (again on a repeat: updated)."""
     await uow.set_org(uuid.UUID(message.org_id))
-    values = {"name": message.name[:200], "time_zone": (message.time_zone or "UTC")[:64]}
+    await _save(uow, {"name": message.name[:200], "time_zone": (message.time_zone or "UTC")[:64]})
+
+
+async def _save(uow: UnitOfWork, values: dict[str, object]) -> None:
+    """The org's row with these columns set, made if it is not there yet."""
     await uow.session.execute(
         pg_insert(org_settings)
         .values(org_id=uow.org_id, **values)
@@ -146,6 +139,11 @@ async def on_org_created(uow: UnitOfWork, message: iam_events.OrgCreated, meta: 
             index_elements=[org_settings.c.org_id], set_={**values, "updated_at": func.now()}
         )
     )
+
+
+async def today(uow: UnitOfWork, settings: BillingSettings, peers: Peers) -> date:
+    """Today in the org's zone: what due dates and OVERDUE are measured against."""
+    return today_in((await get(uow, settings, peers)).time_zone)
 
 
 def today_in(time_zone: str) -> date:

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Row
 from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
 from libs.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, invalid
+from services.billing import invoices as invoice_domain
 from services.billing.events import INVOICE_PAID, INVOICE_REFUNDED
 from services.billing.models import (
     PAYMENT_METHODS,
@@ -442,23 +443,17 @@ def invoice_money() -> Select[Any]:
     )
 
 
-def invoice_changed(row: Any, settlement: Settlement) -> billing_events.InvoiceChanged:
-    """The InvoiceChanged message of an invoice row with the given settlement's status and money."""
-    return billing_events.InvoiceChanged(
-        org_id=str(row.org_id),
-        invoice_id=str(row.id),
-        number=row.number or "",
-        status=settlement.status.value,
-        currency=row.currency,
-        total_cents=int(row.total_cents),
-        paid_cents=settlement.paid_cents,
-        outstanding_cents=settlement.outstanding_cents,
-        booking_id=str(row.booking_id) if row.booking_id else "",
-        due_date=row.due_date.isoformat() if row.due_date else "",
-    )
-
-
 # --- internals -------------------------------------------------------------------------------------
+
+
+def _changed(row: Any, after: Settlement) -> billing_events.InvoiceChanged:
+    return invoice_domain.changed_message(
+        invoice_domain.from_row(row),
+        row.org_id,
+        status=after.status,
+        paid_cents=after.paid_cents,
+        outstanding_cents=after.outstanding_cents,
+    )
 
 
 async def _settle(
@@ -474,9 +469,9 @@ async def _settle(
             .values(status=after.status.value, updated_at=func.now())
         )
     if after.status is InvoiceStatus.PAID and before.status is not InvoiceStatus.PAID:
-        uow.add_event(INVOICE_PAID, invoice_changed(row, after))
+        uow.add_event(INVOICE_PAID, _changed(row, after))
     if refunded:
-        uow.add_event(INVOICE_REFUNDED, invoice_changed(row, after))
+        uow.add_event(INVOICE_REFUNDED, _changed(row, after))
     return row, before, after
 
 

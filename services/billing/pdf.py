@@ -16,8 +16,9 @@ Choices, and why:
   description cannot reorder or hide what is drawn. Text is plain: no markdown, and fpdf2's "{nb}"
   total-pages alias is switched off (the total is known from a first layout pass instead), so nothing a
   client typed is ever interpreted.
-- Money is integer cents, formatted with divmod ("CAD 1,234.56"): never a float, so what is printed is
-  exactly what is stored. Quantities and rates are Decimals printed without trailing zeros.
+- Money is integer cents, formatted by libs.common.money ("CAD 1,234.56", as the emails show it):
+  never a float, so what is printed is exactly what is stored. Quantities and rates are Decimals
+  printed without trailing zeros.
 - Dates are ISO (2026-12-02): unambiguous in every locale (Canada writes both d/m and m/d). The issue
   date is issued_at in the org's time zone (UTC for a zone name this machine does not know, as notify does).
 - The PDF creation date is issued_at, so rendering the same invoice twice gives the same bytes."""
@@ -38,6 +39,7 @@ from fpdf.fonts import FontFace, TTFFont
 
 from libs.common.errors import FailedPrecondition, FieldViolation, invalid
 from libs.common.logs import get_logger
+from libs.common.money import format_cents
 from services.billing.invoices import Invoice
 from services.billing.status import InvoiceStatus
 
@@ -100,13 +102,6 @@ def render_invoice_pdf(
             invoice, org_name, paid_cents, outstanding_cents, zone, total_pages=first.pages_count
         ).output()
     )
-
-
-def format_money(cents: int, currency: str) -> str:
-    """ "CAD 1,234.56" from 123456 cents: integer arithmetic only."""
-    sign = "-" if cents < 0 else ""
-    whole, part = divmod(abs(cents), 100)
-    return f"{currency} {sign}{whole:,}.{part:02d}"
 
 
 def format_decimal(value: Decimal) -> str:
@@ -242,11 +237,11 @@ def _layout(
     # Totals, right-aligned under the amount column; kept together on one page.
     totals = invoice.totals
     rows = (
-        ("Subtotal", format_money(totals.subtotal_cents, currency), False),
-        (_tax_label(invoice), format_money(totals.tax_cents, currency), False),
-        ("Total", format_money(totals.total_cents, currency), True),
-        ("Paid", format_money(paid_cents, currency), False),
-        ("Balance due", format_money(outstanding_cents, currency), True),
+        ("Subtotal", format_cents(totals.subtotal_cents, currency), False),
+        (_tax_label(invoice), format_cents(totals.tax_cents, currency), False),
+        ("Total", format_cents(totals.total_cents, currency), True),
+        ("Paid", format_cents(paid_cents, currency), False),
+        ("Balance due", format_cents(outstanding_cents, currency), True),
     )
     row_h = 6.0
     if pdf.get_y() + 4 + row_h * len(rows) + 2 > pdf.page_break_trigger:
@@ -280,7 +275,7 @@ def _pair(
 
 def _amount(cents: int) -> str:
     """A table cell's money: the currency is in the column heading, so only the number here."""
-    return format_money(cents, "").strip()
+    return format_cents(cents)
 
 
 def _tax_label(invoice: Invoice) -> str:

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 from libs.common.errors import InvalidArgument
 from libs.common.settings import CommonSettings
 from services.billing.currency import normalise_currency
-from services.billing.totals import line_item
+from services.billing.totals import parse_tax_rate
 
 
 class BillingSettings(CommonSettings):
@@ -69,13 +69,13 @@ class BillingSettings(CommonSettings):
 
     @property
     def default_tax_rate(self) -> Decimal:
-        return line_item("x", "1", 0, self.invoice_default_tax_rate, field="tax_rate").tax_rate
+        return parse_tax_rate(self.invoice_default_tax_rate)
 
     @field_validator("invoice_default_tax_rate")
     @classmethod
     def _tax_rate(cls, value: str) -> str:
         try:
-            line_item("x", "1", 0, value, field="INVOICE_DEFAULT_TAX_RATE")
+            parse_tax_rate(value, "INVOICE_DEFAULT_TAX_RATE")
         except InvalidArgument as bad:
             raise ValueError("; ".join(v.description for v in bad.violations)) from None
         return value

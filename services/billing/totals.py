@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 
-from libs.common.errors import FieldViolation, InvalidArgument
+from libs.common.errors import FieldViolation, InvalidArgument, invalid
 
 # Bounds that catch a typo before it becomes an invoice (the same price ceiling as booking's pricing).
 MAX_UNIT_PRICE_CENTS = 10_000_000
@@ -101,17 +101,28 @@ def line_item(
                 f"must be a whole number of cents from 0 to {MAX_UNIT_PRICE_CENTS}",
             )
         )
-    if rate is None or not 0 <= rate <= MAX_RATE_PERCENT or _places(rate) > RATE_PLACES:
-        problems.append(
-            FieldViolation(
-                f"{field}.tax_rate",
-                f"must be a percentage from 0 to 100 with at most {RATE_PLACES} decimal places",
-            )
-        )
+    if not _rate_ok(rate):
+        problems.append(FieldViolation(f"{field}.tax_rate", RATE_RULE))
     if problems:
         raise InvalidArgument.of(problems)
     assert qty is not None and rate is not None  # narrowed by the checks above
     return LineItem(description.strip(), qty, unit_price_cents, rate)
+
+
+RATE_RULE = f"must be a percentage from 0 to 100 with at most {RATE_PLACES} decimal places"
+
+
+def parse_tax_rate(value: Decimal | int | str, field: str = "tax_rate") -> Decimal:
+    """A tax rate in percent ("13", "9.975") as a line takes it, or invalid(field) saying what it must be:
+    for the org's default rate and INVOICE_DEFAULT_TAX_RATE, with the rule lines follow."""
+    rate = _decimal(value)
+    if rate is None or not _rate_ok(rate):
+        raise invalid(field, RATE_RULE)
+    return rate
+
+
+def _rate_ok(rate: Decimal | None) -> bool:
+    return rate is not None and 0 <= rate <= MAX_RATE_PERCENT and _places(rate) <= RATE_PLACES
 
 
 def recalculate_totals(items: Sequence[LineItem]) -> Totals:

@@ -59,7 +59,7 @@ class WebhookProcessor:
     async def process_one(self, event_id: str, org_id: uuid.UUID) -> None:
         try:
             async with unit_of_work(self.db, org_id) as uow:
-                today = orgs.today_in((await orgs.get(uow, self.settings, self.peers)).time_zone)
+                today = await orgs.today(uow, self.settings, self.peers)
                 effects = await webhooks.process(uow, event_id, today)
                 for notice in effects.dunning:
                     uow.add_event(

@@ -68,13 +68,6 @@ def when(starts_at: datetime, ends_at: datetime | None, time_zone: str) -> str:
     return f"{text} ({start.tzinfo})"
 
 
-def money(cents: int, currency: str) -> str:
-    """'CAD 152.55' from 15255 and "CAD": integer arithmetic only, so no amount is ever rounded."""
-    sign = "-" if cents < 0 else ""
-    whole, part = divmod(abs(cents), 100)
-    return f"{currency.upper()} {sign}{whole}.{part:02d}".strip()
-
-
 def _signature(org_name: str) -> str:
     return f"\n\n-- {org_name}" if org_name else ""
 

@@ -44,6 +44,7 @@ from libs.common.context import service_context
 from libs.common.db import UnitOfWork
 from libs.common.event_types import EventMeta
 from libs.common.grpc_client import acting_as
+from libs.common.money import format_cents
 from libs.common.roles import Role
 from services.notify import emails, orgs
 from services.notify.outbox import enqueue
@@ -205,7 +206,7 @@ class Handlers:
             to=event.client_email,
             client_name=event.client_name,
             number=event.number,
-            amount=emails.money(event.outstanding_cents, event.currency),
+            amount=format_cents(event.outstanding_cents, event.currency),
             retry_link=base + CLIENT_INVOICE_PATH.format(invoice_id=event.invoice_id),
             org_name=org.name,
         )

@@ -15,7 +15,7 @@ import pytest
 from libs.common.errors import FailedPrecondition, InvalidArgument
 from services.billing import pdf as invoice_pdf
 from services.billing.invoices import Invoice
-from services.billing.pdf import LATIN1, format_money, render_invoice_pdf
+from services.billing.pdf import LATIN1, render_invoice_pdf
 from services.billing.status import InvoiceStatus
 from services.billing.totals import LineItem, line_item, recalculate_totals
 
@@ -110,14 +110,6 @@ def test_several_tax_rates_show_the_effective_rate():
     items = [line_item("Clean", "1", 10_000, "13"), line_item("Quebec add-on", "1", 10_000, "9.975")]
     # 13.00 + 9.975 (9.98, half up) = 22.98 tax on 200.00 taxable: 11.49 %.
     assert "Tax (effective 11.49%) CAD 22.98" in render(invoice(items))
-
-
-@pytest.mark.parametrize(
-    ("cents", "text"),
-    [(0, "CAD 0.00"), (5, "CAD 0.05"), (13_500, "CAD 135.00"), (123_456_789, "CAD 1,234,567.89")],
-)
-def test_money_is_formatted_from_integer_cents(cents, text):
-    assert format_money(cents, "CAD") == text
 
 
 def test_a_hundred_long_lines_paginate_with_the_heading_repeated():

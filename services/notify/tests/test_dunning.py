@@ -8,11 +8,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from cws.billing.v1 import events_pb2 as billing_events
 
 from libs.common.bus import event_headers, stream_name
-from services.notify import emails
 from services.notify.events import BILLING_INVOICE_PAYMENT_FAILED
 from services.notify.tests.support import outbox
 from tools.testkit import eventually, sql
@@ -115,18 +113,3 @@ async def test_each_invoice_gets_its_own_dunning_email(
     links = sorted(f"{PORTAL}/invoices/{invoice_id}" in m.text for m in received for invoice_id in invoices)
     assert links == [False, False, True, True]
     assert all("CAD 0.05" in m.text for m in received)
-
-
-@pytest.mark.parametrize(
-    ("cents", "currency", "shown"),
-    [
-        (15255, "CAD", "CAD 152.55"),
-        (5, "cad", "CAD 0.05"),
-        (100, "USD", "USD 1.00"),
-        (123456789012, "CAD", "CAD 1234567890.12"),
-        (-250, "CAD", "CAD -2.50"),
-        (0, "CAD", "CAD 0.00"),
-    ],
-)
-def test_amounts_are_shown_from_integer_cents(cents: int, currency: str, shown: str) -> None:
-    assert emails.money(cents, currency) == shown
