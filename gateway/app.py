@@ -33,10 +33,12 @@ from gateway.principal import request_id_of
 from gateway.problems import ProblemError, problem_response
 from gateway.revocations import RevokedSessions
 from gateway.routes import (
+    accounting,
     admin,
     auth,
     billing,
     bookings,
+    finance,
     health,
     iam_users,
     insights,
@@ -47,6 +49,7 @@ from gateway.routes import (
     pricing,
     public,
     scheduling,
+    subscription,
 )
 from gateway.schemas import Problem
 from gateway.settings import GatewaySettings
@@ -125,6 +128,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         notifications.router,
         jobs.router,
         billing.router,
+        accounting.router,
+        finance.router,
+        subscription.router,
     ):
         app.include_router(router)
     _install_error_handlers(app)

@@ -1,7 +1,9 @@
 """The billing servicer: proto in, domain call, proto out. No SQL and no business rules here.
 
 It is assembled from per-area parts (grpc_invoices.py: invoices, the queue, settings; grpc_payments.py:
-payments, refunds, Checkout, reconcile, Stripe events and the webhook); this module adds the public
+payments, refunds, Checkout, reconcile, Stripe events and the webhook; grpc_accounting.py: the
+accounting CSV and export; grpc_finance.py: expenses, instalments and tax reports;
+grpc_subscription.py: plans, pause and resume; grpc_usage.py: the usage report); this module adds the public
 view by token, the client portal, and the scheduled calls of the jobs service."""
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from libs.common.grpc_client import acting_as
 from libs.common.roles import MANAGERS
 from services.billing import checkout, from_bookings, invoices, links, orgs
 from services.billing.events import INVOICE_OVERDUE
+from services.billing.grpc_accounting import AccountingApi
+from services.billing.grpc_finance import FinanceApi
 from services.billing.grpc_invoices import (
     InvoicesApi,
     client_invoice,
@@ -28,6 +32,8 @@ from services.billing.grpc_invoices import (
     page_messages,
 )
 from services.billing.grpc_payments import PaymentsApi, checkout_message
+from services.billing.grpc_subscription import SubscriptionApi
+from services.billing.grpc_usage import UsageApi
 from services.billing.peers import Peers, answers_of
 from services.billing.settings import BillingSettings
 from services.billing.status import as_status
@@ -38,7 +44,15 @@ SERVICE = AuthMethod.Value("AUTH_METHOD_SERVICE")
 BACKFILL_PAGE = 200
 
 
-class BillingServicer(InvoicesApi, PaymentsApi, billing_pb2_grpc.BillingServiceServicer):
+class BillingServicer(
+    InvoicesApi,
+    PaymentsApi,
+    AccountingApi,
+    FinanceApi,
+    SubscriptionApi,
+    UsageApi,
+    billing_pb2_grpc.BillingServiceServicer,
+):
     def __init__(
         self,
         db: Database,

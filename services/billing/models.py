@@ -92,6 +92,14 @@ invoices = Table(
         postgresql_where=text("booking_id IS NOT NULL"),
     ),
     Index("ix_invoices_org_status_due", "org_id", "status", "due_date"),
+    # Reports and the accounting export read issued invoices by issue time, in keyset pages (0006).
+    Index(
+        "ix_invoices_org_issued",
+        "org_id",
+        "issued_at",
+        "id",
+        postgresql_where=text("issued_at IS NOT NULL"),
+    ),
     # The invoices queue: owed invoices, longest overdue first (migration 0004).
     Index(
         "ix_invoices_owed_by_due",
@@ -182,6 +190,8 @@ invoice_payments = Table(
     CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
     CheckConstraint("provider = 'manual' OR provider_ref IS NOT NULL", name="stripe_has_ref"),
     Index("ix_invoice_payments_invoice", "org_id", "invoice_id"),
+    # The tax export's payments of a period (0006).
+    Index("ix_invoice_payments_org_received", "org_id", "received_at"),
 )
 
 # Refunds go through Stripe (full or partial) and are keyed by Stripe's refund id. A refund's event can
@@ -311,6 +321,127 @@ org_settings = Table(
     CheckConstraint("currency IS NULL OR currency ~ '^[A-Z]{3}$'", name="currency"),
 )
 
+# --- finance books (issue 11): what a GST return needs beyond invoices --------------------------------
+
+# An expense paid by the business: `amount_cents` is what was paid, GST included; `gst_cents` is the GST
+# within it, claimable as an input tax credit. Reports take expenses by `spent_on` (a calendar date).
+expenses = Table(
+    "expenses",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("spent_on", Date, nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("vendor", String(200), nullable=False),
+    Column("description", String(500), nullable=False, server_default=""),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("gst_cents", BigInteger, nullable=False, server_default="0"),
+    Column("currency", CHAR(3), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("amount_cents > 0", name="amount_positive"),
+    CheckConstraint("gst_cents >= 0 AND gst_cents <= amount_cents", name="gst_within_amount"),
+    CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
+    Index("ix_expenses_org_spent", "org_id", "spent_on", "id"),
+)
+
+# A GST instalment toward a tax period; `paid_on` NULL while it is only planned. A report counts the
+# instalments paid within its range.
+tax_instalments = Table(
+    "tax_instalments",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("currency", CHAR(3), nullable=False),
+    Column("paid_on", Date, nullable=True),
+    Column("reference", String(200), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("amount_cents > 0", name="amount_positive"),
+    CheckConstraint("period_start <= period_end", name="period_order"),
+    CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
+    Index("ix_tax_instalments_org_paid", "org_id", "paid_on", "id"),
+    Index("ix_tax_instalments_org_period", "org_id", "period_start", "id"),
+)
+
+# One row per org and month the `accounting-export` job has handed over (to notify, as an export
+# webhook or a stored export for review), so a daily run exports each month once.
+accounting_exports = Table(
+    "accounting_exports",
+    metadata,
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("period", CHAR(7), nullable=False),  # "2026-11", the month in the org's time zone
+    Column("rows", Integer, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("delivery", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("org_id", "period"),
+    CheckConstraint("period ~ '^[0-9]{4}-[0-9]{2}$'", name="period"),
+)
+
+# --- the suite's own subscription (issue 11) ----------------------------------------------------
+
+SUBSCRIPTION_STATUSES = ("active", "paused")
+USAGE_METRICS = ("workers", "bookings", "storage_bytes")
+
+# The plans the platform sells: reference data, the same for every org (no org_id, no RLS); rows are
+# written by migrations.
+plans = Table(
+    "plans",
+    metadata,
+    Column("code", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("max_workers", Integer, nullable=False),
+    Column("max_bookings_per_month", Integer, nullable=False),
+    Column("max_storage_bytes", BigInteger, nullable=False),
+    Column("monthly_price_cents", BigInteger, nullable=False),
+    Column("currency", CHAR(3), nullable=False),
+    CheckConstraint(
+        "max_workers >= 0 AND max_bookings_per_month >= 0 AND max_storage_bytes >= 0", name="limits"
+    ),
+    CheckConstraint("monthly_price_cents >= 0", name="price"),
+)
+
+# Each org's plan and status. An org without a row is on SUBSCRIPTION_DEFAULT_PLAN and active; the
+# first pause or plan change writes its row. Pausing keeps the plan: only the status gates entitlements.
+org_subscriptions = Table(
+    "org_subscriptions",
+    metadata,
+    Column("org_id", UUID(as_uuid=True), primary_key=True),
+    Column("plan_code", String(32), nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("pause_reason_code", String(64), nullable=True),
+    Column("paused_at", DateTime(timezone=True), nullable=True),
+    Column("resume_reason_code", String(64), nullable=True),
+    Column("resumed_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(["plan_code"], ["billing.plans.code"], name="fk_org_subscriptions_plan_code_plans"),
+    CheckConstraint(_in("status", SUBSCRIPTION_STATUSES), name="status"),
+)
+
+# Usage as the domain events told it: one row per counted event (+1 worker added, -1 worker left, +1
+# booking created, +/- photo bytes). `source_event` is the event's id, unique per org, so a redelivered
+# event is counted once; a lost one is missing here and shows as drift against the owning service.
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("metric", String(32), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("subject_id", String(64), nullable=False, server_default=""),
+    Column("source_event", String(128), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("org_id", "source_event"),
+    CheckConstraint(_in("metric", USAGE_METRICS), name="metric"),
+    Index("ix_usage_events_org_metric_time", "org_id", "metric", "occurred_at"),
+)
+
 TENANT_TABLES = (
     "invoices",
     "invoice_items",
@@ -322,4 +453,9 @@ TENANT_TABLES = (
     "stripe_events",
     "invoice_public_tokens",
     "org_settings",
+    "expenses",
+    "tax_instalments",
+    "accounting_exports",
+    "org_subscriptions",
+    "usage_events",
 )
