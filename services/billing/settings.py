@@ -56,6 +56,8 @@ class BillingSettings(CommonSettings):
     stripe_events_batch_size: int = Field(default=50, ge=1, le=1000)
     stripe_events_lease_seconds: int = Field(default=60, ge=5, le=3600)
     stripe_events_poll_seconds: float = Field(default=2.0, gt=0, le=300)
+    # The plan (a row of billing.plans) of an org that never changed plan.
+    subscription_default_plan: str = Field(default="starter", min_length=1, max_length=32)
 
     def secrets_to_check(self) -> dict[str, str]:
         # Only in prod, and only when Stripe is on: an org may invoice without card payments.
