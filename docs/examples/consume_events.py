@@ -29,8 +29,10 @@ MESSAGES: dict[str, type[Message]] = {
     "cws.booking.booking.cancelled": events_pb2.BookingChanged,
     "cws.booking.booking.completed": events_pb2.BookingChanged,
     "cws.booking.booking.assigned": events_pb2.BookingChanged,
+    "cws.booking.booking.deleted": events_pb2.BookingChanged,
     "cws.booking.nps.submitted": events_pb2.NpsSubmitted,
     "cws.booking.worker.deactivated": events_pb2.WorkerDeactivated,
+    "cws.booking.worker.added": events_pb2.WorkerAdded,
     "cws.booking.audit.recorded": audit_pb2.AdminAuditRecorded,
 }
 

@@ -16,7 +16,7 @@ from cws.booking.v1 import events_pb2 as booking_events
 from cws.iam.v1 import events_pb2 as iam_events
 
 from libs.common.event_types import Consumer, Event, audit_event
-from services.billing import orgs
+from services.billing import orgs, usage
 from services.billing.handlers import Handlers
 from services.billing.peers import Peers
 from services.billing.settings import BillingSettings
@@ -63,6 +63,16 @@ DEPOSIT_PAID = Event(
     billing_events.DepositPaid,
     doc="a booking's deposit was paid through Stripe Checkout; booking marks it paid",
 )
+SUBSCRIPTION_PAUSED = Event(
+    "cws.billing.subscription.paused",
+    billing_events.SubscriptionChanged,
+    doc="an org's subscription was paused (reason code given); creating bookings, workers and photos stops",
+)
+SUBSCRIPTION_RESUMED = Event(
+    "cws.billing.subscription.resumed",
+    billing_events.SubscriptionChanged,
+    doc="an org's paused subscription was resumed (reason code given); creating work is allowed again",
+)
 AUDIT_RECORDED = audit_event("billing")
 
 PUBLISHED: tuple[Event[Any], ...] = (
@@ -74,6 +84,8 @@ PUBLISHED: tuple[Event[Any], ...] = (
     INVOICE_REFUNDED,
     INVOICE_PAYMENT_FAILED,
     DEPOSIT_PAID,
+    SUBSCRIPTION_PAUSED,
+    SUBSCRIPTION_RESUMED,
     AUDIT_RECORDED,
 )
 
@@ -88,6 +100,26 @@ BOOKING_COMPLETED = Event(
     "cws.booking.booking.completed",
     booking_events.BookingChanged,
     doc="the job is done; an NPS survey was issued for it",
+)
+BOOKING_CREATED = Event(
+    "cws.booking.booking.created",
+    booking_events.BookingChanged,
+    doc="a booking was made, from a lead or by a dispatcher; it is pending",
+)
+BOOKING_DELETED = Event(
+    "cws.booking.booking.deleted",
+    booking_events.BookingChanged,
+    doc="a pending booking nobody confirmed or paid a deposit for was deleted by the cleanup (reason pending_expired)",
+)
+BOOKING_WORKER_ADDED = Event(
+    "cws.booking.worker.added",
+    booking_events.WorkerAdded,
+    doc="a worker was created, or an inactive worker reactivated: one more active worker",
+)
+BOOKING_WORKER_DEACTIVATED = Event(
+    "cws.booking.worker.deactivated",
+    booking_events.WorkerDeactivated,
+    doc="a worker was deactivated or deleted (was_active: they were active until then): portal access ends",
 )
 
 
@@ -105,5 +137,30 @@ def consumers(settings: BillingSettings, peers: Peers) -> Sequence[Consumer[Any]
             BOOKING_COMPLETED,
             handlers.on_booking_completed,
             doc="a DRAFT invoice from the booking's price, read from booking (one per booking)",
+        ),
+        # Usage counters (usage.py): one row per event id, so a redelivery counts once.
+        Consumer(
+            "billing-usage-booking-created",
+            BOOKING_CREATED,
+            usage.on_booking_created,
+            doc="usage: +1 booking, in the month the booking was created",
+        ),
+        Consumer(
+            "billing-usage-booking-deleted",
+            BOOKING_DELETED,
+            usage.on_booking_deleted,
+            doc="usage: -1 booking, in the month the deleted booking was created",
+        ),
+        Consumer(
+            "billing-usage-worker-added",
+            BOOKING_WORKER_ADDED,
+            usage.on_worker_added,
+            doc="usage: +1 worker",
+        ),
+        Consumer(
+            "billing-usage-worker-deactivated",
+            BOOKING_WORKER_DEACTIVATED,
+            usage.on_worker_deactivated,
+            doc="usage: -1 worker, when the worker was active until then",
         ),
     )

@@ -442,6 +442,9 @@ usage_events = Table(
     Index("ix_usage_events_org_metric_time", "org_id", "metric", "occurred_at"),
 )
 
+# Reference data the same for every org, without org_id and RLS.
+GLOBAL_TABLES = ("plans",)
+
 TENANT_TABLES = (
     "invoices",
     "invoice_items",

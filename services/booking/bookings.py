@@ -25,12 +25,13 @@ from libs.common.errors import (
     invalid,
 )
 from libs.common.event_types import Event
-from services.booking import contacts, idempotency, leads, nps, pricing
+from services.booking import contacts, entitlements, idempotency, leads, nps, pricing
 from services.booking.events import (
     BOOKING_CANCELLED,
     BOOKING_COMPLETED,
     BOOKING_CONFIRMED,
     BOOKING_CREATED,
+    BOOKING_DELETED,
     BOOKING_RESCHEDULED,
     BOOKING_STARTED,
 )
@@ -117,6 +118,8 @@ async def create(
         ).first()
         if earlier is not None:
             return idempotency.replay(earlier, request_fingerprint), True
+    # After the replay: answering a booking made before the pause creates nothing.
+    await entitlements.require_active(uow, "bookings")
     problems: list[FieldViolation] = []
     lead = await leads.get(uow, data.lead_id) if data.lead_id else None
     name = contacts.text(
@@ -218,6 +221,7 @@ def raise_event(
             team_id=str(row.team_id or ""),
             worker_ids=worker_ids or [],
             reason=reason,
+            created_at=to_ts(row.created_at),
         ),
     )
 
@@ -359,12 +363,21 @@ async def reschedule(uow: UnitOfWork, booking_id: str, starts_at: datetime, dura
 
 async def cleanup_pending(uow: UnitOfWork, older_than_hours: int) -> int:
     cutoff = datetime.now(UTC) - timedelta(hours=older_than_hours)
-    deleted = await uow.session.execute(
-        delete(bookings).where(
-            bookings.c.status == "pending", bookings.c.created_at < cutoff, bookings.c.deposit_paid.is_(False)
+    deleted = (
+        await uow.session.execute(
+            delete(bookings)
+            .where(
+                bookings.c.status == "pending",
+                bookings.c.created_at < cutoff,
+                bookings.c.deposit_paid.is_(False),
+            )
+            .returning(*bookings.c)
         )
-    )
-    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
+    ).all()
+    # Billing's usage counters count each booking created; this takes the abandoned ones off again.
+    for row in deleted:
+        raise_event(uow, BOOKING_DELETED, row, reason="pending_expired")
+    return len(deleted)
 
 
 async def list_upcoming(

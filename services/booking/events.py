@@ -5,9 +5,9 @@ Published events leave through the outbox: `uow.add_event(BOOKING_CONFIRMED, mes
 the transaction that caused them. Consumed events are re-declared here exactly as their producer
 declares them (services never import each other; tests/test_event_catalogue.py keeps the two equal).
 
-The domain modules import the constants from here, and this module imports `orgs` and `deposits` for
-their handlers: neither may import this module at import time (deposits imports `bookings`, which does,
-inside its handler only).
+The domain modules import the constants from here, and this module imports `orgs`, `deposits` and
+`entitlements` for their handlers: none of them may import this module at import time (deposits
+imports `bookings`, which does, inside its handler only).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cws.booking.v1 import events_pb2 as booking_events
 from cws.iam.v1 import events_pb2 as iam_events
 
 from libs.common.event_types import Broadcast, Consumer, Event, audit_event
-from services.booking import deposits, orgs
+from services.booking import deposits, entitlements, orgs
 
 # --- published ----------------------------------------------------------------------------------
 
@@ -58,6 +58,11 @@ BOOKING_COMPLETED = Event(
     booking_events.BookingChanged,
     doc="the job is done; an NPS survey was issued for it",
 )
+BOOKING_DELETED = Event(
+    "cws.booking.booking.deleted",
+    booking_events.BookingChanged,
+    doc="a pending booking nobody confirmed or paid a deposit for was deleted by the cleanup (reason pending_expired)",
+)
 BOOKING_ASSIGNED = Event(
     "cws.booking.booking.assigned",
     booking_events.BookingChanged,
@@ -71,7 +76,12 @@ BOOKING_NPS_SUBMITTED = Event(
 BOOKING_WORKER_DEACTIVATED = Event(
     "cws.booking.worker.deactivated",
     booking_events.WorkerDeactivated,
-    doc="a worker was deactivated or deleted: their portal access ends",
+    doc="a worker was deactivated or deleted (was_active: they were active until then): portal access ends",
+)
+BOOKING_WORKER_ADDED = Event(
+    "cws.booking.worker.added",
+    booking_events.WorkerAdded,
+    doc="a worker was created, or an inactive worker reactivated: one more active worker",
 )
 # Raised by the unit of work for every admin write (Database(audit_admin_writes=True)), not by a module.
 AUDIT_RECORDED = audit_event("booking")
@@ -84,9 +94,11 @@ PUBLISHED: tuple[Event[Any], ...] = (
     BOOKING_RESCHEDULED,
     BOOKING_CANCELLED,
     BOOKING_COMPLETED,
+    BOOKING_DELETED,
     BOOKING_ASSIGNED,
     BOOKING_NPS_SUBMITTED,
     BOOKING_WORKER_DEACTIVATED,
+    BOOKING_WORKER_ADDED,
     AUDIT_RECORDED,
 )
 
@@ -102,6 +114,16 @@ BILLING_DEPOSIT_PAID = Event(
     billing_events.DepositPaid,
     doc="a booking's deposit was paid through Stripe Checkout; booking marks it paid",
 )
+BILLING_SUBSCRIPTION_PAUSED = Event(
+    "cws.billing.subscription.paused",
+    billing_events.SubscriptionChanged,
+    doc="an org's subscription was paused (reason code given); creating bookings, workers and photos stops",
+)
+BILLING_SUBSCRIPTION_RESUMED = Event(
+    "cws.billing.subscription.resumed",
+    billing_events.SubscriptionChanged,
+    doc="an org's paused subscription was resumed (reason code given); creating work is allowed again",
+)
 
 # Unannotated, so that mypy checks each handler against its event's message type.
 CONSUMERS = (
@@ -116,6 +138,18 @@ CONSUMERS = (
         BILLING_DEPOSIT_PAID,
         deposits.on_deposit_paid,
         doc="the booking's deposit marked paid and a pending booking confirmed, as the manual action does",
+    ),
+    Consumer(
+        "booking-subscription-paused",
+        BILLING_SUBSCRIPTION_PAUSED,
+        entitlements.on_subscription_changed,
+        doc="the org marked paused: new bookings and workers refused (an older event than the last is ignored)",
+    ),
+    Consumer(
+        "booking-subscription-resumed",
+        BILLING_SUBSCRIPTION_RESUMED,
+        entitlements.on_subscription_changed,
+        doc="the org marked active again (an event older than the last one applied is ignored)",
     ),
 )
 

@@ -15,7 +15,7 @@ from libs.common.convert import from_ts, page, parse_id
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import NotFound, PermissionDenied, Unauthenticated, invalid
 from libs.common.roles import DISPATCH, MANAGERS, STAFF
-from services.booking import bookings, leads, orgs, pricing, protos
+from services.booking import bookings, leads, orgs, pricing, protos, usage
 from services.booking.grpc_insights import InsightsApi
 from services.booking.grpc_pricing import PricingApi
 from services.booking.grpc_scheduling import SchedulingApi
@@ -218,6 +218,20 @@ class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.B
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             deleted = await leads.retention_cleanup(uow, self.settings.retention_lead_days)
         return booking_pb2.RetentionCleanupResponse(deleted=deleted)
+
+    async def CountUsage(
+        self, request: booking_pb2.CountUsageRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.CountUsageResponse:
+        """Billing's usage report, in the org billing acts for: a suite service only, never a user."""
+        request_context.require_service()
+        start, end = from_ts(request.month_start, "month_start"), from_ts(request.month_end, "month_end")
+        if end <= start:
+            raise invalid("month_end", "must be after month_start")
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            counts = await usage.count_usage(uow, start, end)
+        return booking_pb2.CountUsageResponse(
+            active_workers=counts.active_workers, bookings_created=counts.bookings_created
+        )
 
     def _portal_scope(self, client_email: str, worker_id: str) -> tuple[str, str]:
         """Portal callers see only their own bookings, whatever they ask for; staff may filter."""

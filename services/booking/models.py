@@ -155,6 +155,8 @@ bookings = Table(
     Index("ix_bookings_org_starts", "org_id", "starts_at"),
     Index("ix_bookings_org_email", "org_id", text("lower(client_email)")),
     Index("ix_bookings_org_status_starts", "org_id", "status", "starts_at"),
+    # Billing's usage report: bookings an org created in a month (CountUsage).
+    Index("ix_bookings_org_created", "org_id", "created_at"),
 )
 
 schedule_blocks = Table(
@@ -214,4 +216,16 @@ nps_responses = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("score BETWEEN 0 AND 10", name="score_range"),
     Index("ix_nps_responses_org_created", "org_id", "created_at"),
+)
+
+# What booking knows of the org's subscription (issue 11), from billing's cws.billing.subscription.
+# {paused,resumed} events: while `paused`, new bookings and workers are refused. `changed_at` is the
+# applied event's time, so an older event delivered late changes nothing. No row: active.
+org_entitlements = Table(
+    "org_entitlements",
+    metadata,
+    Column("org_id", UUID(as_uuid=True), primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

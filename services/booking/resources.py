@@ -29,8 +29,8 @@ from libs.common.errors import (
     NotFound,
     invalid,
 )
-from services.booking import contacts
-from services.booking.events import BOOKING_WORKER_DEACTIVATED
+from services.booking import contacts, entitlements
+from services.booking.events import BOOKING_WORKER_ADDED, BOOKING_WORKER_DEACTIVATED
 from services.booking.models import Record, schedule_blocks, teams, workers
 from services.booking.settings import BookingSettings
 
@@ -257,6 +257,7 @@ async def create_worker(uow: UnitOfWork, settings: BookingSettings, data: Worker
         except InvalidArgument as error:
             problems.extend(error.violations)
     raise_problems(problems)
+    await entitlements.require_active(uow, "workers")
     if team_uuid is not None:
         await get_team(uow, str(team_uuid))
     worker_id = uuid.uuid4()
@@ -265,6 +266,7 @@ async def create_worker(uow: UnitOfWork, settings: BookingSettings, data: Worker
             id=worker_id, org_id=uow.org_id, team_id=team_uuid, name=name, email=email, phone=phone, role=role
         )
     )
+    _worker_added(uow, worker_id, "created")
     return await get_worker(uow, str(worker_id))
 
 
@@ -306,17 +308,37 @@ async def update_worker(
         values["active"] = changes.active
     raise_problems(problems)
     worker = await _owned_for_update(uow, workers, worker_id, "worker_id", "worker")
+    if not worker.active and values.get("active") is True:
+        # Reactivating adds an active worker as creating one does; other edits of workers go on.
+        await entitlements.require_active(uow, "workers")
     if values.get("team_id") is not None:
         await get_team(uow, str(values["team_id"]))
     if values:
         await uow.session.execute(update(workers).where(workers.c.id == worker.id).values(**values))
     if worker.active and values.get("active") is False:
-        _worker_left(uow, worker.id, "deactivated")
+        _worker_left(uow, worker.id, "deactivated", was_active=True)
+    if not worker.active and values.get("active") is True:
+        _worker_added(uow, worker.id, "reactivated")
     return await get_worker(uow, str(worker.id))
 
 
-def _worker_left(uow: UnitOfWork, worker_id: uuid.UUID, reason: str) -> None:
-    """IAM ends the worker's portal sessions and unused links when it hears this (issue 9, hole 8)."""
+def _worker_added(uow: UnitOfWork, worker_id: uuid.UUID, reason: str) -> None:
+    """Billing counts one more active worker when it hears this (its usage counters)."""
+    uow.add_event(
+        BOOKING_WORKER_ADDED,
+        booking_events.WorkerAdded(
+            org_id=str(uow.org_id),
+            worker_id=str(worker_id),
+            reason=reason,
+            occurred_at=to_ts(datetime.now(UTC)),
+        ),
+    )
+
+
+def _worker_left(uow: UnitOfWork, worker_id: uuid.UUID, reason: str, *, was_active: bool) -> None:
+    """IAM ends the worker's portal sessions and unused links when it hears this (issue 9, hole 8);
+    billing counts one active worker less, but only if `was_active` (deleting a deactivated worker
+    says so again, and must not take them off the count twice)."""
     uow.add_event(
         BOOKING_WORKER_DEACTIVATED,
         booking_events.WorkerDeactivated(
@@ -324,6 +346,7 @@ def _worker_left(uow: UnitOfWork, worker_id: uuid.UUID, reason: str) -> None:
             worker_id=str(worker_id),
             reason=reason,
             occurred_at=to_ts(datetime.now(UTC)),
+            was_active=was_active,
         ),
     )
 
@@ -341,7 +364,7 @@ async def delete_worker(uow: UnitOfWork, worker_id: str) -> None:
     worker = await _owned_for_update(uow, workers, worker_id, "worker_id", "worker")
     await _refuse_if_assigned(uow, schedule_blocks.c.worker_id, worker.id, "worker")
     await uow.session.execute(delete(workers).where(workers.c.id == worker.id))
-    _worker_left(uow, worker.id, "deleted")
+    _worker_left(uow, worker.id, "deleted", was_active=worker.active)
 
 
 # --- blackouts --------------------------------------------------------------------------------

@@ -312,7 +312,16 @@ def test_every_billing_tenant_table_has_forced_rls_and_an_org_policy(stack: Any)
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = 'billing' AND c.relkind = 'r'
               AND c.relname NOT IN ('event_outbox', 'event_inbox', 'event_dead_letters', 'alembic_version')
+              AND c.relname <> ALL(%s)
             ORDER BY c.relname
-            """
+            """,
+            (list(models.GLOBAL_TABLES),),
+        ).fetchall()
+        # A table left out of RLS must hold no org's data: no org_id column.
+        global_with_org = admin.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'billing'"
+            " AND column_name = 'org_id' AND table_name = ANY(%s)",
+            (list(models.GLOBAL_TABLES),),
         ).fetchall()
     assert tables == [(name, True, True, True) for name in sorted(models.TENANT_TABLES)]
+    assert global_with_org == []

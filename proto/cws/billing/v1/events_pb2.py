@@ -22,19 +22,22 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ws/billing/v1/events.proto\x12\x0e\x63ws.billing.v1\"\xd0\x01\n\x0eInvoiceChanged\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x13\n\x0btotal_cents\x18\x06 \x01(\x03\x12\x12\n\npaid_cents\x18\x07 \x01(\x03\x12\x19\n\x11outstanding_cents\x18\x08 \x01(\x03\x12\x12\n\nbooking_id\x18\t \x01(\t\x12\x10\n\x08\x64ue_date\x18\n \x01(\t\"t\n\x0b\x44\x65positPaid\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\nbooking_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x19\n\x11payment_intent_id\x18\x05 \x01(\t\"\xa2\x01\n\x14InvoicePaymentFailed\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x14\n\x0c\x63lient_email\x18\x04 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x05 \x01(\t\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x19\n\x11outstanding_cents\x18\x07 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ws/billing/v1/events.proto\x12\x0e\x63ws.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\x0eInvoiceChanged\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x13\n\x0btotal_cents\x18\x06 \x01(\x03\x12\x12\n\npaid_cents\x18\x07 \x01(\x03\x12\x19\n\x11outstanding_cents\x18\x08 \x01(\x03\x12\x12\n\nbooking_id\x18\t \x01(\t\x12\x10\n\x08\x64ue_date\x18\n \x01(\t\"t\n\x0b\x44\x65positPaid\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\nbooking_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x19\n\x11payment_intent_id\x18\x05 \x01(\t\"\xa2\x01\n\x14InvoicePaymentFailed\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x14\n\x0c\x63lient_email\x18\x04 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x05 \x01(\t\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x19\n\x11outstanding_cents\x18\x07 \x01(\x03\"\x8e\x01\n\x13SubscriptionChanged\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x11\n\tplan_code\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cws.billing.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INVOICECHANGED']._serialized_start=48
-  _globals['_INVOICECHANGED']._serialized_end=256
-  _globals['_DEPOSITPAID']._serialized_start=258
-  _globals['_DEPOSITPAID']._serialized_end=374
-  _globals['_INVOICEPAYMENTFAILED']._serialized_start=377
-  _globals['_INVOICEPAYMENTFAILED']._serialized_end=539
+  _globals['_INVOICECHANGED']._serialized_start=81
+  _globals['_INVOICECHANGED']._serialized_end=289
+  _globals['_DEPOSITPAID']._serialized_start=291
+  _globals['_DEPOSITPAID']._serialized_end=407
+  _globals['_INVOICEPAYMENTFAILED']._serialized_start=410
+  _globals['_INVOICEPAYMENTFAILED']._serialized_end=572
+  _globals['_SUBSCRIPTIONCHANGED']._serialized_start=575
+  _globals['_SUBSCRIPTIONCHANGED']._serialized_end=717
 # @@protoc_insertion_point(module_scope)

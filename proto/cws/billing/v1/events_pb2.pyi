@@ -5,6 +5,7 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -144,3 +145,42 @@ class InvoicePaymentFailed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InvoicePaymentFailed: _TypeAlias = InvoicePaymentFailed  # noqa: Y015
+
+@_typing.final
+class SubscriptionChanged(_message.Message):
+    """Subjects cws.billing.subscription.{paused,resumed}: the org's subscription changed status (seed 002's
+    pause/resume playbook). Consumers that gate entitlements (booking: bookings and workers; media: photo
+    uploads) keep the latest status per org and ignore an event older than the one they applied
+    (`occurred_at` strictly increases per org), so out-of-order delivery cannot undo a change.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    PLAN_CODE_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    status: _builtins.str
+    """active | paused"""
+    reason_code: _builtins.str
+    plan_code: _builtins.str
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+        plan_code: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "org_id", b"org_id", "plan_code", b"plan_code", "reason_code", b"reason_code", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriptionChanged: _TypeAlias = SubscriptionChanged  # noqa: Y015

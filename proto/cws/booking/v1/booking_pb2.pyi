@@ -2176,3 +2176,50 @@ class RetentionCleanupResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RetentionCleanupResponse: _TypeAlias = RetentionCleanupResponse  # noqa: Y015
+
+@_typing.final
+class CountUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_START_FIELD_NUMBER: _builtins.int
+    MONTH_END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def month_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def month_end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        month_start: _timestamp_pb2.Timestamp | None = ...,
+        month_end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["month_end", b"month_end", "month_start", b"month_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["month_end", b"month_end", "month_start", b"month_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountUsageRequest: _TypeAlias = CountUsageRequest  # noqa: Y015
+
+@_typing.final
+class CountUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_WORKERS_FIELD_NUMBER: _builtins.int
+    BOOKINGS_CREATED_FIELD_NUMBER: _builtins.int
+    active_workers: _builtins.int
+    bookings_created: _builtins.int
+    """Bookings whose created_at is in [month_start, month_end)."""
+    def __init__(
+        self,
+        *,
+        active_workers: _builtins.int = ...,
+        bookings_created: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_workers", b"active_workers", "bookings_created", b"bookings_created"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountUsageResponse: _TypeAlias = CountUsageResponse  # noqa: Y015

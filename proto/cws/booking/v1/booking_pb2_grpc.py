@@ -202,6 +202,11 @@ class BookingServiceStub:
                 request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupRequest.SerializeToString,
                 response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupResponse.FromString,
                 _registered_method=True)
+        self.CountUsage = channel.unary_unary(
+                '/cws.booking.v1.BookingService/CountUsage',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageResponse.FromString,
+                _registered_method=True)
 
 
 class BookingServiceServicer:
@@ -410,6 +415,14 @@ class BookingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountUsage(self, request, context):
+        """For billing's usage report (suite services only): the org's active workers now and the bookings
+        created in [month_start, month_end), the truth its recorded usage counters are checked against.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BookingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -577,6 +590,11 @@ def add_BookingServiceServicer_to_server(servicer, server):
                     servicer.RetentionCleanup,
                     request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupRequest.FromString,
                     response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupResponse.SerializeToString,
+            ),
+            'CountUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountUsage,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1473,6 +1491,33 @@ class BookingService:
             '/cws.booking.v1.BookingService/RetentionCleanup',
             cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupRequest.SerializeToString,
             cws_dot_booking_dot_v1_dot_booking__pb2.RetentionCleanupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/CountUsage',
+            cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,10 @@ class BookingServiceStub:
     """For notify's reminders and digests: confirmed bookings starting in a window, with the client's email."""
     RetentionCleanup: _grpc.UnaryUnaryMultiCallable[_booking_pb2.RetentionCleanupRequest, _booking_pb2.RetentionCleanupResponse]
     """RETENTION_LEAD_DAYS: leads older than that which never became a booking are deleted."""
+    CountUsage: _grpc.UnaryUnaryMultiCallable[_booking_pb2.CountUsageRequest, _booking_pb2.CountUsageResponse]
+    """For billing's usage report (suite services only): the org's active workers now and the bookings
+    created in [month_start, month_end), the truth its recorded usage counters are checked against.
+    """
 
 @_typing.type_check_only
 class BookingServiceAsyncStub(BookingServiceStub):
@@ -115,6 +119,10 @@ class BookingServiceAsyncStub(BookingServiceStub):
     """For notify's reminders and digests: confirmed bookings starting in a window, with the client's email."""
     RetentionCleanup: _aio.UnaryUnaryMultiCallable[_booking_pb2.RetentionCleanupRequest, _booking_pb2.RetentionCleanupResponse]  # type: ignore[assignment]
     """RETENTION_LEAD_DAYS: leads older than that which never became a booking are deleted."""
+    CountUsage: _aio.UnaryUnaryMultiCallable[_booking_pb2.CountUsageRequest, _booking_pb2.CountUsageResponse]  # type: ignore[assignment]
+    """For billing's usage report (suite services only): the org's active workers now and the bookings
+    created in [month_start, month_end), the truth its recorded usage counters are checked against.
+    """
 
 class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Leads, estimates and pricing, bookings, teams, workers, blackouts, scheduling, the assignment
@@ -354,5 +362,15 @@ class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_booking_pb2.RetentionCleanupResponse, _abc.Awaitable[_booking_pb2.RetentionCleanupResponse]]:
         """RETENTION_LEAD_DAYS: leads older than that which never became a booking are deleted."""
+
+    @_abc_1.abstractmethod
+    def CountUsage(
+        self,
+        request: _booking_pb2.CountUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.CountUsageResponse, _abc.Awaitable[_booking_pb2.CountUsageResponse]]:
+        """For billing's usage report (suite services only): the org's active workers now and the bookings
+        created in [month_start, month_end), the truth its recorded usage counters are checked against.
+        """
 
 def add_BookingServiceServicer_to_server(servicer: BookingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

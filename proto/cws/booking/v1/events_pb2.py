@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ws/booking/v1/events.proto\x12\x0e\x63ws.booking.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x01\n\x0bLeadCreated\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x1e\n\x16total_before_tax_cents\x18\x04 \x01(\x03\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x13\n\x0bpostal_code\x18\x06 \x01(\t\x12\x15\n\rcleaning_type\x18\x07 \x01(\t\"\xeb\x01\n\x0e\x42ookingChanged\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\nbooking_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12-\n\tstarts_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63lient_email\x18\x06 \x01(\t\x12\x0f\n\x07team_id\x18\x07 \x01(\t\x12\x12\n\nworker_ids\x18\x08 \x03(\t\x12\x0e\n\x06reason\x18\t \x01(\t\"A\n\x0cNpsSubmitted\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\nbooking_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x05\"w\n\x11WorkerDeactivated\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ws/booking/v1/events.proto\x12\x0e\x63ws.booking.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x01\n\x0bLeadCreated\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x1e\n\x16total_before_tax_cents\x18\x04 \x01(\x03\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x13\n\x0bpostal_code\x18\x06 \x01(\t\x12\x15\n\rcleaning_type\x18\x07 \x01(\t\"\x9b\x02\n\x0e\x42ookingChanged\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\nbooking_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12-\n\tstarts_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63lient_email\x18\x06 \x01(\t\x12\x0f\n\x07team_id\x18\x07 \x01(\t\x12\x12\n\nworker_ids\x18\x08 \x03(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x0cNpsSubmitted\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\nbooking_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x05\"\x8b\x01\n\x11WorkerDeactivated\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nwas_active\x18\x05 \x01(\x08\"q\n\x0bWorkerAdded\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEADCREATED']._serialized_start=81
   _globals['_LEADCREATED']._serialized_end=232
   _globals['_BOOKINGCHANGED']._serialized_start=235
-  _globals['_BOOKINGCHANGED']._serialized_end=470
-  _globals['_NPSSUBMITTED']._serialized_start=472
-  _globals['_NPSSUBMITTED']._serialized_end=537
-  _globals['_WORKERDEACTIVATED']._serialized_start=539
-  _globals['_WORKERDEACTIVATED']._serialized_end=658
+  _globals['_BOOKINGCHANGED']._serialized_end=518
+  _globals['_NPSSUBMITTED']._serialized_start=520
+  _globals['_NPSSUBMITTED']._serialized_end=585
+  _globals['_WORKERDEACTIVATED']._serialized_start=588
+  _globals['_WORKERDEACTIVATED']._serialized_end=727
+  _globals['_WORKERADDED']._serialized_start=729
+  _globals['_WORKERADDED']._serialized_end=842
 # @@protoc_insertion_point(module_scope)

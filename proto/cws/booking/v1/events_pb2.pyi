@@ -60,7 +60,7 @@ Global___LeadCreated: _TypeAlias = LeadCreated  # noqa: Y015
 
 @_typing.final
 class BookingChanged(_message.Message):
-    """Subjects cws.booking.booking.{created,confirmed,rescheduled,cancelled,completed,assigned,started}"""
+    """Subjects cws.booking.booking.{created,confirmed,rescheduled,cancelled,completed,assigned,started,deleted}"""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -73,6 +73,7 @@ class BookingChanged(_message.Message):
     TEAM_ID_FIELD_NUMBER: _builtins.int
     WORKER_IDS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     booking_id: _builtins.str
     status: _builtins.str
@@ -85,6 +86,12 @@ class BookingChanged(_message.Message):
     def ends_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def worker_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the booking was made (its row's created_at): billing counts a booking in the month it was
+        created, exactly as booking's CountUsage does.
+        """
+
     def __init__(
         self,
         *,
@@ -97,10 +104,11 @@ class BookingChanged(_message.Message):
         team_id: _builtins.str = ...,
         worker_ids: _abc.Iterable[_builtins.str] | None = ...,
         reason: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ends_at", b"ends_at", "starts_at", b"starts_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ends_at", b"ends_at", "starts_at", b"starts_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "client_email", b"client_email", "ends_at", b"ends_at", "org_id", b"org_id", "reason", b"reason", "starts_at", b"starts_at", "status", b"status", "team_id", b"team_id", "worker_ids", b"worker_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "client_email", b"client_email", "created_at", b"created_at", "ends_at", b"ends_at", "org_id", b"org_id", "reason", b"reason", "starts_at", b"starts_at", "status", b"status", "team_id", b"team_id", "worker_ids", b"worker_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,10 +153,50 @@ class WorkerDeactivated(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    WAS_ACTIVE_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     worker_id: _builtins.str
     reason: _builtins.str
     """"deactivated" or "deleted" """
+    was_active: _builtins.bool
+    """The worker was active until now: false when an already deactivated worker is deleted, so that
+    billing's usage counters take one worker off once, not twice.
+    """
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        worker_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        was_active: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "org_id", b"org_id", "reason", b"reason", "was_active", b"was_active", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerDeactivated: _TypeAlias = WorkerDeactivated  # noqa: Y015
+
+@_typing.final
+class WorkerAdded(_message.Message):
+    """Subject cws.booking.worker.added: a worker was created, or an inactive worker reactivated; billing
+    counts one more worker.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    worker_id: _builtins.str
+    reason: _builtins.str
+    """"created" or "reactivated" """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -165,4 +213,4 @@ class WorkerDeactivated(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WorkerDeactivated: _TypeAlias = WorkerDeactivated  # noqa: Y015
+Global___WorkerAdded: _TypeAlias = WorkerAdded  # noqa: Y015
