@@ -1622,3 +1622,1540 @@ class BillingSettings(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BillingSettings: _TypeAlias = BillingSettings  # noqa: Y015
+
+@_typing.final
+class ExportAccountingCsvRequest(_message.Message):
+    """=== accounting export (grpc_accounting.py) ==="""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    from_date: _builtins.str
+    """YYYY-MM-DD, inclusive, in the org's time zone; "" is no lower bound"""
+    to_date: _builtins.str
+    """YYYY-MM-DD, inclusive, in the org's time zone; "" is no upper bound"""
+    cursor: _builtins.str
+    """"" for the first page; then the previous page's next_cursor, as given"""
+    page_size: _builtins.int
+    """0: ACCOUNTING_EXPORT_PAGE_SIZE; otherwise 1..10000"""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SENT, PARTIAL, PAID, OVERDUE, VOID; none is all of them"""
+
+    def __init__(
+        self,
+        *,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        statuses: _abc.Iterable[_builtins.str] | None = ...,
+        cursor: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "from_date", b"from_date", "page_size", b"page_size", "statuses", b"statuses", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportAccountingCsvRequest: _TypeAlias = ExportAccountingCsvRequest  # noqa: Y015
+
+@_typing.final
+class ExportAccountingCsvResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CSV_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    csv: _builtins.str
+    """CSV text (CRLF lines), with the header row when cursor was "" """
+    next_cursor: _builtins.str
+    """"" when this was the last page"""
+    rows: _builtins.int
+    """invoice rows in this page (the header not counted)"""
+    time_zone: _builtins.str
+    """the org's zone the dates are in"""
+    def __init__(
+        self,
+        *,
+        csv: _builtins.str = ...,
+        next_cursor: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "next_cursor", b"next_cursor", "rows", b"rows", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportAccountingCsvResponse: _TypeAlias = ExportAccountingCsvResponse  # noqa: Y015
+
+@_typing.final
+class RunAccountingExportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    """YYYY-MM, a past month; "" is the previous calendar month in the org's time zone"""
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["month", b"month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunAccountingExportRequest: _TypeAlias = RunAccountingExportRequest  # noqa: Y015
+
+@_typing.final
+class RunAccountingExportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    EXPORTED_FIELD_NUMBER: _builtins.int
+    ALREADY_EXPORTED_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    """the month run, YYYY-MM"""
+    exported: _builtins.int
+    """1: exported by this call"""
+    already_exported: _builtins.int
+    """1: the month was exported before; nothing done"""
+    rows: _builtins.int
+    """invoice rows exported by this call"""
+    bytes: _builtins.int
+    """CSV bytes exported by this call"""
+    delivery: _builtins.str
+    """webhook | stored (of the export, this call's or the earlier one's)"""
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+        exported: _builtins.int = ...,
+        already_exported: _builtins.int = ...,
+        rows: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        delivery: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_exported", b"already_exported", "bytes", b"bytes", "delivery", b"delivery", "exported", b"exported", "period", b"period", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunAccountingExportResponse: _TypeAlias = RunAccountingExportResponse  # noqa: Y015
+
+@_typing.final
+class Expense(_message.Message):
+    """=== finance books and tax reports (grpc_finance.py) ===
+
+    An expense the business paid: amount_cents is what was paid, GST included; gst_cents the GST within it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SPENT_ON_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    VENDOR_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    GST_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    spent_on: _builtins.str
+    """YYYY-MM-DD"""
+    category: _builtins.str
+    vendor: _builtins.str
+    description: _builtins.str
+    amount_cents: _builtins.int
+    gst_cents: _builtins.int
+    currency: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        spent_on: _builtins.str = ...,
+        category: _builtins.str = ...,
+        vendor: _builtins.str = ...,
+        description: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        gst_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "category", b"category", "created_at", b"created_at", "currency", b"currency", "description", b"description", "gst_cents", b"gst_cents", "id", b"id", "spent_on", b"spent_on", "updated_at", b"updated_at", "vendor", b"vendor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Expense: _TypeAlias = Expense  # noqa: Y015
+
+@_typing.final
+class CreateExpenseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPENT_ON_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    VENDOR_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    GST_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    spent_on: _builtins.str
+    category: _builtins.str
+    vendor: _builtins.str
+    description: _builtins.str
+    amount_cents: _builtins.int
+    gst_cents: _builtins.int
+    currency: _builtins.str
+    """empty: the org's invoicing currency"""
+    def __init__(
+        self,
+        *,
+        spent_on: _builtins.str = ...,
+        category: _builtins.str = ...,
+        vendor: _builtins.str = ...,
+        description: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        gst_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "category", b"category", "currency", b"currency", "description", b"description", "gst_cents", b"gst_cents", "spent_on", b"spent_on", "vendor", b"vendor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateExpenseRequest: _TypeAlias = CreateExpenseRequest  # noqa: Y015
+
+@_typing.final
+class CreateExpenseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPENSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def expense(self) -> Global___Expense: ...
+    def __init__(
+        self,
+        *,
+        expense: Global___Expense | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expense", b"expense"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expense", b"expense"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateExpenseResponse: _TypeAlias = CreateExpenseResponse  # noqa: Y015
+
+@_typing.final
+class ListExpensesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    from_date: _builtins.str
+    """spent_on on or after, YYYY-MM-DD; empty: no bound"""
+    to_date: _builtins.str
+    """spent_on on or before"""
+    category: _builtins.str
+    """exact category; empty: all"""
+    limit: _builtins.int
+    offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        category: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "from_date", b"from_date", "limit", b"limit", "offset", b"offset", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListExpensesRequest: _TypeAlias = ListExpensesRequest  # noqa: Y015
+
+@_typing.final
+class ListExpensesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPENSES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    @_builtins.property
+    def expenses(self) -> _containers.RepeatedCompositeFieldContainer[Global___Expense]: ...
+    def __init__(
+        self,
+        *,
+        expenses: _abc.Iterable[Global___Expense] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expenses", b"expenses", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListExpensesResponse: _TypeAlias = ListExpensesResponse  # noqa: Y015
+
+@_typing.final
+class GetExpenseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPENSE_ID_FIELD_NUMBER: _builtins.int
+    expense_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        expense_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expense_id", b"expense_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExpenseRequest: _TypeAlias = GetExpenseRequest  # noqa: Y015
+
+@_typing.final
+class GetExpenseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPENSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def expense(self) -> Global___Expense: ...
+    def __init__(
+        self,
+        *,
+        expense: Global___Expense | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expense", b"expense"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expense", b"expense"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExpenseResponse: _TypeAlias = GetExpenseResponse  # noqa: Y015
+
+@_typing.final
+class UpdateExpenseRequest(_message.Message):
+    """Only the fields present change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPENSE_ID_FIELD_NUMBER: _builtins.int
+    SPENT_ON_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    VENDOR_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    GST_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    expense_id: _builtins.str
+    spent_on: _builtins.str
+    category: _builtins.str
+    vendor: _builtins.str
+    description: _builtins.str
+    amount_cents: _builtins.int
+    gst_cents: _builtins.int
+    currency: _builtins.str
+    def __init__(
+        self,
+        *,
+        expense_id: _builtins.str = ...,
+        spent_on: _builtins.str | None = ...,
+        category: _builtins.str | None = ...,
+        vendor: _builtins.str | None = ...,
+        description: _builtins.str | None = ...,
+        amount_cents: _builtins.int | None = ...,
+        gst_cents: _builtins.int | None = ...,
+        currency: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_amount_cents", b"_amount_cents", "_category", b"_category", "_currency", b"_currency", "_description", b"_description", "_gst_cents", b"_gst_cents", "_spent_on", b"_spent_on", "_vendor", b"_vendor", "amount_cents", b"amount_cents", "category", b"category", "currency", b"currency", "description", b"description", "gst_cents", b"gst_cents", "spent_on", b"spent_on", "vendor", b"vendor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_amount_cents", b"_amount_cents", "_category", b"_category", "_currency", b"_currency", "_description", b"_description", "_gst_cents", b"_gst_cents", "_spent_on", b"_spent_on", "_vendor", b"_vendor", "amount_cents", b"amount_cents", "category", b"category", "currency", b"currency", "description", b"description", "expense_id", b"expense_id", "gst_cents", b"gst_cents", "spent_on", b"spent_on", "vendor", b"vendor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__amount_cents: _TypeAlias = _typing.Literal["amount_cents"]  # noqa: Y015
+    _WhichOneofArgType__amount_cents: _TypeAlias = _typing.Literal["_amount_cents", b"_amount_cents"]  # noqa: Y015
+    _WhichOneofReturnType__category: _TypeAlias = _typing.Literal["category"]  # noqa: Y015
+    _WhichOneofArgType__category: _TypeAlias = _typing.Literal["_category", b"_category"]  # noqa: Y015
+    _WhichOneofReturnType__currency: _TypeAlias = _typing.Literal["currency"]  # noqa: Y015
+    _WhichOneofArgType__currency: _TypeAlias = _typing.Literal["_currency", b"_currency"]  # noqa: Y015
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__gst_cents: _TypeAlias = _typing.Literal["gst_cents"]  # noqa: Y015
+    _WhichOneofArgType__gst_cents: _TypeAlias = _typing.Literal["_gst_cents", b"_gst_cents"]  # noqa: Y015
+    _WhichOneofReturnType__spent_on: _TypeAlias = _typing.Literal["spent_on"]  # noqa: Y015
+    _WhichOneofArgType__spent_on: _TypeAlias = _typing.Literal["_spent_on", b"_spent_on"]  # noqa: Y015
+    _WhichOneofReturnType__vendor: _TypeAlias = _typing.Literal["vendor"]  # noqa: Y015
+    _WhichOneofArgType__vendor: _TypeAlias = _typing.Literal["_vendor", b"_vendor"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__amount_cents) -> _WhichOneofReturnType__amount_cents | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__category) -> _WhichOneofReturnType__category | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__currency) -> _WhichOneofReturnType__currency | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__gst_cents) -> _WhichOneofReturnType__gst_cents | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__spent_on) -> _WhichOneofReturnType__spent_on | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__vendor) -> _WhichOneofReturnType__vendor | None: ...
+
+Global___UpdateExpenseRequest: _TypeAlias = UpdateExpenseRequest  # noqa: Y015
+
+@_typing.final
+class UpdateExpenseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPENSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def expense(self) -> Global___Expense: ...
+    def __init__(
+        self,
+        *,
+        expense: Global___Expense | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expense", b"expense"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expense", b"expense"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateExpenseResponse: _TypeAlias = UpdateExpenseResponse  # noqa: Y015
+
+@_typing.final
+class DeleteExpenseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPENSE_ID_FIELD_NUMBER: _builtins.int
+    expense_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        expense_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expense_id", b"expense_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteExpenseRequest: _TypeAlias = DeleteExpenseRequest  # noqa: Y015
+
+@_typing.final
+class DeleteExpenseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteExpenseResponse: _TypeAlias = DeleteExpenseResponse  # noqa: Y015
+
+@_typing.final
+class TaxInstalment(_message.Message):
+    """A GST instalment toward a tax period; paid_on empty while it is only planned."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PAID_ON_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    period_start: _builtins.str
+    period_end: _builtins.str
+    amount_cents: _builtins.int
+    currency: _builtins.str
+    paid_on: _builtins.str
+    """YYYY-MM-DD, or empty: not paid yet"""
+    reference: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        period_start: _builtins.str = ...,
+        period_end: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        paid_on: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "created_at", b"created_at", "currency", b"currency", "id", b"id", "paid_on", b"paid_on", "period_end", b"period_end", "period_start", b"period_start", "reference", b"reference", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaxInstalment: _TypeAlias = TaxInstalment  # noqa: Y015
+
+@_typing.final
+class CreateTaxInstalmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PAID_ON_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    period_start: _builtins.str
+    period_end: _builtins.str
+    amount_cents: _builtins.int
+    currency: _builtins.str
+    """empty: the org's invoicing currency"""
+    paid_on: _builtins.str
+    """empty: planned, not paid"""
+    reference: _builtins.str
+    def __init__(
+        self,
+        *,
+        period_start: _builtins.str = ...,
+        period_end: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        paid_on: _builtins.str = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "paid_on", b"paid_on", "period_end", b"period_end", "period_start", b"period_start", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTaxInstalmentRequest: _TypeAlias = CreateTaxInstalmentRequest  # noqa: Y015
+
+@_typing.final
+class CreateTaxInstalmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTALMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instalment(self) -> Global___TaxInstalment: ...
+    def __init__(
+        self,
+        *,
+        instalment: Global___TaxInstalment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instalment", b"instalment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instalment", b"instalment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTaxInstalmentResponse: _TypeAlias = CreateTaxInstalmentResponse  # noqa: Y015
+
+@_typing.final
+class ListTaxInstalmentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    from_date: _builtins.str
+    """instalments whose period ends on or after it"""
+    to_date: _builtins.str
+    """and starts on or before it"""
+    status: _builtins.str
+    """"paid", "planned" or empty: both"""
+    limit: _builtins.int
+    offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        status: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "limit", b"limit", "offset", b"offset", "status", b"status", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaxInstalmentsRequest: _TypeAlias = ListTaxInstalmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListTaxInstalmentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTALMENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    @_builtins.property
+    def instalments(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaxInstalment]: ...
+    def __init__(
+        self,
+        *,
+        instalments: _abc.Iterable[Global___TaxInstalment] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instalments", b"instalments", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaxInstalmentsResponse: _TypeAlias = ListTaxInstalmentsResponse  # noqa: Y015
+
+@_typing.final
+class GetTaxInstalmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTALMENT_ID_FIELD_NUMBER: _builtins.int
+    instalment_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instalment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instalment_id", b"instalment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTaxInstalmentRequest: _TypeAlias = GetTaxInstalmentRequest  # noqa: Y015
+
+@_typing.final
+class GetTaxInstalmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTALMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instalment(self) -> Global___TaxInstalment: ...
+    def __init__(
+        self,
+        *,
+        instalment: Global___TaxInstalment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instalment", b"instalment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instalment", b"instalment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTaxInstalmentResponse: _TypeAlias = GetTaxInstalmentResponse  # noqa: Y015
+
+@_typing.final
+class UpdateTaxInstalmentRequest(_message.Message):
+    """Only the fields present change; paid_on present and empty: not paid (planned) again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTALMENT_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PAID_ON_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    instalment_id: _builtins.str
+    period_start: _builtins.str
+    period_end: _builtins.str
+    amount_cents: _builtins.int
+    currency: _builtins.str
+    paid_on: _builtins.str
+    reference: _builtins.str
+    def __init__(
+        self,
+        *,
+        instalment_id: _builtins.str = ...,
+        period_start: _builtins.str | None = ...,
+        period_end: _builtins.str | None = ...,
+        amount_cents: _builtins.int | None = ...,
+        currency: _builtins.str | None = ...,
+        paid_on: _builtins.str | None = ...,
+        reference: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_amount_cents", b"_amount_cents", "_currency", b"_currency", "_paid_on", b"_paid_on", "_period_end", b"_period_end", "_period_start", b"_period_start", "_reference", b"_reference", "amount_cents", b"amount_cents", "currency", b"currency", "paid_on", b"paid_on", "period_end", b"period_end", "period_start", b"period_start", "reference", b"reference"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_amount_cents", b"_amount_cents", "_currency", b"_currency", "_paid_on", b"_paid_on", "_period_end", b"_period_end", "_period_start", b"_period_start", "_reference", b"_reference", "amount_cents", b"amount_cents", "currency", b"currency", "instalment_id", b"instalment_id", "paid_on", b"paid_on", "period_end", b"period_end", "period_start", b"period_start", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__amount_cents: _TypeAlias = _typing.Literal["amount_cents"]  # noqa: Y015
+    _WhichOneofArgType__amount_cents: _TypeAlias = _typing.Literal["_amount_cents", b"_amount_cents"]  # noqa: Y015
+    _WhichOneofReturnType__currency: _TypeAlias = _typing.Literal["currency"]  # noqa: Y015
+    _WhichOneofArgType__currency: _TypeAlias = _typing.Literal["_currency", b"_currency"]  # noqa: Y015
+    _WhichOneofReturnType__paid_on: _TypeAlias = _typing.Literal["paid_on"]  # noqa: Y015
+    _WhichOneofArgType__paid_on: _TypeAlias = _typing.Literal["_paid_on", b"_paid_on"]  # noqa: Y015
+    _WhichOneofReturnType__period_end: _TypeAlias = _typing.Literal["period_end"]  # noqa: Y015
+    _WhichOneofArgType__period_end: _TypeAlias = _typing.Literal["_period_end", b"_period_end"]  # noqa: Y015
+    _WhichOneofReturnType__period_start: _TypeAlias = _typing.Literal["period_start"]  # noqa: Y015
+    _WhichOneofArgType__period_start: _TypeAlias = _typing.Literal["_period_start", b"_period_start"]  # noqa: Y015
+    _WhichOneofReturnType__reference: _TypeAlias = _typing.Literal["reference"]  # noqa: Y015
+    _WhichOneofArgType__reference: _TypeAlias = _typing.Literal["_reference", b"_reference"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__amount_cents) -> _WhichOneofReturnType__amount_cents | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__currency) -> _WhichOneofReturnType__currency | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__paid_on) -> _WhichOneofReturnType__paid_on | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__period_end) -> _WhichOneofReturnType__period_end | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__period_start) -> _WhichOneofReturnType__period_start | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reference) -> _WhichOneofReturnType__reference | None: ...
+
+Global___UpdateTaxInstalmentRequest: _TypeAlias = UpdateTaxInstalmentRequest  # noqa: Y015
+
+@_typing.final
+class UpdateTaxInstalmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTALMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instalment(self) -> Global___TaxInstalment: ...
+    def __init__(
+        self,
+        *,
+        instalment: Global___TaxInstalment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instalment", b"instalment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instalment", b"instalment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTaxInstalmentResponse: _TypeAlias = UpdateTaxInstalmentResponse  # noqa: Y015
+
+@_typing.final
+class DeleteTaxInstalmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTALMENT_ID_FIELD_NUMBER: _builtins.int
+    instalment_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instalment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instalment_id", b"instalment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTaxInstalmentRequest: _TypeAlias = DeleteTaxInstalmentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteTaxInstalmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTaxInstalmentResponse: _TypeAlias = DeleteTaxInstalmentResponse  # noqa: Y015
+
+@_typing.final
+class ReportPeriod(_message.Message):
+    """A reporting period: calendar dates in the org's time zone, both included."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    from_date: _builtins.str
+    to_date: _builtins.str
+    def __init__(
+        self,
+        *,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportPeriod: _TypeAlias = ReportPeriod  # noqa: Y015
+
+@_typing.final
+class ExportGstRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def period(self) -> Global___ReportPeriod: ...
+    def __init__(
+        self,
+        *,
+        period: Global___ReportPeriod | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportGstRequest: _TypeAlias = ExportGstRequest  # noqa: Y015
+
+@_typing.final
+class ExportGstResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    content: _builtins.bytes
+    """a ZIP: summary.csv, payments.csv, expenses.csv, instalments.csv"""
+    filename: _builtins.str
+    def __init__(
+        self,
+        *,
+        content: _builtins.bytes = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "filename", b"filename"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportGstResponse: _TypeAlias = ExportGstResponse  # noqa: Y015
+
+@_typing.final
+class GstTotals(_message.Message):
+    """The GST figures of one currency in a period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    INVOICE_COUNT_FIELD_NUMBER: _builtins.int
+    SALES_SUBTOTAL_CENTS_FIELD_NUMBER: _builtins.int
+    TAXABLE_SALES_CENTS_FIELD_NUMBER: _builtins.int
+    GST_COLLECTED_CENTS_FIELD_NUMBER: _builtins.int
+    EXPENSE_COUNT_FIELD_NUMBER: _builtins.int
+    EXPENSES_CENTS_FIELD_NUMBER: _builtins.int
+    INPUT_TAX_CREDITS_CENTS_FIELD_NUMBER: _builtins.int
+    INSTALMENT_COUNT_FIELD_NUMBER: _builtins.int
+    INSTALMENTS_PAID_CENTS_FIELD_NUMBER: _builtins.int
+    NET_OWING_CENTS_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    invoice_count: _builtins.int
+    sales_subtotal_cents: _builtins.int
+    """invoice subtotals, before tax"""
+    taxable_sales_cents: _builtins.int
+    """the taxable part of them"""
+    gst_collected_cents: _builtins.int
+    """the invoices' stored tax snapshots"""
+    expense_count: _builtins.int
+    expenses_cents: _builtins.int
+    """paid, GST included"""
+    input_tax_credits_cents: _builtins.int
+    """the GST within the expenses"""
+    instalment_count: _builtins.int
+    instalments_paid_cents: _builtins.int
+    net_owing_cents: _builtins.int
+    """collected - credits - instalments; negative: a refund is due"""
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        invoice_count: _builtins.int = ...,
+        sales_subtotal_cents: _builtins.int = ...,
+        taxable_sales_cents: _builtins.int = ...,
+        gst_collected_cents: _builtins.int = ...,
+        expense_count: _builtins.int = ...,
+        expenses_cents: _builtins.int = ...,
+        input_tax_credits_cents: _builtins.int = ...,
+        instalment_count: _builtins.int = ...,
+        instalments_paid_cents: _builtins.int = ...,
+        net_owing_cents: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "expense_count", b"expense_count", "expenses_cents", b"expenses_cents", "gst_collected_cents", b"gst_collected_cents", "input_tax_credits_cents", b"input_tax_credits_cents", "instalment_count", b"instalment_count", "instalments_paid_cents", b"instalments_paid_cents", "invoice_count", b"invoice_count", "net_owing_cents", b"net_owing_cents", "sales_subtotal_cents", b"sales_subtotal_cents", "taxable_sales_cents", b"taxable_sales_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GstTotals: _TypeAlias = GstTotals  # noqa: Y015
+
+@_typing.final
+class GstReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    from_date: _builtins.str
+    to_date: _builtins.str
+    time_zone: _builtins.str
+    @_builtins.property
+    def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___GstTotals]: ...
+    def __init__(
+        self,
+        *,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        totals: _abc.Iterable[Global___GstTotals] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "time_zone", b"time_zone", "to_date", b"to_date", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GstReport: _TypeAlias = GstReport  # noqa: Y015
+
+@_typing.final
+class GetGstReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def period(self) -> Global___ReportPeriod: ...
+    def __init__(
+        self,
+        *,
+        period: Global___ReportPeriod | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGstReportRequest: _TypeAlias = GetGstReportRequest  # noqa: Y015
+
+@_typing.final
+class GetGstReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___GstReport: ...
+    def __init__(
+        self,
+        *,
+        report: Global___GstReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGstReportResponse: _TypeAlias = GetGstReportResponse  # noqa: Y015
+
+@_typing.final
+class ExpenseCategoryTotal(_message.Message):
+    """The expenses of one category, without their GST."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    NET_CENTS_FIELD_NUMBER: _builtins.int
+    GST_CENTS_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    count: _builtins.int
+    net_cents: _builtins.int
+    """amount less its GST"""
+    gst_cents: _builtins.int
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        count: _builtins.int = ...,
+        net_cents: _builtins.int = ...,
+        gst_cents: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "count", b"count", "gst_cents", b"gst_cents", "net_cents", b"net_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpenseCategoryTotal: _TypeAlias = ExpenseCategoryTotal  # noqa: Y015
+
+@_typing.final
+class ProfitAndLossTotals(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    INVOICE_COUNT_FIELD_NUMBER: _builtins.int
+    REVENUE_CENTS_FIELD_NUMBER: _builtins.int
+    TAX_COLLECTED_CENTS_FIELD_NUMBER: _builtins.int
+    EXPENSES_FIELD_NUMBER: _builtins.int
+    TOTAL_EXPENSES_CENTS_FIELD_NUMBER: _builtins.int
+    NET_PROFIT_CENTS_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    invoice_count: _builtins.int
+    revenue_cents: _builtins.int
+    """invoice subtotals, tax excluded"""
+    tax_collected_cents: _builtins.int
+    total_expenses_cents: _builtins.int
+    """net of GST"""
+    net_profit_cents: _builtins.int
+    """revenue - total expenses"""
+    @_builtins.property
+    def expenses(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExpenseCategoryTotal]: ...
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        invoice_count: _builtins.int = ...,
+        revenue_cents: _builtins.int = ...,
+        tax_collected_cents: _builtins.int = ...,
+        expenses: _abc.Iterable[Global___ExpenseCategoryTotal] | None = ...,
+        total_expenses_cents: _builtins.int = ...,
+        net_profit_cents: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "expenses", b"expenses", "invoice_count", b"invoice_count", "net_profit_cents", b"net_profit_cents", "revenue_cents", b"revenue_cents", "tax_collected_cents", b"tax_collected_cents", "total_expenses_cents", b"total_expenses_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProfitAndLossTotals: _TypeAlias = ProfitAndLossTotals  # noqa: Y015
+
+@_typing.final
+class ProfitAndLoss(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    from_date: _builtins.str
+    to_date: _builtins.str
+    time_zone: _builtins.str
+    @_builtins.property
+    def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProfitAndLossTotals]: ...
+    def __init__(
+        self,
+        *,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        totals: _abc.Iterable[Global___ProfitAndLossTotals] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "time_zone", b"time_zone", "to_date", b"to_date", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProfitAndLoss: _TypeAlias = ProfitAndLoss  # noqa: Y015
+
+@_typing.final
+class GetProfitAndLossRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def period(self) -> Global___ReportPeriod: ...
+    def __init__(
+        self,
+        *,
+        period: Global___ReportPeriod | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProfitAndLossRequest: _TypeAlias = GetProfitAndLossRequest  # noqa: Y015
+
+@_typing.final
+class GetProfitAndLossResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___ProfitAndLoss: ...
+    def __init__(
+        self,
+        *,
+        report: Global___ProfitAndLoss | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProfitAndLossResponse: _TypeAlias = GetProfitAndLossResponse  # noqa: Y015
+
+@_typing.final
+class SubscriptionPlan(_message.Message):
+    """=== subscription (grpc_subscription.py) ===
+
+    A plan the platform sells, with its limits.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    MAX_WORKERS_FIELD_NUMBER: _builtins.int
+    MAX_BOOKINGS_PER_MONTH_FIELD_NUMBER: _builtins.int
+    MAX_STORAGE_BYTES_FIELD_NUMBER: _builtins.int
+    MONTHLY_PRICE_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    name: _builtins.str
+    max_workers: _builtins.int
+    max_bookings_per_month: _builtins.int
+    max_storage_bytes: _builtins.int
+    monthly_price_cents: _builtins.int
+    currency: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        name: _builtins.str = ...,
+        max_workers: _builtins.int = ...,
+        max_bookings_per_month: _builtins.int = ...,
+        max_storage_bytes: _builtins.int = ...,
+        monthly_price_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "currency", b"currency", "max_bookings_per_month", b"max_bookings_per_month", "max_storage_bytes", b"max_storage_bytes", "max_workers", b"max_workers", "monthly_price_cents", b"monthly_price_cents", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriptionPlan: _TypeAlias = SubscriptionPlan  # noqa: Y015
+
+@_typing.final
+class Subscription(_message.Message):
+    """The org's subscription. The pause pair (reason, time) is the latest pause and the resume pair the
+    latest resume: both stay as history whatever the status is now.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAUSE_REASON_CODE_FIELD_NUMBER: _builtins.int
+    PAUSED_AT_FIELD_NUMBER: _builtins.int
+    RESUME_REASON_CODE_FIELD_NUMBER: _builtins.int
+    RESUMED_AT_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """active | paused"""
+    pause_reason_code: _builtins.str
+    resume_reason_code: _builtins.str
+    @_builtins.property
+    def plan(self) -> Global___SubscriptionPlan: ...
+    @_builtins.property
+    def paused_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resumed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        plan: Global___SubscriptionPlan | None = ...,
+        status: _builtins.str = ...,
+        pause_reason_code: _builtins.str = ...,
+        paused_at: _timestamp_pb2.Timestamp | None = ...,
+        resume_reason_code: _builtins.str = ...,
+        resumed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["paused_at", b"paused_at", "plan", b"plan", "resumed_at", b"resumed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pause_reason_code", b"pause_reason_code", "paused_at", b"paused_at", "plan", b"plan", "resume_reason_code", b"resume_reason_code", "resumed_at", b"resumed_at", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Subscription: _TypeAlias = Subscription  # noqa: Y015
+
+@_typing.final
+class ListPlansRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlansRequest: _TypeAlias = ListPlansRequest  # noqa: Y015
+
+@_typing.final
+class ListPlansResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLANS_FIELD_NUMBER: _builtins.int
+    DEFAULT_PLAN_CODE_FIELD_NUMBER: _builtins.int
+    default_plan_code: _builtins.str
+    @_builtins.property
+    def plans(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionPlan]: ...
+    def __init__(
+        self,
+        *,
+        plans: _abc.Iterable[Global___SubscriptionPlan] | None = ...,
+        default_plan_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_plan_code", b"default_plan_code", "plans", b"plans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlansResponse: _TypeAlias = ListPlansResponse  # noqa: Y015
+
+@_typing.final
+class GetSubscriptionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSubscriptionRequest: _TypeAlias = GetSubscriptionRequest  # noqa: Y015
+
+@_typing.final
+class GetSubscriptionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def subscription(self) -> Global___Subscription: ...
+    def __init__(
+        self,
+        *,
+        subscription: Global___Subscription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSubscriptionResponse: _TypeAlias = GetSubscriptionResponse  # noqa: Y015
+
+@_typing.final
+class PauseSubscriptionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    reason_code: _builtins.str
+    """1..64 characters"""
+    def __init__(
+        self,
+        *,
+        reason_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason_code", b"reason_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseSubscriptionRequest: _TypeAlias = PauseSubscriptionRequest  # noqa: Y015
+
+@_typing.final
+class PauseSubscriptionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def subscription(self) -> Global___Subscription: ...
+    def __init__(
+        self,
+        *,
+        subscription: Global___Subscription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseSubscriptionResponse: _TypeAlias = PauseSubscriptionResponse  # noqa: Y015
+
+@_typing.final
+class ResumeSubscriptionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    reason_code: _builtins.str
+    """1..64 characters"""
+    def __init__(
+        self,
+        *,
+        reason_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason_code", b"reason_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeSubscriptionRequest: _TypeAlias = ResumeSubscriptionRequest  # noqa: Y015
+
+@_typing.final
+class ResumeSubscriptionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def subscription(self) -> Global___Subscription: ...
+    def __init__(
+        self,
+        *,
+        subscription: Global___Subscription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeSubscriptionResponse: _TypeAlias = ResumeSubscriptionResponse  # noqa: Y015
+
+@_typing.final
+class ChangePlanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_CODE_FIELD_NUMBER: _builtins.int
+    plan_code: _builtins.str
+    def __init__(
+        self,
+        *,
+        plan_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_code", b"plan_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePlanRequest: _TypeAlias = ChangePlanRequest  # noqa: Y015
+
+@_typing.final
+class ChangePlanResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def subscription(self) -> Global___Subscription: ...
+    def __init__(
+        self,
+        *,
+        subscription: Global___Subscription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePlanResponse: _TypeAlias = ChangePlanResponse  # noqa: Y015
+
+@_typing.final
+class GetUsageReportRequest(_message.Message):
+    """=== usage (grpc_usage.py) ==="""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    """YYYY-MM; empty: the current month in the org's time zone."""
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["month", b"month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageReportRequest: _TypeAlias = GetUsageReportRequest  # noqa: Y015
+
+@_typing.final
+class UsageMetric(_message.Message):
+    """One metric of the report: the truth from its owning service against billing's recorded counter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    ACTUAL_FIELD_NUMBER: _builtins.int
+    CHECKED_FIELD_NUMBER: _builtins.int
+    NOT_CHECKED_REASON_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    OVER_LIMIT_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_FIELD_NUMBER: _builtins.int
+    DRIFT_DETECTED_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    """workers | bookings | storage_bytes"""
+    recorded: _builtins.int
+    """the sum of the recorded deltas (workers, storage: all time; bookings: the month)"""
+    actual: _builtins.int
+    """the owning service's count; 0 when not checked"""
+    checked: _builtins.bool
+    """false: no owning service could be asked (storage until media exists)"""
+    not_checked_reason: _builtins.str
+    limit: _builtins.int
+    """the plan's limit"""
+    used: _builtins.int
+    """what the limit is measured against: actual when checked, else recorded"""
+    over_limit: _builtins.bool
+    """used > limit"""
+    difference: _builtins.int
+    """recorded - actual (0 when not checked)"""
+    drift_detected: _builtins.bool
+    """checked and difference != 0"""
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        recorded: _builtins.int = ...,
+        actual: _builtins.int = ...,
+        checked: _builtins.bool = ...,
+        not_checked_reason: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        used: _builtins.int = ...,
+        over_limit: _builtins.bool = ...,
+        difference: _builtins.int = ...,
+        drift_detected: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "checked", b"checked", "difference", b"difference", "drift_detected", b"drift_detected", "limit", b"limit", "metric", b"metric", "not_checked_reason", b"not_checked_reason", "over_limit", b"over_limit", "recorded", b"recorded", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageMetric: _TypeAlias = UsageMetric  # noqa: Y015
+
+@_typing.final
+class UsageReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    MONTH_START_FIELD_NUMBER: _builtins.int
+    MONTH_END_FIELD_NUMBER: _builtins.int
+    PLAN_CODE_FIELD_NUMBER: _builtins.int
+    PLAN_NAME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_STATUS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    DRIFT_DETECTED_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    """YYYY-MM"""
+    time_zone: _builtins.str
+    plan_code: _builtins.str
+    plan_name: _builtins.str
+    subscription_status: _builtins.str
+    """active | paused"""
+    drift_detected: _builtins.bool
+    """any metric"""
+    @_builtins.property
+    def month_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def month_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageMetric]: ...
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        month_start: _timestamp_pb2.Timestamp | None = ...,
+        month_end: _timestamp_pb2.Timestamp | None = ...,
+        plan_code: _builtins.str = ...,
+        plan_name: _builtins.str = ...,
+        subscription_status: _builtins.str = ...,
+        metrics: _abc.Iterable[Global___UsageMetric] | None = ...,
+        drift_detected: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["month_end", b"month_end", "month_start", b"month_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drift_detected", b"drift_detected", "metrics", b"metrics", "month", b"month", "month_end", b"month_end", "month_start", b"month_start", "plan_code", b"plan_code", "plan_name", b"plan_name", "subscription_status", b"subscription_status", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageReport: _TypeAlias = UsageReport  # noqa: Y015
+
+@_typing.final
+class GetUsageReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___UsageReport: ...
+    def __init__(
+        self,
+        *,
+        report: Global___UsageReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageReportResponse: _TypeAlias = GetUsageReportResponse  # noqa: Y015

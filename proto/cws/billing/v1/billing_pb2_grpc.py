@@ -173,6 +173,111 @@ class BillingServiceStub:
                 request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.BackfillFromBookingsRequest.SerializeToString,
                 response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.BackfillFromBookingsResponse.FromString,
                 _registered_method=True)
+        self.ExportAccountingCsv = channel.unary_unary(
+                '/cws.billing.v1.BillingService/ExportAccountingCsv',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ExportAccountingCsvRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ExportAccountingCsvResponse.FromString,
+                _registered_method=True)
+        self.RunAccountingExport = channel.unary_unary(
+                '/cws.billing.v1.BillingService/RunAccountingExport',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.RunAccountingExportRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.RunAccountingExportResponse.FromString,
+                _registered_method=True)
+        self.CreateExpense = channel.unary_unary(
+                '/cws.billing.v1.BillingService/CreateExpense',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.CreateExpenseRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.CreateExpenseResponse.FromString,
+                _registered_method=True)
+        self.ListExpenses = channel.unary_unary(
+                '/cws.billing.v1.BillingService/ListExpenses',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListExpensesRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListExpensesResponse.FromString,
+                _registered_method=True)
+        self.GetExpense = channel.unary_unary(
+                '/cws.billing.v1.BillingService/GetExpense',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetExpenseRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetExpenseResponse.FromString,
+                _registered_method=True)
+        self.UpdateExpense = channel.unary_unary(
+                '/cws.billing.v1.BillingService/UpdateExpense',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.UpdateExpenseRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.UpdateExpenseResponse.FromString,
+                _registered_method=True)
+        self.DeleteExpense = channel.unary_unary(
+                '/cws.billing.v1.BillingService/DeleteExpense',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.DeleteExpenseRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.DeleteExpenseResponse.FromString,
+                _registered_method=True)
+        self.CreateTaxInstalment = channel.unary_unary(
+                '/cws.billing.v1.BillingService/CreateTaxInstalment',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.CreateTaxInstalmentRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.CreateTaxInstalmentResponse.FromString,
+                _registered_method=True)
+        self.ListTaxInstalments = channel.unary_unary(
+                '/cws.billing.v1.BillingService/ListTaxInstalments',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListTaxInstalmentsRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListTaxInstalmentsResponse.FromString,
+                _registered_method=True)
+        self.GetTaxInstalment = channel.unary_unary(
+                '/cws.billing.v1.BillingService/GetTaxInstalment',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetTaxInstalmentRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetTaxInstalmentResponse.FromString,
+                _registered_method=True)
+        self.UpdateTaxInstalment = channel.unary_unary(
+                '/cws.billing.v1.BillingService/UpdateTaxInstalment',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.UpdateTaxInstalmentRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.UpdateTaxInstalmentResponse.FromString,
+                _registered_method=True)
+        self.DeleteTaxInstalment = channel.unary_unary(
+                '/cws.billing.v1.BillingService/DeleteTaxInstalment',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.DeleteTaxInstalmentRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.DeleteTaxInstalmentResponse.FromString,
+                _registered_method=True)
+        self.ExportGst = channel.unary_unary(
+                '/cws.billing.v1.BillingService/ExportGst',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ExportGstRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ExportGstResponse.FromString,
+                _registered_method=True)
+        self.GetGstReport = channel.unary_unary(
+                '/cws.billing.v1.BillingService/GetGstReport',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetGstReportRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetGstReportResponse.FromString,
+                _registered_method=True)
+        self.GetProfitAndLoss = channel.unary_unary(
+                '/cws.billing.v1.BillingService/GetProfitAndLoss',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetProfitAndLossRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetProfitAndLossResponse.FromString,
+                _registered_method=True)
+        self.ListPlans = channel.unary_unary(
+                '/cws.billing.v1.BillingService/ListPlans',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListPlansRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListPlansResponse.FromString,
+                _registered_method=True)
+        self.GetSubscription = channel.unary_unary(
+                '/cws.billing.v1.BillingService/GetSubscription',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.PauseSubscription = channel.unary_unary(
+                '/cws.billing.v1.BillingService/PauseSubscription',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.PauseSubscriptionRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.PauseSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.ResumeSubscription = channel.unary_unary(
+                '/cws.billing.v1.BillingService/ResumeSubscription',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ResumeSubscriptionRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ResumeSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.ChangePlan = channel.unary_unary(
+                '/cws.billing.v1.BillingService/ChangePlan',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ChangePlanRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ChangePlanResponse.FromString,
+                _registered_method=True)
+        self.GetUsageReport = channel.unary_unary(
+                '/cws.billing.v1.BillingService/GetUsageReport',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetUsageReportRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetUsageReportResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -351,6 +456,147 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportAccountingCsv(self, request, context):
+        """Accounting export (grpc_accounting.py): the accounting CSV in keyset pages, the monthly export job.
+        OWNER, ADMIN, FINANCE: one keyset page of the accounting CSV (the header row on the first page);
+        the gateway streams page after page. INVALID_ARGUMENT for from after to, an unknown status, DRAFT,
+        a page_size out of 1..10000 or a cursor this call did not give.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunAccountingExport(self, request, context):
+        """The jobs service only (service:jobs): the `accounting-export` job's run for one org. Exports a
+        month's CSV once (to notify: an export webhook or a stored export); a month exported already is
+        skipped. FAILED_PRECONDITION accounting_export_too_large when the CSV exceeds a gRPC message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateExpense(self, request, context):
+        """Finance books and tax reports (grpc_finance.py): expenses, GST instalments, the GST ZIP, P&L and GST.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExpenses(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExpense(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateExpense(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteExpense(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTaxInstalment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaxInstalments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTaxInstalment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTaxInstalment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTaxInstalment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportGst(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGstReport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProfitAndLoss(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlans(self, request, context):
+        """The suite's own subscription (grpc_subscription.py): plans, the org's status, pause and resume.
+        Any staff: the plans the platform sells, with their limits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSubscription(self, request, context):
+        """OWNER, ADMIN, FINANCE: the org's plan and status (seed 002's playbook fields).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSubscription(self, request, context):
+        """OWNER, ADMIN, FINANCE: active -> paused (FAILED_PRECONDITION already_paused otherwise); the plan is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSubscription(self, request, context):
+        """OWNER, ADMIN, FINANCE: paused -> active (FAILED_PRECONDITION not_paused otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePlan(self, request, context):
+        """OWNER only: another plan; the status is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsageReport(self, request, context):
+        """Usage (grpc_usage.py): usage counters recorded from domain events, the usage report with drift.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -488,6 +734,111 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.BackfillFromBookings,
                     request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.BackfillFromBookingsRequest.FromString,
                     response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.BackfillFromBookingsResponse.SerializeToString,
+            ),
+            'ExportAccountingCsv': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportAccountingCsv,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ExportAccountingCsvRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ExportAccountingCsvResponse.SerializeToString,
+            ),
+            'RunAccountingExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunAccountingExport,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.RunAccountingExportRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.RunAccountingExportResponse.SerializeToString,
+            ),
+            'CreateExpense': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExpense,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.CreateExpenseRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.CreateExpenseResponse.SerializeToString,
+            ),
+            'ListExpenses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExpenses,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListExpensesRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListExpensesResponse.SerializeToString,
+            ),
+            'GetExpense': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExpense,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetExpenseRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetExpenseResponse.SerializeToString,
+            ),
+            'UpdateExpense': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateExpense,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.UpdateExpenseRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.UpdateExpenseResponse.SerializeToString,
+            ),
+            'DeleteExpense': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteExpense,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.DeleteExpenseRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.DeleteExpenseResponse.SerializeToString,
+            ),
+            'CreateTaxInstalment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTaxInstalment,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.CreateTaxInstalmentRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.CreateTaxInstalmentResponse.SerializeToString,
+            ),
+            'ListTaxInstalments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaxInstalments,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListTaxInstalmentsRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListTaxInstalmentsResponse.SerializeToString,
+            ),
+            'GetTaxInstalment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaxInstalment,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetTaxInstalmentRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetTaxInstalmentResponse.SerializeToString,
+            ),
+            'UpdateTaxInstalment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTaxInstalment,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.UpdateTaxInstalmentRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.UpdateTaxInstalmentResponse.SerializeToString,
+            ),
+            'DeleteTaxInstalment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTaxInstalment,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.DeleteTaxInstalmentRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.DeleteTaxInstalmentResponse.SerializeToString,
+            ),
+            'ExportGst': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportGst,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ExportGstRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ExportGstResponse.SerializeToString,
+            ),
+            'GetGstReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGstReport,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetGstReportRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetGstReportResponse.SerializeToString,
+            ),
+            'GetProfitAndLoss': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProfitAndLoss,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetProfitAndLossRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetProfitAndLossResponse.SerializeToString,
+            ),
+            'ListPlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlans,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListPlansRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ListPlansResponse.SerializeToString,
+            ),
+            'GetSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubscription,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionResponse.SerializeToString,
+            ),
+            'PauseSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSubscription,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.PauseSubscriptionRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.PauseSubscriptionResponse.SerializeToString,
+            ),
+            'ResumeSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSubscription,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ResumeSubscriptionRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ResumeSubscriptionResponse.SerializeToString,
+            ),
+            'ChangePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePlan,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.ChangePlanRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.ChangePlanResponse.SerializeToString,
+            ),
+            'GetUsageReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageReport,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetUsageReportRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.GetUsageReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1223,6 +1574,573 @@ class BillingService:
             '/cws.billing.v1.BillingService/BackfillFromBookings',
             cws_dot_billing_dot_v1_dot_billing__pb2.BackfillFromBookingsRequest.SerializeToString,
             cws_dot_billing_dot_v1_dot_billing__pb2.BackfillFromBookingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportAccountingCsv(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/ExportAccountingCsv',
+            cws_dot_billing_dot_v1_dot_billing__pb2.ExportAccountingCsvRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.ExportAccountingCsvResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunAccountingExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/RunAccountingExport',
+            cws_dot_billing_dot_v1_dot_billing__pb2.RunAccountingExportRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.RunAccountingExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExpense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/CreateExpense',
+            cws_dot_billing_dot_v1_dot_billing__pb2.CreateExpenseRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.CreateExpenseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExpenses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/ListExpenses',
+            cws_dot_billing_dot_v1_dot_billing__pb2.ListExpensesRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.ListExpensesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExpense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/GetExpense',
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetExpenseRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetExpenseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateExpense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/UpdateExpense',
+            cws_dot_billing_dot_v1_dot_billing__pb2.UpdateExpenseRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.UpdateExpenseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteExpense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/DeleteExpense',
+            cws_dot_billing_dot_v1_dot_billing__pb2.DeleteExpenseRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.DeleteExpenseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTaxInstalment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/CreateTaxInstalment',
+            cws_dot_billing_dot_v1_dot_billing__pb2.CreateTaxInstalmentRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.CreateTaxInstalmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaxInstalments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/ListTaxInstalments',
+            cws_dot_billing_dot_v1_dot_billing__pb2.ListTaxInstalmentsRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.ListTaxInstalmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaxInstalment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/GetTaxInstalment',
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetTaxInstalmentRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetTaxInstalmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTaxInstalment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/UpdateTaxInstalment',
+            cws_dot_billing_dot_v1_dot_billing__pb2.UpdateTaxInstalmentRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.UpdateTaxInstalmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTaxInstalment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/DeleteTaxInstalment',
+            cws_dot_billing_dot_v1_dot_billing__pb2.DeleteTaxInstalmentRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.DeleteTaxInstalmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportGst(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/ExportGst',
+            cws_dot_billing_dot_v1_dot_billing__pb2.ExportGstRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.ExportGstResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGstReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/GetGstReport',
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetGstReportRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetGstReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProfitAndLoss(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/GetProfitAndLoss',
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetProfitAndLossRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetProfitAndLossResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/ListPlans',
+            cws_dot_billing_dot_v1_dot_billing__pb2.ListPlansRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.ListPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/GetSubscription',
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/PauseSubscription',
+            cws_dot_billing_dot_v1_dot_billing__pb2.PauseSubscriptionRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.PauseSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/ResumeSubscription',
+            cws_dot_billing_dot_v1_dot_billing__pb2.ResumeSubscriptionRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.ResumeSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/ChangePlan',
+            cws_dot_billing_dot_v1_dot_billing__pb2.ChangePlanRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.ChangePlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsageReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/GetUsageReport',
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetUsageReportRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.GetUsageReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

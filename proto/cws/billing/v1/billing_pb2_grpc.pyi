@@ -71,6 +71,45 @@ class BillingServiceStub:
     MarkOverdue: _grpc.UnaryUnaryMultiCallable[_billing_pb2.MarkOverdueRequest, _billing_pb2.MarkOverdueResponse]
     """Scheduled (jobs, service context): SENT past due -> OVERDUE; drafts for completed bookings."""
     BackfillFromBookings: _grpc.UnaryUnaryMultiCallable[_billing_pb2.BackfillFromBookingsRequest, _billing_pb2.BackfillFromBookingsResponse]
+    ExportAccountingCsv: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ExportAccountingCsvRequest, _billing_pb2.ExportAccountingCsvResponse]
+    """Accounting export (grpc_accounting.py): the accounting CSV in keyset pages, the monthly export job.
+    OWNER, ADMIN, FINANCE: one keyset page of the accounting CSV (the header row on the first page);
+    the gateway streams page after page. INVALID_ARGUMENT for from after to, an unknown status, DRAFT,
+    a page_size out of 1..10000 or a cursor this call did not give.
+    """
+    RunAccountingExport: _grpc.UnaryUnaryMultiCallable[_billing_pb2.RunAccountingExportRequest, _billing_pb2.RunAccountingExportResponse]
+    """The jobs service only (service:jobs): the `accounting-export` job's run for one org. Exports a
+    month's CSV once (to notify: an export webhook or a stored export); a month exported already is
+    skipped. FAILED_PRECONDITION accounting_export_too_large when the CSV exceeds a gRPC message.
+    """
+    CreateExpense: _grpc.UnaryUnaryMultiCallable[_billing_pb2.CreateExpenseRequest, _billing_pb2.CreateExpenseResponse]
+    """Finance books and tax reports (grpc_finance.py): expenses, GST instalments, the GST ZIP, P&L and GST."""
+    ListExpenses: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListExpensesRequest, _billing_pb2.ListExpensesResponse]
+    GetExpense: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetExpenseRequest, _billing_pb2.GetExpenseResponse]
+    UpdateExpense: _grpc.UnaryUnaryMultiCallable[_billing_pb2.UpdateExpenseRequest, _billing_pb2.UpdateExpenseResponse]
+    DeleteExpense: _grpc.UnaryUnaryMultiCallable[_billing_pb2.DeleteExpenseRequest, _billing_pb2.DeleteExpenseResponse]
+    CreateTaxInstalment: _grpc.UnaryUnaryMultiCallable[_billing_pb2.CreateTaxInstalmentRequest, _billing_pb2.CreateTaxInstalmentResponse]
+    ListTaxInstalments: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListTaxInstalmentsRequest, _billing_pb2.ListTaxInstalmentsResponse]
+    GetTaxInstalment: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetTaxInstalmentRequest, _billing_pb2.GetTaxInstalmentResponse]
+    UpdateTaxInstalment: _grpc.UnaryUnaryMultiCallable[_billing_pb2.UpdateTaxInstalmentRequest, _billing_pb2.UpdateTaxInstalmentResponse]
+    DeleteTaxInstalment: _grpc.UnaryUnaryMultiCallable[_billing_pb2.DeleteTaxInstalmentRequest, _billing_pb2.DeleteTaxInstalmentResponse]
+    ExportGst: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ExportGstRequest, _billing_pb2.ExportGstResponse]
+    GetGstReport: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetGstReportRequest, _billing_pb2.GetGstReportResponse]
+    GetProfitAndLoss: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetProfitAndLossRequest, _billing_pb2.GetProfitAndLossResponse]
+    ListPlans: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListPlansRequest, _billing_pb2.ListPlansResponse]
+    """The suite's own subscription (grpc_subscription.py): plans, the org's status, pause and resume.
+    Any staff: the plans the platform sells, with their limits.
+    """
+    GetSubscription: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetSubscriptionRequest, _billing_pb2.GetSubscriptionResponse]
+    """OWNER, ADMIN, FINANCE: the org's plan and status (seed 002's playbook fields)."""
+    PauseSubscription: _grpc.UnaryUnaryMultiCallable[_billing_pb2.PauseSubscriptionRequest, _billing_pb2.PauseSubscriptionResponse]
+    """OWNER, ADMIN, FINANCE: active -> paused (FAILED_PRECONDITION already_paused otherwise); the plan is kept."""
+    ResumeSubscription: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ResumeSubscriptionRequest, _billing_pb2.ResumeSubscriptionResponse]
+    """OWNER, ADMIN, FINANCE: paused -> active (FAILED_PRECONDITION not_paused otherwise)."""
+    ChangePlan: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ChangePlanRequest, _billing_pb2.ChangePlanResponse]
+    """OWNER only: another plan; the status is kept."""
+    GetUsageReport: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetUsageReportRequest, _billing_pb2.GetUsageReportResponse]
+    """Usage (grpc_usage.py): usage counters recorded from domain events, the usage report with drift."""
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -115,6 +154,45 @@ class BillingServiceAsyncStub(BillingServiceStub):
     MarkOverdue: _aio.UnaryUnaryMultiCallable[_billing_pb2.MarkOverdueRequest, _billing_pb2.MarkOverdueResponse]  # type: ignore[assignment]
     """Scheduled (jobs, service context): SENT past due -> OVERDUE; drafts for completed bookings."""
     BackfillFromBookings: _aio.UnaryUnaryMultiCallable[_billing_pb2.BackfillFromBookingsRequest, _billing_pb2.BackfillFromBookingsResponse]  # type: ignore[assignment]
+    ExportAccountingCsv: _aio.UnaryUnaryMultiCallable[_billing_pb2.ExportAccountingCsvRequest, _billing_pb2.ExportAccountingCsvResponse]  # type: ignore[assignment]
+    """Accounting export (grpc_accounting.py): the accounting CSV in keyset pages, the monthly export job.
+    OWNER, ADMIN, FINANCE: one keyset page of the accounting CSV (the header row on the first page);
+    the gateway streams page after page. INVALID_ARGUMENT for from after to, an unknown status, DRAFT,
+    a page_size out of 1..10000 or a cursor this call did not give.
+    """
+    RunAccountingExport: _aio.UnaryUnaryMultiCallable[_billing_pb2.RunAccountingExportRequest, _billing_pb2.RunAccountingExportResponse]  # type: ignore[assignment]
+    """The jobs service only (service:jobs): the `accounting-export` job's run for one org. Exports a
+    month's CSV once (to notify: an export webhook or a stored export); a month exported already is
+    skipped. FAILED_PRECONDITION accounting_export_too_large when the CSV exceeds a gRPC message.
+    """
+    CreateExpense: _aio.UnaryUnaryMultiCallable[_billing_pb2.CreateExpenseRequest, _billing_pb2.CreateExpenseResponse]  # type: ignore[assignment]
+    """Finance books and tax reports (grpc_finance.py): expenses, GST instalments, the GST ZIP, P&L and GST."""
+    ListExpenses: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListExpensesRequest, _billing_pb2.ListExpensesResponse]  # type: ignore[assignment]
+    GetExpense: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetExpenseRequest, _billing_pb2.GetExpenseResponse]  # type: ignore[assignment]
+    UpdateExpense: _aio.UnaryUnaryMultiCallable[_billing_pb2.UpdateExpenseRequest, _billing_pb2.UpdateExpenseResponse]  # type: ignore[assignment]
+    DeleteExpense: _aio.UnaryUnaryMultiCallable[_billing_pb2.DeleteExpenseRequest, _billing_pb2.DeleteExpenseResponse]  # type: ignore[assignment]
+    CreateTaxInstalment: _aio.UnaryUnaryMultiCallable[_billing_pb2.CreateTaxInstalmentRequest, _billing_pb2.CreateTaxInstalmentResponse]  # type: ignore[assignment]
+    ListTaxInstalments: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListTaxInstalmentsRequest, _billing_pb2.ListTaxInstalmentsResponse]  # type: ignore[assignment]
+    GetTaxInstalment: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetTaxInstalmentRequest, _billing_pb2.GetTaxInstalmentResponse]  # type: ignore[assignment]
+    UpdateTaxInstalment: _aio.UnaryUnaryMultiCallable[_billing_pb2.UpdateTaxInstalmentRequest, _billing_pb2.UpdateTaxInstalmentResponse]  # type: ignore[assignment]
+    DeleteTaxInstalment: _aio.UnaryUnaryMultiCallable[_billing_pb2.DeleteTaxInstalmentRequest, _billing_pb2.DeleteTaxInstalmentResponse]  # type: ignore[assignment]
+    ExportGst: _aio.UnaryUnaryMultiCallable[_billing_pb2.ExportGstRequest, _billing_pb2.ExportGstResponse]  # type: ignore[assignment]
+    GetGstReport: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetGstReportRequest, _billing_pb2.GetGstReportResponse]  # type: ignore[assignment]
+    GetProfitAndLoss: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetProfitAndLossRequest, _billing_pb2.GetProfitAndLossResponse]  # type: ignore[assignment]
+    ListPlans: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListPlansRequest, _billing_pb2.ListPlansResponse]  # type: ignore[assignment]
+    """The suite's own subscription (grpc_subscription.py): plans, the org's status, pause and resume.
+    Any staff: the plans the platform sells, with their limits.
+    """
+    GetSubscription: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetSubscriptionRequest, _billing_pb2.GetSubscriptionResponse]  # type: ignore[assignment]
+    """OWNER, ADMIN, FINANCE: the org's plan and status (seed 002's playbook fields)."""
+    PauseSubscription: _aio.UnaryUnaryMultiCallable[_billing_pb2.PauseSubscriptionRequest, _billing_pb2.PauseSubscriptionResponse]  # type: ignore[assignment]
+    """OWNER, ADMIN, FINANCE: active -> paused (FAILED_PRECONDITION already_paused otherwise); the plan is kept."""
+    ResumeSubscription: _aio.UnaryUnaryMultiCallable[_billing_pb2.ResumeSubscriptionRequest, _billing_pb2.ResumeSubscriptionResponse]  # type: ignore[assignment]
+    """OWNER, ADMIN, FINANCE: paused -> active (FAILED_PRECONDITION not_paused otherwise)."""
+    ChangePlan: _aio.UnaryUnaryMultiCallable[_billing_pb2.ChangePlanRequest, _billing_pb2.ChangePlanResponse]  # type: ignore[assignment]
+    """OWNER only: another plan; the status is kept."""
+    GetUsageReport: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetUsageReportRequest, _billing_pb2.GetUsageReportResponse]  # type: ignore[assignment]
+    """Usage (grpc_usage.py): usage counters recorded from domain events, the usage report with drift."""
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Invoices with their tax snapshots, payments (manual and Stripe), refunds, Stripe Checkout and
@@ -318,5 +396,170 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _billing_pb2.BackfillFromBookingsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_billing_pb2.BackfillFromBookingsResponse, _abc.Awaitable[_billing_pb2.BackfillFromBookingsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExportAccountingCsv(
+        self,
+        request: _billing_pb2.ExportAccountingCsvRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ExportAccountingCsvResponse, _abc.Awaitable[_billing_pb2.ExportAccountingCsvResponse]]:
+        """Accounting export (grpc_accounting.py): the accounting CSV in keyset pages, the monthly export job.
+        OWNER, ADMIN, FINANCE: one keyset page of the accounting CSV (the header row on the first page);
+        the gateway streams page after page. INVALID_ARGUMENT for from after to, an unknown status, DRAFT,
+        a page_size out of 1..10000 or a cursor this call did not give.
+        """
+
+    @_abc_1.abstractmethod
+    def RunAccountingExport(
+        self,
+        request: _billing_pb2.RunAccountingExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.RunAccountingExportResponse, _abc.Awaitable[_billing_pb2.RunAccountingExportResponse]]:
+        """The jobs service only (service:jobs): the `accounting-export` job's run for one org. Exports a
+        month's CSV once (to notify: an export webhook or a stored export); a month exported already is
+        skipped. FAILED_PRECONDITION accounting_export_too_large when the CSV exceeds a gRPC message.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateExpense(
+        self,
+        request: _billing_pb2.CreateExpenseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.CreateExpenseResponse, _abc.Awaitable[_billing_pb2.CreateExpenseResponse]]:
+        """Finance books and tax reports (grpc_finance.py): expenses, GST instalments, the GST ZIP, P&L and GST."""
+
+    @_abc_1.abstractmethod
+    def ListExpenses(
+        self,
+        request: _billing_pb2.ListExpensesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ListExpensesResponse, _abc.Awaitable[_billing_pb2.ListExpensesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetExpense(
+        self,
+        request: _billing_pb2.GetExpenseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetExpenseResponse, _abc.Awaitable[_billing_pb2.GetExpenseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateExpense(
+        self,
+        request: _billing_pb2.UpdateExpenseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.UpdateExpenseResponse, _abc.Awaitable[_billing_pb2.UpdateExpenseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteExpense(
+        self,
+        request: _billing_pb2.DeleteExpenseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.DeleteExpenseResponse, _abc.Awaitable[_billing_pb2.DeleteExpenseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateTaxInstalment(
+        self,
+        request: _billing_pb2.CreateTaxInstalmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.CreateTaxInstalmentResponse, _abc.Awaitable[_billing_pb2.CreateTaxInstalmentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListTaxInstalments(
+        self,
+        request: _billing_pb2.ListTaxInstalmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ListTaxInstalmentsResponse, _abc.Awaitable[_billing_pb2.ListTaxInstalmentsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetTaxInstalment(
+        self,
+        request: _billing_pb2.GetTaxInstalmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetTaxInstalmentResponse, _abc.Awaitable[_billing_pb2.GetTaxInstalmentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateTaxInstalment(
+        self,
+        request: _billing_pb2.UpdateTaxInstalmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.UpdateTaxInstalmentResponse, _abc.Awaitable[_billing_pb2.UpdateTaxInstalmentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteTaxInstalment(
+        self,
+        request: _billing_pb2.DeleteTaxInstalmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.DeleteTaxInstalmentResponse, _abc.Awaitable[_billing_pb2.DeleteTaxInstalmentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExportGst(
+        self,
+        request: _billing_pb2.ExportGstRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ExportGstResponse, _abc.Awaitable[_billing_pb2.ExportGstResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetGstReport(
+        self,
+        request: _billing_pb2.GetGstReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetGstReportResponse, _abc.Awaitable[_billing_pb2.GetGstReportResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetProfitAndLoss(
+        self,
+        request: _billing_pb2.GetProfitAndLossRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetProfitAndLossResponse, _abc.Awaitable[_billing_pb2.GetProfitAndLossResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPlans(
+        self,
+        request: _billing_pb2.ListPlansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ListPlansResponse, _abc.Awaitable[_billing_pb2.ListPlansResponse]]:
+        """The suite's own subscription (grpc_subscription.py): plans, the org's status, pause and resume.
+        Any staff: the plans the platform sells, with their limits.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSubscription(
+        self,
+        request: _billing_pb2.GetSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetSubscriptionResponse, _abc.Awaitable[_billing_pb2.GetSubscriptionResponse]]:
+        """OWNER, ADMIN, FINANCE: the org's plan and status (seed 002's playbook fields)."""
+
+    @_abc_1.abstractmethod
+    def PauseSubscription(
+        self,
+        request: _billing_pb2.PauseSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.PauseSubscriptionResponse, _abc.Awaitable[_billing_pb2.PauseSubscriptionResponse]]:
+        """OWNER, ADMIN, FINANCE: active -> paused (FAILED_PRECONDITION already_paused otherwise); the plan is kept."""
+
+    @_abc_1.abstractmethod
+    def ResumeSubscription(
+        self,
+        request: _billing_pb2.ResumeSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ResumeSubscriptionResponse, _abc.Awaitable[_billing_pb2.ResumeSubscriptionResponse]]:
+        """OWNER, ADMIN, FINANCE: paused -> active (FAILED_PRECONDITION not_paused otherwise)."""
+
+    @_abc_1.abstractmethod
+    def ChangePlan(
+        self,
+        request: _billing_pb2.ChangePlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ChangePlanResponse, _abc.Awaitable[_billing_pb2.ChangePlanResponse]]:
+        """OWNER only: another plan; the status is kept."""
+
+    @_abc_1.abstractmethod
+    def GetUsageReport(
+        self,
+        request: _billing_pb2.GetUsageReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetUsageReportResponse, _abc.Awaitable[_billing_pb2.GetUsageReportResponse]]:
+        """Usage (grpc_usage.py): usage counters recorded from domain events, the usage report with drift."""
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
