@@ -58,6 +58,9 @@ class BillingSettings(CommonSettings):
     stripe_events_poll_seconds: float = Field(default=2.0, gt=0, le=300)
     # The plan (a row of billing.plans) of an org that never changed plan.
     subscription_default_plan: str = Field(default="starter", min_length=1, max_length=32)
+    # Rows per page of the accounting CSV (services/billing/accounting.py): each page is one short read
+    # transaction and one gRPC answer, so this bounds billing's and the gateway's memory per export.
+    accounting_export_page_size: int = Field(default=2000, ge=1, le=10_000)
 
     def secrets_to_check(self) -> dict[str, str]:
         # Only in prod, and only when Stripe is on: an org may invoice without card payments.

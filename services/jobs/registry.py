@@ -1,6 +1,6 @@
 """The jobs the scheduler knows. Each is one gRPC call to the service that owns the data, made per
-org when the data is tenant data; a later job (accounting-export, gcal-sync, qbo-sync) joins by
-adding one entry to REGISTRY.
+org when the data is tenant data; a later job (gcal-sync, qbo-sync) joins by adding one entry to
+REGISTRY, as accounting-export did.
 
 A job's work takes the peers and calls a typed stub method; it never says who it acts as: the runner
 (execution.py) makes every call of a per-org job inside `acting_as(service_context("jobs", org_id))`
@@ -103,6 +103,13 @@ async def invoices_overdue(peers: Peers) -> dict[str, int]:
     return counts(await peers.billing.stub.MarkOverdue(billing_pb2.MarkOverdueRequest()))
 
 
+async def accounting_export(peers: Peers) -> dict[str, int]:
+    # Billing exports the previous month (in the org's zone) once, recorded per org and month, so the
+    # daily run sends each month on the first run after it ends and skips it ever after.
+    request = billing_pb2.RunAccountingExportRequest()
+    return counts(await peers.billing.stub.RunAccountingExport(request))
+
+
 async def storage_janitor(peers: Peers) -> dict[str, int]:
     # Seed 004 runs it beside outbox-delivery; until the media service exists there is nothing to
     # clean, and saying so beats pretending it ran.
@@ -124,6 +131,9 @@ REGISTRY: tuple[Job, ...] = (
     # Hourly, though its effect is daily: billing marks against today in each org's own zone, so an
     # hourly run marks an invoice within the hour its org's day turns, wherever the org is.
     Job("invoices-overdue", 3600, per_org=True, run=invoices_overdue),
+    # Daily: the month an org's export covers turns over at its own midnight; a day late is fine for
+    # month-end books, and a run that finds the month exported does nothing.
+    Job("accounting-export", 86400, per_org=True, run=accounting_export),
 )
 
 JOB_NAMES = tuple(job.name for job in REGISTRY)

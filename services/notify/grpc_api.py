@@ -2,7 +2,9 @@
 reminders and digests in grpc_scheduled.py (ScheduledApi).
 
 Every RPC acts in the caller's org (row-level security makes another org's ids not found). The
-operator RPCs are for MANAGERS only (OWNER, ADMIN; suite services call with role ADMIN)."""
+operator RPCs are for MANAGERS only (OWNER, ADMIN; suite services call with role ADMIN). Exports other
+services hand over (QueueExport) are taken from suite services only, and the stored ones are read by
+finance staff (FINANCE_STAFF)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from libs.common import context as request_context
 from libs.common.convert import page, to_ts, to_ts_or_none
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import invalid
-from libs.common.roles import DISPATCH, MANAGERS
-from services.notify import outbox
+from libs.common.roles import DISPATCH, FINANCE_STAFF, MANAGERS
+from services.notify import exports, outbox
 from services.notify.delivery.loop import Delivery
 from services.notify.grpc_scheduled import ScheduledApi
 from services.notify.peers import Peers
@@ -64,6 +66,18 @@ def dead_letter_proto(row: Row[Any]) -> notify_pb2.DeadLetterItem:
         attempts=row.attempts,
         last_error=row.last_error or "",
         created_at=to_ts(row.created_at),
+    )
+
+
+def stored_export_proto(found: exports.StoredExport) -> notify_pb2.StoredExport:
+    return notify_pb2.StoredExport(
+        id=str(found.id),
+        mode=found.mode,
+        period=found.period,
+        filename=found.filename,
+        rows=found.rows,
+        bytes=found.bytes,
+        created_at=to_ts(found.created_at),
     )
 
 
@@ -191,3 +205,42 @@ class NotifyServicer(ScheduledApi, notify_pb2_grpc.NotifyServiceServicer):
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             deleted = await outbox.retention_cleanup(uow, self.settings)
         return notify_pb2.RetentionCleanupResponse(deleted=deleted)
+
+    # --- exports of other services (billing's accounting CSV) and their review ---------------------
+
+    async def QueueExport(
+        self, request: notify_pb2.QueueExportRequest, context: Any
+    ) -> notify_pb2.QueueExportResponse:
+        # Only suite services hand over exports: a person's export goes through the service that
+        # owns its data (a finance user downloads the accounting CSV from billing directly).
+        request_context.require_service()
+        export = exports.ExportIn(
+            mode=request.mode,
+            period=request.period,
+            filename=request.filename,
+            content=request.content,
+            rows=request.rows,
+            dedupe_key=request.dedupe_key,
+        )
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            queued = await exports.queue(uow, self.settings, export)
+        return notify_pb2.QueueExportResponse(
+            delivery=queued.delivery, id=str(queued.id), created=queued.created
+        )
+
+    async def ListStoredExports(
+        self, request: notify_pb2.ListStoredExportsRequest, context: Any
+    ) -> notify_pb2.ListStoredExportsResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        limit, offset = page(request.limit, request.offset)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            found = await exports.list_stored(uow, mode=request.mode, limit=limit, offset=offset)
+        return notify_pb2.ListStoredExportsResponse(exports=[stored_export_proto(e) for e in found])
+
+    async def GetStoredExport(
+        self, request: notify_pb2.GetStoredExportRequest, context: Any
+    ) -> notify_pb2.GetStoredExportResponse:
+        request_context.require_role(*FINANCE_STAFF)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            found, content = await exports.get_stored(uow, request.id, mode=request.mode)
+        return notify_pb2.GetStoredExportResponse(export=stored_export_proto(found), content=content)

@@ -84,22 +84,42 @@ outbox_events = Table(
     Index("ix_outbox_events_finished", "updated_at", postgresql_where=text("status IN ('sent', 'skipped')")),
 )
 
-# The legacy DLQ view of seed 002: an export that went dead also gets a row here.
+# Two kinds of row, told apart by `mode`:
+# - "dead_letter": the legacy DLQ view of seed 002; an export that went dead also gets a row here
+#   (outbox_id names it; replay puts that outbox row back to pending).
+# - "accounting_csv": a monthly accounting CSV kept for review (seed 002 "Accounting export v1": the
+#   `accounting-export` job with EXPORT_MODE other than webhook). It never went to the outbox, so no
+#   outbox_id; `dedupe_key` (export:accounting_csv:YYYY-MM) keeps one per org and month.
+EXPORT_DEAD_LETTER = "dead_letter"
+STORED_EXPORT_MODES = ("accounting_csv",)
+EXPORT_EVENT_MODES = (EXPORT_DEAD_LETTER, *STORED_EXPORT_MODES)
 export_events = Table(
     "export_events",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
     Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("mode", String(20), nullable=False, server_default=EXPORT_DEAD_LETTER),
     Column(
-        "outbox_id", UUID(as_uuid=True), ForeignKey("outbox_events.id", ondelete="CASCADE"), nullable=False
+        "outbox_id", UUID(as_uuid=True), ForeignKey("outbox_events.id", ondelete="CASCADE"), nullable=True
     ),
+    Column("dedupe_key", String(300), nullable=True),
     Column("target", String(320), nullable=False, server_default=""),
     Column("payload", JSONB, nullable=False),
     Column("last_error", Text, nullable=True),
     Column("attempts", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("replayed_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint(_in("mode", EXPORT_EVENT_MODES), name="mode"),
+    # A dead letter always names its outbox row; a stored export never has one.
+    CheckConstraint("(mode = 'dead_letter') = (outbox_id IS NOT NULL)", name="outbox_of_dead_letter"),
     Index("ix_export_events_open", "org_id", "created_at", postgresql_where=text("replayed_at IS NULL")),
+    Index(
+        "uq_export_events_dedupe",
+        "org_id",
+        "dedupe_key",
+        unique=True,
+        postgresql_where=text("dedupe_key IS NOT NULL"),
+    ),
 )
 
 email_events = Table(

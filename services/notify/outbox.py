@@ -22,7 +22,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
 from libs.common.errors import Conflict, NotFound, invalid
-from services.notify.models import OUTBOX_KINDS, email_events, export_events, outbox_events
+from services.notify.models import (
+    EXPORT_DEAD_LETTER,
+    OUTBOX_KINDS,
+    email_events,
+    export_events,
+    outbox_events,
+)
 from services.notify.settings import NotifySettings
 
 # LISTEN/NOTIFY channel the delivery loop listens on; pg_notify is delivered only on commit.
@@ -142,13 +148,18 @@ async def list_dead(uow: UnitOfWork, *, limit: int, offset: int) -> list[Row[Any
 
 
 async def list_export_dead(uow: UnitOfWork, *, limit: int, offset: int) -> list[Row[Any]]:
-    """The legacy export DLQ: dead exports not yet replayed, newest first."""
+    """The legacy export DLQ: dead exports not yet replayed, newest first (stored exports, the other
+    mode of export_events, are no dead letters)."""
     assert uow.org_id is not None
     return list(
         (
             await uow.session.execute(
                 select(export_events)
-                .where(export_events.c.org_id == uow.org_id, export_events.c.replayed_at.is_(None))
+                .where(
+                    export_events.c.org_id == uow.org_id,
+                    export_events.c.mode == EXPORT_DEAD_LETTER,
+                    export_events.c.replayed_at.is_(None),
+                )
                 .order_by(export_events.c.created_at.desc(), export_events.c.id.desc())
                 .limit(limit)
                 .offset(offset)
@@ -192,7 +203,9 @@ async def replay(uow: UnitOfWork, outbox_id: str) -> Row[Any]:
 async def replay_export(uow: UnitOfWork, export_event_id: str) -> Row[Any]:
     entry = (
         await uow.session.execute(
-            select(export_events).where(export_events.c.id == parse_id(export_event_id))
+            select(export_events).where(
+                export_events.c.id == parse_id(export_event_id), export_events.c.mode == EXPORT_DEAD_LETTER
+            )
         )
     ).one_or_none()
     if entry is None:
@@ -249,7 +262,7 @@ async def dead_letter_queue(uow: UnitOfWork, *, kind: str, limit: int, offset: i
             e.c.created_at,
         )
         .select_from(e.outerjoin(o, o.c.id == e.c.outbox_id))
-        .where(e.c.org_id == uow.org_id, e.c.replayed_at.is_(None))
+        .where(e.c.org_id == uow.org_id, e.c.mode == EXPORT_DEAD_LETTER, e.c.replayed_at.is_(None))
     )
     parts = {"outbox": [dead_outbox], "export": [open_exports], "all": [dead_outbox, open_exports]}[kind]
     combined = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery("dlq")
@@ -270,7 +283,7 @@ async def dead_letter_queue(uow: UnitOfWork, *, kind: str, limit: int, offset: i
                 .scalar_subquery(),
                 select(func.count())
                 .select_from(e)
-                .where(e.c.org_id == uow.org_id, e.c.replayed_at.is_(None))
+                .where(e.c.org_id == uow.org_id, e.c.mode == EXPORT_DEAD_LETTER, e.c.replayed_at.is_(None))
                 .scalar_subquery(),
             )
         )

@@ -20,6 +20,11 @@ own; the bench org's invoices are bulk-loaded while the processes start (`seed_i
    the time until every stored event is processed is polled from billing.stripe_events (a note, not
    the target). The requests are built beforehand, enough for 1,200/s over the scenario; a run that
    sends more repeats them (more duplicates than asked), which the notes say.
+3. Accounting CSV: GET /v1/admin/exports/accounting.csv for one calendar year of the bench org in
+   which BENCH_ACCOUNTING_INVOICES (100000) issued invoices were bulk-loaded with SQL (a past year, so
+   the rows above see none of them; a third with a succeeded payment), read to its last byte as one
+   client would. Time to last byte (target < 5 s) and billing's peak RSS during the exports over its
+   idle RSS before them (target < 150 MB); the gateway's growth is a note. Runs after the rows above.
 
 A missed target is reported, never a failure.
 """
@@ -32,6 +37,7 @@ import math
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +56,10 @@ QUEUE_PATH = "/v1/admin/queue/invoices?status=all&limit=50"
 WEBHOOK_PATH = "/v1/webhooks/stripe"
 POOL_RATE = 1200  # requests built per second of the scenario
 STATUS_MIX = (("SENT", 0.35), ("PARTIAL", 0.15), ("OVERDUE", 0.25), ("PAID", 0.25))
+ACCOUNTING_PATH = "/v1/admin/exports/accounting.csv"
+ACCOUNTING_YEAR = 2021  # before every other bench invoice (they are issued in the last 135 days)
+ACCOUNTING_SECONDS_TARGET = 5.0
+ACCOUNTING_RSS_TARGET_MB = 150.0
 
 Measure = Callable[[str, dict[str, Any]], dict[str, Any] | None]
 
@@ -414,6 +424,22 @@ class BillingBench:
                 note=failed,
             )
         )
+        self.rows.append(self.accounting_csv_row())
+
+    def accounting_csv_row(self) -> Row:
+        count = max(1, int(os.environ.get("BENCH_ACCOUNTING_INVOICES", "100000")))
+        name = f"billing: accounting CSV, {count:,} invoices of one year, time to last byte and billing's RSS"
+        try:
+            result, note = accounting_csv_result(self.stack, self.org_id, self.gateway_url, self.token, count)
+        except Exception as exc:
+            log(f"accounting CSV scenario failed: {exc!r}")
+            self.failed = True
+            self.results["accounting csv error"] = repr(exc)
+            return Row(name, None, note="failed (see stderr)")
+        self.results["accounting csv"] = result
+        self.notes.append(note)
+        numbers, target = accounting_csv_cell(result)
+        return Row(name, None, target=target, note=numbers)
 
     def measure_queue(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -586,3 +612,199 @@ def run(
     )
     bench.run()
     return bench
+
+
+# --- the accounting CSV row ----------------------------------------------------------------------------
+
+
+def seed_accounting_invoices(admin_url: str, org_id: str, count: int, year: int) -> float:
+    """`count` issued invoices of the org spread over `year` (UTC), numbered after the org's counter,
+    a third of them PAID by a succeeded manual payment: one INSERT ... SELECT each, as the superuser.
+    Returns the seconds it took."""
+    started = time.perf_counter()
+    with psycopg.connect(admin_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT coalesce(max(last_number), 0) FROM billing.invoice_number_counters WHERE org_id = %s",
+            (org_id,),
+        )
+        row = cur.fetchone()
+        first = int(row[0]) + 1 if row else 1
+        cur.execute(
+            """
+            CREATE TEMP TABLE bench_accounting ON COMMIT DROP AS
+            SELECT gen_random_uuid() AS id, g, CASE WHEN g %% 3 = 0 THEN 'PAID' ELSE 'SENT' END AS status,
+                   5000 + (g * 7919) %% 45000 AS subtotal,
+                   make_timestamptz(%(year)s, 1, 1, 0, 0, 0, 'UTC')
+                       + (g - 1) * (interval '364 days' / %(count)s::int) AS issued
+              FROM generate_series(1, %(count)s::int) AS g
+            """,  # type: ignore[arg-type]
+            {"count": count, "year": year},
+        )
+        cur.execute(
+            """
+            INSERT INTO billing.invoices (id, org_id, number, status, currency, client_name, client_email,
+                issued_at, due_date, subtotal_cents, taxable_subtotal_cents, tax_cents, tax_rate_basis,
+                total_cents, created_at, updated_at)
+            SELECT b.id, %(org)s, 'INV-' || lpad((b.g + %(first)s - 1)::text, 6, '0'), b.status, 'CAD',
+                   'Accounting Client ' || b.g, 'acct-' || b.g || '@example.com', b.issued,
+                   (b.issued + interval '14 days')::date, b.subtotal, b.subtotal, x.tax,
+                   round(x.tax * 100.0 / b.subtotal, 4), b.subtotal + x.tax, b.issued, b.issued
+              FROM bench_accounting AS b, LATERAL (SELECT (b.subtotal * 5 + 50) / 100 AS tax) AS x
+            """,
+            {"org": org_id, "first": first},
+        )
+        cur.execute(
+            """
+            INSERT INTO billing.invoice_payments (id, org_id, invoice_id, provider, method, amount_cents,
+                currency, status, reference, received_at, recorded_by)
+            SELECT gen_random_uuid(), %(org)s, i.id, 'manual', 'cheque', i.total_cents, 'CAD', 'succeeded',
+                   'cheque ' || b.g, b.issued + interval '5 days', 'user:bench'
+              FROM bench_accounting AS b JOIN billing.invoices AS i ON i.id = b.id
+             WHERE b.status = 'PAID'
+            """,
+            {"org": org_id},
+        )
+        cur.execute(
+            """
+            INSERT INTO billing.invoice_number_counters (org_id, last_number) VALUES (%(org)s, %(last)s)
+            ON CONFLICT (org_id) DO UPDATE SET last_number = greatest(
+                billing.invoice_number_counters.last_number, EXCLUDED.last_number)
+            """,
+            {"org": org_id, "last": first + count - 1},
+        )
+        conn.commit()
+        conn.autocommit = True
+        for table in ("invoices", "invoice_payments"):
+            conn.execute(f"VACUUM (ANALYZE) billing.{table}")  # type: ignore[arg-type]
+    return time.perf_counter() - started
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident set now, in MB (from /proc; NaN when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
+class RssSampler:
+    """The highest RSS of some processes while it runs, sampled every 10 ms in a thread (VmHWM would
+    also count whatever the process reached before the scenario)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before = {name: rss_mb(pid) for name, pid in pids.items()}
+        self.peak = dict(self.before)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], rss_mb(pid))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for name, pid in self.pids.items():
+            self.peak[name] = max(self.peak[name], rss_mb(pid))
+
+    def growth(self, name: str) -> float:
+        return self.peak[name] - self.before[name]
+
+
+def export_accounting_csv(url: str, headers: dict[str, str]) -> dict[str, Any]:
+    """One export read to its last byte, as an accountant's client would: the times to the first and
+    the last byte, the bytes and the data rows."""
+    started = time.perf_counter()
+    first_byte = math.nan
+    size = lines = 0
+    with httpx.Client(timeout=120) as client, client.stream("GET", url, headers=headers) as response:
+        if response.status_code != 200:
+            response.read()
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+        for chunk in response.iter_bytes():
+            if math.isnan(first_byte):
+                first_byte = time.perf_counter() - started
+            size += len(chunk)
+            lines += chunk.count(b"\r\n")
+    return {
+        "last_byte_s": time.perf_counter() - started,
+        "first_byte_s": first_byte,
+        "bytes": size,
+        "rows": lines - 1,  # the header row
+    }
+
+
+def accounting_csv_result(
+    stack: bench_stack.Stack,
+    org_id: str,
+    gateway_url: str,
+    token: str,
+    count: int,
+    year: int = ACCOUNTING_YEAR,
+) -> tuple[dict[str, Any], str]:
+    """Seed, then export the year once to warm up (connections, plans) and once measured."""
+    assert stack.billing and stack.billing.process and stack.gateway and stack.gateway.process
+    seeded_s = seed_accounting_invoices(stack.admin_url, org_id, count, year)
+    log(f"accounting CSV: {count:,} invoices issued in {year} seeded in {seeded_s:.1f} s")
+    url = f"{gateway_url}{ACCOUNTING_PATH}?from={year}-01-01&to={year}-12-31"
+    headers = {"Authorization": f"Bearer {token}"}
+    pids = {"billing": stack.billing.process.pid, "gateway": stack.gateway.process.pid}
+    # Sampled from before the warm-up: the RSS the processes had idle, before any export.
+    with RssSampler(pids) as rss:
+        warm = export_accounting_csv(
+            f"{gateway_url}{ACCOUNTING_PATH}?from={year}-01-01&to={year}-01-31", headers
+        )
+        result = export_accounting_csv(url, headers)
+    result.update(
+        {
+            "invoices": count,
+            "seed_s": seeded_s,
+            "warm_up_rows": warm["rows"],
+            "billing_rss_before_mb": rss.before["billing"],
+            "billing_rss_growth_mb": rss.growth("billing"),
+            "gateway_rss_before_mb": rss.before["gateway"],
+            "gateway_rss_growth_mb": rss.growth("gateway"),
+        }
+    )
+    log(
+        f"accounting CSV: {result['rows']:,} rows, {result['bytes'] / 1e6:.1f} MB, first byte "
+        f"{result['first_byte_s'] * 1000:.0f} ms, last byte {result['last_byte_s']:.2f} s; billing RSS "
+        f"+{result['billing_rss_growth_mb']:.1f} MB over {result['billing_rss_before_mb']:.0f} MB, gateway "
+        f"+{result['gateway_rss_growth_mb']:.1f} MB"
+    )
+    note = (
+        f"Accounting CSV: GET {ACCOUNTING_PATH}?from={year}-01-01&to={year}-12-31, {count:,} issued invoices "
+        f"of the bench org in that year (seeded with SQL in {seeded_s:.1f} s; a third PAID with a manual "
+        f"payment), pages of the default ACCOUNTING_EXPORT_PAGE_SIZE, one client reading to the end after a "
+        f"warm-up export of January: {result['rows']:,} rows, {result['bytes'] / 1e6:.1f} MB, first byte after "
+        f"{result['first_byte_s'] * 1000:.0f} ms, last byte after {result['last_byte_s']:.2f} s. Peak RSS "
+        f"during both exports (sampled every 10 ms) over the idle RSS before the warm-up: billing "
+        f"+{result['billing_rss_growth_mb']:.1f} MB (from {result['billing_rss_before_mb']:.0f} MB), gateway "
+        f"+{result['gateway_rss_growth_mb']:.1f} MB (from {result['gateway_rss_before_mb']:.0f} MB)."
+    )
+    return result, note
+
+
+def accounting_csv_cell(result: dict[str, Any]) -> tuple[str, str]:
+    """(the row's numbers, its target cell with the verdict)."""
+    met = (
+        result["rows"] == result["invoices"]
+        and result["last_byte_s"] < ACCOUNTING_SECONDS_TARGET
+        and result["billing_rss_growth_mb"] < ACCOUNTING_RSS_TARGET_MB
+    )
+    numbers = (
+        f"last byte {result['last_byte_s']:.2f} s, billing +{result['billing_rss_growth_mb']:.0f} MB RSS, "
+        f"{result['rows']:,} rows"
+    )
+    target = f"< {ACCOUNTING_SECONDS_TARGET:g} s, < {ACCOUNTING_RSS_TARGET_MB:g} MB: {verdict(met)}"
+    return numbers, target

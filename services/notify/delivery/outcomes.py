@@ -21,7 +21,7 @@ from libs.common.db import Database, unit_of_work
 from libs.common.logs import get_logger
 from services.notify.adapters.base import DeliveryFailure, Outbound, PermanentFailure
 from services.notify.delivery.routing import Attempt, Deferred, Failed, Sent, Skipped
-from services.notify.models import email_events, export_events
+from services.notify.models import EXPORT_DEAD_LETTER, email_events, export_events
 from services.notify.settings import NotifySettings
 
 log = get_logger(__name__)
@@ -209,6 +209,7 @@ def export_event(outcome: Outcome) -> dict[str, Any]:
     return {
         "id": uuid.uuid4(),
         "org_id": row.org_id,
+        "mode": EXPORT_DEAD_LETTER,
         "outbox_id": row.id,
         "target": row.target,
         "payload": row.payload,

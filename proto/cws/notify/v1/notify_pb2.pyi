@@ -878,3 +878,204 @@ class SetNotificationsModuleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetNotificationsModuleResponse: _TypeAlias = SetNotificationsModuleResponse  # noqa: Y015
+
+@_typing.final
+class QueueExportRequest(_message.Message):
+    """--- exports from other services (the accounting-export job) -------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    DEDUPE_KEY_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """accounting_csv"""
+    period: _builtins.str
+    """YYYY-MM, the month in the org's time zone"""
+    filename: _builtins.str
+    """e.g. accounting-2026-11.csv"""
+    content: _builtins.str
+    """the CSV text"""
+    rows: _builtins.int
+    """data rows (the header not counted)"""
+    dedupe_key: _builtins.str
+    """export:accounting_csv:YYYY-MM"""
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        period: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        content: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        dedupe_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "dedupe_key", b"dedupe_key", "filename", b"filename", "mode", b"mode", "period", b"period", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueExportRequest: _TypeAlias = QueueExportRequest  # noqa: Y015
+
+@_typing.final
+class QueueExportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    delivery: _builtins.str
+    """webhook | stored"""
+    id: _builtins.str
+    """the outbox row (webhook) or the stored export (stored)"""
+    created: _builtins.bool
+    """false: this dedupe key was queued or stored already"""
+    def __init__(
+        self,
+        *,
+        delivery: _builtins.str = ...,
+        id: _builtins.str = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "delivery", b"delivery", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueExportResponse: _TypeAlias = QueueExportResponse  # noqa: Y015
+
+@_typing.final
+class StoredExport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    mode: _builtins.str
+    """accounting_csv"""
+    period: _builtins.str
+    filename: _builtins.str
+    rows: _builtins.int
+    bytes: _builtins.int
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        mode: _builtins.str = ...,
+        period: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "filename", b"filename", "id", b"id", "mode", b"mode", "period", b"period", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredExport: _TypeAlias = StoredExport  # noqa: Y015
+
+@_typing.final
+class ListStoredExportsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """empty: accounting_csv"""
+    limit: _builtins.int
+    offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "mode", b"mode", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStoredExportsRequest: _TypeAlias = ListStoredExportsRequest  # noqa: Y015
+
+@_typing.final
+class ListStoredExportsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def exports(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredExport]: ...
+    def __init__(
+        self,
+        *,
+        exports: _abc.Iterable[Global___StoredExport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exports", b"exports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStoredExportsResponse: _TypeAlias = ListStoredExportsResponse  # noqa: Y015
+
+@_typing.final
+class GetStoredExportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    mode: _builtins.str
+    """empty: accounting_csv"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        mode: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "mode", b"mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStoredExportRequest: _TypeAlias = GetStoredExportRequest  # noqa: Y015
+
+@_typing.final
+class GetStoredExportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPORT_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    content: _builtins.str
+    @_builtins.property
+    def export(self) -> Global___StoredExport: ...
+    def __init__(
+        self,
+        *,
+        export: Global___StoredExport | None = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["export", b"export"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "export", b"export"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStoredExportResponse: _TypeAlias = GetStoredExportResponse  # noqa: Y015

@@ -112,6 +112,21 @@ class NotifyServiceStub:
                 request_serializer=cws_dot_notify_dot_v1_dot_notify__pb2.SetNotificationsModuleRequest.SerializeToString,
                 response_deserializer=cws_dot_notify_dot_v1_dot_notify__pb2.SetNotificationsModuleResponse.FromString,
                 _registered_method=True)
+        self.QueueExport = channel.unary_unary(
+                '/cws.notify.v1.NotifyService/QueueExport',
+                request_serializer=cws_dot_notify_dot_v1_dot_notify__pb2.QueueExportRequest.SerializeToString,
+                response_deserializer=cws_dot_notify_dot_v1_dot_notify__pb2.QueueExportResponse.FromString,
+                _registered_method=True)
+        self.ListStoredExports = channel.unary_unary(
+                '/cws.notify.v1.NotifyService/ListStoredExports',
+                request_serializer=cws_dot_notify_dot_v1_dot_notify__pb2.ListStoredExportsRequest.SerializeToString,
+                response_deserializer=cws_dot_notify_dot_v1_dot_notify__pb2.ListStoredExportsResponse.FromString,
+                _registered_method=True)
+        self.GetStoredExport = channel.unary_unary(
+                '/cws.notify.v1.NotifyService/GetStoredExport',
+                request_serializer=cws_dot_notify_dot_v1_dot_notify__pb2.GetStoredExportRequest.SerializeToString,
+                response_deserializer=cws_dot_notify_dot_v1_dot_notify__pb2.GetStoredExportResponse.FromString,
+                _registered_method=True)
 
 
 class NotifyServiceServicer:
@@ -213,6 +228,28 @@ class NotifyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueueExport(self, request, context):
+        """Exports made by other suite services (billing's monthly accounting CSV): suite services only.
+        EXPORT_MODE=webhook with EXPORT_WEBHOOK_URL: an outbox export row (signed webhook, retries, DLQ);
+        otherwise kept in export_events for review. Idempotent per (org, dedupe_key) in either place.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStoredExports(self, request, context):
+        """Finance staff (OWNER, ADMIN, FINANCE): the exports kept for review, and one with its content.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStoredExport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotifyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -290,6 +327,21 @@ def add_NotifyServiceServicer_to_server(servicer, server):
                     servicer.SetNotificationsModule,
                     request_deserializer=cws_dot_notify_dot_v1_dot_notify__pb2.SetNotificationsModuleRequest.FromString,
                     response_serializer=cws_dot_notify_dot_v1_dot_notify__pb2.SetNotificationsModuleResponse.SerializeToString,
+            ),
+            'QueueExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueueExport,
+                    request_deserializer=cws_dot_notify_dot_v1_dot_notify__pb2.QueueExportRequest.FromString,
+                    response_serializer=cws_dot_notify_dot_v1_dot_notify__pb2.QueueExportResponse.SerializeToString,
+            ),
+            'ListStoredExports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStoredExports,
+                    request_deserializer=cws_dot_notify_dot_v1_dot_notify__pb2.ListStoredExportsRequest.FromString,
+                    response_serializer=cws_dot_notify_dot_v1_dot_notify__pb2.ListStoredExportsResponse.SerializeToString,
+            ),
+            'GetStoredExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStoredExport,
+                    request_deserializer=cws_dot_notify_dot_v1_dot_notify__pb2.GetStoredExportRequest.FromString,
+                    response_serializer=cws_dot_notify_dot_v1_dot_notify__pb2.GetStoredExportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -700,6 +752,87 @@ class NotifyService:
             '/cws.notify.v1.NotifyService/SetNotificationsModule',
             cws_dot_notify_dot_v1_dot_notify__pb2.SetNotificationsModuleRequest.SerializeToString,
             cws_dot_notify_dot_v1_dot_notify__pb2.SetNotificationsModuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueueExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.notify.v1.NotifyService/QueueExport',
+            cws_dot_notify_dot_v1_dot_notify__pb2.QueueExportRequest.SerializeToString,
+            cws_dot_notify_dot_v1_dot_notify__pb2.QueueExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStoredExports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.notify.v1.NotifyService/ListStoredExports',
+            cws_dot_notify_dot_v1_dot_notify__pb2.ListStoredExportsRequest.SerializeToString,
+            cws_dot_notify_dot_v1_dot_notify__pb2.ListStoredExportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStoredExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.notify.v1.NotifyService/GetStoredExport',
+            cws_dot_notify_dot_v1_dot_notify__pb2.GetStoredExportRequest.SerializeToString,
+            cws_dot_notify_dot_v1_dot_notify__pb2.GetStoredExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,14 @@ class NotifyServiceStub:
     GetDigestSettings: _grpc.UnaryUnaryMultiCallable[_notify_pb2.GetDigestSettingsRequest, _notify_pb2.GetDigestSettingsResponse]
     UpdateDigestSetting: _grpc.UnaryUnaryMultiCallable[_notify_pb2.UpdateDigestSettingRequest, _notify_pb2.UpdateDigestSettingResponse]
     SetNotificationsModule: _grpc.UnaryUnaryMultiCallable[_notify_pb2.SetNotificationsModuleRequest, _notify_pb2.SetNotificationsModuleResponse]
+    QueueExport: _grpc.UnaryUnaryMultiCallable[_notify_pb2.QueueExportRequest, _notify_pb2.QueueExportResponse]
+    """Exports made by other suite services (billing's monthly accounting CSV): suite services only.
+    EXPORT_MODE=webhook with EXPORT_WEBHOOK_URL: an outbox export row (signed webhook, retries, DLQ);
+    otherwise kept in export_events for review. Idempotent per (org, dedupe_key) in either place.
+    """
+    ListStoredExports: _grpc.UnaryUnaryMultiCallable[_notify_pb2.ListStoredExportsRequest, _notify_pb2.ListStoredExportsResponse]
+    """Finance staff (OWNER, ADMIN, FINANCE): the exports kept for review, and one with its content."""
+    GetStoredExport: _grpc.UnaryUnaryMultiCallable[_notify_pb2.GetStoredExportRequest, _notify_pb2.GetStoredExportResponse]
 
 @_typing.type_check_only
 class NotifyServiceAsyncStub(NotifyServiceStub):
@@ -83,6 +91,14 @@ class NotifyServiceAsyncStub(NotifyServiceStub):
     GetDigestSettings: _aio.UnaryUnaryMultiCallable[_notify_pb2.GetDigestSettingsRequest, _notify_pb2.GetDigestSettingsResponse]  # type: ignore[assignment]
     UpdateDigestSetting: _aio.UnaryUnaryMultiCallable[_notify_pb2.UpdateDigestSettingRequest, _notify_pb2.UpdateDigestSettingResponse]  # type: ignore[assignment]
     SetNotificationsModule: _aio.UnaryUnaryMultiCallable[_notify_pb2.SetNotificationsModuleRequest, _notify_pb2.SetNotificationsModuleResponse]  # type: ignore[assignment]
+    QueueExport: _aio.UnaryUnaryMultiCallable[_notify_pb2.QueueExportRequest, _notify_pb2.QueueExportResponse]  # type: ignore[assignment]
+    """Exports made by other suite services (billing's monthly accounting CSV): suite services only.
+    EXPORT_MODE=webhook with EXPORT_WEBHOOK_URL: an outbox export row (signed webhook, retries, DLQ);
+    otherwise kept in export_events for review. Idempotent per (org, dedupe_key) in either place.
+    """
+    ListStoredExports: _aio.UnaryUnaryMultiCallable[_notify_pb2.ListStoredExportsRequest, _notify_pb2.ListStoredExportsResponse]  # type: ignore[assignment]
+    """Finance staff (OWNER, ADMIN, FINANCE): the exports kept for review, and one with its content."""
+    GetStoredExport: _aio.UnaryUnaryMultiCallable[_notify_pb2.GetStoredExportRequest, _notify_pb2.GetStoredExportResponse]  # type: ignore[assignment]
 
 class NotifyServiceServicer(metaclass=_abc_1.ABCMeta):
     """The delivery outbox (email, webhooks, exports), its dead letters and replay, reminders and
@@ -198,5 +214,31 @@ class NotifyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _notify_pb2.SetNotificationsModuleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_notify_pb2.SetNotificationsModuleResponse, _abc.Awaitable[_notify_pb2.SetNotificationsModuleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def QueueExport(
+        self,
+        request: _notify_pb2.QueueExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notify_pb2.QueueExportResponse, _abc.Awaitable[_notify_pb2.QueueExportResponse]]:
+        """Exports made by other suite services (billing's monthly accounting CSV): suite services only.
+        EXPORT_MODE=webhook with EXPORT_WEBHOOK_URL: an outbox export row (signed webhook, retries, DLQ);
+        otherwise kept in export_events for review. Idempotent per (org, dedupe_key) in either place.
+        """
+
+    @_abc_1.abstractmethod
+    def ListStoredExports(
+        self,
+        request: _notify_pb2.ListStoredExportsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notify_pb2.ListStoredExportsResponse, _abc.Awaitable[_notify_pb2.ListStoredExportsResponse]]:
+        """Finance staff (OWNER, ADMIN, FINANCE): the exports kept for review, and one with its content."""
+
+    @_abc_1.abstractmethod
+    def GetStoredExport(
+        self,
+        request: _notify_pb2.GetStoredExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notify_pb2.GetStoredExportResponse, _abc.Awaitable[_notify_pb2.GetStoredExportResponse]]: ...
 
 def add_NotifyServiceServicer_to_server(servicer: NotifyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
