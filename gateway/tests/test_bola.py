@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from gateway.portal_auth import PORTAL_PREFIXES
+from gateway.tests.test_accounting_export_routes import stored_export
 from gateway.tests.test_outbox_routes import dead_row
 from tools.testkit import assert_clean, owner, staff
 
@@ -37,6 +38,9 @@ KIND_OF_PARAMETER = {
     "dead_letter_id": "export_dead_letter",
     "invoice_id": "invoice",
     "payment_id": "payment",
+    "export_id": "stored_export",  # a monthly accounting CSV kept for review (notify)
+    "expense_id": "expense",
+    "instalment_id": "instalment",
 }
 
 # Path parameters that name no object of another org, and why the sweep does not apply to them.
@@ -67,6 +71,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "items": [{"description": "Taken by B", "quantity": "1", "unit_price_cents": 1, "tax_rate": "0"}]
     },
     ("POST", "/v1/admin/invoices/{invoice_id}/payments"): {"amount_cents": 100, "method": "cash"},
+    ("PATCH", "/v1/admin/finance/expenses/{expense_id}"): {"vendor": "Taken by B"},
+    ("PATCH", "/v1/admin/finance/tax-instalments/{instalment_id}"): {"reference": "Taken by B"},
 }
 
 # Staff credentials are no portal credentials: the portal routes answer them 401 before any id is
@@ -145,9 +151,18 @@ async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: A
     paid = await created(
         f"/v1/admin/invoices/{invoice['id']}/payments", {"amount_cents": 500, "method": "cash"}
     )
+    expense = await created(
+        "/v1/admin/finance/expenses",
+        {"spent_on": "2026-01-05", "category": "supplies", "vendor": "Vendor of A", "amount_cents": 1000},
+    )
+    instalment = await created(
+        "/v1/admin/finance/tax-instalments",
+        {"period_start": "2026-01-01", "period_end": "2026-03-31", "amount_cents": 500, "reference": "of A"},
+    )
     outbox_id, _ = await dead_row(stack, org.org_id)
     _, letter_id = await dead_row(stack, org.org_id, kind="webhook", letter=True)
     assert letter_id
+    kept_export_id = await stored_export(stack, org.org_id)
     return {
         "user": user["user"]["id"],
         "lead": lead["lead_id"],
@@ -157,8 +172,11 @@ async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: A
         "blackout": blackout["id"],
         "outbox_event": outbox_id,
         "export_dead_letter": letter_id,
+        "stored_export": kept_export_id,
         "invoice": invoice["id"],
         "payment": paid["payments"][0]["id"],
+        "expense": expense["id"],
+        "instalment": instalment["id"],
     }
 
 
@@ -311,6 +329,14 @@ async def org_a_is_untouched(
         None,
         1,
     ), invoice
+    expense = (
+        await http.get(f"{url}/v1/admin/finance/expenses/{objects['expense']}", headers=headers)
+    ).json()
+    assert expense["vendor"] == "Vendor of A", expense
+    instalment = await http.get(
+        f"{url}/v1/admin/finance/tax-instalments/{objects['instalment']}", headers=headers
+    )
+    assert instalment.json()["reference"] == "of A", instalment.text
 
 
 def fill(body: dict[str, Any] | None, objects: dict[str, str]) -> dict[str, Any] | None:

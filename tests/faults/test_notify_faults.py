@@ -10,6 +10,7 @@ import json
 import secrets
 from collections.abc import Iterable
 
+import httpx
 import psycopg
 
 from conftest import notify_env
@@ -169,8 +170,15 @@ async def test_bookings_confirmed_while_nats_is_down_each_get_one_email(
     # Every process of the session loses NATS; later tests need back on it those that were ready
     # (a gateway another test started may be unready by design, e.g. with a stale jobs heartbeat).
     processes = [p.readyz_url for p in (iam, booking, notify, jobs, *gateways.running())]
+    # The session gateway must be ready before NATS goes; on a loaded machine one probe can miss its
+    # 2 s budget, so wait for it (and say why it is not, if it never is).
+    try:
+        await eventually(lambda: ready(gateway.readyz_url), timeout=30)
+    except AssertionError:
+        raise AssertionError(
+            f"the session gateway is not ready: {await readyz_body(gateway.readyz_url)}"
+        ) from None
     were_ready = [url for url in processes if await ready(url)]
-    assert gateway.readyz_url in were_ready
 
     async def all_ready_again() -> bool:
         return all([await ready(url) for url in were_ready])
@@ -205,3 +213,11 @@ async def test_bookings_confirmed_while_nats_is_down_each_get_one_email(
         got = smtp_sink.to(recipient)
         assert len(got) == 1, (recipient, len(got))
         assert "confirmed" in got[0].subject.lower(), got[0].subject
+
+
+async def readyz_body(url: str) -> str:
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return (await client.get(url)).text
+    except httpx.HTTPError as error:
+        return repr(error)
