@@ -32,6 +32,7 @@ A missed target is reported, never a failure.
 from __future__ import annotations
 
 import bisect
+import io
 import json
 import math
 import os
@@ -39,6 +40,7 @@ import random
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +62,8 @@ ACCOUNTING_PATH = "/v1/admin/exports/accounting.csv"
 ACCOUNTING_YEAR = 2021  # before every other bench invoice (they are issued in the last 135 days)
 ACCOUNTING_SECONDS_TARGET = 5.0
 ACCOUNTING_RSS_TARGET_MB = 150.0
+GST_EXPORT_PATH = "/v1/admin/finance/taxes/export"
+GST_EXPORT_EXPENSES = 2_000  # a quarter's expenses beside the quarter's invoices
 
 Measure = Callable[[str, dict[str, Any]], dict[str, Any] | None]
 
@@ -425,6 +429,8 @@ class BillingBench:
             )
         )
         self.rows.append(self.accounting_csv_row())
+        if "accounting csv" in self.results:  # the ZIP reads the same seeded year
+            self.rows.append(self.gst_zip_row())
 
     def accounting_csv_row(self) -> Row:
         count = max(1, int(os.environ.get("BENCH_ACCOUNTING_INVOICES", "100000")))
@@ -440,6 +446,23 @@ class BillingBench:
         self.notes.append(note)
         numbers, target = accounting_csv_cell(result)
         return Row(name, None, target=target, note=numbers)
+
+    def gst_zip_row(self) -> Row:
+        name = f"billing: GST export ZIP of Q1 {ACCOUNTING_YEAR} (the CSV row's invoices), time and billing's RSS"
+        try:
+            result, note = gst_zip_result(self.stack, self.org_id, self.gateway_url, self.token)
+        except Exception as exc:
+            log(f"GST ZIP scenario failed: {exc!r}")
+            self.failed = True
+            self.results["gst zip error"] = repr(exc)
+            return Row(name, None, note="failed (see stderr)")
+        self.results["gst zip"] = result
+        self.notes.append(note)
+        numbers = (
+            f"{result['seconds']:.2f} s, {result['bytes'] / 1e6:.1f} MB, billing "
+            f"+{result['billing_rss_growth_mb']:.0f} MB RSS, {result['payments']:,} payment rows"
+        )
+        return Row(name, None, target="— (reported)", note=numbers)
 
     def measure_queue(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -791,6 +814,62 @@ def accounting_csv_result(
         f"during both exports (sampled every 10 ms) over the idle RSS before the warm-up: billing "
         f"+{result['billing_rss_growth_mb']:.1f} MB (from {result['billing_rss_before_mb']:.0f} MB), gateway "
         f"+{result['gateway_rss_growth_mb']:.1f} MB (from {result['gateway_rss_before_mb']:.0f} MB)."
+    )
+    return result, note
+
+
+def seed_quarter_expenses(admin_url: str, org_id: str, count: int, year: int) -> None:
+    """`count` expenses spread over Q1 of `year`, as the superuser."""
+    with psycopg.connect(admin_url) as conn:
+        conn.execute(
+            """
+            INSERT INTO billing.expenses (id, org_id, spent_on, category, vendor, amount_cents, gst_cents,
+                currency)
+            SELECT gen_random_uuid(), %(org)s, make_date(%(year)s, 1, 1) + (g %% 90),
+                   (ARRAY['supplies', 'fuel', 'equipment', 'insurance'])[1 + g %% 4], 'Vendor ' || g,
+                   1000 + g %% 20000, (1000 + g %% 20000) * 5 / 105, 'CAD'
+              FROM generate_series(1, %(count)s::int) AS g
+            """,
+            {"org": org_id, "year": year, "count": count},
+        )
+
+
+def gst_zip_result(
+    stack: bench_stack.Stack, org_id: str, gateway_url: str, token: str, year: int = ACCOUNTING_YEAR
+) -> tuple[dict[str, Any], str]:
+    """The GST ZIP of the first quarter of the accounting CSV's year, once to warm up and once measured."""
+    assert stack.billing and stack.billing.process and stack.gateway and stack.gateway.process
+    seed_quarter_expenses(stack.admin_url, org_id, GST_EXPORT_EXPENSES, year)
+    url = f"{gateway_url}{GST_EXPORT_PATH}?from={year}-01-01&to={year}-03-31"
+    headers = {"Authorization": f"Bearer {token}"}
+    pids = {"billing": stack.billing.process.pid, "gateway": stack.gateway.process.pid}
+    with httpx.Client(timeout=120) as client, RssSampler(pids) as rss:
+        client.get(f"{gateway_url}{GST_EXPORT_PATH}?from={year}-01-01&to={year}-01-07", headers=headers)
+        started = time.perf_counter()
+        response = client.get(url, headers=headers)
+        seconds = time.perf_counter() - started
+    if response.status_code != 200:
+        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+    with zipfile.ZipFile(io.BytesIO(response.content)) as bundle:
+        payments = bundle.read("payments.csv").count(b"\r\n") - 1
+    result = {
+        "seconds": seconds,
+        "bytes": len(response.content),
+        "payments": payments,
+        "billing_rss_growth_mb": rss.growth("billing"),
+        "gateway_rss_growth_mb": rss.growth("gateway"),
+    }
+    log(
+        f"GST ZIP: Q1 {year} in {seconds:.2f} s, {len(response.content) / 1e6:.1f} MB, {payments:,} payment "
+        f"rows; billing RSS +{result['billing_rss_growth_mb']:.1f} MB"
+    )
+    note = (
+        f"GST export: GET {GST_EXPORT_PATH}?from={year}-01-01&to={year}-03-31 over the accounting CSV's "
+        f"invoices (a quarter of them, with their payments) and {GST_EXPORT_EXPENSES:,} expenses of the "
+        f"quarter, after a warm-up week: {seconds:.2f} s, a {len(response.content) / 1e6:.1f} MB ZIP, "
+        f"{payments:,} payment rows; peak RSS over idle: billing +{result['billing_rss_growth_mb']:.1f} MB, "
+        f"gateway +{result['gateway_rss_growth_mb']:.1f} MB (the ZIP is built in memory, whole, by design: "
+        f"a period is at most 366 days)."
     )
     return result, note
 
