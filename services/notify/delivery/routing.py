@@ -5,9 +5,10 @@ records nothing: outcomes.py turns each attempt into the row's new state."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from libs.common.circuit import CircuitBreaker
 from libs.common.logs import get_logger
@@ -17,6 +18,10 @@ from services.notify.adapters.email_smtp import SmtpAdapter
 from services.notify.adapters.sheets import SheetsAdapter
 from services.notify.adapters.webhook import WebhookAdapter
 from services.notify.settings import NotifySettings
+
+# Exports whose body is a whole document (services/notify/exports.py, mode accounting_csv): sent by
+# webhook only, whatever EXPORT_MODE says by the time they are delivered.
+WEBHOOK_ONLY_EXPORTS = frozenset({"accounting_csv"})
 
 log = get_logger(__name__)
 
@@ -76,10 +81,16 @@ class Router:
         self._adapters: dict[str, Adapter] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
 
-    def adapter_for(self, kind: str) -> Adapter | Skipped:
+    def adapter_for(self, kind: str, payload: Mapping[str, Any] | None = None) -> Adapter | Skipped:
         if kind == "email":
             mode = self.settings.email_mode
             return Skipped("EMAIL_MODE=off") if mode == "off" else self._adapter(mode)
+        if kind == "export" and (payload or {}).get("type") in WEBHOOK_ONLY_EXPORTS:
+            # Queued as a webhook because EXPORT_MODE was webhook then (exports.py): a later switch to
+            # off must not skip it (billing has recorded the month as exported: it would be lost), nor
+            # hand a whole CSV to the sheets adapter. Without a URL now it fails and dead-letters, CSV
+            # kept, replayable.
+            return self._adapter("webhook")
         if kind == "export":
             mode = self.settings.export_mode
             if mode == "off":
@@ -103,7 +114,7 @@ class Router:
 
     async def attempt(self, row: Outbound, lane: Lane) -> Attempt:
         """Send one row through its adapter, unless its kind is off or the adapter's circuit is open."""
-        adapter = self.adapter_for(row.kind)
+        adapter = self.adapter_for(row.kind, row.payload)
         if isinstance(adapter, Skipped):
             return adapter
         breaker = self.breaker(adapter.name)

@@ -17,8 +17,10 @@ from standardwebhooks import Webhook
 from services.notify.adapters.base import Outbound, PermanentFailure, TransientFailure, message_id
 from services.notify.adapters.email_sendgrid import SendGridAdapter
 from services.notify.adapters.email_smtp import SmtpAdapter
+from services.notify.adapters.sheets import SheetsAdapter
 from services.notify.adapters.webhook import Allowlist, WebhookAdapter, check_target
 from services.notify.delivery.outcomes import backoff_seconds
+from services.notify.delivery.routing import Router, Skipped
 from services.notify.settings import NotifySettings
 from services.notify.tests.own_notify import HttpRecorder, email_payload, mailbox
 from tools.devstack import free_port
@@ -326,3 +328,24 @@ def test_backoff_doubles_with_equal_jitter_and_is_capped() -> None:
     assert backoff_seconds(3, config, rng=lambda: 1.0) == 120
     assert backoff_seconds(20, config, rng=lambda: 1.0) == 3600
     assert backoff_seconds(1000, config, rng=lambda: 0.5) == 2700
+
+
+@pytest.mark.parametrize("mode", ["webhook", "off", "sheets"])
+def test_an_accounting_export_queued_as_a_webhook_stays_a_webhook_whatever_export_mode_became(
+    mode: str,
+) -> None:
+    """Billing records the month as exported once notify queued it: a later EXPORT_MODE=off must not
+    skip the row (the month would be lost) nor hand the whole CSV to the sheets adapter."""
+    router = Router(
+        settings(
+            export_mode=mode,
+            export_webhook_url="https://hooks.example.com/x",
+            export_webhook_secret=SECRET,
+            sheets_spreadsheet_id="sheet",
+        )
+    )
+    accounting = router.adapter_for("export", {"type": "accounting_csv", "data": {}})
+    assert isinstance(accounting, WebhookAdapter)
+    lead = router.adapter_for("export", {"type": "lead_created", "data": {}})
+    expected = {"webhook": WebhookAdapter, "sheets": SheetsAdapter, "off": Skipped}[mode]
+    assert isinstance(lead, expected), lead
