@@ -221,12 +221,38 @@ def billing(
     proc.stop()
 
 
+# The session's photo link secret (services/media/links.py signs with it).
+PHOTO_TOKEN_TEST_SECRET = "test-photo-token-secret-0123456789abcdef"
+
+
+def media_env(stack: Stack, booking: ServiceProc, notify: ServiceProc) -> dict[str, str]:
+    """Media as the session runs it: the local backend under the session's work dir."""
+    return {
+        **stack.env(),
+        "BOOKING_GRPC_TARGET": booking.target,
+        "NOTIFY_GRPC_TARGET": notify.target,
+        "ORDER_STORAGE_BACKEND": "local",
+        "ORDER_UPLOAD_ROOT": str(stack.work_dir / "uploads"),
+        "PHOTO_TOKEN_SECRET": PHOTO_TOKEN_TEST_SECRET,
+    }
+
+
+@pytest.fixture(scope="session")
+def media(stack: Stack, booking: ServiceProc, notify: ServiceProc) -> Iterator[ServiceProc]:
+    proc = (
+        service_proc("media", media_env(stack, booking, notify), stack.work_dir / "logs").start().wait_ready()
+    )
+    yield proc
+    proc.stop()
+
+
 def jobs_env(
     stack: Stack,
     iam: ServiceProc,
     booking: ServiceProc,
     notify: ServiceProc,
     billing: ServiceProc | None = None,
+    media: ServiceProc | None = None,
 ) -> dict[str, str]:
     """The jobs process's env, its internal keys included: `python -m services.jobs.run` is started
     with it directly (not through service_proc) and signs its calls as jobs. Without billing, the
@@ -240,15 +266,22 @@ def jobs_env(
     }
     if billing is not None:
         env["BILLING_GRPC_TARGET"] = billing.target
+    if media is not None:
+        env["MEDIA_GRPC_TARGET"] = media.target
     return env
 
 
 @pytest.fixture(scope="session")
 def jobs(
-    stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc, billing: ServiceProc
+    stack: Stack,
+    iam: ServiceProc,
+    booking: ServiceProc,
+    notify: ServiceProc,
+    billing: ServiceProc,
+    media: ServiceProc,
 ) -> Iterator[ServiceProc]:
     """The jobs service serving status, its scheduler off (tests that schedule start their own)."""
-    env = {**jobs_env(stack, iam, booking, notify, billing), "JOBS_ENABLED": "false"}
+    env = {**jobs_env(stack, iam, booking, notify, billing, media), "JOBS_ENABLED": "false"}
     proc = service_proc("jobs", env, stack.work_dir / "logs").start().wait_ready()
     yield proc
     proc.stop()
@@ -265,6 +298,7 @@ class Gateways:
         notify: ServiceProc,
         jobs: ServiceProc,
         billing: ServiceProc,
+        media: ServiceProc,
     ) -> None:
         self.stack = stack
         self.iam = iam
@@ -272,6 +306,7 @@ class Gateways:
         self.notify = notify
         self.jobs = jobs
         self.billing = billing
+        self.media = media
         self._running: dict[tuple[tuple[str, str], ...], GatewayProc] = {}
 
     def base_env(self) -> dict[str, str]:
@@ -282,6 +317,7 @@ class Gateways:
             "NOTIFY_GRPC_TARGET": self.notify.target,
             "JOBS_GRPC_TARGET": self.jobs.target,
             "BILLING_GRPC_TARGET": self.billing.target,
+            "MEDIA_GRPC_TARGET": self.media.target,
             "RATE_LIMIT_PER_MINUTE": "100000",
             "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
             "GRPC_DEADLINE_SECONDS": "3",
@@ -312,8 +348,9 @@ def gateways(
     notify: ServiceProc,
     jobs: ServiceProc,
     billing: ServiceProc,
+    media: ServiceProc,
 ) -> Iterator[Gateways]:
-    running = Gateways(stack, iam, booking, notify, jobs, billing)
+    running = Gateways(stack, iam, booking, notify, jobs, billing, media)
     yield running
     running.stop_all()
 

@@ -45,6 +45,7 @@ from gateway.routes import (
     jobs,
     notifications,
     outbox,
+    photos,
     portal,
     pricing,
     public,
@@ -131,6 +132,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         accounting.router,
         finance.router,
         subscription.router,
+        photos.router,
     ):
         app.include_router(router)
     _install_error_handlers(app)
@@ -142,7 +144,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(AuthMiddleware, settings=settings, revoked=revoked)
     app.add_middleware(AdminAllowlistMiddleware, settings=settings)
     app.add_middleware(RouteAccessMiddleware, router=app.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        streamed=[
+            (path, settings.order_photo_max_bytes + photos.ENVELOPE_BYTES) for path in photos.UPLOAD_PATHS
+        ],
+    )
     app.add_middleware(RateLimitMiddleware, settings=settings, storage=limiter_storage(settings.redis_url))
     if settings.cors_origins:
         app.add_middleware(

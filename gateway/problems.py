@@ -108,7 +108,13 @@ GRPC_TO_HTTP = {
 # Reasons whose HTTP status differs from their gRPC code's usual mapping.
 # Refusals whose HTTP status is not the gRPC code's usual one: a webhook Stripe did not sign (or not
 # lately, or not as JSON) is a 400, the status webhook senders expect for a request they must not retry as is.
-REASON_STATUS = {"signup_disabled": 403, "webhook_rejected": 400}
+REASON_STATUS = {
+    "signup_disabled": 403,
+    "webhook_rejected": 400,
+    # media (services/media/intake.py): past ORDER_PHOTO_MAX_BYTES, and content that is no allowed image.
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+}
 
 
 def from_grpc(error: grpc.aio.AioRpcError, service: str) -> ProblemError:

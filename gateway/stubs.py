@@ -25,12 +25,14 @@ if TYPE_CHECKING:
     from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub as BookingStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub as IamStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceAsyncStub as JobsStub
+    from cws.media.v1.media_pb2_grpc import MediaServiceAsyncStub as MediaStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub as NotifyStub
 else:  # FastAPI reads annotations at run time, where only the generated classes exist
     from cws.billing.v1.billing_pb2_grpc import BillingServiceStub as BillingStub
     from cws.booking.v1.booking_pb2_grpc import BookingServiceStub as BookingStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceStub as IamStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceStub as JobsStub
+    from cws.media.v1.media_pb2_grpc import MediaServiceStub as MediaStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceStub as NotifyStub
 
 
@@ -52,6 +54,10 @@ async def billing_stub(conn: HTTPConnection) -> BillingStub:
     return backends_of(conn).billing.stub
 
 
+async def media_stub(conn: HTTPConnection) -> MediaStub:
+    return backends_of(conn).media.stub
+
+
 async def notify_stub(conn: HTTPConnection) -> NotifyStub:
     return backends_of(conn).notify.stub
 
@@ -65,5 +71,6 @@ AllBackends = Annotated[Backends, Depends(backends_of)]
 Iam = Annotated[IamStub, Depends(iam_stub)]
 Booking = Annotated[BookingStub, Depends(booking_stub)]
 Billing = Annotated[BillingStub, Depends(billing_stub)]
+Media = Annotated[MediaStub, Depends(media_stub)]
 Notify = Annotated[NotifyStub, Depends(notify_stub)]
 Jobs = Annotated[JobsStub, Depends(jobs_stub)]

@@ -30,6 +30,7 @@ from services.billing.settings import BillingSettings
 from services.booking.settings import BookingSettings
 from services.iam.settings import IamSettings
 from services.jobs.settings import JobsSettings
+from services.media.settings import MediaSettings
 from services.notify.settings import NotifySettings
 from tools.processes import DEV_KEYRING
 from tools.testkit import GATEWAY, JWT, rpc_error
@@ -288,9 +289,9 @@ def test_booking_notify_and_jobs_start_in_prod_without_the_jwt_and_portal_secret
     ):
         assert not hasattr(settings, field), f"{process} should not carry {field}"
     accepted = {
-        "booking": {"gateway", "notify", "jobs", "billing"},
+        "booking": {"gateway", "notify", "jobs", "billing", "media"},
         "billing": {"gateway", "jobs"},
-        "notify": {"gateway", "jobs", "billing"},
+        "notify": {"gateway", "jobs", "billing", "media"},
         "jobs": {"gateway"},
     }
     assert set(settings.trusted_callers) == accepted[process]
@@ -313,7 +314,13 @@ def test_iam_needs_its_secrets_and_trusted_keys_but_no_signing_key(no_shared_sec
 
 
 @pytest.mark.parametrize(
-    ("cls", "process"), [(NotifySettings, "notify"), (JobsSettings, "jobs"), (BillingSettings, "billing")]
+    ("cls", "process"),
+    [
+        (NotifySettings, "notify"),
+        (JobsSettings, "jobs"),
+        (BillingSettings, "billing"),
+        (MediaSettings, "media"),
+    ],
 )
 def test_prod_refuses_a_caller_without_its_signing_key(
     cls: type[Any], process: str, no_shared_secrets: None
@@ -343,8 +350,17 @@ def test_a_malformed_key_is_refused_everywhere_without_repeating_it(
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_SECRETS = {"gateway": GatewaySettings, "iam": IamSettings}
 # Third-party secrets that only one process may hold (compose blanks them for every other container).
-PROVIDER_SECRETS = {"billing": ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")}
-PROCESSES = ("gateway", "iam", "booking", "billing", "notify", "jobs")
+PROVIDER_SECRETS = {
+    "billing": ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"),
+    "media": (
+        "PHOTO_TOKEN_SECRET",
+        "R2_ACCESS_KEY",
+        "R2_SECRET_KEY",
+        "CF_IMAGES_API_TOKEN",
+        "CF_IMAGES_SIGNING_KEY",
+    ),
+}
+PROCESSES = ("gateway", "iam", "booking", "billing", "media", "notify", "jobs")
 
 
 def call_secrets_of(process: str) -> dict[str, str]:

@@ -64,7 +64,7 @@ def test_plain_owner_role_migrations_keep_lookups_working(pg_server_admin_url):
 # role. Each test below gets its own database and its own pair of roles (the cluster-wide cws_app
 # belongs to the session stack), and checks what the runtime role owns and sees.
 
-SERVICE_SCHEMAS = ["iam", "booking", "notify", "jobs", "billing"]
+SERVICE_SCHEMAS = ["iam", "booking", "notify", "jobs", "billing", "media"]
 # The owner-only policies the SECURITY DEFINER lookups need (FORCE RLS binds the table owner too).
 OWNER_POLICIES = {
     ("iam", "users", "users_owner_lookup"),
@@ -79,6 +79,7 @@ HOLE_REVISIONS = {
     "notify": "0001_notify_initial",
     # Billing's owner-only policies (0002) came after the fix; the old way stops before them.
     "billing": "0001_billing_initial",
+    "media": "0001_media_initial",
 }
 STRONG = "s" * 40
 PROD_SECRETS = {

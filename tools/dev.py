@@ -30,12 +30,13 @@ from tools.processes import DEV_SECRETS, NATS_USER_PASSWORDS, Proc, gateway_proc
 from tools.smtp_sink import SmtpSink
 from tools.stripe_local import LocalStripe
 
-SERVICES = ("iam", "booking", "billing", "notify", "jobs")
-# Default ports (ARCHITECTURE: media 50054/8104 is reserved for its issue).
+SERVICES = ("iam", "booking", "billing", "media", "notify", "jobs")
+# Default ports (ARCHITECTURE's numbering).
 DEFAULT_PORTS = {
     "iam": (50051, 8101),
     "booking": (50052, 8102),
     "billing": (50053, 8103),
+    "media": (50054, 8104),
     "notify": (50055, 8105),
     "jobs": (50056, 8106),
 }
@@ -82,6 +83,15 @@ def _keyring() -> Keyring:
         path.touch(mode=0o600, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in keyring.env_for(process).items()))
     return keyring
+
+
+def _dev_photo_secret() -> str:
+    """One per .run/ folder, so photo links made before a restart still open after it."""
+    path = RUN_DIR / "photo_token_secret"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def main() -> int:
@@ -170,6 +180,11 @@ def main() -> int:
     # Every process learns every service's address (notify asks iam and booking; jobs asks them all).
     env.update({f"{name.upper()}_GRPC_TARGET": f"127.0.0.1:{grpc}" for name, (grpc, _) in ports.items()})
     env["JOBS_ENABLED"] = _env("JOBS_ENABLED", "false")
+    # Photos on this machine unless another backend is given: files under .run/uploads (kept between
+    # runs, like the database), links signed with a secret made for this .run/ folder.
+    env["ORDER_STORAGE_BACKEND"] = _env("ORDER_STORAGE_BACKEND", "local")
+    env["ORDER_UPLOAD_ROOT"] = _env("ORDER_UPLOAD_ROOT", str(RUN_DIR / "uploads"))
+    env["PHOTO_TOKEN_SECRET"] = _env("PHOTO_TOKEN_SECRET") or _dev_photo_secret()
     log_dir = RUN_DIR / "logs"
     keyring = _keyring()
     services = [
@@ -204,6 +219,7 @@ CleanWithSnapshot suite is running (logs in .run/logs/).
               -d '{{"email":"{owner_email}","password":"{owner_password}"}}'
   basic:    curl -i -u 'admin:{env["ADMIN_BASIC_PASSWORD"]}' {gateway.url}/v1/admin/profile
   mail:     {"captured in .run/mail/ (one .eml per message)" if mail else "EMAIL_MODE=" + env["EMAIL_MODE"]}
+  photos:   {"ORDER_STORAGE_BACKEND=" + env["ORDER_STORAGE_BACKEND"] + (" under " + env["ORDER_UPLOAD_ROOT"] if env["ORDER_STORAGE_BACKEND"] == "local" else "")}
   stripe:   {"local: " + local_stripe.api_base + " (webhooks to the gateway; docs/billing.md walks a payment)" if local_stripe else "STRIPE_SECRET_KEY given: Stripe itself"}
   jobs:     scheduler {"on" if env["JOBS_ENABLED"].lower() == "true" else "off (JOBS_ENABLED=true turns it on)"}
   keys:     this run's internal call keys in .run/keys/<process>.env (a job by hand signs as jobs)

@@ -1,6 +1,14 @@
-"""MAX_REQUEST_BODY_BYTES, enforced on the declared length and on what actually arrives."""
+"""MAX_REQUEST_BODY_BYTES, enforced on the declared length and on what actually arrives.
+
+Streamed routes (photo uploads) have their own, larger limit and read their body as it arrives: a
+chunked body is then not buffered here (that would hold a whole photo in memory before the route could
+refuse it); the route checks the declared length and counts what it streams, and the limit given for
+it here still stops a body that goes past it."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Sequence
 
 from starlette.datastructures import Headers
 
@@ -9,13 +17,19 @@ from gateway.problems import ProblemError
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, streamed: Sequence[tuple[re.Pattern[str], int]] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = tuple(streamed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        max_bytes = next((limit for path, limit in self.streamed if path.match(scope["path"])), None)
+        if max_bytes is not None:
+            return await self._streamed(scope, receive, send, max_bytes)
         too_large = ProblemError(413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes")
         length = Headers(scope=scope).get("content-length")
         if length is not None:
@@ -40,6 +54,29 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    raise too_large
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _streamed(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+        too_large = ProblemError(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_bytes):
+            problem = (
+                too_large
+                if length.isdigit()
+                else ProblemError(400, "bad_request", "Content-Length is not a number")
+            )
+            return await send_problem(scope, receive, send, problem)
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > max_bytes:
                     raise too_large
             return message
 

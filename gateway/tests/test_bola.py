@@ -21,6 +21,7 @@ import httpx
 from gateway.portal_auth import PORTAL_PREFIXES
 from gateway.tests.test_accounting_export_routes import stored_export
 from gateway.tests.test_outbox_routes import dead_row
+from gateway.tests.test_photo_routes import jpeg_bytes
 from tools.testkit import assert_clean, owner, staff
 
 ROLES_OF_B = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
@@ -41,6 +42,7 @@ KIND_OF_PARAMETER = {
     "export_id": "stored_export",  # a monthly accounting CSV kept for review (notify)
     "expense_id": "expense",
     "instalment_id": "instalment",
+    "photo_id": "photo",  # a job photo (media), uploaded to org A's booking
 }
 
 # Path parameters that name no object of another org, and why the sweep does not apply to them.
@@ -163,6 +165,12 @@ async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: A
     _, letter_id = await dead_row(stack, org.org_id, kind="webhook", letter=True)
     assert letter_id
     kept_export_id = await stored_export(stack, org.org_id)
+    photo = await http.post(
+        f"{url}/v1/admin/bookings/{booking['id']}/photos",
+        files={"file": ("a.jpg", jpeg_bytes(), "image/jpeg")},
+        headers=headers,
+    )
+    assert photo.status_code == 201, photo.text
     return {
         "user": user["user"]["id"],
         "lead": lead["lead_id"],
@@ -177,6 +185,7 @@ async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: A
         "payment": paid["payments"][0]["id"],
         "expense": expense["id"],
         "instalment": instalment["id"],
+        "photo": photo.json()["photo_id"],
     }
 
 

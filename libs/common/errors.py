@@ -74,6 +74,15 @@ class ResourceExhausted(ServiceError):
     default_code = "too_many_requests"
 
 
+class PayloadTooLarge(ServiceError):
+    """A body past its size limit (the gateway answers 413 by its code). OUT_OF_RANGE, not
+    RESOURCE_EXHAUSTED: that one means "too many requests, retry later" here, while sending the same
+    body again can never succeed."""
+
+    grpc_code = grpc.StatusCode.OUT_OF_RANGE
+    default_code = "payload_too_large"
+
+
 class Unavailable(ServiceError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
     default_code = "unavailable"

@@ -62,24 +62,26 @@ class MissingSigningKey(RuntimeError):
     start so; dev and test processes started by tools/processes.py always get one)."""
 
 
-class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Adds the signed context of `acting_as`/`set_outgoing` and the default deadline to each call.
+# A client-streaming call (media's upload) is signed before its first message is sent, so its body
+# cannot be hashed into the signature without buffering the whole stream: the signature covers the
+# caller, the method, the context and this digest of an empty body instead, and the server verifies
+# the same (libs/common/grpc_server.py). The caller and what it acts as stay proven; the messages are
+# as trustworthy as the channel they travel on.
+STREAM_BODY = b""
 
-    The body digest is taken over `request.SerializeToString()`, the serializer the generated stub
-    itself uses (`request_serializer=...Request.SerializeToString`); the same message object
-    serialized twice by the same protobuf runtime gives the same bytes, so the service hashes exactly
-    what was signed. This must stay the outermost interceptor that could change a request."""
+
+class _Signer:
+    """What both signing interceptors add to a call's details. Two classes, because grpc.aio files
+    each interceptor under the first call shape it implements only (a class implementing two shapes
+    would intercept just one of them)."""
 
     def __init__(self, signer: CallSigner | None, deadline_seconds: float) -> None:
         self.signer = signer
         self.deadline_seconds = deadline_seconds
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
+    def _signed(
+        self, client_call_details: grpc.aio.ClientCallDetails, body: bytes
+    ) -> grpc.aio.ClientCallDetails:
         method = client_call_details.method
         name = method.decode() if isinstance(method, bytes) else str(method)
         ctx = _outgoing.get()
@@ -88,16 +90,44 @@ class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
         if self.signer is None:
             raise MissingSigningKey(f"INTERNAL_SIGNING_KEY is not set: this process cannot call {name}")
         metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
-        for key, value in sign_call(ctx, self.signer, name, request.SerializeToString()):
+        for key, value in sign_call(ctx, self.signer, name, body):
             metadata.add(key, value)
-        details = grpc.aio.ClientCallDetails(
+        return grpc.aio.ClientCallDetails(
             method=client_call_details.method,
             timeout=client_call_details.timeout or self.deadline_seconds,
             metadata=metadata,
             credentials=client_call_details.credentials,
             wait_for_ready=False,
         )
-        return await continuation(details, request)
+
+
+class SigningInterceptor(_Signer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds the signed context of `acting_as`/`set_outgoing` and the default deadline to each call.
+
+    The body digest is taken over `request.SerializeToString()`, the serializer the generated stub
+    itself uses (`request_serializer=...Request.SerializeToString`); the same message object
+    serialized twice by the same protobuf runtime gives the same bytes, so the service hashes exactly
+    what was signed. This must stay the outermost interceptor that could change a request."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await continuation(self._signed(client_call_details, request.SerializeToString()), request)
+
+
+class StreamSigningInterceptor(_Signer, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    """The same for client-streaming calls, signed over STREAM_BODY (above)."""
+
+    async def intercept_stream_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        return await continuation(self._signed(client_call_details, STREAM_BODY), request_iterator)
 
 
 def open_channel(target: str, interceptors: Sequence[Any] = ()) -> grpc.aio.Channel:
@@ -132,5 +162,9 @@ def open_peer(
     """`stub_class` is the generated `...ServiceStub`; typed callers annotate the result with the
     generated `...ServiceAsyncStub` (mypy-protobuf), which is what a stub over an aio channel is.
     `signer` is the calling process's identity (settings.call_signer)."""
-    channel = open_channel(target, [SigningInterceptor(signer, deadline_seconds), *interceptors])
+    signing = [
+        SigningInterceptor(signer, deadline_seconds),
+        StreamSigningInterceptor(signer, deadline_seconds),
+    ]
+    channel = open_channel(target, [*signing, *interceptors])
     return Peer(name, target, stub_class(channel), channel, open_channel(target))

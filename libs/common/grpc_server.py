@@ -37,6 +37,7 @@ from libs.common.db import Database, OutboxTables, unavailable_if_database_away
 from libs.common.errors import InvalidArgument, ServiceError
 from libs.common.event_types import Broadcast, Consumer
 from libs.common.events import DurableConsumer, OutboxRelay, prune_event_tables, run_broadcast
+from libs.common.grpc_client import STREAM_BODY
 from libs.common.logs import configure_logging, get_logger
 from libs.common.readiness import Readiness
 from libs.common.roles import STAFF
@@ -56,6 +57,8 @@ GRPC_SECONDS = Histogram(
 # Probes carry no context: health, reflection and readiness. Everything else, feature flags included,
 # needs the gateway's (or a suite service's) signature.
 UNSIGNED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.", "/cws.common.v1.OpsService/GetReadiness")
+# What a client-streaming call is signed over (libs/common/grpc_client.py STREAM_BODY).
+STREAM_DIGEST = body_digest(STREAM_BODY)
 
 
 def _digesting(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], tuple[bytes, Any]]:
@@ -66,6 +69,20 @@ def _digesting(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes],
         return body_digest(data), deserializer(data) if deserializer is not None else data
 
     return deserialize
+
+
+def _refused(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        log.error("rpc_shape_not_served", method=method)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this call's shape is not served")
+
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse, handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        refuse, handler.request_deserializer, handler.response_serializer
+    )
 
 
 class ContextInterceptor(grpc.aio.ServerInterceptor):
@@ -83,62 +100,98 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        method = details.method
-        needs_context = not method.startswith(UNSIGNED_PREFIXES)
-        inner = handler.unary_unary
-        metadata = details.invocation_metadata
+        if handler.unary_unary is not None:
+            return self._unary_unary(handler, details)
+        if handler.stream_unary is not None:
+            return self._stream_unary(handler, details)
+        if details.method.startswith(UNSIGNED_PREFIXES):
+            return handler  # health's Watch and reflection stream, and carry no context
+        # No other server-streaming or bidirectional call exists: one added later is refused rather
+        # than served unsigned, until this interceptor learns its shape.
+        return _refused(handler, details.method)
+
+    def _unary_unary(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        inner: Any = handler.unary_unary  # an aio handler: a coroutine function (the stubs say sync)
 
         async def wrapper(received: tuple[bytes, Any], context: grpc.aio.ServicerContext) -> Any:
             digest, request = received
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            token = None
-            call_token = request_context.set_call(method, request)
-            try:
-                if needs_context:
-                    try:
-                        ctx = self.verifier.verify(metadata, method, digest)
-                    except ServiceError as refused:
-                        # A forged, replayed or misrouted internal call: worth an operator's look.
-                        log.warning(
-                            "internal_call_refused", method=method, reason=refused.code, peer=context.peer()
-                        )
-                        raise
-                    token = request_context.set_current(ctx)
-                    request_context.refuse_until_password_changed(ctx, method)
-                    structlog.contextvars.bind_contextvars(
-                        request_id=ctx.request_id, org_id=ctx.org_id, principal=ctx.principal_id
-                    )
-                if problems := nul_violations(request):
-                    raise InvalidArgument.of(problems)
-                return await unavailable_if_database_away(inner(request, context))  # type: ignore[arg-type]
-            except ServiceError as error:
-                code = error.grpc_code
-                await context.abort(
-                    error.grpc_code, error.detail, trailing_metadata=rich_status.encode(error)
-                )
-            except (grpc.aio.AbortError, asyncio.CancelledError):
-                code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("rpc_failed", method=method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            finally:
-                request_context.reset_call(call_token)
-                if token is not None:
-                    request_context.reset_current(token)
-                    structlog.contextvars.unbind_contextvars("request_id", "org_id", "principal")
-                GRPC_HANDLED.labels(self.service, method, code.name).inc()
-                GRPC_SECONDS.labels(self.service, method).observe(time.perf_counter() - started)
+            return await self._serve(details, context, digest, request, lambda: inner(request, context))
 
         return grpc.unary_unary_rpc_method_handler(
             wrapper,
             request_deserializer=_digesting(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+    def _stream_unary(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        """A client-streaming call: verified before its first message is read, over the digest of
+        STREAM_BODY (the client signs it so; libs/common/grpc_client.py), then served as usual."""
+        inner: Any = handler.stream_unary
+
+        async def wrapper(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self._serve(details, context, STREAM_DIGEST, None, lambda: inner(requests, context))
+
+        return grpc.stream_unary_rpc_method_handler(
+            wrapper,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _serve(
+        self,
+        details: grpc.HandlerCallDetails,
+        context: grpc.aio.ServicerContext,
+        digest: bytes,
+        request: Any,
+        call: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        method = details.method
+        metadata = details.invocation_metadata
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        token = None
+        call_token = request_context.set_call(method, request)
+        try:
+            if not method.startswith(UNSIGNED_PREFIXES):
+                try:
+                    ctx = self.verifier.verify(metadata, method, digest)
+                except ServiceError as refused:
+                    # A forged, replayed or misrouted internal call: worth an operator's look.
+                    log.warning(
+                        "internal_call_refused", method=method, reason=refused.code, peer=context.peer()
+                    )
+                    raise
+                token = request_context.set_current(ctx)
+                request_context.refuse_until_password_changed(ctx, method)
+                structlog.contextvars.bind_contextvars(
+                    request_id=ctx.request_id, org_id=ctx.org_id, principal=ctx.principal_id
+                )
+            if request is not None and (problems := nul_violations(request)):
+                raise InvalidArgument.of(problems)
+            return await unavailable_if_database_away(call())
+        except ServiceError as error:
+            code = error.grpc_code
+            await context.abort(error.grpc_code, error.detail, trailing_metadata=rich_status.encode(error))
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("rpc_failed", method=method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            request_context.reset_call(call_token)
+            if token is not None:
+                request_context.reset_current(token)
+                structlog.contextvars.unbind_contextvars("request_id", "org_id", "principal")
+            GRPC_HANDLED.labels(self.service, method, code.name).inc()
+            GRPC_SECONDS.labels(self.service, method).observe(time.perf_counter() - started)
 
 
 class OpsServicer(ops_pb2_grpc.OpsServiceServicer):

@@ -31,12 +31,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 # Who calls whom (mirrors gateway/clients.py and services/*/peers.py). A service lists the callers
 # it accepts in INTERNAL_TRUSTED_KEYS; iam and booking call no one, so they hold no private key.
 CALLEES: Mapping[str, tuple[str, ...]] = {
-    "gateway": ("iam", "booking", "billing", "notify", "jobs"),
+    "gateway": ("iam", "booking", "billing", "media", "notify", "jobs"),
     "notify": ("iam", "booking"),
-    "jobs": ("iam", "booking", "billing", "notify"),
+    "jobs": ("iam", "booking", "billing", "media", "notify"),
     "billing": ("iam", "booking", "notify"),
+    "media": ("booking", "notify"),
 }
-SERVICES = ("iam", "booking", "billing", "notify", "jobs")
+SERVICES = ("iam", "booking", "billing", "media", "notify", "jobs")
 GATEWAY = "gateway"
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 

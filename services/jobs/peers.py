@@ -1,4 +1,4 @@
-"""The services jobs call over gRPC (IAM for the org list, booking, billing and notify for the work), as
+"""The services jobs call over gRPC (IAM for the org list, booking, billing, media and notify for the work), as
 typed stubs over channels opened once inside the running loop.
 
 Every call acts as the jobs service itself: the runner makes each job's calls inside
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from cws.billing.v1 import billing_pb2_grpc
 from cws.booking.v1 import booking_pb2_grpc
 from cws.iam.v1 import iam_pb2, iam_pb2_grpc
+from cws.media.v1 import media_pb2_grpc
 from cws.notify.v1 import notify_pb2_grpc
 
 from libs.common.context import service_context
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from cws.billing.v1.billing_pb2_grpc import BillingServiceAsyncStub
     from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub
+    from cws.media.v1.media_pb2_grpc import MediaServiceAsyncStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub
 
 ORG_PAGE = 500
@@ -33,6 +35,7 @@ class Peers:
     iam: Peer[IamServiceAsyncStub]
     booking: Peer[BookingServiceAsyncStub]
     billing: Peer[BillingServiceAsyncStub]
+    media: Peer[MediaServiceAsyncStub]
     notify: Peer[NotifyServiceAsyncStub]
 
     async def org_ids(self) -> AsyncIterator[str]:
@@ -50,7 +53,7 @@ class Peers:
             after = page.orgs[-1].org_id
 
     async def close(self) -> None:
-        for peer in (self.iam, self.booking, self.billing, self.notify):
+        for peer in (self.iam, self.booking, self.billing, self.media, self.notify):
             await peer.close()
 
 
@@ -75,6 +78,13 @@ def open_peers(settings: JobsSettings) -> Peers:
             "billing",
             settings.billing_grpc_target,
             billing_pb2_grpc.BillingServiceStub,
+            signer=signer,
+            deadline_seconds=deadline,
+        ),
+        media=open_peer(
+            "media",
+            settings.media_grpc_target,
+            media_pb2_grpc.MediaServiceStub,
             signer=signer,
             deadline_seconds=deadline,
         ),

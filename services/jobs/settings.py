@@ -20,6 +20,7 @@ class JobsSettings(CommonSettings):
     iam_grpc_target: str = "127.0.0.1:50051"
     booking_grpc_target: str = "127.0.0.1:50052"
     billing_grpc_target: str = "127.0.0.1:50053"
+    media_grpc_target: str = "127.0.0.1:50054"
     notify_grpc_target: str = "127.0.0.1:50055"
 
     # Seed 002: the scheduler runs only with JOBS_ENABLED; JOB_RUNNER_ID names this runner.

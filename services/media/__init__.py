@@ -1,1 +1,2 @@
-"""The media service: its home, filled in by its own issue (see ARCHITECTURE.md)."""
+"""The media service: job photos (upload, storage backends, consent, signed links, review, tombstones).
+`python -m services.media`; docs/media.md."""

@@ -30,7 +30,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import APP_ROLE, Gateways, Stack, jobs_env, notify_env
+from conftest import APP_ROLE, Gateways, Stack, jobs_env, media_env, notify_env
 from libs.common.db import Database
 from libs.common.migrate import migrate
 from tools.devstack import EmbeddedPostgres, NatsServer, ensure_database, port_open, with_user
@@ -97,10 +97,18 @@ def suite(work_dir: Path) -> Iterator[Suite]:
             },
             logs,
         )
+        media = service_proc("media", media_env(stack, booking, notify), logs)
         jobs = service_proc(
-            "jobs", {**jobs_env(stack, iam, booking, notify, billing), "JOBS_ENABLED": "false"}, logs
+            "jobs", {**jobs_env(stack, iam, booking, notify, billing, media), "JOBS_ENABLED": "false"}, logs
         )
-        services = {"iam": iam, "booking": booking, "billing": billing, "notify": notify, "jobs": jobs}
+        services = {
+            "iam": iam,
+            "booking": booking,
+            "billing": billing,
+            "media": media,
+            "notify": notify,
+            "jobs": jobs,
+        }
 
         def stop_services() -> None:  # each drains for a moment: side by side
             with ThreadPoolExecutor(len(services)) as stopping:
@@ -111,7 +119,7 @@ def suite(work_dir: Path) -> Iterator[Suite]:
             proc.start()
         for proc in services.values():
             proc.wait_ready()
-        gateways = Gateways(stack, iam, booking, notify, jobs, billing)
+        gateways = Gateways(stack, iam, booking, notify, jobs, billing, media)
         cleanup.callback(gateways.stop_all)
         yield Suite(pg=pg, stack=stack, services=services, gateway=gateways.get())
 
