@@ -193,14 +193,21 @@ def local_stripe(work_dir: Path) -> Iterator[LocalStripe]:
 
 
 def billing_env(
-    stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc, local_stripe: LocalStripe
+    stack: Stack,
+    iam: ServiceProc,
+    booking: ServiceProc,
+    notify: ServiceProc,
+    local_stripe: LocalStripe,
+    media: ServiceProc | None = None,
 ) -> dict[str, str]:
-    """Billing as the session runs it: Stripe is the local one, breaker resets quickly."""
+    """Billing as the session runs it: Stripe is the local one, breaker resets quickly. Without
+    media, the usage report leaves storage unchecked (MEDIA_GRPC_TARGET empty: not deployed)."""
     return {
         **stack.env(),
         "IAM_GRPC_TARGET": iam.target,
         "BOOKING_GRPC_TARGET": booking.target,
         "NOTIFY_GRPC_TARGET": notify.target,
+        "MEDIA_GRPC_TARGET": media.target if media is not None else "",
         "STRIPE_SECRET_KEY": STRIPE_TEST_KEY,
         "STRIPE_WEBHOOK_SECRET": STRIPE_TEST_WEBHOOK_SECRET,
         "STRIPE_API_BASE": local_stripe.api_base,
@@ -213,9 +220,14 @@ def billing_env(
 
 @pytest.fixture(scope="session")
 def billing(
-    stack: Stack, iam: ServiceProc, booking: ServiceProc, notify: ServiceProc, local_stripe: LocalStripe
+    stack: Stack,
+    iam: ServiceProc,
+    booking: ServiceProc,
+    notify: ServiceProc,
+    local_stripe: LocalStripe,
+    media: ServiceProc,
 ) -> Iterator[ServiceProc]:
-    env = billing_env(stack, iam, booking, notify, local_stripe)
+    env = billing_env(stack, iam, booking, notify, local_stripe, media)
     proc = service_proc("billing", env, stack.work_dir / "logs").start().wait_ready()
     yield proc
     proc.stop()

@@ -111,6 +111,9 @@ def _pay_an_invoice_by_card(base: str, env: dict[str, str]) -> None:
     )
     queue = httpx.get(f"{base}/v1/admin/queue/invoices?status=all&limit=1", auth=BASIC, timeout=10)
     assert queue.status_code == 200 and isinstance(queue.json()["items"], list), queue.text
+    # Seed 004's photos-queue smoke line: a 200 JSON array (empty here).
+    photos = httpx.get(f"{base}/v1/admin/queue/photos?status=pending&limit=1", auth=BASIC, timeout=10)
+    assert photos.status_code == 200 and photos.json() == [], photos.text
 
 
 def test_make_dev_runs_twice_and_stops_cleanly(stack):

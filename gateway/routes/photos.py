@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from cws.booking.v1 import booking_pb2
 from cws.media.v1 import media_pb2
@@ -36,6 +36,9 @@ UPLOADER = Depends(require_roles(*DISPATCH))
 ANY_STAFF = Depends(require_roles(*STAFF))
 Id = Annotated[str, Path(max_length=64)]
 
+# Media's upload messages (the same oneof: metadata first, then chunks), and what its upload rpcs answer.
+UploadMessage = TypeVar("UploadMessage", media_pb2.UploadPhotoRequest, media_pb2.UploadWorkerPhotoRequest)
+UploadAnswer = TypeVar("UploadAnswer")
 # What media takes per message (media_pb2.UploadPhotoRequest.chunk).
 CHUNK_BYTES = 256 * 1024
 # The form around the file (boundaries, part headers, small fields) on top of the photo itself.
@@ -79,20 +82,40 @@ def too_large(max_bytes: int) -> ProblemError:
     },
 )
 async def upload_photo(booking_id: Id, request: Request, media: Media, booking: Booking) -> dict[str, Any]:
+    refuse_declared_oversize(request)
+    # Another org's booking is 404 whatever the body holds, before a byte of it is read (media asks
+    # booking again, authoritatively, before it reads the file).
+    await booking.GetBooking(booking_pb2.GetBookingRequest(booking_id=booking_id))
+    response = await stream_upload(request, booking_id, media_pb2.UploadPhotoRequest, media.UploadPhoto)
+    return photo_view(response.photo)
+
+
+def refuse_declared_oversize(request: Request) -> None:
+    """413 before anything is read when the declared Content-Length is past the photo limit plus the
+    form's envelope (BodyLimitMiddleware still stops a body that lies about it)."""
     max_bytes: int = request.app.state.settings.order_photo_max_bytes
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes + ENVELOPE_BYTES:
         raise too_large(max_bytes)
-    # Another org's booking is 404 whatever the body holds, before a byte of it is read (media asks
-    # booking again, authoritatively, before it reads the file).
-    await booking.GetBooking(booking_pb2.GetBookingRequest(booking_id=booking_id))
+
+
+async def stream_upload(
+    request: Request,
+    booking_id: str,
+    message: type[UploadMessage],
+    send: Callable[[AsyncIterator[UploadMessage]], Awaitable[UploadAnswer]],
+) -> UploadAnswer:
+    """The body's `file` field, streamed to media by `send` (a client-streaming upload rpc: the
+    admin's UploadPhoto, the worker portal's UploadWorkerPhoto), counted as it passes (413 at the first
+    byte past ORDER_PHOTO_MAX_BYTES). The caller has checked the booking first."""
+    max_bytes: int = request.app.state.settings.order_photo_max_bytes
     boundary = boundary_of(request.headers.get("content-type", ""))
     filename, declared_type, body = await file_field(request.stream(), boundary, "file")
     # An error raised while gRPC consumes the messages becomes a cancelled call: keep it to answer with.
     failed: list[ProblemError] = []
 
-    async def messages() -> AsyncIterator[media_pb2.UploadPhotoRequest]:
-        yield media_pb2.UploadPhotoRequest(
+    async def messages() -> AsyncIterator[UploadMessage]:
+        yield message(
             metadata=media_pb2.UploadMetadata(
                 booking_id=booking_id, filename=filename, declared_content_type=declared_type
             )
@@ -104,13 +127,13 @@ async def upload_photo(booking_id: Id, request: Request, media: Media, booking: 
                 if seen > max_bytes:
                     raise too_large(max_bytes)
                 for start in range(0, len(piece), CHUNK_BYTES):
-                    yield media_pb2.UploadPhotoRequest(chunk=piece[start : start + CHUNK_BYTES])
+                    yield message(chunk=piece[start : start + CHUNK_BYTES])
         except ProblemError as problem:
             failed.append(problem)
             raise
 
     try:
-        response = await media.UploadPhoto(messages())
+        response = await send(messages())
     except (ProblemError, asyncio.CancelledError):
         # grpc.aio cancels the call when the message iterator raises: the reason is ours, in `failed`.
         if failed:
@@ -118,7 +141,7 @@ async def upload_photo(booking_id: Id, request: Request, media: Media, booking: 
         raise
     if failed:
         raise failed[0]
-    return photo_view(response.photo)
+    return response
 
 
 @router.get(

@@ -144,8 +144,9 @@ Month = Annotated[
 
 
 def usage_view(report: billing_pb2.UsageReport) -> dict[str, Any]:
-    """Top-level `workers` and `bookings` are the owning service's truth; `storage_bytes` is the
-    recorded counter (nothing can check it until media exists, so its drift says `checked: false`)."""
+    """Top-level `workers`, `bookings` and `storage_bytes` are the owning service's truth (booking's,
+    media's); when media does not answer, `storage_bytes` is the recorded counter and its drift says
+    `checked: false` with the reason."""
     metrics = {m.metric: m for m in report.metrics}
     return {
         "month": report.month,

@@ -43,6 +43,7 @@ KIND_OF_PARAMETER = {
     "expense_id": "expense",
     "instalment_id": "instalment",
     "photo_id": "photo",  # a job photo (media), uploaded to org A's booking
+    "order_id": "booking",  # seed 002's name for a booking in the client's photo download path
 }
 
 # Path parameters that name no object of another org, and why the sweep does not apply to them.
@@ -75,6 +76,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/admin/invoices/{invoice_id}/payments"): {"amount_cents": 100, "method": "cash"},
     ("PATCH", "/v1/admin/finance/expenses/{expense_id}"): {"vendor": "Taken by B"},
     ("PATCH", "/v1/admin/finance/tax-instalments/{instalment_id}"): {"reference": "Taken by B"},
+    ("PUT", "/v1/admin/bookings/{booking_id}/photo-consent"): {"granted": True},
+    ("PUT", "/v1/client/portal/bookings/{booking_id}/photo-consent"): {"granted": True},
+    ("POST", "/v1/admin/photos/{photo_id}/needs-retake"): {"note": "Taken by B"},
 }
 
 # Staff credentials are no portal credentials: the portal routes answer them 401 before any id is
@@ -82,7 +86,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 PORTAL_REFUSALS = {401, 403, 404}
 REFUSALS = {403, 404}
 # The portal users of org B, and the routes whose sessions they hold.
-PORTAL_USERS_OF_B = {"CLIENT": "/v1/client/portal/", "WORKER": "/v1/worker/portal/"}
+PORTAL_USERS_OF_B = {"CLIENT": ("/v1/client/portal/", "/v1/orders/"), "WORKER": ("/v1/worker/portal/",)}
+# Client portal routes outside the portal prefixes (seed 002's photo download path): portal credentials.
+PORTAL_PATHS = (*PORTAL_PREFIXES, "/v1/orders/")
 
 
 def routes_with_ids(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -222,7 +228,7 @@ async def portal_sessions_of_org_b(
         http.cookies.clear()
     for who, prefix in PORTAL_USERS_OF_B.items():
         own = await http.get(
-            f"{url}{prefix}{'bookings' if who == 'CLIENT' else 'jobs'}", headers=sessions[who]
+            f"{url}{prefix[0]}{'bookings' if who == 'CLIENT' else 'jobs'}", headers=sessions[who]
         )
         assert own.status_code == 200, f"the {who} of org B cannot read their own portal: {own.text}"
     return sessions
@@ -276,7 +282,7 @@ async def test_no_role_of_another_org_reaches_an_object_by_its_id(
                 unknown.append(f"{method} {path}: needs a body in BODIES")
                 continue
             url = gateway.url + path.format(**values)
-            allowed = PORTAL_REFUSALS if path.startswith(PORTAL_PREFIXES) else REFUSALS
+            allowed = PORTAL_REFUSALS if path.startswith(PORTAL_PATHS) else REFUSALS
             swept.add(f"{method} {path}")
             for role, headers in sessions.items():
                 response = await http.request(method, url, headers=headers, json=body)

@@ -130,6 +130,19 @@ class StreamSigningInterceptor(_Signer, grpc.aio.StreamUnaryClientInterceptor): 
         return await continuation(self._signed(client_call_details, STREAM_BODY), request_iterator)
 
 
+class UnaryStreamSigningInterceptor(_Signer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """The same for server-streaming calls (media's OpenPhotoLink): one request, so it is signed over
+    the request's bytes exactly as a unary call is."""
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await continuation(self._signed(client_call_details, request.SerializeToString()), request)
+
+
 def open_channel(target: str, interceptors: Sequence[Any] = ()) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=list(interceptors))
 
@@ -165,6 +178,7 @@ def open_peer(
     signing = [
         SigningInterceptor(signer, deadline_seconds),
         StreamSigningInterceptor(signer, deadline_seconds),
+        UnaryStreamSigningInterceptor(signer, deadline_seconds),
     ]
     channel = open_channel(target, [*signing, *interceptors])
     return Peer(name, target, stub_class(channel), channel, open_channel(target))

@@ -108,8 +108,10 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
             return self._stream_unary(handler, details)
         if details.method.startswith(UNSIGNED_PREFIXES):
             return handler  # health's Watch and reflection stream, and carry no context
-        # No other server-streaming or bidirectional call exists: one added later is refused rather
-        # than served unsigned, until this interceptor learns its shape.
+        if handler.unary_stream is not None:
+            return self._unary_stream(handler, details)
+        # No bidirectional call exists: one added later is refused rather than served unsigned, until
+        # this interceptor learns its shape.
         return _refused(handler, details.method)
 
     def _unary_unary(
@@ -140,6 +142,29 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
         return grpc.stream_unary_rpc_method_handler(
             wrapper,
             request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _unary_stream(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        """A server-streaming call (media's OpenPhotoLink): one request, verified over its digest as
+        a unary call is, before the servicer's generator runs; its messages are written with
+        `context.write`, so the context, error mapping and metrics wrap the whole stream."""
+        inner: Any = handler.unary_stream  # an async generator function
+
+        async def wrapper(received: tuple[bytes, Any], context: grpc.aio.ServicerContext) -> None:
+            digest, request = received
+
+            async def drive() -> None:
+                async for message in inner(request, context):
+                    await context.write(message)
+
+            await self._serve(details, context, digest, request, drive)
+
+        return grpc.unary_stream_rpc_method_handler(
+            wrapper,
+            request_deserializer=_digesting(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 

@@ -34,7 +34,7 @@ CALLEES: Mapping[str, tuple[str, ...]] = {
     "gateway": ("iam", "booking", "billing", "media", "notify", "jobs"),
     "notify": ("iam", "booking"),
     "jobs": ("iam", "booking", "billing", "media", "notify"),
-    "billing": ("iam", "booking", "notify"),
+    "billing": ("iam", "booking", "notify", "media"),
     "media": ("booking", "notify"),
 }
 SERVICES = ("iam", "booking", "billing", "media", "notify", "jobs")

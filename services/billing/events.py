@@ -14,6 +14,7 @@ from typing import Any
 from cws.billing.v1 import events_pb2 as billing_events
 from cws.booking.v1 import events_pb2 as booking_events
 from cws.iam.v1 import events_pb2 as iam_events
+from cws.media.v1 import events_pb2 as media_events
 
 from libs.common.event_types import Consumer, Event, audit_event
 from services.billing import orgs, usage
@@ -89,7 +90,7 @@ PUBLISHED: tuple[Event[Any], ...] = (
     AUDIT_RECORDED,
 )
 
-# --- consumed (declared by iam and booking) ---------------------------------------------------------
+# --- consumed (declared by iam, booking and media) ---------------------------------------------------------
 
 IAM_ORG_CREATED = Event(
     "cws.iam.org.created",
@@ -120,6 +121,16 @@ BOOKING_WORKER_DEACTIVATED = Event(
     "cws.booking.worker.deactivated",
     booking_events.WorkerDeactivated,
     doc="a worker was deactivated or deleted (was_active: they were active until then): portal access ends",
+)
+MEDIA_PHOTO_STORED = Event(
+    "cws.media.photo.stored",
+    media_events.PhotoStored,
+    doc="a job photo was stored (its object written, its row committed); bytes count toward the org's storage",
+)
+MEDIA_PHOTO_DELETED = Event(
+    "cws.media.photo.deleted",
+    media_events.PhotoDeleted,
+    doc="a job photo was deleted and tombstoned; the storage janitor removes its object from the backend",
 )
 
 
@@ -162,5 +173,17 @@ def consumers(settings: BillingSettings, peers: Peers) -> Sequence[Consumer[Any]
             BOOKING_WORKER_DEACTIVATED,
             usage.on_worker_deactivated,
             doc="usage: -1 worker, when the worker was active until then",
+        ),
+        Consumer(
+            "billing-usage-photo-stored",
+            MEDIA_PHOTO_STORED,
+            usage.on_photo_stored,
+            doc="usage: +bytes of storage, the stored photo's size",
+        ),
+        Consumer(
+            "billing-usage-photo-deleted",
+            MEDIA_PHOTO_DELETED,
+            usage.on_photo_deleted,
+            doc="usage: -bytes of storage, the deleted photo's size",
         ),
     )

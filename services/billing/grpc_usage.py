@@ -1,22 +1,28 @@
 """The usage part of the billing servicer: the usage report, counters recorded from domain events
-compared with the truth from the owning services (drift). The counters themselves are written by
-the consumers in events.py (usage.py)."""
+compared with the truth from the owning services (drift): booking's CountUsage (workers, bookings)
+and media's GetStorageUsage (stored bytes). The counters themselves are written by the consumers in
+events.py (usage.py)."""
 
 from __future__ import annotations
 
 import grpc
 from cws.billing.v1 import billing_pb2
 from cws.booking.v1 import booking_pb2
+from cws.media.v1 import media_pb2
 
 from libs.common import context as request_context
 from libs.common.context import service_context
 from libs.common.convert import to_ts
 from libs.common.db import Database, unit_of_work
+from libs.common.errors import ServiceError
 from libs.common.grpc_client import acting_as
+from libs.common.logs import get_logger
 from libs.common.roles import FINANCE_STAFF
 from services.billing import orgs, subscriptions, usage
 from services.billing.peers import Peers, answers_of
 from services.billing.settings import BillingSettings
+
+log = get_logger(__name__)
 
 
 class UsageApi:
@@ -36,18 +42,36 @@ class UsageApi:
             counters = await usage.recorded(uow, month)
         # Booking counts its own rows in this org, billing acting for it (never the caller's context:
         # CountUsage is for suite services only).
-        with answers_of("booking"), acting_as(service_context("billing", str(org_id), ctx.request_id)):
+        acting = service_context("billing", str(org_id), ctx.request_id)
+        with answers_of("booking"), acting_as(acting):
             truth = await self.peers.booking.stub.CountUsage(
                 booking_pb2.CountUsageRequest(month_start=to_ts(month.start), month_end=to_ts(month.end))
             )
+        stored_bytes, not_checked = await self._stored_bytes(acting)
         found = usage.report(
             month,
             subscription,
             counters,
             active_workers=truth.active_workers,
             bookings_created=truth.bookings_created,
+            stored_bytes=stored_bytes,
+            storage_not_checked=not_checked,
         )
         return billing_pb2.GetUsageReportResponse(report=_report_message(found))
+
+    async def _stored_bytes(self, acting: request_context.RequestContext) -> tuple[int | None, str]:
+        """Media's count of the org's stored bytes, or None and why not. Media not deployed or not
+        answering leaves storage unchecked rather than failing the report: workers and bookings are
+        still worth reading (booking's answer is required; media's is not)."""
+        if self.peers.media is None:
+            return None, usage.STORAGE_NOT_DEPLOYED
+        try:
+            with answers_of("media"), acting_as(acting):
+                truth = await self.peers.media.stub.GetStorageUsage(media_pb2.GetStorageUsageRequest())
+        except ServiceError as error:
+            log.warning("usage_storage_not_checked", reason=error.code)
+            return None, usage.STORAGE_UNAVAILABLE
+        return truth.stored_bytes, ""
 
 
 def _report_message(found: usage.UsageReport) -> billing_pb2.UsageReport:

@@ -1,6 +1,7 @@
 """The services billing calls over gRPC: iam (an org's name and time zone when its event has not
 arrived), booking (the price and client of a completed booking, the backfill's list of completed
-bookings) and notify (invoice emails), as typed stubs over channels opened once at start-up.
+bookings), notify (invoice emails) and media (the stored bytes the usage report checks; None when
+MEDIA_GRPC_TARGET is empty: media is not deployed), as typed stubs over channels opened once at start-up.
 
 Billing calls them on its own, never for a caller: each call is made inside
 `acting_as(service_context("billing", org_id))`, which the signing interceptor turns into the call's
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import grpc
 from cws.booking.v1 import booking_pb2_grpc
 from cws.iam.v1 import iam_pb2_grpc
+from cws.media.v1 import media_pb2_grpc
 from cws.notify.v1 import notify_pb2_grpc
 
 from libs.common.errors import InvalidArgument, NotFound, Unavailable
@@ -25,6 +27,7 @@ from services.billing.settings import BillingSettings
 if TYPE_CHECKING:
     from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub
+    from cws.media.v1.media_pb2_grpc import MediaServiceAsyncStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub
 
 
@@ -33,11 +36,14 @@ class Peers:
     iam: Peer[IamServiceAsyncStub]
     booking: Peer[BookingServiceAsyncStub]
     notify: Peer[NotifyServiceAsyncStub]
+    media: Peer[MediaServiceAsyncStub] | None = None
 
     async def close(self) -> None:
         await self.iam.close()
         await self.booking.close()
         await self.notify.close()
+        if self.media is not None:
+            await self.media.close()
 
 
 def open_peers(settings: BillingSettings) -> Peers:
@@ -64,6 +70,15 @@ def open_peers(settings: BillingSettings) -> Peers:
             signer=signer,
             deadline_seconds=deadline,
         ),
+        media=open_peer(
+            "media",
+            settings.media_grpc_target,
+            media_pb2_grpc.MediaServiceStub,
+            signer=signer,
+            deadline_seconds=deadline,
+        )
+        if settings.media_grpc_target
+        else None,
     )
 
 

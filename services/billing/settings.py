@@ -14,7 +14,8 @@ from services.billing.totals import parse_tax_rate
 class BillingSettings(CommonSettings):
     # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
     FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("deposits_enabled",)
-    # billing calls iam (org names), booking (prices of completed bookings) and notify (emails): its own key; it serves
+    # billing calls iam (org names), booking (prices of completed bookings), notify (emails) and media (stored
+    # bytes): its own key; it serves
     # the gateway and jobs (their public keys).
     CALLS_SERVICES: ClassVar[bool] = True
     SERVES_CALLS: ClassVar[bool] = True
@@ -24,6 +25,9 @@ class BillingSettings(CommonSettings):
     iam_grpc_target: str = "127.0.0.1:50051"
     booking_grpc_target: str = "127.0.0.1:50052"
     notify_grpc_target: str = "127.0.0.1:50055"
+    # Media answers the usage report's stored bytes (GetStorageUsage). Empty: media is not deployed, and
+    # the report says storage is not checked rather than failing.
+    media_grpc_target: str = "127.0.0.1:50054"
 
     # Seed 002 "Stripe" group. The secret key and the webhook secret live in billing alone.
     stripe_secret_key: str = Field(default="", repr=False)

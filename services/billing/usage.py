@@ -9,13 +9,15 @@ is also its Nats-Msg-Id), unique per org, so a redelivered event is counted once
 - cws.booking.worker.added (created or reactivated): +1 worker;
 - cws.booking.worker.deactivated (deactivated or deleted): -1 worker, only when `was_active` (deleting
   a worker who was already deactivated says so again and must not take them off twice);
-- storage_bytes: fed by media's photo events once media exists (issue 12); nothing records it yet.
+- cws.media.photo.stored: +bytes of storage, and cws.media.photo.deleted: -bytes (the stored file's
+  size, carried by both events), at the event's time.
 
 Drift: each metric's recorded counter (the sum of its deltas: workers and storage over all time,
 bookings over the month by occurred_at, the month taken in the org's time zone) against the truth from
-the service that owns the data (booking's CountUsage). Any difference is drift, reported per metric and
-never corrected here: a lost event shows as recorded < actual, a duplicated one as recorded > actual.
-A metric no service can count yet (storage) is reported `checked: false` with the reason, not guessed."""
+the service that owns the data (booking's CountUsage, media's GetStorageUsage). Any difference is drift,
+reported per metric and never corrected here: a lost event shows as recorded < actual, a duplicated one
+as recorded > actual. When media does not answer (not deployed, down), storage is reported
+`checked: false` with the reason, not guessed, and the rest of the report stands."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from cws.booking.v1 import events_pb2 as booking_events
+from cws.media.v1 import events_pb2 as media_events
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -42,9 +45,13 @@ MONTH_FORMAT = "YYYY-MM, e.g. 2026-03"
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 # Years a report can be asked for: a calendar month whose end is still a valid date.
 MIN_YEAR, MAX_YEAR = 2000, 9998
-STORAGE_NOT_CHECKED = (
-    "no service stores photos yet (media, issue 12): the recorded bytes cannot be checked against "
-    "what is stored, so they are not"
+STORAGE_NOT_DEPLOYED = (
+    "media is not deployed here (MEDIA_GRPC_TARGET is empty): the recorded bytes cannot be checked "
+    "against what is stored, so they are not"
+)
+STORAGE_UNAVAILABLE = (
+    "media did not answer (unavailable): the recorded bytes are not checked against what is stored "
+    "this time; ask again shortly"
 )
 
 
@@ -115,6 +122,30 @@ async def on_worker_deactivated(
     await _in_org(uow, event.org_id)
     await record(
         uow, WORKERS, -1, subject_id=event.worker_id, meta=meta, occurred_at=_when(event.occurred_at, meta)
+    )
+
+
+async def on_photo_stored(uow: UnitOfWork, event: media_events.PhotoStored, meta: EventMeta) -> None:
+    await _in_org(uow, event.org_id)
+    await record(
+        uow,
+        STORAGE_BYTES,
+        event.bytes,
+        subject_id=event.photo_id,
+        meta=meta,
+        occurred_at=_when(event.occurred_at, meta),
+    )
+
+
+async def on_photo_deleted(uow: UnitOfWork, event: media_events.PhotoDeleted, meta: EventMeta) -> None:
+    await _in_org(uow, event.org_id)
+    await record(
+        uow,
+        STORAGE_BYTES,
+        -event.bytes,
+        subject_id=event.photo_id,
+        meta=meta,
+        occurred_at=_when(event.occurred_at, meta),
     )
 
 
@@ -225,8 +256,11 @@ def report(
     *,
     active_workers: int,
     bookings_created: int,
+    stored_bytes: int | None,
+    storage_not_checked: str = "",
 ) -> UsageReport:
-    """The counters against booking's truth and the plan's limits."""
+    """The counters against booking's and media's truth and the plan's limits. `stored_bytes` None:
+    media did not answer, and `storage_not_checked` says why."""
     plan = subscription.plan
     return UsageReport(
         month=month,
@@ -237,9 +271,9 @@ def report(
             MetricReport(
                 STORAGE_BYTES,
                 counters[STORAGE_BYTES],
-                None,
+                stored_bytes,
                 plan.max_storage_bytes,
-                not_checked_reason=STORAGE_NOT_CHECKED,
+                not_checked_reason="" if stored_bytes is not None else storage_not_checked,
             ),
         ),
     )

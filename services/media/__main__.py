@@ -12,6 +12,7 @@ import grpc
 from cws.media.v1 import media_pb2, media_pb2_grpc
 
 from libs.common.grpc_server import ServiceApp, main
+from services.media import janitor
 from services.media.events import CONSUMERS
 from services.media.grpc_api import MediaServicer
 from services.media.models import SCHEMA, event_tables
@@ -53,6 +54,8 @@ def build() -> ServiceApp:
         register=register,
         consumers=CONSUMERS,
         audit_admin_writes=True,
+        # The storage janitor's retry-queue gauge (janitor.py), counted across orgs every 30 s.
+        background=[lambda app: janitor.refresh_retry_gauge(app.db)],
         service_names=(media_pb2.DESCRIPTOR.services_by_name["MediaService"].full_name,),
     )
 

@@ -16,6 +16,10 @@ from libs.common.db import Database
 from libs.common.errors import InvalidArgument, invalid
 from libs.common.roles import DISPATCH, STAFF
 from services.media import photos, protos
+from services.media.grpc_delivery import DeliveryApi
+from services.media.grpc_review import ReviewApi
+from services.media.grpc_usage import UsageApi
+from services.media.grpc_worker_photos import WorkerPhotosApi
 from services.media.peers import Peers
 from services.media.settings import MediaSettings
 from services.media.storage.base import Storage
@@ -93,7 +97,9 @@ async def _chunks(requests: AsyncIterator[media_pb2.UploadPhotoRequest]) -> Asyn
         yield message.chunk
 
 
-class MediaServicer(PhotosApi, media_pb2_grpc.MediaServiceServicer):
+class MediaServicer(
+    PhotosApi, WorkerPhotosApi, UsageApi, ReviewApi, DeliveryApi, media_pb2_grpc.MediaServiceServicer
+):
     def __init__(self, db: Database, settings: MediaSettings, peers: Peers, storage: Storage) -> None:
         self.db = db
         self.settings = settings

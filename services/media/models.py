@@ -66,6 +66,14 @@ order_photos = Table(
     CheckConstraint("width > 0 AND height > 0", name="dimensions_positive"),
     Index("ix_order_photos_org_booking", "org_id", "booking_id", "created_at"),
     Index("ix_order_photos_org_status", "org_id", "status", "created_at"),
+    # The review queue (review.py): live photos awaiting action, oldest first (migration 0003).
+    Index(
+        "ix_order_photos_review_queue",
+        "org_id",
+        "created_at",
+        "id",
+        postgresql_where=text("deleted_at IS NULL AND status IN ('pending', 'needs_retake')"),
+    ),
     Index(
         "uq_order_photos_legacy_key",
         "legacy_key",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from libs.common.settings import CommonSettings, CsvList, split_csv
 
@@ -28,7 +28,7 @@ MIB = 1024 * 1024
 
 class MediaSettings(CommonSettings):
     # media calls booking (does the booking exist, who is assigned) and later notify: its own key; it
-    # serves the gateway and jobs (their public keys).
+    # serves the gateway, jobs and billing (their public keys).
     CALLS_SERVICES: ClassVar[bool] = True
     SERVES_CALLS: ClassVar[bool] = True
     service_name: str = "media"
@@ -74,6 +74,12 @@ class MediaSettings(CommonSettings):
     storage_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     storage_max_attempts: int = Field(default=3, ge=1, le=10)
 
+    # The storage janitor (services/media/janitor.py): tombstones per call, and the retry backoff after
+    # a failed delete (doubling from the base, capped).
+    storage_janitor_batch: int = Field(default=100, ge=1, le=1000)
+    storage_janitor_backoff_seconds: int = Field(default=60, ge=1, le=86400)
+    storage_janitor_max_backoff_seconds: int = Field(default=6 * 3600, ge=1, le=7 * 86400)
+
     @field_validator("order_storage_backend")
     @classmethod
     def _backend(cls, value: str) -> str:
@@ -97,6 +103,14 @@ class MediaSettings(CommonSettings):
         if not types:
             raise ValueError("ORDER_PHOTO_ALLOWED_MIME must name at least one type")
         return types
+
+    @model_validator(mode="after")
+    def _one_time_needs_redis(self) -> MediaSettings:
+        # One-time links are marked used in Redis; without it they could only be refused (every link
+        # fails closed) or served again and again: refuse the setting instead of either surprise.
+        if self.photo_token_one_time and not self.redis_url.strip():
+            raise ValueError("PHOTO_TOKEN_ONE_TIME=true needs REDIS_URL (used links are marked there)")
+        return self
 
     @property
     def allowed_mime(self) -> frozenset[str]:

@@ -194,10 +194,13 @@ def test_keyring_gives_each_process_only_what_it_uses() -> None:
     assert keyring.env_for("booking").keys() == {"INTERNAL_TRUSTED_KEYS"}
     assert keyring.env_for("notify").keys() == {"INTERNAL_SIGNING_KEY", "INTERNAL_TRUSTED_KEYS"}
     trusted = load_trusted_keys(keyring.env_for("notify")["INTERNAL_TRUSTED_KEYS"].split(","))
-    assert set(trusted) == {"gateway", "jobs", "billing"}
+    assert set(trusted) == {"gateway", "jobs", "billing", "media"}
     assert keyring.env_for("billing").keys() == {"INTERNAL_SIGNING_KEY", "INTERNAL_TRUSTED_KEYS"}
     trusted = load_trusted_keys(keyring.env_for("booking")["INTERNAL_TRUSTED_KEYS"].split(","))
-    assert set(trusted) == {"gateway", "notify", "jobs", "billing"}
+    assert set(trusted) == {"gateway", "notify", "jobs", "billing", "media"}
+    # Media is called by billing too (the usage report's stored bytes).
+    trusted = load_trusted_keys(keyring.env_for("media")["INTERNAL_TRUSTED_KEYS"].split(","))
+    assert set(trusted) == {"gateway", "jobs", "billing"}
     kept = Keyring.generate({"jobs": keyring.private["jobs"]})
     assert (
         kept.private["jobs"] == keyring.private["jobs"]
@@ -213,5 +216,5 @@ def test_operator_command_prints_a_key_and_its_public_entry(capsys: pytest.Captu
     assert main(["new", "Not A Name"]) == 2
     assert main(["suite"]) == 0
     out = capsys.readouterr().out
-    # gateway, notify, jobs and billing sign; iam, booking, billing, notify and jobs trust.
-    assert out.count("INTERNAL_SIGNING_KEY=") == 4 and out.count("INTERNAL_TRUSTED_KEYS=") == 5
+    # gateway, notify, jobs, billing and media sign; iam, booking, billing, media, notify and jobs trust.
+    assert out.count("INTERNAL_SIGNING_KEY=") == 5 and out.count("INTERNAL_TRUSTED_KEYS=") == 6

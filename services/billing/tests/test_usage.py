@@ -65,8 +65,17 @@ def test_a_malformed_month_names_the_format(bad: str) -> None:
 def test_drift_is_any_difference_and_unchecked_metrics_never_drift() -> None:
     month = usage.parse_month("2026-03", "UTC")
     counters = {"workers": 3, "bookings": 30, "storage_bytes": 2048}
-    found = usage.report(month, Subscription(PLAN, "active"), counters, active_workers=3, bookings_created=31)
+    found = usage.report(
+        month,
+        Subscription(PLAN, "active"),
+        counters,
+        active_workers=3,
+        bookings_created=31,
+        stored_bytes=None,
+        storage_not_checked=usage.STORAGE_UNAVAILABLE,
+    )
     workers, bookings, storage = found.metrics
+    assert storage.not_checked_reason == usage.STORAGE_UNAVAILABLE
     assert (workers.drift_detected, workers.over_limit, workers.difference) == (False, True, 0)
     assert (bookings.drift_detected, bookings.difference, bookings.used, bookings.over_limit) == (
         True,
@@ -81,6 +90,22 @@ def test_drift_is_any_difference_and_unchecked_metrics_never_drift() -> None:
         True,
     )
     assert found.drift_detected
+
+
+def test_stored_bytes_media_answered_are_checked_and_used_for_the_limit() -> None:
+    month = usage.parse_month("2026-03", "UTC")
+    counters = {"workers": 0, "bookings": 0, "storage_bytes": 700}
+    found = usage.report(
+        month, Subscription(PLAN, "active"), counters, active_workers=0, bookings_created=0, stored_bytes=1000
+    )
+    storage = found.metrics[2]
+    assert (storage.checked, storage.not_checked_reason, storage.difference, storage.used) == (
+        True,
+        "",
+        -300,
+        1000,
+    )
+    assert storage.drift_detected and found.drift_detected and not storage.over_limit
 
 
 async def test_an_event_is_counted_once_and_sums_follow_the_month(db: Database) -> None:

@@ -129,18 +129,19 @@ async def _jobs_env(stack: Any, base: dict[str, str]) -> AsyncIterator[JobsEnv]:
 
 
 @pytest.fixture
-async def jobs_setup(stack: Any, iam: Any, booking: Any, notify: Any) -> AsyncIterator[JobsEnv]:
-    """Without billing (nor the local Stripe it needs): the jobs that call billing fail here."""
-    async for env in _jobs_env(stack, jobs_env(stack, iam, booking, notify)):
+async def jobs_setup(stack: Any, iam: Any, booking: Any, notify: Any, media: Any) -> AsyncIterator[JobsEnv]:
+    """Without billing (nor the local Stripe it needs): the jobs that call billing fail here. With
+    media (MEDIA_GRPC_TARGET): storage-janitor, the quick job the scheduler tests run, calls it."""
+    async for env in _jobs_env(stack, jobs_env(stack, iam, booking, notify, media=media)):
         yield env
 
 
 @pytest.fixture
 async def billing_jobs_setup(
-    stack: Any, iam: Any, booking: Any, notify: Any, billing: Any
+    stack: Any, iam: Any, booking: Any, notify: Any, billing: Any, media: Any
 ) -> AsyncIterator[JobsEnv]:
     """As jobs_setup, with the session's billing too (BILLING_GRPC_TARGET): for invoices-overdue."""
-    async for env in _jobs_env(stack, jobs_env(stack, iam, booking, notify, billing)):
+    async for env in _jobs_env(stack, jobs_env(stack, iam, booking, notify, billing, media)):
         yield env
 
 

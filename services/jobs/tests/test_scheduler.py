@@ -159,10 +159,19 @@ async def test_two_runners_started_together_run_each_job_once_per_slot(
             stack.admin_url, "SELECT DISTINCT outcome FROM jobs.job_runs WHERE name = %s", (name,)
         )
         assert {o for (o,) in outcomes} <= {"ok", "skipped", "failed"}, outcomes  # none left "running"
-    # The instant job was never held up, so no slot was missed between the first and the last.
+    # No slot was missed between the first and the last unless a run was still going at its time (the
+    # janitor is a real call to media now, which a loaded machine can stretch past its 1 s interval).
     janitor = await slots(stack, "storage-janitor")
-    assert [b - a for a, b in itertools.pairwise(janitor)] == [1.0] * (len(janitor) - 1)
-    assert (await status_row(stack, "storage-janitor"))["last_outcome"] == "skipped"  # type: ignore[index]
+    for a, b in itertools.pairwise(janitor):
+        for missed in range(int(a) + 1, int(b)):
+            busy = await sql(
+                stack.admin_url,
+                "SELECT count(*) FROM jobs.job_runs WHERE name = ANY(%s) AND started_at <= to_timestamp(%s)"
+                " AND finished_at >= to_timestamp(%s)",
+                (list(intervals), missed, missed),
+            )
+            assert busy[0][0] >= 1, f"slot {missed} of storage-janitor was missed with nothing running"
+    assert (await status_row(stack, "storage-janitor"))["last_outcome"] == "ok"  # type: ignore[index]
     beats = await sql(
         stack.admin_url,
         "SELECT runner_id FROM jobs.job_heartbeats WHERE runner_id = ANY(%s) ORDER BY runner_id",
@@ -206,7 +215,7 @@ async def test_the_scheduler_waits_while_another_runner_holds_the_job_lock(
         return len(await slots(stack, "storage-janitor")) == 1
 
     async def recorded() -> bool:
-        return ((await status_row(stack, "storage-janitor")) or {}).get("last_outcome") == "skipped"
+        return ((await status_row(stack, "storage-janitor")) or {}).get("last_outcome") == "ok"
 
     await eventually(one_slot, timeout=10, message="the slot to run")
     await eventually(recorded, timeout=10, message="the run to be recorded")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ws/media/v1/media.proto\x12\x0c\x63ws.media.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"U\n\x0eUploadMetadata\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x1d\n\x15\x64\x65\x63lared_content_type\x18\x03 \x01(\t\"_\n\x12UploadPhotoRequest\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1c.cws.media.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"9\n\x13UploadPhotoResponse\x12\"\n\x05photo\x18\x01 \x01(\x0b\x32\x13.cws.media.v1.Photo\"\xec\x02\n\x05Photo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x12\n\nbooking_id\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0c\n\x04mime\x18\x05 \x01(\t\x12\x0b\n\x03\x65xt\x18\x06 \x01(\t\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\r\n\x05width\x18\t \x01(\x05\x12\x0e\n\x06height\x18\n \x01(\x05\x12\x13\n\x0buploaded_by\x18\x0b \x01(\t\x12\x15\n\ruploader_role\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0breview_note\x18\x0e \x01(\t\x12\x13\n\x0breviewed_by\x18\x0f \x01(\t\x12/\n\x0breviewed_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstorage_key\x18\x11 \x01(\t\".\n\x18ListBookingPhotosRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\"@\n\x19ListBookingPhotosResponse\x12#\n\x06photos\x18\x01 \x03(\x0b\x32\x13.cws.media.v1.Photo\"#\n\x0fGetPhotoRequest\x12\x10\n\x08photo_id\x18\x01 \x01(\t\"6\n\x10GetPhotoResponse\x12\"\n\x05photo\x18\x01 \x01(\x0b\x32\x13.cws.media.v1.Photo2\x95\x02\n\x0cMediaService\x12T\n\x0bUploadPhoto\x12 .cws.media.v1.UploadPhotoRequest\x1a!.cws.media.v1.UploadPhotoResponse(\x01\x12\x64\n\x11ListBookingPhotos\x12&.cws.media.v1.ListBookingPhotosRequest\x1a\'.cws.media.v1.ListBookingPhotosResponse\x12I\n\x08GetPhoto\x12\x1d.cws.media.v1.GetPhotoRequest\x1a\x1e.cws.media.v1.GetPhotoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ws/media/v1/media.proto\x12\x0c\x63ws.media.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"U\n\x0eUploadMetadata\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x1d\n\x15\x64\x65\x63lared_content_type\x18\x03 \x01(\t\"_\n\x12UploadPhotoRequest\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1c.cws.media.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"9\n\x13UploadPhotoResponse\x12\"\n\x05photo\x18\x01 \x01(\x0b\x32\x13.cws.media.v1.Photo\"\xec\x02\n\x05Photo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x12\n\nbooking_id\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0c\n\x04mime\x18\x05 \x01(\t\x12\x0b\n\x03\x65xt\x18\x06 \x01(\t\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\r\n\x05width\x18\t \x01(\x05\x12\x0e\n\x06height\x18\n \x01(\x05\x12\x13\n\x0buploaded_by\x18\x0b \x01(\t\x12\x15\n\ruploader_role\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0breview_note\x18\x0e \x01(\t\x12\x13\n\x0breviewed_by\x18\x0f \x01(\t\x12/\n\x0breviewed_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstorage_key\x18\x11 \x01(\t\".\n\x18ListBookingPhotosRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\"@\n\x19ListBookingPhotosResponse\x12#\n\x06photos\x18\x01 \x03(\x0b\x32\x13.cws.media.v1.Photo\"#\n\x0fGetPhotoRequest\x12\x10\n\x08photo_id\x18\x01 \x01(\t\"6\n\x10GetPhotoResponse\x12\"\n\x05photo\x18\x01 \x01(\x0b\x32\x13.cws.media.v1.Photo\"2\n\x11PhotoQueueRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"9\n\x12PhotoQueueResponse\x12#\n\x06photos\x18\x01 \x03(\x0b\x32\x13.cws.media.v1.Photo\"\'\n\x13\x41pprovePhotoRequest\x12\x10\n\x08photo_id\x18\x01 \x01(\t\";\n\x19RequestPhotoRetakeRequest\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\":\n\x14\x41pprovePhotoResponse\x12\"\n\x05photo\x18\x01 \x01(\x0b\x32\x13.cws.media.v1.Photo\"Y\n\x1aRequestPhotoRetakeResponse\x12\"\n\x05photo\x18\x01 \x01(\x0b\x32\x13.cws.media.v1.Photo\x12\x17\n\x0fworker_notified\x18\x02 \x01(\x08\"&\n\x12\x44\x65letePhotoRequest\x12\x10\n\x08photo_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65letePhotoResponse\")\n\x18RunStorageJanitorRequest\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x05\"a\n\x19RunStorageJanitorResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x05\x12\x11\n\tremaining\x18\x03 \x01(\x05\x12\x10\n\x08retrying\x18\x04 \x01(\x05\"\xcb\x01\n\x0cPhotoConsent\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x10\n\x08recorded\x18\x02 \x01(\x08\x12\x0f\n\x07granted\x18\x03 \x01(\x08\x12\x12\n\ngranted_by\x18\x04 \x01(\t\x12.\n\ngranted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cwithdrawn_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x07 \x01(\t\",\n\x16GetPhotoConsentRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\"F\n\x17GetPhotoConsentResponse\x12+\n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x1a.cws.media.v1.PhotoConsent\"=\n\x16SetPhotoConsentRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07granted\x18\x02 \x01(\x08\"F\n\x17SetPhotoConsentResponse\x12+\n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x1a.cws.media.v1.PhotoConsent\";\n\x13SignPhotoUrlRequest\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x12\n\nuser_agent\x18\x02 \x01(\t\"U\n\x19SignClientPhotoUrlRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x10\n\x08photo_id\x18\x02 \x01(\t\x12\x12\n\nuser_agent\x18\x03 \x01(\t\"U\n\x14SignPhotoUrlResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x1aSignClientPhotoUrlResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x17ListClientPhotosRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\"\x85\x01\n\x0b\x43lientPhoto\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04mime\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"r\n\x18ListClientPhotosResponse\x12)\n\x06photos\x18\x01 \x03(\x0b\x32\x19.cws.media.v1.ClientPhoto\x12+\n\x07\x63onsent\x18\x02 \x01(\x0b\x32\x1a.cws.media.v1.PhotoConsent\"9\n\x14OpenPhotoLinkRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nuser_agent\x18\x02 \x01(\t\">\n\tPhotoHead\x12\x14\n\x0credirect_url\x18\x01 \x01(\t\x12\x0c\n\x04mime\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\"Y\n\x15OpenPhotoLinkResponse\x12\'\n\x04head\x18\x01 \x01(\x0b\x32\x17.cws.media.v1.PhotoHeadH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"e\n\x18UploadWorkerPhotoRequest\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1c.cws.media.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"?\n\x19UploadWorkerPhotoResponse\x12\"\n\x05photo\x18\x01 \x01(\x0b\x32\x13.cws.media.v1.Photo\"-\n\x17ListWorkerPhotosRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\"?\n\x18ListWorkerPhotosResponse\x12#\n\x06photos\x18\x01 \x03(\x0b\x32\x13.cws.media.v1.Photo\"\x18\n\x16GetStorageUsageRequest\"?\n\x17GetStorageUsageResponse\x12\x14\n\x0cstored_bytes\x18\x01 \x01(\x03\x12\x0e\n\x06photos\x18\x02 \x01(\x03\x32\xca\x0c\n\x0cMediaService\x12T\n\x0bUploadPhoto\x12 .cws.media.v1.UploadPhotoRequest\x1a!.cws.media.v1.UploadPhotoResponse(\x01\x12\x64\n\x11ListBookingPhotos\x12&.cws.media.v1.ListBookingPhotosRequest\x1a\'.cws.media.v1.ListBookingPhotosResponse\x12I\n\x08GetPhoto\x12\x1d.cws.media.v1.GetPhotoRequest\x1a\x1e.cws.media.v1.GetPhotoResponse\x12^\n\x0fGetPhotoConsent\x12$.cws.media.v1.GetPhotoConsentRequest\x1a%.cws.media.v1.GetPhotoConsentResponse\x12^\n\x0fSetPhotoConsent\x12$.cws.media.v1.SetPhotoConsentRequest\x1a%.cws.media.v1.SetPhotoConsentResponse\x12U\n\x0cSignPhotoUrl\x12!.cws.media.v1.SignPhotoUrlRequest\x1a\".cws.media.v1.SignPhotoUrlResponse\x12g\n\x12SignClientPhotoUrl\x12\'.cws.media.v1.SignClientPhotoUrlRequest\x1a(.cws.media.v1.SignClientPhotoUrlResponse\x12\x61\n\x10ListClientPhotos\x12%.cws.media.v1.ListClientPhotosRequest\x1a&.cws.media.v1.ListClientPhotosResponse\x12Z\n\rOpenPhotoLink\x12\".cws.media.v1.OpenPhotoLinkRequest\x1a#.cws.media.v1.OpenPhotoLinkResponse0\x01\x12O\n\nPhotoQueue\x12\x1f.cws.media.v1.PhotoQueueRequest\x1a .cws.media.v1.PhotoQueueResponse\x12U\n\x0c\x41pprovePhoto\x12!.cws.media.v1.ApprovePhotoRequest\x1a\".cws.media.v1.ApprovePhotoResponse\x12g\n\x12RequestPhotoRetake\x12\'.cws.media.v1.RequestPhotoRetakeRequest\x1a(.cws.media.v1.RequestPhotoRetakeResponse\x12R\n\x0b\x44\x65letePhoto\x12 .cws.media.v1.DeletePhotoRequest\x1a!.cws.media.v1.DeletePhotoResponse\x12\x64\n\x11RunStorageJanitor\x12&.cws.media.v1.RunStorageJanitorRequest\x1a\'.cws.media.v1.RunStorageJanitorResponse\x12\x66\n\x11UploadWorkerPhoto\x12&.cws.media.v1.UploadWorkerPhotoRequest\x1a\'.cws.media.v1.UploadWorkerPhotoResponse(\x01\x12\x61\n\x10ListWorkerPhotos\x12%.cws.media.v1.ListWorkerPhotosRequest\x1a&.cws.media.v1.ListWorkerPhotosResponse\x12^\n\x0fGetStorageUsage\x12$.cws.media.v1.GetStorageUsageRequest\x1a%.cws.media.v1.GetStorageUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,6 +48,68 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPHOTOREQUEST']._serialized_end=834
   _globals['_GETPHOTORESPONSE']._serialized_start=836
   _globals['_GETPHOTORESPONSE']._serialized_end=890
-  _globals['_MEDIASERVICE']._serialized_start=893
-  _globals['_MEDIASERVICE']._serialized_end=1170
+  _globals['_PHOTOQUEUEREQUEST']._serialized_start=892
+  _globals['_PHOTOQUEUEREQUEST']._serialized_end=942
+  _globals['_PHOTOQUEUERESPONSE']._serialized_start=944
+  _globals['_PHOTOQUEUERESPONSE']._serialized_end=1001
+  _globals['_APPROVEPHOTOREQUEST']._serialized_start=1003
+  _globals['_APPROVEPHOTOREQUEST']._serialized_end=1042
+  _globals['_REQUESTPHOTORETAKEREQUEST']._serialized_start=1044
+  _globals['_REQUESTPHOTORETAKEREQUEST']._serialized_end=1103
+  _globals['_APPROVEPHOTORESPONSE']._serialized_start=1105
+  _globals['_APPROVEPHOTORESPONSE']._serialized_end=1163
+  _globals['_REQUESTPHOTORETAKERESPONSE']._serialized_start=1165
+  _globals['_REQUESTPHOTORETAKERESPONSE']._serialized_end=1254
+  _globals['_DELETEPHOTOREQUEST']._serialized_start=1256
+  _globals['_DELETEPHOTOREQUEST']._serialized_end=1294
+  _globals['_DELETEPHOTORESPONSE']._serialized_start=1296
+  _globals['_DELETEPHOTORESPONSE']._serialized_end=1317
+  _globals['_RUNSTORAGEJANITORREQUEST']._serialized_start=1319
+  _globals['_RUNSTORAGEJANITORREQUEST']._serialized_end=1360
+  _globals['_RUNSTORAGEJANITORRESPONSE']._serialized_start=1362
+  _globals['_RUNSTORAGEJANITORRESPONSE']._serialized_end=1459
+  _globals['_PHOTOCONSENT']._serialized_start=1462
+  _globals['_PHOTOCONSENT']._serialized_end=1665
+  _globals['_GETPHOTOCONSENTREQUEST']._serialized_start=1667
+  _globals['_GETPHOTOCONSENTREQUEST']._serialized_end=1711
+  _globals['_GETPHOTOCONSENTRESPONSE']._serialized_start=1713
+  _globals['_GETPHOTOCONSENTRESPONSE']._serialized_end=1783
+  _globals['_SETPHOTOCONSENTREQUEST']._serialized_start=1785
+  _globals['_SETPHOTOCONSENTREQUEST']._serialized_end=1846
+  _globals['_SETPHOTOCONSENTRESPONSE']._serialized_start=1848
+  _globals['_SETPHOTOCONSENTRESPONSE']._serialized_end=1918
+  _globals['_SIGNPHOTOURLREQUEST']._serialized_start=1920
+  _globals['_SIGNPHOTOURLREQUEST']._serialized_end=1979
+  _globals['_SIGNCLIENTPHOTOURLREQUEST']._serialized_start=1981
+  _globals['_SIGNCLIENTPHOTOURLREQUEST']._serialized_end=2066
+  _globals['_SIGNPHOTOURLRESPONSE']._serialized_start=2068
+  _globals['_SIGNPHOTOURLRESPONSE']._serialized_end=2153
+  _globals['_SIGNCLIENTPHOTOURLRESPONSE']._serialized_start=2155
+  _globals['_SIGNCLIENTPHOTOURLRESPONSE']._serialized_end=2246
+  _globals['_LISTCLIENTPHOTOSREQUEST']._serialized_start=2248
+  _globals['_LISTCLIENTPHOTOSREQUEST']._serialized_end=2293
+  _globals['_CLIENTPHOTO']._serialized_start=2296
+  _globals['_CLIENTPHOTO']._serialized_end=2429
+  _globals['_LISTCLIENTPHOTOSRESPONSE']._serialized_start=2431
+  _globals['_LISTCLIENTPHOTOSRESPONSE']._serialized_end=2545
+  _globals['_OPENPHOTOLINKREQUEST']._serialized_start=2547
+  _globals['_OPENPHOTOLINKREQUEST']._serialized_end=2604
+  _globals['_PHOTOHEAD']._serialized_start=2606
+  _globals['_PHOTOHEAD']._serialized_end=2668
+  _globals['_OPENPHOTOLINKRESPONSE']._serialized_start=2670
+  _globals['_OPENPHOTOLINKRESPONSE']._serialized_end=2759
+  _globals['_UPLOADWORKERPHOTOREQUEST']._serialized_start=2761
+  _globals['_UPLOADWORKERPHOTOREQUEST']._serialized_end=2862
+  _globals['_UPLOADWORKERPHOTORESPONSE']._serialized_start=2864
+  _globals['_UPLOADWORKERPHOTORESPONSE']._serialized_end=2927
+  _globals['_LISTWORKERPHOTOSREQUEST']._serialized_start=2929
+  _globals['_LISTWORKERPHOTOSREQUEST']._serialized_end=2974
+  _globals['_LISTWORKERPHOTOSRESPONSE']._serialized_start=2976
+  _globals['_LISTWORKERPHOTOSRESPONSE']._serialized_end=3039
+  _globals['_GETSTORAGEUSAGEREQUEST']._serialized_start=3041
+  _globals['_GETSTORAGEUSAGEREQUEST']._serialized_end=3065
+  _globals['_GETSTORAGEUSAGERESPONSE']._serialized_start=3067
+  _globals['_GETSTORAGEUSAGERESPONSE']._serialized_end=3130
+  _globals['_MEDIASERVICE']._serialized_start=3133
+  _globals['_MEDIASERVICE']._serialized_end=4743
 # @@protoc_insertion_point(module_scope)

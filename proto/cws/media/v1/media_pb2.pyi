@@ -239,3 +239,711 @@ class GetPhotoResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPhotoResponse: _TypeAlias = GetPhotoResponse  # noqa: Y015
+
+@_typing.final
+class PhotoQueueRequest(_message.Message):
+    """=== review and cleanup (grpc_review.py) ==="""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """pending, needs_retake or all (both); empty is all."""
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PhotoQueueRequest: _TypeAlias = PhotoQueueRequest  # noqa: Y015
+
+@_typing.final
+class PhotoQueueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTOS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def photos(self) -> _containers.RepeatedCompositeFieldContainer[Global___Photo]: ...
+    def __init__(
+        self,
+        *,
+        photos: _abc.Iterable[Global___Photo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photos", b"photos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PhotoQueueResponse: _TypeAlias = PhotoQueueResponse  # noqa: Y015
+
+@_typing.final
+class ApprovePhotoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTO_ID_FIELD_NUMBER: _builtins.int
+    photo_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        photo_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photo_id", b"photo_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovePhotoRequest: _TypeAlias = ApprovePhotoRequest  # noqa: Y015
+
+@_typing.final
+class RequestPhotoRetakeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTO_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    photo_id: _builtins.str
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        photo_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "photo_id", b"photo_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestPhotoRetakeRequest: _TypeAlias = RequestPhotoRetakeRequest  # noqa: Y015
+
+@_typing.final
+class ApprovePhotoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def photo(self) -> Global___Photo: ...
+    def __init__(
+        self,
+        *,
+        photo: Global___Photo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["photo", b"photo"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photo", b"photo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovePhotoResponse: _TypeAlias = ApprovePhotoResponse  # noqa: Y015
+
+@_typing.final
+class RequestPhotoRetakeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTO_FIELD_NUMBER: _builtins.int
+    WORKER_NOTIFIED_FIELD_NUMBER: _builtins.int
+    worker_notified: _builtins.bool
+    """True when a worker was told by email (notify's outbox took it)."""
+    @_builtins.property
+    def photo(self) -> Global___Photo: ...
+    def __init__(
+        self,
+        *,
+        photo: Global___Photo | None = ...,
+        worker_notified: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["photo", b"photo"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photo", b"photo", "worker_notified", b"worker_notified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestPhotoRetakeResponse: _TypeAlias = RequestPhotoRetakeResponse  # noqa: Y015
+
+@_typing.final
+class DeletePhotoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTO_ID_FIELD_NUMBER: _builtins.int
+    photo_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        photo_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photo_id", b"photo_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePhotoRequest: _TypeAlias = DeletePhotoRequest  # noqa: Y015
+
+@_typing.final
+class DeletePhotoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePhotoResponse: _TypeAlias = DeletePhotoResponse  # noqa: Y015
+
+@_typing.final
+class RunStorageJanitorRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    batch: _builtins.int
+    """At most this many tombstones in one call (0: the service's default)."""
+    def __init__(
+        self,
+        *,
+        batch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunStorageJanitorRequest: _TypeAlias = RunStorageJanitorRequest  # noqa: Y015
+
+@_typing.final
+class RunStorageJanitorResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    RETRYING_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.int
+    failed: _builtins.int
+    remaining: _builtins.int
+    """Tombstones of every org still waiting after this call (retries not yet due included)."""
+    retrying: _builtins.int
+    """Of those, the ones whose delete failed at least once (the retry queue the gauge reports)."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        retrying: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "failed", b"failed", "remaining", b"remaining", "retrying", b"retrying"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunStorageJanitorResponse: _TypeAlias = RunStorageJanitorResponse  # noqa: Y015
+
+@_typing.final
+class PhotoConsent(_message.Message):
+    """=== consent and delivery ==="""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    GRANTED_FIELD_NUMBER: _builtins.int
+    GRANTED_BY_FIELD_NUMBER: _builtins.int
+    GRANTED_AT_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_AT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    recorded: _builtins.bool
+    """Whether a consent was ever recorded for the booking."""
+    granted: _builtins.bool
+    """Active consent: granted and not withdrawn."""
+    granted_by: _builtins.str
+    source: _builtins.str
+    """client_portal or staff"""
+    @_builtins.property
+    def granted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def withdrawn_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+        recorded: _builtins.bool = ...,
+        granted: _builtins.bool = ...,
+        granted_by: _builtins.str = ...,
+        granted_at: _timestamp_pb2.Timestamp | None = ...,
+        withdrawn_at: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["granted_at", b"granted_at", "withdrawn_at", b"withdrawn_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "granted", b"granted", "granted_at", b"granted_at", "granted_by", b"granted_by", "recorded", b"recorded", "source", b"source", "withdrawn_at", b"withdrawn_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PhotoConsent: _TypeAlias = PhotoConsent  # noqa: Y015
+
+@_typing.final
+class GetPhotoConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPhotoConsentRequest: _TypeAlias = GetPhotoConsentRequest  # noqa: Y015
+
+@_typing.final
+class GetPhotoConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consent(self) -> Global___PhotoConsent: ...
+    def __init__(
+        self,
+        *,
+        consent: Global___PhotoConsent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPhotoConsentResponse: _TypeAlias = GetPhotoConsentResponse  # noqa: Y015
+
+@_typing.final
+class SetPhotoConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    GRANTED_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    granted: _builtins.bool
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+        granted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "granted", b"granted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPhotoConsentRequest: _TypeAlias = SetPhotoConsentRequest  # noqa: Y015
+
+@_typing.final
+class SetPhotoConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consent(self) -> Global___PhotoConsent: ...
+    def __init__(
+        self,
+        *,
+        consent: Global___PhotoConsent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPhotoConsentResponse: _TypeAlias = SetPhotoConsentResponse  # noqa: Y015
+
+@_typing.final
+class SignPhotoUrlRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTO_ID_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    photo_id: _builtins.str
+    user_agent: _builtins.str
+    """The requesting browser's User-Agent (bound into the link when PHOTO_TOKEN_BIND_USER_AGENT is on)."""
+    def __init__(
+        self,
+        *,
+        photo_id: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photo_id", b"photo_id", "user_agent", b"user_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignPhotoUrlRequest: _TypeAlias = SignPhotoUrlRequest  # noqa: Y015
+
+@_typing.final
+class SignClientPhotoUrlRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    PHOTO_ID_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    photo_id: _builtins.str
+    user_agent: _builtins.str
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+        photo_id: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "photo_id", b"photo_id", "user_agent", b"user_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignClientPhotoUrlRequest: _TypeAlias = SignClientPhotoUrlRequest  # noqa: Y015
+
+@_typing.final
+class SignPhotoUrlResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignPhotoUrlResponse: _TypeAlias = SignPhotoUrlResponse  # noqa: Y015
+
+@_typing.final
+class SignClientPhotoUrlResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignClientPhotoUrlResponse: _TypeAlias = SignClientPhotoUrlResponse  # noqa: Y015
+
+@_typing.final
+class ListClientPhotosRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClientPhotosRequest: _TypeAlias = ListClientPhotosRequest  # noqa: Y015
+
+@_typing.final
+class ClientPhoto(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MIME_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    mime: _builtins.str
+    bytes: _builtins.int
+    width: _builtins.int
+    height: _builtins.int
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        mime: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "height", b"height", "id", b"id", "mime", b"mime", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClientPhoto: _TypeAlias = ClientPhoto  # noqa: Y015
+
+@_typing.final
+class ListClientPhotosResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTOS_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def photos(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClientPhoto]: ...
+    @_builtins.property
+    def consent(self) -> Global___PhotoConsent: ...
+    def __init__(
+        self,
+        *,
+        photos: _abc.Iterable[Global___ClientPhoto] | None = ...,
+        consent: Global___PhotoConsent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "photos", b"photos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClientPhotosResponse: _TypeAlias = ListClientPhotosResponse  # noqa: Y015
+
+@_typing.final
+class OpenPhotoLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    user_agent: _builtins.str
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token", "user_agent", b"user_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenPhotoLinkRequest: _TypeAlias = OpenPhotoLinkRequest  # noqa: Y015
+
+@_typing.final
+class PhotoHead(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REDIRECT_URL_FIELD_NUMBER: _builtins.int
+    MIME_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    redirect_url: _builtins.str
+    """Set when the backend serves the photo itself: redirect there (short-lived)."""
+    mime: _builtins.str
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        redirect_url: _builtins.str = ...,
+        mime: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "mime", b"mime", "redirect_url", b"redirect_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PhotoHead: _TypeAlias = PhotoHead  # noqa: Y015
+
+@_typing.final
+class OpenPhotoLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def head(self) -> Global___PhotoHead: ...
+    def __init__(
+        self,
+        *,
+        head: Global___PhotoHead | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "head", b"head", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "head", b"head", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["head", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___OpenPhotoLinkResponse: _TypeAlias = OpenPhotoLinkResponse  # noqa: Y015
+
+@_typing.final
+class UploadWorkerPhotoRequest(_message.Message):
+    """=== worker uploads and stored bytes ==="""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METADATA_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def metadata(self) -> Global___UploadMetadata: ...
+    def __init__(
+        self,
+        *,
+        metadata: Global___UploadMetadata | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "metadata", b"metadata", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "metadata", b"metadata", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["metadata", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___UploadWorkerPhotoRequest: _TypeAlias = UploadWorkerPhotoRequest  # noqa: Y015
+
+@_typing.final
+class UploadWorkerPhotoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def photo(self) -> Global___Photo: ...
+    def __init__(
+        self,
+        *,
+        photo: Global___Photo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["photo", b"photo"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photo", b"photo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadWorkerPhotoResponse: _TypeAlias = UploadWorkerPhotoResponse  # noqa: Y015
+
+@_typing.final
+class ListWorkerPhotosRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkerPhotosRequest: _TypeAlias = ListWorkerPhotosRequest  # noqa: Y015
+
+@_typing.final
+class ListWorkerPhotosResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTOS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def photos(self) -> _containers.RepeatedCompositeFieldContainer[Global___Photo]: ...
+    def __init__(
+        self,
+        *,
+        photos: _abc.Iterable[Global___Photo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photos", b"photos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkerPhotosResponse: _TypeAlias = ListWorkerPhotosResponse  # noqa: Y015
+
+@_typing.final
+class GetStorageUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStorageUsageRequest: _TypeAlias = GetStorageUsageRequest  # noqa: Y015
+
+@_typing.final
+class GetStorageUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORED_BYTES_FIELD_NUMBER: _builtins.int
+    PHOTOS_FIELD_NUMBER: _builtins.int
+    stored_bytes: _builtins.int
+    """The sum of the stored (cleaned) files' bytes of the org's photos that are not deleted."""
+    photos: _builtins.int
+    def __init__(
+        self,
+        *,
+        stored_bytes: _builtins.int = ...,
+        photos: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photos", b"photos", "stored_bytes", b"stored_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStorageUsageResponse: _TypeAlias = GetStorageUsageResponse  # noqa: Y015

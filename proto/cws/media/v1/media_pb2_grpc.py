@@ -51,6 +51,76 @@ class MediaServiceStub:
                 request_serializer=cws_dot_media_dot_v1_dot_media__pb2.GetPhotoRequest.SerializeToString,
                 response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.GetPhotoResponse.FromString,
                 _registered_method=True)
+        self.GetPhotoConsent = channel.unary_unary(
+                '/cws.media.v1.MediaService/GetPhotoConsent',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.GetPhotoConsentRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.GetPhotoConsentResponse.FromString,
+                _registered_method=True)
+        self.SetPhotoConsent = channel.unary_unary(
+                '/cws.media.v1.MediaService/SetPhotoConsent',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.SetPhotoConsentRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.SetPhotoConsentResponse.FromString,
+                _registered_method=True)
+        self.SignPhotoUrl = channel.unary_unary(
+                '/cws.media.v1.MediaService/SignPhotoUrl',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.SignPhotoUrlRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.SignPhotoUrlResponse.FromString,
+                _registered_method=True)
+        self.SignClientPhotoUrl = channel.unary_unary(
+                '/cws.media.v1.MediaService/SignClientPhotoUrl',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.SignClientPhotoUrlRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.SignClientPhotoUrlResponse.FromString,
+                _registered_method=True)
+        self.ListClientPhotos = channel.unary_unary(
+                '/cws.media.v1.MediaService/ListClientPhotos',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.ListClientPhotosRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.ListClientPhotosResponse.FromString,
+                _registered_method=True)
+        self.OpenPhotoLink = channel.unary_stream(
+                '/cws.media.v1.MediaService/OpenPhotoLink',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.OpenPhotoLinkRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.OpenPhotoLinkResponse.FromString,
+                _registered_method=True)
+        self.PhotoQueue = channel.unary_unary(
+                '/cws.media.v1.MediaService/PhotoQueue',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.PhotoQueueRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.PhotoQueueResponse.FromString,
+                _registered_method=True)
+        self.ApprovePhoto = channel.unary_unary(
+                '/cws.media.v1.MediaService/ApprovePhoto',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.ApprovePhotoRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.ApprovePhotoResponse.FromString,
+                _registered_method=True)
+        self.RequestPhotoRetake = channel.unary_unary(
+                '/cws.media.v1.MediaService/RequestPhotoRetake',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.RequestPhotoRetakeRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.RequestPhotoRetakeResponse.FromString,
+                _registered_method=True)
+        self.DeletePhoto = channel.unary_unary(
+                '/cws.media.v1.MediaService/DeletePhoto',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.DeletePhotoRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.DeletePhotoResponse.FromString,
+                _registered_method=True)
+        self.RunStorageJanitor = channel.unary_unary(
+                '/cws.media.v1.MediaService/RunStorageJanitor',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.RunStorageJanitorRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.RunStorageJanitorResponse.FromString,
+                _registered_method=True)
+        self.UploadWorkerPhoto = channel.stream_unary(
+                '/cws.media.v1.MediaService/UploadWorkerPhoto',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.UploadWorkerPhotoRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.UploadWorkerPhotoResponse.FromString,
+                _registered_method=True)
+        self.ListWorkerPhotos = channel.unary_unary(
+                '/cws.media.v1.MediaService/ListWorkerPhotos',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.ListWorkerPhotosRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.ListWorkerPhotosResponse.FromString,
+                _registered_method=True)
+        self.GetStorageUsage = channel.unary_unary(
+                '/cws.media.v1.MediaService/GetStorageUsage',
+                request_serializer=cws_dot_media_dot_v1_dot_media__pb2.GetStorageUsageRequest.SerializeToString,
+                response_deserializer=cws_dot_media_dot_v1_dot_media__pb2.GetStorageUsageResponse.FromString,
+                _registered_method=True)
 
 
 class MediaServiceServicer:
@@ -80,6 +150,109 @@ class MediaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPhotoConsent(self, request, context):
+        """--- consent and delivery (services/media/grpc_delivery.py) ---
+        A booking's photo consent: staff, or the booking's own client (portal).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPhotoConsent(self, request, context):
+        """Grant or withdraw it: dispatcher or higher (audited), or the booking's own client.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignPhotoUrl(self, request, context):
+        """Staff: a signed link to one photo; FAILED_PRECONDITION photo_consent_required without consent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignClientPhotoUrl(self, request, context):
+        """The booking's own client (portal): a signed link to one of its photos.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClientPhotos(self, request, context):
+        """The client portal's list of a booking's photos, with the consent state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenPhotoLink(self, request, context):
+        """Opens a signed link (anyone holding it): the first message says where the photo is (a redirect
+        URL) or what it is; for the local backend the file's bytes follow in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PhotoQueue(self, request, context):
+        """--- review and cleanup (grpc_review.py) ---
+        Dispatcher or higher: photos awaiting review (pending) or a retake (needs_retake), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApprovePhoto(self, request, context):
+        """Dispatcher or higher: pending or needs_retake -> approved (FAILED_PRECONDITION otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestPhotoRetake(self, request, context):
+        """Dispatcher or higher: pending or approved -> needs_retake; a worker uploader is emailed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePhoto(self, request, context):
+        """Dispatcher or higher: the row marked deleted, a tombstone and cws.media.photo.deleted, together.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunStorageJanitor(self, request, context):
+        """Suite services (the jobs runner, no org): delete due tombstoned objects of every org, with backoff.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadWorkerPhoto(self, request_iterator, context):
+        """--- worker uploads and stored bytes (grpc_worker_photos.py, grpc_usage.py) ---
+        A worker (worker portal context) uploads a photo of a booking they are assigned to; any other
+        booking is NOT_FOUND. Messages as UploadPhoto's: the metadata first, then chunks of <= 256 KiB.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkerPhotos(self, request, context):
+        """A worker's own uploads to one of their assigned bookings, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStorageUsage(self, request, context):
+        """Suite services only (billing's usage report): the bytes of the org's live (not deleted) photos.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MediaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +270,76 @@ def add_MediaServiceServicer_to_server(servicer, server):
                     servicer.GetPhoto,
                     request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.GetPhotoRequest.FromString,
                     response_serializer=cws_dot_media_dot_v1_dot_media__pb2.GetPhotoResponse.SerializeToString,
+            ),
+            'GetPhotoConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPhotoConsent,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.GetPhotoConsentRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.GetPhotoConsentResponse.SerializeToString,
+            ),
+            'SetPhotoConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPhotoConsent,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.SetPhotoConsentRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.SetPhotoConsentResponse.SerializeToString,
+            ),
+            'SignPhotoUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignPhotoUrl,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.SignPhotoUrlRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.SignPhotoUrlResponse.SerializeToString,
+            ),
+            'SignClientPhotoUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignClientPhotoUrl,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.SignClientPhotoUrlRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.SignClientPhotoUrlResponse.SerializeToString,
+            ),
+            'ListClientPhotos': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClientPhotos,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.ListClientPhotosRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.ListClientPhotosResponse.SerializeToString,
+            ),
+            'OpenPhotoLink': grpc.unary_stream_rpc_method_handler(
+                    servicer.OpenPhotoLink,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.OpenPhotoLinkRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.OpenPhotoLinkResponse.SerializeToString,
+            ),
+            'PhotoQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PhotoQueue,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.PhotoQueueRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.PhotoQueueResponse.SerializeToString,
+            ),
+            'ApprovePhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApprovePhoto,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.ApprovePhotoRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.ApprovePhotoResponse.SerializeToString,
+            ),
+            'RequestPhotoRetake': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestPhotoRetake,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.RequestPhotoRetakeRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.RequestPhotoRetakeResponse.SerializeToString,
+            ),
+            'DeletePhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePhoto,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.DeletePhotoRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.DeletePhotoResponse.SerializeToString,
+            ),
+            'RunStorageJanitor': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunStorageJanitor,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.RunStorageJanitorRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.RunStorageJanitorResponse.SerializeToString,
+            ),
+            'UploadWorkerPhoto': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadWorkerPhoto,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.UploadWorkerPhotoRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.UploadWorkerPhotoResponse.SerializeToString,
+            ),
+            'ListWorkerPhotos': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkerPhotos,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.ListWorkerPhotosRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.ListWorkerPhotosResponse.SerializeToString,
+            ),
+            'GetStorageUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStorageUsage,
+                    request_deserializer=cws_dot_media_dot_v1_dot_media__pb2.GetStorageUsageRequest.FromString,
+                    response_serializer=cws_dot_media_dot_v1_dot_media__pb2.GetStorageUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +425,384 @@ class MediaService:
             '/cws.media.v1.MediaService/GetPhoto',
             cws_dot_media_dot_v1_dot_media__pb2.GetPhotoRequest.SerializeToString,
             cws_dot_media_dot_v1_dot_media__pb2.GetPhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPhotoConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/GetPhotoConsent',
+            cws_dot_media_dot_v1_dot_media__pb2.GetPhotoConsentRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.GetPhotoConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPhotoConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/SetPhotoConsent',
+            cws_dot_media_dot_v1_dot_media__pb2.SetPhotoConsentRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.SetPhotoConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignPhotoUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/SignPhotoUrl',
+            cws_dot_media_dot_v1_dot_media__pb2.SignPhotoUrlRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.SignPhotoUrlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignClientPhotoUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/SignClientPhotoUrl',
+            cws_dot_media_dot_v1_dot_media__pb2.SignClientPhotoUrlRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.SignClientPhotoUrlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClientPhotos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/ListClientPhotos',
+            cws_dot_media_dot_v1_dot_media__pb2.ListClientPhotosRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.ListClientPhotosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenPhotoLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cws.media.v1.MediaService/OpenPhotoLink',
+            cws_dot_media_dot_v1_dot_media__pb2.OpenPhotoLinkRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.OpenPhotoLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PhotoQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/PhotoQueue',
+            cws_dot_media_dot_v1_dot_media__pb2.PhotoQueueRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.PhotoQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApprovePhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/ApprovePhoto',
+            cws_dot_media_dot_v1_dot_media__pb2.ApprovePhotoRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.ApprovePhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestPhotoRetake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/RequestPhotoRetake',
+            cws_dot_media_dot_v1_dot_media__pb2.RequestPhotoRetakeRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.RequestPhotoRetakeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/DeletePhoto',
+            cws_dot_media_dot_v1_dot_media__pb2.DeletePhotoRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.DeletePhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunStorageJanitor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/RunStorageJanitor',
+            cws_dot_media_dot_v1_dot_media__pb2.RunStorageJanitorRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.RunStorageJanitorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadWorkerPhoto(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/cws.media.v1.MediaService/UploadWorkerPhoto',
+            cws_dot_media_dot_v1_dot_media__pb2.UploadWorkerPhotoRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.UploadWorkerPhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkerPhotos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/ListWorkerPhotos',
+            cws_dot_media_dot_v1_dot_media__pb2.ListWorkerPhotosRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.ListWorkerPhotosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStorageUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.media.v1.MediaService/GetStorageUsage',
+            cws_dot_media_dot_v1_dot_media__pb2.GetStorageUsageRequest.SerializeToString,
+            cws_dot_media_dot_v1_dot_media__pb2.GetStorageUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,43 @@ class MediaServiceStub:
     """Staff: a booking's photos, newest first."""
     GetPhoto: _grpc.UnaryUnaryMultiCallable[_media_pb2.GetPhotoRequest, _media_pb2.GetPhotoResponse]
     """Staff: one photo's metadata."""
+    GetPhotoConsent: _grpc.UnaryUnaryMultiCallable[_media_pb2.GetPhotoConsentRequest, _media_pb2.GetPhotoConsentResponse]
+    """--- consent and delivery (services/media/grpc_delivery.py) ---
+    A booking's photo consent: staff, or the booking's own client (portal).
+    """
+    SetPhotoConsent: _grpc.UnaryUnaryMultiCallable[_media_pb2.SetPhotoConsentRequest, _media_pb2.SetPhotoConsentResponse]
+    """Grant or withdraw it: dispatcher or higher (audited), or the booking's own client."""
+    SignPhotoUrl: _grpc.UnaryUnaryMultiCallable[_media_pb2.SignPhotoUrlRequest, _media_pb2.SignPhotoUrlResponse]
+    """Staff: a signed link to one photo; FAILED_PRECONDITION photo_consent_required without consent."""
+    SignClientPhotoUrl: _grpc.UnaryUnaryMultiCallable[_media_pb2.SignClientPhotoUrlRequest, _media_pb2.SignClientPhotoUrlResponse]
+    """The booking's own client (portal): a signed link to one of its photos."""
+    ListClientPhotos: _grpc.UnaryUnaryMultiCallable[_media_pb2.ListClientPhotosRequest, _media_pb2.ListClientPhotosResponse]
+    """The client portal's list of a booking's photos, with the consent state."""
+    OpenPhotoLink: _grpc.UnaryStreamMultiCallable[_media_pb2.OpenPhotoLinkRequest, _media_pb2.OpenPhotoLinkResponse]
+    """Opens a signed link (anyone holding it): the first message says where the photo is (a redirect
+    URL) or what it is; for the local backend the file's bytes follow in chunks.
+    """
+    PhotoQueue: _grpc.UnaryUnaryMultiCallable[_media_pb2.PhotoQueueRequest, _media_pb2.PhotoQueueResponse]
+    """--- review and cleanup (grpc_review.py) ---
+    Dispatcher or higher: photos awaiting review (pending) or a retake (needs_retake), oldest first.
+    """
+    ApprovePhoto: _grpc.UnaryUnaryMultiCallable[_media_pb2.ApprovePhotoRequest, _media_pb2.ApprovePhotoResponse]
+    """Dispatcher or higher: pending or needs_retake -> approved (FAILED_PRECONDITION otherwise)."""
+    RequestPhotoRetake: _grpc.UnaryUnaryMultiCallable[_media_pb2.RequestPhotoRetakeRequest, _media_pb2.RequestPhotoRetakeResponse]
+    """Dispatcher or higher: pending or approved -> needs_retake; a worker uploader is emailed."""
+    DeletePhoto: _grpc.UnaryUnaryMultiCallable[_media_pb2.DeletePhotoRequest, _media_pb2.DeletePhotoResponse]
+    """Dispatcher or higher: the row marked deleted, a tombstone and cws.media.photo.deleted, together."""
+    RunStorageJanitor: _grpc.UnaryUnaryMultiCallable[_media_pb2.RunStorageJanitorRequest, _media_pb2.RunStorageJanitorResponse]
+    """Suite services (the jobs runner, no org): delete due tombstoned objects of every org, with backoff."""
+    UploadWorkerPhoto: _grpc.StreamUnaryMultiCallable[_media_pb2.UploadWorkerPhotoRequest, _media_pb2.UploadWorkerPhotoResponse]
+    """--- worker uploads and stored bytes (grpc_worker_photos.py, grpc_usage.py) ---
+    A worker (worker portal context) uploads a photo of a booking they are assigned to; any other
+    booking is NOT_FOUND. Messages as UploadPhoto's: the metadata first, then chunks of <= 256 KiB.
+    """
+    ListWorkerPhotos: _grpc.UnaryUnaryMultiCallable[_media_pb2.ListWorkerPhotosRequest, _media_pb2.ListWorkerPhotosResponse]
+    """A worker's own uploads to one of their assigned bookings, newest first."""
+    GetStorageUsage: _grpc.UnaryUnaryMultiCallable[_media_pb2.GetStorageUsageRequest, _media_pb2.GetStorageUsageResponse]
+    """Suite services only (billing's usage report): the bytes of the org's live (not deleted) photos."""
 
 @_typing.type_check_only
 class MediaServiceAsyncStub(MediaServiceStub):
@@ -59,6 +96,43 @@ class MediaServiceAsyncStub(MediaServiceStub):
     """Staff: a booking's photos, newest first."""
     GetPhoto: _aio.UnaryUnaryMultiCallable[_media_pb2.GetPhotoRequest, _media_pb2.GetPhotoResponse]  # type: ignore[assignment]
     """Staff: one photo's metadata."""
+    GetPhotoConsent: _aio.UnaryUnaryMultiCallable[_media_pb2.GetPhotoConsentRequest, _media_pb2.GetPhotoConsentResponse]  # type: ignore[assignment]
+    """--- consent and delivery (services/media/grpc_delivery.py) ---
+    A booking's photo consent: staff, or the booking's own client (portal).
+    """
+    SetPhotoConsent: _aio.UnaryUnaryMultiCallable[_media_pb2.SetPhotoConsentRequest, _media_pb2.SetPhotoConsentResponse]  # type: ignore[assignment]
+    """Grant or withdraw it: dispatcher or higher (audited), or the booking's own client."""
+    SignPhotoUrl: _aio.UnaryUnaryMultiCallable[_media_pb2.SignPhotoUrlRequest, _media_pb2.SignPhotoUrlResponse]  # type: ignore[assignment]
+    """Staff: a signed link to one photo; FAILED_PRECONDITION photo_consent_required without consent."""
+    SignClientPhotoUrl: _aio.UnaryUnaryMultiCallable[_media_pb2.SignClientPhotoUrlRequest, _media_pb2.SignClientPhotoUrlResponse]  # type: ignore[assignment]
+    """The booking's own client (portal): a signed link to one of its photos."""
+    ListClientPhotos: _aio.UnaryUnaryMultiCallable[_media_pb2.ListClientPhotosRequest, _media_pb2.ListClientPhotosResponse]  # type: ignore[assignment]
+    """The client portal's list of a booking's photos, with the consent state."""
+    OpenPhotoLink: _aio.UnaryStreamMultiCallable[_media_pb2.OpenPhotoLinkRequest, _media_pb2.OpenPhotoLinkResponse]  # type: ignore[assignment]
+    """Opens a signed link (anyone holding it): the first message says where the photo is (a redirect
+    URL) or what it is; for the local backend the file's bytes follow in chunks.
+    """
+    PhotoQueue: _aio.UnaryUnaryMultiCallable[_media_pb2.PhotoQueueRequest, _media_pb2.PhotoQueueResponse]  # type: ignore[assignment]
+    """--- review and cleanup (grpc_review.py) ---
+    Dispatcher or higher: photos awaiting review (pending) or a retake (needs_retake), oldest first.
+    """
+    ApprovePhoto: _aio.UnaryUnaryMultiCallable[_media_pb2.ApprovePhotoRequest, _media_pb2.ApprovePhotoResponse]  # type: ignore[assignment]
+    """Dispatcher or higher: pending or needs_retake -> approved (FAILED_PRECONDITION otherwise)."""
+    RequestPhotoRetake: _aio.UnaryUnaryMultiCallable[_media_pb2.RequestPhotoRetakeRequest, _media_pb2.RequestPhotoRetakeResponse]  # type: ignore[assignment]
+    """Dispatcher or higher: pending or approved -> needs_retake; a worker uploader is emailed."""
+    DeletePhoto: _aio.UnaryUnaryMultiCallable[_media_pb2.DeletePhotoRequest, _media_pb2.DeletePhotoResponse]  # type: ignore[assignment]
+    """Dispatcher or higher: the row marked deleted, a tombstone and cws.media.photo.deleted, together."""
+    RunStorageJanitor: _aio.UnaryUnaryMultiCallable[_media_pb2.RunStorageJanitorRequest, _media_pb2.RunStorageJanitorResponse]  # type: ignore[assignment]
+    """Suite services (the jobs runner, no org): delete due tombstoned objects of every org, with backoff."""
+    UploadWorkerPhoto: _aio.StreamUnaryMultiCallable[_media_pb2.UploadWorkerPhotoRequest, _media_pb2.UploadWorkerPhotoResponse]  # type: ignore[assignment]
+    """--- worker uploads and stored bytes (grpc_worker_photos.py, grpc_usage.py) ---
+    A worker (worker portal context) uploads a photo of a booking they are assigned to; any other
+    booking is NOT_FOUND. Messages as UploadPhoto's: the metadata first, then chunks of <= 256 KiB.
+    """
+    ListWorkerPhotos: _aio.UnaryUnaryMultiCallable[_media_pb2.ListWorkerPhotosRequest, _media_pb2.ListWorkerPhotosResponse]  # type: ignore[assignment]
+    """A worker's own uploads to one of their assigned bookings, newest first."""
+    GetStorageUsage: _aio.UnaryUnaryMultiCallable[_media_pb2.GetStorageUsageRequest, _media_pb2.GetStorageUsageResponse]  # type: ignore[assignment]
+    """Suite services only (billing's usage report): the bytes of the org's live (not deleted) photos."""
 
 class MediaServiceServicer(metaclass=_abc_1.ABCMeta):
     """Job photos: uploads (streamed), their metadata, consent, signed links, review and tombstones.
@@ -90,5 +164,126 @@ class MediaServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_media_pb2.GetPhotoResponse, _abc.Awaitable[_media_pb2.GetPhotoResponse]]:
         """Staff: one photo's metadata."""
+
+    @_abc_1.abstractmethod
+    def GetPhotoConsent(
+        self,
+        request: _media_pb2.GetPhotoConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.GetPhotoConsentResponse, _abc.Awaitable[_media_pb2.GetPhotoConsentResponse]]:
+        """--- consent and delivery (services/media/grpc_delivery.py) ---
+        A booking's photo consent: staff, or the booking's own client (portal).
+        """
+
+    @_abc_1.abstractmethod
+    def SetPhotoConsent(
+        self,
+        request: _media_pb2.SetPhotoConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.SetPhotoConsentResponse, _abc.Awaitable[_media_pb2.SetPhotoConsentResponse]]:
+        """Grant or withdraw it: dispatcher or higher (audited), or the booking's own client."""
+
+    @_abc_1.abstractmethod
+    def SignPhotoUrl(
+        self,
+        request: _media_pb2.SignPhotoUrlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.SignPhotoUrlResponse, _abc.Awaitable[_media_pb2.SignPhotoUrlResponse]]:
+        """Staff: a signed link to one photo; FAILED_PRECONDITION photo_consent_required without consent."""
+
+    @_abc_1.abstractmethod
+    def SignClientPhotoUrl(
+        self,
+        request: _media_pb2.SignClientPhotoUrlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.SignClientPhotoUrlResponse, _abc.Awaitable[_media_pb2.SignClientPhotoUrlResponse]]:
+        """The booking's own client (portal): a signed link to one of its photos."""
+
+    @_abc_1.abstractmethod
+    def ListClientPhotos(
+        self,
+        request: _media_pb2.ListClientPhotosRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.ListClientPhotosResponse, _abc.Awaitable[_media_pb2.ListClientPhotosResponse]]:
+        """The client portal's list of a booking's photos, with the consent state."""
+
+    @_abc_1.abstractmethod
+    def OpenPhotoLink(
+        self,
+        request: _media_pb2.OpenPhotoLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_media_pb2.OpenPhotoLinkResponse], _abc.AsyncIterator[_media_pb2.OpenPhotoLinkResponse]]:
+        """Opens a signed link (anyone holding it): the first message says where the photo is (a redirect
+        URL) or what it is; for the local backend the file's bytes follow in chunks.
+        """
+
+    @_abc_1.abstractmethod
+    def PhotoQueue(
+        self,
+        request: _media_pb2.PhotoQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.PhotoQueueResponse, _abc.Awaitable[_media_pb2.PhotoQueueResponse]]:
+        """--- review and cleanup (grpc_review.py) ---
+        Dispatcher or higher: photos awaiting review (pending) or a retake (needs_retake), oldest first.
+        """
+
+    @_abc_1.abstractmethod
+    def ApprovePhoto(
+        self,
+        request: _media_pb2.ApprovePhotoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.ApprovePhotoResponse, _abc.Awaitable[_media_pb2.ApprovePhotoResponse]]:
+        """Dispatcher or higher: pending or needs_retake -> approved (FAILED_PRECONDITION otherwise)."""
+
+    @_abc_1.abstractmethod
+    def RequestPhotoRetake(
+        self,
+        request: _media_pb2.RequestPhotoRetakeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.RequestPhotoRetakeResponse, _abc.Awaitable[_media_pb2.RequestPhotoRetakeResponse]]:
+        """Dispatcher or higher: pending or approved -> needs_retake; a worker uploader is emailed."""
+
+    @_abc_1.abstractmethod
+    def DeletePhoto(
+        self,
+        request: _media_pb2.DeletePhotoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.DeletePhotoResponse, _abc.Awaitable[_media_pb2.DeletePhotoResponse]]:
+        """Dispatcher or higher: the row marked deleted, a tombstone and cws.media.photo.deleted, together."""
+
+    @_abc_1.abstractmethod
+    def RunStorageJanitor(
+        self,
+        request: _media_pb2.RunStorageJanitorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.RunStorageJanitorResponse, _abc.Awaitable[_media_pb2.RunStorageJanitorResponse]]:
+        """Suite services (the jobs runner, no org): delete due tombstoned objects of every org, with backoff."""
+
+    @_abc_1.abstractmethod
+    def UploadWorkerPhoto(
+        self,
+        request_iterator: _MaybeAsyncIterator[_media_pb2.UploadWorkerPhotoRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.UploadWorkerPhotoResponse, _abc.Awaitable[_media_pb2.UploadWorkerPhotoResponse]]:
+        """--- worker uploads and stored bytes (grpc_worker_photos.py, grpc_usage.py) ---
+        A worker (worker portal context) uploads a photo of a booking they are assigned to; any other
+        booking is NOT_FOUND. Messages as UploadPhoto's: the metadata first, then chunks of <= 256 KiB.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkerPhotos(
+        self,
+        request: _media_pb2.ListWorkerPhotosRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.ListWorkerPhotosResponse, _abc.Awaitable[_media_pb2.ListWorkerPhotosResponse]]:
+        """A worker's own uploads to one of their assigned bookings, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetStorageUsage(
+        self,
+        request: _media_pb2.GetStorageUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.GetStorageUsageResponse, _abc.Awaitable[_media_pb2.GetStorageUsageResponse]]:
+        """Suite services only (billing's usage report): the bytes of the org's live (not deleted) photos."""
 
 def add_MediaServiceServicer_to_server(servicer: MediaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
