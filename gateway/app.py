@@ -45,12 +45,15 @@ from gateway.routes import (
     jobs,
     notifications,
     outbox,
+    photo_links,
+    photo_review,
     photos,
     portal,
     pricing,
     public,
     scheduling,
     subscription,
+    worker_photos,
 )
 from gateway.schemas import Problem
 from gateway.settings import GatewaySettings
@@ -133,6 +136,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finance.router,
         subscription.router,
         photos.router,
+        photo_links.router,
+        photo_review.router,
+        worker_photos.router,
     ):
         app.include_router(router)
     _install_error_handlers(app)
@@ -148,7 +154,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         BodyLimitMiddleware,
         max_bytes=settings.max_request_body_bytes,
         streamed=[
-            (path, settings.order_photo_max_bytes + photos.ENVELOPE_BYTES) for path in photos.UPLOAD_PATHS
+            (path, settings.order_photo_max_bytes + photos.ENVELOPE_BYTES)
+            for path in (*photos.UPLOAD_PATHS, *worker_photos.UPLOAD_PATHS)
         ],
     )
     app.add_middleware(RateLimitMiddleware, settings=settings, storage=limiter_storage(settings.redis_url))

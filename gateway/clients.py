@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic
 
@@ -78,6 +78,34 @@ class StreamProblemInterceptor(grpc.aio.StreamUnaryClientInterceptor):  # type: 
         return UnaryUnaryCallResponse(response)
 
 
+class ServerStreamProblemInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """The same for server-streaming calls (media's OpenPhotoLink): an error read from the stream
+    raises the ProblemError for its status. The messages are handed on as an iterator; closing it
+    early (the HTTP client went away) cancels the call."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        call = await continuation(client_call_details, request)
+
+        async def messages() -> AsyncIterator[Any]:
+            try:
+                async for message in call:
+                    yield message
+            except grpc.aio.AioRpcError as error:
+                raise from_grpc(error, self.service) from None
+            finally:
+                call.cancel()  # a no-op once the call is done
+
+        return messages()
+
+
 @dataclass
 class Backend(Generic[StubT]):
     """One service: its typed stub, and the health and ops probes of /readyz (which carry no context)."""
@@ -132,7 +160,11 @@ def make_backend(
         stub_class,
         signer=settings.call_signer,
         deadline_seconds=settings.grpc_deadline_seconds,
-        interceptors=[ProblemInterceptor(name), StreamProblemInterceptor(name)],
+        interceptors=[
+            ProblemInterceptor(name),
+            StreamProblemInterceptor(name),
+            ServerStreamProblemInterceptor(name),
+        ],
     )
     return Backend(
         peer,

@@ -22,6 +22,7 @@ TITLES = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    410: "Gone",
     413: "Payload Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
@@ -114,6 +115,9 @@ REASON_STATUS = {
     # media (services/media/intake.py): past ORDER_PHOTO_MAX_BYTES, and content that is no allowed image.
     "payload_too_large": 413,
     "unsupported_media_type": 415,
+    # media (services/media/links.py): a genuine photo link past its expiry, or one-time and used.
+    "photo_link_expired": 410,
+    "photo_link_used": 410,
 }
 
 
