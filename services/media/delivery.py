@@ -5,8 +5,8 @@ Every link is a token of services/media/links.py; nobody ever gets a bucket URL 
 longer than the backend's own short-lived one. Opening a link (`open_link`):
 1. `links.verify`: signature, User-Agent binding, expiry (404 invalid / 410 expired);
 2. the photo must still exist in the token's org (deleted or tombstoned: 404), its booking's consent
-   must not have been withdrawn since the link was minted (404), and its object must be found (the
-   canonical key, else the legacy key's aliases);
+   must not have been withdrawn since the link was minted (404), and its object must be found (its
+   reference, `backend_ref` or else the canonical key, then the legacy key's aliases);
 3. a one-time token is marked used in Redis (`links.redeem`: 410 used, 503 without Redis), after the
    checks above, so a link to a deleted photo is not spent;
 4. the backend's short-lived URL (`delivery_url`, R2 and Cloudflare Images) or, for local, the file's
@@ -148,7 +148,7 @@ async def open_link(
         raise _not_found()
     chunks: AsyncIterator[bytes] | None = None
     try:
-        url = await storage.delivery_url(row.storage_key, settings.photo_url_ttl_seconds)
+        url = await storage.delivery_url(row.backend_ref or row.storage_key, settings.photo_url_ttl_seconds)
         if url is None:
             chunks = await _first_chunk_read(storage, row)
     except StorageError as error:
@@ -167,9 +167,10 @@ async def open_link(
 
 
 async def _first_chunk_read(storage: Storage, row: Record) -> AsyncIterator[bytes]:
-    """The object's chunks with the first one already read: a missing object (the canonical key,
-    then the legacy key's aliases) is NotFound here, before the caller answers anything."""
-    for key in (row.storage_key, row.legacy_key):
+    """The object's chunks with the first one already read: a missing object (its reference, the
+    backend_ref or else the canonical key, then the legacy key's aliases) is NotFound here, before the
+    caller answers anything."""
+    for key in (row.backend_ref or row.storage_key, row.legacy_key):
         if not key:
             continue
         if key == row.legacy_key:

@@ -5,8 +5,8 @@ Called by the jobs service's `storage-janitor` job (RunStorageJanitor, one call,
    DEFINER media.claim_tombstones (FOR UPDATE SKIP LOCKED; next_attempt_at pushed past a lease), which
    hands back ids and org ids only, so two runners never delete the same key at once;
 2. per org, inside that org's unit of work (RLS as everywhere), reads the leased tombstones and deletes
-   each object (storage.delete is idempotent: an object already gone counts as deleted), with no
-   transaction open while the backend is called;
+   each object by its reference (`backend_ref`, else the key; storage.delete is idempotent: an object
+   already gone counts as deleted), with no transaction open while the backend is called;
 3. removes the tombstones that succeeded; on the others records attempts + 1, last_error and
    next_attempt_at = now + backoff (BASE * 2^(attempts-1), capped at MAX).
 A backend that is down therefore loses nothing: the tombstones stay, and a later run after the backend
@@ -125,7 +125,12 @@ async def _delete_objects(
     async with unit_of_work(db, org_id) as uow:
         rows = (
             await uow.session.execute(
-                select(photo_tombstones.c.id, photo_tombstones.c.storage_key, photo_tombstones.c.attempts)
+                select(
+                    photo_tombstones.c.id,
+                    photo_tombstones.c.storage_key,
+                    photo_tombstones.c.backend_ref,
+                    photo_tombstones.c.attempts,
+                )
                 .where(photo_tombstones.c.id.in_(ids), photo_tombstones.c.org_id == org_id)
                 .order_by(photo_tombstones.c.created_at)
             )
@@ -134,12 +139,14 @@ async def _delete_objects(
     failed: list[tuple[Any, str]] = []
     for tombstone in rows:
         try:
-            await storage.delete(tombstone.storage_key)
+            # The backend's own reference when it has one (Cloudflare Images' id), else the key.
+            await storage.delete(tombstone.backend_ref or tombstone.storage_key)
         except Exception as error:  # any failure is retried later; the tombstone says what it was
             failed.append((tombstone, f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]))
             log.warning(
                 "storage_delete_failed",
                 storage_key=tombstone.storage_key,
+                backend_ref=tombstone.backend_ref,
                 backend=storage.name,
                 attempts=tombstone.attempts + 1,
                 error=repr(error),

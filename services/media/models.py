@@ -1,8 +1,8 @@
 """Tables of the media schema. Every tenant table has org_id and a forced RLS policy (migration 0001).
 
 A photo's row is written in the same transaction as its `cws.media.photo.stored` event, after its
-object was stored: a row always names an object that exists. Consent is per booking and separate from
-the photos (withdrawing it hides links, it deletes nothing). Deleting a photo leaves a tombstone that
+object was stored: a row always names an object that exists (by `backend_ref`, else `storage_key`).
+Consent is per booking and separate from the photos (withdrawing it hides links, it deletes nothing). Deleting a photo leaves a tombstone that
 the storage janitor works off against the backend, with retries."""
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ order_photos = Table(
     Column("booking_id", UUID(as_uuid=True), nullable=False),
     # orders/{org_id}/{booking_id}/{photo_id}.{ext}: built from ids only, never from a client's name.
     Column("storage_key", String(300), nullable=False, unique=True),
+    # What the backend knows the object by when that is not the key: Cloudflare Images' own image id
+    # (only an image without a custom id can be private). NULL: the key is the reference (0003).
+    Column("backend_ref", String(300), nullable=True),
     # A key the object was known by before (imported history); reads resolve it too.
     Column("legacy_key", String(500), nullable=True),
     Column("backend", String(32), nullable=False),
@@ -103,6 +106,8 @@ photo_tombstones = Table(
     Column("org_id", UUID(as_uuid=True), nullable=False),
     Column("photo_id", UUID(as_uuid=True), nullable=True),
     Column("storage_key", String(500), nullable=False),
+    # The photo's backend_ref: what the janitor deletes (NULL: the key).
+    Column("backend_ref", String(300), nullable=True),
     Column("backend", String(32), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -6,7 +6,8 @@ An upload runs in this order, so that nothing is half done:
 2. the intake (services/media/intake.py) spools the chunks to a temp file under ORDER_UPLOAD_ROOT's
    `.incoming/`, counting bytes (payload_too_large past ORDER_PHOTO_MAX_BYTES, while streaming), decides
    the type from the content against the allowlist, and rewrites the image without its metadata;
-3. the object is stored under its canonical key (built from ids only);
+3. the object is stored under its canonical key (built from ids only); the row keeps the reference
+   the backend returned when it differs from the key (Cloudflare Images' own id) as `backend_ref`;
 4. the row and `cws.media.photo.stored` are written in one unit of work (the pause is checked again
    there, FOR SHARE, so a pause that lands meanwhile wins or waits). If that fails, the object just
    stored gets a tombstone in a separate transaction (the janitor deletes it), so no orphan is left
@@ -64,7 +65,7 @@ async def upload(
     try:
         photo_id = uuid.uuid4()
         key = canonical_key(str(org_id), str(booking_id), str(photo_id), received.ext)
-        await storage.put(key, received.path, received.mime)
+        ref = await storage.put(key, received.path, received.mime)
     except StorageError as error:
         # Nothing was recorded; the client may send the photo again once the backend answers.
         log.warning("photo_store_failed", backend=storage.name, error=repr(error))
@@ -85,6 +86,7 @@ async def upload(
                         org_id=org_id,
                         booking_id=booking_id,
                         storage_key=key,
+                        backend_ref=None if ref == key else ref,
                         backend=storage.name,
                         mime=received.mime,
                         ext=received.ext,
@@ -109,25 +111,30 @@ async def upload(
                 ),
             )
     except BaseException:
-        await _tombstone_orphan(db, org_id, photo_id, key, storage.name)
+        await _tombstone_orphan(db, org_id, photo_id, key, ref, storage.name)
         raise
     log.info("photo_stored", photo_id=str(photo_id), booking_id=str(booking_id), bytes=received.bytes)
     return row
 
 
 async def _tombstone_orphan(
-    db: Database, org_id: uuid.UUID, photo_id: uuid.UUID, key: str, backend: str
+    db: Database, org_id: uuid.UUID, photo_id: uuid.UUID, key: str, ref: str, backend: str
 ) -> None:
     """The object of an upload whose row was not written: the janitor deletes it."""
     try:
         async with unit_of_work(db, org_id) as uow:
             await uow.session.execute(
                 insert(photo_tombstones).values(
-                    id=uuid.uuid4(), org_id=org_id, photo_id=photo_id, storage_key=key, backend=backend
+                    id=uuid.uuid4(),
+                    org_id=org_id,
+                    photo_id=photo_id,
+                    storage_key=key,
+                    backend_ref=None if ref == key else ref,
+                    backend=backend,
                 )
             )
     except Exception:  # the database is away: say which object is left, for an operator
-        log.exception("photo_orphan_not_tombstoned", storage_key=key, backend=backend)
+        log.exception("photo_orphan_not_tombstoned", storage_key=key, backend_ref=ref, backend=backend)
 
 
 async def list_for_booking(

@@ -146,6 +146,7 @@ async def delete(db: Database, org_id: uuid.UUID, photo_id: uuid.UUID) -> Record
                 org_id=org_id,
                 photo_id=photo_id,
                 storage_key=row.storage_key,
+                backend_ref=row.backend_ref,
                 backend=row.backend,
             )
         )

@@ -12,7 +12,10 @@
    long billing takes to process what it stored.
 6. Starts notify and an SMTP sink process and measures email delivery from a backlog and the latency
    from a booking confirmation to the email accepted by the sink (tools/bench/notify_bench.py).
-7. Prints one Markdown table (also .run/bench/last.md; raw numbers in .run/bench/last.json) and stops
+7. Media (tools/bench/media_bench.py): 2 MB photo uploads per second through the gateway into the
+   local backend and into moto's S3 server (a second media with the r2 backend), media's peak RSS
+   while 16 uploads run at once (2 MB and 8 MB files), and the time to mint a signed photo link.
+8. Prints one Markdown table (also .run/bench/last.md; raw numbers in .run/bench/last.json) and stops
    everything, dropping the database, whatever happened.
 
 A benchmark, not a test: a missed target is reported, never a failure; the exit status is non-zero
@@ -20,7 +23,9 @@ only when something crashed. Knobs (environment): BENCH_SECONDS (8, measured sec
 BENCH_WARMUP (2), BENCH_CONCURRENCY (16), BENCH_SATURATION_CONCURRENCY (32), BENCH_CLIENT (raw or
 httpx), BENCH_WORKERS (1000), BENCH_BOOKINGS (100000), BENCH_SUGGESTIONS (200), BENCH_INVOICES (20000),
 BENCH_WEBHOOK_REPEAT_EVERY (4: one webhook in 4 a redelivery), BENCH_EMAILS (10000, the notify
-backlog; 0 skips it), BENCH_CONFIRM_RATE (50 confirmations/s), BENCH_CONFIRM_SECONDS (10).
+backlog; 0 skips it), BENCH_CONFIRM_RATE (50 confirmations/s), BENCH_CONFIRM_SECONDS (10),
+BENCH_MEDIA_CONCURRENCY (16), BENCH_MEDIA_SECONDS (5), BENCH_MEDIA_WARMUP (1), BENCH_MEDIA_S3 (1; 0
+skips the S3 row).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tools.bench import billing_bench, notify_bench
+from tools.bench import billing_bench, media_bench, notify_bench
 from tools.bench import stack as bench_stack
 from tools.bench.cpu import CpuMeter
 from tools.bench.report import Row, table, verdict
@@ -393,6 +398,16 @@ class Bench:
                 warmup=config.warmup,
             )
             notify = notify_bench.run(exits, stack, owner.org_id, gateway, token)
+            media = media_bench.run(
+                exits,
+                stack,
+                owner.org_id,
+                gateway,
+                token,
+                measure=self.measure,
+                spec=self.spec,
+                meter=self.meter,
+            )
 
         elapsed = time.monotonic() - started
         self._rows(read_suite, read_base, saturation, half, create_suite, create_base, suggestions, about)
@@ -410,17 +425,18 @@ class Bench:
             f"({config.client} client) is its own process and spent ~{gen_cpu:.0f} µs CPU per request.",
             "Gateway and baseline: one uvicorn worker each; the same access token for both; "
             f"GET responses of suite and baseline for the same booking: {same}.",
-            "Server CPU ms/request: CPU time of gw = gateway, bk = booking, iam, bl = billing, app = baseline, pg = the "
+            "Server CPU ms/request: CPU time of gw = gateway, bk = booking, iam, bl = billing, md = media, app = baseline, pg = the "
             "Postgres backends of this run's database, per request sent (warm-up included), from /proc. "
             "Other processes on the machine (other sessions, Postgres' WAL writer, NATS) kept "
             f"{min(others, default=0):.2f}-{max(others, default=0):.2f} cores busy during the scenarios.",
             seeded.summary() + ".",
         ]
-        self.rows += billing.rows + notify.rows
-        self.notes += billing.notes + notify.notes
+        self.rows += billing.rows + notify.rows + media.rows
+        self.notes += billing.notes + notify.notes + media.notes
         self.results.update(billing.results)
         self.results.update(notify.results)
-        self.failed = self.failed or billing.failed or notify.failed
+        self.results.update(media.results)
+        self.failed = self.failed or billing.failed or notify.failed or media.failed
 
     def _rows(
         self,

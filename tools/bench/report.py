@@ -22,6 +22,7 @@ PARTS = (
     ("booking", "bk"),
     ("iam", "iam"),
     ("billing", "bl"),
+    ("media", "md"),
     ("baseline", "app"),
     ("postgres", "pg"),
 )

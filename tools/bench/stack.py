@@ -3,7 +3,8 @@
 embedded one; a fresh database `cws_bench_<random>` migrated with libs.common.migrate; a private
 nats-server; iam, booking, billing and gateway as real processes (billing with a Stripe key and
 webhook secret of its own and STRIPE_API_BASE on a dead local port: the webhook path never calls
-Stripe, and nothing else the bench does asks for Stripe). Everything is registered on an ExitStack,
+Stripe, and nothing else the bench does asks for Stripe), media with the local backend under the
+run's work dir (ORDER_UPLOAD_ROOT) and the gateway in front of them. Everything is registered on an ExitStack,
 so it is stopped and the database dropped on any exit: success, failure or Ctrl-C. Notify and the
 SMTP sink it delivers to (its own process, recording each acceptance) start later, when the notify
 scenarios need them (tools/bench/notify_bench.py)."""
@@ -49,6 +50,7 @@ class Stack:
     app_url: str  # the runtime role cws_app, this run's database
     nats: NatsServer
     log_dir: Path
+    work_dir: Path = Path()
     iam: ServiceProc | None = None
     booking: ServiceProc | None = None
     gateway: GatewayProc | None = None
@@ -56,6 +58,7 @@ class Stack:
     baseline: BaselineProc | None = None
     notify: ServiceProc | None = None
     sink: SinkProc | None = None
+    media: ServiceProc | None = None
     # Billing's STRIPE_WEBHOOK_SECRET, for signing the bench's webhooks; notify's gRPC port, chosen
     # before billing starts (billing calls notify), notify itself starting later.
     stripe_webhook_secret: str = ""
@@ -149,15 +152,62 @@ def start_infrastructure(exits: contextlib.ExitStack) -> Stack:
         app_url=with_user(admin_url, APP_ROLE),
         nats=nats,
         log_dir=log_dir,
+        work_dir=work_dir,
     )
 
 
+# The bench's photo link secret (services/media/links.py signs with it).
+PHOTO_TOKEN_BENCH_SECRET = "bench-photo-token-secret-" + secrets.token_hex(16)
+
+
+def media_proc(stack: Stack, label: str = "media", **overrides: str) -> ServiceProc:
+    """Media beside booking, the local backend under the run's work dir unless `overrides` say
+    otherwise (ORDER_STORAGE_BACKEND=r2 and R2_*: tools/bench/media_bench.py); not started."""
+    assert stack.booking
+    env = {
+        **stack.env(),
+        "BOOKING_GRPC_TARGET": stack.booking.target,
+        "NOTIFY_GRPC_TARGET": f"127.0.0.1:{stack.notify_grpc_port}",
+        "ORDER_STORAGE_BACKEND": "local",
+        "ORDER_UPLOAD_ROOT": str(stack.work_dir / label),
+        "PHOTO_TOKEN_SECRET": PHOTO_TOKEN_BENCH_SECRET,
+        # As docker-compose.yml and deploy/k8s/media.yaml run it: glibc returns freed image buffers
+        # (docs/media.md, "What an upload must be"), so the RSS row measures the deployed process.
+        "MALLOC_MMAP_THRESHOLD_": "131072",
+        **overrides,
+    }
+    return service_proc("media", env, stack.log_dir, label=label)
+
+
+def gateway_env(stack: Stack, media: ServiceProc) -> dict[str, str]:
+    assert stack.iam and stack.booking and stack.billing
+    return {
+        **stack.env(),
+        "IAM_GRPC_TARGET": stack.iam.target,
+        "BOOKING_GRPC_TARGET": stack.booking.target,
+        "BILLING_GRPC_TARGET": stack.billing.target,
+        "MEDIA_GRPC_TARGET": media.target,
+        "RATE_LIMIT_PER_MINUTE": "100000000",
+        "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
+        "GRPC_DEADLINE_SECONDS": "5",
+        "GATEWAY_WORKERS": "1",
+    }
+
+
+def start_extra(exits: contextlib.ExitStack, proc: Proc) -> Proc:
+    """A process a scenario adds (a second media and its gateway), stopped with the rest."""
+    proc.start()
+    exits.callback(_stop, proc)
+    return proc
+
+
 def start_processes(exits: contextlib.ExitStack, stack: Stack) -> None:
-    """iam, booking and billing, then the gateway in front of them, and the baseline; returns once
-    started (call wait_processes for readiness), so slow start-ups overlap with other preparation."""
+    """iam, booking, billing and media, then the gateway in front of them, and the baseline; returns
+    once started (call wait_processes for readiness), so slow start-ups overlap with other preparation."""
     env = stack.env()
     iam = service_proc("iam", env, stack.log_dir)
     booking = service_proc("booking", env, stack.log_dir)
+    stack.iam, stack.booking = iam, booking
     stack.notify_grpc_port = free_port()
     stack.stripe_webhook_secret = "whsec_bench_" + secrets.token_hex(16)
     billing = service_proc(
@@ -173,19 +223,9 @@ def start_processes(exits: contextlib.ExitStack, stack: Stack) -> None:
         },
         stack.log_dir,
     )
-    gateway = gateway_proc(
-        {
-            **env,
-            "IAM_GRPC_TARGET": iam.target,
-            "BOOKING_GRPC_TARGET": booking.target,
-            "BILLING_GRPC_TARGET": billing.target,
-            "RATE_LIMIT_PER_MINUTE": "100000000",
-            "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
-            "GRPC_DEADLINE_SECONDS": "5",
-            "GATEWAY_WORKERS": "1",
-        },
-        stack.log_dir,
-    )
+    stack.billing = billing
+    media = media_proc(stack)
+    gateway = gateway_proc(gateway_env(stack, media), stack.log_dir)
     port = free_port()
     baseline = BaselineProc(
         name="baseline",
@@ -199,11 +239,10 @@ def start_processes(exits: contextlib.ExitStack, stack: Stack) -> None:
         log_path=stack.log_dir / "baseline.log",
         port=port,
     )
-    for proc in (iam, booking, billing, gateway, baseline):
+    for proc in (iam, booking, billing, media, gateway, baseline):
         proc.start()
         exits.callback(_stop, proc)
-    stack.iam, stack.booking, stack.gateway, stack.baseline = iam, booking, gateway, baseline
-    stack.billing = billing
+    stack.gateway, stack.baseline, stack.media = gateway, baseline, media
 
 
 def start_sink(exits: contextlib.ExitStack, stack: Stack) -> SinkProc:
@@ -250,10 +289,11 @@ def start_notify(exits: contextlib.ExitStack, stack: Stack, smtp_port: int) -> S
 
 def wait_processes(stack: Stack, timeout: float = 90) -> float:
     started = time.monotonic()
-    assert stack.iam and stack.booking and stack.billing and stack.gateway and stack.baseline
+    assert stack.iam and stack.booking and stack.billing and stack.gateway and stack.baseline and stack.media
     stack.iam.wait_ready(timeout)
     stack.booking.wait_ready(timeout)
     stack.billing.wait_ready(timeout)
+    stack.media.wait_ready(timeout)
     stack.gateway.wait_ready(timeout)
     stack.baseline.wait_ready(timeout)
     return time.monotonic() - started
@@ -265,6 +305,7 @@ def pids(stack: Stack) -> dict[str, int]:
         stack.iam,
         stack.booking,
         stack.billing,
+        stack.media,
         stack.gateway,
         stack.baseline,
         stack.notify,

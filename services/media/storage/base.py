@@ -11,23 +11,30 @@ CHUNK_SIZE = 64 * 1024
 
 
 class Storage(Protocol):
+    """Objects are written under a storage key (`canonical_key`) and then addressed by the reference
+    `put` returns: the key itself for local and r2, Cloudflare's own image id for Cloudflare Images
+    (which can keep an image private only when it has no custom id). A photo row keeps the reference
+    in `backend_ref` (NULL: the key is the reference)."""
+
     name: str
 
-    async def put(self, key: str, source: Path | bytes, content_type: str) -> None:
-        """Store the bytes (or the file at `source`) under `key`, replacing what was there."""
+    async def put(self, key: str, source: Path | bytes, content_type: str) -> str:
+        """Store the bytes (or the file at `source`) for `key`; returns the reference to address the
+        object by. Local and r2 replace what was under `key`; Cloudflare Images makes a new image
+        with a fresh id each time (an older one is deleted by its own reference)."""
         ...
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, ref: str) -> None:
         """Remove the object; a missing object is not an error (the janitor may repeat itself)."""
         ...
 
-    async def exists(self, key: str) -> bool: ...
+    async def exists(self, ref: str) -> bool: ...
 
-    async def delivery_url(self, key: str, ttl_seconds: int, variant: str | None = None) -> str | None:
+    async def delivery_url(self, ref: str, ttl_seconds: int, variant: str | None = None) -> str | None:
         """A short-lived URL the client is redirected to, or None (local): the service streams `open`."""
         ...
 
-    def open(self, key: str) -> AsyncIterator[bytes]:
+    def open(self, ref: str) -> AsyncIterator[bytes]:
         """The object's bytes in chunks. Raises StorageNotFound (on first iteration) when missing."""
         ...
 

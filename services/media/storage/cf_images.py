@@ -1,14 +1,16 @@
 """Cloudflare Images: ORDER_STORAGE_BACKEND=cloudflare_images | cf_images.
 
-Uploads go to the Images API v1 with the canonical key as the image's custom id, so the service needs
-no second id per photo. Delivery URLs are Cloudflare's signed URLs: `exp` (unix seconds) and `sig`, the
-hex HMAC-SHA256, keyed with CF_IMAGES_SIGNING_KEY, of the URL's path and query up to and including
-`exp` (Cloudflare's "Serve private images" page). The API base and the delivery host are settings, so
-tests point them at a local server speaking the same API.
+Uploads go to the Images API v1 WITHOUT a custom id and with `requireSignedURLs=true`: Cloudflare's
+"Upload via custom path" page says images with a custom id cannot be made private, so the image gets
+Cloudflare's own id, which `put` returns and the photo row keeps (`backend_ref`). The canonical key is
+sent as metadata (`{"key": ...}`, never shown to viewers), so an operator can match an image to its photo.
+Cloudflare then serves the image only through a signed URL: `exp` (unix seconds) and `sig`, the hex
+HMAC-SHA256, keyed with CF_IMAGES_SIGNING_KEY, of the URL's path and query up to and including `exp`
+(Cloudflare's "Serve private images" page). The API base and the delivery host are settings, so tests
+point them at a local server speaking the same API.
 
-Caveat (Cloudflare's "Upload via custom path" page): images with a custom id cannot be made private
-(requireSignedURLs), so Cloudflare serves them to anyone holding the id; the signature adds an expiry to
-our links but does not close the id. See docs/media.md, "Storage backends".
+References are Cloudflare's generated ids (hex and dashes) or, for images stored before this change
+under a custom id, a canonical key (`check_key`); anything else is refused as InvalidStorageKey.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -25,14 +28,20 @@ from urllib.parse import quote
 
 import httpx
 
-from services.media.storage.errors import StorageError, StorageNotFound, StorageUnavailable
+from services.media.storage.errors import (
+    InvalidStorageKey,
+    StorageError,
+    StorageNotFound,
+    StorageUnavailable,
+)
 from services.media.storage.keys import check_key
 from services.media.storage.threads import run
 
 DEFAULT_API_BASE = "https://api.cloudflare.com/client/v4"
 DEFAULT_DELIVERY_BASE = "https://imagedelivery.net"
-# Cloudflare's code for "an image with this custom id exists already".
-_ALREADY_EXISTS = 5409
+# Cloudflare's generated image ids are UUID-shaped (hex groups and dashes); documented examples show
+# groups of varying length, so only the alphabet and a length are checked.
+_GENERATED_ID = re.compile(r"[0-9A-Fa-f][0-9A-Fa-f-]{7,63}")
 _BACKOFF_SECONDS = 0.2
 _VARIANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -67,13 +76,14 @@ class CloudflareImagesStorage:
             timeout=httpx.Timeout(timeout_seconds),
         )
 
-    def _image_path(self, key: str) -> str:
-        # The custom id holds slashes: one path segment, so they are percent-encoded.
-        return f"{self._images_path}/{quote(key, safe='')}"
+    def _image_path(self, ref: str) -> str:
+        # A legacy custom id holds slashes: one path segment, so they are percent-encoded.
+        return f"{self._images_path}/{quote(check_ref(ref), safe='')}"
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One API call, tried up to `max_attempts` times on transient failures (every call here is safe
-        to repeat: uploads carry the custom id, a repeated one is answered 5409 and handled by `put`)."""
+        """One API call, tried up to `max_attempts` times on transient failures. Deletes and reads are
+        safe to repeat; an upload repeated after a timeout may leave a second, unreferenced private image
+        (Cloudflare has no idempotency key for uploads): its metadata names the key, for an operator."""
         problem = ""
         for attempt in range(self.max_attempts):
             if attempt:
@@ -89,7 +99,8 @@ class CloudflareImagesStorage:
             return response
         raise StorageUnavailable(f"cloudflare images: {problem}")
 
-    async def put(self, key: str, source: Path | bytes, content_type: str) -> None:
+    async def put(self, key: str, source: Path | bytes, content_type: str) -> str:
+        """Upload as a new private image; returns Cloudflare's id for it (the object's reference)."""
         check_key(key)
         data = (
             bytes(source)
@@ -97,33 +108,39 @@ class CloudflareImagesStorage:
             else await run(source.read_bytes)
         )
         filename = key.rsplit("/", 1)[-1]
-        for attempt in range(2):
-            response = await self._request(
-                "POST", self._images_path, files={"file": (filename, data, content_type)}, data={"id": key}
-            )
-            if response.is_success and _envelope(response).get("success") is True:
-                return
-            # Cloudflare does not replace an image in place: a second upload under the same id is
-            # refused. A put replaces, so delete the old one and upload once more.
-            if attempt == 0 and _ALREADY_EXISTS in _error_codes(response):
-                await self.delete(key)
-                continue
+        response = await self._request(
+            "POST",
+            self._images_path,
+            files={"file": (filename, data, content_type)},
+            data={"requireSignedURLs": "true", "metadata": json.dumps({"key": key})},
+        )
+        envelope = _envelope(response)
+        if not (response.is_success and envelope.get("success") is True):
             raise StorageError(
                 f"cloudflare images upload refused: {response.status_code} {_error_codes(response)}"
             )
+        result = envelope.get("result")
+        if not isinstance(result, dict):
+            result = {}
+        image_id = result.get("id")
+        if not isinstance(image_id, str) or not _GENERATED_ID.fullmatch(image_id):
+            raise StorageError("cloudflare images upload answered without a usable image id")
+        if result.get("requireSignedURLs") is False:
+            # Stored but public: never keep it (the link would outlive our expiry).
+            await self.delete(image_id)
+            raise StorageError("cloudflare images stored the image without requireSignedURLs")
+        return image_id
 
-    async def delete(self, key: str) -> None:
-        check_key(key)
-        response = await self._request("DELETE", self._image_path(key))
+    async def delete(self, ref: str) -> None:
+        response = await self._request("DELETE", self._image_path(ref))
         if response.status_code == 404 or response.is_success:
             return
         raise StorageError(
             f"cloudflare images delete refused: {response.status_code} {_error_codes(response)}"
         )
 
-    async def exists(self, key: str) -> bool:
-        check_key(key)
-        response = await self._request("GET", self._image_path(key))
+    async def exists(self, ref: str) -> bool:
+        response = await self._request("GET", self._image_path(ref))
         if response.status_code == 404:
             return False
         if response.is_success:
@@ -143,20 +160,20 @@ class CloudflareImagesStorage:
             raise ValueError("variant must be a plain name")
         return variant
 
-    async def delivery_url(self, key: str, ttl_seconds: int, variant: str | None = None) -> str | None:
-        check_key(key)
+    async def delivery_url(self, ref: str, ttl_seconds: int, variant: str | None = None) -> str | None:
+        check_ref(ref)
         expires = int(time.time()) + max(1, int(ttl_seconds))
         return signed_delivery_url(
-            self.delivery_base, self.account_hash, key, self.variant_name(variant), expires, self.signing_key
+            self.delivery_base, self.account_hash, ref, self.variant_name(variant), expires, self.signing_key
         )
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
+    async def open(self, ref: str) -> AsyncIterator[bytes]:
         """The original image (the API's `/blob`), for when the service streams rather than redirects."""
-        check_key(key)
+        path = f"{self._image_path(ref)}/blob"
         try:
-            async with self._client.stream("GET", f"{self._image_path(key)}/blob") as response:
+            async with self._client.stream("GET", path) as response:
                 if response.status_code == 404:
-                    raise StorageNotFound(key)
+                    raise StorageNotFound(ref)
                 if response.status_code == 429 or response.status_code >= 500:
                     raise StorageUnavailable(f"cloudflare images: {response.status_code}")
                 if not response.is_success:
@@ -168,6 +185,16 @@ class CloudflareImagesStorage:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def check_ref(ref: str) -> str:
+    """`ref` if it is a Cloudflare-generated id or a (legacy custom id) canonical key; else
+    InvalidStorageKey, so no path-like value reaches a URL."""
+    if "/" in ref:
+        return check_key(ref)
+    if not _GENERATED_ID.fullmatch(ref):
+        raise InvalidStorageKey("not a Cloudflare image id")
+    return ref
 
 
 def signed_delivery_url(

@@ -42,9 +42,11 @@ class LocalStorage:
             raise InvalidStorageKey("storage key resolves outside the upload root")
         return path
 
-    async def put(self, key: str, source: Path | bytes, content_type: str) -> None:
+    async def put(self, key: str, source: Path | bytes, content_type: str) -> str:
+        """Returns `key`: on this backend the key is the object's reference."""
         path = self.path_for(key)
         await run(_write_atomically, path, source)
+        return key
 
     async def delete(self, key: str) -> None:
         path = self.path_for(key)

@@ -82,7 +82,8 @@ class R2Storage:
             # Endpoint unreachable, timeouts, connection reset: nothing the caller can fix.
             raise StorageUnavailable(f"r2: {type(error).__name__}") from error
 
-    async def put(self, key: str, source: Path | bytes, content_type: str) -> None:
+    async def put(self, key: str, source: Path | bytes, content_type: str) -> str:
+        """Returns `key`: on this backend the key is the object's reference."""
         check_key(key)
         if isinstance(source, bytes | bytearray | memoryview):
             await self._call(
@@ -92,11 +93,12 @@ class R2Storage:
                 Body=bytes(source),
                 ContentType=content_type,
             )
-            return
+            return key
         with open(source, "rb") as body:  # noqa: ASYNC230 - opening is instant; the upload runs in a thread
             await self._call(
                 self._client.put_object, Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
             )
+        return key
 
     async def delete(self, key: str) -> None:
         check_key(key)

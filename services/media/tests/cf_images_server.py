@@ -1,12 +1,15 @@
 """A local stand-in for Cloudflare Images: the v1 API (upload, details, blob, delete) and signed delivery.
 
 A stdlib HTTP server in a thread (like services/notify/tests/own_notify.py's HttpRecorder). It checks the
-Bearer token, answers in Cloudflare's envelope ({success, errors, messages, result}), refuses a second
-upload under one custom id (code 5409, as Cloudflare does), and serves
-`/{account_hash}/{image_id}/{variant}?exp=&sig=` only when `sig` is the HMAC-SHA256 of the path and
-`?exp=...` under the signing key and `exp` is in the future, so a test that fetches our URL proves the
-signature verifies. `fail_with` makes every request answer that status (500, 429) to test transient
-failures.
+Bearer token, answers in Cloudflare's envelope ({success, errors, messages, result}), gives an upload
+without a custom id a fresh UUID, refuses a second upload under one custom id (code 5409) and a custom
+id together with `requireSignedURLs=true` (Cloudflare: images with a custom id cannot be private; the
+code here, 5400, is ours). Delivery, `/{account_hash}/{image_id}/{variant}`: an image uploaded with
+`requireSignedURLs=true` is served ONLY when `?exp=&sig=` verify (`sig` the HMAC-SHA256 of the path and
+`?exp=...` under the signing key, `exp` in the future), so a test that fetches our URL proves the
+signature verifies and one without it proves the image is private; a public image (a legacy custom id)
+is served to anyone, though a `sig` that is present must still verify. `fail_with` makes every request
+answer that status (500, 429) to test transient failures.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hmac
 import json
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,6 +33,8 @@ class StoredImage:
     data: bytes
     content_type: str
     filename: str
+    require_signed: bool = False
+    metadata: str = ""
 
 
 @dataclass
@@ -108,9 +114,7 @@ class CloudflareImagesServer:
                 elif self.command == "GET" and tail == "blob":
                     self._reply(200, image.data, image.content_type)
                 elif self.command == "GET" and tail == "":
-                    self._envelope(
-                        200, {"id": image_id, "filename": image.filename, "requireSignedURLs": False}
-                    )
+                    self._envelope(200, _details(image_id, image))
                 elif self.command == "DELETE" and tail == "":
                     self._envelope(200, {})
                 else:
@@ -128,33 +132,47 @@ class CloudflareImagesServer:
                     self._envelope(400, code=5400, message="file is required")
                     return
                 upload = fields["file"]
-                image_id = fields["id"].get_content().strip() if "id" in fields else f"auto-{time.time_ns()}"
+                require_signed = (
+                    "requireSignedURLs" in fields
+                    and fields["requireSignedURLs"].get_content().strip().lower() == "true"
+                )
+                if "id" in fields and require_signed:
+                    self._envelope(
+                        400, code=5400, message="Bad request: custom ids cannot require signed URLs"
+                    )
+                    return
+                image_id = fields["id"].get_content().strip() if "id" in fields else str(uuid.uuid4())
                 stored = StoredImage(
-                    upload.get_payload(decode=True), upload.get_content_type(), upload.get_filename() or ""
+                    upload.get_payload(decode=True),
+                    upload.get_content_type(),
+                    upload.get_filename() or "",
+                    require_signed,
+                    fields["metadata"].get_content() if "metadata" in fields else "",
                 )
                 with stand_in.lock:
                     if image_id in stand_in.images:
                         self._envelope(409, code=5409, message="Resource already exists")
                         return
                     stand_in.images[image_id] = stored
-                self._envelope(200, {"id": image_id, "filename": stored.filename, "requireSignedURLs": False})
+                self._envelope(200, _details(image_id, stored))
 
             def _deliver(self, path: str, query: str) -> None:
-                params = parse_qs(query)
-                exp, sig = params.get("exp", [""])[0], params.get("sig", [""])[0]
-                expected = hmac.new(
-                    stand_in.signing_key.encode(), f"{path}?exp={exp}".encode(), hashlib.sha256
-                ).hexdigest()
-                if not exp.isdigit() or not hmac.compare_digest(sig, expected):
-                    self._reply(403, b"bad signature", "text/plain")
-                    return
-                if int(exp) < time.time():
-                    self._reply(403, b"expired", "text/plain")
-                    return
                 # /{hash}/{image id, slashes and all}/{variant}
                 image_id = unquote(path[len(stand_in.account_hash) + 2 :].rsplit("/", 1)[0])
                 with stand_in.lock:
                     image = stand_in.images.get(image_id)
+                params = parse_qs(query)
+                exp, sig = params.get("exp", [""])[0], params.get("sig", [""])[0]
+                if sig or (image is not None and image.require_signed):
+                    expected = hmac.new(
+                        stand_in.signing_key.encode(), f"{path}?exp={exp}".encode(), hashlib.sha256
+                    ).hexdigest()
+                    if not exp.isdigit() or not hmac.compare_digest(sig, expected):
+                        self._reply(403, b"bad signature", "text/plain")
+                        return
+                    if int(exp) < time.time():
+                        self._reply(403, b"expired", "text/plain")
+                        return
                 if image is None:
                     self._reply(404, b"not found", "text/plain")
                 else:
@@ -173,6 +191,17 @@ class CloudflareImagesServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+def _details(image_id: str, image: StoredImage) -> dict[str, Any]:
+    """The `result` of an upload or a details request, as Cloudflare shapes it (the fields we read)."""
+    meta = json.loads(image.metadata) if image.metadata else {}
+    return {
+        "id": image_id,
+        "filename": image.filename,
+        "requireSignedURLs": image.require_signed,
+        "meta": meta,
+    }
 
 
 @dataclass

@@ -35,7 +35,7 @@ from services.media.storage import (
     resolve_legacy,
 )
 from services.media.storage.local import TEMP_PREFIX
-from services.media.tests.cf_images_server import CloudflareImagesServer, StatusServer
+from services.media.tests.cf_images_server import CloudflareImagesServer, StatusServer, StoredImage
 from services.media.tests.s3_presign_gate import PresignGate
 from tools.devstack import free_port, port_open, wait_for
 
@@ -134,23 +134,30 @@ async def test_put_exists_deliver_open_delete(storage: Storage, tmp_path: Path) 
     key = new_key()
     assert not await storage.exists(key)
 
-    await storage.put(key, PNG, "image/png")
-    assert await storage.exists(key)
-    assert await fetch_delivered(storage, key) == PNG
-    assert await read_all(storage, key) == PNG
+    ref = await storage.put(key, PNG, "image/png")
+    # Local and r2 address the object by its key; Cloudflare Images by the id it gave the image.
+    assert (ref == key) == (storage.name != "cloudflare_images")
+    assert await storage.exists(ref)
+    assert await fetch_delivered(storage, ref) == PNG
+    assert await read_all(storage, ref) == PNG
 
-    # A put replaces (the same key again, now from a file on disk, as the service passes its spool).
+    # A second put (now from a file on disk, as the service passes its spool): local and r2 replace
+    # the object under the key; Cloudflare Images makes a new image, the old one is deleted by its ref.
     source = tmp_path / "second.png"
     source.write_bytes(PNG[::-1])
-    await storage.put(key, source, "image/png")
-    assert await read_all(storage, key) == PNG[::-1]
+    second = await storage.put(key, source, "image/png")
+    assert await read_all(storage, second) == PNG[::-1]
+    if second != ref:
+        assert await read_all(storage, ref) == PNG
+        await storage.delete(ref)
+        assert not await storage.exists(ref)
 
-    await storage.delete(key)
-    assert not await storage.exists(key)
-    await storage.delete(key)  # idempotent: the janitor may repeat a delete
+    await storage.delete(second)
+    assert not await storage.exists(second)
+    await storage.delete(second)  # idempotent: the janitor may repeat a delete
 
     with pytest.raises(StorageNotFound):
-        await read_all(storage, key)
+        await read_all(storage, second)
 
 
 async def test_missing_object(storage: Storage) -> None:
@@ -163,6 +170,8 @@ async def test_missing_object(storage: Storage) -> None:
 
 
 async def test_legacy_aliases_resolve_for_reads(storage: Storage) -> None:
+    if storage.name == "cloudflare_images":
+        pytest.skip("objects are not stored under keys there; see test_cf_legacy_custom_id_still_served")
     canonical = new_key("jpg")
     without_extension = canonical.rsplit(".", 1)[0]
     await storage.put(without_extension, b"legacy bytes", "image/jpeg")
@@ -374,32 +383,81 @@ def cf_storage(
     )
 
 
-async def test_cf_upload_uses_custom_id_and_signed_variants(cf_server: CloudflareImagesServer) -> None:
+async def test_cf_upload_is_private_and_served_only_signed(cf_server: CloudflareImagesServer) -> None:
     storage = cf_storage(cf_server)
     key = new_key("webp")
-    await storage.put(key, b"webp bytes", "image/webp")
-    stored = cf_server.images[key]
-    assert (stored.data, stored.content_type) == (b"webp bytes", "image/webp")
+    ref = await storage.put(key, b"webp bytes", "image/webp")
+    # Cloudflare's own id, no custom id: only such an image can require signed URLs.
+    assert ref != key and "/" not in ref and str(uuid.UUID(ref)) == ref
+    stored = cf_server.images[ref]
+    assert (stored.data, stored.content_type, stored.require_signed) == (b"webp bytes", "image/webp", True)
+    assert key in stored.metadata  # the canonical key travels as metadata, for an operator
+    assert key not in cf_server.images
 
-    default = await storage.delivery_url(key, 60)
-    thumbnail = await storage.delivery_url(key, 60, "thumbnail")
+    default = await storage.delivery_url(ref, 60)
+    thumbnail = await storage.delivery_url(ref, 60, "thumbnail")
     assert default is not None and thumbnail is not None
-    assert default.startswith(f"{cf_server.url}/{cf_server.account_hash}/{key}/public?exp=")
-    assert f"/{key}/thumbnail?exp=" in thumbnail
+    assert default.startswith(f"{cf_server.url}/{cf_server.account_hash}/{ref}/public?exp=")
+    assert f"/{ref}/thumbnail?exp=" in thumbnail
     async with httpx.AsyncClient() as client:
         assert (await client.get(thumbnail)).content == b"webp bytes"
+        # Private: the same image without exp/sig is refused, whatever the variant.
+        for variant in ("public", "thumbnail"):
+            unsigned = f"{cf_server.url}/{cf_server.account_hash}/{ref}/{variant}"
+            assert (await client.get(unsigned)).status_code == 403
         # The server checks the signature: a changed exp or another variant is refused.
         exp = default.split("exp=")[1].split("&")[0]
         assert (await client.get(default.replace(f"exp={exp}", f"exp={int(exp) + 60}"))).status_code == 403
         assert (await client.get(default.replace("/public?", "/original?"))).status_code == 403
         # Minted with ttl 1, refused once expired.
-        short = await storage.delivery_url(key, 1)
+        short = await storage.delivery_url(ref, 1)
         assert short is not None
         await asyncio.sleep(2.1)
         assert (await client.get(short)).status_code == 403
     with pytest.raises(ValueError):
-        await storage.delivery_url(key, 60, "../x")
+        await storage.delivery_url(ref, 60, "../x")
+    await storage.delete(ref)
+    assert ref not in cf_server.images
+    await storage.aclose()
+
+
+async def test_cf_stand_in_refuses_custom_id_with_signed_urls(cf_server: CloudflareImagesServer) -> None:
+    """As Cloudflare does: a custom id and requireSignedURLs together are refused (why `put` sends none)."""
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{cf_server.api_base}/accounts/{cf_server.account_id}/images/v1",
+            headers={"Authorization": f"Bearer {cf_server.api_token}"},
+            files={"file": ("a.png", b"png", "image/png")},
+            data={"id": new_key(), "requireSignedURLs": "true"},
+        )
+    assert response.status_code == 400
+    assert response.json()["success"] is False
+
+
+async def test_cf_legacy_custom_id_still_served(cf_server: CloudflareImagesServer) -> None:
+    """An image stored before this change under its key as custom id (public: NULL backend_ref, so the
+    key is the reference) is still found, streamed, signed and deleted by that key."""
+    storage = cf_storage(cf_server)
+    key = new_key("jpg")
+    cf_server.images[key] = StoredImage(b"legacy", "image/jpeg", "legacy.jpg")
+    assert await storage.exists(key)
+    assert await read_all(storage, key) == b"legacy"
+    url = await storage.delivery_url(key, 60)
+    assert url is not None and f"/{key}/public?exp=" in url
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(url)).content == b"legacy"
     await storage.delete(key)
+    assert not await storage.exists(key)
+    await storage.aclose()
+
+
+async def test_cf_refuses_refs_that_are_not_ids(cf_server: CloudflareImagesServer) -> None:
+    storage = cf_storage(cf_server)
+    for ref in ("orders", "not-an-id", "..", "abc", "zz000000-0000"):
+        with pytest.raises(InvalidStorageKey):
+            await storage.exists(ref)
+        with pytest.raises(InvalidStorageKey):
+            await storage.delivery_url(ref, 60)
     await storage.aclose()
 
 
