@@ -19,6 +19,9 @@ import grpc
 import httpx
 import psycopg
 import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs.common import call_signing
@@ -26,6 +29,7 @@ from libs.common import context as request_context
 from libs.common import status as rich_status
 from libs.common.grpc_client import open_channel
 from libs.common.internal_keys import CallSigner
+from libs.common.settings import sqlalchemy_url
 from tools.processes import DEV_KEYRING
 
 T = TypeVar("T")
@@ -247,3 +251,25 @@ async def grpc_serving(target: str) -> bool:
     except grpc.aio.AioRpcError:
         return False
     return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def schema_drift(admin_url: str, schema: str, metadata: Any) -> list[Any]:
+    """What differs between a service's declared tables (models.py `metadata`) and what its migrations
+    made in `schema` (Alembic's autogenerate comparison): empty when the two agree."""
+    engine = sa.create_engine(sqlalchemy_url(admin_url))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "include_schemas": True,
+                    # Alembic's own version table lives in the schema and in no model.
+                    "include_name": lambda name, kind, _: (
+                        (kind != "schema" or name == schema)
+                        and not (kind == "table" and name == "alembic_version")
+                    ),
+                },
+            )
+            return list(compare_metadata(context, metadata))
+    finally:
+        engine.dispose()

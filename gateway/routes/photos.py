@@ -27,6 +27,7 @@ from gateway.access import ADMIN
 from gateway.deps import require_roles
 from gateway.multipart_stream import boundary_of, file_field
 from gateway.problems import ProblemError
+from gateway.resources import Settings
 from gateway.routes.convert import optional_time
 from gateway.stubs import Booking, Media
 from libs.common.roles import DISPATCH, STAFF
@@ -81,19 +82,23 @@ def too_large(max_bytes: int) -> ProblemError:
         415: {"description": "not an allowed image"},
     },
 )
-async def upload_photo(booking_id: Id, request: Request, media: Media, booking: Booking) -> dict[str, Any]:
-    refuse_declared_oversize(request)
+async def upload_photo(
+    booking_id: Id, request: Request, media: Media, booking: Booking, settings: Settings
+) -> dict[str, Any]:
+    max_bytes = settings.order_photo_max_bytes
+    refuse_declared_oversize(request, max_bytes)
     # Another org's booking is 404 whatever the body holds, before a byte of it is read (media asks
     # booking again, authoritatively, before it reads the file).
     await booking.GetBooking(booking_pb2.GetBookingRequest(booking_id=booking_id))
-    response = await stream_upload(request, booking_id, media_pb2.UploadPhotoRequest, media.UploadPhoto)
+    response = await stream_upload(
+        request, max_bytes, booking_id, media_pb2.UploadPhotoRequest, media.UploadPhoto
+    )
     return photo_view(response.photo)
 
 
-def refuse_declared_oversize(request: Request) -> None:
+def refuse_declared_oversize(request: Request, max_bytes: int) -> None:
     """413 before anything is read when the declared Content-Length is past the photo limit plus the
     form's envelope (BodyLimitMiddleware still stops a body that lies about it)."""
-    max_bytes: int = request.app.state.settings.order_photo_max_bytes
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes + ENVELOPE_BYTES:
         raise too_large(max_bytes)
@@ -101,14 +106,14 @@ def refuse_declared_oversize(request: Request) -> None:
 
 async def stream_upload(
     request: Request,
+    max_bytes: int,
     booking_id: str,
     message: type[UploadMessage],
     send: Callable[[AsyncIterator[UploadMessage]], Awaitable[UploadAnswer]],
 ) -> UploadAnswer:
     """The body's `file` field, streamed to media by `send` (a client-streaming upload rpc: the
     admin's UploadPhoto, the worker portal's UploadWorkerPhoto), counted as it passes (413 at the first
-    byte past ORDER_PHOTO_MAX_BYTES). The caller has checked the booking first."""
-    max_bytes: int = request.app.state.settings.order_photo_max_bytes
+    byte past ORDER_PHOTO_MAX_BYTES, `max_bytes`). The caller has checked the booking first."""
     boundary = boundary_of(request.headers.get("content-type", ""))
     filename, declared_type, body = await file_field(request.stream(), boundary, "file")
     # An error raised while gRPC consumes the messages becomes a cancelled call: keep it to answer with.

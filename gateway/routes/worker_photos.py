@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from gateway.access import PORTAL
 from gateway.portal_auth import require_worker
 from gateway.principal import Principal
+from gateway.resources import Settings
 from gateway.routes.photos import photo_view, refuse_declared_oversize, stream_upload
 from gateway.stubs import Booking, Media
 
@@ -54,13 +55,15 @@ async def upload_worker_photo(
     request: Request,
     media: Media,
     booking: Booking,
+    settings: Settings,
     worker: Principal = Depends(require_worker),
 ) -> dict[str, Any]:
-    refuse_declared_oversize(request)
+    max_bytes = settings.order_photo_max_bytes
+    refuse_declared_oversize(request, max_bytes)
     # In the worker's context booking answers only the worker's own jobs (404 for any other).
     await booking.GetBooking(booking_pb2.GetBookingRequest(booking_id=booking_id))
     response = await stream_upload(
-        request, booking_id, media_pb2.UploadWorkerPhotoRequest, media.UploadWorkerPhoto
+        request, max_bytes, booking_id, media_pb2.UploadWorkerPhotoRequest, media.UploadWorkerPhoto
     )
     return photo_view(response.photo)
 
