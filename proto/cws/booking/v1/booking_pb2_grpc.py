@@ -207,6 +207,36 @@ class BookingServiceStub:
                 request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageRequest.SerializeToString,
                 response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageResponse.FromString,
                 _registered_method=True)
+        self.FindPerson = channel.unary_unary(
+                '/cws.booking.v1.BookingService/FindPerson',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.FindPersonRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.FindPersonResponse.FromString,
+                _registered_method=True)
+        self.CreateDeletionRequest = channel.unary_unary(
+                '/cws.booking.v1.BookingService/CreateDeletionRequest',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreateDeletionRequestRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreateDeletionRequestResponse.FromString,
+                _registered_method=True)
+        self.GetDeletionRequest = channel.unary_unary(
+                '/cws.booking.v1.BookingService/GetDeletionRequest',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.GetDeletionRequestRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.GetDeletionRequestResponse.FromString,
+                _registered_method=True)
+        self.ListDeletionRequests = channel.unary_unary(
+                '/cws.booking.v1.BookingService/ListDeletionRequests',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListDeletionRequestsRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListDeletionRequestsResponse.FromString,
+                _registered_method=True)
+        self.ListPendingDeletions = channel.unary_unary(
+                '/cws.booking.v1.BookingService/ListPendingDeletions',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListPendingDeletionsRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListPendingDeletionsResponse.FromString,
+                _registered_method=True)
+        self.RecordDeletionStep = channel.unary_unary(
+                '/cws.booking.v1.BookingService/RecordDeletionStep',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.RecordDeletionStepRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.RecordDeletionStepResponse.FromString,
+                _registered_method=True)
 
 
 class BookingServiceServicer:
@@ -423,6 +453,51 @@ class BookingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindPerson(self, request, context):
+        """Seed 002's data export/delete playbook (issue 13). FindPerson resolves a lead id or an email to
+        the person's leads, bookings, emails and identifying values (OWNER/ADMIN; another org's lead id
+        is NOT_FOUND, an unknown email an empty person) and records the lookup in the audit log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateDeletionRequest(self, request, context):
+        """Records a deletion request and marks the matching leads pending deletion (OWNER/ADMIN). A second
+        request for the same person while one is open answers the open one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeletionRequest(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeletionRequests(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPendingDeletions(self, request, context):
+        """For the jobs service's erasure driver (suite services only): the org's open requests with the
+        person re-resolved now (so bookings made since the request are included) ...
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordDeletionStep(self, request, context):
+        """... and the outcome of one step. When every step is done the request is completed and the
+        emails and identifying values it held are forgotten (only ids and hashes stay).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BookingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -595,6 +670,36 @@ def add_BookingServiceServicer_to_server(servicer, server):
                     servicer.CountUsage,
                     request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageRequest.FromString,
                     response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageResponse.SerializeToString,
+            ),
+            'FindPerson': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindPerson,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.FindPersonRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.FindPersonResponse.SerializeToString,
+            ),
+            'CreateDeletionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDeletionRequest,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreateDeletionRequestRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreateDeletionRequestResponse.SerializeToString,
+            ),
+            'GetDeletionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeletionRequest,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.GetDeletionRequestRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.GetDeletionRequestResponse.SerializeToString,
+            ),
+            'ListDeletionRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeletionRequests,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListDeletionRequestsRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListDeletionRequestsResponse.SerializeToString,
+            ),
+            'ListPendingDeletions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingDeletions,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListPendingDeletionsRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListPendingDeletionsResponse.SerializeToString,
+            ),
+            'RecordDeletionStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordDeletionStep,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.RecordDeletionStepRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.RecordDeletionStepResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1518,6 +1623,168 @@ class BookingService:
             '/cws.booking.v1.BookingService/CountUsage',
             cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageRequest.SerializeToString,
             cws_dot_booking_dot_v1_dot_booking__pb2.CountUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindPerson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/FindPerson',
+            cws_dot_booking_dot_v1_dot_booking__pb2.FindPersonRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.FindPersonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDeletionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/CreateDeletionRequest',
+            cws_dot_booking_dot_v1_dot_booking__pb2.CreateDeletionRequestRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.CreateDeletionRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeletionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/GetDeletionRequest',
+            cws_dot_booking_dot_v1_dot_booking__pb2.GetDeletionRequestRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.GetDeletionRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeletionRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/ListDeletionRequests',
+            cws_dot_booking_dot_v1_dot_booking__pb2.ListDeletionRequestsRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.ListDeletionRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingDeletions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/ListPendingDeletions',
+            cws_dot_booking_dot_v1_dot_booking__pb2.ListPendingDeletionsRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.ListPendingDeletionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordDeletionStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/RecordDeletionStep',
+            cws_dot_booking_dot_v1_dot_booking__pb2.RecordDeletionStepRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.RecordDeletionStepResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,25 @@ class BookingServiceStub:
     """For billing's usage report (suite services only): the org's active workers now and the bookings
     created in [month_start, month_end), the truth its recorded usage counters are checked against.
     """
+    FindPerson: _grpc.UnaryUnaryMultiCallable[_booking_pb2.FindPersonRequest, _booking_pb2.FindPersonResponse]
+    """Seed 002's data export/delete playbook (issue 13). FindPerson resolves a lead id or an email to
+    the person's leads, bookings, emails and identifying values (OWNER/ADMIN; another org's lead id
+    is NOT_FOUND, an unknown email an empty person) and records the lookup in the audit log.
+    """
+    CreateDeletionRequest: _grpc.UnaryUnaryMultiCallable[_booking_pb2.CreateDeletionRequestRequest, _booking_pb2.CreateDeletionRequestResponse]
+    """Records a deletion request and marks the matching leads pending deletion (OWNER/ADMIN). A second
+    request for the same person while one is open answers the open one.
+    """
+    GetDeletionRequest: _grpc.UnaryUnaryMultiCallable[_booking_pb2.GetDeletionRequestRequest, _booking_pb2.GetDeletionRequestResponse]
+    ListDeletionRequests: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListDeletionRequestsRequest, _booking_pb2.ListDeletionRequestsResponse]
+    ListPendingDeletions: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListPendingDeletionsRequest, _booking_pb2.ListPendingDeletionsResponse]
+    """For the jobs service's erasure driver (suite services only): the org's open requests with the
+    person re-resolved now (so bookings made since the request are included) ...
+    """
+    RecordDeletionStep: _grpc.UnaryUnaryMultiCallable[_booking_pb2.RecordDeletionStepRequest, _booking_pb2.RecordDeletionStepResponse]
+    """... and the outcome of one step. When every step is done the request is completed and the
+    emails and identifying values it held are forgotten (only ids and hashes stay).
+    """
 
 @_typing.type_check_only
 class BookingServiceAsyncStub(BookingServiceStub):
@@ -122,6 +141,25 @@ class BookingServiceAsyncStub(BookingServiceStub):
     CountUsage: _aio.UnaryUnaryMultiCallable[_booking_pb2.CountUsageRequest, _booking_pb2.CountUsageResponse]  # type: ignore[assignment]
     """For billing's usage report (suite services only): the org's active workers now and the bookings
     created in [month_start, month_end), the truth its recorded usage counters are checked against.
+    """
+    FindPerson: _aio.UnaryUnaryMultiCallable[_booking_pb2.FindPersonRequest, _booking_pb2.FindPersonResponse]  # type: ignore[assignment]
+    """Seed 002's data export/delete playbook (issue 13). FindPerson resolves a lead id or an email to
+    the person's leads, bookings, emails and identifying values (OWNER/ADMIN; another org's lead id
+    is NOT_FOUND, an unknown email an empty person) and records the lookup in the audit log.
+    """
+    CreateDeletionRequest: _aio.UnaryUnaryMultiCallable[_booking_pb2.CreateDeletionRequestRequest, _booking_pb2.CreateDeletionRequestResponse]  # type: ignore[assignment]
+    """Records a deletion request and marks the matching leads pending deletion (OWNER/ADMIN). A second
+    request for the same person while one is open answers the open one.
+    """
+    GetDeletionRequest: _aio.UnaryUnaryMultiCallable[_booking_pb2.GetDeletionRequestRequest, _booking_pb2.GetDeletionRequestResponse]  # type: ignore[assignment]
+    ListDeletionRequests: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListDeletionRequestsRequest, _booking_pb2.ListDeletionRequestsResponse]  # type: ignore[assignment]
+    ListPendingDeletions: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListPendingDeletionsRequest, _booking_pb2.ListPendingDeletionsResponse]  # type: ignore[assignment]
+    """For the jobs service's erasure driver (suite services only): the org's open requests with the
+    person re-resolved now (so bookings made since the request are included) ...
+    """
+    RecordDeletionStep: _aio.UnaryUnaryMultiCallable[_booking_pb2.RecordDeletionStepRequest, _booking_pb2.RecordDeletionStepResponse]  # type: ignore[assignment]
+    """... and the outcome of one step. When every step is done the request is completed and the
+    emails and identifying values it held are forgotten (only ids and hashes stay).
     """
 
 class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -371,6 +409,61 @@ class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_booking_pb2.CountUsageResponse, _abc.Awaitable[_booking_pb2.CountUsageResponse]]:
         """For billing's usage report (suite services only): the org's active workers now and the bookings
         created in [month_start, month_end), the truth its recorded usage counters are checked against.
+        """
+
+    @_abc_1.abstractmethod
+    def FindPerson(
+        self,
+        request: _booking_pb2.FindPersonRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.FindPersonResponse, _abc.Awaitable[_booking_pb2.FindPersonResponse]]:
+        """Seed 002's data export/delete playbook (issue 13). FindPerson resolves a lead id or an email to
+        the person's leads, bookings, emails and identifying values (OWNER/ADMIN; another org's lead id
+        is NOT_FOUND, an unknown email an empty person) and records the lookup in the audit log.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateDeletionRequest(
+        self,
+        request: _booking_pb2.CreateDeletionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.CreateDeletionRequestResponse, _abc.Awaitable[_booking_pb2.CreateDeletionRequestResponse]]:
+        """Records a deletion request and marks the matching leads pending deletion (OWNER/ADMIN). A second
+        request for the same person while one is open answers the open one.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDeletionRequest(
+        self,
+        request: _booking_pb2.GetDeletionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.GetDeletionRequestResponse, _abc.Awaitable[_booking_pb2.GetDeletionRequestResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListDeletionRequests(
+        self,
+        request: _booking_pb2.ListDeletionRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.ListDeletionRequestsResponse, _abc.Awaitable[_booking_pb2.ListDeletionRequestsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPendingDeletions(
+        self,
+        request: _booking_pb2.ListPendingDeletionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.ListPendingDeletionsResponse, _abc.Awaitable[_booking_pb2.ListPendingDeletionsResponse]]:
+        """For the jobs service's erasure driver (suite services only): the org's open requests with the
+        person re-resolved now (so bookings made since the request are included) ...
+        """
+
+    @_abc_1.abstractmethod
+    def RecordDeletionStep(
+        self,
+        request: _booking_pb2.RecordDeletionStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.RecordDeletionStepResponse, _abc.Awaitable[_booking_pb2.RecordDeletionStepResponse]]:
+        """... and the outcome of one step. When every step is done the request is completed and the
+        emails and identifying values it held are forgotten (only ids and hashes stay).
         """
 
 def add_BookingServiceServicer_to_server(servicer: BookingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -20,6 +20,51 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class RunRetentionCleanupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunRetentionCleanupRequest: _TypeAlias = RunRetentionCleanupRequest  # noqa: Y015
+
+@_typing.final
+class RunRetentionCleanupResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    DELETION_REQUESTS_PROCESSED_FIELD_NUMBER: _builtins.int
+    DELETION_REQUESTS_COMPLETED_FIELD_NUMBER: _builtins.int
+    DELETION_STEPS_FAILED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.int
+    """Rows deleted for age (booking's old leads, notify's old outbox rows and email events)."""
+    deletion_requests_processed: _builtins.int
+    """Deletion requests worked on, completed by this run, and steps that failed (to be retried)."""
+    deletion_requests_completed: _builtins.int
+    deletion_steps_failed: _builtins.int
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.int = ...,
+        deletion_requests_processed: _builtins.int = ...,
+        deletion_requests_completed: _builtins.int = ...,
+        deletion_steps_failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "deletion_requests_completed", b"deletion_requests_completed", "deletion_requests_processed", b"deletion_requests_processed", "deletion_steps_failed", b"deletion_steps_failed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunRetentionCleanupResponse: _TypeAlias = RunRetentionCleanupResponse  # noqa: Y015
+
+@_typing.final
 class Heartbeat(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

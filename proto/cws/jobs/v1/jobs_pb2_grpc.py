@@ -46,6 +46,11 @@ class JobsServiceStub:
                 request_serializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.RunRetentionCleanup = channel.unary_unary(
+                '/cws.jobs.v1.JobsService/RunRetentionCleanup',
+                request_serializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.RunRetentionCleanupRequest.SerializeToString,
+                response_deserializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.RunRetentionCleanupResponse.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
@@ -67,6 +72,15 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunRetentionCleanup(self, request, context):
+        """POST /v1/admin/retention/cleanup: the retention-cleanup job for the caller's org, now (OWNER or
+        ADMIN): RETENTION_* deletions in booking and notify, then every open deletion request driven
+        through its steps. Recorded as a run of the job like a scheduled one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +93,11 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusRequest.FromString,
                     response_serializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'RunRetentionCleanup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunRetentionCleanup,
+                    request_deserializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.RunRetentionCleanupRequest.FromString,
+                    response_serializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.RunRetentionCleanupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +156,33 @@ class JobsService:
             '/cws.jobs.v1.JobsService/GetStatus',
             cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusRequest.SerializeToString,
             cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunRetentionCleanup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.jobs.v1.JobsService/RunRetentionCleanup',
+            cws_dot_jobs_dot_v1_dot_jobs__pb2.RunRetentionCleanupRequest.SerializeToString,
+            cws_dot_jobs_dot_v1_dot_jobs__pb2.RunRetentionCleanupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,11 @@ class JobsServiceStub:
     """The freshest runner heartbeat: the gateway's /readyz jobs check."""
     GetStatus: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetStatusRequest, _jobs_pb2.GetStatusResponse]
     """Every job's last start, last success, consecutive failures and last error, plus heartbeats."""
+    RunRetentionCleanup: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RunRetentionCleanupRequest, _jobs_pb2.RunRetentionCleanupResponse]
+    """POST /v1/admin/retention/cleanup: the retention-cleanup job for the caller's org, now (OWNER or
+    ADMIN): RETENTION_* deletions in booking and notify, then every open deletion request driven
+    through its steps. Recorded as a run of the job like a scheduled one.
+    """
 
 @_typing.type_check_only
 class JobsServiceAsyncStub(JobsServiceStub):
@@ -51,6 +56,11 @@ class JobsServiceAsyncStub(JobsServiceStub):
     """The freshest runner heartbeat: the gateway's /readyz jobs check."""
     GetStatus: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetStatusRequest, _jobs_pb2.GetStatusResponse]  # type: ignore[assignment]
     """Every job's last start, last success, consecutive failures and last error, plus heartbeats."""
+    RunRetentionCleanup: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RunRetentionCleanupRequest, _jobs_pb2.RunRetentionCleanupResponse]  # type: ignore[assignment]
+    """POST /v1/admin/retention/cleanup: the retention-cleanup job for the caller's org, now (OWNER or
+    ADMIN): RETENTION_* deletions in booking and notify, then every open deletion request driven
+    through its steps. Recorded as a run of the job like a scheduled one.
+    """
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     """What the scheduler ran and whether it is alive. Jobs themselves are gRPC calls to the services
@@ -72,5 +82,16 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.GetStatusResponse, _abc.Awaitable[_jobs_pb2.GetStatusResponse]]:
         """Every job's last start, last success, consecutive failures and last error, plus heartbeats."""
+
+    @_abc_1.abstractmethod
+    def RunRetentionCleanup(
+        self,
+        request: _jobs_pb2.RunRetentionCleanupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.RunRetentionCleanupResponse, _abc.Awaitable[_jobs_pb2.RunRetentionCleanupResponse]]:
+        """POST /v1/admin/retention/cleanup: the retention-cleanup job for the caller's org, now (OWNER or
+        ADMIN): RETENTION_* deletions in booking and notify, then every open deletion request driven
+        through its steps. Recorded as a run of the job like a scheduled one.
+        """
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
