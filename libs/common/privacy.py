@@ -117,7 +117,10 @@ class Scrubber:
         if self._pattern is None:
             return value, False
         if isinstance(value, str):
-            replaced = self._pattern.sub(ERASED, value)
+            # Around earlier markers only, so a short value that is part of "[erased]" itself ("era")
+            # does not match the marker again and a second run changes nothing.
+            pattern = self._pattern
+            replaced = ERASED.join(pattern.sub(ERASED, part) for part in value.split(ERASED))
             return replaced, replaced != value
         if isinstance(value, Mapping):
             changed = False
