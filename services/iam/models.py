@@ -173,6 +173,8 @@ admin_audit_logs = Table(
     Column("break_glass_reason", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_admin_audit_logs_org_created", "org_id", "created_at"),
+    # A booking's or an invoice's timeline: the newest entries of one resource (migration 0007).
+    Index("ix_admin_audit_logs_org_resource", "org_id", "resource_type", "resource_id", "created_at"),
 )
 
 # A temporary password waiting for notify to email it (EMAIL_TEMP_PASSWORDS), encrypted with a key
