@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cws.common.v1 import privacy_pb2, privacy_pb2_grpc, views_pb2, views_pb2_grpc
 from cws.media.v1 import media_pb2, media_pb2_grpc
 
 from libs.common.grpc_server import ServiceApp, main
 from services.media import janitor
 from services.media.events import CONSUMERS
 from services.media.grpc_api import MediaServicer
+from services.media.grpc_privacy import MediaPrivacyServicer
+from services.media.grpc_views import MediaViewsServicer
 from services.media.models import SCHEMA, event_tables
 from services.media.peers import Peers, open_peers
 from services.media.settings import MediaSettings
@@ -42,6 +45,8 @@ def build() -> ServiceApp:
         media_pb2_grpc.add_MediaServiceServicer_to_server(
             MediaServicer(app.db, settings, wiring.peers, wiring.storage), server
         )
+        views_pb2_grpc.add_ViewsServiceServicer_to_server(MediaViewsServicer(app.db), server)
+        privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(MediaPrivacyServicer(app.db), server)
 
     return ServiceApp(
         name="media",
@@ -56,7 +61,11 @@ def build() -> ServiceApp:
         audit_admin_writes=True,
         # The storage janitor's retry-queue gauge (janitor.py), counted across orgs every 30 s.
         background=[lambda app: janitor.refresh_retry_gauge(app.db)],
-        service_names=(media_pb2.DESCRIPTOR.services_by_name["MediaService"].full_name,),
+        service_names=(
+            media_pb2.DESCRIPTOR.services_by_name["MediaService"].full_name,
+            views_pb2.DESCRIPTOR.services_by_name["ViewsService"].full_name,
+            privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name,
+        ),
     )
 
 

@@ -100,7 +100,12 @@ class ReviewApi:
                         notify_pb2.EnqueueRequest(
                             kind="email",
                             # One email per review: a retried call for the same review is one email.
-                            dedupe_key=f"photo:{row.id}:retake:{row.reviewed_at.isoformat()}",
+                            # Structured, so notify matches the booking's rows by `:booking:<id>`
+                            # (the booking timeline, issue 13) without a LIKE on the bare id.
+                            dedupe_key=(
+                                f"email:photo_retake:booking:{row.booking_id}"
+                                f":photo:{row.id}:{row.reviewed_at.isoformat()}"
+                            ),
                             payload=retake_email(email, row),
                         )
                     )

@@ -69,6 +69,14 @@ order_photos = Table(
     CheckConstraint("width > 0 AND height > 0", name="dimensions_positive"),
     Index("ix_order_photos_org_booking", "org_id", "booking_id", "created_at"),
     Index("ix_order_photos_org_status", "org_id", "status", "created_at"),
+    # The metrics view: photos approved or sent back in a period (metrics.py, migration 0004).
+    Index(
+        "ix_order_photos_org_reviewed",
+        "org_id",
+        "status",
+        "reviewed_at",
+        postgresql_where=text("reviewed_at IS NOT NULL"),
+    ),
     # The review queue (review.py): live photos awaiting action, oldest first (migration 0003).
     Index(
         "ix_order_photos_review_queue",

@@ -1,0 +1,42 @@
+"""Media's PrivacyService: export (OWNER or ADMIN) and erase (suite services: the jobs service drives
+the deletion requests) what media holds about a person. The work is in personal_data.py."""
+
+from __future__ import annotations
+
+import grpc
+from cws.common.v1 import privacy_pb2, privacy_pb2_grpc
+
+from libs.common import context as request_context
+from libs.common.db import Database
+from libs.common.logs import get_logger
+from libs.common.roles import MANAGERS
+from services.media import personal_data
+
+log = get_logger(__name__)
+
+
+class MediaPrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def ExportPerson(
+        self, request: privacy_pb2.ExportPersonRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.ExportPersonResponse:
+        request_context.require_role(*MANAGERS)
+        sections = await personal_data.export(self.db, request_context.current_org_id(), request.person)
+        response = privacy_pb2.ExportPersonResponse()
+        response.sections.update(sections)
+        return response
+
+    async def ErasePerson(
+        self, request: privacy_pb2.ErasePersonRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.ErasePersonResponse:
+        request_context.require_service()
+        erased = await personal_data.erase(self.db, request_context.current_org_id(), request.person)
+        log.info(
+            "person_erased",
+            request_id=request.request_id,
+            changed=erased.changed,
+            pending=bool(erased.pending_reason),
+        )
+        return privacy_pb2.ErasePersonResponse(changed=erased.changed, pending_reason=erased.pending_reason)
