@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cws.common.v1 import privacy_pb2, privacy_pb2_grpc, views_pb2, views_pb2_grpc
 from cws.notify.v1 import notify_pb2, notify_pb2_grpc
 
 from libs.common.event_types import Consumer
@@ -18,6 +19,8 @@ from libs.common.grpc_server import ServiceApp, main
 from services.notify import events
 from services.notify.delivery.loop import Delivery
 from services.notify.grpc_api import NotifyServicer
+from services.notify.grpc_privacy import NotifyPrivacyServicer
+from services.notify.grpc_views import NotifyViewsServicer
 from services.notify.models import SCHEMA, event_tables
 from services.notify.peers import Peers, open_peers
 from services.notify.settings import NotifySettings
@@ -42,6 +45,8 @@ def build() -> ServiceApp:
         notify_pb2_grpc.add_NotifyServiceServicer_to_server(
             NotifyServicer(app.db, settings, wiring.delivery, wiring.peers), server
         )
+        views_pb2_grpc.add_ViewsServiceServicer_to_server(NotifyViewsServicer(app.db), server)
+        privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(NotifyPrivacyServicer(app.db), server)
 
     def consumers(app: ServiceApp) -> Sequence[Consumer[Any]]:
         assert wiring.peers is not None  # ServiceApp resolves consumers after register()
@@ -63,7 +68,11 @@ def build() -> ServiceApp:
         background=[delivery_loop],
         consumers=consumers,
         audit_admin_writes=True,
-        service_names=(notify_pb2.DESCRIPTOR.services_by_name["NotifyService"].full_name,),
+        service_names=(
+            notify_pb2.DESCRIPTOR.services_by_name["NotifyService"].full_name,
+            views_pb2.DESCRIPTOR.services_by_name["ViewsService"].full_name,
+            privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name,
+        ),
     )
 
 

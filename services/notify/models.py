@@ -72,6 +72,10 @@ outbox_events = Table(
     # email-dlq job's one automatic retry, which dlq_retried_at records.
     Column("dead_reason", String(20), nullable=True),
     Column("dlq_retried_at", DateTime(timezone=True), nullable=True),
+    # The booking and the invoice the row is about, from its dedupe key's structured segments
+    # (subject_keys.py), so the timelines and the erasure find a booking's rows by an index.
+    Column("booking_id", UUID(as_uuid=True), nullable=True),
+    Column("invoice_id", UUID(as_uuid=True), nullable=True),
     UniqueConstraint("org_id", "dedupe_key"),
     CheckConstraint(_in("kind", OUTBOX_KINDS), name="kind"),
     CheckConstraint(_in("status", OUTBOX_STATUSES), name="status"),
@@ -82,6 +86,22 @@ outbox_events = Table(
     ),
     Index("ix_outbox_events_dead", "org_id", "updated_at", postgresql_where=text("status = 'dead'")),
     Index("ix_outbox_events_finished", "updated_at", postgresql_where=text("status IN ('sent', 'skipped')")),
+    Index(
+        "ix_outbox_events_booking",
+        "org_id",
+        "booking_id",
+        "created_at",
+        postgresql_where=text("booking_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_outbox_events_invoice",
+        "org_id",
+        "invoice_id",
+        "created_at",
+        postgresql_where=text("invoice_id IS NOT NULL"),
+    ),
+    # A person's emails by address (data export and erasure).
+    Index("ix_outbox_events_org_target", "org_id", text("lower(target)")),
 )
 
 # Two kinds of row, told apart by `mode`:
@@ -138,6 +158,9 @@ email_events = Table(
     CheckConstraint(_in("status", EMAIL_STATUSES), name="status"),
     Index("ix_email_events_booking", "org_id", "booking_id"),
     Index("ix_email_events_created", "org_id", "created_at"),
+    # The emails of an invoice's outbox rows (its timeline), and a person's by address (export, erasure).
+    Index("ix_email_events_outbox", "outbox_id"),
+    Index("ix_email_events_org_recipient", "org_id", text("lower(recipient)")),
 )
 
 feature_toggles = Table(

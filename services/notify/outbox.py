@@ -30,6 +30,7 @@ from services.notify.models import (
     outbox_events,
 )
 from services.notify.settings import NotifySettings
+from services.notify.subject_keys import subjects_of
 
 # LISTEN/NOTIFY channel the delivery loop listens on; pg_notify is delivered only on commit.
 DUE_CHANNEL = "cws_notify_due"
@@ -51,6 +52,7 @@ async def enqueue(
     if not dedupe_key or len(dedupe_key) > 300:
         raise invalid("dedupe_key", "must be 1 to 300 characters")
     assert uow.org_id is not None
+    subjects = subjects_of(dedupe_key)
     inserted = await uow.session.scalar(
         pg_insert(outbox_events)
         .values(
@@ -60,6 +62,8 @@ async def enqueue(
             dedupe_key=dedupe_key,
             payload=payload,
             target=target[:320],
+            booking_id=subjects.booking_id,
+            invoice_id=subjects.invoice_id,
         )
         .on_conflict_do_nothing(index_elements=[outbox_events.c.org_id, outbox_events.c.dedupe_key])
         .returning(outbox_events.c.id)
