@@ -13,12 +13,15 @@ from typing import Any
 
 import grpc
 from cws.billing.v1 import billing_pb2, billing_pb2_grpc
+from cws.common.v1 import privacy_pb2, privacy_pb2_grpc, views_pb2, views_pb2_grpc
 
 from libs.common.circuit import CircuitBreaker
 from libs.common.event_types import Consumer
 from libs.common.grpc_server import ServiceApp, main
 from services.billing import events
 from services.billing.grpc_api import BillingServicer
+from services.billing.grpc_privacy import BillingPrivacyServicer
+from services.billing.grpc_views import BillingViewsServicer
 from services.billing.models import SCHEMA, event_tables
 from services.billing.peers import Peers, open_peers
 from services.billing.settings import BillingSettings
@@ -60,10 +63,14 @@ def build() -> ServiceApp:
     def register(server: grpc.aio.Server, app: ServiceApp) -> None:
         wiring.peers = open_peers(settings)
         wiring.processor = WebhookProcessor(app.db, settings, wiring.peers, wiring.webhook_arrived)
+        stripe = stripe_api(settings)  # one client and breaker for every servicer
         billing_pb2_grpc.add_BillingServiceServicer_to_server(
-            BillingServicer(app.db, settings, wiring.peers, stripe_api(settings), wiring.webhook_arrived),
-            server,
+            BillingServicer(app.db, settings, wiring.peers, stripe, wiring.webhook_arrived), server
         )
+        views_pb2_grpc.add_ViewsServiceServicer_to_server(
+            BillingViewsServicer(app.db, settings.invoice_default_currency), server
+        )
+        privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(BillingPrivacyServicer(app.db, stripe), server)
 
     def consumers(app: ServiceApp) -> Sequence[Consumer[Any]]:
         assert wiring.peers is not None  # ServiceApp resolves consumers after register()
@@ -85,7 +92,11 @@ def build() -> ServiceApp:
         background=[webhook_loop],
         consumers=consumers,
         audit_admin_writes=True,
-        service_names=(billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,),
+        service_names=(
+            billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,
+            views_pb2.DESCRIPTOR.services_by_name["ViewsService"].full_name,
+            privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name,
+        ),
     )
 
 

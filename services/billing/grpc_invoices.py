@@ -229,7 +229,11 @@ class InvoicesApi:
             enqueued = await self.peers.notify.stub.Enqueue(
                 notify_pb2.EnqueueRequest(
                     kind="email",
-                    dedupe_key=f"invoice:{invoice.id}:sent:{links.token_hash(token).hex()[:16]}",
+                    # Structured (kind, then ":invoice:<id>"): notify's part of an invoice's timeline
+                    # finds its outbox rows by that segment, never by a LIKE on the bare id.
+                    dedupe_key=(
+                        f"email:invoice_sent:invoice:{invoice.id}:{links.token_hash(token).hex()[:16]}"
+                    ),
                     payload=email,
                 )
             )

@@ -108,6 +108,8 @@ invoices = Table(
         "id",
         postgresql_where=text("status IN ('SENT', 'PARTIAL', 'OVERDUE')"),
     ),
+    # A person's invoices by their email (data export and erasure, 0009): emails compare lower case.
+    Index("ix_invoices_org_client_email", "org_id", text("lower(client_email)")),
 )
 
 invoice_items = Table(
@@ -217,6 +219,8 @@ invoice_refunds = Table(
     CheckConstraint("amount_cents > 0", name="amount_positive"),
     CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
     Index("ix_invoice_refunds_invoice", "org_id", "invoice_id"),
+    # The refunds of a period (GetMetrics, 0009).
+    Index("ix_invoice_refunds_org_created", "org_id", "created_at"),
 )
 
 CHECKOUT_PURPOSES = ("invoice", "deposit")
@@ -281,6 +285,21 @@ stripe_events = Table(
     Column("processed_at", DateTime(timezone=True), nullable=True),
     CheckConstraint(_in("processed_status", STRIPE_EVENT_STATUSES), name="processed_status"),
     Index("ix_stripe_events_org_received", "org_id", "received_at"),
+    # An invoice's or a booking's events, newest first (the timelines, 0009).
+    Index(
+        "ix_stripe_events_org_invoice",
+        "org_id",
+        "invoice_id",
+        "created_at",
+        postgresql_where=text("invoice_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_stripe_events_org_booking",
+        "org_id",
+        "booking_id",
+        "created_at",
+        postgresql_where=text("booking_id IS NOT NULL"),
+    ),
     Index(
         "ix_stripe_events_due",
         "next_attempt_at",

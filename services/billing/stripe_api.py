@@ -1,5 +1,6 @@
-"""Billing's only door to Stripe: customers, Checkout Sessions, refunds, and verifying the webhooks
-Stripe signs. Everything else in billing talks to `StripeApi`, never to the `stripe` library.
+"""Billing's only door to Stripe: customers (created, and deleted when a person is erased), Checkout
+Sessions, refunds, and verifying the webhooks Stripe signs. Everything else in billing talks to
+`StripeApi`, never to the `stripe` library.
 
 Why a door of our own:
 - every call goes through the "stripe" circuit breaker, so an outage at Stripe turns into a quick
@@ -108,6 +109,21 @@ class StripeApi:
             ),
         )
         return str(customer.id)
+
+    async def delete_customer(self, customer_id: str) -> bool:
+        """Delete a customer (a person's data erased, issue 13): True when Stripe deleted it, False when
+        Stripe has no such customer (already deleted: the erasure's goal holds either way)."""
+
+        async def delete() -> bool:
+            try:
+                await self._client.v1.customers.delete_async(customer_id)
+            except stripe.InvalidRequestError as error:
+                if error.http_status == 404:
+                    return False  # an answer, not an outage: _call counts it as Stripe being healthy
+                raise
+            return True
+
+        return await self._call("delete a customer", delete)
 
     async def create_checkout_session(
         self,
