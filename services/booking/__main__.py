@@ -6,10 +6,13 @@ from pathlib import Path
 
 import grpc
 from cws.booking.v1 import booking_pb2, booking_pb2_grpc
+from cws.common.v1 import privacy_pb2, privacy_pb2_grpc, views_pb2, views_pb2_grpc
 
 from libs.common.grpc_server import ServiceApp, main
 from services.booking.events import BROADCASTS, CONSUMERS
 from services.booking.grpc_api import BookingServicer
+from services.booking.grpc_privacy import PrivacyServicer
+from services.booking.grpc_views import ViewsServicer
 from services.booking.models import SCHEMA, event_tables
 from services.booking.settings import BookingSettings
 
@@ -19,6 +22,8 @@ def build() -> ServiceApp:
 
     def register(server: grpc.aio.Server, app: ServiceApp) -> None:
         booking_pb2_grpc.add_BookingServiceServicer_to_server(BookingServicer(app.db, settings), server)
+        views_pb2_grpc.add_ViewsServiceServicer_to_server(ViewsServicer(app.db), server)
+        privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(PrivacyServicer(app.db), server)
 
     return ServiceApp(
         name="booking",
@@ -32,7 +37,11 @@ def build() -> ServiceApp:
         consumers=CONSUMERS,
         broadcasts=BROADCASTS,
         audit_admin_writes=True,
-        service_names=(booking_pb2.DESCRIPTOR.services_by_name["BookingService"].full_name,),
+        service_names=(
+            booking_pb2.DESCRIPTOR.services_by_name["BookingService"].full_name,
+            views_pb2.DESCRIPTOR.services_by_name["ViewsService"].full_name,
+            privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name,
+        ),
     )
 
 

@@ -2,7 +2,8 @@
 
 It is assembled from per-area parts (this module: estimates, leads, bookings; grpc_scheduling.py:
 teams, workers, blackouts, scheduling, queue; grpc_insights.py: NPS and analytics; grpc_pricing.py:
-pricing versions) so no file grows past what a reader holds at once. Rows become messages in protos.py."""
+pricing versions; grpc_deletions.py: person lookup and data deletion requests) so no file grows
+past what a reader holds at once. Rows become messages in protos.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from libs.common.db import Database, unit_of_work
 from libs.common.errors import NotFound, PermissionDenied, Unauthenticated, invalid
 from libs.common.roles import DISPATCH, MANAGERS, STAFF
 from services.booking import bookings, leads, orgs, pricing, protos, usage
+from services.booking.grpc_deletions import DeletionsApi
 from services.booking.grpc_insights import InsightsApi
 from services.booking.grpc_pricing import PricingApi
 from services.booking.grpc_scheduling import SchedulingApi
@@ -25,7 +27,9 @@ CLIENT = AuthMethod.Value("AUTH_METHOD_CLIENT_PORTAL")
 WORKER = AuthMethod.Value("AUTH_METHOD_WORKER_PORTAL")
 
 
-class BookingServicer(SchedulingApi, InsightsApi, PricingApi, booking_pb2_grpc.BookingServiceServicer):
+class BookingServicer(
+    SchedulingApi, InsightsApi, PricingApi, DeletionsApi, booking_pb2_grpc.BookingServiceServicer
+):
     def __init__(self, db: Database, settings: BookingSettings) -> None:
         self.db = db
         self.settings = settings

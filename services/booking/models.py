@@ -91,8 +91,14 @@ leads = Table(
     # sha256 of the request that first used the key (services/booking/idempotency.py); NULL before 0004.
     Column("idempotency_fingerprint", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Data deletion (issue 13, migration 0007): when a deletion request named the lead, and when its
+    # personal data was erased (the row stays, anonymised, for the bookings and totals behind it).
+    Column("deletion_requested_at", DateTime(timezone=True), nullable=True),
+    Column("anonymized_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("org_id", "idempotency_key"),
     Index("ix_leads_org_created", "org_id", "created_at"),
+    # A person is found by email (FindPerson, erasure): without it that reads every lead of the org.
+    Index("ix_leads_org_email", "org_id", text("lower(email)")),
 )
 
 teams = Table(
@@ -157,6 +163,8 @@ bookings = Table(
     Index("ix_bookings_org_status_starts", "org_id", "status", "starts_at"),
     # Billing's usage report: bookings an org created in a month (CountUsage).
     Index("ix_bookings_org_created", "org_id", "created_at"),
+    # A person's bookings by their lead (FindPerson, erasure), and the lead's ON DELETE SET NULL.
+    Index("ix_bookings_lead", "lead_id"),
 )
 
 schedule_blocks = Table(
@@ -180,6 +188,8 @@ schedule_blocks = Table(
     CheckConstraint("(kind = 'booking') = (booking_id IS NOT NULL)", name="booking_blocks_name_booking"),
     CheckConstraint("NOT isempty(period)", name="period_not_empty"),
     Index("ix_schedule_blocks_booking", "booking_id"),
+    # Made by migration 0001 (with the exclusion constraints); declared so models and migrations agree.
+    Index("ix_schedule_blocks_org_period", "org_id", "period", postgresql_using="gist"),
 )
 
 nps_surveys = Table(
@@ -228,4 +238,38 @@ org_entitlements = Table(
     Column("paused", Boolean, nullable=False, server_default=text("false")),
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+# Seed 002's data deletion requests (issue 13): one per person asked for, at most one open (pending)
+# per subject and org. `person` is the snapshot the driver erases (lead_ids, emails, booking_ids,
+# invoice_ids, pii_values): its emails and values are cleared once every step is done, only ids stay.
+# `steps` maps each step name (media, billing, notify, iam, booking) to its progress.
+DELETION_STATUSES = ("pending", "completed")
+
+data_deletion_requests = Table(
+    "data_deletion_requests",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", UUID(as_uuid=True), nullable=False),
+    Column("status", String(20), nullable=False, server_default="pending"),
+    # "lead:<id>" or "email:<first 16 hex of sha256(email)>": never the email itself.
+    Column("subject", String(200), nullable=False),
+    # sha256 (hex) of what the request named, so a repeat finds the open request.
+    Column("subject_hash", String(64), nullable=False),
+    Column("requested_by", String(200), nullable=False, server_default=""),
+    Column("person", JSONB, nullable=False),
+    Column("steps", JSONB, nullable=False),
+    Column("matched_leads", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint(f"status IN {DELETION_STATUSES!r}", name="status_known"),
+    Index(
+        "uq_data_deletion_requests_open",
+        "org_id",
+        "subject_hash",
+        unique=True,
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("ix_data_deletion_requests_org_status_created", "org_id", "status", "created_at"),
 )
