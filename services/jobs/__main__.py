@@ -5,6 +5,7 @@ line that runs jobs once or on their own loop, without the API, is run.py."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -17,7 +18,7 @@ from services.jobs.execution import JobRunner
 from services.jobs.grpc_api import JobsServicer
 from services.jobs.metrics import JobMetrics, install
 from services.jobs.models import SCHEMA, event_tables
-from services.jobs.peers import open_peers
+from services.jobs.peers import Peers, open_peers
 from services.jobs.scheduler import Scheduler
 
 
@@ -29,16 +30,30 @@ def build() -> ServiceApp:
     settings = config.settings
     metrics: JobMetrics = install()
 
+    opened: list[Peers] = []
+
     def register(server: grpc.aio.Server, app: ServiceApp) -> None:
-        jobs_pb2_grpc.add_JobsServiceServicer_to_server(JobsServicer(app.db, config.registered), server)
+        # One set of channels, opened inside the running loop, for the servicer (an org's retention
+        # cleanup run on request) and the scheduler alike.
+        peers = open_peers(settings)
+        opened.append(peers)
+        runner = JobRunner(app.db, peers, settings)
+        jobs_pb2_grpc.add_JobsServiceServicer_to_server(
+            JobsServicer(app.db, config.registered, runner), server
+        )
 
     async def job_metrics(app: ServiceApp) -> None:
         await metrics.refresh_loop(app.db, settings.job_metrics_refresh_seconds)
 
     async def scheduler(app: ServiceApp) -> None:
-        peers = open_peers(settings)
+        """With JOBS_ENABLED the scheduler; either way, the peers are closed when the process stops,
+        after the scheduler's running jobs had their grace (the server drained its calls before)."""
+        [peers] = opened
         try:
-            await Scheduler(app.db, JobRunner(app.db, peers, settings), settings, config.scheduled).run()
+            if settings.jobs_enabled:
+                await Scheduler(app.db, JobRunner(app.db, peers, settings), settings, config.scheduled).run()
+            else:
+                await asyncio.Event().wait()  # until the process stops
         finally:
             await peers.close()
 
@@ -51,7 +66,7 @@ def build() -> ServiceApp:
         grpc_port=settings.jobs_grpc_port,
         http_port=settings.jobs_http_port,
         register=register,
-        background=[job_metrics, scheduler] if settings.jobs_enabled else [job_metrics],
+        background=[job_metrics, scheduler],
         consumers=events.CONSUMERS,
         service_names=(jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name,),
     )

@@ -1,5 +1,6 @@
 """The services jobs call over gRPC (IAM for the org list, booking, billing, media and notify for the work), as
-typed stubs over channels opened once inside the running loop.
+typed stubs over channels opened once inside the running loop. Media is None when MEDIA_GRPC_TARGET is
+empty: media is not deployed (its jobs are skipped; an erasure has no photos to delete).
 
 Every call acts as the jobs service itself: the runner makes each job's calls inside
 `acting_as(service_context("jobs", org_id))` (execution.py), and the org listing acts with no org."""
@@ -35,7 +36,7 @@ class Peers:
     iam: Peer[IamServiceAsyncStub]
     booking: Peer[BookingServiceAsyncStub]
     billing: Peer[BillingServiceAsyncStub]
-    media: Peer[MediaServiceAsyncStub]
+    media: Peer[MediaServiceAsyncStub] | None
     notify: Peer[NotifyServiceAsyncStub]
 
     async def org_ids(self) -> AsyncIterator[str]:
@@ -54,7 +55,8 @@ class Peers:
 
     async def close(self) -> None:
         for peer in (self.iam, self.booking, self.billing, self.media, self.notify):
-            await peer.close()
+            if peer is not None:
+                await peer.close()
 
 
 def open_peers(settings: JobsSettings) -> Peers:
@@ -87,7 +89,9 @@ def open_peers(settings: JobsSettings) -> Peers:
             media_pb2_grpc.MediaServiceStub,
             signer=signer,
             deadline_seconds=deadline,
-        ),
+        )
+        if settings.media_grpc_target
+        else None,
         notify=open_peer(
             "notify",
             settings.notify_grpc_target,

@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import grpc
 from cws.billing.v1 import billing_pb2
 from cws.booking.v1 import booking_pb2
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
@@ -24,6 +25,7 @@ from cws.media.v1 import media_pb2
 from cws.notify.v1 import notify_pb2
 from google.protobuf.message import Message
 
+from services.jobs.erasure import drive_erasures
 from services.jobs.peers import Peers
 from services.jobs.settings import JobsSettings
 
@@ -75,10 +77,45 @@ async def email_dlq(peers: Peers) -> dict[str, int]:
     return counts(await peers.notify.stub.RetryDeadEmails(notify_pb2.RetryDeadEmailsRequest()))
 
 
+@dataclass
+class RetentionPass:
+    """What one org's retention cleanup did: its counts, and the calls that failed outright (the
+    service each was made to, and its error), after every part was tried."""
+
+    counts: dict[str, int]
+    failures: list[tuple[str, grpc.aio.AioRpcError]]
+
+
+async def retention_pass(peers: Peers) -> RetentionPass:
+    """Booking's and notify's RETENTION_* deletions, then every open deletion request driven through
+    its steps (erasure.py). Each part runs whatever happened to the one before: a service that is
+    down must not keep the others from their work, nor a person from being erased where they can."""
+    found: dict[str, int] = {}
+    failures: list[tuple[str, grpc.aio.AioRpcError]] = []
+    try:
+        in_booking = await peers.booking.stub.RetentionCleanup(booking_pb2.RetentionCleanupRequest())
+        found |= counts(in_booking, "booking_")
+    except grpc.aio.AioRpcError as error:
+        failures.append(("booking", error))
+    try:
+        in_notify = await peers.notify.stub.RetentionCleanup(notify_pb2.RetentionCleanupRequest())
+        found |= counts(in_notify, "notify_")
+    except grpc.aio.AioRpcError as error:
+        failures.append(("notify", error))
+    try:
+        found |= await drive_erasures(peers)
+    except grpc.aio.AioRpcError as error:  # booking could not list the requests: no step was tried
+        failures.append(("booking", error))
+    return RetentionPass(found, failures)
+
+
 async def retention_cleanup(peers: Peers) -> dict[str, int]:
-    booking = await peers.booking.stub.RetentionCleanup(booking_pb2.RetentionCleanupRequest())
-    notify = await peers.notify.stub.RetentionCleanup(notify_pb2.RetentionCleanupRequest())
-    return {**counts(booking, "booking_"), **counts(notify, "notify_")}
+    # An erasure step that failed is in the counts (deletion_steps_failed) and is retried on the next
+    # run; a retention call that failed fails this org, as it always did, once the rest has run.
+    done = await retention_pass(peers)
+    if done.failures:
+        raise done.failures[0][1]
+    return done.counts
 
 
 def digests(schedule: str) -> Work:
@@ -114,6 +151,8 @@ async def accounting_export(peers: Peers) -> dict[str, int]:
 async def storage_janitor(peers: Peers) -> dict[str, int]:
     # Not per org: one call, in which media leases due tombstones of every org (its SECURITY DEFINER
     # media.claim_tombstones) and works each off in its own org; a failed delete stays, with backoff.
+    if peers.media is None:
+        raise JobSkipped("media is not deployed here (MEDIA_GRPC_TARGET is empty)")
     return counts(await peers.media.stub.RunStorageJanitor(media_pb2.RunStorageJanitorRequest()))
 
 
@@ -122,6 +161,8 @@ REGISTRY: tuple[Job, ...] = (
     Job("email-scan", 300, per_org=True, run=email_scan),
     Job("outbox-delivery", 60, per_org=False, run=outbox_delivery),
     Job("email-dlq", 600, per_org=True, run=email_dlq),
+    # Also drives the org's open deletion requests (erasure.py); POST /v1/admin/retention/cleanup runs
+    # it for one org now (grpc_api.py).
     Job("retention-cleanup", 86400, per_org=True, run=retention_cleanup),
     # Every minute: the digest state dedupes per period in each org's time zone.
     Job("notifications-digest-daily", 60, per_org=True, run=digests("daily")),
