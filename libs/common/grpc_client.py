@@ -29,6 +29,11 @@ CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 1),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # A channel that saw its service down retries on a doubling backoff, by default up to two minutes:
+    # calls to a service restarted a moment ago kept failing fast with UNAVAILABLE long after it was
+    # back (the erasure driver's next run, the gateway's next request). Two seconds at most costs a
+    # down service one connection attempt every two seconds per channel.
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
 _outgoing: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
