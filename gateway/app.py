@@ -35,9 +35,11 @@ from gateway.revocations import RevokedSessions
 from gateway.routes import (
     accounting,
     admin,
+    analytics,
     auth,
     billing,
     bookings,
+    data_protection,
     finance,
     health,
     iam_users,
@@ -53,6 +55,7 @@ from gateway.routes import (
     public,
     scheduling,
     subscription,
+    timeline,
     worker_photos,
 )
 from gateway.schemas import Problem
@@ -139,6 +142,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         photo_links.router,
         photo_review.router,
         worker_photos.router,
+        timeline.router,
+        analytics.router,
+        data_protection.router,
     ):
         app.include_router(router)
     _install_error_handlers(app)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic
 import grpc
 from cws.billing.v1 import billing_pb2_grpc
 from cws.booking.v1 import booking_pb2_grpc
-from cws.common.v1 import ops_pb2, ops_pb2_grpc
+from cws.common.v1 import ops_pb2, ops_pb2_grpc, privacy_pb2_grpc, views_pb2_grpc
 from cws.iam.v1 import iam_pb2_grpc
 from cws.jobs.v1 import jobs_pb2_grpc
 from cws.media.v1 import media_pb2_grpc
@@ -31,6 +31,8 @@ from libs.common.grpc_client import Peer, StubT, open_peer
 if TYPE_CHECKING:
     from cws.billing.v1.billing_pb2_grpc import BillingServiceAsyncStub
     from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub
+    from cws.common.v1.privacy_pb2_grpc import PrivacyServiceAsyncStub
+    from cws.common.v1.views_pb2_grpc import ViewsServiceAsyncStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceAsyncStub
     from cws.media.v1.media_pb2_grpc import MediaServiceAsyncStub
@@ -115,6 +117,10 @@ class Backend(Generic[StubT]):
     health: Any  # grpc_health ships no type stubs
     # The same OpsService on the signing channel, for what needs a caller (feature flags).
     signed_ops: ops_pb2_grpc.OpsServiceAsyncStub
+    # The services' shares of the suite-wide views and of the data-protection playbook (issue 13),
+    # on the signing channel. Only VIEW_SOURCES serve them (Backends.views/privacy).
+    views: ViewsServiceAsyncStub
+    privacy: PrivacyServiceAsyncStub
 
     @property
     def name(self) -> str:
@@ -171,7 +177,13 @@ def make_backend(
         ops_pb2_grpc.OpsServiceStub(peer.plain_channel),
         health_pb2_grpc.HealthStub(peer.plain_channel),
         ops_pb2_grpc.OpsServiceStub(peer.channel),
+        views_pb2_grpc.ViewsServiceStub(peer.channel),
+        privacy_pb2_grpc.PrivacyServiceStub(peer.channel),
     )
+
+
+# The services that serve ViewsService and PrivacyService, in the order their answers are merged.
+VIEW_SOURCES = ("iam", "booking", "billing", "media", "notify")
 
 
 @dataclass
@@ -185,6 +197,14 @@ class Backends:
 
     def all(self) -> list[Backend[Any]]:
         return [self.iam, self.booking, self.billing, self.media, self.notify, self.jobs]
+
+    def views(self) -> dict[str, ViewsServiceAsyncStub]:
+        """ViewsService of every service that serves it, by service name."""
+        return {name: getattr(self, name).views for name in VIEW_SOURCES}
+
+    def privacy(self) -> dict[str, PrivacyServiceAsyncStub]:
+        """PrivacyService of every service that serves it, by service name."""
+        return {name: getattr(self, name).privacy for name in VIEW_SOURCES}
 
     async def close(self) -> None:
         for backend in self.all():

@@ -52,6 +52,9 @@ class GatewaySettings(AuthSecretSettings):
     # The same setting media reads (seed 002): the gateway refuses a larger upload with 413 before
     # streaming it on (Content-Length first, then counting), media checks again.
     order_photo_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
+    # How long a timeline waits for each service's share (issue 13): one slow service leaves its
+    # entries out (the answer is marked partial) instead of holding the whole timeline up.
+    timeline_source_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
 
     cors_origins: CsvList = []
     strict_cors: bool = False

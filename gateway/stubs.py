@@ -23,6 +23,8 @@ from gateway.clients import Backends
 if TYPE_CHECKING:
     from cws.billing.v1.billing_pb2_grpc import BillingServiceAsyncStub as BillingStub
     from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub as BookingStub
+    from cws.common.v1.privacy_pb2_grpc import PrivacyServiceAsyncStub as PrivacyStub
+    from cws.common.v1.views_pb2_grpc import ViewsServiceAsyncStub as ViewsStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub as IamStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceAsyncStub as JobsStub
     from cws.media.v1.media_pb2_grpc import MediaServiceAsyncStub as MediaStub
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 else:  # FastAPI reads annotations at run time, where only the generated classes exist
     from cws.billing.v1.billing_pb2_grpc import BillingServiceStub as BillingStub
     from cws.booking.v1.booking_pb2_grpc import BookingServiceStub as BookingStub
+    from cws.common.v1.privacy_pb2_grpc import PrivacyServiceStub as PrivacyStub
+    from cws.common.v1.views_pb2_grpc import ViewsServiceStub as ViewsStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceStub as IamStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceStub as JobsStub
     from cws.media.v1.media_pb2_grpc import MediaServiceStub as MediaStub
@@ -66,6 +70,14 @@ async def jobs_stub(conn: HTTPConnection) -> JobsStub:
     return backends_of(conn).jobs.stub
 
 
+async def views_stubs(conn: HTTPConnection) -> dict[str, ViewsStub]:
+    return backends_of(conn).views()
+
+
+async def privacy_stubs(conn: HTTPConnection) -> dict[str, PrivacyStub]:
+    return backends_of(conn).privacy()
+
+
 # Every backend, for the few routes that ask all of them (/readyz, feature flags).
 AllBackends = Annotated[Backends, Depends(backends_of)]
 Iam = Annotated[IamStub, Depends(iam_stub)]
@@ -74,3 +86,7 @@ Billing = Annotated[BillingStub, Depends(billing_stub)]
 Media = Annotated[MediaStub, Depends(media_stub)]
 Notify = Annotated[NotifyStub, Depends(notify_stub)]
 Jobs = Annotated[JobsStub, Depends(jobs_stub)]
+# ViewsService and PrivacyService of every service serving them, by service name (issue 13): the
+# timelines, metrics and exports ask them all in parallel.
+Views = Annotated[dict[str, ViewsStub], Depends(views_stubs)]
+Privacy = Annotated[dict[str, PrivacyStub], Depends(privacy_stubs)]

@@ -1,15 +1,15 @@
 """/v1/admin/email-scan, /v1/admin/retention/cleanup and the notification digests' settings.
 
 The scheduler's endpoints of seed 004 (Basic Auth works as for any admin route): email-scan answers
-202 with the reminder counts, retention cleanup 200 with the rows deleted across services. Writes
+202 with the reminder counts, retention cleanup 200 with the rows deleted across services and the
+data deletion requests worked on (the jobs service runs it, as its retention job does). Writes
 are blocked by ADMIN_READ_ONLY in the middleware like every /v1/admin write."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Literal
 
-from cws.booking.v1 import booking_pb2
+from cws.jobs.v1 import jobs_pb2
 from cws.notify.v1 import notify_pb2
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import ORJSONResponse
@@ -20,7 +20,7 @@ from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.routes.convert import optional_time
 from gateway.schemas import Email, Strict
-from gateway.stubs import Booking, Notify
+from gateway.stubs import Jobs, Notify
 from libs.common.roles import MANAGERS, STAFF
 
 router = APIRouter(prefix="/v1/admin", tags=["notifications"], dependencies=[ADMIN])
@@ -77,17 +77,30 @@ async def email_scan(
     )
 
 
+# Erasing pending deletion requests calls every service in turn, so a run may take longer than one
+# call's usual deadline; a service that is down fails its step quickly and is retried next run.
+RETENTION_CLEANUP_TIMEOUT_SECONDS = 120.0
+
+
 @router.post(
-    "/retention/cleanup", summary='Delete data past its RETENTION_* age in every service: {"deleted": n}'
+    "/retention/cleanup",
+    summary="Delete data past its RETENTION_* age in every service and work on pending data deletion "
+    'requests (seed 002 playbook): {"deleted": n, "deletion_requests_processed": n, ...}',
 )
 async def retention_cleanup(
-    booking: Booking, notify: Notify, principal: Principal = Depends(require_roles(*MANAGERS))
+    jobs: Jobs, principal: Principal = Depends(require_roles(*MANAGERS))
 ) -> dict[str, int]:
-    in_booking, in_notify = await asyncio.gather(
-        booking.RetentionCleanup(booking_pb2.RetentionCleanupRequest()),
-        notify.RetentionCleanup(notify_pb2.RetentionCleanupRequest()),
+    # The jobs service runs the same cleanup as its retention job, for the caller's org: the ages
+    # in each service, then every pending deletion request's steps (issue 13).
+    response = await jobs.RunRetentionCleanup(
+        jobs_pb2.RunRetentionCleanupRequest(), timeout=RETENTION_CLEANUP_TIMEOUT_SECONDS
     )
-    return {"deleted": in_booking.deleted + in_notify.deleted}
+    return {
+        "deleted": response.deleted,
+        "deletion_requests_processed": response.deletion_requests_processed,
+        "deletion_requests_completed": response.deletion_requests_completed,
+        "deletion_steps_failed": response.deletion_steps_failed,
+    }
 
 
 @router.get("/notifications/digests", summary="The org's digests and whether the notifications module is on")

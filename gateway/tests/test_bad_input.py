@@ -346,3 +346,27 @@ async def test_service_down_is_503_quickly(gateways, make_org):
         # Liveness is not readiness: the gateway itself is alive.
         health = await client.get(f"{gw.url}/healthz")
         assert health.status_code == 200, health.text
+
+
+async def test_the_ids_and_periods_of_the_views_and_data_protection_routes(gateway, http, make_org):
+    """Issue 13's routes: a path id that is no UUID is a 422 naming it, a period that makes no sense a
+    422 naming its end, a body naming its person twice or not at all a 422; never a 500."""
+    org = await make_org()
+    headers = bearer((await login(http, gateway.url, org.owner_email, org.owner_password))["access_token"])
+    for path, field in (
+        ("/v1/admin/timeline/booking/not-a-uuid", "booking_id"),
+        ("/v1/admin/timeline/invoice/not-a-uuid", "invoice_id"),
+        ("/v1/admin/data-deletion/requests/not-a-uuid", "request_id"),
+    ):
+        assert (
+            assert_problem(await http.get(f"{gateway.url}{path}", headers=headers), 422)["errors"][0]["field"]
+            == field
+        ), path
+    for path in ("/v1/admin/analytics/funnel", "/v1/admin/metrics"):
+        backwards = {"from": "2026-03-01", "to": "2026-02-01"}
+        response = await http.get(f"{gateway.url}{path}", headers=headers, params=backwards)
+        assert assert_problem(response, 422)["errors"][0]["field"] == "to", path
+    for path in ("/v1/admin/data/export", "/v1/admin/data-deletion/requests"):
+        both = {"lead_id": str(uuid.uuid4()), "email": "a@example.com"}
+        for body in ({}, both, {"email": "nope"}, {"lead_id": "nope"}):
+            assert_problem(await http.post(f"{gateway.url}{path}", headers=headers, json=body), 422)

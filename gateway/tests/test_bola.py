@@ -44,6 +44,7 @@ KIND_OF_PARAMETER = {
     "instalment_id": "instalment",
     "photo_id": "photo",  # a job photo (media), uploaded to org A's booking
     "order_id": "booking",  # seed 002's name for a booking in the client's photo download path
+    "request_id": "deletion_request",  # a data deletion request (booking, seed 002's playbook)
 }
 
 # Path parameters that name no object of another org, and why the sweep does not apply to them.
@@ -177,6 +178,13 @@ async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: A
         headers=headers,
     )
     assert photo.status_code == 201, photo.text
+    # A deletion request of someone who is no lead of A's: A's own objects stay as they are.
+    deletion = await http.post(
+        f"{url}/v1/admin/data-deletion/requests",
+        json={"email": f"gone-{uuid.uuid4().hex[:8]}@example.com"},
+        headers=headers,
+    )
+    assert deletion.status_code == 202, deletion.text
     return {
         "user": user["user"]["id"],
         "lead": lead["lead_id"],
@@ -192,6 +200,7 @@ async def objects_of_org_a(http: httpx.AsyncClient, url: str, org: Any, stack: A
         "expense": expense["id"],
         "instalment": instalment["id"],
         "photo": photo.json()["photo_id"],
+        "deletion_request": deletion.json()["id"],
     }
 
 
@@ -365,3 +374,36 @@ def fill(body: dict[str, Any] | None, objects: dict[str, str]) -> dict[str, Any]
 
 def teams_of(body: Any) -> list[dict[str, Any]]:
     return body["teams"] if isinstance(body, dict) else body  # type: ignore[no-any-return]
+
+
+async def test_ids_in_bodies_of_the_data_protection_routes_stay_in_their_org(gateway, http, make_org) -> None:
+    """The export and the deletion request name their person in the body (issue 13): org A's lead id
+    sent by any role of org B is refused or not found, and org A's lead is left as it was."""
+    org_a, org_b = await make_org("BOLA body A"), await make_org("BOLA body B")
+    url = gateway.url
+    lead = await http.post(
+        f"{url}/v1/leads",
+        json={
+            "name": "Lead of A",
+            "phone": "780-555-0000",
+            "email": f"lead-{uuid.uuid4().hex[:8]}@example.com",
+            "postal_code": "T5J0N3",
+            "structured_inputs": {"beds": 1, "baths": 1, "cleaning_type": "standard"},
+        },
+        headers={"X-Test-Org": org_a.org_id},
+    )
+    assert lead.status_code == 201, lead.text
+    lead_id = lead.json()["lead_id"]
+    sessions = await sessions_of_org_b(http, url, org_b)
+    leaks = []
+    for path in ("/v1/admin/data/export", "/v1/admin/data-deletion/requests"):
+        for role, headers in sessions.items():
+            response = await http.post(f"{url}{path}", headers=headers, json={"lead_id": lead_id})
+            assert_clean(response)
+            if response.status_code not in REFUSALS:
+                leaks.append(f"{role} of org B: POST {path} -> {response.status_code} {response.text[:200]}")
+    assert not leaks, "org B reached org A's lead:\n" + "\n".join(leaks)
+    a = await owner(http, url, org_a)
+    assert (await http.get(f"{url}/v1/admin/data-deletion/requests", headers=a)).json()["requests"] == []
+    kept = await http.get(f"{url}/v1/admin/leads/{lead_id}", headers=a)
+    assert kept.status_code == 200 and kept.json()["name"] == "Lead of A", kept.text

@@ -161,7 +161,13 @@ async def test_scheduler_endpoints_with_basic_auth(gateways, gateway, stack, htt
             )
     cleaned = await http.post(f"{gw.url}/v1/admin/retention/cleanup", headers=admin)
     assert cleaned.status_code == 200, cleaned.text
-    assert cleaned.json() == {"deleted": 1}  # booking keeps leads by default (RETENTION_LEAD_DAYS=0)
+    # Booking keeps leads by default (RETENTION_LEAD_DAYS=0); no deletion request is open in the org.
+    assert cleaned.json() == {
+        "deleted": 1,
+        "deletion_requests_processed": 0,
+        "deletion_requests_completed": 0,
+        "deletion_steps_failed": 0,
+    }
     with psycopg.connect(stack.admin_url) as conn:
         left = conn.execute(
             "SELECT org_id::text FROM notify.outbox_events WHERE id = ANY(%s)", (list(old.values()),)

@@ -99,6 +99,24 @@ def test_the_read_only_exemptions_are_the_named_list(monkeypatch):
     assert {access.admin for m, p, access in found if p.startswith(("/v1/admin/", "/v1/iam/"))} == {True}
 
 
+def test_the_data_protection_writes_are_admin_and_closed_in_read_only(monkeypatch):
+    """Issue 13: the export, the deletion request and the retention cleanup are staff writes; the
+    export too, though it changes no record of the person (it audits, and discloses everything)."""
+    found = {(m, p): access for m, p, access in routes(monkeypatch)}
+    for key in (
+        ("POST", "/v1/admin/data/export"),
+        ("POST", "/v1/admin/data-deletion/requests"),
+        ("POST", "/v1/admin/retention/cleanup"),
+    ):
+        assert found[key].admin and not found[key].open_in_read_only, key
+    for path in (
+        "/v1/admin/timeline/booking/{booking_id}",
+        "/v1/admin/metrics",
+        "/v1/admin/analytics/funnel",
+    ):
+        assert found[("GET", path)].admin, path
+
+
 # --- POST /v1/auth/2fa/disable under each admin rule -------------------------------------------------
 
 
