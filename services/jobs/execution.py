@@ -19,6 +19,11 @@ and the record of what happened. (run.py is the command line; this module is wha
   the next scheduler to take the job's lock knows that run is dead (it would hold the lock
   otherwise), takes the slot over and runs the whole job again, finishing whatever the dead one did
   not reach.
+- A job whose orgs are locked one by one (Job.org_locked: the retention cleanup) also holds a lock
+  of the org's while it works in it; a run for one org now (JobRunner.run_for_org, an admin's
+  POST /v1/admin/retention/cleanup) takes only that org's lock, so it waits for the scheduled run's
+  share of its own org, not for the whole walk, and the scheduled run passes over an org that is
+  being cleaned at that moment (counted `orgs_busy`; the run for that org does the same work).
 - One org failing does not stop the others; the job then counts as failed, its error naming how
   many orgs failed and with what status codes (never their ids: job status is shown to every org's
   admins), while the log carries each org's id and error.
@@ -81,6 +86,11 @@ def lock_key(name: str) -> str:
     return f"cws.jobs:{name}"
 
 
+def org_lock_key(name: str, org_id: str) -> str:
+    """The advisory lock text of one org's share of an org-locked job."""
+    return lock_key(f"{name}:org:{org_id}")
+
+
 def describe(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{error.code().name}: {error.details() or ''}".strip()
@@ -107,6 +117,16 @@ class JobRunner:
             slot_at = await self._record_once(job.name)
             return await self._execute(job, slot_at, "once")
 
+    async def run_for_org(self, job: Job, org_id: str) -> RunResult:
+        """One org's share of an org-locked job, now, under that org's lock only (not the job's):
+        recorded as a run of the job. `job` is narrowed to the org by the caller (it acts in it)."""
+        async with self._lock_on(org_lock_key(job.name, org_id)) as held:
+            if not held:
+                log.info("job_skipped", name=job.name, reason=LOCKED_REASON, runner_id=self.runner_id)
+                return RunResult(job.name, SKIPPED, error=LOCKED_REASON)
+            slot_at = await self._record_once(job.name)
+            return await self._execute(job, slot_at, "once")
+
     async def run_slot(self, job: Job, slot_epoch: int) -> RunResult | NotRun:
         """The scheduler's run of one slot: lock, then claim, then run (or not, if either is taken)."""
         async with self._lock(job.name) as held:
@@ -117,16 +137,17 @@ class JobRunner:
                 return claimed
             return await self._execute(job, claimed, "schedule")
 
+    def _lock(self, name: str) -> contextlib.AbstractAsyncContextManager[bool]:
+        return self._lock_on(lock_key(name))
+
     @contextlib.asynccontextmanager
-    async def _lock(self, name: str) -> AsyncIterator[bool]:
+    async def _lock_on(self, key: str) -> AsyncIterator[bool]:
         # A connection of its own, outside the pool: closing it is what releases the lock, so a
         # pooled connection can never carry a forgotten lock into someone else's hands.
         async with await psycopg.AsyncConnection.connect(
             libpq_url(self.db.url), autocommit=True, connect_timeout=5
         ) as conn:
-            cursor = await conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_key(name),)
-            )
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,))
             row = await cursor.fetchone()
             held = bool(row and row[0])
             try:
@@ -134,9 +155,16 @@ class JobRunner:
             finally:
                 if held and not conn.closed:
                     with contextlib.suppress(psycopg.Error):
-                        await conn.execute(
-                            "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (lock_key(name),)
-                        )
+                        await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+    @contextlib.asynccontextmanager
+    async def _org_share(self, job: Job, org_id: str) -> AsyncIterator[bool]:
+        """Held (True) when the org's share may run: always for a job that is not org-locked."""
+        if not job.org_locked:
+            yield True
+            return
+        async with self._lock_on(org_lock_key(job.name, org_id)) as held:
+            yield held
 
     async def _claim(self, name: str, slot_epoch: int) -> datetime | NotRun:
         """Insert the slot's row, or take over the row of a run of it that failed JOB_RETRY_SECONDS
@@ -222,8 +250,12 @@ class JobRunner:
 
         async def one(org_id: str) -> None:
             try:
-                with acting_as(service_context("jobs", org_id)):
-                    totals.update(await job.run(self.peers))
+                async with self._org_share(job, org_id) as held:
+                    if not held:  # a run for this org alone is doing this very work now
+                        totals.update({"orgs_busy": 1})
+                        return
+                    with acting_as(service_context("jobs", org_id)):
+                        totals.update(await job.run(self.peers))
             except Exception as error:  # one org failing must not stop the others
                 failures.append(code_of(error))
                 log.warning("job_org_failed", name=job.name, org_id=org_id, error=describe(error))

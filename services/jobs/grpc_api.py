@@ -24,8 +24,8 @@ from services.jobs.registry import REGISTRY, Job, RetentionPass, retention_pass
 from services.jobs.status import JobView, job_views
 
 RETENTION_JOB = "retention-cleanup"
-# While another run of the job holds its lock (the scheduler's, or another org's admin), wait this
-# long at most for it, leaving this much of the caller's deadline to answer in.
+# While another run holds the org's lock (the scheduled run working in this org, or another of its
+# admins), wait this long at most for it, leaving this much of the caller's deadline to answer in.
 LOCK_WAIT_SECONDS = 30.0
 LOCK_POLL_SECONDS = 0.5
 ANSWER_MARGIN_SECONDS = 1.0
@@ -88,13 +88,14 @@ def _retention_for_org(org_id: str, request_id: str, runs: list[RetentionPass]) 
 async def run_retention_for_org(
     runner: JobRunner, org_id: str, request_id: str, wait_seconds: float
 ) -> OrgRun:
-    """The job for one org now, under the job's lock (waiting up to `wait_seconds` for a run that
-    holds it), recorded in job_runs and job_status as the runner records every run."""
+    """The job for one org now, under that org's lock (waiting up to `wait_seconds` for a run that
+    holds it; other orgs' runs do not hold it up), recorded in job_runs and job_status as the runner
+    records every run."""
     runs: list[RetentionPass] = []
     job = _retention_for_org(org_id, request_id, runs)
     give_up = time.monotonic() + wait_seconds
     while True:
-        result = await runner.run_once(job)
+        result = await runner.run_for_org(job, org_id)
         if not (result.outcome == SKIPPED and result.error == LOCKED_REASON):
             return OrgRun(result, runs[0] if runs else None)
         if time.monotonic() + LOCK_POLL_SECONDS > give_up:

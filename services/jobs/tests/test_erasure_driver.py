@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pytest
 from cws.billing.v1 import billing_pb2, billing_pb2_grpc
 from cws.booking.v1 import booking_pb2, booking_pb2_grpc
@@ -23,6 +24,7 @@ from cws.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 from conftest import billing_env, jobs_env, media_env
 from services.jobs.erasure import STEPS
+from services.jobs.execution import org_lock_key
 from services.jobs.tests.conftest import JobsEnv
 from tools.processes import ServiceProc, service_proc
 from tools.testkit import as_role, signing_channel, sql
@@ -270,9 +272,11 @@ async def test_a_stopped_service_is_recorded_failed_and_finished_on_the_next_run
 async def test_the_scheduled_job_merges_its_counts_and_media_not_deployed_counts_as_done(
     private: Private, stubs: Stubs, make_org: Any, stack: Any, iam: Any, booking: Any, notify: Any
 ) -> None:
-    org = await make_org()
+    org, busy = await make_org(), await make_org()
     _, _, request_id = await person_to_erase(stubs, org.org_id)
+    _, _, busy_request = await person_to_erase(stubs, busy.org_id)
     await settled(stack, org.org_id)
+    await settled(stack, busy.org_id)
     runner = JobsEnv(
         base={**jobs_env(stack, iam, booking, notify, private.billing), "DATABASE_URL": stack.app_url},
         prefix=f"test-{uuid.uuid4().hex[:8]}",
@@ -280,11 +284,19 @@ async def test_the_scheduled_job_merges_its_counts_and_media_not_deployed_counts
         work_dir=stack.work_dir,
     )
 
-    run = await runner.cli("--job", "retention-cleanup", "--once", MEDIA_GRPC_TARGET="")
+    # `busy` is being cleaned by a run for it alone (an admin's POST): the walk passes it over.
+    async with await psycopg.AsyncConnection.connect(stack.admin_url, autocommit=True) as conn:
+        key = org_lock_key("retention-cleanup", busy.org_id)
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,))
+        assert (await cursor.fetchone()) == (True,)
+        run = await runner.cli("--job", "retention-cleanup", "--once", MEDIA_GRPC_TARGET="")
 
     assert run.returncode == 0, run.output
     detail = run.event("job_complete", "retention-cleanup")["detail"]
     assert {"orgs", "orgs_failed", "booking_deleted", "notify_deleted"} <= set(detail), detail
+    assert detail["orgs_busy"] == 1, detail
+    untouched = await deletion(stubs.booking, busy.org_id, busy_request)
+    assert untouched.status == "pending" and not any(s.attempts for s in untouched.steps), untouched
     assert detail["deletion_requests_processed"] >= 1 and detail["deletion_requests_completed"] >= 1, detail
     assert detail["deletion_steps_failed"] == 0, detail
     request = await deletion(stubs.booking, org.org_id, request_id)
