@@ -18,7 +18,6 @@ and time with an offset is that instant, without one it is the org's local time.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from fastapi.responses import ORJSONResponse, Response
 
 from gateway.access import ADMIN
 from gateway.deps import require_roles
+from gateway.fanout import all_of
 from gateway.problems import ProblemError
 from gateway.routes import convert
 from gateway.stubs import Booking, BookingStub, Views
@@ -148,39 +148,12 @@ async def period_of(booking: BookingStub, from_: str | None, to: str | None) -> 
     return request
 
 
-# Refusals of the caller (its role, its input): answered as the service said.
-CALLER_STATUSES = frozenset({401, 403, 404, 422})
-
-
 async def gather_metrics(
     views: dict[str, ViewsServiceAsyncStub], names: tuple[str, ...], period: Period
 ) -> dict[str, views_pb2.GetMetricsResponse]:
     """Every named service's figures for the period, asked in parallel; all of them or a Problem."""
     message = period.request()
-    answers = await asyncio.gather(
-        *(views[name].GetMetrics(message) for name in names), return_exceptions=True
-    )
-    failed: list[str] = []
-    found: dict[str, views_pb2.GetMetricsResponse] = {}
-    for name, answer in zip(names, answers, strict=True):
-        if isinstance(answer, ProblemError) and answer.status in CALLER_STATUSES:
-            raise answer
-        if isinstance(answer, BaseException):
-            if not isinstance(answer, Exception):
-                raise answer
-            failed.append(name)
-            continue
-        found[name] = answer
-    if failed:
-        services = ", ".join(failed)
-        raise ProblemError(
-            503,
-            "service_unavailable",
-            f"the {services} service{'s' if len(failed) > 1 else ''} could not state "
-            f"{'their' if len(failed) > 1 else 'its'} figures; try again shortly",
-            headers={"Retry-After": "5"},
-        )
-    return found
+    return await all_of({name: views[name].GetMetrics(message) for name in names}, "state its figures")
 
 
 def _number(value: float) -> int | float:

@@ -20,7 +20,6 @@ the org holds about someone, which is not what a frozen back office is for (brea
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -33,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.access import ADMIN
 from gateway.deps import require_roles
+from gateway.fanout import all_of
 from gateway.problems import ProblemError, uuid_param
 from gateway.routes.convert import optional_time
 from gateway.routes.timeline import struct_json
@@ -62,7 +62,6 @@ SECTIONS = (
 EXPORT_SOURCES = ("booking", "billing", "media", "notify", "iam")
 # Plain enough to catch a typo or a name where an email belongs; the services match exactly.
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-CALLER_STATUSES = frozenset({401, 403, 404, 422})
 
 
 class PersonIn(Strict):
@@ -101,16 +100,6 @@ class PersonIn(Strict):
         return {"lead_id": self.lead_id} if self.lead_id else {"email": self.email or ""}
 
 
-def _failed(failed: list[str], what: str) -> ProblemError:
-    services = ", ".join(failed)
-    return ProblemError(
-        503,
-        "service_unavailable",
-        f"the {services} service{'s' if len(failed) > 1 else ''} could not {what}; try again shortly",
-        headers={"Retry-After": "5"},
-    )
-
-
 def _has_anything(person: privacy_pb2.Person) -> bool:
     return bool(person.lead_ids or person.emails or person.booking_ids or person.invoice_ids)
 
@@ -122,22 +111,12 @@ async def _export(
     if not _has_anything(person):
         return bundle  # nobody the org knows: nothing any service could hold
     message = privacy_pb2.ExportPersonRequest(person=person)
-    answers = await asyncio.gather(
-        *(privacy[name].ExportPerson(message) for name in EXPORT_SOURCES), return_exceptions=True
+    answers = await all_of(
+        {name: privacy[name].ExportPerson(message) for name in EXPORT_SOURCES}, "export what it holds"
     )
-    failed = []
-    for name, answer in zip(EXPORT_SOURCES, answers, strict=True):
-        if isinstance(answer, ProblemError) and answer.status in CALLER_STATUSES:
-            raise answer
-        if isinstance(answer, BaseException):
-            if not isinstance(answer, Exception):
-                raise answer
-            failed.append(name)
-            continue
+    for answer in answers.values():
         for section, records in struct_json(answer.sections).items():
             bundle.setdefault(section, []).extend(records if isinstance(records, list) else [records])
-    if failed:
-        raise _failed(failed, "export what they hold")
     return bundle
 
 
