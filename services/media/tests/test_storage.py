@@ -314,14 +314,16 @@ async def test_r2_presigned_url_expires_and_keeps_content_type(
     assert isinstance(storage, R2Storage)
     key = new_key()
     await storage.put(key, PNG, "image/png")
-    url = await storage.delivery_url(key, 1)
-    assert url is not None and "X-Amz-Expires=1" in url
+    # 3 s, not 1: the signing time is in whole seconds, so a 1-second link signed late in a second
+    # had expired before a busy CI machine fetched it (403 where 200 was expected).
+    url = await storage.delivery_url(key, 3)
+    assert url is not None and "X-Amz-Expires=3" in url
     async with httpx.AsyncClient() as client:
         fresh = await client.get(url)
         assert fresh.status_code == 200
         assert fresh.content == PNG
         assert fresh.headers["content-type"] == "image/png"
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(4.1)
         stale = await client.get(url)
         assert stale.status_code == 403, stale.text
         # Tampering with the key invalidates the signature.
