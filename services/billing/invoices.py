@@ -29,7 +29,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
-from libs.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, invalid
+from libs.common.errors import (
+    Conflict,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    invalid,
+)
 from services.billing.currency import normalise_currency
 from services.billing.models import invoice_items, invoice_number_counters, invoices
 from services.billing.status import InvoiceStatus, check_items_editable, status_after_payments
@@ -99,8 +106,12 @@ async def create_draft(
         raise InvalidArgument.of(problems)
     invoice_id = uuid.uuid4()
     totals = recalculate_totals(lines)
-    await uow.session.execute(
-        insert(invoices).values(
+    # One invoice per booking (ux_invoices_booking): the booking-completed consumer drafts one as soon
+    # as the booking completes, so an invoice created by hand for it may come second, even at the same
+    # instant. That is the caller's conflict to hear about (409), not a unique violation (a 502).
+    created = await uow.session.execute(
+        pg_insert(invoices)
+        .values(
             id=invoice_id,
             org_id=uow.org_id,
             status=InvoiceStatus.DRAFT.value,
@@ -111,7 +122,17 @@ async def create_draft(
             due_date=due_date,
             **snapshot_values(totals),
         )
+        .on_conflict_do_nothing(
+            index_elements=[invoices.c.org_id, invoices.c.booking_id],
+            index_where=invoices.c.booking_id.is_not(None),
+        )
+        .returning(invoices.c.id)
     )
+    if created.first() is None:
+        raise Conflict(
+            f"booking {booking} has an invoice already (one per booking; completing it drafts one)",
+            code="booking_has_invoice",
+        )
     await write_items(uow, invoice_id, lines)
     return await get(uow, invoice_id)
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from libs.common.db import Database, unit_of_work
-from libs.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.common.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from services.billing import invoices, models
 from services.billing.models import SCHEMA, event_tables
 from services.billing.status import InvoiceStatus
@@ -173,6 +173,31 @@ async def test_two_orgs_number_independently(db: Database) -> None:
     first_b = await issue(db, org_b, (await draft(db, org_b)).id)
     second_a = await issue(db, org_a, (await draft(db, org_a)).id)
     assert (first_a.number, first_b.number, second_a.number) == ("INV-000001", "INV-000001", "INV-000002")
+
+
+async def test_a_second_invoice_for_a_booking_is_a_conflict_even_at_the_same_instant(db: Database) -> None:
+    org, booking = uuid.uuid4(), uuid.uuid4()
+
+    async def for_booking() -> invoices.Invoice:
+        async with unit_of_work(db, org) as uow:
+            return await invoices.create_draft(
+                uow, "cad", "Ada Client", "ada@example.com", [CLEANING], booking_id=booking
+            )
+
+    # As the booking-completed consumer and an admin's POST can: both at once, one wins.
+    results = await asyncio.gather(*(for_booking() for _ in range(4)), return_exceptions=True)
+    made = [r for r in results if isinstance(r, invoices.Invoice)]
+    refused = [r for r in results if isinstance(r, Conflict)]
+    assert (len(made), len(refused)) == (1, 3), results
+    assert refused[0].code == "booking_has_invoice" and str(booking) in str(refused[0]), refused[0]
+    assert made[0].booking_id == booking
+    # Another booking, and invoices with no booking, are not held up by it.
+    async with unit_of_work(db, org) as uow:
+        await invoices.create_draft(
+            uow, "cad", "Ada Client", "ada@example.com", [CLEANING], booking_id=uuid.uuid4()
+        )
+        await invoices.create_draft(uow, "cad", "Ada Client", "ada@example.com", [CLEANING])
+        await invoices.create_draft(uow, "cad", "Ada Client", "ada@example.com", [CLEANING])
 
 
 async def test_void_rules(db: Database) -> None:
