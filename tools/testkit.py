@@ -10,6 +10,7 @@ would have happened. No test sleeps a fixed time to hope."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -273,3 +274,8 @@ def schema_drift(admin_url: str, schema: str, metadata: Any) -> list[Any]:
             return list(compare_metadata(context, metadata))
     finally:
         engine.dispose()
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    """The Authorization header of an HTTP Basic Auth pair (the scheduler's and operators' logins)."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}

@@ -7,7 +7,6 @@ test owns its orgs."""
 
 from __future__ import annotations
 
-import base64
 import os
 import random
 import uuid
@@ -19,7 +18,7 @@ import pytest
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
 
 from tools.processes import DEV_KEYRING, DEV_SECRETS
-from tools.testkit import as_role, assert_clean, assert_problem, bearer, signing_channel
+from tools.testkit import as_role, assert_clean, assert_problem, basic, bearer, signing_channel
 
 STRONG_ADMIN_PASSWORD = "Strong-admin-pass-" + "7c1d9e4a2b"
 # Settings that hold secrets, so the config viewer has something to redact.
@@ -38,10 +37,6 @@ RATE_LIMITED_ENV = {
     "TRUST_PROXY_HEADERS": "true",
     "TRUSTED_PROXY_IPS": "127.0.0.1",
 }
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 def random_private_ip() -> str:

@@ -6,7 +6,6 @@ never counted; and a service that cannot answer failing the metrics with a 503 n
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import re
@@ -17,17 +16,13 @@ from typing import Any
 import httpx
 
 from tools.devstack import free_port
-from tools.testkit import assert_problem, owner, staff
+from tools.testkit import assert_problem, basic, owner, staff
 
 STRONG = "Strong-metrics-pass-" + "5a6b7c8d"
 TODAY = datetime.now(UTC).date()
 # Wide enough for every count, whether a service dates it by creation or by the booking's start.
 PERIOD = {"from": (TODAY - timedelta(days=1)).isoformat(), "to": (TODAY + timedelta(days=7)).isoformat()}
 NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 async def lead(http: httpx.AsyncClient, url: str, org: Any) -> str:

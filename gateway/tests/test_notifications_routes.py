@@ -4,21 +4,16 @@ read-only mode, Basic Auth, and one org never seeing another's settings."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
 
-from tools.testkit import assert_problem, owner, staff
+from tools.testkit import assert_problem, basic, owner, staff
 
 STRONG_ADMIN_PASSWORD = "Strong-scheduler-pass-" + "4e8a1f0c"
 COUNTS = {"scanned", "enqueued", "duplicates", "skipped_no_email"}
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 async def confirmed_booking(http: httpx.AsyncClient, url: str, headers: dict[str, str], hours: float) -> str:

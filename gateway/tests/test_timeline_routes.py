@@ -6,7 +6,6 @@ whose target for it is a closed port) or too slow (a tiny TIMELINE_SOURCE_TIMEOU
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +14,7 @@ import httpx
 
 from gateway.tests.test_photo_routes import jpeg_bytes
 from tools.devstack import free_port
-from tools.testkit import assert_problem, owner, staff
+from tools.testkit import assert_problem, basic, owner, staff
 
 SOURCES = {"iam", "booking", "billing", "media", "notify"}
 STATUSES = {"ok", "unavailable", "timeout", "error"}
@@ -96,10 +95,6 @@ def assert_shape(body: dict[str, Any], kind: str, subject_id: str) -> None:
     for event in body["events"]:
         assert event.keys() >= EVENT_KEYS, event
         assert isinstance(event["details"], dict), event
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 async def test_a_booking_and_its_invoice_timelines_gather_every_service(gateway, http, make_org):
