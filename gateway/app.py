@@ -60,6 +60,7 @@ from gateway.routes import (
 )
 from gateway.schemas import Problem
 from gateway.settings import GatewaySettings
+from libs.common import tracing
 from libs.common.bus import EventBus
 from libs.common.logs import configure_logging, get_logger
 
@@ -84,6 +85,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     configure_logging("gateway", settings.log_level)
+    tracing.configure("gateway")  # before the channels are made (lifespan)
     bus = EventBus(
         settings.nats_url, name="cws-gateway", user=settings.nats_user, password=settings.nats_password
     )
@@ -108,6 +110,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await bus.close()
             await app.state.backends.close()
             await app.state.http.aclose()
+            tracing.shutdown()
 
     app = FastAPI(
         title="CleanWithSnapshot API",
@@ -182,6 +185,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
     app.add_middleware(ClientIpMiddleware, settings=settings)
     app.add_middleware(MetricsMiddleware)
+    if tracing.enabled():
+        from gateway.middleware.tracing import TracingMiddleware  # imports the API: only when on
+
+        app.add_middleware(TracingMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

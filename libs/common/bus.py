@@ -132,9 +132,15 @@ class EventBus:
 
 
 def event_headers(
-    event_id: str, subject: str, source: str, created_at: datetime, org_id: str, request_id: str
+    event_id: str,
+    subject: str,
+    source: str,
+    created_at: datetime,
+    org_id: str,
+    request_id: str,
+    traceparent: str = "",
 ) -> dict[str, str]:
-    return {
+    headers = {
         "Nats-Msg-Id": event_id,
         "ce-specversion": "1.0",
         "ce-id": event_id,
@@ -145,6 +151,9 @@ def event_headers(
         "cws-org-id": org_id,
         "cws-request-id": request_id,
     }
+    if traceparent:  # W3C trace context: consumers continue the trace of the request (tracing.py)
+        headers["traceparent"] = traceparent
+    return headers
 
 
 # A replay consumer sends a heartbeat when idle: silence for this many of them means it is gone.

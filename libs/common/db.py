@@ -36,10 +36,12 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext import asyncio as sa_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from libs.common import context as request_context
+from libs.common import tracing
 from libs.common.errors import Unavailable
 from libs.common.event_types import Event, M, audit_event
 from libs.common.logs import get_logger
@@ -89,6 +91,9 @@ def service_metadata(schema: str) -> tuple[MetaData, OutboxTables]:
         Column("published_at", DateTime(timezone=True), nullable=True),
         Column("attempts", Integer, nullable=False, server_default="0"),
         Column("last_error", Text, nullable=True),
+        # The W3C traceparent of the span that raised the event (tracing on): the relay publishes
+        # later, from another task, and carries it on in the message's headers.
+        Column("trace_context", String(64), nullable=True),
         Index("ix_event_outbox_unpublished", "created_at", postgresql_where=text("published_at IS NULL")),
     )
     inbox = Table(
@@ -197,7 +202,8 @@ class Database:
         self.url = url
         self.schema = schema
         self.tables = tables
-        self.engine: AsyncEngine = create_async_engine(
+        # Looked up at call time: with tracing on, the SQLAlchemy instrumentation has wrapped it.
+        self.engine: AsyncEngine = sa_asyncio.create_async_engine(
             sqlalchemy_url(url),
             pool_size=pool_size,
             # A steady pool: overflow connections are opened and closed per burst, which costs more
@@ -295,6 +301,7 @@ class UnitOfWork:
             return
         ctx = request_context._current.get()
         request_id = ctx.request_id if ctx else ""
+        trace_context = tracing.current_traceparent()
         now = datetime.now(UTC)
         await self.session.execute(
             insert(self.db.tables.outbox),
@@ -305,6 +312,7 @@ class UnitOfWork:
                     "payload": event.message.SerializeToString(),
                     "org_id": event.org_id,
                     "request_id": request_id,
+                    "trace_context": trace_context,
                     # The relay publishes in (created_at, id) order and ids are random: a microsecond
                     # apart keeps one unit's events in the order they were raised.
                     "created_at": now + timedelta(microseconds=position),

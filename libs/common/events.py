@@ -15,17 +15,19 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
-from sqlalchemy import ColumnElement, Table, delete, func, insert, literal_column, select, update
+from sqlalchemy import ColumnElement, Row, Table, delete, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from libs.common import tracing
 from libs.common.bus import STREAM_MAX_AGE_DAYS, EventBus, event_headers, follow_subject, stream_name
 from libs.common.db import (
     Database,
@@ -102,24 +104,7 @@ class OutboxRelay:
             ).all()
             if not rows:
                 return 0
-            acks = await asyncio.gather(
-                *(
-                    self.bus.js.publish(
-                        row.subject,
-                        row.payload,
-                        headers=event_headers(
-                            str(row.id),
-                            row.subject,
-                            self.service,
-                            row.created_at,
-                            str(row.org_id or ""),
-                            row.request_id,
-                        ),
-                    )
-                    for row in rows
-                ),
-                return_exceptions=True,
-            )
+            acks = await asyncio.gather(*(self._publish(row) for row in rows), return_exceptions=True)
             published = [
                 row.id for row, ack in zip(rows, acks, strict=True) if not isinstance(ack, BaseException)
             ]
@@ -140,6 +125,36 @@ class OutboxRelay:
         if failed:
             raise RuntimeError(f"{len(failed)} events not acknowledged by JetStream: {failed[0][1]!r}")
         return len(rows)
+
+    async def _publish(self, row: Row[Any]) -> object:
+        """One row to JetStream. Its stored trace context goes on in the headers; with tracing on,
+        under a producer span of that trace (a row raised with tracing off has none to continue)."""
+
+        def headers(traceparent: str) -> dict[str, str]:
+            org_id = str(row.org_id or "")
+            return event_headers(
+                str(row.id), row.subject, self.service, row.created_at, org_id, row.request_id, traceparent
+            )
+
+        if not (tracing.enabled() and row.trace_context):
+            return await self.bus.js.publish(
+                row.subject, row.payload, headers=headers(row.trace_context or "")
+            )
+        # gather() runs each publish in a task of its own, so this binding stays with this row.
+        structlog.contextvars.bind_contextvars(request_id=row.request_id)
+        with tracing.span(
+            f"{row.subject} publish",
+            kind="producer",
+            parent=row.trace_context,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": row.subject,
+                "messaging.message.id": str(row.id),
+            },
+        ):
+            return await self.bus.js.publish(
+                row.subject, row.payload, headers=headers(tracing.current_traceparent() or "")
+            )
 
     async def _report_pending(self) -> None:
         outbox = self.db.tables.outbox
@@ -216,7 +231,8 @@ class DurableConsumer:
         meta = EventMeta.from_headers(message.subject, message.headers)
         org_id = meta.org_id or None
         try:
-            await self._apply(message, meta, org_id)
+            with self._traced(message, meta):
+                await self._apply(message, meta, org_id)
             await message.ack()
         except Exception as exc:
             deliveries = message.metadata.num_delivered if message.metadata else 1
@@ -232,6 +248,29 @@ class DurableConsumer:
                 await message.ack()
             else:
                 await message.nak(delay=min(2**deliveries, 60))
+
+    @contextlib.contextmanager
+    def _traced(self, message: Msg, meta: EventMeta) -> Iterator[None]:
+        """The handler under a consumer span continuing the producer's trace (tracing on), and the
+        event's request id on its log lines and spans."""
+        if not tracing.enabled():
+            yield
+            return
+        with (
+            structlog.contextvars.bound_contextvars(request_id=meta.request_id),
+            tracing.span(
+                f"{message.subject} process",
+                kind="consumer",
+                parent=(message.headers or {}).get(tracing.TRACEPARENT),
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.destination.name": message.subject,
+                    "messaging.message.id": meta.id,
+                    "messaging.consumer.group.name": self.name,
+                },
+            ),
+        ):
+            yield
 
     async def _apply(self, message: Msg, meta: EventMeta, org_id: str | None) -> None:
         """Run the handler once per event id. While the database is away (a restart, a failover) the

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from libs.common import tracing
 from libs.common.call_signing import sign_call
 from libs.common.context import RequestContext
 from libs.common.internal_keys import CallSigner
@@ -185,5 +186,6 @@ def open_peer(
         StreamSigningInterceptor(signer, deadline_seconds),
         UnaryStreamSigningInterceptor(signer, deadline_seconds),
     ]
-    channel = open_channel(target, [*signing, *interceptors])
+    # The tracing interceptors (tracing on) put the trace context in the call's metadata.
+    channel = open_channel(target, [*tracing.grpc_client_interceptors(), *signing, *interceptors])
     return Peer(name, target, stub_class(channel), channel, open_channel(target))

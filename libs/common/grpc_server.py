@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from libs.common import context as request_context
 from libs.common import status as rich_status
+from libs.common import tracing
 from libs.common.bus import EventBus, stream_name
 from libs.common.call_signing import CallVerifier, body_digest
 from libs.common.db import Database, OutboxTables, unavailable_if_database_away
@@ -290,6 +291,7 @@ class ServiceApp:
 
     async def run(self) -> None:
         configure_logging(self.name, self.settings.log_level)
+        tracing.configure(self.name)  # before the engine, the channels and the server exist
         self.db = Database(
             self.settings.database_url,
             schema=self.schema,
@@ -315,7 +317,9 @@ class ServiceApp:
                     CallVerifier(
                         self.settings.trusted_callers, self.settings.internal_context_max_age_seconds
                     ),
-                )
+                ),
+                # Inside the context check: the call's span starts with its request id bound.
+                *tracing.grpc_server_interceptors(),
             ],
             options=[("grpc.so_reuseport", 0)],
         )
@@ -372,6 +376,7 @@ class ServiceApp:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.bus.close()
         await self.db.dispose()
+        tracing.shutdown()
         log.info("service_stopped")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:

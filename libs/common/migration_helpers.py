@@ -14,7 +14,9 @@ from libs.common.db import ORG_PREDICATE
 
 
 def create_event_tables(schema: str) -> None:
-    """event_outbox, event_inbox and event_dead_letters in `schema`, as `service_metadata` declares."""
+    """event_outbox, event_inbox and event_dead_letters in `schema`, as `service_metadata` declared
+    them up to issue 14; a new service's first migration then calls `add_event_trace_context` too (the
+    histories that already called this one stay as they were applied)."""
     op.create_table(
         "event_dead_letters",
         sa.Column("id", sa.UUID(), nullable=False),
@@ -110,3 +112,15 @@ def owner_only_policy(
     check = " WITH CHECK (true)" if with_check else ""
     op.execute(f"DROP POLICY IF EXISTS {name} ON {qualified}")
     op.execute(f"CREATE POLICY {name} ON {qualified} FOR {command} TO {role} USING (true){check}")
+
+
+def add_event_trace_context(schema: str) -> None:
+    """The outbox's `trace_context` (a W3C traceparent, issue 14's tracing): nullable, no default, so
+    adding it rewrites no row and takes only a brief lock."""
+    op.add_column(
+        "event_outbox", sa.Column("trace_context", sa.String(length=64), nullable=True), schema=schema
+    )
+
+
+def drop_event_trace_context(schema: str) -> None:
+    op.drop_column("event_outbox", "trace_context", schema=schema)

@@ -76,6 +76,10 @@ outbox_events = Table(
     # (subject_keys.py), so the timelines and the erasure find a booking's rows by an index.
     Column("booking_id", UUID(as_uuid=True), nullable=True),
     Column("invoice_id", UUID(as_uuid=True), nullable=True),
+    # The trace of the work that enqueued the send (tracing on) and its request id: the delivery
+    # loop sends from another task, and joins that trace (libs/common/tracing.py).
+    Column("trace_context", String(64), nullable=True),
+    Column("request_id", String(100), nullable=True),
     UniqueConstraint("org_id", "dedupe_key"),
     CheckConstraint(_in("kind", OUTBOX_KINDS), name="kind"),
     CheckConstraint(_in("status", OUTBOX_STATUSES), name="status"),

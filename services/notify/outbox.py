@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Row, delete, func, literal_column, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from libs.common import tracing
 from libs.common.convert import parse_id
 from libs.common.db import UnitOfWork
 from libs.common.errors import Conflict, NotFound, invalid
@@ -64,6 +65,8 @@ async def enqueue(
             target=target[:320],
             booking_id=subjects.booking_id,
             invoice_id=subjects.invoice_id,
+            trace_context=tracing.current_traceparent(),
+            request_id=tracing.request_id_of_current_log_context() or None,
         )
         .on_conflict_do_nothing(index_elements=[outbox_events.c.org_id, outbox_events.c.dedupe_key])
         .returning(outbox_events.c.id)

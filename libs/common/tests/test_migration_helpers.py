@@ -36,6 +36,7 @@ def test_create_event_tables_matches_what_the_unit_of_work_reads(
     conn, ops, name = schema
     with Operations.context(ops.migration_context):
         migration_helpers.create_event_tables(name)
+        migration_helpers.add_event_trace_context(name)
     metadata, _ = service_metadata(name)
     context = MigrationContext.configure(
         conn,

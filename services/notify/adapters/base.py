@@ -46,6 +46,9 @@ class Outbound:
     kind: str
     target: str
     payload: dict[str, Any]
+    # Where the send was asked for (tracing): the enqueuing span's traceparent and request id.
+    trace_context: str | None = None
+    request_id: str | None = None
 
 
 Send = Callable[[Outbound], Awaitable[None]]

@@ -8,14 +8,16 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import structlog
 from prometheus_client import Counter, Gauge
 from sqlalchemy import select, text
 
+from libs.common import tracing
 from libs.common.db import Database, unit_of_work, wake_on_notify
 from libs.common.logs import get_logger
 from services.notify.adapters.base import Outbound
@@ -24,6 +26,9 @@ from services.notify.delivery.routing import Lane, Router
 from services.notify.models import outbox_events
 from services.notify.outbox import DUE_CHANNEL
 from services.notify.settings import NotifySettings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = get_logger(__name__)
 
@@ -147,14 +152,50 @@ class Delivery:
                             outbox_events.c.kind,
                             outbox_events.c.target,
                             outbox_events.c.payload,
+                            outbox_events.c.trace_context,
+                            outbox_events.c.request_id,
                         ).where(outbox_events.c.id.in_(ids))
                     )
                 ).all()
             jobs.extend(
-                Job(Outbound(r.id, r.org_id, r.kind, r.target, dict(r.payload or {})), attempts[r.id])
+                Job(
+                    Outbound(
+                        r.id,
+                        r.org_id,
+                        r.kind,
+                        r.target,
+                        dict(r.payload or {}),
+                        trace_context=r.trace_context,
+                        request_id=r.request_id,
+                    ),
+                    attempts[r.id],
+                )
                 for r in rows
             )
         return jobs
+
+    @contextmanager
+    def _traced(self, job: Job) -> Iterator[Span | None]:
+        """The send as a client span in the trace of the work that enqueued it, under its request id
+        (logs and span). A row enqueued with no trace (tracing off then, a scheduled job) starts none."""
+        row = job.row
+        if not tracing.enabled() or not row.trace_context:
+            yield None
+            return
+        with (
+            structlog.contextvars.bound_contextvars(request_id=row.request_id or ""),
+            tracing.span(
+                f"notify deliver {row.kind}",
+                kind="client",
+                parent=row.trace_context,
+                attributes={
+                    "cws.outbox_id": str(row.id),
+                    "cws.org_id": str(row.org_id),
+                    "cws.attempt": job.attempts,
+                },
+            ) as span,
+        ):
+            yield span
 
     async def _lane(self, queue: asyncio.Queue[Job], counts: DeliveryCounts) -> None:
         async with AsyncExitStack() as stack:
@@ -162,7 +203,10 @@ class Delivery:
             while not queue.empty():
                 job = queue.get_nowait()
                 try:
-                    outcome = await self.outcomes.record(job, await self.router.attempt(job.row, lane))
+                    with self._traced(job) as span:
+                        outcome = await self.outcomes.record(job, await self.router.attempt(job.row, lane))
+                        if span is not None:
+                            span.set_attribute("cws.outcome", outcome)
                 except Exception:
                     # Recording failed (the database is gone): this lane stops sending, or every
                     # message it sent now would go out again. Its rows stay claimed and are due
