@@ -1,22 +1,31 @@
 """`make dev` (python -m tools.dev) as a newcomer runs it: against given DATABASE_URL / NATS_URL,
 twice in a row, with the printed login line working, an invoice paid by card through its local Stripe
-(docs/billing.md's walk-through) and Ctrl-C stopping everything; and seed 004's "Jobs / Scheduler"
-steps, unchanged, against `make dev` with JOBS_ENABLED=true."""
+(docs/billing.md's walk-through), the README's command blocks and docs/auth.md's create-org line run
+as written (the latter from a second shell), and Ctrl-C stopping everything; seed 004's "Jobs /
+Scheduler" steps, unchanged and from a second shell, against `make dev` with JOBS_ENABLED=true; and
+start-up mistakes said in one sentence, before anything starts."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import httpx
+import pytest
 
-from tools.dev import SERVICES
+from libs.common.settings import DEV_ENV_FILE, use_dev_env
+from tools.dev import DEFAULT_OWNER_EMAIL, DEFAULT_OWNER_PASSWORD, SERVICES
 from tools.devstack import ROOT, free_port
-from tools.processes import DEV_KEYRING, wait_until
+from tools.processes import wait_until
 
 BASIC = ("admin", "Demo-admin-basic-password-1")
 
@@ -38,12 +47,11 @@ def _run_dev(stack, env_extra: dict[str, str], then=None) -> tuple[int, str]:
         "NATS_URL": stack.nats.url,
         # A given NATS_URL comes with its users' passwords (NATS_<USER>_PASSWORD): the session's server.
         **stack.nats.password_env(),
-        # make dev makes fresh keys per run unless given; the jobs one is given so the test can sign as jobs.
-        "JOBS_INTERNAL_SIGNING_KEY": DEV_KEYRING.private["jobs"],
         # A second whole suite beside the session's, on the same Postgres (100 connections): small pools.
         "DATABASE_POOL_SIZE": "4",
         **env_extra,
     }
+    env.pop("APP_ENV", None)  # as a newcomer's shell: make dev's own default (dev)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tools.dev"],
         cwd=ROOT,
@@ -116,22 +124,143 @@ def _pay_an_invoice_by_card(base: str, env: dict[str, str]) -> None:
     assert photos.status_code == 200 and photos.json() == [], photos.text
 
 
+def _second_shell(command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`command` in bash as a newcomer's second shell runs it beside make dev: in the checkout, with the
+    venv first on PATH (as `. .venv/bin/activate` puts it), and none of make dev's settings (no
+    APP_ENV, DATABASE_URL or keys): what it needs it finds in .run/dev.env."""
+    shell_env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HOME": os.environ.get("HOME", "/root"),
+        **env,
+    }
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", command],
+        cwd=ROOT,
+        env=shell_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def readme_bash_blocks() -> list[str]:
+    """The README's ```bash blocks, in order."""
+    return re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+
+
+def curl_comments(blocks: list[str]) -> list[str]:
+    """The trailing comment of each curl command in `blocks`, in order ("" where none): "200, your org
+    only", '"active"' ..."""
+    comments = []
+    for block in blocks:
+        for command in block.replace("\\\n", " ").splitlines():
+            if "curl " in command:
+                comment = re.search(r"\s#\s*(.*)$", command)
+                comments.append(comment.group(1) if comment else "")
+    return comments
+
+
+def _a_booking(base: str) -> str:
+    """What the README's $BOOKING stands for: a lead from the public form, booked by the demo owner."""
+    lead = httpx.post(
+        f"{base}/v1/leads",
+        json={
+            "name": "Readme Lead",
+            "phone": "780-555-0000",
+            "email": "readme-lead@example.com",
+            "postal_code": "T5J0N3",
+            "structured_inputs": {"beds": 1, "baths": 1, "cleaning_type": "standard"},
+        },
+        timeout=10,
+    )
+    assert lead.status_code == 201, lead.text
+    login = httpx.post(
+        f"{base}/v1/auth/login",
+        json={"email": DEFAULT_OWNER_EMAIL, "password": DEFAULT_OWNER_PASSWORD},
+        timeout=10,
+    )
+    starts_at = time.strftime("%Y-%m-%dT16:00:00Z", time.gmtime(time.time() + 7 * 86400))
+    booking = httpx.post(
+        f"{base}/v1/admin/bookings",
+        json={"lead_id": lead.json()["lead_id"], "starts_at": starts_at, "duration_minutes": 180},
+        headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+        timeout=10,
+    )
+    assert booking.status_code == 201, booking.text
+    return str(booking.json()["id"])
+
+
+def _readme_and_a_second_shell(base: str, env: dict[str, str]) -> None:
+    """Every ```bash block of the README, as written, against this make dev (API and jq, and a booking
+    for $BOOKING): each curl answers 2xx and what its comment says ("# 202", '# "active"'). Then
+    docs/auth.md's create-org line from a second shell, and .run/dev.env owner-only meanwhile."""
+    blocks = readme_bash_blocks()
+    assert len(blocks) >= 3, "the README's tour has lost its ```bash blocks"
+    # Each curl also writes its status to stderr, in order, so each can be held to its comment.
+    script = "curl() { command curl -w '%{stderr}status=%{http_code}\\n' \"$@\"; }\n" + "\n".join(blocks)
+    # In a folder of its own: the tour's export writes accounting-2026-11.csv where it runs.
+    with tempfile.TemporaryDirectory() as folder:
+        ran = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=folder,
+            env={
+                "PATH": os.environ["PATH"],
+                "HOME": os.environ.get("HOME", "/root"),
+                "API": base,
+                "BOOKING": _a_booking(base),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        exported = (Path(folder) / "accounting-2026-11.csv").exists()
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert exported, "the tour's accounting export wrote no file"
+    statuses = re.findall(r"^status=(\d{3})$", ran.stderr, re.MULTILINE)
+    comments = curl_comments(blocks)
+    assert len(statuses) == len(comments), (statuses, comments, ran.stderr)
+    for status, comment in zip(statuses, comments, strict=True):
+        assert status.startswith("2"), (status, comment, ran.stdout)
+        code = re.match(r"\d{3}", comment)
+        assert code is None or status == code.group(), (status, comment)
+        quoted = re.match(r'"[^"]*"', comment)
+        assert quoted is None or quoted.group() in ran.stdout, (comment, ran.stdout)
+
+    assert stat.S_IMODE(DEV_ENV_FILE.stat().st_mode) == 0o600
+    line = re.search(
+        r"`(OWNER_PASSWORD=\.\.\. python -m services\.iam\.manage create-org [^`]+)`",
+        (ROOT / "docs" / "auth.md").read_text(),
+    )
+    assert line, "docs/auth.md's create-org example has moved"
+    created = _second_shell(line.group(1).replace("OWNER_PASSWORD=...", "OWNER_PASSWORD=A-long-password-1"))
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert "using .run/dev.env and .run/keys/iam.env from make dev" in created.stderr, created.stderr
+    assert created.stdout.startswith("org_id="), created.stdout
+    # The Development section's `make migrate`, beside make dev: its database, already at head.
+    migrated = _second_shell("make migrate")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "using .run/dev.env from make dev" in migrated.stderr, migrated.stderr
+    done = re.search(r"migrated: (.+)", migrated.stderr)
+    assert done and {"iam", "booking", "notify"} <= set(done.group(1).split(", ")), migrated.stderr
+
+
 def test_make_dev_runs_twice_and_stops_cleanly(stack):
-    email = f"dev-owner-{uuid.uuid4().hex[:8]}@example.com"
+    # The README's demo owner, as the README's tour signs in (this session's database is new).
     for run in range(2):
         ports = _free_ports()
         code, output = _run_dev(
             stack,
             {
                 **ports,
-                "DEV_OWNER_EMAIL": email,
-                "DEV_OWNER_PASSWORD": "Dev-owner-password-42",
+                "DEV_OWNER_EMAIL": DEFAULT_OWNER_EMAIL,
+                "DEV_OWNER_PASSWORD": DEFAULT_OWNER_PASSWORD,
                 "DEFAULT_ORG_ID": "",
             },
-            then=_pay_an_invoice_by_card if run == 0 else None,
+            then=_pay_an_invoice_by_card if run == 0 else _readme_and_a_second_shell,
         )
         assert code == 0, output
         assert "stopping..." in output
+        assert not DEV_ENV_FILE.exists(), "make dev left .run/dev.env behind"
         for port in ports.values():
             try:
                 httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
@@ -140,7 +269,9 @@ def test_make_dev_runs_twice_and_stops_cleanly(stack):
                 pass
 
 
-SEED_004_JOBS = ("--job", "outbox-delivery", "--job", "storage-janitor", "--job", "email-dlq")
+SEED_004_JOB_LINE = (
+    "python -m services.jobs.run --job outbox-delivery --job storage-janitor --job email-dlq --once"
+)
 
 
 def _seed_004_jobs_steps(base: str, env: dict[str, str]) -> None:
@@ -156,26 +287,11 @@ def _seed_004_jobs_steps(base: str, env: dict[str, str]) -> None:
         listed = httpx.get(f"{base}{path}", auth=BASIC, timeout=10)
         assert listed.status_code == 200 and isinstance(listed.json(), list), (path, listed.text)
 
-    # The background loop step, "where the API environment variables are available".
-    run_env = {
-        **env,
-        "APP_ENV": "dev",
-        # The jobs key make dev was given (JOBS_INTERNAL_SIGNING_KEY): the command signs as jobs.
-        "INTERNAL_SIGNING_KEY": DEV_KEYRING.private["jobs"],
-        **{
-            f"{name.upper()}_GRPC_TARGET": f"127.0.0.1:{env[name.upper() + '_GRPC_PORT']}"
-            for name in SERVICES
-        },
-    }
-    once = subprocess.run(
-        [sys.executable, "-m", "services.jobs.run", *SEED_004_JOBS, "--once"],
-        cwd=ROOT,
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    # The background loop step, "where the API environment variables are available": a second shell
+    # beside make dev, as a newcomer opens it (make dev's settings come from .run/dev.env).
+    once = _second_shell(SEED_004_JOB_LINE)
     assert once.returncode == 0, once.stdout + once.stderr
+    assert "using .run/dev.env and .run/keys/jobs.env from make dev" in once.stderr, once.stderr
     assert "job_complete" in once.stdout + once.stderr
 
     # Heartbeat: the scheduler started by make dev (JOBS_ENABLED=true) keeps /readyz's jobs check green.
@@ -216,3 +332,68 @@ def test_seed_004_jobs_steps_pass_against_make_dev_with_jobs_enabled(stack):
         then=_seed_004_jobs_steps,
     )
     assert code == 0, output
+
+
+@pytest.mark.parametrize("app_env", [None, "dev", "test", "prod"])
+def test_a_second_shell_reads_make_devs_settings_only_in_dev(tmp_path, monkeypatch, capsys, app_env):
+    """A process never reads a dev file in production (or in tests); beside make dev, what the
+    environment gives wins over the file, and the process's own key file is read for it alone."""
+    run_dir = tmp_path / ".run"
+    (run_dir / "keys").mkdir(parents=True)
+    (run_dir / "dev.env").write_text(
+        "# written by make dev\nDATABASE_URL=postgresql://cws_app@127.0.0.1:6543/cws\nNATS_URL=nats://file\n"
+    )
+    (run_dir / "keys" / "jobs.env").write_text("INTERNAL_SIGNING_KEY=c2VjcmV0=\n")
+    for name in ("DATABASE_URL", "INTERNAL_SIGNING_KEY", "APP_ENV"):
+        monkeypatch.setenv(name, "")  # so that monkeypatch puts back what was there
+        monkeypatch.delenv(name)
+    if app_env is not None:
+        monkeypatch.setenv("APP_ENV", app_env)
+    monkeypatch.setenv("NATS_URL", "nats://mine")
+
+    used = use_dev_env("jobs", run_dir=run_dir)
+
+    said = capsys.readouterr().err
+    if app_env in (None, "dev"):
+        assert used and "using .run/dev.env and .run/keys/jobs.env from make dev" in said, said
+        assert os.environ["DATABASE_URL"] == "postgresql://cws_app@127.0.0.1:6543/cws"
+        assert os.environ["INTERNAL_SIGNING_KEY"] == "c2VjcmV0="
+    else:
+        assert not used and said == ""
+        assert "DATABASE_URL" not in os.environ and "INTERNAL_SIGNING_KEY" not in os.environ
+    assert os.environ["NATS_URL"] == "nats://mine"
+
+
+def _dev_refuses(**env: str) -> str:
+    """make dev with `env` on free ports and nothing else of ours: it must exit 1 at once, with one
+    sentence and no traceback. Returns the sentence."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.dev"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **_free_ports(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "postgres: embedded" not in done.stdout, "make dev started Postgres before refusing"
+    assert time.monotonic() - started < 20
+    return done.stderr.strip()
+
+
+def test_make_dev_start_up_mistakes_are_one_sentence():
+    said = _dev_refuses(DEV_OWNER_EMAIL="boss@acme.test")
+    assert said.startswith("make dev: DEV_OWNER_EMAIL:") and "special-use or reserved" in said, said
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        said = _dev_refuses(GATEWAY_PORT=str(port))
+    assert said.startswith(f"make dev: port {port} (GATEWAY_PORT) is already in use"), said
+
+    nobody = free_port()
+    said = _dev_refuses(DATABASE_URL=f"postgresql://cws_app@127.0.0.1:{nobody}/cws")
+    assert said.startswith(f"make dev: cannot use Postgres at cws_app@127.0.0.1:{nobody}/cws:"), said

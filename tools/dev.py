@@ -11,18 +11,22 @@ import asyncio
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 
 from libs.common.internal_keys import CALLEES, Keyring
 from libs.common.migrate import migrate
+from libs.common.settings import DEV_ENV_FILE, where
 from tools.devstack import (
     RUN_DIR,
     EmbeddedPostgres,
     NatsServer,
     ensure_database,
+    port_open,
     provision_streams,
     with_user,
 )
@@ -94,115 +98,212 @@ def _dev_photo_secret() -> str:
     return path.read_text().strip()
 
 
+class StartupError(Exception):
+    """A start-up mistake said as one sentence: `make dev` prints it and exits 1, without a traceback."""
+
+
+def _check_owner(email: str, password: str) -> None:
+    """The demo owner's address and password, judged as create-org will judge them, before anything
+    starts (a reserved domain such as .test is refused: it can never receive the sign-in emails)."""
+    from libs.common.errors import ServiceError
+    from services.iam.accounts import normalise_email
+    from services.iam.passwords import check_policy
+
+    try:
+        normalise_email(email, "DEV_OWNER_EMAIL")
+    except ServiceError as error:
+        raise StartupError(
+            f"{error.detail.rstrip('.')} (give an address such as owner@example.com)"
+        ) from None
+    try:
+        check_policy(password, "DEV_OWNER_PASSWORD")
+    except ServiceError as error:
+        raise StartupError(error.detail) from None
+
+
+def _port(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise StartupError(f"{name}={raw!r} is not a port number (1 to 65535)")
+    return int(raw)
+
+
+def _check_ports_free(ports: dict[str, int]) -> None:
+    busy = [f"{port} ({name})" for name, port in ports.items() if port_open("127.0.0.1", port)]
+    if busy:
+        raise StartupError(
+            f"port {', '.join(busy)} is already in use (another make dev?): stop what listens there, "
+            "or give that setting a free port"
+        )
+
+
+def _write_dev_env(env: dict[str, str], migrations_url: str) -> str:
+    """.run/dev.env, owner-only: what every process of this run shares (no process's own key or NATS
+    password: those are in .run/keys/<process>.env), for a command in a second shell
+    (libs/common/settings.py use_dev_env reads it there when APP_ENV is unset or dev)."""
+    shared = {k: v for k, v in env.items() if v and not NATS_USER_PASSWORDS.fullmatch(k)}
+    text = (
+        f"# Written by make dev (pid {os.getpid()}) for commands in a second shell, removed when it stops.\n"
+        + "".join(f"{k}={v}\n" for k, v in {**shared, "MIGRATIONS_DATABASE_URL": migrations_url}.items())
+    )
+    DEV_ENV_FILE.touch(mode=0o600, exist_ok=True)
+    DEV_ENV_FILE.chmod(0o600)
+    DEV_ENV_FILE.write_text(text)
+    return text
+
+
+def _remove_dev_env(written: str) -> None:
+    # Only ours: another make dev of this checkout may have written its own since.
+    if written and DEV_ENV_FILE.exists() and DEV_ENV_FILE.read_text() == written:
+        DEV_ENV_FILE.unlink()
+
+
 def main() -> int:
-    RUN_DIR.mkdir(exist_ok=True)
-    started: list[EmbeddedPostgres | NatsServer] = []
+    try:
+        return _run()
+    except StartupError as error:
+        print(f"make dev: {error}", file=sys.stderr)
+    except psycopg.Error as error:
+        # The first connection is the migration's: MIGRATIONS_DATABASE_URL, else DATABASE_URL.
+        url = _env("MIGRATIONS_DATABASE_URL", _env("DATABASE_URL"))
+        reason = " ".join(str(error).split())  # libpq's message spans lines
+        print(f"make dev: cannot use Postgres at {where(url)}: {reason}", file=sys.stderr)
+    except subprocess.CalledProcessError as error:
+        detail = (error.stderr or b"").decode(errors="replace").strip()
+        print(f"make dev: {Path(str(error.cmd[0])).name} failed: {detail}", file=sys.stderr)
+    except RuntimeError as error:  # tools.devstack / tools.processes: a server that did not come up
+        print(f"make dev: {error}", file=sys.stderr)
+    return 1
 
-    database_url = _env("DATABASE_URL")
-    if database_url:
-        app_url = database_url
-        migrations_url = _env("MIGRATIONS_DATABASE_URL", database_url)
-    else:
-        pg = EmbeddedPostgres(RUN_DIR / "pg" / "data").start()
-        started.append(pg)
-        migrations_url = ensure_database(pg.admin_url, "cws")
-        app_url = with_user(migrations_url, "cws_app")
-        print(f"postgres: embedded, {pg.admin_url.rsplit('/', 1)[0]}/cws (data in .run/pg)")
 
-    # Before anything else starts: migrate() refuses the runtime role (DATABASE_URL alone naming cws_app
-    # needs MIGRATIONS_DATABASE_URL too), and nothing is then left running.
-    migrate(migrations_url, "cws_app", os.environ.get("DATABASE_APP_PASSWORD"))
-
-    # Each process connects as its own user of deploy/nats/nats.conf. Given NATS_URL, the server is
-    # yours: give its users' passwords as NATS_<USER>_PASSWORD (NATS_ADMIN_PASSWORD makes the streams).
-    nats_url = _env("NATS_URL")
-    nats_passwords = {k: v for k, v in os.environ.items() if NATS_USER_PASSWORDS.fullmatch(k) and v}
-    if not nats_url:
-        # Our own, never a nats-server already on 4222 (one without our users would let anyone on the
-        # machine publish our events). Its passwords are made up for this run.
-        port_file = RUN_DIR / "nats.port"
-        port = int(port_file.read_text()) if port_file.exists() else 0
-        nats = NatsServer(RUN_DIR / "nats" / "js", port=port).start()
-        port_file.write_text(str(nats.port))
-        started.append(nats)
-        nats_url = nats.url
-        nats_passwords = nats.password_env()
-        print(f"nats: embedded, {nats_url} (JetStream store in .run/nats, users of deploy/nats/nats.conf)")
-    if nats_passwords.get("NATS_ADMIN_PASSWORD"):
-        provision_streams(nats_url, nats_passwords["NATS_ADMIN_PASSWORD"])
-
+def _run() -> int:
+    # Every mistake that can be seen before starting anything is refused here, so nothing is left running.
     owner_email = _env("DEV_OWNER_EMAIL", DEFAULT_OWNER_EMAIL)
     owner_password = _env("DEV_OWNER_PASSWORD", DEFAULT_OWNER_PASSWORD)
-    org_id = asyncio.run(_seed_demo_org(app_url, owner_email, owner_password)) or _existing_org(
-        migrations_url, owner_email
-    )
+    _check_owner(owner_email, owner_password)
+    ports = {"GATEWAY_PORT": _port("GATEWAY_PORT", 8000)}
+    for name in SERVICES:
+        grpc, http = DEFAULT_PORTS[name]
+        ports[f"{name.upper()}_GRPC_PORT"] = _port(f"{name.upper()}_GRPC_PORT", grpc)
+        ports[f"{name.upper()}_HTTP_PORT"] = _port(f"{name.upper()}_HTTP_PORT", http)
+    _check_ports_free(ports)
 
-    env = {
-        **{k: _env(k, v) for k, v in DEV_SECRETS.items()},
-        "APP_ENV": _env("APP_ENV", "dev"),
-        "DATABASE_URL": app_url,
-        "NATS_URL": nats_url,
-        **nats_passwords,  # service_proc and gateway_proc give each process its own
-        "REDIS_URL": _env("REDIS_URL"),
-        "DEFAULT_ORG_ID": _env("DEFAULT_ORG_ID", org_id),
-        "ADMIN_BASIC_USERNAME": _env("ADMIN_BASIC_USERNAME", "admin"),
-        "ADMIN_BASIC_PASSWORD": _env("ADMIN_BASIC_PASSWORD", DEFAULT_BASIC_PASSWORD),
-        "OWNER_BASIC_USERNAME": _env("OWNER_BASIC_USERNAME", "owner"),
-        "OWNER_BASIC_PASSWORD": _env("OWNER_BASIC_PASSWORD", DEFAULT_BASIC_PASSWORD),
-    }
-    mail = None
-    if not _env("EMAIL_MODE"):
-        # No mail provider configured: catch every email in .run/mail/ (one .eml each), so magic links,
-        # confirmations and reminders can be read without an inbox.
-        mail = SmtpSink(save_dir=RUN_DIR / "mail").start()
-        env.update({"EMAIL_MODE": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail.port)})
-    # No Stripe account given: the local Stripe (localstripe behind our Checkout front) stands in, and
-    # delivers its signed webhooks to this gateway, so an invoice can be paid end to end offline.
-    local_stripe = None
-    if not _env("STRIPE_SECRET_KEY"):
-        local_stripe = LocalStripe(RUN_DIR / "logs").start()
+    RUN_DIR.mkdir(exist_ok=True)
+    started: list[EmbeddedPostgres | NatsServer] = []
+    processes: list[Proc] = []
+    mail: SmtpSink | None = None
+    local_stripe: LocalStripe | None = None
+    dev_env = ""
+    try:
+        database_url = _env("DATABASE_URL")
+        if database_url:
+            app_url = database_url
+            migrations_url = _env("MIGRATIONS_DATABASE_URL", database_url)
+        else:
+            pg = EmbeddedPostgres(RUN_DIR / "pg" / "data").start()
+            started.append(pg)
+            migrations_url = ensure_database(pg.admin_url, "cws")
+            app_url = with_user(migrations_url, "cws_app")
+            print(f"postgres: embedded, {pg.admin_url.rsplit('/', 1)[0]}/cws (data in .run/pg)")
+
+        # Before anything else starts: migrate() refuses the runtime role (DATABASE_URL alone naming
+        # cws_app needs MIGRATIONS_DATABASE_URL too).
+        migrate(migrations_url, "cws_app", os.environ.get("DATABASE_APP_PASSWORD"))
+
+        # Each process connects as its own user of deploy/nats/nats.conf. Given NATS_URL, the server is
+        # yours: give its users' passwords as NATS_<USER>_PASSWORD (NATS_ADMIN_PASSWORD makes the streams).
+        nats_url = _env("NATS_URL")
+        nats_passwords = {k: v for k, v in os.environ.items() if NATS_USER_PASSWORDS.fullmatch(k) and v}
+        if not nats_url:
+            # Our own, never a nats-server already on 4222 (one without our users would let anyone on the
+            # machine publish our events). Its passwords are made up for this run.
+            port_file = RUN_DIR / "nats.port"
+            port = int(port_file.read_text()) if port_file.exists() else 0
+            nats = NatsServer(RUN_DIR / "nats" / "js", port=port).start()
+            port_file.write_text(str(nats.port))
+            started.append(nats)
+            nats_url = nats.url
+            nats_passwords = nats.password_env()
+            print(
+                f"nats: embedded, {nats_url} (JetStream store in .run/nats, users of deploy/nats/nats.conf)"
+            )
+        if nats_passwords.get("NATS_ADMIN_PASSWORD"):
+            provision_streams(nats_url, nats_passwords["NATS_ADMIN_PASSWORD"])
+
+        org_id = asyncio.run(_seed_demo_org(app_url, owner_email, owner_password)) or _existing_org(
+            migrations_url, owner_email
+        )
+
+        env = {
+            **{k: _env(k, v) for k, v in DEV_SECRETS.items()},
+            "APP_ENV": _env("APP_ENV", "dev"),
+            "DATABASE_URL": app_url,
+            "NATS_URL": nats_url,
+            **nats_passwords,  # service_proc and gateway_proc give each process its own
+            "REDIS_URL": _env("REDIS_URL"),
+            "DEFAULT_ORG_ID": _env("DEFAULT_ORG_ID", org_id),
+            "ADMIN_BASIC_USERNAME": _env("ADMIN_BASIC_USERNAME", "admin"),
+            "ADMIN_BASIC_PASSWORD": _env("ADMIN_BASIC_PASSWORD", DEFAULT_BASIC_PASSWORD),
+            "OWNER_BASIC_USERNAME": _env("OWNER_BASIC_USERNAME", "owner"),
+            "OWNER_BASIC_PASSWORD": _env("OWNER_BASIC_PASSWORD", DEFAULT_BASIC_PASSWORD),
+        }
+        if not _env("EMAIL_MODE"):
+            # No mail provider configured: catch every email in .run/mail/ (one .eml each), so magic links,
+            # confirmations and reminders can be read without an inbox.
+            mail = SmtpSink(save_dir=RUN_DIR / "mail").start()
+            env.update({"EMAIL_MODE": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail.port)})
+        # No Stripe account given: the local Stripe (localstripe behind our Checkout front) stands in, and
+        # delivers its signed webhooks to this gateway, so an invoice can be paid end to end offline.
+        if not _env("STRIPE_SECRET_KEY"):
+            local_stripe = LocalStripe(RUN_DIR / "logs").start()
+            env.update(
+                {
+                    "STRIPE_SECRET_KEY": "sk_test_local_dev",
+                    "STRIPE_WEBHOOK_SECRET": "whsec_local_dev_" + secrets.token_hex(16),
+                    "STRIPE_API_BASE": local_stripe.api_base,
+                }
+            )
+        else:
+            env.update(
+                {k: _env(k) for k in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE")}
+            )
+        # Every process learns every service's address (notify asks iam and booking; jobs asks them all).
         env.update(
             {
-                "STRIPE_SECRET_KEY": "sk_test_local_dev",
-                "STRIPE_WEBHOOK_SECRET": "whsec_local_dev_" + secrets.token_hex(16),
-                "STRIPE_API_BASE": local_stripe.api_base,
+                f"{name.upper()}_GRPC_TARGET": f"127.0.0.1:{ports[name.upper() + '_GRPC_PORT']}"
+                for name in SERVICES
             }
         )
-    else:
-        env.update({k: _env(k) for k in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE")})
-    ports = {
-        name: (
-            int(_env(f"{name.upper()}_GRPC_PORT", str(DEFAULT_PORTS[name][0]))),
-            int(_env(f"{name.upper()}_HTTP_PORT", str(DEFAULT_PORTS[name][1]))),
-        )
-        for name in SERVICES
-    }
-    # Every process learns every service's address (notify asks iam and booking; jobs asks them all).
-    env.update({f"{name.upper()}_GRPC_TARGET": f"127.0.0.1:{grpc}" for name, (grpc, _) in ports.items()})
-    env["JOBS_ENABLED"] = _env("JOBS_ENABLED", "false")
-    # Photos on this machine unless another backend is given: files under .run/uploads (kept between
-    # runs, like the database), links signed with a secret made for this .run/ folder.
-    env["ORDER_STORAGE_BACKEND"] = _env("ORDER_STORAGE_BACKEND", "local")
-    env["ORDER_UPLOAD_ROOT"] = _env("ORDER_UPLOAD_ROOT", str(RUN_DIR / "uploads"))
-    env["PHOTO_TOKEN_SECRET"] = _env("PHOTO_TOKEN_SECRET") or _dev_photo_secret()
-    log_dir = RUN_DIR / "logs"
-    keyring = _keyring()
-    services = [
-        service_proc(name, env, log_dir, grpc_port=ports[name][0], http_port=ports[name][1], keyring=keyring)
-        for name in SERVICES
-    ]
-    gateway = gateway_proc(env, log_dir, port=int(_env("GATEWAY_PORT", "8000")), keyring=keyring)
-    processes: list[Proc] = [*services, gateway]
+        env["JOBS_ENABLED"] = _env("JOBS_ENABLED", "false")
+        # Photos on this machine unless another backend is given: files under .run/uploads (kept between
+        # runs, like the database), links signed with a secret made for this .run/ folder.
+        env["ORDER_STORAGE_BACKEND"] = _env("ORDER_STORAGE_BACKEND", "local")
+        env["ORDER_UPLOAD_ROOT"] = _env("ORDER_UPLOAD_ROOT", str(RUN_DIR / "uploads"))
+        env["PHOTO_TOKEN_SECRET"] = _env("PHOTO_TOKEN_SECRET") or _dev_photo_secret()
+        log_dir = RUN_DIR / "logs"
+        keyring = _keyring()
+        services = [
+            service_proc(
+                name,
+                env,
+                log_dir,
+                grpc_port=ports[f"{name.upper()}_GRPC_PORT"],
+                http_port=ports[f"{name.upper()}_HTTP_PORT"],
+                keyring=keyring,
+            )
+            for name in SERVICES
+        ]
+        gateway = gateway_proc(env, log_dir, port=ports["GATEWAY_PORT"], keyring=keyring)
+        processes = [*services, gateway]
 
-    stopping = False
+        stopping = False
 
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        def stop(*_: object) -> None:
+            nonlocal stopping
+            stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    try:
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         for service in services:
             service.start()
         for service in services:
@@ -210,6 +311,7 @@ def main() -> int:
         gateway.start().wait_ready()
         if local_stripe is not None:
             local_stripe.configure_webhook(f"{gateway.url}/v1/webhooks/stripe", env["STRIPE_WEBHOOK_SECRET"])
+        dev_env = _write_dev_env(env, migrations_url)
         print(
             f"""
 CleanWithSnapshot suite is running (logs in .run/logs/).
@@ -222,7 +324,8 @@ CleanWithSnapshot suite is running (logs in .run/logs/).
   photos:   {"ORDER_STORAGE_BACKEND=" + env["ORDER_STORAGE_BACKEND"] + (" under " + env["ORDER_UPLOAD_ROOT"] if env["ORDER_STORAGE_BACKEND"] == "local" else "")}
   stripe:   {"local: " + local_stripe.api_base + " (webhooks to the gateway; docs/billing.md walks a payment)" if local_stripe else "STRIPE_SECRET_KEY given: Stripe itself"}
   jobs:     scheduler {"on" if env["JOBS_ENABLED"].lower() == "true" else "off (JOBS_ENABLED=true turns it on)"}
-  keys:     this run's internal call keys in .run/keys/<process>.env (a job by hand signs as jobs)
+  shell 2:  python -m services.jobs.run ... and python -m services.iam.manage ... in another shell
+            read this run's settings (.run/dev.env) and call keys (.run/keys/<process>.env)
 Press Ctrl-C to stop.""",
             flush=True,
         )
@@ -234,7 +337,9 @@ Press Ctrl-C to stop.""",
             time.sleep(0.5)
         return 0
     finally:
-        print("stopping...", flush=True)
+        if processes or started or mail is not None or local_stripe is not None:
+            print("stopping...", flush=True)
+        _remove_dev_env(dev_env)
         for proc in reversed(processes):
             proc.stop()
         for server in reversed(started):

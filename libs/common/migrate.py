@@ -21,8 +21,9 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg import sql
+from pydantic import ValidationError
 
-from libs.common.settings import CommonSettings, libpq_url
+from libs.common.settings import CommonSettings, explain, libpq_url, use_dev_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,7 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run every service's migrations")
     parser.add_argument("--service", action="append", help="only this service (repeatable)")
     args = parser.parse_args(argv)
-    settings = CommonSettings()
+    use_dev_env()  # beside make dev, its database (APP_ENV unset or dev only)
+    try:
+        settings = CommonSettings()
+    except ValidationError as error:
+        raise SystemExit(f"error: refusing to migrate: {explain(error)}") from None
     done = migrate(
         migrations_url(settings),
         settings.database_app_role,

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import sys
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from libs.common.internal_keys import CallSigner, load_private_key, load_trusted_keys
@@ -39,6 +42,53 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 CsvList = Annotated[list[str], NoDecode]
+
+# Written by `make dev` (tools/dev.py) while it runs, owner-only: the settings its processes share, and
+# .run/keys/<process>.env each process's own. In the checkout only (.run/ is git-ignored).
+DEV_RUN_DIR = Path(__file__).resolve().parents[2] / ".run"
+DEV_ENV_FILE = DEV_RUN_DIR / "dev.env"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines as tools/dev.py writes them (no quoting; blank and # lines skipped)."""
+    pairs = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.lstrip().startswith("#"):
+            pairs[key.strip()] = value
+    return pairs
+
+
+def use_dev_env(process: str = "", run_dir: Path = DEV_RUN_DIR) -> bool:
+    """For a command run in a second shell beside `make dev` (python -m services.jobs.run, python -m
+    services.iam.manage): fill the settings the environment lacks from .run/dev.env and, for
+    `process`, .run/keys/<process>.env. Only when APP_ENV is unset or dev, so a production process
+    never reads a dev file; whatever the environment sets wins. Says so on stderr; True if it did."""
+    shared = run_dir / DEV_ENV_FILE.name
+    app_env = os.environ.get("APP_ENV", "").strip().lower()
+    if app_env not in {"", "dev", "development"} or not shared.is_file():
+        return False
+    files = [shared]
+    own = run_dir / "keys" / f"{process}.env"
+    if process and own.is_file():
+        files.append(own)
+    for path in reversed(files):  # the process's own file before the shared one
+        for key, value in read_env_file(path).items():
+            os.environ.setdefault(key, value)
+    names = " and ".join(str(path.relative_to(run_dir.parent)) for path in files)
+    print(f"using {names} from make dev (the environment's own settings win)", file=sys.stderr)
+    return True
+
+
+def explain(error: ValidationError) -> str:
+    """A settings error as one line an operator can act on: each refused setting as "NAME: why"
+    (the values are never repeated: they may be secrets)."""
+    problems = []
+    for item in error.errors():
+        setting = "_".join(str(part) for part in item["loc"]).upper()
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(message if message.startswith(setting) else f"{setting}: {message}")
+    return "; ".join(problems)
 
 
 def split_csv(value: Any) -> list[str]:
@@ -249,6 +299,18 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+
+def where(url: str) -> str:
+    """user@host:port/database of a Postgres URL for a message: never its password."""
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(libpq_url(url))
+    except Error:
+        return "a URL that is not a Postgres URL"
+    return f"{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
 def libpq_url(url: str) -> str:

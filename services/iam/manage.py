@@ -6,7 +6,10 @@ org can turn off: a sole owner who lost the authenticator, or whose secret no ke
 
 The owner password is read from --owner-password or, better, the OWNER_PASSWORD environment
 variable, so it stays out of shell history. Runs with the service's own DATABASE_URL (and, for
-reencrypt-secrets, its AUTH_SECRET_KEY and AUTH_SECRET_KEY_PREVIOUS)."""
+reencrypt-secrets, its AUTH_SECRET_KEY and AUTH_SECRET_KEY_PREVIOUS); beside `make dev`, with APP_ENV
+unset or dev, what the environment lacks comes from .run/dev.env (libs/common/settings.py).
+Mistakes are one line on stderr, no traceback: exit 2 for input or settings refused, 1 when the
+database cannot be used."""
 
 from __future__ import annotations
 
@@ -18,10 +21,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+
 from libs.common import context as request_context
 from libs.common.context import RequestContext
 from libs.common.db import Database, UnitOfWork, unit_of_work
 from libs.common.errors import ServiceError
+from libs.common.settings import explain, use_dev_env, where
 from services.iam.accounts import CreatedOrg, create_org, operator_reset_password
 from services.iam.mfa import operator_disable_totp
 from services.iam.models import SCHEMA, event_tables
@@ -176,7 +184,23 @@ def main(argv: list[str] | None = None) -> int:
         "disable-totp": _disable_totp,
         "reencrypt-secrets": _reencrypt_secrets,
     }
-    return asyncio.run(run[args.command](args))
+    # The hint only where .run/dev.env would have been read had make dev been running.
+    may_be_dev = os.environ.get("APP_ENV", "").lower() in {"", "dev", "development"}
+    hint = " (beside make dev: run this in its checkout while make dev runs)" if may_be_dev else ""
+    if use_dev_env("iam"):
+        hint = ""
+    try:
+        return asyncio.run(run[args.command](args))
+    except ValidationError as error:
+        print(f"error: refusing to start: {explain(error)}{hint}", file=sys.stderr)
+        return 2
+    except (DBAPIError, psycopg.Error, OSError) as error:
+        url = os.environ.get("DATABASE_URL") or IamSettings.model_fields["database_url"].default
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())  # libpq's spans lines
+        print(
+            f"error: cannot use the database at {where(url)} (DATABASE_URL): {reason}{hint}", file=sys.stderr
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from libs.common.settings import explain
 from services.jobs.registry import Job, ScheduleError, all_jobs, scheduled_jobs
-from services.jobs.settings import JobsSettings, explain
+from services.jobs.settings import JobsSettings
 
 
 class RefusedToStart(Exception):

@@ -8,7 +8,9 @@ With --once: record a heartbeat, run each job now (under its lock, no slot claim
 `job_complete` / `job_skipped` / `job_failed` for each, and exit 0 when every job succeeded or was
 skipped, 1 if any failed. Without --once: run those jobs on their schedules, with heartbeats, until
 SIGTERM or SIGINT. Needs DATABASE_URL, IAM_GRPC_TARGET, BOOKING_GRPC_TARGET, NOTIFY_GRPC_TARGET and
-the jobs process's INTERNAL_SIGNING_KEY (it calls as "jobs"; beside `make dev`, load .run/keys/jobs.env).
+the jobs process's INTERNAL_SIGNING_KEY (it calls as "jobs"). Beside `make dev`, with APP_ENV unset or
+dev, what the environment lacks comes from .run/dev.env and .run/keys/jobs.env (use_dev_env), so seed
+004's line runs as written in a second shell.
 An unknown job name is a usage error (exit 2) listing the known jobs.
 """
 
@@ -25,6 +27,7 @@ import uvloop
 
 from libs.common.db import Database
 from libs.common.logs import configure_logging, get_logger
+from libs.common.settings import use_dev_env
 from services.jobs import heartbeats
 from services.jobs.config import RefusedToStart, load_config
 from services.jobs.execution import FAILED, SKIPPED, JobRunner, RunResult, describe
@@ -117,6 +120,7 @@ async def run_loop(settings: JobsSettings, jobs: list[Job]) -> int:
 def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args = cli.parse_args(argv)
+    use_dev_env("jobs")
     try:
         config = load_config(args.job)
     except RefusedToStart as refused:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import socket
 from typing import ClassVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from libs.common.settings import CommonSettings, CsvList, split_csv
 
@@ -73,13 +73,3 @@ class JobsSettings(CommonSettings):
             name, _, seconds = item.partition("=")
             result[name.strip()] = int(seconds)
         return result
-
-
-def explain(error: ValidationError) -> str:
-    """A settings error as one line an operator can act on: "JOB_LOOP_SECONDS: Input should be ..."."""
-    problems = []
-    for item in error.errors():
-        setting = "_".join(str(part) for part in item["loc"]).upper()
-        message = str(item["msg"]).removeprefix("Value error, ")
-        problems.append(message if message.startswith(setting) else f"{setting}: {message}")
-    return "; ".join(problems)

@@ -16,6 +16,7 @@ from cws.iam.v1 import events_pb2, iam_pb2, iam_pb2_grpc
 from libs.common import context as request_context
 from libs.common.tokens import decode_access
 from services.iam.reencrypt import every_org
+from tools.devstack import free_port
 from tools.iam_seed import iam_database, manage
 from tools.processes import DEV_SECRETS
 from tools.testkit import JWT, as_role, rpc_error, signed, signing_channel, sql
@@ -231,3 +232,37 @@ def test_disable_totp_needs_a_known_email_and_a_reason(stack):
 
     no_reason = manage(stack, "disable-totp", "--email", "someone@example.com")
     assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+
+
+def test_console_mistakes_are_one_line_not_a_traceback(stack):
+    """A reserved domain, a refused setting and a database that cannot be reached: each one sentence on
+    stderr and its exit status (2 input or settings, 1 the database), never a traceback."""
+    reserved = manage(
+        stack,
+        "create-org",
+        "--name",
+        "Acme",
+        "--owner-email",
+        "boss@acme.test",
+        OWNER_PASSWORD="A-long-password-1",
+    )
+    assert reserved.returncode == 2 and "special-use or reserved" in reserved.stderr, reserved.stderr
+
+    refused = manage(stack, "reset-password", "--email", "x@example.com", DATABASE_POOL_SIZE="many")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith("error: refusing to start: DATABASE_POOL_SIZE:"), refused.stderr
+
+    port = free_port()  # nothing listens there
+    unreachable = manage(
+        stack,
+        "reset-password",
+        "--email",
+        "x@example.com",
+        DATABASE_URL=f"postgresql://cws_app@127.0.0.1:{port}/cws",
+    )
+    assert unreachable.returncode == 1, unreachable.stderr
+    assert unreachable.stderr.startswith(f"error: cannot use the database at cws_app@127.0.0.1:{port}/cws"), (
+        unreachable.stderr
+    )
+    for result in (reserved, refused, unreachable):
+        assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr

@@ -19,9 +19,10 @@ import pytest
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
 from pydantic import ValidationError
 
+from libs.common.settings import explain
 from services.jobs.execution import LOCKED_REASON, lock_key
 from services.jobs.registry import JOB_NAMES, ScheduleError, all_jobs, scheduled_jobs
-from services.jobs.settings import JobsSettings, explain
+from services.jobs.settings import JobsSettings
 from services.jobs.tests.conftest import JobsEnv, reset_jobs, status_row
 from tools.devstack import ROOT, free_port
 from tools.testkit import as_role, as_service, owner, rpc_error, signing_channel, sql
