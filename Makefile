@@ -51,7 +51,17 @@ tools/buf/node_modules/.bin/buf: tools/buf/package.json
 	cd tools/buf && npm install --no-audit --no-fund --silent
 	@touch $@
 
+# Deploy files are checked, not just written: promtool (Debian's `prometheus` package; .ci/run installs
+# it when it runs as root) for the alert rules and their unit tests, the Kubernetes schemas for the
+# manifests (kustomization.yaml is kustomize's, not a resource), shellcheck for the scripts, and caddy
+# for the Caddyfile.
+PROMTOOL ?= promtool
+K8S_MANIFESTS := $(filter-out %/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
+SHELL_SCRIPTS := $(wildcard deploy/scripts/*.sh deploy/nats/*.sh deploy/postgres/initdb/*.sh)
+
 lint: bootstrap tools/buf/node_modules/.bin/buf
+	@command -v $(PROMTOOL) >/dev/null 2>&1 || { echo "make lint needs promtool to check deploy/prometheus:" \
+	  "install Debian's prometheus package (apt-get install prometheus) or run PROMTOOL=/path/to/promtool make lint" >&2; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs gateway services tools
@@ -60,6 +70,17 @@ lint: bootstrap tools/buf/node_modules/.bin/buf
 	$(PY) -m tools.proto --check
 	DOCKER_CONFIG=.run/docker $(VENV)/bin/docker-compose -f docker-compose.yml config -q
 	$(VENV)/bin/hadolint deploy/Dockerfile
+	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/alerts_test.yml
+	$(PROMTOOL) check config --syntax-only deploy/prometheus/prometheus.yml
+	$(PY) -m tools.dashboard_queries .run/dashboard-queries.yml
+	$(PROMTOOL) check rules .run/dashboard-queries.yml
+	$(VENV)/bin/kubernetes-validate --strict --quiet $(K8S_MANIFESTS)
+	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
+	@mkdir -p .run/caddy
+	@XDG_DATA_HOME=.run/caddy XDG_CONFIG_HOME=.run/caddy $(VENV)/bin/caddy validate --adapter caddyfile \
+	  --config deploy/caddy/Caddyfile >.run/caddy/validate.log 2>&1 || { cat .run/caddy/validate.log; exit 1; }
+	@echo "deploy/caddy/Caddyfile: valid"
 
 up:
 	docker compose up --build

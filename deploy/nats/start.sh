@@ -4,8 +4,12 @@
 # empty password, that is, a user anyone may log in as. Extra arguments go to nats-server.
 set -eu
 conf="${NATS_CONF:-/etc/nats/nats.conf}"
-for name in $(grep -o '\$NATS_[A-Z_]*_PASSWORD' "$conf" | tr -d '$' | sort -u); do
-  eval "value=\${$name:-}"
+# The pattern is nats.conf's literal `$NATS_..._PASSWORD` references, not an expansion here.
+# shellcheck disable=SC2016
+names=$(grep -o '\$NATS_[A-Z_]*_PASSWORD' "$conf" | tr -d '$' | sort -u)
+for name in $names; do
+  value=""
+  eval "value=\${$name:-}"  # a name grep matched as NATS_[A-Z_]*: nothing else reaches eval
   if [ "${#value}" -lt 32 ]; then
     echo "nats: $name must be set, at least 32 characters (openssl rand -hex 32)" >&2
     exit 1
