@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dumps POSTGRES_DB in pg_dump custom format to BACKUP_DIR/pg_<db>_<UTC timestamp>.dump, writes a
 # sha256sum-compatible .sha256 beside it and prunes this database's dumps older than RETENTION_DAYS.
-# Prints the dump's path on stdout (logs go to stderr), so callers can capture it.
+# Prints the dump's path on stdout (logs go to stderr), so callers can capture it. BACKUP_STAMP (set by
+# backup.sh) replaces the current time in the name, so a dump and its photo archive share it.
 #
 # Run it as a superuser or a role with BYPASSRLS: tables with FORCE ROW LEVEL SECURITY make pg_dump
 # fail for everyone else (it refuses to write a dump that RLS would silently shorten).
@@ -17,7 +18,7 @@ RETENTION_DAYS=${RETENTION_DAYS:-7}
 
 mkdir -p "$BACKUP_DIR" || die "cannot create BACKUP_DIR '$BACKUP_DIR'"
 BACKUP_DIR=$(cd "$BACKUP_DIR" && pwd)
-name="pg_${POSTGRES_DB}_$(date -u +%Y%m%dT%H%M%SZ).dump"
+name="pg_${POSTGRES_DB}_$(backup_stamp).dump"
 dump="$BACKUP_DIR/$name"
 partial="$BACKUP_DIR/.$name.partial"
 [[ ! -e "$dump" ]] || die "$dump already exists; refusing to overwrite it"

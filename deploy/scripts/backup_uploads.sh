@@ -4,7 +4,8 @@
 # archives older than RETENTION_DAYS. Prints the archive's path on stdout (logs go to stderr).
 #
 # Seed 002: "If using ORDER_STORAGE_BACKEND=local, ensure the ORDER_UPLOAD_ROOT directory is included in
-# filesystem backups". Run it beside backup_pg.sh, so a restore has photos and rows of the same moment.
+# filesystem backups". backup.sh runs it right after backup_pg.sh with the same BACKUP_STAMP, so the
+# dump pg_<db>_<stamp>.dump and uploads_<stamp>.tar.gz are one backup set (restore.sh restores both).
 # In-flight uploads (`.incoming/`) and partial writes (`.upload-*.part`) are left out: they belong to
 # no photo row yet. With R2 or Cloudflare Images there is nothing to archive: the object store keeps them.
 set -euo pipefail
@@ -25,7 +26,9 @@ RETENTION_DAYS=${RETENTION_DAYS:-7}
 mkdir -p "$BACKUP_DIR" || die "cannot create BACKUP_DIR '$BACKUP_DIR'"
 BACKUP_DIR=$(cd "$BACKUP_DIR" && pwd)
 root=$(cd "$ORDER_UPLOAD_ROOT" && pwd)
-name="uploads_$(date -u +%Y%m%dT%H%M%SZ).tar.gz"
+stamp=${BACKUP_STAMP:-$(date -u +%Y%m%dT%H%M%SZ)}
+[[ "$stamp" =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || die "BACKUP_STAMP must look like 20260106T020000Z, got '$stamp'"
+name="uploads_$stamp.tar.gz"
 archive="$BACKUP_DIR/$name"
 partial="$BACKUP_DIR/.$name.partial"
 [[ ! -e "$archive" ]] || die "$archive already exists; refusing to overwrite it"

@@ -32,6 +32,11 @@ previous="$root/.before-restore-$stamp"
 mkdir -p "$staging"
 trap 'rm -rf "$staging"' EXIT
 tar --extract --gzip --file="$archive" --directory="$staging" --no-same-owner || die "extraction failed"
+# Run as root (the compose `restore` container), the files would be root's and media (uid 10001)
+# could not add photos beside them: give them the store's own owner.
+if [[ $EUID -eq 0 ]]; then
+  chown -R "$(stat -c %u:%g "$root")" "$staging" || die "cannot give the restored files the owner of $root"
+fi
 shopt -s nullglob
 for entry in "$staging"/*; do
   name=$(basename "$entry")

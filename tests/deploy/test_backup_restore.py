@@ -61,6 +61,7 @@ class Pg:
         self.info = conninfo_to_dict(admin_url)
         self.backup_dir = tmp_path / "backups"
         self.created: list[str] = []
+        self.roles: list[str] = []
         self.path = _pg_bin_path(admin_url)
 
     def new_name(self) -> str:
@@ -68,7 +69,7 @@ class Pg:
         self.created += [name, f"{name}_drill"]
         return name
 
-    def admin(self, statement: sql.Composable) -> None:
+    def admin(self, statement: sql.Composed) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(statement)
 
@@ -111,22 +112,24 @@ class Pg:
             counts = {}
             for table in TABLES:
                 query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table.split(".")))
-                counts[table] = conn.execute(query).fetchone()[0]
+                row = conn.execute(query).fetchone()
+                assert row is not None
+                counts[table] = row[0]
             return counts
 
     def env(self, dbname: str, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "POSTGRES_"))}
         env.update(
             PATH=self.path,
-            POSTGRES_HOST=self.info.get("host") or "127.0.0.1",
+            POSTGRES_HOST=str(self.info.get("host") or "127.0.0.1"),
             POSTGRES_PORT=str(self.info.get("port") or 5432),
-            POSTGRES_USER=self.info.get("user") or "postgres",
+            POSTGRES_USER=str(self.info.get("user") or "postgres"),
             POSTGRES_DB=dbname,
-            POSTGRES_MAINTENANCE_DB=self.info.get("dbname") or "postgres",
+            POSTGRES_MAINTENANCE_DB=str(self.info.get("dbname") or "postgres"),
             BACKUP_DIR=str(self.backup_dir),
         )
         if self.info.get("password"):
-            env["POSTGRES_PASSWORD"] = self.info["password"]
+            env["POSTGRES_PASSWORD"] = str(self.info["password"])
         env.update(extra)
         return env
 
@@ -145,9 +148,27 @@ class Pg:
         assert result.returncode == 0, result.stderr
         return Path(result.stdout.strip().splitlines()[-1])
 
+    def databases_like(self, prefix: str) -> list[str]:
+        """This test's databases whose name starts with prefix (restores and swaps add suffixes)."""
+        with psycopg.connect(self.admin_url) as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY 1", (prefix,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def new_role(self) -> str:
+        name = f"cws_bkp_role_{uuid.uuid4().hex[:10]}"
+        self.admin(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+        self.roles.append(name)
+        return name
+
     def drop_all(self) -> None:
-        for name in self.created:
+        # Only names this test made: its random ones and what the scripts derived from them.
+        names = {found for name in self.created for found in self.databases_like(name)}
+        for name in sorted(names):
             self.admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        for role in self.roles:
+            self.admin(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture
@@ -245,9 +266,15 @@ def test_restore_into_fresh_database_keeps_rows_and_row_level_security(pg: Pg) -
         ).fetchone()
     assert flags == (True, True)
 
+    # Again into the same (now filled) database: restored beside it and swapped in, the first kept.
+    with psycopg.connect(pg.db_url(target), autocommit=True) as conn:
+        conn.execute("INSERT INTO iam.orgs VALUES (gen_random_uuid(), 'after the restore')")
     again = pg.run("restore_pg.sh", str(dump), target, dbname=source)
-    assert again.returncode != 0
-    assert "already has" in again.stderr
+    assert again.returncode == 0, again.stderr
+    assert f"swapped: '{target}' now holds what was restored into '{target}_restore_" in again.stderr
+    assert pg.counts(target)["iam.orgs"] == 1
+    (kept,) = pg.databases_like(f"{target}_before_restore_")
+    assert pg.counts(kept)["iam.orgs"] == 2
 
 
 def test_restore_refuses_create_database_dump_unless_allowed(pg: Pg, tmp_path: Path) -> None:

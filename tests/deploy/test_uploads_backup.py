@@ -103,3 +103,23 @@ def test_restore_refuses_paths_outside_the_store(tmp_path: Path) -> None:
     result = run("restore_uploads.sh", str(evil), ORDER_UPLOAD_ROOT=str(tmp_path / "uploads"))
     assert result.returncode != 0 and "'..' paths" in result.stderr
     assert not (tmp_path / "escaped").exists()
+
+
+def test_restored_photos_belong_to_the_owner_of_the_store(tmp_path: Path) -> None:
+    """Run as root (compose's backup container), the restore gives the files the store's owner, so
+    media (uid 10001) can keep adding photos in the restored folders."""
+    root = store(tmp_path)
+    archive = run(
+        "backup_uploads.sh", ORDER_UPLOAD_ROOT=str(root), BACKUP_DIR=str(tmp_path / "b")
+    ).stdout.strip()
+    target = tmp_path / "restored"
+    target.mkdir()
+    if os.geteuid() == 0:
+        os.chown(target, 10001, 10001)
+    owner = (target.stat().st_uid, target.stat().st_gid)
+
+    result = run("restore_uploads.sh", archive, ORDER_UPLOAD_ROOT=str(target))
+
+    assert result.returncode == 0, result.stderr
+    restored = [target / "orders", *(target / "orders").rglob("*")]
+    assert restored and {(p.stat().st_uid, p.stat().st_gid) for p in restored} == {owner}
