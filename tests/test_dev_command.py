@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import stat
@@ -22,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from libs.common.settings import DEV_ENV_FILE, use_dev_env
-from tools.dev import DEFAULT_OWNER_EMAIL, DEFAULT_OWNER_PASSWORD, SERVICES
+from libs.common.settings import DEV_ENV_FILE, read_env_file, use_dev_env
+from tools.dev import DEFAULT_OWNER_EMAIL, DEFAULT_OWNER_PASSWORD, SERVICES, _write_dev_env
 from tools.devstack import ROOT, free_port
 from tools.processes import wait_until
 
@@ -294,6 +295,13 @@ def _seed_004_jobs_steps(base: str, env: dict[str, str]) -> None:
     assert "using .run/dev.env and .run/keys/jobs.env from make dev" in once.stderr, once.stderr
     assert "job_complete" in once.stdout + once.stderr
 
+    # The rest of seed 004's checks from that shell: its curl lines need $API_BASE and the Basic Auth
+    # pairs, which .run/dev.env holds; smoke.sh runs them (Health, Smoke tests, Jobs) and says GO.
+    smoke = _second_shell("set -a; . .run/dev.env; set +a; deploy/scripts/smoke.sh")
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    assert smoke.stdout.strip().splitlines()[-1] == "GO", smoke.stdout
+    assert "SKIP" not in smoke.stdout, smoke.stdout  # every check ran: dev has every pair it needs
+
     # Heartbeat: the scheduler started by make dev (JOBS_ENABLED=true) keeps /readyz's jobs check green.
     wait_until(
         lambda: httpx.get(f"{base}/readyz", timeout=10).json()["jobs"].get("ok"),
@@ -397,3 +405,27 @@ def test_make_dev_start_up_mistakes_are_one_sentence():
     nobody = free_port()
     said = _dev_refuses(DATABASE_URL=f"postgresql://cws_app@127.0.0.1:{nobody}/cws")
     assert said.startswith(f"make dev: cannot use Postgres at cws_app@127.0.0.1:{nobody}/cws:"), said
+
+
+def test_dev_env_reads_the_same_in_python_and_in_a_shell(tmp_path):
+    """.run/dev.env is read by use_dev_env and sourced by a shell (`set -a; . .run/dev.env`): a value
+    with spaces, quotes, `$` or JSON must come out the same both ways."""
+    values = {
+        "PLAIN": "postgresql://cws_app@127.0.0.1:5432/cws",
+        "TRICKY": 'pass word $HOME "q" it\'s',
+        "JSON": '["https://a.example", "https://b.example"]',
+    }
+    path = tmp_path / "dev.env"
+    _write_dev_env({**values, "UNSET": ""}, "postgresql://cws_owner@127.0.0.1/cws", path)  # empty: left out
+    assert read_env_file(path) == {
+        **values,
+        "MIGRATIONS_DATABASE_URL": "postgresql://cws_owner@127.0.0.1/cws",
+    }
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    script = f"set -a; . {shlex.quote(str(path))}; set +a; " + "; ".join(
+        f'printf "%s\\0" "${k}"' for k in values
+    )
+    shell = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert shell.stdout.split("\0")[:-1] == list(values.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -137,18 +138,22 @@ def _check_ports_free(ports: dict[str, int]) -> None:
         )
 
 
-def _write_dev_env(env: dict[str, str], migrations_url: str) -> str:
+def _write_dev_env(env: dict[str, str], migrations_url: str, path: Path = DEV_ENV_FILE) -> str:
     """.run/dev.env, owner-only: what every process of this run shares (no process's own key or NATS
     password: those are in .run/keys/<process>.env), for a command in a second shell
     (libs/common/settings.py use_dev_env reads it there when APP_ENV is unset or dev)."""
     shared = {k: v for k, v in env.items() if v and not NATS_USER_PASSWORDS.fullmatch(k)}
     text = (
         f"# Written by make dev (pid {os.getpid()}) for commands in a second shell, removed when it stops.\n"
-        + "".join(f"{k}={v}\n" for k, v in {**shared, "MIGRATIONS_DATABASE_URL": migrations_url}.items())
+        # Shell-quoted where needed, so a shell can source it too (set -a; . .run/dev.env).
+        + "".join(
+            f"{k}={shlex.quote(v)}\n"
+            for k, v in {**shared, "MIGRATIONS_DATABASE_URL": migrations_url}.items()
+        )
     )
-    DEV_ENV_FILE.touch(mode=0o600, exist_ok=True)
-    DEV_ENV_FILE.chmod(0o600)
-    DEV_ENV_FILE.write_text(text)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
     return text
 
 
@@ -246,6 +251,9 @@ def _run() -> int:
             "ADMIN_BASIC_PASSWORD": _env("ADMIN_BASIC_PASSWORD", DEFAULT_BASIC_PASSWORD),
             "OWNER_BASIC_USERNAME": _env("OWNER_BASIC_USERNAME", "owner"),
             "OWNER_BASIC_PASSWORD": _env("OWNER_BASIC_PASSWORD", DEFAULT_BASIC_PASSWORD),
+            # Seed 004 reads the photo queue as a dispatcher.
+            "DISPATCHER_BASIC_USERNAME": _env("DISPATCHER_BASIC_USERNAME", "dispatcher"),
+            "DISPATCHER_BASIC_PASSWORD": _env("DISPATCHER_BASIC_PASSWORD", DEFAULT_BASIC_PASSWORD),
         }
         if not _env("EMAIL_MODE"):
             # No mail provider configured: catch every email in .run/mail/ (one .eml each), so magic links,
@@ -311,7 +319,8 @@ def _run() -> int:
         gateway.start().wait_ready()
         if local_stripe is not None:
             local_stripe.configure_webhook(f"{gateway.url}/v1/webhooks/stripe", env["STRIPE_WEBHOOK_SECRET"])
-        dev_env = _write_dev_env(env, migrations_url)
+        # API_BASE too: `set -a; . .run/dev.env; set +a` gives seed 004's curl lines what they name.
+        dev_env = _write_dev_env({**env, "API_BASE": gateway.url}, migrations_url)
         print(
             f"""
 CleanWithSnapshot suite is running (logs in .run/logs/).
@@ -324,8 +333,10 @@ CleanWithSnapshot suite is running (logs in .run/logs/).
   photos:   {"ORDER_STORAGE_BACKEND=" + env["ORDER_STORAGE_BACKEND"] + (" under " + env["ORDER_UPLOAD_ROOT"] if env["ORDER_STORAGE_BACKEND"] == "local" else "")}
   stripe:   {"local: " + local_stripe.api_base + " (webhooks to the gateway; docs/billing.md walks a payment)" if local_stripe else "STRIPE_SECRET_KEY given: Stripe itself"}
   jobs:     scheduler {"on" if env["JOBS_ENABLED"].lower() == "true" else "off (JOBS_ENABLED=true turns it on)"}
-  shell 2:  python -m services.jobs.run ... and python -m services.iam.manage ... in another shell
-            read this run's settings (.run/dev.env) and call keys (.run/keys/<process>.env)
+  shell 2:  python -m services.jobs.run ..., python -m services.iam.manage ... and make migrate in another
+            shell read this run's settings (.run/dev.env) and call keys (.run/keys/<process>.env);
+            `set -a; . .run/dev.env; set +a` sets $API_BASE and the Basic Auth pairs for seed 004's curl
+            lines, and deploy/scripts/smoke.sh then runs its GO/NO-GO checks
 Press Ctrl-C to stop.""",
             flush=True,
         )

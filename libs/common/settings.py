@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shlex
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -50,12 +51,14 @@ DEV_ENV_FILE = DEV_RUN_DIR / "dev.env"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines as tools/dev.py writes them (no quoting; blank and # lines skipped)."""
+    """KEY=value lines as tools/dev.py writes them: a value in single quotes is shell-quoted (so that
+    `set -a; . .run/dev.env` reads the same values), anything else is taken as it is (the call keys'
+    JSON); blank and # lines are skipped."""
     pairs = {}
     for line in path.read_text().splitlines():
         key, sep, value = line.partition("=")
         if sep and key.strip() and not key.lstrip().startswith("#"):
-            pairs[key.strip()] = value
+            pairs[key.strip()] = "".join(shlex.split(value)) if value.startswith("'") else value
     return pairs
 
 
