@@ -62,14 +62,18 @@ def read_env_file(path: Path) -> dict[str, str]:
     return pairs
 
 
+def may_read_dev_env() -> bool:
+    """True where a command may fill its settings from `make dev`'s files: APP_ENV unset or dev."""
+    return os.environ.get("APP_ENV", "").strip().lower() in {"", "dev", "development"}
+
+
 def use_dev_env(process: str = "", run_dir: Path = DEV_RUN_DIR) -> bool:
     """For a command run in a second shell beside `make dev` (python -m services.jobs.run, python -m
     services.iam.manage): fill the settings the environment lacks from .run/dev.env and, for
     `process`, .run/keys/<process>.env. Only when APP_ENV is unset or dev, so a production process
     never reads a dev file; whatever the environment sets wins. Says so on stderr; True if it did."""
     shared = run_dir / DEV_ENV_FILE.name
-    app_env = os.environ.get("APP_ENV", "").strip().lower()
-    if app_env not in {"", "dev", "development"} or not shared.is_file():
+    if not may_read_dev_env() or not shared.is_file():
         return False
     files = [shared]
     own = run_dir / "keys" / f"{process}.env"

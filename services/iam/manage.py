@@ -29,7 +29,7 @@ from libs.common import context as request_context
 from libs.common.context import RequestContext
 from libs.common.db import Database, UnitOfWork, unit_of_work
 from libs.common.errors import ServiceError
-from libs.common.settings import explain, use_dev_env, where
+from libs.common.settings import explain, may_read_dev_env, use_dev_env, where
 from services.iam.accounts import CreatedOrg, create_org, operator_reset_password
 from services.iam.mfa import operator_disable_totp
 from services.iam.models import SCHEMA, event_tables
@@ -185,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "reencrypt-secrets": _reencrypt_secrets,
     }
     # The hint only where .run/dev.env would have been read had make dev been running.
-    may_be_dev = os.environ.get("APP_ENV", "").lower() in {"", "dev", "development"}
-    hint = " (beside make dev: run this in its checkout while make dev runs)" if may_be_dev else ""
+    hint = " (beside make dev: run this in its checkout while make dev runs)" if may_read_dev_env() else ""
     if use_dev_env("iam"):
         hint = ""
     try:
