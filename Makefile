@@ -76,6 +76,7 @@ lint: bootstrap tools/buf/node_modules/.bin/buf
 	$(PY) -m tools.dashboard_queries .run/dashboard-queries.yml
 	$(PROMTOOL) check rules .run/dashboard-queries.yml
 	$(VENV)/bin/kubernetes-validate --strict --quiet $(K8S_MANIFESTS)
+	$(PY) -m tools.connection_budget
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 	@mkdir -p .run/caddy
 	@XDG_DATA_HOME=.run/caddy XDG_CONFIG_HOME=.run/caddy $(VENV)/bin/caddy validate --adapter caddyfile \

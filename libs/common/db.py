@@ -63,6 +63,9 @@ ORG_SETTING = "app.current_org_id"
 # The RLS predicate every tenant table uses. A setting that was used once in a session reads back
 # as '' rather than NULL, hence NULLIF.
 ORG_PREDICATE = "org_id = NULLIF(current_setting('app.current_org_id', true), '')::uuid"
+# Transaction-local (is_local true): a pooled connection never carries one unit's org into the next.
+# One statement object for every unit of work (not parsed again per call).
+_SET_ORG = text("SELECT set_config(:name, :org, true)")
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,9 @@ async def wake_on_notify(
     delay = 0.1
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(libpq_url(db.url), autocommit=True) as conn:
+            async with await psycopg.AsyncConnection.connect(
+                libpq_url(db.url), autocommit=True, application_name=f"cws-{db.schema}-listen"
+            ) as conn:
                 await conn.execute(f'LISTEN "{channel}"')
                 delay = 0.1
                 wake.set()
@@ -195,7 +200,9 @@ class Database:
         *,
         schema: str,
         tables: OutboxTables,
-        pool_size: int = 10,
+        pool_size: int = 7,
+        max_overflow: int = 0,
+        pool_timeout: float = 5,
         statement_timeout_ms: int = 5000,
         audit_admin_writes: bool = False,
     ) -> None:
@@ -208,10 +215,19 @@ class Database:
             pool_size=pool_size,
             # A steady pool: overflow connections are opened and closed per burst, which costs more
             # than they save; size DATABASE_POOL_SIZE to the concurrency a process serves instead.
-            max_overflow=max(pool_size // 4, 2),
-            pool_pre_ping=True,
-            pool_timeout=5,
-            connect_args={"options": f"-c statement_timeout={statement_timeout_ms}", "connect_timeout": 5},
+            # Pool plus overflow is this process's share of the connection budget.
+            max_overflow=max_overflow,
+            # No ping per checkout (a round trip per unit of work): a connection that died meanwhile (a
+            # database restart, a failover) fails its first statement instead, which invalidates the
+            # whole pool, and unit_of_work retries that first statement once on a fresh connection.
+            pool_pre_ping=False,
+            pool_timeout=pool_timeout,
+            connect_args={
+                "options": f"-c statement_timeout={statement_timeout_ms}",
+                "connect_timeout": 5,
+                # Who holds which connection, in pg_stat_activity (docs/operations.md).
+                "application_name": f"cws-{schema}",
+            },
         )
         # With audit_admin_writes, every unit of work in which an admin changed rows raises
         # cws.<schema>.audit.recorded in the same transaction; iam turns it into admin_audit_logs.
@@ -262,9 +278,7 @@ class UnitOfWork:
     async def set_org(self, org_id: uuid.UUID) -> None:
         """Switch the org for the rest of this transaction (sign-up, login after an email lookup)."""
         self.org_id = org_id
-        await self.session.execute(
-            text("SELECT set_config(:name, :org, true)"), {"name": ORG_SETTING, "org": str(org_id)}
-        )
+        await self.session.execute(_SET_ORG, {"name": ORG_SETTING, "org": str(org_id)})
 
     def _audit_admin_write(self) -> None:
         ctx = request_context._current.get()
@@ -354,14 +368,32 @@ def _resource_of(request: Message | None) -> tuple[str, str]:
     return "", ""
 
 
+async def _begin_in_org(uow: UnitOfWork, org_id: uuid.UUID) -> None:
+    """The transaction's first statement: its org. The pool does not ping a connection before handing
+    it out, so a connection the server ended meanwhile (a restart) fails here, before anything of the
+    unit was done; that error invalidates the pool (every connection opened before it is replaced on
+    its next checkout), and the statement is tried once more on a fresh connection. A second failure
+    is the database away (a typed 503 at the interceptor)."""
+    try:
+        await uow.set_org(org_id)
+    except sa_exc.DBAPIError as error:
+        if not error.connection_invalidated:  # not a pooled connection that died: no retry
+            raise
+        log.info("stale_connection_replaced", error=f"{type(error).__name__}: {error}"[:200])
+        await uow.session.rollback()  # releases the dead connection; the next statement checks out anew
+        await uow.set_org(org_id)
+
+
 @asynccontextmanager
 async def unit_of_work(db: Database, org_id: uuid.UUID | str | None = None) -> AsyncIterator[UnitOfWork]:
     """Open a transaction in the given org (or none: then tenant tables show no rows)."""
-    async with db.sessions() as session, session.begin():
+    async with db.sessions() as session:
         uow = UnitOfWork(session=session, org_id=None, db=db)
         if org_id:
-            await uow.set_org(uuid.UUID(str(org_id)))
+            await _begin_in_org(uow, uuid.UUID(str(org_id)))
+        # Committed here, rolled back by the session's close on any error (or a cancellation).
         yield uow
         await uow._flush_events()
+        await session.commit()
     for callback in uow.after_commit:
         callback()

@@ -297,6 +297,8 @@ class ServiceApp:
             schema=self.schema,
             tables=self.tables,
             pool_size=self.settings.database_pool_size,
+            max_overflow=self.settings.database_max_overflow,
+            pool_timeout=self.settings.database_pool_timeout_seconds,
             statement_timeout_ms=self.settings.database_statement_timeout_ms,
             audit_admin_writes=self.audit_admin_writes,
         )

@@ -143,7 +143,17 @@ class CommonSettings(BaseSettings):
     database_url: str = "postgresql://cws_app@127.0.0.1:5432/cws"
     migrations_database_url: str = ""
     database_app_role: str = "cws_app"
-    database_pool_size: int = 20
+    # The connection budget (docs/operations.md "Connection budget"): a service process holds at most
+    # DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW pooled connections, plus its LISTEN connections. A
+    # small steady pool suits a process on one or two cores (Postgres runs as many queries at once as
+    # it has cores); raise it with the cores, and the replicas' sum with max_connections. No overflow
+    # by default: an overflow connection is opened and closed again per burst, a Postgres backend
+    # started (a fork, ~2 ms of CPU) for a few requests, which under a steady load costs more than
+    # waiting a moment for a pooled one.
+    database_pool_size: int = Field(default=7, ge=1, le=100)
+    database_max_overflow: int = Field(default=0, ge=0, le=100)
+    # How long a unit of work waits for a pooled connection before it is refused (503, try again).
+    database_pool_timeout_seconds: float = Field(default=5, gt=0, le=60)
     database_statement_timeout_ms: int = 5000
 
     nats_url: str = "nats://127.0.0.1:4222"

@@ -2,9 +2,9 @@
 and the record of what happened. (run.py is the command line; this module is what it runs.)
 
 - Two runners never run the same job at once: a run holds a Postgres session-level advisory lock
-  (pg_try_advisory_lock) on a connection of its own for its whole length. The lock goes when the run
-  ends, or when that connection dies with its runner, so a runner killed mid-job never blocks the
-  next one.
+  (pg_try_advisory_lock) for its whole length, on the process's one lock connection (locks.py). The
+  lock goes when the run ends, or when that connection dies with its runner, so a runner killed
+  mid-job never blocks the next one.
 - Two runners started together run each job once per schedule: the scheduler claims the slot
   (floor(now / interval) * interval, by the database clock) by inserting it into job_runs; only the
   runner whose insert went in runs that slot. A slot whose run failed is retried, by whichever
@@ -42,14 +42,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import grpc
-import psycopg
 from sqlalchemy import text
 
 from libs.common.context import service_context
 from libs.common.db import Database, unit_of_work
 from libs.common.grpc_client import acting_as
 from libs.common.logs import get_logger
-from libs.common.settings import libpq_url
+from services.jobs.locks import AdvisoryLocks
 from services.jobs.peers import Peers
 from services.jobs.registry import Job, JobSkipped
 from services.jobs.settings import JobsSettings
@@ -102,11 +101,15 @@ def code_of(error: BaseException) -> str:
 
 
 class JobRunner:
-    def __init__(self, db: Database, peers: Peers, settings: JobsSettings) -> None:
+    def __init__(
+        self, db: Database, peers: Peers, settings: JobsSettings, locks: AdvisoryLocks | None = None
+    ) -> None:
         self.db = db
         self.peers = peers
         self.settings = settings
         self.runner_id = settings.job_runner_id
+        # One lock connection per process: the runners of a process share it (services/jobs/locks.py).
+        self.locks = locks or AdvisoryLocks(db.url)
 
     async def run_once(self, job: Job) -> RunResult:
         """`--once`: run now, under the lock, without a slot claim."""
@@ -140,22 +143,10 @@ class JobRunner:
     def _lock(self, name: str) -> contextlib.AbstractAsyncContextManager[bool]:
         return self._lock_on(lock_key(name))
 
-    @contextlib.asynccontextmanager
-    async def _lock_on(self, key: str) -> AsyncIterator[bool]:
-        # A connection of its own, outside the pool: closing it is what releases the lock, so a
-        # pooled connection can never carry a forgotten lock into someone else's hands.
-        async with await psycopg.AsyncConnection.connect(
-            libpq_url(self.db.url), autocommit=True, connect_timeout=5
-        ) as conn:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,))
-            row = await cursor.fetchone()
-            held = bool(row and row[0])
-            try:
-                yield held
-            finally:
-                if held and not conn.closed:
-                    with contextlib.suppress(psycopg.Error):
-                        await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+    def _lock_on(self, key: str) -> contextlib.AbstractAsyncContextManager[bool]:
+        # On the process's lock connection, outside the pool: a pooled connection can never carry a
+        # forgotten lock into someone else's hands.
+        return self.locks.hold(key)
 
     @contextlib.asynccontextmanager
     async def _org_share(self, job: Job, org_id: str) -> AsyncIterator[bool]:

@@ -91,6 +91,7 @@ async def run_once(settings: JobsSettings, jobs: list[Job]) -> int:
         )
         return 1 if failed else 0
     finally:
+        await runner.locks.close()
         await peers.close()
         await db.dispose()
 
@@ -100,11 +101,14 @@ async def run_loop(settings: JobsSettings, jobs: list[Job]) -> int:
         settings.database_url,
         schema=SCHEMA,
         tables=event_tables,
-        pool_size=4,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout_seconds,
         statement_timeout_ms=settings.database_statement_timeout_ms,
     )
     peers = open_peers(settings)
-    task = asyncio.create_task(Scheduler(db, JobRunner(db, peers, settings), settings, jobs).run())
+    runner = JobRunner(db, peers, settings)
+    task = asyncio.create_task(Scheduler(db, runner, settings, jobs).run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
@@ -113,6 +117,7 @@ async def run_loop(settings: JobsSettings, jobs: list[Job]) -> int:
             await task
         return 0
     finally:
+        await runner.locks.close()
         await peers.close()
         await db.dispose()
 
