@@ -117,8 +117,12 @@ class BookingServicer(
             requested_by=caller.principal_id,
         )
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            row, replayed = await bookings.create(uow, self.settings, await orgs.profile(uow), data)
-            (result,) = await protos.bookings(uow, [row])
+            profile = await orgs.profile(uow)
+            row, replayed = await bookings.create(uow, self.settings, profile, data)
+            if replayed:  # the earlier booking may have been assigned since
+                (result,) = await protos.bookings(uow, [row])
+            else:  # created in this transaction: no team or workers yet, nothing more to read
+                result = protos.booking(row, profile.time_zone)
         return booking_pb2.CreateBookingResponse(booking=result, replayed=replayed)
 
     async def ListBookings(
@@ -145,7 +149,8 @@ class BookingServicer(
     ) -> booking_pb2.GetBookingResponse:
         client_email, worker_id = self._portal_scope("", "")
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            (result,) = await protos.bookings(uow, [await bookings.get(uow, request.booking_id)])
+            row, worker_ids = await bookings.get_with_worker_ids(uow, request.booking_id)
+            result = protos.booking(row, (await orgs.profile(uow)).time_zone, worker_ids)
         self._check_portal_access(result, client_email, worker_id)
         return booking_pb2.GetBookingResponse(booking=result)
 
