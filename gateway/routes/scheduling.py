@@ -282,6 +282,8 @@ async def schedule_suggestions(
     ends_at: AwareDatetime = Query(...),
     skill_tags: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006
     booking_id: str = Query("", max_length=64, description="Leave this booking's own blocks out"),
+    limit: int = Query(50, ge=1, le=200, description="Teams and workers on this page, together"),
+    offset: int = Query(0, ge=0, le=1_000_000, description="next_offset of the previous page"),
     principal: Principal = Depends(require_roles(*DISPATCH)),
 ) -> dict[str, Any]:
     response = await booking.ScheduleSuggestions(
@@ -290,6 +292,8 @@ async def schedule_suggestions(
             ends_at=convert.timestamp(ends_at, "ends_at"),
             skill_tags=skill_tags,
             booking_id=booking_id,
+            limit=limit,
+            offset=offset,
         ),
     )
     return {
@@ -297,6 +301,8 @@ async def schedule_suggestions(
         "ends_at": ends_at.astimezone(UTC).isoformat(),
         "teams": [team(t) for t in response.teams],
         "workers": [worker(w) for w in response.workers],
+        "total": response.total,
+        "next_offset": response.next_offset or None,
     }
 
 

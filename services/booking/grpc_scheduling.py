@@ -219,12 +219,22 @@ class SchedulingApi:
     ) -> booking_pb2.ScheduleSuggestionsResponse:
         request_context.require_role(*DISPATCH)
         window = self._window(request)
+        limit, offset = page(request.limit, request.offset)
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             found = await scheduling.suggestions(
-                uow, window, skill_tags=list(request.skill_tags), booking_id=request.booking_id
+                uow,
+                window,
+                skill_tags=list(request.skill_tags),
+                booking_id=request.booking_id,
+                limit=limit,
+                offset=offset,
             )
+        following = offset + len(found.teams) + len(found.workers)
         return booking_pb2.ScheduleSuggestionsResponse(
-            teams=[_team(r) for r in found.teams], workers=[_worker(r) for r in found.workers]
+            teams=[_team(r) for r in found.teams],
+            workers=[_worker(r) for r in found.workers],
+            total=found.total,
+            next_offset=following if following < found.total else 0,
         )
 
     async def ScheduleConflicts(

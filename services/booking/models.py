@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -183,13 +184,42 @@ schedule_blocks = Table(
     Column("period", TSTZRANGE, nullable=False),
     Column("reason", Text, nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The period's bounds and length class, stored by Postgres itself (migration 0009): window
+    # queries compare these with plain, leakproof btree operators, which row-level security lets
+    # drive an index, where the range operator `&&` is not leakproof and never can.
+    Column("starts_at", DateTime(timezone=True), Computed("lower(period)", persisted=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), Computed("upper(period)", persisted=True), nullable=False),
+    # Longer than 24 hours (only long blackouts): the other blocks start at most a day before any
+    # window they overlap, which bounds an index range on starts_at.
+    Column(
+        "long_span",
+        Boolean,
+        Computed("(upper(period) - lower(period)) > interval '24 hours'", persisted=True),
+        nullable=False,
+    ),
     CheckConstraint("kind IN ('booking', 'blackout')", name="kind_known"),
     CheckConstraint("(team_id IS NULL) <> (worker_id IS NULL)", name="one_subject"),
     CheckConstraint("(kind = 'booking') = (booking_id IS NOT NULL)", name="booking_blocks_name_booking"),
     CheckConstraint("NOT isempty(period)", name="period_not_empty"),
     Index("ix_schedule_blocks_booking", "booking_id"),
-    # Made by migration 0001 (with the exclusion constraints); declared so models and migrations agree.
-    Index("ix_schedule_blocks_org_period", "org_id", "period", postgresql_using="gist"),
+    # Migration 0009: every window query is an index range on one of these (scheduling.py).
+    Index("ix_schedule_blocks_org_span_starts", "org_id", "long_span", "starts_at"),
+    Index(
+        "ix_schedule_blocks_org_team_starts",
+        "org_id",
+        "team_id",
+        "long_span",
+        "starts_at",
+        postgresql_where=text("team_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_schedule_blocks_org_worker_starts",
+        "org_id",
+        "worker_id",
+        "long_span",
+        "starts_at",
+        postgresql_where=text("worker_id IS NOT NULL"),
+    ),
 )
 
 nps_surveys = Table(

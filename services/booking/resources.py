@@ -160,9 +160,10 @@ async def _refuse_if_assigned(
     upcoming = await uow.session.scalar(
         select(
             exists().where(
+                schedule_blocks.c.org_id == uow.org_id,
                 column == subject_id,
                 schedule_blocks.c.kind == "booking",
-                func.upper(schedule_blocks.c.period) > func.now(),
+                schedule_blocks.c.ends_at > func.now(),
             )
         )
     )
@@ -415,15 +416,18 @@ async def list_blackouts(
 ) -> list[Record]:
     if from_time and to_time and to_time <= from_time:
         raise invalid("to", "must be after from")
-    # Blackouts are the blocks without a booking: the booking_id index finds them (IS NULL).
+    # Blackouts are the blocks without a booking: the booking_id index finds them (IS NULL). The
+    # window compares the stored bounds (leakproof, unlike the range operator `&&`).
     query = select(schedule_blocks).where(
         schedule_blocks.c.booking_id.is_(None),
         schedule_blocks.c.org_id == uow.org_id,
         schedule_blocks.c.kind == "blackout",
     )
-    if from_time or to_time:
-        query = query.where(schedule_blocks.c.period.overlaps(Range(from_time, to_time, bounds="[)")))
-    query = query.order_by(func.lower(schedule_blocks.c.period), schedule_blocks.c.id)
+    if to_time:
+        query = query.where(schedule_blocks.c.starts_at < to_time)
+    if from_time:
+        query = query.where(schedule_blocks.c.ends_at > from_time)
+    query = query.order_by(schedule_blocks.c.starts_at, schedule_blocks.c.id)
     return list((await uow.session.execute(query)).all())
 
 

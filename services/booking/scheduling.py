@@ -17,13 +17,15 @@ from sqlalchemy import (
     CompoundSelect,
     String,
     Table,
-    any_,
+    and_,
     cast,
     delete,
+    false,
     func,
     literal,
     or_,
     select,
+    true,
     union_all,
     update,
 )
@@ -150,55 +152,76 @@ _BLOCK_COLUMNS = (
     schedule_blocks.c.booking_id,
     schedule_blocks.c.team_id,
     schedule_blocks.c.worker_id,
-    schedule_blocks.c.period,
+    schedule_blocks.c.starts_at,
+    schedule_blocks.c.ends_at,
     schedule_blocks.c.reason,
 )
+
+# A block that is not `long_span` lasts at most this long, so it starts less than this before any
+# window it overlaps.
+SHORT_SPAN = timedelta(hours=24)
+
+
+def overlapping(window: Window) -> list[ColumnElement[bool]]:
+    """Blocks overlapping the window, as two alternatives of plain comparisons on the stored
+    columns (one query each, see `_in_window`).
+
+    Under row-level security Postgres only lets a LEAKPROOF operator drive an index, and the range
+    overlap `&&` is not one; timestamptz and boolean comparisons are. Short blocks (24 hours at
+    most: every booking, most blackouts) are an index range on starts_at bounded on both sides;
+    long ones (multi-day blackouts, few) need no lower bound."""
+    overlap = (schedule_blocks.c.starts_at < window.ends_at, schedule_blocks.c.ends_at > window.starts_at)
+    return [
+        and_(
+            schedule_blocks.c.long_span == false(),
+            schedule_blocks.c.starts_at > window.starts_at - SHORT_SPAN,
+            *overlap,
+        ),
+        and_(schedule_blocks.c.long_span == true(), *overlap),
+    ]
+
+
+def _in_window(window: Window, *where: ColumnElement[bool]) -> CompoundSelect[Any]:
+    """The blocks matching `where` that overlap the window: one index range scan per span class."""
+    return union_all(*(select(*_BLOCK_COLUMNS).where(*where, span) for span in overlapping(window)))
 
 
 def _blocks_in_window(
     uow: UnitOfWork, window: Window, ignore_booking: uuid.UUID | None
 ) -> CompoundSelect[Any]:
-    """The org's schedule blocks overlapping the window, minus the booking being planned.
-
-    Under row-level security Postgres only uses an index for a condition whose operator is
-    LEAKPROOF, and the range overlap `&&` is not: the gist index on (org_id, period) is never
-    used for the runtime role, and `period && window` alone scans the whole table. So the blocks
-    are found through leakproof comparisons instead: bookings by (org_id, starts_at), whose blocks
-    share their period (a booking lasts at most a day), then their blocks by booking_id; and
-    blackouts, the blocks without a booking, by the booking_id index (IS NULL). The overlap test
-    stays, as an exact filter on the few rows found."""
-    overlap = schedule_blocks.c.period.overlaps(window.as_range())
-    booked = select(bookings.c.id).where(
-        bookings.c.org_id == uow.org_id,
-        bookings.c.starts_at < window.ends_at,
-        bookings.c.starts_at > window.starts_at - timedelta(minutes=MAX_DURATION_MINUTES),
-        bookings.c.ends_at > window.starts_at,
-    )
+    """The org's schedule blocks overlapping the window, minus the booking being planned: index
+    ranges on (org_id, long_span, starts_at)."""
+    where: list[ColumnElement[bool]] = [schedule_blocks.c.org_id == uow.org_id]
     if ignore_booking is not None:
-        booked = booked.where(bookings.c.id != ignore_booking)
-    # = ANY(ARRAY(subquery)) rather than IN: the planner then probes the booking_id index once per
-    # booking instead of hashing a scan of every block.
-    of_bookings = select(*_BLOCK_COLUMNS).where(
-        schedule_blocks.c.booking_id == any_(func.array(booked.scalar_subquery())), overlap
-    )
-    blackouts = select(*_BLOCK_COLUMNS).where(
-        schedule_blocks.c.booking_id.is_(None), schedule_blocks.c.org_id == uow.org_id, overlap
-    )
-    return union_all(of_bookings, blackouts)
+        where.append(
+            or_(schedule_blocks.c.booking_id.is_(None), schedule_blocks.c.booking_id != ignore_booking)
+        )
+    return _in_window(window, *where)
 
 
 @dataclass(frozen=True)
 class Suggestions:
     teams: list[Record]
     workers: list[Record]
+    # Free teams and workers in all, over every page.
+    total: int = 0
 
 
 async def suggestions(
-    uow: UnitOfWork, window: Window, *, skill_tags: list[str], booking_id: str = ""
+    uow: UnitOfWork,
+    window: Window,
+    *,
+    skill_tags: list[str],
+    booking_id: str = "",
+    limit: int | None = None,
+    offset: int = 0,
 ) -> Suggestions:
     """Active teams free for the whole window, and active workers free themselves whose team (if
     any) is free too, whose role text contains every skill tag. One set-based query, whatever the
-    number of workers or bookings."""
+    number of workers or bookings.
+
+    One page of them: teams first, then workers, each by name (then id), `limit` rows (teams and
+    workers together, all of them when None) from `offset`, with the number of them all."""
     tags = _clean_tags(skill_tags)
     ignore = await _must_own(uow, bookings, booking_id, "booking_id") if booking_id else None
     busy = _blocks_in_window(uow, window, ignore).cte("busy")
@@ -235,12 +258,25 @@ async def suggestions(
     # Ids come back as text: with a thousand free workers, skipping the UUID round trip (to
     # uuid.UUID and back to str for the proto) is a third of the time spent in Python.
     free = union_all(free_teams, free_workers).subquery("free")
-    rows = (
-        await uow.session.execute(select(free).order_by(free.c.kind, func.lower(free.c.name), free.c.id))
-    ).all()
+    query = (
+        select(free, func.count().over().label("total"))
+        .order_by(free.c.kind, func.lower(free.c.name), free.c.id)
+        .offset(offset)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    rows = (await uow.session.execute(query)).all()
+    if rows:
+        total = int(rows[0].total)
+    elif offset:
+        # Past the end: the window count of an empty page is not there, count them instead.
+        total = int(await uow.session.scalar(select(func.count()).select_from(free)) or 0)
+    else:
+        total = 0
     return Suggestions(
         teams=[row for row in rows if row.kind == "team"],
         workers=[row for row in rows if row.kind == "worker"],
+        total=total,
     )
 
 
@@ -291,22 +327,19 @@ async def conflicts(
         subjects.append(schedule_blocks.c.worker_id.in_(own_workers))
 
     if subjects:
-        # One team's or worker's blocks: the exclusion constraints' indexes find them by id.
-        of_subjects = select(*_BLOCK_COLUMNS).where(
-            or_(*subjects), schedule_blocks.c.period.overlaps(window.as_range())
-        )
+        # One team's or worker's blocks: index ranges on (org_id, team_id | worker_id, long_span,
+        # starts_at), one per subject (a BitmapOr).
+        where: list[ColumnElement[bool]] = [schedule_blocks.c.org_id == uow.org_id, or_(*subjects)]
         if ignore is not None:
-            of_subjects = of_subjects.where(
-                or_(schedule_blocks.c.booking_id.is_(None), schedule_blocks.c.booking_id != ignore)
-            )
-        blocks = of_subjects.subquery("blocks")
+            where.append(or_(schedule_blocks.c.booking_id.is_(None), schedule_blocks.c.booking_id != ignore))
+        blocks = _in_window(window, *where).subquery("blocks")
     else:
         blocks = _blocks_in_window(uow, window, ignore).subquery("blocks")
     query = (
         select(blocks, bookings.c.status)
         .select_from(blocks.outerjoin(bookings, bookings.c.id == blocks.c.booking_id))
         # Team blocks before worker blocks at the same start, then by id: a stable order.
-        .order_by(func.lower(blocks.c.period), blocks.c.worker_id.is_not(None), blocks.c.id)
+        .order_by(blocks.c.starts_at, blocks.c.worker_id.is_not(None), blocks.c.id)
         .limit(MAX_CONFLICTS)
     )
     rows = (await uow.session.execute(query)).all()
@@ -314,8 +347,8 @@ async def conflicts(
         ScheduleConflict(
             kind=_kind(row),
             reference_id=row.booking_id if row.kind == "booking" else row.id,
-            starts_at=row.period.lower,
-            ends_at=row.period.upper,
+            starts_at=row.starts_at,
+            ends_at=row.ends_at,
             team_id=row.team_id,
             worker_id=row.worker_id,
             note=f"assigned to a {row.status} booking"

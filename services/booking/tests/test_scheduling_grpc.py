@@ -139,7 +139,17 @@ async def test_suggestions_over_thousands_of_blocks_match_the_rule(stub, make_or
         ends_at=to_ts(base + timedelta(hours=23)),
         skill_tags=["DEEP"],
     )
-    found = await stub.ScheduleSuggestions(request, metadata=metadata)
+    found = booking_pb2.ScheduleSuggestionsResponse()
+    pages = 0
+    while True:  # every page, 50 at a time (the default)
+        page = await stub.ScheduleSuggestions(request, metadata=metadata)
+        found.teams.extend(page.teams)
+        found.workers.extend(page.workers)
+        pages += 1
+        if not page.next_offset:
+            break
+        request.offset = page.next_offset
+    assert page.total == len(found.teams) + len(found.workers) and pages > 1
 
     def free(subject: uuid.UUID | None) -> bool:
         return subject is None or not busy_hours[subject] & window_hours

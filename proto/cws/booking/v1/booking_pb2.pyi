@@ -1331,7 +1331,12 @@ class ScheduleSuggestionsRequest(_message.Message):
     ENDS_AT_FIELD_NUMBER: _builtins.int
     SKILL_TAGS_FIELD_NUMBER: _builtins.int
     BOOKING_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
+    limit: _builtins.int
+    """One page of the free teams and workers together (teams first): 0 means 50, at most 200."""
+    offset: _builtins.int
     @_builtins.property
     def starts_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1345,10 +1350,12 @@ class ScheduleSuggestionsRequest(_message.Message):
         ends_at: _timestamp_pb2.Timestamp | None = ...,
         skill_tags: _abc.Iterable[_builtins.str] | None = ...,
         booking_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ends_at", b"ends_at", "starts_at", b"starts_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "ends_at", b"ends_at", "skill_tags", b"skill_tags", "starts_at", b"starts_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "ends_at", b"ends_at", "limit", b"limit", "offset", b"offset", "skill_tags", b"skill_tags", "starts_at", b"starts_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1360,6 +1367,12 @@ class ScheduleSuggestionsResponse(_message.Message):
 
     TEAMS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    NEXT_OFFSET_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """Free teams and workers over all pages."""
+    next_offset: _builtins.int
+    """The offset of the next page; 0 when this page is the last."""
     @_builtins.property
     def teams(self) -> _containers.RepeatedCompositeFieldContainer[Global___Team]: ...
     @_builtins.property
@@ -1369,10 +1382,12 @@ class ScheduleSuggestionsResponse(_message.Message):
         *,
         teams: _abc.Iterable[Global___Team] | None = ...,
         workers: _abc.Iterable[Global___Worker] | None = ...,
+        total: _builtins.int = ...,
+        next_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["teams", b"teams", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_offset", b"next_offset", "teams", b"teams", "total", b"total", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
