@@ -2,7 +2,8 @@
 
 `outbox_events` is the delivery outbox of seed 002: one row per email, webhook or export send,
 unique per (org_id, dedupe_key). The delivery loop claims due rows across orgs through one narrow
-SECURITY DEFINER function (`notify.claim_outbox`) and records each outcome in the row's own org."""
+SECURITY DEFINER function (`notify.claim_outbox_rows`, which returns what sending needs) and records
+each outcome in the row's own org."""
 
 from __future__ import annotations
 

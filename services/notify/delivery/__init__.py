@@ -2,8 +2,9 @@
 
 - loop.py: the loop and the claims. Woken by LISTEN on outbox.DUE_CHANNEL (every enqueue and
   replay notifies on commit), so delivery starts at once; a poll every OUTBOX_POLL_SECONDS picks up
-  retries whose backoff has run out. Rows are claimed across orgs by `notify.claim_outbox` (FOR
-  UPDATE SKIP LOCKED, a lease, attempts + 1), so several workers never send the same row; a worker
+  retries whose backoff has run out. Rows are claimed across orgs, with what sending them needs, by
+  `notify.claim_outbox_rows` (one statement: FOR UPDATE SKIP LOCKED, a lease, attempts + 1), so
+  several workers never send the same row; a worker
   that dies mid-send leaves its rows claimed until the lease runs out, then another worker takes
   them. Claimed rows are sent by OUTBOX_CONCURRENCY lanes; an SMTP lane keeps one connection.
 - routing.py: which adapter sends a row (by kind and EMAIL_MODE / EXPORT_MODE), each adapter behind

@@ -1,34 +1,38 @@
-"""The delivery loop and its claims: wake on enqueue (or poll), claim due rows across orgs, load them
-in their orgs, and send them in OUTBOX_CONCURRENCY lanes, each row routed (routing.py) and its outcome
-recorded (outcomes.py) before the lane takes the next."""
+"""The delivery loop and its claims: wake on enqueue (or poll), claim due rows across orgs with what
+sending them needs (one statement), and send them in OUTBOX_CONCURRENCY lanes, each row routed
+(routing.py) and its outcome committed (outcomes.py) before the lane takes the next."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import Counter, Gauge
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from libs.common import tracing
-from libs.common.db import Database, unit_of_work, wake_on_notify
+from libs.common.db import Database, wake_on_notify
 from libs.common.logs import get_logger
 from services.notify.adapters.base import Outbound
 from services.notify.delivery.outcomes import Job, Outcomes
 from services.notify.delivery.routing import Lane, Router
-from services.notify.models import outbox_events
 from services.notify.outbox import DUE_CHANNEL
 from services.notify.settings import NotifySettings
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
+
+# Due rows of every org, oldest first, leased to this worker (FOR UPDATE SKIP LOCKED: replicas share
+# the work), with the columns a send needs.
+CLAIM = text(
+    "SELECT id, org_id, kind, attempts, target, payload, trace_context, request_id"
+    " FROM notify.claim_outbox_rows(:batch, :lease)"
+)
 
 log = get_logger(__name__)
 
@@ -118,61 +122,39 @@ class Delivery:
     # --- one round ----------------------------------------------------------------------------
 
     async def _round(self, batch: int) -> DeliveryCounts:
-        async with self.db.sessions() as session, session.begin():
-            claimed = (
-                await session.execute(
-                    text("SELECT id, org_id, kind, attempts FROM notify.claim_outbox(:batch, :lease)"),
-                    {"batch": batch, "lease": self.settings.outbox_lease_seconds},
-                )
-            ).all()
-        counts = DeliveryCounts(claimed=len(claimed))
-        if not claimed:
+        jobs = await self._claim(batch)
+        counts = DeliveryCounts(claimed=len(jobs))
+        if not jobs:
             return counts
         queue: asyncio.Queue[Job] = asyncio.Queue()
-        for job in await self._load(claimed):
+        for job in jobs:
             queue.put_nowait(job)
         lanes = min(self.settings.outbox_concurrency, queue.qsize())
         await asyncio.gather(*(self._lane(queue, counts) for _ in range(max(lanes, 0))))
         return counts
 
-    async def _load(self, claimed: Sequence[Any]) -> list[Job]:
-        """The claimed rows' payloads, read in each row's org (the claim returns only ids)."""
-        attempts = {row.id: row.attempts for row in claimed}
-        by_org: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
-        for row in claimed:
-            by_org[row.org_id].append(row.id)
-        jobs: list[Job] = []
-        for org_id, ids in by_org.items():
-            async with unit_of_work(self.db, org_id) as uow:
-                rows = (
-                    await uow.session.execute(
-                        select(
-                            outbox_events.c.id,
-                            outbox_events.c.org_id,
-                            outbox_events.c.kind,
-                            outbox_events.c.target,
-                            outbox_events.c.payload,
-                            outbox_events.c.trace_context,
-                            outbox_events.c.request_id,
-                        ).where(outbox_events.c.id.in_(ids))
-                    )
-                ).all()
-            jobs.extend(
-                Job(
-                    Outbound(
-                        r.id,
-                        r.org_id,
-                        r.kind,
-                        r.target,
-                        dict(r.payload or {}),
-                        trace_context=r.trace_context,
-                        request_id=r.request_id,
-                    ),
-                    attempts[r.id],
-                )
-                for r in rows
+    async def _claim(self, batch: int) -> list[Job]:
+        """Claim up to `batch` due rows of every org and read what sending them needs, in one
+        statement (notify.claim_outbox_rows, migration 0006): one transaction per round."""
+        async with self.db.sessions() as session, session.begin():
+            claimed = (
+                await session.execute(CLAIM, {"batch": batch, "lease": self.settings.outbox_lease_seconds})
+            ).all()
+        return [
+            Job(
+                Outbound(
+                    r.id,
+                    r.org_id,
+                    r.kind,
+                    r.target,
+                    dict(r.payload or {}),
+                    trace_context=r.trace_context,
+                    request_id=r.request_id,
+                ),
+                r.attempts,
             )
-        return jobs
+            for r in claimed
+        ]
 
     @contextmanager
     def _traced(self, job: Job) -> Iterator[Span | None]:

@@ -21,7 +21,7 @@ from libs.common.db import Database, unit_of_work
 from libs.common.logs import get_logger
 from services.notify.adapters.base import DeliveryFailure, Outbound, PermanentFailure
 from services.notify.delivery.routing import Attempt, Deferred, Failed, Sent, Skipped
-from services.notify.models import EXPORT_DEAD_LETTER, email_events, export_events
+from services.notify.models import EXPORT_DEAD_LETTER, export_events
 from services.notify.settings import NotifySettings
 
 log = get_logger(__name__)
@@ -107,7 +107,7 @@ class Outcome:
     email_status: str = ""  # adds an email_events row (emails only)
 
     def as_record(self) -> dict[str, Any]:
-        return {
+        record = {
             "id": str(self.job.row.id),
             "attempts": self.job.attempts,
             "status": self.status,
@@ -118,37 +118,74 @@ class Outcome:
             "dead_reason": self.dead_reason,
             "payload": self.payload,
         }
+        if self.email_status and self.job.row.kind == "email":
+            event = email_event(self.job.row, self.email_status, self.error)
+            record.update(
+                email_id=str(event["id"]),
+                email_type=event["email_type"],
+                recipient=event["recipient"],
+                subject=event["subject"],
+                email_status=event["status"],
+                booking_id=str(event["booking_id"]) if event["booking_id"] else None,
+            )
+        return record
 
 
 # One statement writes every outcome of a flush, each row only if it is still ours: claimed by this
 # claim (status sending, same attempts). A row whose lease ran out and that another worker claimed, or
-# that an operator replayed, is theirs now.
+# that an operator replayed, is theirs now. The email_events rows of the rows it wrote go in with it
+# (one round trip instead of two); a superseded row gets none.
 WRITE_OUTCOMES = text(
     """
-    UPDATE notify.outbox_events AS o
-       SET status = v.status,
-           attempts = o.attempts + v.attempts_delta,
-           last_error = CASE WHEN v.keep_error THEN o.last_error ELSE v.last_error END,
-           next_attempt_at = CASE WHEN v.delay IS NULL THEN o.next_attempt_at
-                                  ELSE now() + make_interval(secs => v.delay) END,
-           dead_reason = v.dead_reason,
-           sent_at = CASE WHEN v.status = 'sent' THEN now() ELSE o.sent_at END,
-           payload = COALESCE(v.payload, o.payload),
-           updated_at = now()
-      FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS v(
+    WITH v AS (
+      SELECT * FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS v(
              id uuid, attempts integer, status text, last_error text, keep_error boolean,
-             delay double precision, attempts_delta integer, dead_reason text, payload jsonb)
-     WHERE o.id = v.id AND o.attempts = v.attempts AND o.status = 'sending'
-    RETURNING o.id
+             delay double precision, attempts_delta integer, dead_reason text, payload jsonb,
+             email_id uuid, email_type text, recipient text, subject text, email_status text,
+             booking_id uuid)
+    ), written AS (
+      UPDATE notify.outbox_events AS o
+         SET status = v.status,
+             attempts = o.attempts + v.attempts_delta,
+             last_error = CASE WHEN v.keep_error THEN o.last_error ELSE v.last_error END,
+             next_attempt_at = CASE WHEN v.delay IS NULL THEN o.next_attempt_at
+                                    ELSE now() + make_interval(secs => v.delay) END,
+             dead_reason = v.dead_reason,
+             sent_at = CASE WHEN v.status = 'sent' THEN now() ELSE o.sent_at END,
+             payload = COALESCE(v.payload, o.payload),
+             updated_at = now()
+        FROM v
+       WHERE o.id = v.id AND o.attempts = v.attempts AND o.status = 'sending'
+      RETURNING o.id, o.org_id
+    ), emails AS (
+      INSERT INTO notify.email_events
+             (id, org_id, outbox_id, email_type, recipient, subject, status, error, booking_id)
+      SELECT v.email_id, w.org_id, v.id, v.email_type, v.recipient, v.subject, v.email_status,
+             v.last_error, v.booking_id
+        FROM written AS w JOIN v ON v.id = w.id
+       WHERE v.email_status IS NOT NULL
+    )
+    SELECT id FROM written
     """
 )
 
 
 class OutcomeWriter:
     """Group commit of outcomes: a lane hands over its row's outcome and waits until it is committed
-    before it sends the next message, so after a crash at most one message per lane is sent again.
-    Outcomes that arrive while a commit is running go together in the next one, one transaction per
-    org: the cost of a transaction is shared by every lane instead of paid per message."""
+    before it sends the next message. Outcomes that arrive while a commit is running go together in
+    the next one, one transaction (four round trips: BEGIN, the org, WRITE_OUTCOMES, COMMIT) per org:
+    the cost of a transaction is shared by every lane instead of paid per message.
+
+    Why batching across lanes keeps the crash bound (at most one duplicate per lane): a message can
+    go out again after a crash only if it was handed to the provider and its outcome was not yet
+    committed (its row stays `sending` and is claimed again when the lease runs out). A lane has at
+    most one such message at any moment: it waits on `write` for its outcome's commit before it
+    takes the next row, and a lane whose commit failed stops sending (loop.py). A flush therefore
+    holds at most one outcome per lane, and whatever is uncommitted when the process dies (the flush
+    in progress, the outcomes waiting for the next one, a send in progress) is at most one message
+    per lane. Rows claimed but not yet sent are sent once, after the lease. What batching may not do
+    is let a lane go on before its commit (acknowledging on hand-over, or committing later in the
+    background): then every message sent meanwhile would be a possible duplicate."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -192,13 +229,6 @@ class OutcomeWriter:
                 if outcome.job.row.id not in written:
                     log.warning("outbox_outcome_superseded", outbox_id=str(outcome.job.row.id))
             kept = [o for o in outcomes if o.job.row.id in written]
-            emails = [
-                email_event(o.job.row, o.email_status, o.error)
-                for o in kept
-                if o.email_status and o.job.row.kind == "email"
-            ]
-            if emails:
-                await uow.session.execute(insert(email_events), emails)
             exports = [export_event(o) for o in kept if o.status == "dead" and o.job.row.kind == "export"]
             if exports:
                 await uow.session.execute(insert(export_events), exports)

@@ -490,3 +490,74 @@ async def test_deliver_due_catches_up_rows_the_loop_was_not_woken_for(fleet, not
     assert statuses == {"email": "skipped", "export": "dead"}
     again = await notify.DeliverDue(notify_pb2.DeliverDueRequest(max_rows=5), metadata=as_service(org_id))
     assert again.claimed == 0
+
+
+# --- the outcome writer, in this process against the session database -----------------------------
+
+
+async def test_an_outcome_is_written_with_its_email_event_only_while_the_claim_is_still_ours(stack):
+    """WRITE_OUTCOMES updates a row only if it is still this claim's (status sending, same attempts),
+    and adds its email_events row in the same statement: a row another worker claimed since (its
+    lease ran out) keeps its state and gets no email event from the stale claim."""
+    from libs.common.db import Database
+    from services.notify.adapters.base import Outbound
+    from services.notify.delivery.outcomes import Job, Outcome, OutcomeWriter
+    from services.notify.models import SCHEMA, event_tables
+
+    org_id, booking_id = uuid.uuid4(), uuid.uuid4()
+    ours, theirs = uuid.uuid4(), uuid.uuid4()
+    payloads = {
+        ours: {
+            **email_payload("ours@example.com"),
+            "email_type": "booking_confirmation",
+            "booking_id": str(booking_id),
+        },
+        theirs: email_payload("theirs@example.com"),
+    }
+    for row_id, payload in payloads.items():
+        # Claimed twice already (attempts 2), leased for an hour: no notify process touches them.
+        await sql(
+            stack.admin_url,
+            "INSERT INTO notify.outbox_events (id, org_id, kind, dedupe_key, payload, target, status, attempts,"
+            " next_attempt_at) VALUES (%s, %s, 'email', %s, %s, %s, 'sending', 2, now() + interval '1 hour')",
+            (row_id, org_id, f"writer:{row_id}", json.dumps(payload), payload["to"]),
+        )
+    db = Database(stack.app_url, schema=SCHEMA, tables=event_tables, pool_size=2)
+    try:
+        writer = OutcomeWriter(db)
+
+        def job(row_id: uuid.UUID, attempts: int) -> Job:
+            payload = payloads[row_id]
+            return Job(Outbound(row_id, org_id, "email", payload["to"], payload), attempts)
+
+        await writer.write(Outcome(job(ours, 2), "sent", email_status="sent"))
+        await writer.write(Outcome(job(theirs, 1), "sent", email_status="sent"))  # a stale claim
+    finally:
+        await db.engine.dispose()
+    rows = dict(
+        (r[0], r[1:])
+        for r in await sql(
+            stack.admin_url,
+            "SELECT id, status, attempts, sent_at IS NOT NULL FROM notify.outbox_events WHERE id = ANY(%s)",
+            ([ours, theirs],),
+        )
+    )
+    assert rows == {ours: ("sent", 2, True), theirs: ("sending", 2, False)}
+    events = await sql(
+        stack.admin_url,
+        "SELECT outbox_id, org_id, email_type, recipient, subject, status, error, booking_id"
+        " FROM notify.email_events WHERE outbox_id = ANY(%s)",
+        ([ours, theirs],),
+    )
+    assert events == [
+        (
+            ours,
+            org_id,
+            "booking_confirmation",
+            "ours@example.com",
+            payloads[ours]["subject"],
+            "sent",
+            None,
+            booking_id,
+        )
+    ]
