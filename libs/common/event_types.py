@@ -95,6 +95,11 @@ class Consumer(Generic[M]):
     handler: Callable[[UnitOfWork, M, EventMeta], Awaitable[None]]
     doc: str = ""
     max_deliver: int = 5
+    # Up to this many events in one transaction (each with its inbox row), acked after the commit;
+    # 1 is one transaction per event. Opt-in: a failure rolls the whole batch back and replays it one
+    # event at a time (libs/common/events.py), so only for handlers whose effects outside the
+    # database (calls to other services) may run twice.
+    batch: int = 1
 
 
 @dataclass(frozen=True)

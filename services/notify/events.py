@@ -67,6 +67,13 @@ BILLING_INVOICE_PAYMENT_FAILED = Event(
 )
 
 
+# Events per transaction (libs/common/events.py DurableConsumer) for the consumers whose handlers
+# only write notify's own tables (and may ask IAM for an org's profile, a read): a failure in a
+# batch replays it one event at a time. Not for those that mint a token or claim a temporary
+# password at IAM: a batch rolled back for another event's sake would spend that once-only claim.
+EVENT_BATCH = 50
+
+
 def consumers(settings: NotifySettings, peers: Peers) -> list[Consumer[Any]]:
     handlers = Handlers(settings, peers)
     return [
@@ -75,12 +82,14 @@ def consumers(settings: NotifySettings, peers: Peers) -> list[Consumer[Any]]:
             IAM_ORG_CREATED,
             orgs.on_org_created,
             doc="the org's name and time zone (notify.org_profiles)",
+            batch=EVENT_BATCH,
         ),
         Consumer(
             "notify-booking-confirmed",
             BOOKING_CONFIRMED,
             handlers.booking_confirmed,
             doc="a confirmation email in the outbox (dedupe email:booking_confirmed:booking:<id>)",
+            batch=EVENT_BATCH,
         ),
         Consumer(
             "notify-client-login",
@@ -111,11 +120,13 @@ def consumers(settings: NotifySettings, peers: Peers) -> list[Consumer[Any]]:
             BOOKING_LEAD_CREATED,
             handlers.lead_created,
             doc="with EXPORT_MODE=webhook/sheets, the lead export (dedupe export:lead_created:lead:<id>)",
+            batch=EVENT_BATCH,
         ),
         Consumer(
             "notify-invoice-payment-failed",
             BILLING_INVOICE_PAYMENT_FAILED,
             handlers.invoice_payment_failed,
             doc="a dunning email per invoice with a portal link (dedupe invoice:<id>:dunning:payment_failed)",
+            batch=EVENT_BATCH,
         ),
     ]

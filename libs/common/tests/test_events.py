@@ -83,9 +83,10 @@ class EventEnv:
         max_deliver: int = 5,
         ack_wait_seconds: float = 30,
         bus: EventBus | None = None,
+        batch: int = 1,
     ) -> Consumer[StringValue]:
         """Run a durable consumer of `tail` for the rest of the test; its declaration is returned."""
-        spec = Consumer(name, self.event(tail), handler, max_deliver=max_deliver)
+        spec = Consumer(name, self.event(tail), handler, max_deliver=max_deliver, batch=batch)
         consumer = DurableConsumer(
             spec, db=self.db, bus=bus or self.bus, service=self.service, ack_wait_seconds=ack_wait_seconds
         )
@@ -103,10 +104,12 @@ class EventEnv:
             for value in values:
                 uow.add_event(self.event(tail), StringValue(value=value))
 
-    async def publish(self, tail: str, event_id: str, org: uuid.UUID, value: str, msg_id: str = "") -> None:
+    async def publish(
+        self, tail: str, event_id: str, org: uuid.UUID | None, value: str, msg_id: str = ""
+    ) -> None:
         """Straight to JetStream, as a relay would, bypassing the outbox (to control the headers)."""
         subject = self.subject(tail)
-        headers = event_headers(event_id, subject, self.service, datetime.now(UTC), str(org), "req-c")
+        headers = event_headers(event_id, subject, self.service, datetime.now(UTC), str(org or ""), "req-c")
         if msg_id:
             headers["Nats-Msg-Id"] = msg_id
         await self.bus.js.publish(subject, StringValue(value=value).SerializeToString(), headers=headers)
@@ -383,6 +386,32 @@ async def test_events_of_one_unit_of_work_are_published_in_the_order_raised(env:
     assert [StringValue.FromString(m.data).value for m in await env.stream_messages()] == [*raised, "later"]
 
 
+async def test_a_backlog_is_published_in_order_a_batch_at_a_time_and_a_lost_mark_is_deduplicated(
+    env: EventEnv,
+) -> None:
+    """Batches are sent pipelined (all rows, then all acknowledgements): still in (created_at, id)
+    order, and a batch whose marks were lost (the relay died after JetStream acknowledged it) is
+    published again without a second copy in the stream."""
+    org = uuid.uuid4()
+    relay = OutboxRelay(env.db, env.bus, env.service, batch_size=100)
+    raised = [f"e{n:03d}" for n in range(250)]
+    await env.commit(org, "backlog.event", *raised[:120])
+    await env.commit(org, "backlog.event", *raised[120:])
+    assert [await relay.publish_batch() for _ in range(4)] == [100, 100, 50, 0]
+    messages = await env.stream_messages()
+    assert [StringValue.FromString(m.data).value for m in messages] == raised
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [r[0] for r in await env.outbox()]
+
+    # The middle batch's marks never committed: those rows go out again, and JetStream drops them.
+    await env.admin(
+        "UPDATE {s}.event_outbox SET published_at = NULL WHERE id IN "
+        "(SELECT id FROM {s}.event_outbox ORDER BY created_at, id OFFSET 100 LIMIT 100)"
+    )
+    assert await relay.publish_batch() == 100
+    assert await env.unpublished() == 0
+    assert await env.stream_count() == 250, "every re-publish was a duplicate"
+
+
 async def test_rows_jetstream_refuses_stay_in_the_outbox_with_the_error(env: EventEnv) -> None:
     org = uuid.uuid4()
     relay = OutboxRelay(env.db, env.bus, env.service)
@@ -499,6 +528,55 @@ async def test_an_event_delivered_twice_is_handled_once(env: EventEnv) -> None:
         "the handler's effect committed once, in the event's org"
     )
     assert await env.dead_letters() == 0
+
+
+async def test_a_batching_consumer_commits_many_events_at_once_and_sets_a_poison_one_apart(
+    env: EventEnv,
+) -> None:
+    """With `batch`, fetched events share a transaction, each in its own org with its inbox row. One
+    event that always fails rolls its batch back; the others are then handled one by one, once each,
+    and only the failing one is retried and parked."""
+    orgs = [uuid.uuid4(), uuid.uuid4()]
+    calls: list[str] = []
+
+    async def handler(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
+        calls.append(message.value)
+        if message.value == "poison":
+            raise RuntimeError("cannot handle poison")
+        seen = await uow.session.scalar(text("SELECT current_setting('app.current_org_id', true)"))
+        tx = await uow.session.scalar(text("SELECT txid_current()"))
+        assert (seen or "") == (meta.org_id or ""), "each event of a batch in its own org"
+        uow.add_event(env.event("effects.recorded"), StringValue(value=f"{message.value} {tx}"), uow.org_id)
+
+    # Published before the consumer exists, so its first fetch gets them all.
+    values = [f"v{n:02d}" for n in range(30)]
+    ids = [str(uuid.uuid4()) for _ in values]
+    for n, (value, event_id) in enumerate(zip(values, ids, strict=True)):
+        await env.publish("stock.moved", event_id, orgs[n % 2] if n != 7 else None, value)
+    # The same event again under another message id: handled once, though in the same batch.
+    await env.publish("stock.moved", ids[3], orgs[1], "v03", msg_id=f"{ids[3]}-again")
+    poison_id = str(uuid.uuid4())
+    await env.publish("stock.moved", poison_id, orgs[0], "poison")
+    for n in range(30, 40):
+        values.append(f"v{n:02d}")
+        await env.publish("stock.moved", str(uuid.uuid4()), orgs[n % 2], values[-1])
+    env.consume("stock-projector", "stock.moved", handler, max_deliver=2, batch=20)
+
+    await eventually(env.dead_letters, timeout=20, message="the poison event to be parked")
+    await eventually(lambda: env.consumer_done("stock-projector", 42), message="every event acknowledged")
+    effects = [
+        StringValue.FromString(r[2]).value.split() for r in await env.outbox() if r[1].endswith("recorded")
+    ]
+    assert sorted(value for value, _ in effects) == sorted(values), "every good event once, none lost"
+    by_tx: dict[str, int] = {}
+    for _, tx in effects:
+        by_tx[tx] = by_tx.get(tx, 0) + 1
+    assert max(by_tx.values()) == 20, "the first batch of 20 committed as one transaction"
+    assert calls.count("poison") in (2, 3), "(in its batch,) alone, then alone again on redelivery"
+    inbox = await env.admin("SELECT event_id FROM {s}.event_inbox")
+    assert len(inbox) == 40 and poison_id not in {r[0] for r in inbox}
+    [(parked, deliveries)] = await env.admin("SELECT event_id, deliveries FROM {s}.event_dead_letters")
+    assert (parked, deliveries) == (poison_id, 2)
 
 
 async def test_failing_event_is_parked_after_max_deliver_and_can_be_replayed(env: EventEnv) -> None:
