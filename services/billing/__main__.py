@@ -5,6 +5,9 @@ and the durable consumers (events.py) that turn completed bookings into draft in
 
 from __future__ import annotations
 
+import libs.common.lean_start  # noqa: F401  (first: see its docstring)
+
+# isort: split
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import libs.common.lean_start  # noqa: F401  (first: see its docstring)
+
+# isort: split
 from pathlib import Path
 
 import grpc

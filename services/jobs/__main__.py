@@ -5,6 +5,9 @@ line that runs jobs once or on their own loop, without the API, is run.py."""
 
 from __future__ import annotations
 
+import libs.common.lean_start  # noqa: F401  (first: see its docstring)
+
+# isort: split
 import asyncio
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from services.jobs import events
 from services.jobs.config import RefusedToStart, load_config
 from services.jobs.execution import JobRunner
 from services.jobs.grpc_api import JobsServicer
+from services.jobs.locks import AdvisoryLocks
 from services.jobs.metrics import JobMetrics, install
 from services.jobs.models import SCHEMA, event_tables
 from services.jobs.peers import Peers, open_peers
@@ -31,13 +35,16 @@ def build() -> ServiceApp:
     metrics: JobMetrics = install()
 
     opened: list[Peers] = []
+    # One lock connection for the process: the API's runs for an org and the scheduler's share it.
+    shared_locks: list[AdvisoryLocks] = []
 
     def register(server: grpc.aio.Server, app: ServiceApp) -> None:
         # One set of channels, opened inside the running loop, for the servicer (an org's retention
         # cleanup run on request) and the scheduler alike.
         peers = open_peers(settings)
         opened.append(peers)
-        runner = JobRunner(app.db, peers, settings)
+        shared_locks.append(AdvisoryLocks(app.db.url))
+        runner = JobRunner(app.db, peers, settings, shared_locks[0])
         jobs_pb2_grpc.add_JobsServiceServicer_to_server(
             JobsServicer(app.db, config.registered, runner), server
         )
@@ -48,13 +55,15 @@ def build() -> ServiceApp:
     async def scheduler(app: ServiceApp) -> None:
         """With JOBS_ENABLED the scheduler; either way, the peers are closed when the process stops,
         after the scheduler's running jobs had their grace (the server drained its calls before)."""
-        [peers] = opened
+        [peers], [locks] = opened, shared_locks
         try:
             if settings.jobs_enabled:
-                await Scheduler(app.db, JobRunner(app.db, peers, settings), settings, config.scheduled).run()
+                runner = JobRunner(app.db, peers, settings, locks)
+                await Scheduler(app.db, runner, settings, config.scheduled).run()
             else:
                 await asyncio.Event().wait()  # until the process stops
         finally:
+            await locks.close()
             await peers.close()
 
     return ServiceApp(

@@ -5,6 +5,9 @@ The storage backend (ORDER_STORAGE_BACKEND) is built once inside the running loo
 
 from __future__ import annotations
 
+import libs.common.lean_start  # noqa: F401  (first: see its docstring)
+
+# isort: split
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -5,6 +5,9 @@ retries) and the durable consumers (events.py) that turn domain events into emai
 
 from __future__ import annotations
 
+import libs.common.lean_start  # noqa: F401  (first: see its docstring)
+
+# isort: split
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
