@@ -17,13 +17,15 @@ What it leaves out is exactly what the suite's architecture adds: the gateway's 
 context, protobuf on both sides, and the domain's input validation (the create's insert has the
 shape services/booking/bookings.py produces, without the checks that precede it).
 
-Statement by statement, as services/booking does them at 80290a6 (grpc_api.py GetBooking and
+Statement by statement, as services/booking does them after issue 15 (grpc_api.py GetBooking and
 CreateBooking; keep the two in step when the suite's SQL changes):
-  read:   set_config · SELECT booking · org profile (per-process cache for 60 s, else SELECT it) ·
-          SELECT its worker blocks
-  create: set_config · org profile (cached) · SELECT active pricing (validation) · SELECT active
-          pricing (estimate) · INSERT booking ON CONFLICT DO NOTHING RETURNING id · SELECT booking ·
-          org profile (cached) · SELECT worker blocks · INSERT event outbox · pg_notify
+  read:   set_config · SELECT booking with its workers (bookings.get_with_worker_ids: an array_agg
+          subquery over schedule_blocks) · org profile (per-process cache for 60 s, else SELECT it)
+  create: set_config · org profile (cached) · SELECT the org's entitlement FOR SHARE (paused?) ·
+          SELECT active pricing · INSERT booking ON CONFLICT DO NOTHING RETURNING the row · INSERT event
+          outbox · pg_notify · INSERT the admin audit row
+The monolith audits an admin's write as the suite does, in its own transaction: where the suite raises
+an event that IAM turns into iam.admin_audit_logs, the baseline inserts that row itself.
 And as services/billing does the queue (grpc_invoices.py InvoiceQueue: invoices.py list_page with
 oldest_due_first, then payments.py summaries over invoice_money; the statements as SQLAlchemy renders
 them there, with its bound parameters):
@@ -50,6 +52,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jwt
+import orjson
 import uvicorn
 from cws.booking.v1 import events_pb2
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -60,6 +63,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import ORG_SETTING, Database, service_metadata
+from libs.common.settings import CommonSettings
 from libs.common.tokens import AccessClaims, decode_access
 
 STAFF = ("OWNER", "ADMIN", "DISPATCHER", "FINANCE", "VIEWER")
@@ -81,17 +85,24 @@ PRICING_ACTIVE = text(
     "FROM booking.pricing_configs WHERE active"
 )
 PRICING_USED = text("UPDATE booking.pricing_configs SET used = true WHERE id = :id")
-BOOKING = text(f"SELECT {BOOKING_COLUMNS} FROM booking.bookings WHERE id = :id")
-WORKERS = text(
-    "SELECT booking_id, worker_id FROM booking.schedule_blocks "
-    "WHERE booking_id IN :ids AND worker_id IS NOT NULL"
-).bindparams(bindparam("ids", expanding=True))
+BOOKING_WITH_WORKERS = text(
+    f"SELECT {BOOKING_COLUMNS}, (SELECT array_agg(booking.schedule_blocks.worker_id) "
+    "FROM booking.schedule_blocks WHERE booking.schedule_blocks.booking_id = booking.bookings.id "
+    "AND booking.schedule_blocks.worker_id IS NOT NULL) AS assigned_worker_ids "
+    "FROM booking.bookings WHERE booking.bookings.id = :id"
+)
+ENTITLEMENT = text("SELECT paused FROM booking.org_entitlements WHERE org_id = :org FOR SHARE")
+INSERT_AUDIT = text(
+    "INSERT INTO iam.admin_audit_logs (id, org_id, actor, role, auth_method, action, resource_type, "
+    "resource_id, after, request_id) VALUES (:id, :org_id, :actor, :role, 'password', :action, "
+    "'booking', :resource_id, CAST(:after AS jsonb), '')"
+)
 INSERT_BOOKING = text(
     "INSERT INTO booking.bookings (id, org_id, lead_id, starts_at, ends_at, client_name, client_email, "
     "client_phone, address, postal_code, cleaning_type, beds, baths, total_before_tax_cents, currency, "
     "deposit_required, notes, idempotency_key) VALUES (:id, :org_id, NULL, :starts_at, :ends_at, "
     ":client_name, :client_email, :client_phone, :address, :postal_code, :cleaning_type, :beds, :baths, "
-    ":total, :currency, :deposit_required, :notes, NULL) ON CONFLICT DO NOTHING RETURNING id"
+    f":total, :currency, :deposit_required, :notes, NULL) ON CONFLICT DO NOTHING RETURNING {BOOKING_COLUMNS}"
 )
 INSERT_OUTBOX = text(
     "INSERT INTO booking.event_outbox (id, subject, payload, org_id, request_id, created_at, published_at) "
@@ -302,11 +313,6 @@ class ProfileCache:
         return row
 
 
-async def worker_ids(session: AsyncSession, booking_id: uuid.UUID) -> list[str]:
-    rows = (await session.execute(WORKERS, {"ids": [booking_id]})).all()
-    return [str(worker) for _, worker in rows]
-
-
 def price_cents(rules: dict[str, Any], min_total: int, beds: int, baths: float, cleaning_type: str) -> int:
     """services/booking/pricing.py compute, the total only."""
     rule = rules.get(cleaning_type)
@@ -318,7 +324,14 @@ def price_cents(rules: dict[str, Any], min_total: int, beds: int, baths: float, 
 
 def create_app() -> FastAPI:
     url = os.environ["DATABASE_URL"]
-    pool_size = int(os.environ.get("DATABASE_POOL_SIZE", "10"))
+    # The suite's pool settings and defaults (libs/common/settings.py), as the issue's honest baseline asks.
+    pool_size = int(
+        os.environ.get("DATABASE_POOL_SIZE") or CommonSettings.model_fields["database_pool_size"].default
+    )
+    max_overflow = int(
+        os.environ.get("DATABASE_MAX_OVERFLOW")
+        or CommonSettings.model_fields["database_max_overflow"].default
+    )
     statement_timeout_ms = int(os.environ.get("DATABASE_STATEMENT_TIMEOUT_MS", "5000"))
 
     @contextlib.asynccontextmanager
@@ -329,6 +342,7 @@ def create_app() -> FastAPI:
             schema="booking",
             tables=tables,
             pool_size=pool_size,
+            max_overflow=max_overflow,
             statement_timeout_ms=statement_timeout_ms,
         )
         try:
@@ -356,12 +370,11 @@ def create_app() -> FastAPI:
         db: Database = request.app.state.db
         async with db.sessions() as session, session.begin():
             await session.execute(SET_ORG, {"name": ORG_SETTING, "org": claims.org_id})
-            row = (await session.execute(BOOKING, {"id": key})).first()
+            row = (await session.execute(BOOKING_WITH_WORKERS, {"id": key})).first()
             if row is None:
                 raise HTTPException(404, "booking not found")
             profile = await profiles.get(session, claims.org_id)
-            workers = await worker_ids(session, row.id)
-        return booking_json(row, profile.time_zone, workers)
+        return booking_json(row, profile.time_zone, [str(w) for w in row.assigned_worker_ids or ()])
 
     @app.get("/v1/admin/queue/invoices")
     async def invoices_queue(
@@ -400,38 +413,38 @@ def create_app() -> FastAPI:
         booking_id = uuid.uuid4()
         async with db.sessions() as session, session.begin():
             await session.execute(SET_ORG, {"name": ORG_SETTING, "org": claims.org_id})
-            await profiles.get(session, claims.org_id)
-            await session.execute(PRICING_ACTIVE)  # the validation's read of the active config
-            config = (await session.execute(PRICING_ACTIVE)).one()  # the estimate's
+            profile = await profiles.get(session, claims.org_id)
+            if (await session.execute(ENTITLEMENT, {"org": claims.org_id})).scalar_one_or_none():
+                raise HTTPException(409, "subscription paused")
+            config = (await session.execute(PRICING_ACTIVE)).one()
             total = price_cents(
                 config.rules, config.min_total_cents, body.beds, body.baths, body.cleaning_type
             )
             if not config.used:
                 await session.execute(PRICING_USED, {"id": config.id})
-            await session.scalar(
-                INSERT_BOOKING,
-                {
-                    "id": booking_id,
-                    "org_id": claims.org_id,
-                    "starts_at": body.starts_at,
-                    "ends_at": ends_at,
-                    "client_name": body.client_name,
-                    "client_email": body.client_email,
-                    "client_phone": body.client_phone,
-                    "address": body.address,
-                    "postal_code": body.postal_code,
-                    "cleaning_type": body.cleaning_type,
-                    "beds": body.beds,
-                    "baths": body.baths,
-                    "total": total,
-                    "currency": config.currency,
-                    "deposit_required": body.deposit_required,
-                    "notes": body.notes,
-                },
-            )
-            row = (await session.execute(BOOKING, {"id": booking_id})).one()
-            profile = await profiles.get(session, claims.org_id)
-            workers = await worker_ids(session, row.id)
+            row = (
+                await session.execute(
+                    INSERT_BOOKING,
+                    {
+                        "id": booking_id,
+                        "org_id": claims.org_id,
+                        "starts_at": body.starts_at,
+                        "ends_at": ends_at,
+                        "client_name": body.client_name,
+                        "client_email": body.client_email,
+                        "client_phone": body.client_phone,
+                        "address": body.address,
+                        "postal_code": body.postal_code,
+                        "cleaning_type": body.cleaning_type,
+                        "beds": body.beds,
+                        "baths": body.baths,
+                        "total": total,
+                        "currency": config.currency,
+                        "deposit_required": body.deposit_required,
+                        "notes": body.notes,
+                    },
+                )
+            ).one()
             event = events_pb2.BookingChanged(
                 org_id=str(row.org_id),
                 booking_id=str(row.id),
@@ -451,7 +464,21 @@ def create_app() -> FastAPI:
                 },
             )
             await session.execute(NOTIFY, {"channel": NOTIFY_CHANNEL})
-        return ORJSONResponse(booking_json(row, profile.time_zone, workers), status_code=201)
+            await session.execute(
+                INSERT_AUDIT,
+                {
+                    "id": uuid.uuid4(),
+                    "org_id": row.org_id,
+                    "actor": claims.user_id,
+                    "role": claims.role,
+                    "action": "booking.create",
+                    "resource_id": str(row.id),
+                    "after": orjson.dumps(
+                        {"status": row.status, "starts_at": _json_time(row.starts_at)}
+                    ).decode(),
+                },
+            )
+        return ORJSONResponse(booking_json(row, profile.time_zone, []), status_code=201)
 
     return app
 

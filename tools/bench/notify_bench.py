@@ -5,9 +5,12 @@ Both deliver over SMTP to tools.smtp_sink in its own process, which appends
 "<accept time, epoch seconds> <recipient> <Message-ID>" per accepted recipient to a file the bench
 reads as it grows (stack.start_sink). Notify starts only here, after the other scenarios.
 
-1. Confirmation latency: bookings created beforehand (pending, each with its own client email), then
-   confirmed at the gateway in an open loop at BENCH_CONFIRM_RATE per second (50) for
-   BENCH_CONFIRM_SECONDS (10) after 1 s of warm-up, once notify is ready. A confirmation's latency
+1. Confirmation latency: first the machine's confirmation capacity, measured: pending bookings
+   confirmed in a closed loop (16 connections, BENCH_CONFIRM_CAPACITY_SECONDS, 4), counted from the
+   first confirmation to the last of their emails accepted by the sink. Then new pending bookings
+   (each with its own client email) confirmed at the gateway in an open loop at half that capacity
+   (or BENCH_CONFIRM_RATE per second, if set) for BENCH_CONFIRM_SECONDS (10) after 1 s of warm-up: a
+   fixed rate would overload a slower machine and measure its queue instead of the pipeline. A confirmation's latency
    runs from the moment it was due (so a stalled pipeline cannot hide its queue) to the sink's
    acceptance of the email to its client, matched by recipient: gateway → booking → booking's
    outbox → NATS → notify's consumer → notify's outbox → SMTP. It runs first, on a steady outbox,
@@ -43,8 +46,10 @@ from tools.bench.cpu import CpuMeter, Snapshot
 from tools.bench.load import percentile
 from tools.bench.report import Row, verdict
 
-BACKLOG_TARGET_PER_SECOND = 500.0
+BACKLOG_TARGET_PER_SECOND = 1500.0  # issue 15
 CONFIRM_P99_MS = 100.0
+# Enough for a closed loop of capacity_seconds on a fast machine; the loop stops when they run out.
+CAPACITY_BOOKINGS = 600
 CONFIRM_WARMUP_SECONDS = 1.0
 # Server processes whose CPU the notify rows show (the sink is the provider, not the suite).
 NOTIFY_PARTS = (("gateway", "gw"), ("booking", "bk"), ("iam", "iam"), ("notify", "nt"), ("postgres", "pg"))
@@ -64,16 +69,18 @@ def log(message: str) -> None:
 @dataclass(frozen=True)
 class NotifyConfig:
     emails: int
-    confirm_rate: float
+    confirm_rate: float | None  # None: half the measured capacity
     confirm_seconds: float
+    capacity_seconds: float
 
     @classmethod
     def from_env(cls) -> NotifyConfig:
         env = os.environ.get
         return cls(
             emails=int(env("BENCH_EMAILS", "10000")),
-            confirm_rate=float(env("BENCH_CONFIRM_RATE", "50")),
+            confirm_rate=float(rate) if (rate := env("BENCH_CONFIRM_RATE")) else None,
             confirm_seconds=float(env("BENCH_CONFIRM_SECONDS", "10")),
+            capacity_seconds=float(env("BENCH_CONFIRM_CAPACITY_SECONDS", "4")),
         )
 
 
@@ -150,22 +157,32 @@ class NotifyBench:
         """Both scenarios; whatever goes wrong becomes a row saying so, not an exception."""
         backlog_name = f"notify: emails/s from a backlog of {self.config.emails:,} to an SMTP sink"
         confirm_name = (
-            f"notify: booking confirm → email accepted, open loop {self.config.confirm_rate:g}/s "
-            f"for {self.config.confirm_seconds:g} s"
+            f"notify: booking confirm → email accepted, open loop for {self.config.confirm_seconds:g} s"
         )
         backlog = confirm = None
         try:
-            count = math.ceil(
-                self.config.confirm_rate * (CONFIRM_WARMUP_SECONDS + self.config.confirm_seconds)
-            )
-            log(f"notify: creating {count} pending bookings to confirm later ...")
-            bookings = asyncio.run(create_pending_bookings(self.gateway_url, self.token, count))
             sink = bench_stack.start_sink(self.exits, self.stack)
             self.accepted = AcceptLog(sink.record)
             # Latency first, on a quiet outbox: measured after the backlog, it shares the machine
             # with the clean-up of 10,000 just-updated rows (autovacuum), which is that scenario's.
             notify = self._start_notify(sink.port).wait_ready()
-            confirm = self.measure_confirmations(bookings)
+            rate = self.config.confirm_rate
+            if rate is None:
+                capacity = self.measure_capacity()
+                rate = max(1.0, round(capacity / 2, 1))
+                confirm_name = (
+                    f"notify: booking confirm → email accepted, open loop at {rate:g}/s = ½ capacity "
+                    f"({capacity:.0f} confirmations/s, closed loop c=16) for {self.config.confirm_seconds:g} s"
+                )
+            else:
+                confirm_name = (
+                    f"notify: booking confirm → email accepted, open loop {rate:g}/s "
+                    f"(BENCH_CONFIRM_RATE) for {self.config.confirm_seconds:g} s"
+                )
+            count = math.ceil(rate * (CONFIRM_WARMUP_SECONDS + self.config.confirm_seconds))
+            log(f"notify: creating {count} pending bookings to confirm at {rate:g}/s ...")
+            bookings = asyncio.run(create_pending_bookings(self.gateway_url, self.token, count))
+            confirm = self.measure_confirmations(bookings, rate)
             if self.config.emails > 0:
                 notify.stop()  # the backlog is written while notify is down, as after an outage
                 backlog = self.measure_backlog(sink.port)
@@ -174,7 +191,7 @@ class NotifyBench:
             self.failed = True
             self.results["notify error"] = repr(exc)
         failed = "failed (see stderr)"
-        target = f"≥ {BACKLOG_TARGET_PER_SECOND:g} emails/s"
+        target = f"≥ {BACKLOG_TARGET_PER_SECOND:,g} emails/s"
         if backlog:
             target += f": {verdict(backlog['rps'] >= BACKLOG_TARGET_PER_SECOND)}"
         skipped = "skipped (BENCH_EMAILS=0)" if self.config.emails <= 0 else failed
@@ -271,10 +288,40 @@ class NotifyBench:
         )
         return result
 
-    def measure_confirmations(self, bookings: list[tuple[str, str]]) -> dict[str, Any] | None:
+    def measure_capacity(self) -> float:
+        """Confirmations per second the machine carries end to end: a closed loop of 16 confirming
+        for capacity_seconds, from the first confirmation to the last of their emails accepted."""
+        assert self.accepted is not None
+        count = CAPACITY_BOOKINGS
+        log(f"notify: creating {count} pending bookings to measure the confirmation capacity ...")
+        bookings = asyncio.run(create_pending_bookings(self.gateway_url, self.token, count))
+        started = time.time()
+        confirmed = asyncio.run(
+            confirm_closed_loop(self.gateway_url, self.token, bookings, 16, self.config.capacity_seconds)
+        )
+        deadline = time.perf_counter() + 30
+        while time.perf_counter() < deadline:
+            self.accepted.read()
+            if self.accepted.have(set(confirmed)) >= len(confirmed):
+                break
+            time.sleep(0.02)
+        last = max(
+            (self.accepted.first[email] for email in confirmed if email in self.accepted.first), default=0.0
+        )
+        capacity = len(confirmed) / (last - started) if confirmed and last > started else 1.0
+        log(
+            f"notify: {len(confirmed)} confirmations and their emails in {last - started:.1f} s: {capacity:.1f}/s"
+        )
+        self.notes.append(
+            f"Confirmation capacity: {len(confirmed)} bookings confirmed in a closed loop of 16 connections "
+            f"for {self.config.capacity_seconds:g} s, and their emails accepted, in {last - started:.2f} s: "
+            f"{capacity:.1f} confirmations/s; the open loop offers half of it."
+        )
+        return capacity
+
+    def measure_confirmations(self, bookings: list[tuple[str, str]], rate: float) -> dict[str, Any] | None:
         assert self.stack.notify is not None and self.accepted is not None and self.meter is not None
         _wait_ready(self.stack.notify)
-        rate = self.config.confirm_rate
         before = self._snapshot()
         cpu_before = time.process_time()
         sent = asyncio.run(confirm_open_loop(self.gateway_url, self.token, bookings, rate))
@@ -411,6 +458,29 @@ class Sent:
     status: int
     response_ms: float
     error: str = ""
+
+
+async def confirm_closed_loop(
+    gateway_url: str, token: str, bookings: list[tuple[str, str]], concurrency: int, seconds: float
+) -> list[str]:
+    """`concurrency` clients confirming one booking after another until `seconds` have passed (or
+    the bookings run out): the client emails of the confirmations answered 200."""
+    queue = list(reversed(bookings))
+    confirmed: list[str] = []
+    stop = time.perf_counter() + seconds
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while queue and time.perf_counter() < stop:
+            booking_id, email = queue.pop()
+            response = await client.post(f"/v1/admin/bookings/{booking_id}/confirm")
+            if response.status_code == 200:
+                confirmed.append(email)
+
+    async with httpx.AsyncClient(
+        base_url=gateway_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+    return confirmed
 
 
 async def confirm_open_loop(
