@@ -6,8 +6,9 @@ the replica counts the deploy files give (docs/operations.md "Connection budget"
 
 A process's most is fixed by its settings, never by its load:
 - a service process (iam, booking, billing, media, notify, jobs): its pool, DATABASE_POOL_SIZE +
-  DATABASE_MAX_OVERFLOW (SQLAlchemy never opens more; a unit of work waits up to
-  DATABASE_POOL_TIMEOUT_SECONDS for one, then answers 503), plus one LISTEN connection for its outbox
+  DATABASE_MAX_OVERFLOW (the pool never hands out more; a unit of work waits up to
+  DATABASE_POOL_TIMEOUT_SECONDS for one, then answers 503; a connection abandoned by a cancelled call
+  may stay open a moment longer, which OPS_RESERVE absorbs), plus one LISTEN connection for its outbox
   relay; notify one more LISTEN for its delivery loop, jobs one more for its advisory locks
   (services/jobs/locks.py);
 - the gateway and Caddy: none;

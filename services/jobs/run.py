@@ -61,7 +61,10 @@ async def run_once(settings: JobsSettings, jobs: list[Job]) -> int:
         settings.database_url,
         schema=SCHEMA,
         tables=event_tables,
+        # A run's org fan-out (JOB_ORG_CONCURRENCY) holds short units at once: two steady, two more
+        # for a burst, as before the pool defaults changed.
         pool_size=2,
+        max_overflow=2,
         statement_timeout_ms=settings.database_statement_timeout_ms,
     )
     peers = open_peers(settings)
