@@ -26,7 +26,7 @@ dev: bootstrap
 	$(PY) -m tools.dev
 
 test: bootstrap
-	$(PY) -m compileall -q libs gateway services tools proto conftest.py
+	$(PY) -m compileall -q libs gateway services web tools proto conftest.py
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The gateway's OpenAPI fuzzed longer than `make test` does, with fresh random input each run.
@@ -64,7 +64,7 @@ lint: bootstrap tools/buf/node_modules/.bin/buf
 	  "install Debian's prometheus package (apt-get install prometheus) or run PROMTOOL=/path/to/promtool make lint" >&2; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs gateway services tools
+	$(VENV)/bin/mypy libs gateway services web tools
 	$(VENV)/bin/lint-imports
 	cd proto && ../tools/buf/node_modules/.bin/buf lint
 	$(PY) -m tools.proto --check

@@ -192,6 +192,23 @@ def gateway_proc(
     )
 
 
+class WebProc(GatewayProc):
+    """The web console (python -m web): a client of one gateway."""
+
+
+def web_proc(
+    env: dict[str, str], log_dir: Path, gateway_url: str, port: int = 0, label: str = "web"
+) -> WebProc:
+    port = port or free_port()
+    return WebProc(
+        name=label,
+        args=["-m", "web"],
+        env={**env, "GATEWAY_URL": gateway_url, "WEB_PORT": str(port), "WEB_HOST": "127.0.0.1"},
+        log_path=log_dir / f"{label}.log",
+        port=port,
+    )
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
     """Block until `predicate()` is truthy: for sync tests and fixtures only. An async test waits with
     `tools.testkit.eventually`, which lets the event loop (and the test's own tasks) run meanwhile."""

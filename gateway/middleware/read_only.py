@@ -8,7 +8,16 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
 from gateway.access import WRITE_METHODS
-from gateway.middleware.common import ASGIApp, Receive, Scope, Send, route_access, send_problem, state
+from gateway.middleware.common import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    route_access,
+    send_problem,
+    state,
+)
 from gateway.principal import Principal, context_for
 from gateway.problems import ProblemError
 from gateway.settings import GatewaySettings
@@ -27,7 +36,10 @@ class ReadOnlyMiddleware:
         self.enabled = settings.admin_read_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled or scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
+        if not self.enabled or scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        send = _marking_read_only(send)
+        if scope["method"] not in WRITE_METHODS:
             return await self.app(scope, receive, send)
         access = route_access(scope)
         if access is None or access.open_in_read_only:
@@ -55,3 +67,16 @@ class ReadOnlyMiddleware:
             return await send_problem(scope, receive, send, error)
         state(scope)["principal"] = principal.with_break_glass(found.session_id, found.reason)
         await self.app(scope, receive, send)
+
+
+def _marking_read_only(send: Send) -> Send:
+    """Every answer says `X-Read-Only: 1` while the mode is on, so a client (the web console's banner)
+    knows before it tries a write."""
+
+    async def marked(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message.setdefault("headers", [])
+            message["headers"] = [*message["headers"], (b"x-read-only", b"1")]
+        await send(message)
+
+    return marked

@@ -38,6 +38,7 @@ PLACEHOLDER_SECRETS = frozenset(
         "dev-internal-secret",
         "dev-client-portal-secret",
         "dev-worker-portal-secret",
+        "dev-web-session-secret",
         "dev-metrics-token",
     }
 )

@@ -1,0 +1,7 @@
+"""(being built: issue 16)"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
