@@ -15,7 +15,7 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from web.api import ApiError, staff_session
+from web.api import ApiError, SignInRequired, staff_session
 from web.pages import form_error, read_form, redirect, render, session_of
 from web.session import MFA_PENDING_SECONDS
 
