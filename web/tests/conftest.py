@@ -74,3 +74,12 @@ async def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+async def sign_in_page(page: Page, web_url: str, email: str, password: str) -> None:
+    """Signs a staff user in through the console's own form (no TOTP) and waits for the console."""
+    await page.goto(web_url + "/console/sign-in")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(web_url + "/console")
