@@ -22,11 +22,14 @@ from web.session import COOKIE_NAME, Session, SessionCodec
 from web.settings import WebSettings
 
 
-def content_security_policy(img_sources: list[str]) -> str:
+def content_security_policy(img_sources: list[str], local_forms: bool = False) -> str:
+    """`form-action` covers where a posted form may be redirected (Stripe Checkout: https). On a
+    workstation the payment page is the local Stripe on http://127.0.0.1."""
     images = " ".join(["'self'", "data:", *img_sources])
+    forms = "'self' https:" + (" http://127.0.0.1:* http://localhost:*" if local_forms else "")
     return (
         "default-src 'self'; script-src 'self'; style-src 'self'; "
-        f"img-src {images}; form-action 'self' https:; frame-ancestors 'none'; "
+        f"img-src {images}; form-action {forms}; frame-ancestors 'none'; "
         "base-uri 'none'; object-src 'none'"
     )
 
@@ -45,7 +48,7 @@ class WebMiddleware:
         self.settings = settings
         self.codec = SessionCodec(settings.web_session_secret, settings.web_session_ttl_minutes * 60)
         gateway = _origin(settings.web_gateway_public_url)
-        self.csp = content_security_policy([gateway] if gateway else [])
+        self.csp = content_security_policy([gateway] if gateway else [], local_forms=settings.is_dev_or_test)
         self.proxies = settings.proxy_networks
 
     def client_ip(self, scope: Scope) -> str:

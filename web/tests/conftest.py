@@ -37,7 +37,9 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="session")
 def web(stack: Stack, gateway: GatewayProc) -> Iterator[WebProc]:
-    proc = web_proc(stack.env(), stack.work_dir / "logs", gateway.url).start().wait_ready()
+    # The browser loads signed photo links from the gateway itself (no proxy in front in tests).
+    env = {**stack.env(), "WEB_GATEWAY_PUBLIC_URL": gateway.url}
+    proc = web_proc(env, stack.work_dir / "logs", gateway.url).start().wait_ready()
     yield proc
     proc.stop()
 
