@@ -24,6 +24,7 @@ Auth = Literal["staff", "client", "worker", "none"]
 # Refresh an access token this long before it expires, so a page's calls do not race its expiry.
 REFRESH_MARGIN_SECONDS = 30
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+OPEN_BEFORE_PASSWORD_CHANGE = frozenset({"/v1/auth/change-password", "/v1/auth/logout"})
 
 
 @dataclass
@@ -101,6 +102,13 @@ class Gateway:
         session: Session = request.state.session
         headers = self._headers(request)
         if auth == "staff":
+            staff = session.staff or {}
+            if staff.get("must_change_password") and path not in OPEN_BEFORE_PASSWORD_CHANGE:
+                # The gateway opens a few reads to such a token; the console opens nothing but the
+                # change itself, as the person would expect after signing in with a temporary one.
+                raise ApiError(
+                    403, {"code": "password_change_required", "detail": "change your password first"}
+                )
             headers["Authorization"] = "Bearer " + await self._access_token(request, session)
             glass = session.get("break_glass")
             if method in WRITE_METHODS and isinstance(glass, dict) and glass.get("until", 0) > time.time():

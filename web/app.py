@@ -65,6 +65,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def on_api(request: Request, error: ApiError) -> Response:
+        if error.code == "password_change_required":
+            return RedirectResponse("/console/password", status_code=303)
         status = error.status if 400 <= error.status < 600 else 502
         if status >= 500 and status != 503:
             status = 502

@@ -84,7 +84,51 @@ async def sign_in(request: Request) -> Response:
         )
     session.drop("mfa", "break_glass")
     session.set("staff", staff_session(tokens, email=email))
+    if tokens.get("must_change_password"):
+        return redirect("/console/password")
     return redirect(target)
+
+
+@router.get("/password", response_class=HTMLResponse)
+async def password_page(request: Request) -> HTMLResponse:
+    if session_of(request).staff is None:
+        raise SignInRequired("staff")
+    return render(request, "password.html")
+
+
+@router.post("/password", response_model=None)
+async def change_password(request: Request) -> Response:
+    """A temporary password must be changed before anything else opens (the gateway refuses the rest
+    with `password_change_required`); afterwards the console signs in again with the new password, so
+    the session's tokens no longer carry the change-required claim."""
+    form = await read_form(request)
+    session = session_of(request)
+    staff = session.staff
+    if staff is None:
+        raise SignInRequired("staff")
+    new = str(form.get("new_password", ""))
+    if new != str(form.get("confirm_password", "")):
+        return render(
+            request, "password.html", status=422, errors={"confirm_password": "the two new passwords differ"}
+        )
+    gateway = request.app.state.gateway
+    body = {"current_password": str(form.get("current_password", "")), "new_password": new}
+    try:
+        await gateway.call(request, "POST", "/v1/auth/change-password", json=body)
+        tokens = await gateway.call(
+            request, "POST", "/v1/auth/login", auth="none", json={"email": staff["email"], "password": new}
+        )
+    except ApiError as error:
+        if error.code == "mfa_required":  # the new password is set; the code is asked at sign-in
+            session.drop("staff")
+            session.flash("Your password is changed; sign in with it.")
+            return redirect("/console/sign-in")
+        return render(
+            request, "password.html", status=error.status if error.status < 500 else 503, **form_error(error)
+        )
+    session.set("staff", staff_session(tokens, email=str(staff["email"])))
+    session.flash("Your password is changed; your other sessions have ended.")
+    return redirect("/console")
 
 
 @router.post("/sign-out", response_model=None)

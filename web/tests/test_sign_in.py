@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 
+import httpx
 import pyotp
 from playwright.async_api import BrowserContext, expect
 
-from tools.processes import WebProc
+from tools.processes import GatewayProc, WebProc
+from tools.testkit import owner
 from web.tests.conftest import screenshot
 
 
@@ -55,3 +59,67 @@ async def test_owner_enrols_totp_then_signs_in_with_a_code(
     await expect(page).to_have_url(web.url + "/console")
     await page.goto(web.url + "/console/account")
     await expect(page.get_by_text("On (this session was verified with a code)")).to_be_visible()
+
+
+async def test_a_new_user_changes_the_temporary_password_first(
+    web: WebProc, gateway: GatewayProc, desk: BrowserContext, make_org, http: httpx.AsyncClient
+) -> None:
+    org = await make_org("Sparkle First Sign-in")
+    email = f"dispatcher-{uuid.uuid4().hex[:8]}@example.com"
+    created = await http.post(
+        f"{gateway.url}/v1/iam/users",
+        headers=await owner(http, gateway.url, org),
+        json={"email": email, "role": "DISPATCHER"},
+    )
+    assert created.status_code == 201, created.text
+    temporary = created.json()["temp_password"]
+
+    page = await desk.new_page()
+    await page.goto(web.url + "/console/sign-in")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(temporary)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(web.url + "/console/password")
+    await page.goto(web.url + "/console")  # nothing else opens until the password is changed
+    await expect(page).to_have_url(web.url + "/console/password")
+
+    await page.get_by_label("Current password").fill(temporary)
+    await page.get_by_label("New password", exact=True).fill("short")
+    await page.get_by_label("New password again").fill("short")
+    await page.get_by_role("button", name="Change password").click()
+    await expect(page.locator("#e-new_password")).to_contain_text("at least 12")  # the gateway's words
+
+    await page.get_by_label("Current password").fill(temporary)
+    await page.get_by_label("New password", exact=True).fill("Dispatcher-password-1")
+    await page.get_by_label("New password again").fill("Dispatcher-password-2")
+    await page.get_by_role("button", name="Change password").click()
+    await expect(page.locator("#e-confirm_password")).to_contain_text("differ")
+
+    await page.get_by_label("Current password").fill(temporary)
+    await page.get_by_label("New password", exact=True).fill("Dispatcher-password-1")
+    await page.get_by_label("New password again").fill("Dispatcher-password-1")
+    await page.get_by_role("button", name="Change password").click()
+    await expect(page).to_have_url(web.url + "/console")
+    await expect(page.get_by_role("status")).to_contain_text("password is changed")
+
+
+async def test_a_form_posted_from_another_site_is_refused(web: WebProc) -> None:
+    async with httpx.AsyncClient(base_url=web.url, timeout=15) as browserless:  # keeps the cookie
+        page = await browserless.get("/console/sign-in")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert browserless.cookies.get("cws_web") and token
+        form = {"csrf": token.group(1), "email": "a@example.com", "password": "x"}
+        cross = await browserless.post(
+            "/console/sign-in", data=form, headers={"Sec-Fetch-Site": "cross-site"}
+        )
+        assert cross.status_code == 403
+        assert "another site" in cross.text
+        forged = await browserless.post(
+            "/console/sign-in", data={**form, "csrf": "forged-token-forged-token"}
+        )
+        assert forged.status_code == 403
+        same = await browserless.post(
+            "/console/sign-in", data=form, headers={"Sec-Fetch-Site": "same-origin"}
+        )
+        assert same.status_code == 401  # reached the gateway: wrong email or password, shown on the form
+        assert "script-src 'self'" in same.headers["Content-Security-Policy"]
