@@ -32,7 +32,7 @@ BASIC = ("admin", "Demo-admin-basic-password-1")
 
 def _free_ports() -> dict[str, str]:
     # Every port on a free one, so a developer's own `make dev` may run beside the tests.
-    ports = {"GATEWAY_PORT": str(free_port())}
+    ports = {"GATEWAY_PORT": str(free_port()), "WEB_PORT": str(free_port())}
     for service in SERVICES:
         ports[f"{service.upper()}_GRPC_PORT"] = str(free_port())
         ports[f"{service.upper()}_HTTP_PORT"] = str(free_port())
@@ -82,6 +82,7 @@ def _run_dev(stack, env_extra: dict[str, str], then=None) -> tuple[int, str]:
         )
         assert profile.status_code == 200, profile.text
         assert profile.json()["org_id"] == login.json()["org_id"]
+        _console_signs_in(f"http://127.0.0.1:{env_extra['WEB_PORT']}", env_extra, text)
         if then is not None:
             then(base, env)
     finally:
@@ -89,6 +90,26 @@ def _run_dev(stack, env_extra: dict[str, str], then=None) -> tuple[int, str]:
         rest, _ = proc.communicate(timeout=30)
         output.append(rest or "")
     return proc.returncode, "".join(output)
+
+
+def _console_signs_in(web: str, env_extra: dict[str, str], said: str) -> None:
+    """The console make dev prints takes the demo owner's sign-in, as a browser would post it."""
+    assert f"console:  {web}/console" in said, said
+    with httpx.Client(base_url=web, timeout=10) as browser:
+        form = browser.get("/console/sign-in")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert form.status_code == 200 and token, form.text
+        signed = browser.post(
+            "/console/sign-in",
+            data={
+                "csrf": token.group(1),
+                "email": env_extra["DEV_OWNER_EMAIL"],
+                "password": env_extra["DEV_OWNER_PASSWORD"],
+            },
+            headers={"Sec-Fetch-Site": "same-origin"},
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/console", signed.text
+        assert browser.get("/console").status_code == 200
 
 
 def _pay_an_invoice_by_card(base: str, env: dict[str, str]) -> None:

@@ -31,7 +31,7 @@ from tools.devstack import (
     provision_streams,
     with_user,
 )
-from tools.processes import DEV_SECRETS, NATS_USER_PASSWORDS, Proc, gateway_proc, service_proc
+from tools.processes import DEV_SECRETS, NATS_USER_PASSWORDS, Proc, gateway_proc, service_proc, web_proc
 from tools.smtp_sink import SmtpSink
 from tools.stripe_local import LocalStripe
 
@@ -186,7 +186,7 @@ def _run() -> int:
     owner_email = _env("DEV_OWNER_EMAIL", DEFAULT_OWNER_EMAIL)
     owner_password = _env("DEV_OWNER_PASSWORD", DEFAULT_OWNER_PASSWORD)
     _check_owner(owner_email, owner_password)
-    ports = {"GATEWAY_PORT": _port("GATEWAY_PORT", 8000)}
+    ports = {"GATEWAY_PORT": _port("GATEWAY_PORT", 8000), "WEB_PORT": _port("WEB_PORT", 8080)}
     for name in SERVICES:
         grpc, http = DEFAULT_PORTS[name]
         ports[f"{name.upper()}_GRPC_PORT"] = _port(f"{name.upper()}_GRPC_PORT", grpc)
@@ -288,6 +288,9 @@ def _run() -> int:
         env["ORDER_STORAGE_BACKEND"] = _env("ORDER_STORAGE_BACKEND", "local")
         env["ORDER_UPLOAD_ROOT"] = _env("ORDER_UPLOAD_ROOT", str(RUN_DIR / "uploads"))
         env["PHOTO_TOKEN_SECRET"] = _env("PHOTO_TOKEN_SECRET") or _dev_photo_secret()
+        # Emailed client sign-in links open the web console's portal pages (docs/web.md).
+        web_url = f"http://127.0.0.1:{ports['WEB_PORT']}"
+        env["CLIENT_PORTAL_BASE_URL"] = _env("CLIENT_PORTAL_BASE_URL", web_url + "/portal")
         log_dir = RUN_DIR / "logs"
         keyring = _keyring()
         services = [
@@ -302,7 +305,10 @@ def _run() -> int:
             for name in SERVICES
         ]
         gateway = gateway_proc(env, log_dir, port=ports["GATEWAY_PORT"], keyring=keyring)
-        processes = [*services, gateway]
+        # No proxy in front on a workstation: the browser fetches signed photo links from the gateway.
+        web_env = {**env, "WEB_GATEWAY_PUBLIC_URL": _env("WEB_GATEWAY_PUBLIC_URL", gateway.url)}
+        web = web_proc(web_env, log_dir, gateway.url, port=ports["WEB_PORT"])
+        processes = [*services, gateway, web]
 
         stopping = False
 
@@ -317,6 +323,7 @@ def _run() -> int:
         for service in services:
             service.wait_ready()
         gateway.start().wait_ready()
+        web.start().wait_ready()
         if local_stripe is not None:
             local_stripe.configure_webhook(f"{gateway.url}/v1/webhooks/stripe", env["STRIPE_WEBHOOK_SECRET"])
         # API_BASE too: `set -a; . .run/dev.env; set +a` gives seed 004's curl lines what they name.
@@ -324,6 +331,7 @@ def _run() -> int:
         print(
             f"""
 CleanWithSnapshot suite is running (logs in .run/logs/).
+  console:  {web.url}/console   (sign in as {owner_email} / {owner_password}; docs/web.md)
   gateway:  {gateway.url}   (OpenAPI: {gateway.url}/docs)
   demo org: {org_id}
   log in:   curl -s -X POST {gateway.url}/v1/auth/login -H 'Content-Type: application/json' \\

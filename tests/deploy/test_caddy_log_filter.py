@@ -92,6 +92,20 @@ class StandInGateway(BaseHTTPRequestHandler):
         pass
 
 
+class StandInWeb(BaseHTTPRequestHandler):
+    """The web console's stand-in: says who answered, so the routing can be checked."""
+
+    def do_GET(self) -> None:
+        body = b"web"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @dataclass
 class Proxy:
     url: str
@@ -108,12 +122,15 @@ def proxy() -> Iterator[Proxy]:
     handler = type("Handler", (StandInGateway,), {"signature": signature})
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    web = ThreadingHTTPServer(("127.0.0.1", 0), StandInWeb)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
     port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="cws-caddy-") as home:
         env = {
             **os.environ,
             "CWS_SITE_ADDRESS": f"http://127.0.0.1:{port}",  # plain HTTP: no certificate to obtain
             "CWS_UPSTREAM": f"127.0.0.1:{upstream.server_address[1]}",
+            "CWS_WEB_UPSTREAM": f"127.0.0.1:{web.server_address[1]}",
             "CADDY_ADMIN": f"127.0.0.1:{admin}",
             "HOME": home,
             "XDG_DATA_HOME": home,
@@ -142,6 +159,15 @@ def proxy() -> Iterator[Proxy]:
             proc.terminate()
             proc.wait(timeout=10)
             upstream.shutdown()
+            web.shutdown()
+
+
+def test_the_console_pages_go_to_the_web_and_the_rest_to_the_gateway(proxy: Proxy) -> None:
+    for path in ("/", "/console", "/console/bookings?view=week", "/portal/client/", "/static/app.css"):
+        answer = httpx.get(proxy.url + path, timeout=5)
+        assert (answer.status_code, answer.text) == (200, "web"), path
+    for path in ("/v1/admin/profile", "/client/login/callback?token=x", "/worker/login/confirm", "/consoles"):
+        assert httpx.get(proxy.url + path, timeout=5).status_code == 302, path  # the gateway stand-in
 
 
 def credential_parameters() -> list[tuple[str, str, str]]:
