@@ -8,7 +8,7 @@ no booking yet is asked for it on the booking form (default UTC)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,7 +34,11 @@ ACTIONS: dict[str, list[tuple[str, str]]] = {
     "confirmed": [("start", "Start")],
     "in_progress": [("complete", "Complete")],
 }
-TRANSITION_DONE = {"confirm": "Booking confirmed.", "start": "Booking started.", "complete": "Booking completed."}
+TRANSITION_DONE = {
+    "confirm": "Booking confirmed.",
+    "start": "Booking started.",
+    "complete": "Booking completed.",
+}
 # Fields of the booking form that the gateway wants as numbers; anything unparsable is sent as typed
 # so the gateway's own validation names the field.
 INT_FIELDS = ("duration_minutes", "beds")
@@ -294,11 +298,11 @@ def _lanes(
     lanes = [Lane(str(t["id"]), str(t["name"])) for t in teams if not team_id or t["id"] == team_id]
     unassigned = Lane("", "Unassigned")
     by_id = {lane.team_id: lane for lane in lanes}
-    for lane in [*lanes, unassigned]:
-        lane.days = {day: [] for day in days}
+    for each in [*lanes, unassigned]:
+        each.days = {day: [] for day in days}
     tz = _zone(zone)
     for booking in sorted(bookings, key=lambda b: str(b.get("starts_at"))):
-        lane = by_id.get(str(booking.get("team_id") or "")) if booking.get("team_id") else unassigned
+        lane: Lane | None = by_id.get(str(booking["team_id"])) if booking.get("team_id") else unassigned
         if lane is None:  # another team's, while the board shows one team
             continue
         starts = datetime.fromisoformat(str(booking["starts_at"]).replace("Z", "+00:00")).astimezone(tz)
@@ -465,6 +469,7 @@ async def _conflicts(request: Request, booking_id: str, form: dict[str, Any]) ->
 @router.post("/bookings/{booking_id}/{action}", response_model=None)
 async def transition(request: Request, booking_id: str, action: str) -> Response:
     form = await read_form(request)
+    body: dict[str, Any]
     if action in TRANSITION_DONE:
         return await _act(request, booking_id, action, None, TRANSITION_DONE[action], form)
     if action == "cancel":

@@ -109,7 +109,6 @@ async def invoices(request: Request, status: str = "", queue: str = "", page: st
         counts=counts,
         values={"status": status},
         queue=queue,
-        statuses=INVOICE_STATUSES,
         page=number,
         pages=max(1, -(-total // PAGE)),
     )
@@ -134,7 +133,12 @@ async def backfill(request: Request) -> Response:
 
 @router.get("/invoices/new", response_class=HTMLResponse)
 async def new_invoice_page(request: Request, booking_id: str = "") -> HTMLResponse:
-    return render(request, "invoices_new.html", values={"booking_id": booking_id, "quantity": "1"})
+    try:
+        defaults = await _gateway(request).call(request, "GET", "/v1/admin/finance/settings")
+    except ApiError:
+        defaults = {}  # the form still works; the tax rate is then typed by hand
+    values = {"booking_id": booking_id, "quantity": "1", "tax_rate": defaults.get("tax_rate", "")}
+    return render(request, "invoices_new.html", values=values)
 
 
 @router.post("/invoices/new", response_model=None)
@@ -158,7 +162,7 @@ async def new_invoice(request: Request) -> Response:
                 "description": values.get("description", ""),
                 "quantity": values.get("quantity") or "1",
                 "unit_price_cents": price,
-                "tax_rate": values.get("tax_rate") or "0",
+                "tax_rate": values.get("tax_rate", ""),
             }
         ],
         "booking_id": values.get("booking_id") or None,
@@ -231,7 +235,10 @@ async def invoice_pdf(request: Request, invoice_id: str) -> Response:
     return Response(
         answer.data,
         media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "private, no-store"},
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "private, no-store",
+        },
     )
 
 
@@ -259,7 +266,11 @@ async def reconcile(request: Request, invoice_id: str) -> Response:
     else:
         message = f"Reconciled: the status {after.get('status')} already agrees with the payments."
     session_of(request).flash(message)
-    back = "/console/invoices/reconcile" if form.get("back") == "reconcile" else f"/console/invoices/{quote(invoice_id)}"
+    back = (
+        "/console/invoices/reconcile"
+        if form.get("back") == "reconcile"
+        else f"/console/invoices/{quote(invoice_id)}"
+    )
     return redirect(back)
 
 
@@ -292,7 +303,9 @@ async def record_payment(request: Request, invoice_id: str) -> Response:
     except ApiError as error:
         if error.status == 404:
             raise
-        return await _invoice_page(request, invoice_id, status=_status_of(error), values=values, **_errors(error))
+        return await _invoice_page(
+            request, invoice_id, status=_status_of(error), values=values, **_errors(error)
+        )
     session_of(request).flash("Payment recorded.")
     return redirect(f"/console/invoices/{quote(invoice_id)}")
 
@@ -402,7 +415,9 @@ async def retake(request: Request, photo_id: str) -> Response:
     except ApiError as error:
         if error.status == 404:
             raise
-        return await _photo_page(request, photo_id, status=_status_of(error), values=form, **form_error(error))
+        return await _photo_page(
+            request, photo_id, status=_status_of(error), values=form, **form_error(error)
+        )
     told = " The worker who took it was emailed." if done.get("worker_notified") else ""
     session_of(request).flash("Retake requested." + told)
     return redirect(_back_to_queue(form))

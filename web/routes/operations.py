@@ -1,7 +1,434 @@
-"""(being built: issue 16)"""
+"""Today at a glance (/console), operations (/console/operations: dead letters, scheduled jobs, audit
+log) and analytics (/console/analytics: NPS, cohorts and the funnel drawn as SVG charts).
+
+A page's reads go to the gateway together (asyncio.gather), but only after one call on its own: that
+first call refreshes an expiring access token, and concurrent refreshes would present the same refresh
+token twice, which the gateway answers by revoking the whole session. A read the person's role may not
+make (403) just leaves its part of the page out; any other failure is the page's failure."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from web.api import ApiError
+from web.charts import bar_chart, line_chart
+from web.pages import read_form, redirect, render, session_of
 
 router = APIRouter()
+
+PAGE = 50
+# The photo queue answers a plain array of at most this many: beyond it the tile says "200+".
+PHOTO_QUEUE_LIMIT = 200
+BOOKINGS_LIMIT = 200
+# A job whose last success is older than this many intervals (and at least STALE_FLOOR) is stale.
+STALE_INTERVALS = 3
+STALE_FLOOR = timedelta(minutes=5)
+DEFAULT_PERIOD_DAYS = 90
+COHORT_MONTHS = (3, 6, 12, 24)
+
+
+# --- shared -----------------------------------------------------------------------------------
+
+
+async def get(request: Request, path: str, **params: Any) -> Any:
+    return await request.app.state.gateway.call(request, "GET", path, params=params)
+
+
+async def allowed(call: Awaitable[Any]) -> Any | None:
+    """The answer, or None when the role may not read it (the page then leaves that part out)."""
+    try:
+        return await call
+    except ApiError as error:
+        if error.status == 403:
+            return None
+        raise
+
+
+def zone_of(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def remember_zone(request: Request, bookings: list[dict[str, Any]]) -> None:
+    """Every booking carries its org's time zone: keep it (per org) for the pages that need one."""
+    staff = session_of(request).staff or {}
+    found = next((b.get("time_zone") for b in bookings if b.get("time_zone")), None)
+    if found:
+        session_of(request).set("org_tz", {"org": staff.get("org_id", ""), "tz": found})
+
+
+async def org_zone(request: Request) -> ZoneInfo:
+    """The org's time zone. The gateway has no endpoint for the org's profile, but every booking
+    states it; with no booking yet, UTC (and nothing on the pages depends on it then)."""
+    staff = session_of(request).staff or {}
+    cached = session_of(request).get("org_tz")
+    if isinstance(cached, dict) and cached.get("org") == staff.get("org_id"):
+        return zone_of(str(cached.get("tz")))
+    answer = await allowed(get(request, "/v1/admin/bookings", limit=1))
+    bookings = (answer or {}).get("bookings") or []
+    remember_zone(request, bookings)
+    return zone_of(str(bookings[0].get("time_zone", "")) if bookings else "UTC")
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- jobs health ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobHealth:
+    name: str
+    state: str  # ok | failing | stale | never
+    job: dict[str, Any]
+
+
+def job_health(job: dict[str, Any], now: datetime) -> JobHealth:
+    """Failing: the last run failed or failures are piling up. Stale: no success for several
+    intervals (the runner may be dead, which a failure count would never show)."""
+    name = str(job.get("name", ""))
+    if job.get("consecutive_failures") or job.get("last_outcome") == "failed":
+        return JobHealth(name, "failing", job)
+    last_success = parse_time(job.get("last_success_at"))
+    window = max(STALE_FLOOR, timedelta(seconds=STALE_INTERVALS * int(job.get("interval_seconds") or 0)))
+    if last_success is None:
+        started = parse_time(job.get("last_started_at"))
+        return JobHealth(name, "stale" if started and now - started > window else "never", job)
+    return JobHealth(name, "stale" if now - last_success > window else "ok", job)
+
+
+def jobs_view(status: dict[str, Any] | None) -> list[JobHealth] | None:
+    if status is None:
+        return None
+    now = datetime.now(UTC)
+    return [job_health(job, now) for job in status.get("jobs") or []]
+
+
+# --- today ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tile:
+    label: str
+    count: str
+    href: str
+    note: str = ""
+    warn: bool = False
+
+
+def _tiles(
+    assignments: dict[str, Any] | None,
+    photos: list[Any] | None,
+    invoices: dict[str, Any] | None,
+    dlq: dict[str, Any] | None,
+    jobs: list[JobHealth] | None,
+) -> list[Tile]:
+    tiles: list[Tile] = []
+    if assignments is not None:
+        urgent = sum(1 for item in assignments.get("items") or [] if item.get("urgent"))
+        tiles.append(
+            Tile(
+                "To assign",
+                str(assignments.get("total", 0)),
+                "/console/bookings",
+                f"{urgent} within 24 h" if urgent else "next 7 days",
+                warn=urgent > 0,
+            )
+        )
+    if photos is not None:
+        count = f"{PHOTO_QUEUE_LIMIT}+" if len(photos) >= PHOTO_QUEUE_LIMIT else str(len(photos))
+        tiles.append(Tile("Photos to review", count, "/console/photos"))
+    if invoices is not None:
+        overdue = sum(1 for item in invoices.get("items") or [] if item.get("status") == "overdue")
+        tiles.append(
+            Tile(
+                "Unpaid invoices",
+                str(invoices.get("total", 0)),
+                "/console/invoices",
+                f"{overdue} overdue" if overdue else "",
+                warn=overdue > 0,
+            )
+        )
+    if dlq is not None:
+        total = int(dlq.get("total") or 0)
+        tiles.append(Tile("Dead letters", str(total), "/console/operations#dead-letters", "", warn=total > 0))
+    if jobs is not None:
+        bad = [j for j in jobs if j.state in ("failing", "stale")]
+        tiles.append(
+            Tile(
+                "Scheduled jobs",
+                str(len(bad)) if bad else "OK",
+                "/console/operations#jobs",
+                ", ".join(f"{j.name} {j.state}" for j in bad) if bad else f"{len(jobs)} healthy",
+                warn=bool(bad),
+            )
+        )
+    return tiles
+
+
+def _days(
+    bookings: list[dict[str, Any]], teams: list[dict[str, Any]], zone: ZoneInfo
+) -> list[dict[str, Any]]:
+    """Today's and tomorrow's bookings (in the org's zone), by team, unassigned ones last."""
+    names = {t["id"]: t["name"] for t in teams}
+    today = datetime.now(zone).date()
+    days = []
+    for offset, title in ((0, "Today"), (1, "Tomorrow")):
+        day = today + timedelta(days=offset)
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for booking in sorted(bookings, key=lambda b: str(b.get("starts_at"))):
+            starts = parse_time(booking.get("starts_at"))
+            if starts is None or starts.astimezone(zone).date() != day:
+                continue
+            team = names.get(booking.get("team_id") or "", "") if booking.get("team_id") else ""
+            groups.setdefault(team or "Unassigned", []).append(booking)
+        ordered = sorted(groups.items(), key=lambda kv: (kv[0] == "Unassigned", kv[0].lower()))
+        count = sum(len(v) for v in groups.values())
+        days.append({"title": title, "date": day, "groups": ordered, "count": count})
+    return days
+
+
+@router.get("/console", response_class=HTMLResponse)
+async def today(request: Request) -> HTMLResponse:
+    now = datetime.now(UTC)
+    # Wide enough for any zone's today and tomorrow (offsets reach ±14 h); _days keeps the right ones.
+    window = await get(
+        request,
+        "/v1/admin/bookings",
+        **{
+            "from": (now - timedelta(days=1)).isoformat(),
+            "to": (now + timedelta(days=3)).isoformat(),
+            "limit": BOOKINGS_LIMIT,
+        },
+    )
+    bookings = window.get("bookings") or []
+    remember_zone(request, bookings)
+    zone = await org_zone(request)
+    teams, assignments, photos, invoices, dlq, jobs = await asyncio.gather(
+        allowed(get(request, "/v1/admin/teams")),
+        allowed(get(request, "/v1/admin/queue/assignments", days=7, limit=200)),
+        allowed(get(request, "/v1/admin/queue/photos", status="all", limit=PHOTO_QUEUE_LIMIT)),
+        allowed(get(request, "/v1/admin/queue/invoices", status="all", limit=200)),
+        allowed(get(request, "/v1/admin/queue/dlq", limit=1)),
+        allowed(get(request, "/v1/admin/jobs/status")),
+    )
+    return render(
+        request,
+        "today.html",
+        tiles=_tiles(assignments, photos, invoices, dlq, jobs_view(jobs)),
+        days=_days(bookings, (teams or {}).get("teams") or [], zone),
+        more=int(window.get("total") or 0) > len(bookings),
+        tz=zone.key,
+    )
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+def _offset(value: str | None) -> int:
+    try:
+        return max(0, min(1_000_000, int(value or 0)))
+    except ValueError:
+        return 0
+
+
+@router.get("/console/operations", response_class=HTMLResponse)
+async def operations(
+    request: Request, action: str = "", audit_offset: str = "0", dlq_offset: str = "0"
+) -> HTMLResponse:
+    action = action.strip()[:100]
+    audit_at, dlq_at = _offset(audit_offset), _offset(dlq_offset)
+    dlq = await allowed(get(request, "/v1/admin/queue/dlq", limit=PAGE, offset=dlq_at))
+    jobs, audit = await asyncio.gather(
+        allowed(get(request, "/v1/admin/jobs/status")),
+        allowed(get(request, "/v1/admin/audit-logs", limit=PAGE, offset=audit_at, action=action)),
+    )
+    zone = await org_zone(request)
+    return render(
+        request,
+        "ops_operations.html",
+        dlq=dlq,
+        dlq_offset=dlq_at,
+        jobs=jobs_view(jobs),
+        heartbeats=(jobs or {}).get("heartbeats") or [],
+        audit=audit,
+        audit_offset=audit_at,
+        action=action,
+        page=PAGE,
+        tz=zone.key,
+    )
+
+
+REPLAY_PATHS = {
+    "outbox": "/v1/admin/outbox/{id}/replay",
+    "export": "/v1/admin/export-dead-letter/{id}/replay",
+}
+
+
+@router.post("/console/operations/dead-letters/{kind}/{item_id}/replay", response_model=None)
+async def replay(request: Request, kind: str, item_id: str) -> Response:
+    await read_form(request)
+    path = REPLAY_PATHS.get(kind)
+    if path is None:
+        return render(request, "error.html", status=404, title="Not here", message="There is no such page.")
+    try:
+        await request.app.state.gateway.call(request, "POST", path.format(id=item_id))
+    except ApiError as error:
+        # Replayed already (or by someone else meanwhile): say so on the page; unknown ids (another
+        # org's included) go to the error page as 404.
+        if error.status != 409:
+            raise
+        session_of(request).flash(f"Not replayed: {error.detail}.")
+        return redirect("/console/operations#dead-letters")
+    session_of(request).flash("Queued for delivery again.")
+    return redirect("/console/operations#dead-letters")
+
+
+# --- analytics --------------------------------------------------------------------------------
+
+
+def _date(value: str, field: str, errors: dict[str, str]) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        errors[field] = "must be a date (YYYY-MM-DD)"
+        return None
+
+
+def _instant(day: date, zone: ZoneInfo) -> str:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).isoformat()
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value) * 100:.1f}%"
+
+
+async def _refused(call: Awaitable[Any], errors: dict[str, str]) -> Any | None:
+    """A 422 about the period becomes the filter's field errors; a 403 leaves the section out."""
+    try:
+        return await allowed(call)
+    except ApiError as error:
+        if error.status != 422:
+            raise
+        for name, message in (error.field_errors or {"from": error.detail}).items():
+            errors.setdefault(name, message)
+        return None
+
+
+def _charts(nps: Any, cohorts: Any, funnel: Any) -> dict[str, Any]:
+    charts: dict[str, Any] = {}
+    if nps is not None:
+        charts["nps_mix"] = bar_chart(
+            [
+                ("Promoters", nps["promoters"]),
+                ("Passives", nps["passives"]),
+                ("Detractors", nps["detractors"]),
+            ]
+            if nps.get("responses")
+            else [],
+            title="NPS answers",
+            empty="no answers in this period",
+        )
+        charts["nps_trend"] = line_chart(
+            [(p["period"], p["average_score"]) for p in nps.get("weekly") or []],
+            title="Average score by week",
+            y_min=0,
+            y_max=10,
+            empty="no answers in this period",
+        )
+    if cohorts is not None:
+        rows = cohorts.get("cohorts") or []
+        charts["cohort_customers"] = bar_chart(
+            [(c["month"], c["customers"]) for c in rows], title="New customers by month of first booking"
+        )
+        charts["cohort_repeat"] = line_chart(
+            [(c["month"], round(float(c["repeat_rate"]) * 100, 1)) for c in rows],
+            title="Repeat rate by cohort",
+            unit="%",
+            y_min=0,
+            y_max=100,
+        )
+    if funnel is not None:
+        charts["funnel"] = bar_chart(
+            [
+                ("Leads", funnel["leads"]),
+                ("Bookings", funnel["bookings"]),
+                ("Completed", funnel["completed_jobs"]),
+                ("Paid", funnel["paid_payments"]),
+            ],
+            title="Funnel",
+        )
+    return charts
+
+
+@router.get("/console/analytics", response_class=HTMLResponse)
+async def analytics(request: Request) -> HTMLResponse:
+    query = request.query_params
+    zone = await org_zone(request)
+    today = datetime.now(zone).date()
+    errors: dict[str, str] = {}
+    start = _date(query.get("from", ""), "from", errors) or today - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+    end = _date(query.get("to", ""), "to", errors) or today
+    months = int(query["months"]) if query.get("months", "").isdigit() else 12
+    if months not in COHORT_MONTHS:
+        errors["months"] = "choose one of the listed periods"
+        months = 12
+    if not errors and end < start:
+        errors["to"] = "must not be before from"
+    values = {"from": query.get("from") or start.isoformat(), "to": query.get("to") or end.isoformat()}
+    values["months"] = str(months)
+    nps = cohorts = funnel = None
+    if not errors:
+        nps, cohorts, funnel = await asyncio.gather(
+            _refused(
+                get(
+                    request,
+                    "/v1/admin/analytics/nps",
+                    **{"from": _instant(start, zone), "to": _instant(end + timedelta(days=1), zone)},
+                ),
+                errors,
+            ),
+            _refused(get(request, "/v1/admin/analytics/cohorts", months=months), errors),
+            _refused(
+                get(
+                    request,
+                    "/v1/admin/analytics/funnel",
+                    **{"from": start.isoformat(), "to": end.isoformat()},
+                ),
+                errors,
+            ),
+        )
+    conversion = {k: _pct(v) for k, v in ((funnel or {}).get("conversion") or {}).items()}
+    return render(
+        request,
+        "analytics_analytics.html",
+        status=422 if errors else 200,
+        errors=errors,
+        values=values,
+        months=COHORT_MONTHS,
+        nps=nps,
+        cohorts=cohorts,
+        funnel=funnel,
+        conversion=conversion,
+        charts=_charts(nps, cohorts, funnel),
+        tz=zone.key,
+    )
