@@ -15,9 +15,11 @@
 7. Media (tools/bench/media_bench.py): 2 MB photo uploads per second through the gateway into the
    local backend and into moto's S3 server (a second media with the r2 backend), media's peak RSS
    while 16 uploads run at once (2 MB and 8 MB files), and the time to mint a signed photo link.
-8. Outbox relay (tools/bench/relay_bench.py): BENCH_RELAY_EVENTS (50,000) rows in booking's outbox
+8. The web console (tools/bench/web_bench.py): the server time of its main pages, signed in as the
+   bench org's owner through the console's form, each page closed loop at BENCH_WEB_CONCURRENCY (2).
+9. Outbox relay (tools/bench/relay_bench.py): BENCH_RELAY_EVENTS (50,000) rows in booking's outbox
    in one transaction, timed until booking's relay has them all acknowledged by JetStream.
-9. Prints one Markdown table (also .run/bench/last.md; raw numbers in .run/bench/last.json) and stops
+10. Prints one Markdown table (also .run/bench/last.md; raw numbers in .run/bench/last.json) and stops
    everything, dropping the database, whatever happened.
 
 A benchmark, not a test: a missed target is reported, never a failure; the exit status is non-zero
@@ -27,7 +29,7 @@ httpx), BENCH_WORKERS (1000), BENCH_BOOKINGS (100000), BENCH_SUGGESTIONS (200), 
 BENCH_WEBHOOK_REPEAT_EVERY (4: one webhook in 4 a redelivery), BENCH_EMAILS (10000, the notify
 backlog; 0 skips it), BENCH_CONFIRM_RATE (unset: half the measured capacity), BENCH_CONFIRM_CAPACITY_SECONDS (4), BENCH_CONFIRM_SECONDS (10),
 BENCH_MEDIA_CONCURRENCY (16), BENCH_MEDIA_SECONDS (5), BENCH_MEDIA_WARMUP (1), BENCH_MEDIA_S3 (1; 0
-skips the S3 row).
+skips the S3 row), BENCH_WEB_CONCURRENCY (2), BENCH_WEB_SECONDS (4).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tools.bench import billing_bench, media_bench, notify_bench, relay_bench
+from tools.bench import billing_bench, media_bench, notify_bench, relay_bench, web_bench
 from tools.bench import stack as bench_stack
 from tools.bench.cpu import CpuMeter
 from tools.bench.report import Row, table, verdict
@@ -417,6 +419,18 @@ class Bench:
                 spec=self.spec,
                 meter=self.meter,
             )
+            web = web_bench.run(
+                exits,
+                stack,
+                gateway,
+                owner.email,
+                owner.password,
+                seeded.first_start + timedelta(days=1),
+                ids[0],
+                measure=self.measure,
+                spec=self.spec,
+                meter=self.meter,
+            )
             relay = relay_bench.run(stack)
 
         elapsed = time.monotonic() - started
@@ -441,13 +455,16 @@ class Bench:
             f"{min(others, default=0):.2f}-{max(others, default=0):.2f} cores busy during the scenarios.",
             seeded.summary() + ".",
         ]
-        self.rows += billing.rows + notify.rows + media.rows + relay.rows
-        self.notes += billing.notes + notify.notes + media.notes + relay.notes
+        self.rows += billing.rows + notify.rows + media.rows + web.rows + relay.rows
+        self.notes += billing.notes + notify.notes + media.notes + web.notes + relay.notes
         self.results.update(billing.results)
         self.results.update(notify.results)
         self.results.update(media.results)
+        self.results.update(web.results)
         self.results.update(relay.results)
-        self.failed = self.failed or billing.failed or notify.failed or media.failed or relay.failed
+        self.failed = (
+            self.failed or billing.failed or notify.failed or media.failed or web.failed or relay.failed
+        )
 
     def _rows(
         self,
