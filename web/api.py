@@ -135,6 +135,11 @@ class Gateway:
 
     def _headers(self, request: Request) -> dict[str, str]:
         headers = {"X-Forwarded-For": request.state.client_ip, "Accept": "application/json"}
+        # Media may bind signed photo links to the User-Agent that asked (PHOTO_TOKEN_BIND_USER_AGENT):
+        # they are minted for the browser that will load them, not for this process.
+        user_agent = request.headers.get("user-agent")
+        if user_agent:
+            headers["User-Agent"] = user_agent[:1024]
         request_id = request.headers.get("x-request-id")
         if request_id:
             headers["X-Request-ID"] = request_id[:128]
