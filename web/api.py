@@ -97,10 +97,12 @@ class Gateway:
         params: dict[str, Any] | None = None,
         files: dict[str, Any] | None = None,
         raw: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        """The JSON answer (or the raw `Answer` with raw=True); raises ApiError or SignInRequired."""
+        """The JSON answer (or the raw `Answer` with raw=True); raises ApiError or SignInRequired.
+        `headers`: extra ones for this call (an Idempotency-Key)."""
         session: Session = request.state.session
-        headers = self._headers(request)
+        headers = {**self._headers(request), **(headers or {})}
         if auth == "staff":
             staff = session.staff or {}
             if staff.get("must_change_password") and path not in OPEN_BEFORE_PASSWORD_CHANGE:

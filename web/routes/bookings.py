@@ -7,6 +7,7 @@ no booking yet is asked for it on the booking form (default UTC)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -26,18 +27,21 @@ SUGGESTIONS_PER_PAGE = 10
 BOARD_PAGE = 200
 BOARD_MAX_PAGES = 5
 DEFAULT_MINUTES = 120
-# Statuses in which a booking may still be moved, assigned or cancelled (services/booking).
+# As services/booking allows: moved or cancelled while pending or confirmed; (re)assigned until done.
 OPEN_STATUSES = frozenset({"pending", "confirmed"})
-# Which status actions a booking offers, by its status: (path, button label).
+ASSIGNABLE = frozenset({"pending", "confirmed", "in_progress"})
+# Which status actions a booking offers, by its status: (path, button label). A confirmed job may be
+# completed without being started (the service allows it: a worker who forgot to tap Start).
 ACTIONS: dict[str, list[tuple[str, str]]] = {
     "pending": [("confirm", "Confirm")],
-    "confirmed": [("start", "Start")],
+    "confirmed": [("start", "Start"), ("complete", "Complete")],
     "in_progress": [("complete", "Complete")],
 }
 TRANSITION_DONE = {
     "confirm": "Booking confirmed.",
     "start": "Booking started.",
     "complete": "Booking completed.",
+    "deposit-paid": "Deposit marked paid.",
 }
 # Fields of the booking form that the gateway wants as numbers; anything unparsable is sent as typed
 # so the gateway's own validation names the field.
@@ -78,8 +82,9 @@ def _remember_zone(request: Request, booking: dict[str, Any]) -> None:
         session_of(request).set("org_tz", {"org": org_id, "tz": zone})
 
 
-async def _org_zone(request: Request) -> str:
-    """The org's time zone: remembered per org in the session, else read off one booking."""
+async def _known_zone(request: Request) -> str | None:
+    """The org's time zone: remembered per org in the session, else read off one booking; None while
+    the org has no booking to read it from."""
     org_id = (session_of(request).staff or {}).get("org_id", "")
     known = session_of(request).get("org_tz")
     if isinstance(known, dict) and known.get("org") == org_id and known.get("tz"):
@@ -88,7 +93,11 @@ async def _org_zone(request: Request) -> str:
     for booking in found.get("bookings") or []:
         _remember_zone(request, booking)
         return str(booking.get("time_zone") or "UTC")
-    return "UTC"
+    return None
+
+
+async def _org_zone(request: Request) -> str:
+    return await _known_zone(request) or "UTC"
 
 
 def _local_input(value: Any, zone: str) -> str:
@@ -190,7 +199,8 @@ def _from_lead(lead: dict[str, Any], zone: str) -> dict[str, Any]:
 
 @router.get("/bookings/new", response_class=HTMLResponse)
 async def new_booking(request: Request, lead_id: str = "") -> HTMLResponse:
-    zone = await _org_zone(request)
+    known = await _known_zone(request)
+    zone = known or "UTC"
     lead = None
     if lead_id:
         lead = await request.app.state.gateway.call(request, "GET", f"/v1/admin/leads/{lead_id}")
@@ -202,11 +212,14 @@ async def new_booking(request: Request, lead_id: str = "") -> HTMLResponse:
             "time_zone": zone,
             "duration_minutes": DEFAULT_MINUTES,
         }
-    return render(request, "bookings_new.html", values=values, lead=lead)
+    # One key per form shown: a double click or a resent post creates one booking (the gateway answers
+    # the first one again), and a refused post stored nothing, so re-sending the key after a fix is safe.
+    values["idempotency_key"] = str(uuid.uuid4())
+    return render(request, "bookings_new.html", values=values, lead=lead, zone_known=known is not None)
 
 
 def _booking_body(form: dict[str, Any]) -> dict[str, Any]:
-    zone = str(form.get("time_zone") or "UTC")
+    zone = str(form.get("time_zone") or "UTC").strip()
     body: dict[str, Any] = {name: str(form.get(name, "")).strip() for name in TEXT_FIELDS}
     body["starts_at"] = _instant(str(form.get("starts_at", "")), zone)
     for name in INT_FIELDS:
@@ -222,26 +235,30 @@ def _booking_body(form: dict[str, Any]) -> dict[str, Any]:
 async def create_booking(request: Request) -> Response:
     form = await read_form(request)
     gateway = request.app.state.gateway
-    lead = None
-    if form.get("lead_id"):
-        lead = await gateway.call(request, "GET", f"/v1/admin/leads/{form['lead_id']}")
-    zone = str(form.get("time_zone") or "").strip()
-    if not _valid_zone(zone):
+
+    async def again(status: int, **context: Any) -> HTMLResponse:
+        lead = None
+        if form.get("lead_id"):
+            lead = await gateway.call(request, "GET", f"/v1/admin/leads/{form['lead_id']}")
+        known = form.get("zone_known") == "1"
+        return render(
+            request, "bookings_new.html", status=status, values=form, lead=lead, zone_known=known, **context
+        )
+
+    if not _valid_zone(str(form.get("time_zone") or "").strip()):
         # Checked here: the gateway only ever sees the instant, never the zone it was typed in.
-        return render(
-            request,
-            "bookings_new.html",
-            status=422,
-            values=form,
-            lead=lead,
-            errors={"time_zone": "is not a time zone name such as America/Edmonton"},
-        )
+        return await again(422, errors={"time_zone": "is not a time zone name such as America/Edmonton"})
     try:
-        booking = await gateway.call(request, "POST", "/v1/admin/bookings", json=_booking_body(form))
-    except ApiError as error:
-        return render(
-            request, "bookings_new.html", status=_status(error), values=form, lead=lead, **form_error(error)
+        key = str(form.get("idempotency_key") or "")[:200]
+        booking = await gateway.call(
+            request,
+            "POST",
+            "/v1/admin/bookings",
+            json=_booking_body(form),
+            headers={"Idempotency-Key": key} if key else None,
         )
+    except ApiError as error:
+        return await again(_status(error), **form_error(error))
     _remember_zone(request, booking)
     session_of(request).flash("Booking created.")
     return redirect(f"/console/bookings/{booking['id']}")
@@ -345,7 +362,7 @@ async def board(request: Request, view: str = "day", date: str = "", team_id: st
 
 async def _suggestions(request: Request, booking: dict[str, Any], offset: int) -> dict[str, Any] | None:
     """Teams and workers free in the booking's window; None where the viewer may not dispatch."""
-    if booking.get("status") not in OPEN_STATUSES:
+    if booking.get("status") not in ASSIGNABLE:
         return None
     try:
         return await request.app.state.gateway.call(  # type: ignore[no-any-return]
@@ -396,7 +413,7 @@ async def _detail(
         tz=zone,
         team_names={t["id"]: t["name"] for t in teams},
         worker_names={w["id"]: w["name"] for w in workers},
-        actions=ACTIONS.get(str(booking.get("status")), []),
+        actions=_actions(booking),
         open=booking.get("status") in OPEN_STATUSES,
         suggestions=await _suggestions(request, booking, suggestions_offset),
         suggestions_offset=suggestions_offset,
@@ -405,6 +422,14 @@ async def _detail(
         values=values,
         **context,
     )
+
+
+def _actions(booking: dict[str, Any]) -> list[tuple[str, str]]:
+    found = list(ACTIONS.get(str(booking.get("status")), []))
+    unpaid = booking.get("deposit_required") and not booking.get("deposit_paid")
+    if unpaid and booking.get("status") in OPEN_STATUSES:
+        found.append(("deposit-paid", "Mark deposit paid"))
+    return found
 
 
 @router.get("/bookings/{booking_id}", response_class=HTMLResponse)
