@@ -67,6 +67,18 @@ def _errors(error: ApiError) -> dict[str, Any]:
     return context
 
 
+async def _one(request: Request, path: str, what: str) -> dict[str, Any]:
+    """One invoice or photo; an id that is not even well formed is no such page either (the gateway's
+    422 for a path parameter), as another org's id is (the gateway's 404)."""
+    try:
+        found: dict[str, Any] = await _gateway(request).call(request, "GET", path)
+    except ApiError as error:
+        if error.status == 422:
+            raise ApiError(404, {"code": "not_found", "detail": f"There is no such {what}."}) from None
+        raise
+    return found
+
+
 def _status_of(error: ApiError) -> int:
     return error.status if 400 <= error.status < 500 else 503
 
@@ -205,7 +217,7 @@ async def reconcile_list(request: Request, status: str = "mismatch", page: str =
 
 
 async def _invoice_page(request: Request, invoice_id: str, status: int = 200, **context: Any) -> Response:
-    invoice = await _gateway(request).call(request, "GET", f"/v1/admin/invoices/{quote(invoice_id, safe='')}")
+    invoice = await _one(request, f"/v1/admin/invoices/{quote(invoice_id, safe='')}", "invoice")
     values = context.pop("values", None) or {"method": "cash"}
     return render(
         request,
@@ -373,7 +385,7 @@ async def photos(request: Request, status: str = "all") -> HTMLResponse:
 
 
 async def _photo_page(request: Request, photo_id: str, status: int = 200, **context: Any) -> Response:
-    photo = await _gateway(request).call(request, "GET", f"/v1/admin/photos/{quote(photo_id, safe='')}")
+    photo = await _one(request, f"/v1/admin/photos/{quote(photo_id, safe='')}", "photo")
     link = await _signed(request, photo_id, asyncio.Semaphore(1))
     return render(request, "photos_detail.html", status=status, photo=photo, link=link, **context)
 
