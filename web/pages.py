@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
@@ -94,3 +95,28 @@ def form_error(error: ApiError) -> dict[str, Any]:
 def redirect(url: str) -> RedirectResponse:
     """After a successful post: 303 so a reload does not post again."""
     return RedirectResponse(url, status_code=303)
+
+
+async def fetch_one(request: Request, path: str, what: str) -> dict[str, Any]:
+    """One resource for a page; an id that is not even well formed is no such page either (the
+    gateway's 422 for a path parameter), as another org's id is (the gateway's 404)."""
+    try:
+        found: dict[str, Any] = await request.app.state.gateway.call(request, "GET", path)
+    except ApiError as error:
+        if error.status == 422:
+            raise ApiError(404, {"code": "not_found", "detail": f"There is no such {what}."}) from None
+        raise
+    return found
+
+
+def status_of(error: ApiError) -> int:
+    """The status a page answers with when the gateway refused its form: the gateway's 4xx, else 503."""
+    return error.status if 400 <= error.status < 500 else 503
+
+
+def public_photo_url(request: Request, url: str) -> str:
+    """The gateway mints links on the host the web reached it by (server to server); the browser must
+    load them from the gateway as it sees it: WEB_GATEWAY_PUBLIC_URL, or this origin when empty."""
+    parts = urlsplit(url)
+    base = str(request.app.state.settings.web_gateway_public_url or "").rstrip("/")
+    return base + parts.path + ("?" + parts.query if parts.query else "")

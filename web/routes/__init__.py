@@ -5,13 +5,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from web.routes import account, bookings, client_portal, finance, home, operations, people, worker_portal
+from web.routes import (
+    account,
+    bookings,
+    client_portal,
+    finance,
+    home,
+    operations,
+    people,
+    photos,
+    worker_portal,
+)
 
 ROUTERS: list[APIRouter] = [
     home.router,
     account.router,
     bookings.router,
     finance.router,
+    photos.router,
     people.router,
     operations.router,
     client_portal.router,

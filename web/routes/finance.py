@@ -1,7 +1,7 @@
-"""Invoices (list, detail, issue/send/void, manual payments, reconcile, PDF) and the photo review queue.
+"""Invoices: list, detail, issue/send/void, manual payments, reconcile, PDF.
 
-Every page is a client of the gateway's REST API: billing decides roles, statuses and amounts, media
-decides consent and mints the photo links. Another org's invoice or photo is the gateway's 404, which
+Every page is a client of the gateway's REST API: billing decides roles, statuses and amounts.
+Another org's invoice is the gateway's 404, which
 the app's ApiError handler shows as the web's 404 page, so nothing here checks ownership itself.
 
 Invoices come to exist by themselves: billing drafts one from each booking.completed event (and the
@@ -9,18 +9,17 @@ backfill drafts those it missed), so the console's "new invoice" form is for wor
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from web.api import ApiError
-from web.pages import form_error, read_form, redirect, render, session_of
+from web.pages import fetch_one, form_error, read_form, redirect, render, session_of, status_of
 
 router = APIRouter(prefix="/console")
 
@@ -28,9 +27,6 @@ PAGE = 50
 INVOICE_STATUSES = ("DRAFT", "SENT", "PARTIAL", "PAID", "OVERDUE", "VOID")
 QUEUES = ("overdue", "unpaid")
 PAYMENT_METHODS = (("cash", "Cash"), ("etransfer", "E-transfer"), ("cheque", "Cheque"), ("other", "Other"))
-PHOTO_FILTERS = ("all", "pending", "needs_retake")
-# Signing links for a page of photos: a few at a time, so one page does not flood media.
-SIGN_CONCURRENCY = 8
 # The gateway's Content-Disposition filename, kept only if it is plainly a file name.
 SAFE_FILENAME = re.compile(r'filename="([A-Za-z0-9._-]{1,100})"')
 # A form's field name for the gateway's field (amounts are typed in units, sent in cents).
@@ -65,22 +61,6 @@ def _errors(error: ApiError) -> dict[str, Any]:
     context = form_error(error)
     context["errors"] = {FIELD_NAMES.get(k, k): v for k, v in context["errors"].items()}
     return context
-
-
-async def _one(request: Request, path: str, what: str) -> dict[str, Any]:
-    """One invoice or photo; an id that is not even well formed is no such page either (the gateway's
-    422 for a path parameter), as another org's id is (the gateway's 404)."""
-    try:
-        found: dict[str, Any] = await _gateway(request).call(request, "GET", path)
-    except ApiError as error:
-        if error.status == 422:
-            raise ApiError(404, {"code": "not_found", "detail": f"There is no such {what}."}) from None
-        raise
-    return found
-
-
-def _status_of(error: ApiError) -> int:
-    return error.status if 400 <= error.status < 500 else 503
 
 
 # --- invoices: the list ------------------------------------------------------------------------------
@@ -183,7 +163,7 @@ async def new_invoice(request: Request) -> Response:
     try:
         created = await _gateway(request).call(request, "POST", "/v1/admin/invoices", json=body)
     except ApiError as error:
-        return render(request, "invoices_new.html", status=_status_of(error), values=values, **_errors(error))
+        return render(request, "invoices_new.html", status=status_of(error), values=values, **_errors(error))
     session_of(request).flash("Draft invoice created.")
     return redirect(f"/console/invoices/{quote(created['id'])}")
 
@@ -217,7 +197,7 @@ async def reconcile_list(request: Request, status: str = "mismatch", page: str =
 
 
 async def _invoice_page(request: Request, invoice_id: str, status: int = 200, **context: Any) -> Response:
-    invoice = await _one(request, f"/v1/admin/invoices/{quote(invoice_id, safe='')}", "invoice")
+    invoice = await fetch_one(request, f"/v1/admin/invoices/{quote(invoice_id, safe='')}", "invoice")
     values = context.pop("values", None) or {"method": "cash"}
     return render(
         request,
@@ -271,7 +251,7 @@ async def reconcile(request: Request, invoice_id: str) -> Response:
     except ApiError as error:
         if error.status == 404:
             raise
-        return await _invoice_page(request, invoice_id, status=_status_of(error), **form_error(error))
+        return await _invoice_page(request, invoice_id, status=status_of(error), **form_error(error))
     before, after = done.get("before") or {}, done.get("after") or {}
     if done.get("changed"):
         message = f"Reconciled: the status went from {before.get('status')} to {after.get('status')}."
@@ -316,7 +296,7 @@ async def record_payment(request: Request, invoice_id: str) -> Response:
         if error.status == 404:
             raise
         return await _invoice_page(
-            request, invoice_id, status=_status_of(error), values=values, **_errors(error)
+            request, invoice_id, status=status_of(error), values=values, **_errors(error)
         )
     session_of(request).flash("Payment recorded.")
     return redirect(f"/console/invoices/{quote(invoice_id)}")
@@ -337,99 +317,6 @@ async def invoice_action(request: Request, invoice_id: str, action: str) -> Resp
     except ApiError as error:
         if error.status == 404:
             raise
-        return await _invoice_page(request, invoice_id, status=_status_of(error), **form_error(error))
+        return await _invoice_page(request, invoice_id, status=status_of(error), **form_error(error))
     session_of(request).flash(ACTIONS[action])
     return redirect(f"/console/invoices/{quote(invoice_id)}")
-
-
-# --- photos ------------------------------------------------------------------------------------------
-
-
-def public_photo_url(request: Request, url: str) -> str:
-    """The gateway mints links on the host the web reached it by (server to server); the browser must
-    load them from the gateway as it sees it: WEB_GATEWAY_PUBLIC_URL, or this origin when empty."""
-    parts = urlsplit(url)
-    base = str(request.app.state.settings.web_gateway_public_url or "").rstrip("/")
-    return base + parts.path + ("?" + parts.query if parts.query else "")
-
-
-async def _signed(request: Request, photo_id: str, limit: asyncio.Semaphore) -> dict[str, str]:
-    """{"src": link} to show the photo, or {"reason": why not} (no consent, media away)."""
-    async with limit:
-        try:
-            signed = await _gateway(request).call(
-                request, "GET", f"/v1/admin/photos/{quote(photo_id, safe='')}/signed_url"
-            )
-        except ApiError as error:
-            if error.code == "photo_consent_required":
-                return {"reason": "Not shown: the client has not given photo consent for this booking."}
-            return {"reason": f"Not shown: {error.detail}"}
-    return {"src": public_photo_url(request, str(signed.get("url") or ""))}
-
-
-@router.get("/photos", response_class=HTMLResponse)
-async def photos(request: Request, status: str = "all") -> HTMLResponse:
-    status = status if status in PHOTO_FILTERS else "all"
-    found = await _gateway(request).call(
-        request, "GET", "/v1/admin/queue/photos", params={"status": status, "limit": PAGE}
-    )
-    # The queue call above has rotated the access token if it was due, so these share a fresh one.
-    limit = asyncio.Semaphore(SIGN_CONCURRENCY)
-    links = await asyncio.gather(*(_signed(request, p["photo_id"], limit) for p in found))
-    return render(
-        request,
-        "photos_queue.html",
-        photos=list(zip(found, links, strict=True)),
-        values={"status": status},
-    )
-
-
-async def _photo_page(request: Request, photo_id: str, status: int = 200, **context: Any) -> Response:
-    photo = await _one(request, f"/v1/admin/photos/{quote(photo_id, safe='')}", "photo")
-    link = await _signed(request, photo_id, asyncio.Semaphore(1))
-    return render(request, "photos_detail.html", status=status, photo=photo, link=link, **context)
-
-
-@router.get("/photos/{photo_id}", response_class=HTMLResponse)
-async def photo(request: Request, photo_id: str) -> Response:
-    return await _photo_page(request, photo_id)
-
-
-def _back_to_queue(form: dict[str, Any]) -> str:
-    status = form.get("status")
-    return "/console/photos" + (f"?status={status}" if status in PHOTO_FILTERS[1:] else "")
-
-
-@router.post("/photos/{photo_id}/approve", response_model=None)
-async def approve(request: Request, photo_id: str) -> Response:
-    form = await read_form(request)
-    try:
-        await _gateway(request).call(request, "POST", f"/v1/admin/photos/{quote(photo_id, safe='')}/approve")
-    except ApiError as error:
-        if error.status == 404:
-            raise
-        return await _photo_page(request, photo_id, status=_status_of(error), **form_error(error))
-    session_of(request).flash("Photo approved.")
-    return redirect(_back_to_queue(form))
-
-
-@router.post("/photos/{photo_id}/retake", response_model=None)
-async def retake(request: Request, photo_id: str) -> Response:
-    form = await read_form(request)
-    note = str(form.get("note") or "").strip()
-    if not note:
-        return await _photo_page(
-            request, photo_id, status=422, errors={"note": "Say what to retake and why"}, values=form
-        )
-    path = f"/v1/admin/photos/{quote(photo_id, safe='')}/needs-retake"
-    try:
-        done = await _gateway(request).call(request, "POST", path, json={"note": note})
-    except ApiError as error:
-        if error.status == 404:
-            raise
-        return await _photo_page(
-            request, photo_id, status=_status_of(error), values=form, **form_error(error)
-        )
-    told = " The worker who took it was emailed." if done.get("worker_notified") else ""
-    session_of(request).flash("Retake requested." + told)
-    return redirect(_back_to_queue(form))
