@@ -30,6 +30,12 @@ Kind = Literal["client", "worker"]
 MAX_PHOTOS = 24
 # Invoice states a client can still pay (billing's ISSUED_STATUSES less PAID).
 PAYABLE = frozenset({"SENT", "PARTIAL", "OVERDUE"})
+# gateway/portal_auth.py MAX_TOKEN_LENGTH: longer is no link of ours.
+MAX_LINK_TOKEN = 4096
+
+
+# The path ids a portal route takes: a 422 naming only these is an id that names nothing.
+ID_FIELDS = frozenset({"booking_id", "job_id", "invoice_id", "order_id", "photo_id"})
 
 
 def not_found() -> HTTPException:
@@ -37,12 +43,23 @@ def not_found() -> HTTPException:
     return HTTPException(404)
 
 
+def names_no_such_object(error: ApiError, method: str) -> bool:
+    """Whether a gateway refusal means "not yours or not there" (404, or 422 about the path's id)."""
+    if error.status == 404:
+        return True
+    if error.status != 422:
+        return False
+    # A page's GET sends nothing but the id; a write's 422 may be about its body, so it must name the id.
+    fields = set(error.field_errors)
+    return method == "GET" or (bool(fields) and fields <= ID_FIELDS)
+
+
 async def api(request: Request, method: str, path: str, **kwargs: Any) -> Any:
-    """A client-portal call; the gateway's 404 (and 422 for a malformed id) becomes the web's 404."""
+    """A client-portal call; another client's id (or a malformed one) becomes the web's 404."""
     try:
         return await request.app.state.gateway.call(request, method, path, auth="client", **kwargs)
     except ApiError as error:
-        if error.status in (404, 422) and method == "GET":
+        if names_no_such_object(error, method):
             raise not_found() from None
         raise
 
@@ -51,19 +68,12 @@ async def api(request: Request, method: str, path: str, **kwargs: Any) -> Any:
 
 
 async def link_page(request: Request, kind: Kind, token: str) -> HTMLResponse:
-    """The page a portal link opens: checked (not used) at the gateway, then a button that posts it.
-    Shared by the client's and the worker's link (`kind` is "client" or "worker")."""
+    """The page a portal link opens: a button that posts the token. Shared by the client's and the
+    worker's link (`kind`). The link is not checked here: the gateway's check takes the token in a
+    URL, which the web's HTTP client logs; a used or expired link shows when the button is pressed."""
     template = f"{kind}_link.html"
-    if not token or len(token) > 4096:
+    if not token or len(token) > MAX_LINK_TOKEN:
         return render(request, template, status=400, token="", invalid=True)
-    try:
-        await request.app.state.gateway.call(
-            request, "GET", f"/{kind}/login/callback", auth="none", params={"token": token}, raw=True
-        )
-    except ApiError as error:
-        if error.status in (400, 401, 404, 410, 422):
-            return render(request, template, status=error.status, token="", invalid=True)
-        raise
     return render(request, template, token=token, invalid=False)
 
 
@@ -215,12 +225,7 @@ async def set_consent(request: Request, booking_id: str) -> Response:
     form = await read_form(request)
     granted = str(form.get("granted")) == "true"
     path = f"/v1/client/portal/bookings/{quote(booking_id, safe='')}/photo-consent"
-    try:
-        await api(request, "PUT", path, json={"granted": granted})
-    except ApiError as error:
-        if error.status in (404, 422):
-            raise not_found() from None
-        raise
+    await api(request, "PUT", path, json={"granted": granted})
     session_of(request).flash(
         "Thank you: you allow us to use the photos of this cleaning."
         if granted
@@ -255,8 +260,6 @@ async def pay(request: Request, invoice_id: str) -> Response:
     try:
         checkout = await api(request, "POST", _invoice_path(invoice_id) + "/checkout")
     except ApiError as error:
-        if error.status in (404, 422):
-            raise not_found() from None
         invoice = await api(request, "GET", _invoice_path(invoice_id))
         status = error.status if 400 <= error.status < 600 else 502
         return render(

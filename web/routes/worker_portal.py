@@ -18,9 +18,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from web.api import ApiError
+from web.api import ApiError, SignInRequired
 from web.pages import read_form, redirect, render, session_of
-from web.routes.client_portal import confirm_link, link_page, sign_out
+from web.routes.client_portal import confirm_link, link_page, names_no_such_object, sign_out
 
 router = APIRouter(prefix="/portal/worker")
 
@@ -28,6 +28,8 @@ router = APIRouter(prefix="/portal/worker")
 # gateway's own limit (ORDER_PHOTO_MAX_BYTES, 10 MiB by default) is the one that normally answers.
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
+# The form around the file (boundaries, part headers, the CSRF field).
+ENVELOPE_BYTES = 64 * 1024
 # What the gateway's refusals of an upload mean to a person holding a phone.
 UPLOAD_PROBLEMS = {
     413: "That photo is too large. Take it again at a lower resolution, or choose a smaller one.",
@@ -37,12 +39,11 @@ ACTIONS = {"start": "Job started.", "complete": "Job completed. Thank you!"}
 
 
 async def api(request: Request, method: str, path: str, **kwargs: Any) -> Any:
-    """A worker-portal call; another worker's job is the web's 404 (and so is a malformed id on a
-    page: the gateway's 422 names only the id there)."""
+    """A worker-portal call; another worker's job, or a malformed id, is the web's 404."""
     try:
         return await request.app.state.gateway.call(request, method, path, auth="worker", **kwargs)
     except ApiError as error:
-        if error.status == 404 or (error.status == 422 and method == "GET"):
+        if names_no_such_object(error, method):
             raise HTTPException(404) from None
         raise
 
@@ -118,10 +119,7 @@ async def job(request: Request, job_id: str) -> HTMLResponse:
     return await _job_page(request, job_id)
 
 
-@router.post("/jobs/{job_id}/{action}", response_model=None)
-async def transition(request: Request, job_id: str, action: str) -> Response:
-    if action not in ACTIONS:
-        raise HTTPException(404)
+async def _transition(request: Request, job_id: str, action: str) -> Response:
     await read_form(request)
     try:
         await api(request, "POST", f"{_job_path(job_id)}/{action}")
@@ -131,6 +129,16 @@ async def transition(request: Request, job_id: str, action: str) -> Response:
         raise
     session_of(request).flash(ACTIONS[action])
     return redirect(f"/portal/worker/jobs/{quote(job_id, safe='')}")
+
+
+@router.post("/jobs/{job_id}/start", response_model=None)
+async def start(request: Request, job_id: str) -> Response:
+    return await _transition(request, job_id, "start")
+
+
+@router.post("/jobs/{job_id}/complete", response_model=None)
+async def complete(request: Request, job_id: str) -> Response:
+    return await _transition(request, job_id, "complete")
 
 
 async def _read_upload(upload: UploadFile) -> bytes | None:
@@ -147,7 +155,15 @@ async def _read_upload(upload: UploadFile) -> bytes | None:
 
 @router.post("/jobs/{job_id}/photos", response_model=None)
 async def upload_photo(request: Request, job_id: str) -> Response:
-    # read_form checks the CSRF token first; Starlette has spooled the file to disk by then.
+    # Starlette spools a posted file to disk before the CSRF token (a form field) can be checked, and
+    # bounds no file's size: only a signed-in worker's post of a declared, bounded size is read at all.
+    if not session_of(request).get("worker"):
+        raise SignInRequired("worker")
+    length = request.headers.get("content-length", "")
+    if not length.isdigit():
+        return await _job_page(request, job_id, status=411, upload_error="Your browser sent no file size.")
+    if int(length) > MAX_UPLOAD_BYTES + ENVELOPE_BYTES:
+        return await _job_page(request, job_id, status=413, upload_error=UPLOAD_PROBLEMS[413])
     form = await read_form(request)
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
