@@ -8,6 +8,7 @@ frame reads as "zero" to a person in a hurry."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,9 @@ Point = tuple[str, float]
 WIDTH = 640
 HEIGHT = 260
 # Room for the y-axis labels on the left and the x-axis labels below the plot.
-LEFT, RIGHT, TOP, BOTTOM = 48, 16, 20, 44
+LEFT, RIGHT, TOP, BOTTOM = 48, 24, 40, 44
+# Roughly how wide one character of the 12px axis labels is, to keep labels from overlapping.
+CHAR_WIDTH = 7.5
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,28 @@ def _open(frame: Frame, title: str, summary: str) -> Markup:
     return Markup(
         '<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{label}"'
         ' xmlns="http://www.w3.org/2000/svg"><title>{title}</title>'
-    ).format(w=frame.width, h=frame.height, label=label, title=title)
+        '<text class="chart-title" x="{x}" y="18" font-weight="600">{title}</text>'
+    ).format(w=frame.width, h=frame.height, label=label, title=title, x=LEFT)
 
 
 def _summary(points: Sequence[Point], unit: str) -> str:
     """The data in words for screen readers (the SVG's aria-label)."""
     return "; ".join(f"{label}: {_number(value)}{unit}" for label, value in points)
+
+
+def _label_every(labels: Sequence[str], slot: float) -> int:
+    """Show every nth x label so that neighbours do not overlap (a year of months, of weeks)."""
+    widest = max((len(label) for label in labels), default=0) * CHAR_WIDTH + 6
+    return max(1, math.ceil(widest / slot)) if slot > 0 else 1
+
+
+def _anchor(index: int, count: int, spread: bool) -> str:
+    """The first and last labels of a line chart sit on the plot's edges: anchor them inwards."""
+    if spread and count > 1 and index == 0:
+        return "start"
+    if spread and count > 1 and index == count - 1:
+        return "end"
+    return "middle"
 
 
 def _axes(frame: Frame, top_value: float, bottom_value: float, unit: str) -> Markup:
@@ -96,6 +115,7 @@ def bar_chart(
     slot = frame.plot_width / len(points)
     bar_width = max(2.0, slot * 0.6)
     parts = [_open(frame, title, _summary(points, unit)), _axes(frame, max(values), 0, unit)]
+    every = _label_every([label for label, _ in points], slot)
     for index, ((label, _), value) in enumerate(zip(points, values, strict=True)):
         height = frame.plot_height * value / top
         x = LEFT + slot * index + (slot - bar_width) / 2
@@ -105,7 +125,6 @@ def bar_chart(
                 '<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" fill="#0f766e">'
                 "<title>{label}: {value}</title></rect>"
                 '<text x="{cx:.1f}" y="{vy:.1f}" text-anchor="middle">{value}</text>'
-                '<text x="{cx:.1f}" y="{ly}" text-anchor="middle">{label}</text>'
             ).format(
                 x=x,
                 y=y,
@@ -113,11 +132,16 @@ def bar_chart(
                 h=height,
                 cx=x + bar_width / 2,
                 vy=max(TOP - 6, y - 4),
-                ly=frame.baseline + 16,
                 label=label,
                 value=_number(value) + unit,
             )
         )
+        if index % every == 0:
+            parts.append(
+                Markup('<text x="{x:.1f}" y="{y}" text-anchor="middle">{label}</text>').format(
+                    x=x + bar_width / 2, y=frame.baseline + 16, label=label
+                )
+            )
     parts.append(Markup("</svg>"))
     return Markup("").join(parts)
 
@@ -142,8 +166,7 @@ def line_chart(
     if high == low:
         high = low + 1
     step = frame.plot_width / max(1, len(points) - 1)
-    # Every nth label only, so a year of weeks does not print 52 overlapping labels.
-    label_every = max(1, len(points) // 8 + (1 if len(points) % 8 else 0))
+    label_every = _label_every([label for label, _ in points], step if len(points) > 1 else frame.plot_width)
     coords = [
         (
             LEFT + (step * index if len(points) > 1 else frame.plot_width / 2),
@@ -161,10 +184,13 @@ def line_chart(
                 "<title>{label}: {value}</title></circle>"
             ).format(x=x, y=y, label=label, value=_number(value) + unit)
         )
-        if index % label_every == 0 or index == len(points) - 1:
+        last = index == len(points) - 1
+        # The last point is always labelled; the nth label before it is dropped if they would touch.
+        crowded = not last and (len(points) - 1 - index) < label_every
+        if (index % label_every == 0 and not crowded) or last:
             parts.append(
-                Markup('<text x="{x:.1f}" y="{y}" text-anchor="middle">{label}</text>').format(
-                    x=x, y=frame.baseline + 16, label=label
+                Markup('<text x="{x:.1f}" y="{y}" text-anchor="{anchor}">{label}</text>').format(
+                    x=x, y=frame.baseline + 16, label=label, anchor=_anchor(index, len(points), True)
                 )
             )
     parts.append(Markup("</svg>"))

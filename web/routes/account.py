@@ -144,7 +144,7 @@ async def sign_out(request: Request) -> Response:
         except (ApiError, SignInRequired) as error:
             # Signing out of the console works even when the gateway is away or the tokens are dead.
             log.info("sign_out_not_revoked", error=str(error))
-    session.drop("staff", "break_glass", "mfa", "enrol")
+    session.drop("staff", "break_glass", "mfa", "enrol", "org_tz")
     session.flash("You are signed out.")
     return redirect("/console/sign-in")
 

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from web.api import ApiError
+from web.org_zone import known_zone, remember_zone, zone_of
 from web.pages import form_error, read_form, redirect, render, session_of
 
 router = APIRouter(prefix="/console")
@@ -60,13 +61,6 @@ TEXT_FIELDS = (
 # --- time zones and form values ---------------------------------------------------------------
 
 
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def _valid_zone(name: str) -> bool:
     try:
         ZoneInfo(name)
@@ -75,38 +69,13 @@ def _valid_zone(name: str) -> bool:
     return bool(name)
 
 
-def _remember_zone(request: Request, booking: dict[str, Any]) -> None:
-    org_id = (session_of(request).staff or {}).get("org_id", "")
-    zone = str(booking.get("time_zone") or "")
-    if zone and session_of(request).get("org_tz") != {"org": org_id, "tz": zone}:
-        session_of(request).set("org_tz", {"org": org_id, "tz": zone})
-
-
-async def _known_zone(request: Request) -> str | None:
-    """The org's time zone: remembered per org in the session, else read off one booking; None while
-    the org has no booking to read it from."""
-    org_id = (session_of(request).staff or {}).get("org_id", "")
-    known = session_of(request).get("org_tz")
-    if isinstance(known, dict) and known.get("org") == org_id and known.get("tz"):
-        return str(known["tz"])
-    found = await request.app.state.gateway.call(request, "GET", "/v1/admin/bookings", params={"limit": 1})
-    for booking in found.get("bookings") or []:
-        _remember_zone(request, booking)
-        return str(booking.get("time_zone") or "UTC")
-    return None
-
-
-async def _org_zone(request: Request) -> str:
-    return await _known_zone(request) or "UTC"
-
-
 def _local_input(value: Any, zone: str) -> str:
     """An ISO instant as a datetime-local input's value (YYYY-MM-DDTHH:MM) in `zone`."""
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return ""
-    return moment.astimezone(_zone(zone)).strftime("%Y-%m-%dT%H:%M")
+    return moment.astimezone(zone_of(zone)).strftime("%Y-%m-%dT%H:%M")
 
 
 def _instant(typed: str, zone: str) -> str:
@@ -117,7 +86,7 @@ def _instant(typed: str, zone: str) -> str:
     except ValueError:
         return typed.strip()
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_zone(zone))
+        moment = moment.replace(tzinfo=zone_of(zone))
     return moment.isoformat()
 
 
@@ -162,7 +131,7 @@ async def leads_inbox(request: Request, offset: int = 0) -> HTMLResponse:
         offset=offset,
         newer=max(offset - LEADS_PER_PAGE, 0) if offset else None,
         older=offset + LEADS_PER_PAGE if offset + LEADS_PER_PAGE < total else None,
-        tz=await _org_zone(request),
+        tz=(await known_zone(request) or "UTC"),
     )
 
 
@@ -170,7 +139,7 @@ async def leads_inbox(request: Request, offset: int = 0) -> HTMLResponse:
 async def lead_page(request: Request, lead_id: str) -> HTMLResponse:
     # Another org's lead is a 404 from the gateway, rendered by the ApiError handler.
     lead = await request.app.state.gateway.call(request, "GET", f"/v1/admin/leads/{lead_id}")
-    return render(request, "leads_detail.html", lead=lead, tz=await _org_zone(request))
+    return render(request, "leads_detail.html", lead=lead, tz=(await known_zone(request) or "UTC"))
 
 
 # --- a new booking ----------------------------------------------------------------------------
@@ -180,7 +149,7 @@ def _from_lead(lead: dict[str, Any], zone: str) -> dict[str, Any]:
     """The booking form filled in from a lead: its contact, its inputs and the estimate's duration."""
     inputs = lead.get("structured_inputs") or {}
     estimate = lead.get("estimate") or {}
-    tomorrow = datetime.now(_zone(zone)).date() + timedelta(days=1)
+    tomorrow = datetime.now(zone_of(zone)).date() + timedelta(days=1)
     return {
         "lead_id": lead.get("lead_id", ""),
         "starts_at": datetime.combine(tomorrow, time(9, 0)).strftime("%Y-%m-%dT%H:%M"),
@@ -199,14 +168,14 @@ def _from_lead(lead: dict[str, Any], zone: str) -> dict[str, Any]:
 
 @router.get("/bookings/new", response_class=HTMLResponse)
 async def new_booking(request: Request, lead_id: str = "") -> HTMLResponse:
-    known = await _known_zone(request)
+    known = await known_zone(request)
     zone = known or "UTC"
     lead = None
     if lead_id:
         lead = await request.app.state.gateway.call(request, "GET", f"/v1/admin/leads/{lead_id}")
         values = _from_lead(lead, zone)
     else:
-        tomorrow = datetime.now(_zone(zone)).date() + timedelta(days=1)
+        tomorrow = datetime.now(zone_of(zone)).date() + timedelta(days=1)
         values = {
             "starts_at": datetime.combine(tomorrow, time(9, 0)).strftime("%Y-%m-%dT%H:%M"),
             "time_zone": zone,
@@ -259,7 +228,7 @@ async def create_booking(request: Request) -> Response:
         )
     except ApiError as error:
         return await again(_status(error), **form_error(error))
-    _remember_zone(request, booking)
+    remember_zone(request, [booking])
     session_of(request).flash("Booking created.")
     return redirect(f"/console/bookings/{booking['id']}")
 
@@ -282,7 +251,7 @@ def _window(view: str, day: date, zone: str) -> tuple[datetime, datetime, list[d
     """The board's [start, end) in the org's zone: one day, or Monday to Sunday of the day's week."""
     first = day if view == "day" else day - timedelta(days=day.weekday())
     days = [first + timedelta(days=n) for n in range(1 if view == "day" else 7)]
-    tz = _zone(zone)
+    tz = zone_of(zone)
     start = datetime.combine(days[0], time(0), tzinfo=tz)
     end = datetime.combine(days[-1] + timedelta(days=1), time(0), tzinfo=tz)
     return start, end, days
@@ -317,7 +286,7 @@ def _lanes(
     by_id = {lane.team_id: lane for lane in lanes}
     for each in [*lanes, unassigned]:
         each.days = {day: [] for day in days}
-    tz = _zone(zone)
+    tz = zone_of(zone)
     for booking in sorted(bookings, key=lambda b: str(b.get("starts_at"))):
         lane: Lane | None = by_id.get(str(booking["team_id"])) if booking.get("team_id") else unassigned
         if lane is None:  # another team's, while the board shows one team
@@ -332,11 +301,11 @@ def _lanes(
 async def board(request: Request, view: str = "day", date: str = "", team_id: str = "") -> HTMLResponse:
     gateway = request.app.state.gateway
     view = "week" if view == "week" else "day"
-    zone = await _org_zone(request)
+    zone = await known_zone(request) or "UTC"
     try:
         day = datetime.strptime(date, "%Y-%m-%d").date()
     except ValueError:
-        day = datetime.now(_zone(zone)).date()
+        day = datetime.now(zone_of(zone)).date()
     start, end, days = _window(view, day, zone)
     teams = (await gateway.call(request, "GET", "/v1/admin/teams")).get("teams") or []
     bookings, cut_short = await _bookings_between(request, start, end)
@@ -396,7 +365,7 @@ async def _detail(
     gateway = request.app.state.gateway
     # Another org's booking is a 404 here: the ApiError handler renders the web's 404 page.
     booking = await gateway.call(request, "GET", f"/v1/admin/bookings/{booking_id}")
-    _remember_zone(request, booking)
+    remember_zone(request, [booking])
     teams = (await gateway.call(request, "GET", "/v1/admin/teams")).get("teams") or []
     workers = (await gateway.call(request, "GET", "/v1/admin/workers")).get("workers") or []
     zone = str(booking.get("time_zone") or "UTC")

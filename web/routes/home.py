@@ -19,9 +19,3 @@ async def landing(request: Request) -> HTMLResponse:
 async def healthz() -> PlainTextResponse:
     # Liveness only: the web holds no state; whether the gateway answers is the gateway's readiness.
     return PlainTextResponse("ok")
-
-
-@router.get("/console", response_class=HTMLResponse)
-async def today(request: Request) -> HTMLResponse:
-    profile = await request.app.state.gateway.call(request, "GET", "/v1/admin/profile")
-    return render(request, "today.html", profile=profile)

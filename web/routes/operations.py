@@ -13,13 +13,14 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from web.api import ApiError
 from web.charts import bar_chart, line_chart
+from web.org_zone import org_zone, remember_zone
 from web.pages import read_form, redirect, render, session_of
 
 router = APIRouter()
@@ -50,34 +51,6 @@ async def allowed(call: Awaitable[Any]) -> Any | None:
         if error.status == 403:
             return None
         raise
-
-
-def zone_of(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def remember_zone(request: Request, bookings: list[dict[str, Any]]) -> None:
-    """Every booking carries its org's time zone: keep it (per org) for the pages that need one."""
-    staff = session_of(request).staff or {}
-    found = next((b.get("time_zone") for b in bookings if b.get("time_zone")), None)
-    if found:
-        session_of(request).set("org_tz", {"org": staff.get("org_id", ""), "tz": found})
-
-
-async def org_zone(request: Request) -> ZoneInfo:
-    """The org's time zone. The gateway has no endpoint for the org's profile, but every booking
-    states it; with no booking yet, UTC (and nothing on the pages depends on it then)."""
-    staff = session_of(request).staff or {}
-    cached = session_of(request).get("org_tz")
-    if isinstance(cached, dict) and cached.get("org") == staff.get("org_id"):
-        return zone_of(str(cached.get("tz")))
-    answer = await allowed(get(request, "/v1/admin/bookings", limit=1))
-    bookings = (answer or {}).get("bookings") or []
-    remember_zone(request, bookings)
-    return zone_of(str(bookings[0].get("time_zone", "")) if bookings else "UTC")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -133,7 +106,7 @@ class Tile:
     warn: bool = False
 
 
-def _tiles(
+def queue_tiles(
     assignments: dict[str, Any] | None,
     photos: list[Any] | None,
     invoices: dict[str, Any] | None,
@@ -232,7 +205,7 @@ async def today(request: Request) -> HTMLResponse:
     return render(
         request,
         "today.html",
-        tiles=_tiles(assignments, photos, invoices, dlq, jobs_view(jobs)),
+        tiles=queue_tiles(assignments, photos, invoices, dlq, jobs_view(jobs)),
         days=_days(bookings, (teams or {}).get("teams") or [], zone),
         more=int(window.get("total") or 0) > len(bookings),
         tz=zone.key,
@@ -256,9 +229,11 @@ async def operations(
     action = action.strip()[:100]
     audit_at, dlq_at = _offset(audit_offset), _offset(dlq_offset)
     dlq = await allowed(get(request, "/v1/admin/queue/dlq", limit=PAGE, offset=dlq_at))
-    jobs, audit = await asyncio.gather(
+    jobs, audit, users = await asyncio.gather(
         allowed(get(request, "/v1/admin/jobs/status")),
         allowed(get(request, "/v1/admin/audit-logs", limit=PAGE, offset=audit_at, action=action)),
+        # The log names actors by user id: the org's users give them their email back.
+        allowed(get(request, "/v1/iam/users", limit=200)),
     )
     zone = await org_zone(request)
     return render(
@@ -269,8 +244,9 @@ async def operations(
         jobs=jobs_view(jobs),
         heartbeats=(jobs or {}).get("heartbeats") or [],
         audit=audit,
+        actors={u["id"]: u["email"] for u in (users or {}).get("users") or []},
         audit_offset=audit_at,
-        action=action,
+        action_filter=action,
         page=PAGE,
         tz=zone.key,
     )
@@ -396,9 +372,14 @@ async def analytics(request: Request) -> HTMLResponse:
         errors["to"] = "must not be before from"
     values = {"from": query.get("from") or start.isoformat(), "to": query.get("to") or end.isoformat()}
     values["months"] = str(months)
-    nps = cohorts = funnel = None
+    nps: Any = None
+    cohorts: Any = None
+    funnel: Any = None
     if not errors:
-        nps, cohorts, funnel = await asyncio.gather(
+        # Cohorts first and alone: the zone may have come from the session without a call, and the
+        # two reads after it go out together (see the module's note on refreshing tokens).
+        cohorts = await _refused(get(request, "/v1/admin/analytics/cohorts", months=months), errors)
+        nps, funnel = await asyncio.gather(
             _refused(
                 get(
                     request,
@@ -407,7 +388,6 @@ async def analytics(request: Request) -> HTMLResponse:
                 ),
                 errors,
             ),
-            _refused(get(request, "/v1/admin/analytics/cohorts", months=months), errors),
             _refused(
                 get(
                     request,

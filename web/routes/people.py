@@ -16,8 +16,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from web.api import ApiError
+from web.org_zone import org_zone
 from web.pages import form_error, read_form, redirect, render, session_of
-from web.routes.operations import get, org_zone
+from web.routes.operations import get
 
 router = APIRouter()
 
@@ -65,17 +66,25 @@ async def _teams_page(request: Request, status: int = 200, **context: Any) -> HT
 
 
 async def _write(
-    request: Request, form_id: str, values: dict[str, Any], method: str, path: str, body: Any
+    request: Request,
+    form_id: str,
+    values: dict[str, Any],
+    method: str,
+    path: str,
+    body: Any,
+    fields: dict[str, str] | None = None,
 ) -> Response | None:
-    """The gateway call; None when it worked, else the page again with the errors of `form_id`."""
+    """The gateway call; None when it worked, else the page again with the errors of `form_id`.
+    `fields` maps the gateway's field names to the form's (the team and worker forms share a page,
+    so their `name` inputs are named apart)."""
     try:
         await call(request, method, path, body)
     except ApiError as error:
         if error.status not in FIXABLE:
             raise
-        return await _teams_page(
-            request, status=error.status, failed=form_id, values=values, **form_error(error)
-        )
+        context = form_error(error)
+        context["errors"] = {(fields or {}).get(k, k): v for k, v in context["errors"].items()}
+        return await _teams_page(request, status=error.status, failed=form_id, values=values, **context)
     return None
 
 
@@ -87,8 +96,11 @@ async def teams_page(request: Request) -> HTMLResponse:
 @router.post("/console/teams", response_model=None)
 async def create_team(request: Request) -> Response:
     form = await read_form(request)
-    name = _text(form, "name")
-    refused = await _write(request, "team-new", form, "POST", "/v1/admin/teams", {"name": name})
+    name = _text(form, "team_name")
+    body = {"name": name}
+    refused = await _write(
+        request, "team-new", form, "POST", "/v1/admin/teams", body, fields={"name": "team_name"}
+    )
     if refused:
         return refused
     session_of(request).flash(f"Team {name} created.")
@@ -132,9 +144,16 @@ async def delete_team(request: Request, team_id: str) -> Response:
 @router.post("/console/workers", response_model=None)
 async def create_worker(request: Request) -> Response:
     form = await read_form(request)
-    body: dict[str, str | None] = {name: _text(form, name) for name in ("name", "email", "phone", "role")}
-    body["team_id"] = _text(form, "team_id") or None
-    refused = await _write(request, "worker-new", form, "POST", "/v1/admin/workers", body)
+    body: dict[str, str | None] = {
+        "name": _text(form, "worker_name"),
+        "email": _text(form, "email"),
+        "phone": _text(form, "phone"),
+        "role": _text(form, "role"),
+        "team_id": _text(form, "team_id") or None,
+    }
+    refused = await _write(
+        request, "worker-new", form, "POST", "/v1/admin/workers", body, fields={"name": "worker_name"}
+    )
     if refused:
         return refused
     session_of(request).flash(f"Worker {body['name']} added.")

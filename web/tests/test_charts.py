@@ -67,3 +67,12 @@ def test_line_points_follow_the_values_on_a_fixed_scale() -> None:
 def test_a_single_point_and_a_flat_line_do_not_divide_by_zero() -> None:
     assert "<circle" in line_chart([("Only", 7)], title="One")
     assert "<circle" in line_chart([("a", 3), ("b", 3)], title="Flat")
+
+
+def test_crowded_axis_labels_are_thinned_but_every_bar_is_drawn() -> None:
+    months = [(f"2026-{m:02d}", m) for m in range(1, 13)] + [(f"2027-{m:02d}", m) for m in range(1, 13)]
+    svg = parsed(bar_chart(months, title="Two years"))
+    assert len(list(svg.iter(SVG + "rect"))) == 24
+    axis_labels = [t.text for t in svg.iter(SVG + "text") if t.text and t.text.startswith("202")]
+    assert 2 <= len(axis_labels) < 24
+    assert axis_labels[0] == "2026-01"
