@@ -7,8 +7,10 @@ answer becomes `ApiError`, which the pages show next to the field it names."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Literal
 
 import httpx
@@ -81,7 +83,10 @@ class Gateway:
     """One HTTP/1.1 keep-alive pool to the gateway for the process."""
 
     def __init__(self, base_url: str, timeout: float) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, follow_redirects=False)
+        # One pool for everyone: a Set-Cookie of the gateway's (a portal sign-in) must never ride along on
+        # other people's calls, so the jar's policy accepts no cookie at all.
+        jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, follow_redirects=False, cookies=jar)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -192,22 +197,32 @@ class Gateway:
             raise SignInRequired("staff")
         if float(staff.get("expires_at", 0)) - REFRESH_MARGIN_SECONDS > time.time():
             return str(staff["access_token"])
-        # Rotate once; the gateway revokes the whole session if a refresh token is used twice, so a
-        # failed rotation signs the person out rather than retrying with the old token.
-        answer = await self._send(
-            request,
-            "POST",
-            "/v1/auth/refresh",
-            self._headers(request),
-            {"refresh_token": staff.get("refresh_token", "")},
-            None,
-            None,
-        )
-        if answer.status != 200 or not isinstance(answer.data, dict):
-            session.drop("staff")
-            raise SignInRequired("staff")
-        session.set("staff", staff_session(answer.data, email=str(staff.get("email", ""))))
-        return str(answer.data["access_token"])
+        # One rotation per request: a page whose calls run together must not use the refresh token
+        # twice, which the gateway takes as theft and answers by revoking the whole session.
+        lock: asyncio.Lock | None = getattr(request.state, "refresh_lock", None)
+        if lock is None:  # kept in the request's scope state: every call of this request sees it
+            lock = request.state.refresh_lock = asyncio.Lock()
+        async with lock:
+            staff = session.staff
+            if staff is None:
+                raise SignInRequired("staff")
+            if float(staff.get("expires_at", 0)) - REFRESH_MARGIN_SECONDS > time.time():
+                return str(staff["access_token"])  # another call of this request rotated it
+            # A failed rotation signs the person out rather than retrying with the old token.
+            answer = await self._send(
+                request,
+                "POST",
+                "/v1/auth/refresh",
+                self._headers(request),
+                {"refresh_token": staff.get("refresh_token", "")},
+                None,
+                None,
+            )
+            if answer.status != 200 or not isinstance(answer.data, dict):
+                session.drop("staff")
+                raise SignInRequired("staff")
+            session.set("staff", staff_session(answer.data, email=str(staff.get("email", ""))))
+            return str(answer.data["access_token"])
 
 
 def staff_session(tokens: dict[str, Any], email: str) -> dict[str, Any]:

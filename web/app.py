@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
@@ -28,6 +29,8 @@ SIGN_IN_PAGES = {"staff": "/console/sign-in", "client": "/portal/client/sign-in"
 def create_app(settings: WebSettings | None = None) -> FastAPI:
     settings = settings or WebSettings()
     configure_logging("web", settings.log_level)
+    # httpx logs every URL it requests at INFO: portal link and NPS tokens travel in some of them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

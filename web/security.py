@@ -48,7 +48,8 @@ class WebMiddleware:
         self.settings = settings
         self.codec = SessionCodec(settings.web_session_secret, settings.web_session_ttl_minutes * 60)
         gateway = _origin(settings.web_gateway_public_url)
-        self.csp = content_security_policy([gateway] if gateway else [], local_forms=settings.is_dev_or_test)
+        images = ([gateway] if gateway else []) + list(settings.web_img_sources)
+        self.csp = content_security_policy(images, local_forms=settings.is_dev_or_test)
         self.proxies = settings.proxy_networks
 
     def client_ip(self, scope: Scope) -> str:

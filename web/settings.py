@@ -32,8 +32,11 @@ class WebSettings(CommonSettings):
     trust_proxy_headers: bool = False
     trusted_proxy_cidrs: CsvList = ["127.0.0.1/32", "::1/128"]
     metrics_enabled: bool = False
+    # Where the photo storage serves images when the gateway's signed link redirects there (r2,
+    # cloudflare_images): the browser follows the redirect, and the CSP's img-src must allow it.
+    web_img_sources: CsvList = []
 
-    @field_validator("trusted_proxy_cidrs", mode="before")
+    @field_validator("trusted_proxy_cidrs", "web_img_sources", mode="before")
     @classmethod
     def _cidrs(cls, value: object) -> list[str]:
         return split_csv(value)
