@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
 
 from libs.common import call_signing
 from libs.common import context as request_context
@@ -279,3 +281,10 @@ def schema_drift(admin_url: str, schema: str, metadata: Any) -> list[Any]:
 def basic(username: str, password: str) -> dict[str, str]:
     """The Authorization header of an HTTP Basic Auth pair (the scheduler's and operators' logins)."""
     return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+
+def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    """A real JPEG, made by Pillow."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, "JPEG", quality=85)
+    return out.getvalue()

@@ -6,7 +6,6 @@ something that is no image; another org's booking and photo 404; VIEWER and FINA
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,16 +15,9 @@ import httpx
 from PIL import Image
 
 from gateway.tests.test_subscription_routes import act, create_booking
-from tools.testkit import assert_clean, assert_problem, eventually, owner, staff
+from tools.testkit import assert_clean, assert_problem, eventually, jpeg_bytes, owner, staff
 
 BOUNDARY = "cwsTestBoundary1f2e3d"
-
-
-def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
-    """A real JPEG, made by Pillow."""
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(out, "JPEG", quality=85)
-    return out.getvalue()
 
 
 def photo_form(data: bytes, filename: str = "job.jpg", content_type: str = "image/jpeg") -> tuple[bytes, str]:

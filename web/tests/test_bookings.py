@@ -58,7 +58,7 @@ async def test_lead_to_booking_assigned_confirmed_and_on_the_board(
 
     page = await desk.new_page()
     await sign_in_page(page, web.url, org.owner_email, org.owner_password)
-    await page.get_by_role("link", name="Leads").click()
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Leads").click()
     rows = page.get_by_role("row")
     await expect(rows.nth(1)).to_contain_text("Dana Lead")  # newest first
     await expect(rows.nth(2)).to_contain_text("Older Lead")

@@ -15,10 +15,8 @@ from urllib.parse import urlsplit
 import httpx
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from gateway.tests.test_photo_routes import jpeg_bytes
-from gateway.tests.test_photo_routes import upload as staff_upload
 from tools.processes import GatewayProc, WebProc
-from tools.testkit import eventually, owner, sql
+from tools.testkit import eventually, jpeg_bytes, owner, sql
 from web.tests.conftest import screenshot
 
 PHONE_WIDTH = 390
@@ -138,7 +136,11 @@ async def test_a_client_signs_in_by_the_emailed_link_and_sees_bookings_photos_an
     email = f"casey-{uuid.uuid4().hex[:8]}@example.com"
     booking = await new_booking(http, url, headers, email, 48)
     await admin_act(http, url, headers, booking["id"], "confirm")
-    uploaded = await staff_upload(http, url, headers, booking["id"], jpeg_bytes(320, 240))
+    uploaded = await http.post(
+        f"{url}/v1/admin/bookings/{booking['id']}/photos",
+        headers=headers,
+        files={"file": ("job.jpg", jpeg_bytes(320, 240), "image/jpeg")},
+    )
     assert uploaded.status_code == 201, uploaded.text
     invoice = await issued_invoice(http, url, headers, email, booking["id"])
     earlier = await new_booking(http, url, headers, email, -20, address="9 Old Mill Road")

@@ -56,7 +56,7 @@ async def test_a_completed_booking_is_invoiced_paid_and_downloaded(
     page = await desk.new_page()
     await sign_in_page(page, web.url, org.owner_email, org.owner_password)
 
-    await page.get_by_role("link", name="Invoices").click()
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Invoices").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Invoices")
     row = page.get_by_role("row").filter(has_text="Robin Client")
     await expect(row).to_contain_text("DRAFT")

@@ -165,7 +165,7 @@ async def test_operations_replays_a_dead_letter_and_pages_the_audit_log(
 
     page = await desk.new_page()
     await sign_in_page(page, web.url, org.owner_email, org.owner_password)
-    await page.get_by_role("link", name="Operations").click()
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Operations").click()
     letters = page.get_by_role("region", name=re.compile("^Dead letters"))
     await expect(letters).to_contain_text("2 outbox, 1 export")
     await expect(page.get_by_role("region", name="Scheduled jobs")).to_contain_text(
@@ -252,7 +252,7 @@ async def test_analytics_draws_nps_cohorts_and_the_funnel(
 
     page = await desk.new_page()
     await sign_in_page(page, web.url, org.owner_email, org.owner_password)
-    await page.get_by_role("link", name="Analytics").click()
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Analytics").click()
     # (4 promoters - 1 detractor) / 6 answers
     await expect(page.get_by_test_id("nps-score")).to_have_text("50.0")
     mix = page.get_by_role("img", name=re.compile("^NPS answers"))

@@ -68,7 +68,7 @@ async def test_teams_workers_and_blackouts(
 
     page = await desk.new_page()
     await sign_in_page(page, web.url, org.owner_email, org.owner_password)
-    await page.get_by_role("link", name="Teams").click()
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Teams").click()
     await expect(page.get_by_role("heading", name="Teams and workers")).to_be_visible()
 
     # A refused field is shown beside itself, then fixed.
@@ -160,7 +160,7 @@ async def test_users_created_reset_and_signed_out(
     rival = await _other_org(http, gateway, make_org)
     page = await desk.new_page()
     await sign_in_page(page, web.url, org.owner_email, org.owner_password)
-    await page.get_by_role("link", name="Users").click()
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
     await expect(page.get_by_role("cell", name=org.owner_email)).to_be_visible()
 
     await page.get_by_label("Email").fill("x")

@@ -86,7 +86,7 @@ async def test_review_shows_consented_photos_and_approves_and_asks_for_retakes(
 
     page = await desk.new_page()
     await sign_in_page(page, web.url, org.owner_email, org.owner_password)
-    await page.get_by_role("link", name="Photos").click()
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Photos").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Photo review")
     assert await rendered_width(page, kitchen) == 320
     assert await rendered_width(page, bathroom) == 320

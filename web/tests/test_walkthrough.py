@@ -15,9 +15,8 @@ import httpx
 import pyotp
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from gateway.tests.test_photo_routes import jpeg_bytes
 from tools.processes import GatewayProc, WebProc
-from tools.testkit import eventually, owner, sql
+from tools.testkit import eventually, jpeg_bytes, owner, sql
 from web.tests.conftest import PHONE, screenshot
 from web.tests.test_client_portal import LINK, fits_the_phone, link_in_mail
 
