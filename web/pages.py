@@ -64,6 +64,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
             "csrf": session.csrf,
             "staff": session.staff,
             "read_only": request.state.read_only,
+            "unavailable": getattr(request.state, "unavailable", []),
             "break_glass": session.get("break_glass"),
             "flash": session.pop_flash(),
             "errors": {},

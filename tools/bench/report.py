@@ -18,6 +18,7 @@ COLUMNS = (
 )
 # Short names for the CPU column.
 PARTS = (
+    ("web", "web"),
     ("gateway", "gw"),
     ("booking", "bk"),
     ("iam", "iam"),

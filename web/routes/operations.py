@@ -43,12 +43,17 @@ async def get(request: Request, path: str, **params: Any) -> Any:
     return await request.app.state.gateway.call(request, "GET", path, params=params)
 
 
-async def allowed(call: Awaitable[Any]) -> Any | None:
-    """The answer, or None when the role may not read it (the page then leaves that part out)."""
+async def allowed(call: Awaitable[Any], request: Request | None = None, what: str = "") -> Any | None:
+    """The answer, or None when the role may not read it (the page then leaves that part out). With
+    `request`, a service that is down (5xx) leaves its part out too, and the page says which: one
+    service away must not take the whole page with it."""
     try:
         return await call
     except ApiError as error:
         if error.status == 403:
+            return None
+        if error.status >= 500 and request is not None:
+            request.state.unavailable = [*getattr(request.state, "unavailable", []), what]
             return None
         raise
 
@@ -195,12 +200,20 @@ async def today(request: Request) -> HTMLResponse:
     remember_zone(request, bookings)
     zone = await org_zone(request)
     teams, assignments, photos, invoices, dlq, jobs = await asyncio.gather(
-        allowed(get(request, "/v1/admin/teams")),
-        allowed(get(request, "/v1/admin/queue/assignments", days=7, limit=200)),
-        allowed(get(request, "/v1/admin/queue/photos", status="all", limit=PHOTO_QUEUE_LIMIT)),
-        allowed(get(request, "/v1/admin/queue/invoices", status="all", limit=200)),
-        allowed(get(request, "/v1/admin/queue/dlq", limit=1)),
-        allowed(get(request, "/v1/admin/jobs/status")),
+        allowed(get(request, "/v1/admin/teams"), request, "teams"),
+        allowed(
+            get(request, "/v1/admin/queue/assignments", days=7, limit=200), request, "the assignment queue"
+        ),
+        allowed(
+            get(request, "/v1/admin/queue/photos", status="all", limit=PHOTO_QUEUE_LIMIT),
+            request,
+            "the photo queue",
+        ),
+        allowed(
+            get(request, "/v1/admin/queue/invoices", status="all", limit=200), request, "the invoices queue"
+        ),
+        allowed(get(request, "/v1/admin/queue/dlq", limit=1), request, "dead letters"),
+        allowed(get(request, "/v1/admin/jobs/status"), request, "the scheduled jobs"),
     )
     return render(
         request,
@@ -228,12 +241,18 @@ async def operations(
 ) -> HTMLResponse:
     action = action.strip()[:100]
     audit_at, dlq_at = _offset(audit_offset), _offset(dlq_offset)
-    dlq = await allowed(get(request, "/v1/admin/queue/dlq", limit=PAGE, offset=dlq_at))
+    dlq = await allowed(
+        get(request, "/v1/admin/queue/dlq", limit=PAGE, offset=dlq_at), request, "dead letters"
+    )
     jobs, audit, users = await asyncio.gather(
-        allowed(get(request, "/v1/admin/jobs/status")),
-        allowed(get(request, "/v1/admin/audit-logs", limit=PAGE, offset=audit_at, action=action)),
+        allowed(get(request, "/v1/admin/jobs/status"), request, "the scheduled jobs"),
+        allowed(
+            get(request, "/v1/admin/audit-logs", limit=PAGE, offset=audit_at, action=action),
+            request,
+            "the audit log",
+        ),
         # The log names actors by user id: the org's users give them their email back.
-        allowed(get(request, "/v1/iam/users", limit=200)),
+        allowed(get(request, "/v1/iam/users", limit=200), request, "users"),
     )
     zone = await org_zone(request)
     return render(

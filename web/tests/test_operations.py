@@ -304,3 +304,27 @@ def test_tiles_leave_out_what_the_role_may_not_read_and_warn_on_failing_jobs() -
     assert photos.count == "200+"  # the photo queue answers at most a page, with no total
     assert not dead.warn
     assert jobs.warn and jobs.note == "digest failing"
+
+
+async def test_a_service_that_is_down_leaves_its_part_out_and_says_so(
+    stack: Any, gateways: Any, desk: BrowserContext, make_org
+) -> None:
+    """Notify unreachable (nothing listens on port 9): the today and operations pages still show the
+    rest, and name what they could not show, instead of failing whole (bench saw a 503 page)."""
+    from tools.processes import web_proc
+
+    gateway = gateways.get(NOTIFY_GRPC_TARGET="127.0.0.1:9", JOBS_GRPC_TARGET="127.0.0.1:9")
+    web = web_proc(stack.env(), stack.work_dir / "logs", gateway.url, label="web-notify-down").start()
+    try:
+        await web.wait_ready_async()
+        org = await make_org("Sparkle Partial")
+        page = await desk.new_page()
+        await sign_in_page(page, web.url, org.owner_email, org.owner_password)
+        await expect(page.get_by_role("heading", level=1)).to_have_text("Today at a glance")
+        await expect(page.get_by_role("alert")).to_contain_text("dead letters")
+        await expect(page.get_by_role("link", name="Photos to review")).to_be_visible()  # the rest is there
+        await page.goto(web.url + "/console/operations")
+        await expect(page.get_by_role("alert")).to_contain_text("dead letters")
+        await expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+    finally:
+        web.stop()

@@ -148,7 +148,8 @@ async def test_the_walk_through_from_a_lead_to_a_paid_invoice_the_client_sees(
         await expect(desk.locator(".badge").filter(has_text="confirmed").first).to_be_visible()
         await expect(desk.get_by_test_id("booking-team")).to_have_text("North crew")
         await screenshot(desk, "booking-detail")
-        await desk.get_by_role("navigation", name="Main").get_by_role("link", name="Bookings").click()
+        await desk.get_by_role("link", name="← Board").click()  # the booking's day
+        await expect(desk.locator(".slot").filter(has_text="Robin Client")).to_be_visible()
         await screenshot(desk, "bookings-board")
 
         # 4. The cleaner gets a portal link from the console ...
