@@ -27,7 +27,8 @@ router = APIRouter()
 
 PAGE = 50
 # The photo queue answers a plain array of at most this many: beyond it the tile says "200+".
-PHOTO_QUEUE_LIMIT = 200
+# The photo queue answers items, not a count: a tile reads at most this many (then shows "100+").
+PHOTO_QUEUE_LIMIT = 100
 BOOKINGS_LIMIT = 200
 # A job whose last success is older than this many intervals (and at least STALE_FLOOR) is stale.
 STALE_INTERVALS = 3
@@ -117,6 +118,7 @@ def queue_tiles(
     invoices: dict[str, Any] | None,
     dlq: dict[str, Any] | None,
     jobs: list[JobHealth] | None,
+    overdue_invoices: dict[str, Any] | None = None,
 ) -> list[Tile]:
     tiles: list[Tile] = []
     if assignments is not None:
@@ -134,7 +136,7 @@ def queue_tiles(
         count = f"{PHOTO_QUEUE_LIMIT}+" if len(photos) >= PHOTO_QUEUE_LIMIT else str(len(photos))
         tiles.append(Tile("Photos to review", count, "/console/photos"))
     if invoices is not None:
-        overdue = sum(1 for item in invoices.get("items") or [] if item.get("status") == "overdue")
+        overdue = int((overdue_invoices or {}).get("total") or 0)
         tiles.append(
             Tile(
                 "Unpaid invoices",
@@ -199,7 +201,8 @@ async def today(request: Request) -> HTMLResponse:
     bookings = window.get("bookings") or []
     remember_zone(request, bookings)
     zone = await org_zone(request)
-    teams, assignments, photos, invoices, dlq, jobs = await asyncio.gather(
+    # The invoice tiles need counts only: a page of one of each queue (the queue answers its total).
+    teams, assignments, photos, invoices, overdue, dlq, jobs = await asyncio.gather(
         allowed(get(request, "/v1/admin/teams"), request, "teams"),
         allowed(
             get(request, "/v1/admin/queue/assignments", days=7, limit=200), request, "the assignment queue"
@@ -210,7 +213,10 @@ async def today(request: Request) -> HTMLResponse:
             "the photo queue",
         ),
         allowed(
-            get(request, "/v1/admin/queue/invoices", status="all", limit=200), request, "the invoices queue"
+            get(request, "/v1/admin/queue/invoices", status="all", limit=1), request, "the invoices queue"
+        ),
+        allowed(
+            get(request, "/v1/admin/queue/invoices", status="overdue", limit=1), request, "the invoices queue"
         ),
         allowed(get(request, "/v1/admin/queue/dlq", limit=1), request, "dead letters"),
         allowed(get(request, "/v1/admin/jobs/status"), request, "the scheduled jobs"),
@@ -218,7 +224,7 @@ async def today(request: Request) -> HTMLResponse:
     return render(
         request,
         "today.html",
-        tiles=queue_tiles(assignments, photos, invoices, dlq, jobs_view(jobs)),
+        tiles=queue_tiles(assignments, photos, invoices, dlq, jobs_view(jobs), overdue),
         days=_days(bookings, (teams or {}).get("teams") or [], zone),
         more=int(window.get("total") or 0) > len(bookings),
         tz=zone.key,

@@ -298,10 +298,10 @@ def test_tiles_leave_out_what_the_role_may_not_read_and_warn_on_failing_jobs() -
     failing = job_health(
         {"name": "digest", "consecutive_failures": 3, "last_outcome": "failed"}, datetime.now(UTC)
     )
-    tiles = queue_tiles(None, [{}] * 200, None, {"total": 0}, [failing])
+    tiles = queue_tiles(None, [{}] * 100, None, {"total": 0}, [failing])
     assert [t.label for t in tiles] == ["Photos to review", "Dead letters", "Scheduled jobs"]
     photos, dead, jobs = tiles
-    assert photos.count == "200+"  # the photo queue answers at most a page, with no total
+    assert photos.count == "100+"  # the photo queue answers at most a page, with no total
     assert not dead.warn
     assert jobs.warn and jobs.note == "digest failing"
 
@@ -328,3 +328,10 @@ async def test_a_service_that_is_down_leaves_its_part_out_and_says_so(
         await expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
     finally:
         web.stop()
+
+
+def test_the_invoice_tile_counts_the_queues_totals_not_a_page() -> None:
+    tiles = queue_tiles(None, None, {"total": 412, "items": []}, None, None, {"total": 37})
+    assert [(t.label, t.count, t.note, t.warn) for t in tiles] == [
+        ("Unpaid invoices", "412", "37 overdue", True)
+    ]

@@ -123,3 +123,21 @@ async def test_a_form_posted_from_another_site_is_refused(web: WebProc) -> None:
         )
         assert same.status_code == 401  # reached the gateway: wrong email or password, shown on the form
         assert "script-src 'self'" in same.headers["Content-Security-Policy"]
+
+
+async def test_signing_in_works_from_the_keyboard_alone(web: WebProc, desk: BrowserContext, make_org) -> None:
+    """Labelled fields in order, focus on the first, Enter submits: no mouse needed."""
+    org = await make_org("Sparkle Keyboard")
+    page = await desk.new_page()
+    await page.goto(web.url + "/console/sign-in")
+    await expect(page.get_by_label("Email")).to_be_focused()  # autofocus
+    await page.keyboard.type(org.owner_email)
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_label("Password")).to_be_focused()
+    await page.keyboard.type(org.owner_password)
+    await page.keyboard.press("Enter")
+    await expect(page).to_have_url(web.url + "/console")
+    await page.keyboard.press("Tab")  # the first stop is the skip link, then the main navigation
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("main")).to_be_focused()
