@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -288,3 +289,43 @@ def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = 
     out = io.BytesIO()
     Image.new("RGB", (width, height), color).save(out, "JPEG", quality=85)
     return out.getvalue()
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found += _plan_nodes(child)
+    return found
+
+
+async def explained(db: Any, org_id: str, call: Callable[[Any], Awaitable[Any]]) -> list[Any]:
+    """Run `call(uow)` as a service does (a unit of work in the org's context, as the runtime role);
+    return (sql, plan nodes) of each SELECT it ran, explained (ANALYZE) in the same transaction."""
+    from sqlalchemy import event
+
+    from libs.common.db import unit_of_work
+
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")) and "set_config" not in statement:
+            statements.append((statement, parameters))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with unit_of_work(db, org_id) as uow:
+            await call(uow)
+            event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+            connection = await uow.session.connection()
+            plans = []
+            for statement, parameters in statements:
+                result = await connection.exec_driver_sql(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters
+                )
+                document = result.scalar_one()
+                plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+                plans.append((statement, _plan_nodes(plan)))
+    finally:
+        if event.contains(db.engine.sync_engine, "before_cursor_execute", capture):
+            event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+    return plans

@@ -110,6 +110,8 @@ invoices = Table(
     ),
     # A person's invoices by their email (data export and erasure, 0009): emails compare lower case.
     Index("ix_invoices_org_client_email", "org_id", text("lower(client_email)")),
+    # The invoices list, newest first, a page at a time (0011).
+    Index("ix_invoices_org_created", "org_id", text("created_at DESC"), "id"),
 )
 
 invoice_items = Table(

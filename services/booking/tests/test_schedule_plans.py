@@ -11,7 +11,6 @@ RLS: the range operator is not leakproof)."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,13 +19,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import event
 
 from libs.common.db import Database, UnitOfWork, unit_of_work
 from services.booking import resources, scheduling
 from services.booking.models import SCHEMA, event_tables, schedule_blocks
 from services.booking.resources import Window
 from tools.bench.seed import seed
+from tools.testkit import explained
 
 # The module's first test seeds both calendars (about 70,000 blocks) for all of them.
 pytestmark = pytest.mark.timeout(300)
@@ -96,41 +95,6 @@ async def db(stack: Any) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
-
-
-def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    found = [plan]
-    for child in plan.get("Plans", []):
-        found += _nodes(child)
-    return found
-
-
-async def explained(db: Database, org_id: str, call: Callable[[UnitOfWork], Awaitable[Any]]) -> list[Any]:
-    """Run `call` as the service does; return (sql, plan nodes) of each SELECT it ran."""
-    statements: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "WITH")) and "set_config" not in statement:
-            statements.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        async with unit_of_work(db, org_id) as uow:
-            await call(uow)
-            event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
-            connection = await uow.session.connection()
-            plans = []
-            for statement, parameters in statements:
-                result = await connection.exec_driver_sql(
-                    "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters
-                )
-                document = result.scalar_one()
-                plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
-                plans.append((statement, _nodes(plan)))
-    finally:
-        if event.contains(db.engine.sync_engine, "before_cursor_execute", capture):
-            event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
-    return plans
 
 
 def problems_of(plans: list[Any]) -> list[str]:
