@@ -214,3 +214,21 @@ class CancelIn(Strict):
 class RescheduleIn(Strict):
     starts_at: AwareDatetime
     duration_minutes: Annotated[int, Field(ge=15, le=1440)]
+
+
+class ClientOut(BaseModel):
+    """A client: the org's bookings sharing a (lower-cased) client email; name and phone are the
+    latest booking's."""
+
+    email: str
+    name: str
+    phone: str
+    bookings: int
+    first_booking_at: datetime
+    last_booking_at: datetime
+    upcoming_bookings: int = Field(description="Pending or confirmed bookings that start from now on")
+
+
+class ClientsOut(BaseModel):
+    clients: list[ClientOut]
+    total: int

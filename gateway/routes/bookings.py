@@ -1,7 +1,8 @@
-"""/v1/admin/leads, /v1/admin/bookings and /v1/admin/cleanup (dispatcher and up for writes)."""
+"""/v1/admin/leads, /v1/admin/clients, /v1/admin/bookings and /v1/admin/cleanup (dispatcher and up for writes)."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated, Any
 
 from cws.booking.v1 import booking_pb2
@@ -13,7 +14,7 @@ from gateway.access import ADMIN
 from gateway.deps import require_roles
 from gateway.principal import Principal
 from gateway.routes import convert
-from gateway.schemas import BookingIn, CancelIn, RescheduleIn
+from gateway.schemas import BookingIn, CancelIn, ClientOut, ClientsOut, RescheduleIn
 from gateway.stubs import Booking, BookingStub
 from libs.common.roles import DISPATCH, MANAGERS, STAFF
 
@@ -37,6 +38,36 @@ async def get_lead(
 ) -> dict[str, Any]:
     response = await booking.GetLead(booking_pb2.GetLeadRequest(lead_id=lead_id))
     return convert.lead(response.lead)
+
+
+@router.get(
+    "/clients",
+    response_model=ClientsOut,
+    summary="Clients of your org (bookings grouped by client email), latest booking first",
+)
+async def list_clients(
+    booking: Booking,
+    limit: int = Query(50, ge=1, le=200),
+    offset: int = Query(0, ge=0, le=1_000_000),
+    q: str = Query("", max_length=200, description="Case-insensitive part of the email or the name"),
+    principal: Principal = Depends(require_roles(*STAFF)),
+) -> ClientsOut:
+    response = await booking.ListClients(booking_pb2.ListClientsRequest(limit=limit, offset=offset, q=q))
+    return ClientsOut(
+        clients=[
+            ClientOut(
+                email=c.email,
+                name=c.name,
+                phone=c.phone,
+                bookings=c.bookings,
+                first_booking_at=c.first_booking_at.ToDatetime(tzinfo=UTC),
+                last_booking_at=c.last_booking_at.ToDatetime(tzinfo=UTC),
+                upcoming_bookings=c.upcoming_bookings,
+            )
+            for c in response.clients
+        ],
+        total=response.total,
+    )
 
 
 @router.post("/bookings", status_code=201, summary="Create a booking, from a lead or by hand")

@@ -16,7 +16,7 @@ from libs.common.convert import from_ts, page, parse_id
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import NotFound, PermissionDenied, Unauthenticated, invalid
 from libs.common.roles import DISPATCH, MANAGERS, STAFF
-from services.booking import bookings, leads, orgs, pricing, protos, usage
+from services.booking import bookings, clients, leads, orgs, pricing, protos, usage
 from services.booking.grpc_deletions import DeletionsApi
 from services.booking.grpc_insights import InsightsApi
 from services.booking.grpc_pricing import PricingApi
@@ -92,6 +92,15 @@ class BookingServicer(
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
             row = await leads.get(uow, request.lead_id)
         return booking_pb2.GetLeadResponse(lead=protos.lead(row))
+
+    async def ListClients(
+        self, request: booking_pb2.ListClientsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.ListClientsResponse:
+        request_context.require_role(*STAFF)
+        limit, offset = page(request.limit, request.offset)
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            found, total = await clients.list_clients(uow, q=request.q, limit=limit, offset=offset)
+        return booking_pb2.ListClientsResponse(clients=[protos.client(c) for c in found], total=total)
 
     # --- bookings -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from libs.common.convert import to_ts
 from libs.common.db import UnitOfWork
 from services.booking import bookings as booking_rows
 from services.booking import orgs
+from services.booking.clients import Client
 from services.booking.models import Record
 from services.booking.pricing import Estimate
 
@@ -60,6 +61,18 @@ def lead(row: Record) -> booking_pb2.Lead:
         notes=row.notes,
         status=row.status,
         created_at=to_ts(row.created_at),
+    )
+
+
+def client(value: Client) -> booking_pb2.Client:
+    return booking_pb2.Client(
+        email=value.email,
+        name=value.name,
+        phone=value.phone,
+        bookings=value.bookings,
+        first_booking_at=to_ts(value.first_booking_at),
+        last_booking_at=to_ts(value.last_booking_at),
+        upcoming_bookings=value.upcoming_bookings,
     )
 
 

@@ -405,6 +405,99 @@ class GetLeadResponse(_message.Message):
 Global___GetLeadResponse: _TypeAlias = GetLeadResponse  # noqa: Y015
 
 @_typing.final
+class Client(_message.Message):
+    """A client is not stored: it is the org's bookings that share a lower-cased client_email."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    BOOKINGS_FIELD_NUMBER: _builtins.int
+    FIRST_BOOKING_AT_FIELD_NUMBER: _builtins.int
+    LAST_BOOKING_AT_FIELD_NUMBER: _builtins.int
+    UPCOMING_BOOKINGS_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    """Lower-cased."""
+    name: _builtins.str
+    """From the client's latest booking (by start)."""
+    phone: _builtins.str
+    bookings: _builtins.int
+    upcoming_bookings: _builtins.int
+    """Pending or confirmed bookings that start from now on."""
+    @_builtins.property
+    def first_booking_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_booking_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        name: _builtins.str = ...,
+        phone: _builtins.str = ...,
+        bookings: _builtins.int = ...,
+        first_booking_at: _timestamp_pb2.Timestamp | None = ...,
+        last_booking_at: _timestamp_pb2.Timestamp | None = ...,
+        upcoming_bookings: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_booking_at", b"first_booking_at", "last_booking_at", b"last_booking_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookings", b"bookings", "email", b"email", "first_booking_at", b"first_booking_at", "last_booking_at", b"last_booking_at", "name", b"name", "phone", b"phone", "upcoming_bookings", b"upcoming_bookings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Client: _TypeAlias = Client  # noqa: Y015
+
+@_typing.final
+class ListClientsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    Q_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    offset: _builtins.int
+    q: _builtins.str
+    """Case-insensitive substring of the email or the name; empty lists every client."""
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        q: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "offset", b"offset", "q", b"q"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClientsRequest: _TypeAlias = ListClientsRequest  # noqa: Y015
+
+@_typing.final
+class ListClientsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    @_builtins.property
+    def clients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Client]: ...
+    def __init__(
+        self,
+        *,
+        clients: _abc.Iterable[Global___Client] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients", b"clients", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClientsResponse: _TypeAlias = ListClientsResponse  # noqa: Y015
+
+@_typing.final
 class Booking(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

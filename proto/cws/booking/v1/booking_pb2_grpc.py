@@ -62,6 +62,11 @@ class BookingServiceStub:
                 request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.GetLeadRequest.SerializeToString,
                 response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.GetLeadResponse.FromString,
                 _registered_method=True)
+        self.ListClients = channel.unary_unary(
+                '/cws.booking.v1.BookingService/ListClients',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListClientsRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListClientsResponse.FromString,
+                _registered_method=True)
         self.CreateBooking = channel.unary_unary(
                 '/cws.booking.v1.BookingService/CreateBooking',
                 request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.CreateBookingRequest.SerializeToString,
@@ -271,6 +276,14 @@ class BookingServiceServicer:
 
     def GetLead(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClients(self, request, context):
+        """The org's clients: its bookings grouped by lower-cased client email (bookings without an email
+        are not a client), latest booking first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -525,6 +538,11 @@ def add_BookingServiceServicer_to_server(servicer, server):
                     servicer.GetLead,
                     request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.GetLeadRequest.FromString,
                     response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.GetLeadResponse.SerializeToString,
+            ),
+            'ListClients': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClients,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListClientsRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.ListClientsResponse.SerializeToString,
             ),
             'CreateBooking': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateBooking,
@@ -840,6 +858,33 @@ class BookingService:
             '/cws.booking.v1.BookingService/GetLead',
             cws_dot_booking_dot_v1_dot_booking__pb2.GetLeadRequest.SerializeToString,
             cws_dot_booking_dot_v1_dot_booking__pb2.GetLeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/ListClients',
+            cws_dot_booking_dot_v1_dot_booking__pb2.ListClientsRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.ListClientsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class BookingServiceStub:
     CreateLead: _grpc.UnaryUnaryMultiCallable[_booking_pb2.CreateLeadRequest, _booking_pb2.CreateLeadResponse]
     ListLeads: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListLeadsRequest, _booking_pb2.ListLeadsResponse]
     GetLead: _grpc.UnaryUnaryMultiCallable[_booking_pb2.GetLeadRequest, _booking_pb2.GetLeadResponse]
+    ListClients: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListClientsRequest, _booking_pb2.ListClientsResponse]
+    """The org's clients: its bookings grouped by lower-cased client email (bookings without an email
+    are not a client), latest booking first.
+    """
     CreateBooking: _grpc.UnaryUnaryMultiCallable[_booking_pb2.CreateBookingRequest, _booking_pb2.CreateBookingResponse]
     ListBookings: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListBookingsRequest, _booking_pb2.ListBookingsResponse]
     GetBooking: _grpc.UnaryUnaryMultiCallable[_booking_pb2.GetBookingRequest, _booking_pb2.GetBookingResponse]
@@ -108,6 +112,10 @@ class BookingServiceAsyncStub(BookingServiceStub):
     CreateLead: _aio.UnaryUnaryMultiCallable[_booking_pb2.CreateLeadRequest, _booking_pb2.CreateLeadResponse]  # type: ignore[assignment]
     ListLeads: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListLeadsRequest, _booking_pb2.ListLeadsResponse]  # type: ignore[assignment]
     GetLead: _aio.UnaryUnaryMultiCallable[_booking_pb2.GetLeadRequest, _booking_pb2.GetLeadResponse]  # type: ignore[assignment]
+    ListClients: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListClientsRequest, _booking_pb2.ListClientsResponse]  # type: ignore[assignment]
+    """The org's clients: its bookings grouped by lower-cased client email (bookings without an email
+    are not a client), latest booking first.
+    """
     CreateBooking: _aio.UnaryUnaryMultiCallable[_booking_pb2.CreateBookingRequest, _booking_pb2.CreateBookingResponse]  # type: ignore[assignment]
     ListBookings: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListBookingsRequest, _booking_pb2.ListBookingsResponse]  # type: ignore[assignment]
     GetBooking: _aio.UnaryUnaryMultiCallable[_booking_pb2.GetBookingRequest, _booking_pb2.GetBookingResponse]  # type: ignore[assignment]
@@ -202,6 +210,16 @@ class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _booking_pb2.GetLeadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_booking_pb2.GetLeadResponse, _abc.Awaitable[_booking_pb2.GetLeadResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListClients(
+        self,
+        request: _booking_pb2.ListClientsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.ListClientsResponse, _abc.Awaitable[_booking_pb2.ListClientsResponse]]:
+        """The org's clients: its bookings grouped by lower-cased client email (bookings without an email
+        are not a client), latest booking first.
+        """
 
     @_abc_1.abstractmethod
     def CreateBooking(
