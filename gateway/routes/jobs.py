@@ -1,5 +1,10 @@
 """/v1/admin/jobs/status: what the scheduler ran, and whether its runners are alive. Suite-wide (every
-org's job runs, their errors, the runners' hosts): platform operators only, not an org's owner."""
+org's job runs, their errors, the runners' hosts): platform operators only, not an org's owner.
+
+/v1/admin/jobs/health (issue 16): the same jobs for an org's OWNER and ADMIN, cut to whether each is
+running well (its interval, last success and finish, consecutive failures, last outcome), so the web
+console's today page can say so. No error text, runner ids, run counts or heartbeats: those describe
+the installation (and other orgs' runs), and stay the operators'."""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ from cws.jobs.v1 import jobs_pb2
 from fastapi import APIRouter, Depends
 
 from gateway.access import ADMIN
-from gateway.deps import require_platform_operator
+from gateway.deps import require_platform_operator, require_roles
 from gateway.principal import Principal
 from gateway.routes.convert import optional_time
 from gateway.stubs import Jobs
+from libs.common.roles import MANAGERS
 
 router = APIRouter(prefix="/v1/admin", tags=["jobs"], dependencies=[ADMIN])
 
@@ -54,3 +60,24 @@ async def jobs_status(
         "jobs": [_job(job) for job in response.jobs],
         "heartbeats": [_heartbeat(beat) for beat in response.heartbeats],
     }
+
+
+def _health(job: jobs_pb2.JobHealth) -> dict[str, Any]:
+    return {
+        "name": job.name,
+        "interval_seconds": job.interval_seconds,
+        "last_success_at": optional_time(job, "last_success_at"),
+        "last_finished_at": optional_time(job, "last_finished_at"),
+        "consecutive_failures": job.consecutive_failures,
+        "last_outcome": job.last_outcome or None,
+    }
+
+
+@router.get(
+    "/jobs/health",
+    summary="Whether each scheduled job runs well (OWNER, ADMIN): no errors, runners or hosts",
+    dependencies=[Depends(require_roles(*MANAGERS))],
+)
+async def jobs_health(jobs: Jobs) -> dict[str, Any]:
+    response = await jobs.GetJobHealth(jobs_pb2.GetJobHealthRequest())
+    return {"jobs": [_health(job) for job in response.jobs]}

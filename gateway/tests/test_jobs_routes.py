@@ -21,6 +21,14 @@ from tools.devstack import ROOT, free_port
 from tools.processes import Proc
 from tools.testkit import assert_clean, assert_problem, eventually, owner, sql, staff
 
+HEALTH_FIELDS = {
+    "name",
+    "interval_seconds",
+    "last_success_at",
+    "last_finished_at",
+    "consecutive_failures",
+    "last_outcome",
+}
 STATUS_FIELDS = {
     "name",
     "interval_seconds",
@@ -171,6 +179,20 @@ async def test_jobs_status_for_platform_operators_only(
         janitor = next(job for job in body["jobs"] if job["name"] == "storage-janitor")
         assert janitor["last_outcome"] == "ok" and janitor["runs_total"] >= 1, janitor
         assert janitor["last_finished_at"].endswith("Z") and janitor["interval_seconds"] == 3600
+        # An org's owner and admin see whether each job runs well (the console's today page), and
+        # nothing of the installation: no error text, runner, run counts or heartbeats.
+        health_url = f"{gateway.url}/v1/admin/jobs/health"
+        for headers in (owner_headers, admin):
+            health = await http.get(health_url, headers=headers)
+            assert_clean(health)
+            assert health.status_code == 200, health.text
+            assert set(health.json()) == {"jobs"}
+            by_name = {job["name"]: job for job in health.json()["jobs"]}
+            assert set(by_name) == set(names)
+            assert all(set(job) == HEALTH_FIELDS for job in by_name.values()), by_name
+            assert by_name["storage-janitor"]["last_outcome"] == "ok"
+        assert_problem(await http.get(health_url, headers=viewer), 403)
+        assert_problem(await http.get(health_url), 401)
         beat = next(b for b in body["heartbeats"] if b["runner_id"] == runner_id)
         assert (
             beat["name"] == "jobs-runner"

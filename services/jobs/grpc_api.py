@@ -56,6 +56,17 @@ def _job(view: JobView) -> jobs_pb2.JobStatus:
     )
 
 
+def _health(view: JobView) -> jobs_pb2.JobHealth:
+    return jobs_pb2.JobHealth(
+        name=view.name,
+        interval_seconds=view.interval_seconds,
+        last_finished_at=to_ts_or_none(view.last_finished_at),
+        last_success_at=to_ts_or_none(view.last_success_at),
+        consecutive_failures=view.consecutive_failures,
+        last_outcome=view.last_outcome,
+    )
+
+
 @dataclasses.dataclass
 class OrgRun:
     """One org's retention cleanup run now: the run as recorded, and what the pass did (None if the
@@ -131,6 +142,15 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
         return jobs_pb2.GetStatusResponse(
             jobs=[_job(view) for view in views], heartbeats=[_heartbeat(beat) for beat in beats]
         )
+
+    async def GetJobHealth(
+        self, request: jobs_pb2.GetJobHealthRequest, context: Any
+    ) -> jobs_pb2.GetJobHealthResponse:
+        # An org's managers may know whether the jobs their org depends on run well; the status's
+        # errors, runners and counts stay the platform operators' (GetStatus).
+        request_context.require_role(*MANAGERS)
+        views = await job_views(self.db, self.jobs)
+        return jobs_pb2.GetJobHealthResponse(jobs=[_health(view) for view in views])
 
     async def RunRetentionCleanup(
         self, request: jobs_pb2.RunRetentionCleanupRequest, context: Any

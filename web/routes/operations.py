@@ -88,7 +88,7 @@ def job_health(job: dict[str, Any], now: datetime) -> JobHealth:
     last_success = parse_time(job.get("last_success_at"))
     window = max(STALE_FLOOR, timedelta(seconds=STALE_INTERVALS * int(job.get("interval_seconds") or 0)))
     if last_success is None:
-        started = parse_time(job.get("last_started_at"))
+        started = parse_time(job.get("last_started_at") or job.get("last_finished_at"))
         return JobHealth(name, "stale" if started and now - started > window else "never", job)
     return JobHealth(name, "stale" if now - last_success > window else "ok", job)
 
@@ -219,7 +219,7 @@ async def today(request: Request) -> HTMLResponse:
             get(request, "/v1/admin/queue/invoices", status="overdue", limit=1), request, "the invoices queue"
         ),
         allowed(get(request, "/v1/admin/queue/dlq", limit=1), request, "dead letters"),
-        allowed(get(request, "/v1/admin/jobs/status"), request, "the scheduled jobs"),
+        allowed(get(request, "/v1/admin/jobs/health"), request, "the scheduled jobs"),
     )
     return render(
         request,
@@ -251,7 +251,7 @@ async def operations(
         get(request, "/v1/admin/queue/dlq", limit=PAGE, offset=dlq_at), request, "dead letters"
     )
     jobs, audit, users = await asyncio.gather(
-        allowed(get(request, "/v1/admin/jobs/status"), request, "the scheduled jobs"),
+        allowed(get(request, "/v1/admin/jobs/health"), request, "the scheduled jobs"),
         allowed(
             get(request, "/v1/admin/audit-logs", limit=PAGE, offset=audit_at, action=action),
             request,
@@ -267,7 +267,6 @@ async def operations(
         dlq=dlq,
         dlq_offset=dlq_at,
         jobs=jobs_view(jobs),
-        heartbeats=(jobs or {}).get("heartbeats") or [],
         audit=audit,
         actors={u["id"]: u["email"] for u in (users or {}).get("users") or []},
         audit_offset=audit_at,

@@ -46,6 +46,11 @@ class JobsServiceStub:
                 request_serializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.GetJobHealth = channel.unary_unary(
+                '/cws.jobs.v1.JobsService/GetJobHealth',
+                request_serializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetJobHealthRequest.SerializeToString,
+                response_deserializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetJobHealthResponse.FromString,
+                _registered_method=True)
         self.RunRetentionCleanup = channel.unary_unary(
                 '/cws.jobs.v1.JobsService/RunRetentionCleanup',
                 request_serializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.RunRetentionCleanupRequest.SerializeToString,
@@ -72,6 +77,14 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobHealth(self, request, context):
+        """Whether each job runs well, for an org's OWNER or ADMIN (the web console's today page): the
+        status cut to what tells health, with no error text, runner or run counts (issue 16).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RunRetentionCleanup(self, request, context):
         """POST /v1/admin/retention/cleanup: the retention-cleanup job for the caller's org, now (OWNER or
         ADMIN): RETENTION_* deletions in booking and notify, then every open deletion request driven
@@ -93,6 +106,11 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusRequest.FromString,
                     response_serializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'GetJobHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobHealth,
+                    request_deserializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetJobHealthRequest.FromString,
+                    response_serializer=cws_dot_jobs_dot_v1_dot_jobs__pb2.GetJobHealthResponse.SerializeToString,
             ),
             'RunRetentionCleanup': grpc.unary_unary_rpc_method_handler(
                     servicer.RunRetentionCleanup,
@@ -156,6 +174,33 @@ class JobsService:
             '/cws.jobs.v1.JobsService/GetStatus',
             cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusRequest.SerializeToString,
             cws_dot_jobs_dot_v1_dot_jobs__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.jobs.v1.JobsService/GetJobHealth',
+            cws_dot_jobs_dot_v1_dot_jobs__pb2.GetJobHealthRequest.SerializeToString,
+            cws_dot_jobs_dot_v1_dot_jobs__pb2.GetJobHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class JobsServiceStub:
     """The freshest runner heartbeat: the gateway's /readyz jobs check."""
     GetStatus: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetStatusRequest, _jobs_pb2.GetStatusResponse]
     """Every job's last start, last success, consecutive failures and last error, plus heartbeats."""
+    GetJobHealth: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobHealthRequest, _jobs_pb2.GetJobHealthResponse]
+    """Whether each job runs well, for an org's OWNER or ADMIN (the web console's today page): the
+    status cut to what tells health, with no error text, runner or run counts (issue 16).
+    """
     RunRetentionCleanup: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RunRetentionCleanupRequest, _jobs_pb2.RunRetentionCleanupResponse]
     """POST /v1/admin/retention/cleanup: the retention-cleanup job for the caller's org, now (OWNER or
     ADMIN): RETENTION_* deletions in booking and notify, then every open deletion request driven
@@ -56,6 +60,10 @@ class JobsServiceAsyncStub(JobsServiceStub):
     """The freshest runner heartbeat: the gateway's /readyz jobs check."""
     GetStatus: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetStatusRequest, _jobs_pb2.GetStatusResponse]  # type: ignore[assignment]
     """Every job's last start, last success, consecutive failures and last error, plus heartbeats."""
+    GetJobHealth: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobHealthRequest, _jobs_pb2.GetJobHealthResponse]  # type: ignore[assignment]
+    """Whether each job runs well, for an org's OWNER or ADMIN (the web console's today page): the
+    status cut to what tells health, with no error text, runner or run counts (issue 16).
+    """
     RunRetentionCleanup: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RunRetentionCleanupRequest, _jobs_pb2.RunRetentionCleanupResponse]  # type: ignore[assignment]
     """POST /v1/admin/retention/cleanup: the retention-cleanup job for the caller's org, now (OWNER or
     ADMIN): RETENTION_* deletions in booking and notify, then every open deletion request driven
@@ -82,6 +90,16 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.GetStatusResponse, _abc.Awaitable[_jobs_pb2.GetStatusResponse]]:
         """Every job's last start, last success, consecutive failures and last error, plus heartbeats."""
+
+    @_abc_1.abstractmethod
+    def GetJobHealth(
+        self,
+        request: _jobs_pb2.GetJobHealthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.GetJobHealthResponse, _abc.Awaitable[_jobs_pb2.GetJobHealthResponse]]:
+        """Whether each job runs well, for an org's OWNER or ADMIN (the web console's today page): the
+        status cut to what tells health, with no error text, runner or run counts (issue 16).
+        """
 
     @_abc_1.abstractmethod
     def RunRetentionCleanup(
