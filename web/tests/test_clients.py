@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 from playwright.async_api import BrowserContext, expect
@@ -13,36 +12,9 @@ from playwright.async_api import BrowserContext, expect
 from tools.processes import GatewayProc, WebProc
 from tools.testkit import owner
 from web.tests.conftest import screenshot, sign_in_page
+from web.tests.test_client_portal import new_booking
 
 PER_PAGE = 25  # web/routes/clients.py
-
-
-def slot(hours_from_now: float) -> str:
-    return (datetime.now(UTC).replace(microsecond=0) + timedelta(hours=hours_from_now)).isoformat()
-
-
-async def new_booking(
-    http: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
-    client_email: str,
-    hours_from_now: float,
-    **extra: Any,
-) -> dict[str, Any]:
-    body = {
-        "starts_at": slot(hours_from_now),
-        "duration_minutes": 120,
-        "client_name": "Casey Client",
-        "client_email": client_email,
-        "address": "12 Harbour Street, Unit 4",
-        "cleaning_type": "standard",
-        "beds": 2,
-        "baths": 1,
-        **extra,
-    }
-    created = await http.post(f"{url}/v1/admin/bookings", headers=headers, json=body)
-    assert created.status_code == 201, created.text
-    return dict(created.json())
 
 
 async def test_clients_listed_searched_paged_and_never_another_orgs(
