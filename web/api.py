@@ -27,6 +27,9 @@ Auth = Literal["staff", "client", "worker", "none"]
 REFRESH_MARGIN_SECONDS = 30
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_BEFORE_PASSWORD_CHANGE = frozenset({"/v1/auth/change-password", "/v1/auth/logout"})
+# 401s about what the person typed on a form (a step-up password, a TOTP code), not about the session:
+# shown beside the field; the session stays.
+TYPED_CREDENTIAL_PROBLEMS = frozenset({"invalid_credentials", "mfa_required"})
 
 
 @dataclass
@@ -38,8 +41,7 @@ class ApiError(Exception):
 
     @property
     def code(self) -> str:
-        # Problem types are PROBLEM_BASE + code (gateway/problems.py).
-        return str(self.problem.get("code") or str(self.problem.get("type") or "").rsplit("/", 1)[-1])
+        return _code(self.problem)
 
     @property
     def detail(self) -> str:
@@ -126,7 +128,7 @@ class Gateway:
                 raise SignInRequired(auth)
             headers["Authorization"] = "Bearer " + token
         answer = await self._send(request, method, path, headers, json, params, files)
-        if answer.status == 401 and auth != "none":
+        if answer.status == 401 and auth != "none" and _code(answer.data) not in TYPED_CREDENTIAL_PROBLEMS:
             if auth == "staff":
                 session.drop("staff")
             else:
@@ -223,6 +225,13 @@ class Gateway:
                 raise SignInRequired("staff")
             session.set("staff", staff_session(answer.data, email=str(staff.get("email", ""))))
             return str(answer.data["access_token"])
+
+
+def _code(data: Any) -> str:
+    """A Problem+JSON body's code (its type is PROBLEM_BASE + code: gateway/problems.py), or ""."""
+    if not isinstance(data, dict):
+        return ""
+    return str(data.get("code") or str(data.get("type") or "").rsplit("/", 1)[-1])
 
 
 def staff_session(tokens: dict[str, Any], email: str) -> dict[str, Any]:

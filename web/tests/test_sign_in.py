@@ -12,7 +12,7 @@ from playwright.async_api import BrowserContext, expect
 
 from tools.processes import GatewayProc, WebProc
 from tools.testkit import owner
-from web.tests.conftest import screenshot
+from web.tests.conftest import screenshot, sign_in_page
 
 
 async def test_owner_enrols_totp_then_signs_in_with_a_code(
@@ -141,3 +141,25 @@ async def test_signing_in_works_from_the_keyboard_alone(web: WebProc, desk: Brow
     await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     await page.keyboard.press("Enter")
     await expect(page.locator("main")).to_be_focused()
+
+
+async def test_a_mistyped_password_or_code_at_enrolment_is_shown_and_keeps_the_session(
+    web: WebProc, desk: BrowserContext, make_org
+) -> None:
+    """The gateway answers 401 to a wrong step-up password or TOTP code: that is the form's error, not a
+    sign-out (the console signed people out on it before)."""
+    org = await make_org("Sparkle Typos")
+    page = await desk.new_page()
+    await sign_in_page(page, web.url, org.owner_email, org.owner_password)
+    await page.goto(web.url + "/console/account")
+    await page.get_by_label("Current password").fill("not-my-password-1")
+    await page.get_by_role("button", name="Set up an authenticator app").click()
+    await expect(page.get_by_role("alert")).to_contain_text("current password is wrong")
+    await expect(page).to_have_url(web.url + "/console/account/totp")  # still signed in, on the form
+    await page.get_by_label("Current password").fill(org.owner_password)
+    await page.get_by_role("button", name="Set up an authenticator app").click()
+    await page.get_by_label("Code from the app").fill("000000")
+    await page.get_by_role("button", name="Turn on two-step sign-in").click()
+    await expect(page.locator("#e-code")).to_be_visible()
+    await page.goto(web.url + "/console")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Today at a glance")
