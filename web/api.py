@@ -223,7 +223,10 @@ class Gateway:
             if answer.status != 200 or not isinstance(answer.data, dict):
                 session.drop("staff")
                 raise SignInRequired("staff")
-            session.set("staff", staff_session(answer.data, email=str(staff.get("email", ""))))
+            session.set(
+                "staff",
+                staff_session(answer.data, email=str(staff.get("email", "")), since=staff.get("since")),
+            )
             return str(answer.data["access_token"])
 
 
@@ -234,9 +237,11 @@ def _code(data: Any) -> str:
     return str(data.get("code") or str(data.get("type") or "").rsplit("/", 1)[-1])
 
 
-def staff_session(tokens: dict[str, Any], email: str) -> dict[str, Any]:
-    """What the cookie keeps of a sign-in answer (TokensOut)."""
+def staff_session(tokens: dict[str, Any], email: str, since: float | None = None) -> dict[str, Any]:
+    """What the cookie keeps of a sign-in answer (TokensOut). `since`: when the person signed in (kept
+    across refreshes: WEB_SESSION_TTL_MINUTES counts from it, however often the cookie is re-sealed)."""
     return {
+        "since": since if since is not None else time.time(),
         "access_token": tokens["access_token"],
         "refresh_token": tokens["refresh_token"],
         "expires_at": time.time() + int(tokens.get("expires_in", 60)),

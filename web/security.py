@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -79,6 +80,9 @@ class WebMiddleware:
         raw = request.cookies.get(COOKIE_NAME, "")
         opened = self.codec.open(raw) if raw else None
         session = Session(opened or {}, dirty=bool(raw) and opened is None)
+        staff = session.staff
+        if staff is not None and time.time() - float(staff.get("since") or 0) > self.codec.ttl_seconds:
+            session.drop("staff", "break_glass")  # signed in longer ago than WEB_SESSION_TTL_MINUTES
         state: dict[str, Any] = scope.setdefault("state", {})
         state["session"] = session
         state["client_ip"] = self.client_ip(scope)
