@@ -27,10 +27,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
+from sqlalchemy import event
 
 from libs.common import call_signing
 from libs.common import context as request_context
 from libs.common import status as rich_status
+from libs.common.db import unit_of_work
 from libs.common.grpc_client import open_channel
 from libs.common.internal_keys import CallSigner
 from libs.common.settings import sqlalchemy_url
@@ -301,10 +303,6 @@ def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
 async def explained(db: Any, org_id: str, call: Callable[[Any], Awaitable[Any]]) -> list[Any]:
     """Run `call(uow)` as a service does (a unit of work in the org's context, as the runtime role);
     return (sql, plan nodes) of each SELECT it ran, explained (ANALYZE) in the same transaction."""
-    from sqlalchemy import event
-
-    from libs.common.db import unit_of_work
-
     statements: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:

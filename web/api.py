@@ -230,6 +230,12 @@ class Gateway:
             return str(answer.data["access_token"])
 
 
+def gateway_of(request: Request) -> Gateway:
+    """The process's gateway client (made once, in the app's lifespan)."""
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
 def _code(data: Any) -> str:
     """A Problem+JSON body's code (its type is PROBLEM_BASE + code: gateway/problems.py), or ""."""
     if not isinstance(data, dict):

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Request
 
-from web.api import ApiError
+from web.api import ApiError, gateway_of
 from web.pages import session_of
 
 KEY = "org_tz"
@@ -42,9 +42,7 @@ async def known_zone(request: Request) -> str | None:
     if isinstance(cached, dict) and cached.get("org") == org_id and cached.get("tz"):
         return str(cached["tz"])
     try:
-        found = await request.app.state.gateway.call(
-            request, "GET", "/v1/admin/bookings", params={"limit": 1}
-        )
+        found = await gateway_of(request).call(request, "GET", "/v1/admin/bookings", params={"limit": 1})
     except ApiError as error:
         if error.status == 403:
             return None

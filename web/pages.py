@@ -16,9 +16,10 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from web.api import ApiError
+from web.api import ApiError, gateway_of
 from web.security import check_form_origin
 from web.session import Session
+from web.settings import WebSettings
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -49,6 +50,11 @@ def _money(cents: Any, currency: str = "") -> str:
 
 TEMPLATES.env.filters["when"] = _when
 TEMPLATES.env.filters["money"] = _money
+
+
+def settings_of(request: Request) -> WebSettings:
+    settings: WebSettings = request.app.state.settings
+    return settings
 
 
 def session_of(request: Request) -> Session:
@@ -102,7 +108,7 @@ async def fetch_one(request: Request, path: str, what: str) -> dict[str, Any]:
     """One resource for a page; an id that is not even well formed is no such page either (the
     gateway's 422 for a path parameter), as another org's id is (the gateway's 404)."""
     try:
-        found: dict[str, Any] = await request.app.state.gateway.call(request, "GET", path)
+        found: dict[str, Any] = await gateway_of(request).call(request, "GET", path)
     except ApiError as error:
         if error.status == 422:
             raise ApiError(404, {"code": "not_found", "detail": f"There is no such {what}."}) from None
@@ -119,5 +125,5 @@ def public_photo_url(request: Request, url: str) -> str:
     """The gateway mints links on the host the web reached it by (server to server); the browser must
     load them from the gateway as it sees it: WEB_GATEWAY_PUBLIC_URL, or this origin when empty."""
     parts = urlsplit(url)
-    base = str(request.app.state.settings.web_gateway_public_url or "").rstrip("/")
+    base = str(settings_of(request).web_gateway_public_url or "").rstrip("/")
     return base + parts.path + ("?" + parts.query if parts.query else "")

@@ -292,6 +292,8 @@ async def test_read_only_blocks_writes_until_break_glass(gateways, http, make_or
     users = await http.get(f"{gw.url}/v1/iam/users", headers=bearer(token))
     assert users.status_code == 200, users.text
     assert users.json()["total"] == 1
+    # Every answer says the mode is on, reads too (the web console's banner reads it).
+    assert users.headers["x-read-only"] == "1" and blocked.headers["x-read-only"] == "1"
 
     # Break-glass needs a reason and a TTL.
     start_url = f"{gw.url}/v1/admin/break-glass/start"

@@ -15,7 +15,7 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from web.api import ApiError, SignInRequired, staff_session
+from web.api import ApiError, SignInRequired, gateway_of, staff_session
 from web.pages import form_error, read_form, redirect, render, session_of
 from web.session import MFA_PENDING_SECONDS
 
@@ -54,7 +54,7 @@ async def sign_in(request: Request) -> Response:
     code = str(form.get("totp_code", "")).strip()
     if code:
         body["totp_code"] = code
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     try:
         tokens = await gateway.call(request, "POST", "/v1/auth/login", auth="none", json=body)
     except ApiError as error:
@@ -111,7 +111,7 @@ async def change_password(request: Request) -> Response:
         return render(
             request, "password.html", status=422, errors={"confirm_password": "the two new passwords differ"}
         )
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     body = {"current_password": str(form.get("current_password", "")), "new_password": new}
     try:
         await gateway.call(request, "POST", "/v1/auth/change-password", json=body)
@@ -138,7 +138,7 @@ async def sign_out(request: Request) -> Response:
     staff = session.staff
     if staff:
         try:
-            await request.app.state.gateway.call(
+            await gateway_of(request).call(
                 request, "POST", "/v1/auth/logout", json={"refresh_token": staff.get("refresh_token")}
             )
         except (ApiError, SignInRequired) as error:
@@ -151,7 +151,7 @@ async def sign_out(request: Request) -> Response:
 
 @router.get("/account", response_class=HTMLResponse)
 async def account(request: Request) -> HTMLResponse:
-    profile = await request.app.state.gateway.call(request, "GET", "/v1/admin/profile")
+    profile = await gateway_of(request).call(request, "GET", "/v1/admin/profile")
     enrol = session_of(request).get("enrol")
     qr = ""
     if isinstance(enrol, dict) and enrol.get("until", 0) > time.time():
@@ -165,7 +165,7 @@ async def account(request: Request) -> HTMLResponse:
 async def totp_start(request: Request) -> Response:
     form = await read_form(request)
     password = str(form.get("current_password", ""))
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     try:
         started = await gateway.call(
             request, "POST", "/v1/auth/2fa/enroll", json={"current_password": password}
@@ -201,7 +201,7 @@ async def totp_verify(request: Request) -> Response:
     if not isinstance(enrol, dict) or enrol.get("until", 0) < time.time():
         session.flash("The set-up took too long; start again.")
         return redirect("/console/account")
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     try:
         tokens = await gateway.call(
             request,
@@ -240,7 +240,7 @@ async def break_glass(request: Request) -> Response:
         minutes = int(form.get("ttl_minutes") or 30)
     except ValueError:
         minutes = 0
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     try:
         started = await gateway.call(
             request,

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from web.api import ApiError
+from web.api import ApiError, gateway_of
 from web.org_zone import known_zone, remember_zone, zone_of
 from web.pages import form_error, read_form, redirect, render, session_of
 
@@ -119,7 +119,7 @@ def _status(error: ApiError) -> int:
 @router.get("/leads", response_class=HTMLResponse)
 async def leads_inbox(request: Request, offset: int = 0) -> HTMLResponse:
     offset = max(offset, 0)
-    found = await request.app.state.gateway.call(
+    found = await gateway_of(request).call(
         request, "GET", "/v1/admin/leads", params={"limit": LEADS_PER_PAGE, "offset": offset}
     )
     total = int(found.get("total") or 0)
@@ -138,7 +138,7 @@ async def leads_inbox(request: Request, offset: int = 0) -> HTMLResponse:
 @router.get("/leads/{lead_id}", response_class=HTMLResponse)
 async def lead_page(request: Request, lead_id: str) -> HTMLResponse:
     # Another org's lead is a 404 from the gateway, rendered by the ApiError handler.
-    lead = await request.app.state.gateway.call(request, "GET", f"/v1/admin/leads/{lead_id}")
+    lead = await gateway_of(request).call(request, "GET", f"/v1/admin/leads/{lead_id}")
     return render(request, "leads_detail.html", lead=lead, tz=(await known_zone(request) or "UTC"))
 
 
@@ -172,7 +172,7 @@ async def new_booking(request: Request, lead_id: str = "") -> HTMLResponse:
     zone = known or "UTC"
     lead = None
     if lead_id:
-        lead = await request.app.state.gateway.call(request, "GET", f"/v1/admin/leads/{lead_id}")
+        lead = await gateway_of(request).call(request, "GET", f"/v1/admin/leads/{lead_id}")
         values = _from_lead(lead, zone)
     else:
         tomorrow = datetime.now(zone_of(zone)).date() + timedelta(days=1)
@@ -203,7 +203,7 @@ def _booking_body(form: dict[str, Any]) -> dict[str, Any]:
 @router.post("/bookings/new", response_model=None)
 async def create_booking(request: Request) -> Response:
     form = await read_form(request)
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
 
     async def again(status: int, **context: Any) -> HTMLResponse:
         lead = None
@@ -261,7 +261,7 @@ async def _bookings_between(request: Request, start: datetime, end: datetime) ->
     """Every booking overlapping the window, page by page; True when the cap cut the list short."""
     found: list[Any] = []
     for page in range(BOARD_MAX_PAGES):
-        batch = await request.app.state.gateway.call(
+        batch = await gateway_of(request).call(
             request,
             "GET",
             "/v1/admin/bookings",
@@ -299,7 +299,7 @@ def _lanes(
 
 @router.get("/bookings", response_class=HTMLResponse)
 async def board(request: Request, view: str = "day", date: str = "", team_id: str = "") -> HTMLResponse:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     view = "week" if view == "week" else "day"
     zone = await known_zone(request) or "UTC"
     try:
@@ -334,7 +334,7 @@ async def _suggestions(request: Request, booking: dict[str, Any], offset: int) -
     if booking.get("status") not in ASSIGNABLE:
         return None
     try:
-        return await request.app.state.gateway.call(  # type: ignore[no-any-return]
+        return await gateway_of(request).call(  # type: ignore[no-any-return]
             request,
             "GET",
             "/v1/admin/schedule/suggestions",
@@ -362,7 +362,7 @@ async def _detail(
     **context: Any,
 ) -> HTMLResponse:
     """The booking page; also re-rendered, with the gateway's errors, when an action is refused."""
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     # Another org's booking is a 404 here: the ApiError handler renders the web's 404 page.
     booking = await gateway.call(request, "GET", f"/v1/admin/bookings/{booking_id}")
     remember_zone(request, [booking])
@@ -411,9 +411,7 @@ async def _act(
 ) -> Response:
     """POST one action; back to the booking with a flash, or the page again with the refusal."""
     try:
-        await request.app.state.gateway.call(
-            request, "POST", f"/v1/admin/bookings/{booking_id}/{path}", json=body
-        )
+        await gateway_of(request).call(request, "POST", f"/v1/admin/bookings/{booking_id}/{path}", json=body)
     except ApiError as error:
         conflicts = None
         if error.code == "schedule_conflict":
@@ -432,7 +430,7 @@ async def _act(
 
 async def _conflicts(request: Request, booking_id: str, form: dict[str, Any]) -> list[dict[str, Any]]:
     """What blocks the team and workers asked for, in the booking's (or the newly asked) window."""
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     booking = await gateway.call(request, "GET", f"/v1/admin/bookings/{booking_id}")
     starts, ends = str(booking["starts_at"]), str(booking["ends_at"])
     if form.get("starts_at"):  # a refused reschedule: the conflicts of the new window
@@ -470,7 +468,7 @@ async def transition(request: Request, booking_id: str, action: str) -> Response
         body = {"reason": str(form.get("reason", "")).strip()}
         return await _act(request, booking_id, "cancel", body, "Booking cancelled.", form)
     if action == "reschedule":
-        booking = await request.app.state.gateway.call(request, "GET", f"/v1/admin/bookings/{booking_id}")
+        booking = await gateway_of(request).call(request, "GET", f"/v1/admin/bookings/{booking_id}")
         body = {
             "starts_at": _instant(str(form.get("starts_at", "")), str(booking.get("time_zone") or "UTC")),
             "duration_minutes": _number(form.get("duration_minutes"), int),

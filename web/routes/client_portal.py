@@ -18,8 +18,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
-from web.api import ApiError, SignInRequired
-from web.pages import form_error, read_form, redirect, render, session_of
+from web.api import ApiError, SignInRequired, gateway_of
+from web.pages import form_error, read_form, redirect, render, session_of, settings_of
 
 log = structlog.get_logger("web.client_portal")
 router = APIRouter(prefix="/portal")
@@ -57,7 +57,7 @@ def names_no_such_object(error: ApiError, method: str) -> bool:
 async def api(request: Request, method: str, path: str, **kwargs: Any) -> Any:
     """A client-portal call; another client's id (or a malformed one) becomes the web's 404."""
     try:
-        return await request.app.state.gateway.call(request, method, path, auth="client", **kwargs)
+        return await gateway_of(request).call(request, method, path, auth="client", **kwargs)
     except ApiError as error:
         if names_no_such_object(error, method):
             raise not_found() from None
@@ -85,7 +85,7 @@ async def confirm_link(request: Request, kind: Kind) -> Response:
     if not token:
         return render(request, template, status=400, token="", invalid=True)
     try:
-        signed = await request.app.state.gateway.call(
+        signed = await gateway_of(request).call(
             request, "POST", f"/{kind}/login/confirm", auth="none", json={"token": token}
         )
     except ApiError as error:
@@ -105,7 +105,7 @@ async def sign_out(request: Request, kind: Kind) -> None:
     session = session_of(request)
     if session.get(kind):
         try:
-            await request.app.state.gateway.call(request, "POST", f"/{kind}/logout", auth=kind)
+            await gateway_of(request).call(request, "POST", f"/{kind}/logout", auth=kind)
         except (ApiError, SignInRequired) as error:
             # Signed out here either way; a session the gateway could not end expires by itself.
             log.info("portal_logout_not_confirmed", kind=kind, error=str(error))
@@ -127,7 +127,7 @@ async def sign_in(request: Request) -> HTMLResponse:
     if org:
         body["org_key"] = org
     try:
-        await request.app.state.gateway.call(request, "POST", "/client/login/request", auth="none", json=body)
+        await gateway_of(request).call(request, "POST", "/client/login/request", auth="none", json=body)
     except ApiError as error:
         if error.status in (422, 429, 503):
             return render(
@@ -194,7 +194,7 @@ async def photo_src(request: Request, download: str) -> str:
     """The browser's <img src> for one photo: the gateway's 302 to a short-lived signed link, rebased
     on the gateway's public address (the link names the address the web called it on)."""
     try:
-        answer = await request.app.state.gateway.call(request, "GET", download, auth="client", raw=True)
+        answer = await gateway_of(request).call(request, "GET", download, auth="client", raw=True)
     except ApiError as error:
         log.info("client_photo_unsigned", status=error.status, code=error.code)
         return ""
@@ -202,7 +202,7 @@ async def photo_src(request: Request, download: str) -> str:
     if not location:
         return ""
     parts = urlsplit(location)
-    base = request.app.state.settings.web_gateway_public_url.rstrip("/")
+    base = settings_of(request).web_gateway_public_url.rstrip("/")
     return base + parts.path + ("?" + parts.query if parts.query else "")
 
 
@@ -314,7 +314,7 @@ async def nps_answer(request: Request, token: str) -> HTMLResponse:
         return render(request, "client_nps.html", status=422, state="ask", errors=errors, **context)
     body = {"score": int(values["score"]), "comment": values["comment"].strip()}
     try:
-        await request.app.state.gateway.call(
+        await gateway_of(request).call(
             request, "POST", f"/v1/public/nps/{quote(token, safe='')}", auth="none", json=body
         )
     except ApiError as error:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from web.api import gateway_of
 from web.org_zone import known_zone
 from web.pages import render
 
@@ -33,7 +34,7 @@ async def clients_list(request: Request, q: str = "", offset: str = "0") -> HTML
     params: dict[str, str | int] = {"limit": CLIENTS_PER_PAGE, "offset": start}
     if query:
         params["q"] = query
-    found = await request.app.state.gateway.call(request, "GET", "/v1/admin/clients", params=params)
+    found = await gateway_of(request).call(request, "GET", "/v1/admin/clients", params=params)
     total = int(found.get("total") or 0)
     return render(
         request,

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from web.api import ApiError
+from web.api import ApiError, gateway_of
 from web.pages import fetch_one, form_error, read_form, redirect, render, session_of, status_of
 
 router = APIRouter(prefix="/console")
@@ -31,10 +31,6 @@ PAYMENT_METHODS = (("cash", "Cash"), ("etransfer", "E-transfer"), ("cheque", "Ch
 SAFE_FILENAME = re.compile(r'filename="([A-Za-z0-9._-]{1,100})"')
 # A form's field name for the gateway's field (amounts are typed in units, sent in cents).
 FIELD_NAMES = {"amount_cents": "amount", "unit_price_cents": "unit_price", "received_at": "received_on"}
-
-
-def _gateway(request: Request) -> Any:
-    return request.app.state.gateway
 
 
 def _page(value: Any) -> int:
@@ -68,7 +64,7 @@ def _errors(error: ApiError) -> dict[str, Any]:
 
 async def _queue_total(request: Request, queue: str) -> int | None:
     try:
-        found = await _gateway(request).call(
+        found = await gateway_of(request).call(
             request, "GET", "/v1/admin/queue/invoices", params={"status": queue, "limit": 1}
         )
     except ApiError:
@@ -83,11 +79,11 @@ async def invoices(request: Request, status: str = "", queue: str = "", page: st
     number = _page(page)
     params = {"limit": PAGE, "offset": (number - 1) * PAGE}
     if queue:
-        found = await _gateway(request).call(
+        found = await gateway_of(request).call(
             request, "GET", "/v1/admin/queue/invoices", params={**params, "status": queue}
         )
     else:
-        found = await _gateway(request).call(
+        found = await gateway_of(request).call(
             request, "GET", "/v1/admin/invoices", params={**params, "status": status}
         )
     # One after another: the first call may rotate the access token, which must not happen twice at once.
@@ -110,7 +106,7 @@ async def invoices(request: Request, status: str = "", queue: str = "", page: st
 async def backfill(request: Request) -> Response:
     await read_form(request)
     try:
-        done = await _gateway(request).call(request, "POST", "/v1/admin/invoices/backfill")
+        done = await gateway_of(request).call(request, "POST", "/v1/admin/invoices/backfill")
     except ApiError as error:
         session_of(request).flash(f"No invoices were drafted: {error.detail}")
         return redirect("/console/invoices")
@@ -126,7 +122,7 @@ async def backfill(request: Request) -> Response:
 @router.get("/invoices/new", response_class=HTMLResponse)
 async def new_invoice_page(request: Request, booking_id: str = "") -> HTMLResponse:
     try:
-        defaults = await _gateway(request).call(request, "GET", "/v1/admin/finance/settings")
+        defaults = await gateway_of(request).call(request, "GET", "/v1/admin/finance/settings")
     except ApiError:
         defaults = {}  # the form still works; the tax rate is then typed by hand
     values = {"booking_id": booking_id, "quantity": "1", "tax_rate": defaults.get("tax_rate", "")}
@@ -161,7 +157,7 @@ async def new_invoice(request: Request) -> Response:
         "due_date": values.get("due_date") or None,
     }
     try:
-        created = await _gateway(request).call(request, "POST", "/v1/admin/invoices", json=body)
+        created = await gateway_of(request).call(request, "POST", "/v1/admin/invoices", json=body)
     except ApiError as error:
         return render(request, "invoices_new.html", status=status_of(error), values=values, **_errors(error))
     session_of(request).flash("Draft invoice created.")
@@ -175,7 +171,7 @@ async def new_invoice(request: Request) -> Response:
 async def reconcile_list(request: Request, status: str = "mismatch", page: str = "1") -> HTMLResponse:
     status = status if status in ("mismatch", "all") else "mismatch"
     number = _page(page)
-    found = await _gateway(request).call(
+    found = await gateway_of(request).call(
         request,
         "GET",
         "/v1/admin/finance/reconcile/invoices",
@@ -217,7 +213,7 @@ async def invoice(request: Request, invoice_id: str) -> Response:
 
 @router.get("/invoices/{invoice_id}/pdf", response_model=None)
 async def invoice_pdf(request: Request, invoice_id: str) -> Response:
-    answer = await _gateway(request).call(
+    answer = await gateway_of(request).call(
         request, "GET", f"/v1/admin/invoices/{quote(invoice_id, safe='')}/pdf", raw=True
     )
     if not isinstance(answer.data, bytes) or not answer.data.startswith(b"%PDF"):
@@ -247,7 +243,7 @@ async def reconcile(request: Request, invoice_id: str) -> Response:
     form = await read_form(request)
     path = f"/v1/admin/finance/invoices/{quote(invoice_id, safe='')}/reconcile"
     try:
-        done = await _gateway(request).call(request, "POST", path)
+        done = await gateway_of(request).call(request, "POST", path)
     except ApiError as error:
         if error.status == 404:
             raise
@@ -291,7 +287,7 @@ async def record_payment(request: Request, invoice_id: str) -> Response:
         return await _invoice_page(request, invoice_id, status=422, values=values, errors=errors)
     path = f"/v1/admin/invoices/{quote(invoice_id, safe='')}/payments"
     try:
-        await _gateway(request).call(request, "POST", path, json=body)
+        await gateway_of(request).call(request, "POST", path, json=body)
     except ApiError as error:
         if error.status == 404:
             raise
@@ -313,7 +309,7 @@ async def invoice_action(request: Request, invoice_id: str, action: str) -> Resp
         )
     path = f"/v1/admin/invoices/{quote(invoice_id, safe='')}/{action}"
     try:
-        await _gateway(request).call(request, "POST", path)
+        await gateway_of(request).call(request, "POST", path)
     except ApiError as error:
         if error.status == 404:
             raise

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from web.api import ApiError
+from web.api import ApiError, gateway_of
 from web.charts import bar_chart, line_chart
 from web.org_zone import org_zone, remember_zone
 from web.pages import read_form, redirect, render, session_of
@@ -41,7 +41,7 @@ COHORT_MONTHS = (3, 6, 12, 24)
 
 
 async def get(request: Request, path: str, **params: Any) -> Any:
-    return await request.app.state.gateway.call(request, "GET", path, params=params)
+    return await gateway_of(request).call(request, "GET", path, params=params)
 
 
 async def allowed(call: Awaitable[Any], request: Request | None = None, what: str = "") -> Any | None:
@@ -289,7 +289,7 @@ async def replay(request: Request, kind: str, item_id: str) -> Response:
     if path is None:
         return render(request, "error.html", status=404, title="Not here", message="There is no such page.")
     try:
-        await request.app.state.gateway.call(request, "POST", path.format(id=item_id))
+        await gateway_of(request).call(request, "POST", path.format(id=item_id))
     except ApiError as error:
         # Replayed already (or by someone else meanwhile): say so on the page; unknown ids (another
         # org's included) go to the error page as 404.

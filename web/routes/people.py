@@ -15,9 +15,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from web.api import ApiError
+from web.api import ApiError, gateway_of
 from web.org_zone import org_zone
-from web.pages import form_error, read_form, redirect, render, session_of
+from web.pages import form_error, read_form, redirect, render, session_of, settings_of
 from web.routes.operations import get
 
 router = APIRouter()
@@ -30,7 +30,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def call(request: Request, method: str, path: str, body: Any = None) -> Any:
-    return await request.app.state.gateway.call(request, method, path, json=body)
+    return await gateway_of(request).call(request, method, path, json=body)
 
 
 def _text(form: dict[str, Any], name: str) -> str:
@@ -185,7 +185,7 @@ async def delete_worker(request: Request, worker_id: str) -> Response:
 
 
 def _public_base(request: Request) -> str:
-    configured = str(getattr(request.app.state.settings, "web_public_url", "") or "")
+    configured = str(getattr(settings_of(request), "web_public_url", "") or "")
     return (configured or str(request.base_url)).rstrip("/")
 
 
@@ -291,7 +291,7 @@ def default_period(now: datetime) -> dict[str, str]:
 
 
 async def _users_page(request: Request, offset: int = 0, status: int = 200, **context: Any) -> HTMLResponse:
-    listed = await request.app.state.gateway.call(
+    listed = await gateway_of(request).call(
         request, "GET", "/v1/iam/users", params={"limit": USERS_PAGE, "offset": offset}
     )
     zone = await org_zone(request)

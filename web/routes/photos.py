@@ -12,7 +12,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from web.api import ApiError
+from web.api import ApiError, gateway_of
 from web.pages import (
     fetch_one,
     form_error,
@@ -34,15 +34,11 @@ PHOTO_FILTERS = ("all", "pending", "needs_retake")
 SIGN_CONCURRENCY = 8
 
 
-def _gateway(request: Request) -> Any:
-    return request.app.state.gateway
-
-
 async def _signed(request: Request, photo_id: str, limit: asyncio.Semaphore) -> dict[str, str]:
     """{"src": link} to show the photo, or {"reason": why not} (no consent, media away)."""
     async with limit:
         try:
-            signed = await _gateway(request).call(
+            signed = await gateway_of(request).call(
                 request, "GET", f"/v1/admin/photos/{quote(photo_id, safe='')}/signed_url"
             )
         except ApiError as error:
@@ -55,7 +51,7 @@ async def _signed(request: Request, photo_id: str, limit: asyncio.Semaphore) -> 
 @router.get("/photos", response_class=HTMLResponse)
 async def photos(request: Request, status: str = "all") -> HTMLResponse:
     status = status if status in PHOTO_FILTERS else "all"
-    found = await _gateway(request).call(
+    found = await gateway_of(request).call(
         request, "GET", "/v1/admin/queue/photos", params={"status": status, "limit": PAGE}
     )
     # The queue call above has rotated the access token if it was due, so these share a fresh one.
@@ -90,7 +86,9 @@ def _back_to_queue(form: dict[str, Any]) -> str:
 async def approve(request: Request, photo_id: str) -> Response:
     form = await read_form(request)
     try:
-        await _gateway(request).call(request, "POST", f"/v1/admin/photos/{quote(photo_id, safe='')}/approve")
+        await gateway_of(request).call(
+            request, "POST", f"/v1/admin/photos/{quote(photo_id, safe='')}/approve"
+        )
     except ApiError as error:
         if error.status == 404:
             raise
@@ -109,7 +107,7 @@ async def retake(request: Request, photo_id: str) -> Response:
         )
     path = f"/v1/admin/photos/{quote(photo_id, safe='')}/needs-retake"
     try:
-        done = await _gateway(request).call(request, "POST", path, json={"note": note})
+        done = await gateway_of(request).call(request, "POST", path, json={"note": note})
     except ApiError as error:
         if error.status == 404:
             raise

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from web.api import ApiError, SignInRequired
+from web.api import ApiError, SignInRequired, gateway_of
 from web.pages import read_form, redirect, render, session_of
 from web.routes.client_portal import confirm_link, link_page, names_no_such_object, sign_out
 
@@ -41,7 +41,7 @@ ACTIONS = {"start": "Job started.", "complete": "Job completed. Thank you!"}
 async def api(request: Request, method: str, path: str, **kwargs: Any) -> Any:
     """A worker-portal call; another worker's job, or a malformed id, is the web's 404."""
     try:
-        return await request.app.state.gateway.call(request, method, path, auth="worker", **kwargs)
+        return await gateway_of(request).call(request, method, path, auth="worker", **kwargs)
     except ApiError as error:
         if names_no_such_object(error, method):
             raise HTTPException(404) from None
