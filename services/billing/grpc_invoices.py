@@ -18,7 +18,7 @@ from sqlalchemy import func, update
 
 from libs.common import context as request_context
 from libs.common.context import service_context
-from libs.common.convert import page, parse_id
+from libs.common.convert import from_ts_or_none, page, parse_id
 from libs.common.db import Database, UnitOfWork, unit_of_work
 from libs.common.errors import FailedPrecondition, FieldViolation, NotFound, invalid
 from libs.common.grpc_client import acting_as
@@ -137,8 +137,11 @@ class InvoicesApi:
         request_context.require_role(*FINANCE_STAFF)
         limit, offset = page(request.limit, request.offset)
         statuses = (as_status(request.status.upper()),) if request.status else ()
+        since = from_ts_or_none(request.updated_since) if request.HasField("updated_since") else None
         async with unit_of_work(self.db, request_context.current_org_id()) as uow:
-            found, total = await invoices.list_page(uow, statuses=statuses, limit=limit, offset=offset)
+            found, total = await invoices.list_page(
+                uow, statuses=statuses, limit=limit, offset=offset, updated_since=since
+            )
             return billing_pb2.ListInvoicesResponse(invoices=await page_messages(uow, found), total=total)
 
     async def InvoiceQueue(

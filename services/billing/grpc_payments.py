@@ -66,6 +66,37 @@ class PaymentsApi:
                 invoice=await invoice_message(uow, await get_invoice(uow, request.invoice_id))
             )
 
+    async def RecordExternalPayment(
+        self, request: billing_pb2.RecordExternalPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.RecordExternalPaymentResponse:
+        """A payment from an outside ledger (integrations' qbo-sync, as a suite service): applied like a
+        manual payment, once per provider_ref (the same ref again answers created=false). A write is
+        audited as every admin write is, with the settlement before and after."""
+        ctx = request_context.require_service()
+        received = from_ts_or_none(request.received_at) if request.HasField("received_at") else None
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            today = await orgs.today(uow, self.settings, self.peers)
+            result = await payments.record_external_payment(
+                uow,
+                invoice_id=request.invoice_id,
+                amount_cents=request.amount_cents,
+                currency=request.currency,
+                provider=request.provider,
+                provider_ref=request.provider_ref,
+                received_at=received,
+                recorded_by=ctx.principal_id,
+                today=today,
+            )
+            if result.created:
+                uow.audit_change(
+                    {**protos.settlement_dict(result.before), "provider_ref": request.provider_ref},
+                    {**protos.settlement_dict(result.after), "provider_ref": request.provider_ref},
+                )
+            return billing_pb2.RecordExternalPaymentResponse(
+                invoice=await invoice_message(uow, await get_invoice(uow, request.invoice_id)),
+                created=result.created,
+            )
+
     async def RefundPayment(
         self, request: billing_pb2.RefundPaymentRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.RefundPaymentResponse:

@@ -70,6 +70,7 @@ class Invoice:
     items: tuple[LineItem, ...]
     sent_at: datetime | None = None
     created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 def format_number(n: int) -> str:
@@ -243,6 +244,7 @@ def from_row(row: Any, items: tuple[LineItem, ...] = ()) -> Invoice:
         items=items,
         sent_at=row.sent_at,
         created_at=row.created_at,
+        updated_at=row.updated_at,
     )
 
 
@@ -302,10 +304,15 @@ async def list_page(
     limit: int,
     offset: int,
     oldest_due_first: bool = False,
+    updated_since: datetime | None = None,
 ) -> tuple[list[Invoice], int]:
     """A page of the org's invoices (without their items) and how many match in all. Newest first, or
-    for the queue the longest overdue first. `client_email` confines it to one client (the portal)."""
+    for the queue the longest overdue first. `client_email` confines it to one client (the portal).
+    `updated_since`: those changed at or after it, oldest change first, with their items (a sync's read
+    of what changed since its cursor, on ix_invoices_org_updated)."""
     condition: list[ColumnElement[bool]] = []
+    if updated_since is not None:
+        condition.append(invoices.c.updated_at >= updated_since)
     if statuses:
         condition.append(invoices.c.status.in_([s.value for s in statuses]))
     if client_email is not None:
@@ -313,7 +320,9 @@ async def list_page(
     if exclude_drafts:
         condition.append(invoices.c.status != InvoiceStatus.DRAFT.value)
     order = (
-        (invoices.c.due_date.asc().nulls_last(), invoices.c.id)
+        (invoices.c.updated_at, invoices.c.id)
+        if updated_since is not None
+        else (invoices.c.due_date.asc().nulls_last(), invoices.c.id)
         if oldest_due_first
         else (invoices.c.created_at.desc(), invoices.c.id)
     )
@@ -325,7 +334,10 @@ async def list_page(
     total = (
         await uow.session.execute(select(func.count()).select_from(invoices).where(*condition))
     ).scalar_one()
-    return [from_row(row) for row in rows], int(total)
+    if updated_since is None:
+        return [from_row(row) for row in rows], int(total)
+    items = await _items_of_many(uow, [row.id for row in rows])
+    return [from_row(row, tuple(items.get(row.id, ()))) for row in rows], int(total)
 
 
 def queue_statuses(name: str) -> tuple[InvoiceStatus, ...]:
@@ -367,6 +379,25 @@ async def _items_of(uow: UnitOfWork, invoice_id: uuid.UUID) -> list[LineItem]:
         .order_by(invoice_items.c.position)
     )
     return [LineItem(r.description, r.quantity, r.unit_price_cents, r.tax_rate) for r in rows]
+
+
+async def _items_of_many(
+    uow: UnitOfWork, invoice_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[LineItem]]:
+    """The items of a page of invoices, in one query."""
+    found: dict[uuid.UUID, list[LineItem]] = {}
+    if not invoice_ids:
+        return found
+    rows = await uow.session.execute(
+        select(invoice_items)
+        .where(invoice_items.c.invoice_id.in_(invoice_ids))
+        .order_by(invoice_items.c.invoice_id, invoice_items.c.position)
+    )
+    for r in rows:
+        found.setdefault(r.invoice_id, []).append(
+            LineItem(r.description, r.quantity, r.unit_price_cents, r.tax_rate)
+        )
+    return found
 
 
 async def write_items(uow: UnitOfWork, invoice_id: uuid.UUID, lines: Sequence[LineItem]) -> None:

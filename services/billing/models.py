@@ -112,6 +112,8 @@ invoices = Table(
     Index("ix_invoices_org_client_email", "org_id", text("lower(client_email)")),
     # The invoices list, newest first, a page at a time (0011).
     Index("ix_invoices_org_created", "org_id", text("created_at DESC"), "id"),
+    # Invoices changed since a cursor, oldest change first (integrations' qbo-sync, 0012).
+    Index("ix_invoices_org_updated", "org_id", "updated_at", "id"),
 )
 
 invoice_items = Table(
@@ -158,7 +160,8 @@ def _invoice_fk(table: str) -> ForeignKeyConstraint:
     )
 
 
-PAYMENT_PROVIDERS = ("manual", "stripe")
+# quickbooks: a payment an accountant entered in QuickBooks Online, pulled back by qbo-sync (0012).
+PAYMENT_PROVIDERS = ("manual", "stripe", "quickbooks")
 PAYMENT_METHODS = ("cash", "etransfer", "cheque", "card", "other")
 PAYMENT_STATUSES = ("pending", "succeeded", "failed")
 REFUND_STATUSES = ("pending", "succeeded", "failed", "canceled")
@@ -176,14 +179,14 @@ invoice_payments = Table(
     Column("amount_cents", BigInteger, nullable=False),
     Column("currency", CHAR(3), nullable=False),
     Column("status", String(10), nullable=False),
-    # The PaymentIntent id for Stripe; NULL for manual payments.
+    # The PaymentIntent id for Stripe, "qbo:<realm>:<payment>:<invoice>" for QuickBooks; NULL for manual.
     Column("provider_ref", String(255), nullable=True),
     # Finance's note for a manual payment (cheque number, e-transfer reference); never card data.
     Column("reference", String(200), nullable=False, server_default=""),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    # "user:<id>" for finance, "stripe" for a webhook.
+    # "user:<id>" for finance, "stripe" for a webhook, "service:integrations" for an outside ledger.
     Column("recorded_by", String(80), nullable=False, server_default=""),
     _invoice_fk("invoice_payments"),
     UniqueConstraint("org_id", "provider_ref"),

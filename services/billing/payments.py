@@ -150,8 +150,99 @@ async def record_manual_payment(
     if received_at is not None:
         values["received_at"] = received_at
     await uow.session.execute(insert(invoice_payments).values(**values))
-    _, _, after = await _settle(uow, row.id, today, refunded=False)
+    _, _, after = await _settle(uow, row.id, today, refunded=False, touched=True)
     return after
+
+
+# Outside ledgers whose payments are recorded here (integrations' qbo-sync), each keyed by its own ref.
+EXTERNAL_PROVIDERS = ("quickbooks",)
+MAX_PROVIDER_REF = 255
+
+
+@dataclass(frozen=True)
+class ExternalPayment:
+    """What `record_external_payment` did: whether it wrote the row (False: the ref was recorded
+    before, nothing changed), and the settlement before and after (equal when nothing was written)."""
+
+    created: bool
+    before: Settlement
+    after: Settlement
+
+
+async def record_external_payment(
+    uow: UnitOfWork,
+    *,
+    invoice_id: uuid.UUID | str,
+    amount_cents: int,
+    currency: str,
+    provider: str,
+    provider_ref: str,
+    received_at: datetime | None,
+    recorded_by: str,
+    today: date,
+) -> ExternalPayment:
+    """A payment entered in an outside ledger (an accountant in QuickBooks Online), applied like a manual
+    payment: at most the outstanding balance, status recomputed by `settle`. Keyed by provider_ref,
+    once per org: the same ref again answers created=False and writes nothing, whatever the invoice's
+    status is by then (a sync that reruns after a crash must not fail on its own earlier work). A ref
+    recorded against another invoice, an amount above the balance due, a DRAFT or VOID invoice are
+    refused (FailedPrecondition); a currency other than the invoice's is invalid. Nothing is written
+    on a refusal."""
+    problems: list[FieldViolation] = []
+    if provider not in EXTERNAL_PROVIDERS:
+        problems.append(FieldViolation("provider", f"must be one of {', '.join(EXTERNAL_PROVIDERS)}"))
+    ref = provider_ref.strip() if isinstance(provider_ref, str) else ""
+    if not ref or len(ref) > MAX_PROVIDER_REF:
+        problems.append(FieldViolation("provider_ref", f"must be text of 1 to {MAX_PROVIDER_REF} characters"))
+    _check_cents(amount_cents, problems)
+    if received_at is not None:
+        if received_at.tzinfo is None:
+            problems.append(FieldViolation("received_at", "must be a time with a time zone"))
+        elif received_at > datetime.now(UTC) + CLOCK_SKEW:
+            problems.append(FieldViolation("received_at", "must not be in the future"))
+    if problems:
+        raise InvalidArgument.of(problems)
+    row = await invoice_row(uow, invoice_id, for_update=True)
+    stored = (
+        await uow.session.execute(select(invoice_payments).where(invoice_payments.c.provider_ref == ref))
+    ).first()
+    if stored is not None:
+        if stored.invoice_id != row.id:
+            raise FailedPrecondition(
+                f"payment {ref} is recorded against another invoice",
+                code="payment_ref_other_invoice",
+                violations=[FieldViolation("provider_ref", "belongs to another invoice")],
+            )
+        current = await _settlement(uow, row, today)
+        return ExternalPayment(False, current, current)
+    _check_payable(row)
+    _check_currency(currency, row.currency)
+    current = await _settlement(uow, row, today)
+    if amount_cents > current.outstanding_cents:
+        owed = current.outstanding_cents
+        raise FailedPrecondition(
+            f"the payment of {amount_cents} cents is above the balance due of {owed} cents; nothing was recorded",
+            code="payment_above_balance",
+            violations=[FieldViolation("amount_cents", f"must not exceed the balance due of {owed} cents")],
+        )
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "org_id": uow.org_id,
+        "invoice_id": row.id,
+        "provider": provider,
+        "method": "other",
+        "amount_cents": amount_cents,
+        "currency": row.currency,
+        "status": "succeeded",
+        "provider_ref": ref,
+        "reference": ref[:MAX_REFERENCE],
+        "recorded_by": recorded_by[:MAX_RECORDED_BY],
+    }
+    if received_at is not None:
+        values["received_at"] = received_at
+    await uow.session.execute(insert(invoice_payments).values(**values))
+    _, before, after = await _settle(uow, row.id, today, refunded=False, touched=True)
+    return ExternalPayment(True, before, after)
 
 
 async def record_stripe_payment(
@@ -227,7 +318,7 @@ async def record_stripe_payment(
                 )
             )
             changed = True
-    _, _, after = await _settle(uow, row.id, today, refunded=False)
+    _, _, after = await _settle(uow, row.id, today, refunded=False, touched=changed)
     return changed, after
 
 
@@ -304,7 +395,7 @@ async def record_refund(
             )
             changed = True
     newly_succeeded = changed and status == "succeeded"
-    _, _, after = await _settle(uow, row.id, today, refunded=newly_succeeded)
+    _, _, after = await _settle(uow, row.id, today, refunded=newly_succeeded, touched=changed)
     return changed, after
 
 
@@ -457,12 +548,14 @@ def _changed(row: Any, after: Settlement) -> billing_events.InvoiceChanged:
 
 
 async def _settle(
-    uow: UnitOfWork, invoice_id: uuid.UUID | str, today: date, *, refunded: bool
+    uow: UnitOfWork, invoice_id: uuid.UUID | str, today: date, *, refunded: bool, touched: bool = False
 ) -> tuple[Any, Settlement, Settlement]:
+    """`touched`: the caller changed the invoice's money, so its updated_at moves even when its status
+    does not (readers of "changed since", like qbo-sync, see every change)."""
     row = await invoice_row(uow, invoice_id, for_update=True)
     after = await _settlement(uow, row, today)
     before = replace(after, status=InvoiceStatus(row.status))
-    if after.status != before.status:
+    if after.status != before.status or touched:
         await uow.session.execute(
             update(invoices)
             .where(invoices.c.id == row.id)

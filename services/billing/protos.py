@@ -82,6 +82,8 @@ def invoice(
         message.sent_at.CopyFrom(to_ts(value.sent_at))
     if value.created_at:
         message.created_at.CopyFrom(to_ts(value.created_at))
+    if value.updated_at:
+        message.updated_at.CopyFrom(to_ts(value.updated_at))
     return message
 
 

@@ -25,7 +25,7 @@ from libs.common.errors import (
     invalid,
 )
 from libs.common.event_types import Event
-from services.booking import contacts, entitlements, idempotency, leads, nps, pricing
+from services.booking import contacts, entitlements, idempotency, leads, nps, pricing, resources
 from services.booking.events import (
     BOOKING_CANCELLED,
     BOOKING_COMPLETED,
@@ -278,10 +278,15 @@ async def list_bookings(
     to_time: datetime | None = None,
     client_email: str = "",
     worker_id: str = "",
+    updated_since: datetime | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Record], int]:
+    """By start time; with `updated_since`, those changed at or after it, oldest change first (an
+    index range on (org_id, updated_at, id): a sync reads what changed since its last pass)."""
     query = select(bookings)
+    if updated_since is not None:
+        query = query.where(bookings.c.org_id == uow.org_id, bookings.c.updated_at >= updated_since)
     if status:
         if status not in BOOKING_STATUSES:
             raise invalid("status", "must be pending, confirmed, in_progress, completed or cancelled")
@@ -298,11 +303,12 @@ async def list_bookings(
         )
         query = query.where(bookings.c.id.in_(assigned))
     total = await uow.session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = (
-        await uow.session.execute(
-            query.order_by(bookings.c.starts_at, bookings.c.id).limit(limit).offset(offset)
-        )
-    ).all()
+    order = (
+        (bookings.c.updated_at, bookings.c.id)
+        if updated_since is not None
+        else (bookings.c.starts_at, bookings.c.id)
+    )
+    rows = (await uow.session.execute(query.order_by(*order).limit(limit).offset(offset))).all()
     return list(rows), int(total or 0)
 
 
@@ -357,6 +363,13 @@ async def reschedule(uow: UnitOfWork, booking_id: str, starts_at: datetime, dura
     ends_at = check_window(starts_at, duration_minutes, problems)
     if problems:
         raise InvalidArgument.of(problems)
+    if row.team_id is not None:
+        await resources.refuse_external_busy(
+            uow,
+            row.team_id,
+            resources.Window(starts_at, ends_at),
+            "cannot reschedule",
+        )
     try:
         async with uow.session.begin_nested():
             await uow.session.execute(

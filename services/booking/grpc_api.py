@@ -147,6 +147,11 @@ class BookingServicer(
                 to_time=from_ts(request.to_time, "to_time") if request.HasField("to_time") else None,
                 client_email=client_email,
                 worker_id=worker_id,
+                updated_since=(
+                    from_ts(request.updated_since, "updated_since")
+                    if request.HasField("updated_since")
+                    else None
+                ),
                 limit=limit,
                 offset=offset,
             )

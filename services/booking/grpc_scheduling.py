@@ -201,6 +201,33 @@ class SchedulingApi:
             await resources.delete_blackout(uow, request.blackout_id)
         return booking_pb2.DeleteBlackoutResponse()
 
+    async def PutExternalBlackout(
+        self, request: booking_pb2.PutExternalBlackoutRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.PutExternalBlackoutResponse:
+        """Busy time of an outside calendar (integrations' gcal-sync): a suite service only."""
+        request_context.require_service()
+        starts_at, ends_at = from_ts(request.starts_at, "starts_at"), from_ts(request.ends_at, "ends_at")
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            put = await resources.put_external_blackout(
+                uow,
+                external_key=request.external_key,
+                team_id=request.team_id,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                reason=request.reason,
+            )
+        return booking_pb2.PutExternalBlackoutResponse(
+            blackout=_blackout(put.row), created=put.created, changed=put.changed
+        )
+
+    async def DeleteExternalBlackouts(
+        self, request: booking_pb2.DeleteExternalBlackoutsRequest, context: grpc.aio.ServicerContext
+    ) -> booking_pb2.DeleteExternalBlackoutsResponse:
+        request_context.require_service()
+        async with unit_of_work(self.db, request_context.current_org_id()) as uow:
+            deleted = await resources.delete_external_blackouts(uow, list(request.external_keys))
+        return booking_pb2.DeleteExternalBlackoutsResponse(deleted=deleted)
+
     # --- scheduling ---------------------------------------------------------------------------
 
     async def AssignBooking(

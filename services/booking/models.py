@@ -164,6 +164,9 @@ bookings = Table(
     Index("ix_bookings_org_status_starts", "org_id", "status", "starts_at"),
     # Billing's usage report: bookings an org created in a month (CountUsage).
     Index("ix_bookings_org_created", "org_id", "created_at"),
+    # Bookings changed since a time, oldest change first (integrations' gcal-sync, migration 0010).
+    # A trigger moves updated_at on every change of a row, whoever makes it.
+    Index("ix_bookings_org_updated", "org_id", "updated_at", "id"),
     # A person's bookings by their lead (FindPerson, erasure), and the lead's ON DELETE SET NULL.
     Index("ix_bookings_lead", "lead_id"),
 )
@@ -184,6 +187,12 @@ schedule_blocks = Table(
     Column("period", TSTZRANGE, nullable=False),
     Column("reason", Text, nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Busy time read from an outside calendar (PutExternalBlackout, migration 0010): the key the sync
+    # names it by ("gcal:<calendar>:<event>"), one blackout per org, team and key. These blackouts are
+    # outside the exclusion constraints (two overlapping events, or an event over a job already
+    # assigned, are facts of the outside calendar, not double-booking); assigning or rescheduling
+    # checks them instead (resources.refuse_external_busy).
+    Column("external_key", Text, nullable=True),
     # The period's bounds and length class, stored by Postgres itself (migration 0009): window
     # queries compare these with plain, leakproof btree operators, which row-level security lets
     # drive an index, where the range operator `&&` is not leakproof and never can.
@@ -201,7 +210,20 @@ schedule_blocks = Table(
     CheckConstraint("(team_id IS NULL) <> (worker_id IS NULL)", name="one_subject"),
     CheckConstraint("(kind = 'booking') = (booking_id IS NOT NULL)", name="booking_blocks_name_booking"),
     CheckConstraint("NOT isempty(period)", name="period_not_empty"),
+    CheckConstraint(
+        "external_key IS NULL OR (kind = 'blackout' AND team_id IS NOT NULL)", name="external_team_blackout"
+    ),
     Index("ix_schedule_blocks_booking", "booking_id"),
+    # One blackout per org, team and key; led by the key, so a key's blackouts of every team
+    # (DeleteExternalBlackouts) are an index range too.
+    Index(
+        "uq_schedule_blocks_external",
+        "org_id",
+        "external_key",
+        "team_id",
+        unique=True,
+        postgresql_where=text("external_key IS NOT NULL"),
+    ),
     # Migration 0009: every window query is an index range on one of these (scheduling.py).
     Index("ix_schedule_blocks_org_span_starts", "org_id", "long_span", "starts_at"),
     Index(

@@ -102,6 +102,7 @@ def booking(row: Record, time_zone: str, worker_ids: list[str] | None = None) ->
         notes=row.notes,
         created_at=to_ts(row.created_at),
         cancel_reason=row.cancel_reason,
+        updated_at=to_ts(row.updated_at),
     )
 
 

@@ -14,7 +14,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cws.booking.v1 import events_pb2 as booking_events
-from sqlalchemy import ColumnElement, Table, delete, exists, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
@@ -62,6 +75,30 @@ class Window:
 # Windows are compared with bookings that started up to a day earlier: a date near year 1 would
 # overflow there (found by the fuzzer as a 502). Nothing in the suite predates 1970.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# A block that is not `long_span` lasts at most this long, so it starts less than this before any
+# window it overlaps.
+SHORT_SPAN = timedelta(hours=24)
+
+
+def overlapping(window: Window) -> list[ColumnElement[bool]]:
+    """Blocks overlapping the window, as two alternatives of plain comparisons on the stored
+    columns (one query each, see scheduling._in_window, or one OR).
+
+    Under row-level security Postgres only lets a LEAKPROOF operator drive an index, and the range
+    overlap `&&` is not one; timestamptz and boolean comparisons are. Short blocks (24 hours at
+    most: every booking, most blackouts) are an index range on starts_at bounded on both sides;
+    long ones (multi-day blackouts, few) need no lower bound."""
+    overlap = (schedule_blocks.c.starts_at < window.ends_at, schedule_blocks.c.ends_at > window.starts_at)
+    return [
+        and_(
+            schedule_blocks.c.long_span == false(),
+            schedule_blocks.c.starts_at > window.starts_at - SHORT_SPAN,
+            *overlap,
+        ),
+        and_(schedule_blocks.c.long_span == true(), *overlap),
+    ]
 
 
 def check_window(starts_at: datetime, ends_at: datetime, *, max_days: int) -> Window:
@@ -442,3 +479,130 @@ async def delete_blackout(uow: UnitOfWork, blackout_id: str) -> None:
     )
     if deleted is None:
         raise NotFound("blackout not found", code="blackout_not_found")
+
+
+# --- blackouts from an outside calendar -------------------------------------------------------
+
+MAX_EXTERNAL_KEY = 500
+MAX_EXTERNAL_KEYS = 1000
+
+
+@dataclass(frozen=True)
+class ExternalBlackout:
+    row: Record
+    created: bool
+    # Created, or its period or reason moved.
+    changed: bool
+
+
+def _external_key(value: str, problems: list[FieldViolation], field: str = "external_key") -> str:
+    key = value.strip()
+    if not key:
+        problems.append(FieldViolation(field, "is required"))
+    elif len(key) > MAX_EXTERNAL_KEY:
+        problems.append(FieldViolation(field, f"must be at most {MAX_EXTERNAL_KEY} characters"))
+    return key
+
+
+async def put_external_blackout(
+    uow: UnitOfWork, *, external_key: str, team_id: str, starts_at: datetime, ends_at: datetime, reason: str
+) -> ExternalBlackout:
+    """The team's blackout named `external_key`, created or moved to this period and reason.
+
+    One row per org, team and key (a unique index): a second call with the same key and period
+    changes nothing, and two concurrent calls end with one row. Overlaps are allowed (these are
+    outside the team exclusion constraint, migration 0010)."""
+    problems: list[FieldViolation] = []
+    key = _external_key(external_key, problems)
+    if not team_id:
+        problems.append(FieldViolation("team_id", "is required"))
+    reason = contacts.text(reason, "reason", problems, max_length=MAX_REASON)
+    raise_problems(problems)
+    window = check_window(starts_at, ends_at, max_days=MAX_BLACKOUT_DAYS)
+    team = await get_team(uow, team_id)
+    insert = pg_insert(schedule_blocks).values(
+        id=uuid.uuid4(),
+        org_id=uow.org_id,
+        kind="blackout",
+        team_id=team.id,
+        period=window.as_range(),
+        reason=reason,
+        external_key=key,
+    )
+    moved = insert.on_conflict_do_update(
+        index_elements=[schedule_blocks.c.org_id, schedule_blocks.c.external_key, schedule_blocks.c.team_id],
+        index_where=schedule_blocks.c.external_key.is_not(None),
+        set_={"period": insert.excluded.period, "reason": insert.excluded.reason},
+        # Unchanged: no write at all (no dead tuple per event per pass).
+        where=or_(
+            schedule_blocks.c.period != insert.excluded.period,
+            schedule_blocks.c.reason != insert.excluded.reason,
+        ),
+    ).returning(schedule_blocks.c.id, _inserted().label("created"))
+    try:
+        written = (await uow.session.execute(moved)).first()
+    except DBAPIError as exc:
+        if _sqlstate(exc) == FOREIGN_KEY_VIOLATION:
+            raise NotFound("team not found", code="team_not_found") from exc
+        raise
+    if written is not None:
+        row = await get_blackout(uow, str(written.id))
+        return ExternalBlackout(row, created=bool(written.created), changed=True)
+    row = (
+        await uow.session.execute(
+            select(schedule_blocks).where(
+                schedule_blocks.c.org_id == uow.org_id,
+                schedule_blocks.c.external_key == key,
+                schedule_blocks.c.team_id == team.id,
+            )
+        )
+    ).one()
+    return ExternalBlackout(row, created=False, changed=False)
+
+
+def _inserted() -> ColumnElement[bool]:
+    """True in RETURNING when the INSERT ... ON CONFLICT inserted the row (an update sets xmax)."""
+    return literal_column("xmax") == literal_column("0")
+
+
+async def delete_external_blackouts(uow: UnitOfWork, external_keys: list[str]) -> int:
+    """Every blackout of this org named by one of the keys, of any team. Unknown keys are no error
+    (a rerun deletes what is already gone)."""
+    problems: list[FieldViolation] = []
+    if len(external_keys) > MAX_EXTERNAL_KEYS:
+        problems.append(FieldViolation("external_keys", f"at most {MAX_EXTERNAL_KEYS} keys per call"))
+    keys = sorted(
+        {_external_key(value, problems, f"external_keys.{i}") for i, value in enumerate(external_keys)}
+    )
+    raise_problems(problems)
+    if not keys:
+        return 0
+    deleted = await uow.session.execute(
+        delete(schedule_blocks)
+        .where(
+            schedule_blocks.c.org_id == uow.org_id,
+            schedule_blocks.c.external_key.in_(keys),
+        )
+        .returning(schedule_blocks.c.id)
+    )
+    return len(deleted.all())
+
+
+async def refuse_external_busy(uow: UnitOfWork, team_id: uuid.UUID, window: Window, what: str) -> None:
+    """Blackouts from an outside calendar are outside the exclusion constraint (they may overlap
+    each other): assigning or rescheduling a team into one is refused here instead, with the
+    same 409 the constraint gives for any other blackout."""
+    busy = await uow.session.scalar(
+        select(schedule_blocks.c.reason)
+        .where(
+            schedule_blocks.c.org_id == uow.org_id,
+            schedule_blocks.c.team_id == team_id,
+            schedule_blocks.c.external_key.is_not(None),
+            or_(*overlapping(window)),
+        )
+        .limit(1)
+    )
+    if busy is not None:
+        raise Conflict(
+            f"{what}: the team is blacked out in this window ({busy or 'busy'})", code="schedule_conflict"
+        )

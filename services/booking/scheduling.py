@@ -17,15 +17,12 @@ from sqlalchemy import (
     CompoundSelect,
     String,
     Table,
-    and_,
     cast,
     delete,
-    false,
     func,
     literal,
     or_,
     select,
-    true,
     union_all,
     update,
 )
@@ -40,7 +37,7 @@ from services.booking import resources
 from services.booking.bookings import MAX_DURATION_MINUTES
 from services.booking.events import BOOKING_ASSIGNED
 from services.booking.models import Record, bookings, schedule_blocks, teams, workers
-from services.booking.resources import Window
+from services.booking.resources import Window, overlapping
 
 ASSIGNABLE = ("pending", "confirmed", "in_progress")
 QUEUED = ("pending", "confirmed")
@@ -89,6 +86,10 @@ async def assign(
     if any(not member.active for member in members):
         raise FailedPrecondition("a worker is inactive", code="inactive")
 
+    if team is not None:
+        await resources.refuse_external_busy(
+            uow, team.id, Window(row.starts_at, row.ends_at), "cannot assign"
+        )
     period = Range(row.starts_at, row.ends_at, bounds="[)")
     blocks = [{"team_id": team.id, "worker_id": None}] if team is not None else []
     blocks += [{"team_id": None, "worker_id": member.id} for member in members]
@@ -156,29 +157,6 @@ _BLOCK_COLUMNS = (
     schedule_blocks.c.ends_at,
     schedule_blocks.c.reason,
 )
-
-# A block that is not `long_span` lasts at most this long, so it starts less than this before any
-# window it overlaps.
-SHORT_SPAN = timedelta(hours=24)
-
-
-def overlapping(window: Window) -> list[ColumnElement[bool]]:
-    """Blocks overlapping the window, as two alternatives of plain comparisons on the stored
-    columns (one query each, see `_in_window`).
-
-    Under row-level security Postgres only lets a LEAKPROOF operator drive an index, and the range
-    overlap `&&` is not one; timestamptz and boolean comparisons are. Short blocks (24 hours at
-    most: every booking, most blackouts) are an index range on starts_at bounded on both sides;
-    long ones (multi-day blackouts, few) need no lower bound."""
-    overlap = (schedule_blocks.c.starts_at < window.ends_at, schedule_blocks.c.ends_at > window.starts_at)
-    return [
-        and_(
-            schedule_blocks.c.long_span == false(),
-            schedule_blocks.c.starts_at > window.starts_at - SHORT_SPAN,
-            *overlap,
-        ),
-        and_(schedule_blocks.c.long_span == true(), *overlap),
-    ]
 
 
 def _in_window(window: Window, *where: ColumnElement[bool]) -> CompoundSelect[Any]:

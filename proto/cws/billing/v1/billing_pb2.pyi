@@ -163,6 +163,7 @@ class Invoice(_message.Message):
     REFUNDS_FIELD_NUMBER: _builtins.int
     SENT_AT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     org_id: _builtins.str
     number: _builtins.str
@@ -192,6 +193,8 @@ class Invoice(_message.Message):
     def sent_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -217,10 +220,11 @@ class Invoice(_message.Message):
         refunds: _abc.Iterable[Global___Refund] | None = ...,
         sent_at: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "issued_at", b"issued_at", "sent_at", b"sent_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "issued_at", b"issued_at", "sent_at", b"sent_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "client_email", b"client_email", "client_name", b"client_name", "created_at", b"created_at", "currency", b"currency", "due_date", b"due_date", "id", b"id", "issued_at", b"issued_at", "items", b"items", "number", b"number", "org_id", b"org_id", "outstanding_cents", b"outstanding_cents", "paid_cents", b"paid_cents", "payments", b"payments", "refunds", b"refunds", "sent_at", b"sent_at", "status", b"status", "subtotal_cents", b"subtotal_cents", "tax_cents", b"tax_cents", "tax_rate_basis", b"tax_rate_basis", "taxable_subtotal_cents", b"taxable_subtotal_cents", "total_cents", b"total_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "client_email", b"client_email", "client_name", b"client_name", "created_at", b"created_at", "currency", b"currency", "due_date", b"due_date", "id", b"id", "issued_at", b"issued_at", "items", b"items", "number", b"number", "org_id", b"org_id", "outstanding_cents", b"outstanding_cents", "paid_cents", b"paid_cents", "payments", b"payments", "refunds", b"refunds", "sent_at", b"sent_at", "status", b"status", "subtotal_cents", b"subtotal_cents", "tax_cents", b"tax_cents", "tax_rate_basis", b"tax_rate_basis", "taxable_subtotal_cents", b"taxable_subtotal_cents", "total_cents", b"total_cents", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -269,19 +273,25 @@ class ListInvoicesRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
+    UPDATED_SINCE_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     limit: _builtins.int
     offset: _builtins.int
+    @_builtins.property
+    def updated_since(self) -> _timestamp_pb2.Timestamp:
+        """Changed at or after this time (qbo-sync's cursor), oldest change first, with their items."""
+
     def __init__(
         self,
         *,
         status: _builtins.str = ...,
         limit: _builtins.int = ...,
         offset: _builtins.int = ...,
+        updated_since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_since", b"updated_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "offset", b"offset", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "offset", b"offset", "status", b"status", "updated_since", b"updated_since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1210,6 +1220,66 @@ class RecordManualPaymentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordManualPaymentResponse: _TypeAlias = RecordManualPaymentResponse  # noqa: Y015
+
+@_typing.final
+class RecordExternalPaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROVIDER_REF_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    amount_cents: _builtins.int
+    currency: _builtins.str
+    provider: _builtins.str
+    """quickbooks"""
+    provider_ref: _builtins.str
+    """e.g. "qbo:<realm>:<payment id>"; the same ref twice records once"""
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        provider_ref: _builtins.str = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "invoice_id", b"invoice_id", "provider", b"provider", "provider_ref", b"provider_ref", "received_at", b"received_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordExternalPaymentRequest: _TypeAlias = RecordExternalPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RecordExternalPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    @_builtins.property
+    def invoice(self) -> Global___Invoice: ...
+    def __init__(
+        self,
+        *,
+        invoice: Global___Invoice | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "invoice", b"invoice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordExternalPaymentResponse: _TypeAlias = RecordExternalPaymentResponse  # noqa: Y015
 
 @_typing.final
 class RefundPaymentResponse(_message.Message):

@@ -98,6 +98,11 @@ class BillingServiceStub:
                 request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.RecordManualPaymentRequest.SerializeToString,
                 response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.RecordManualPaymentResponse.FromString,
                 _registered_method=True)
+        self.RecordExternalPayment = channel.unary_unary(
+                '/cws.billing.v1.BillingService/RecordExternalPayment',
+                request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.RecordExternalPaymentRequest.SerializeToString,
+                response_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.RecordExternalPaymentResponse.FromString,
+                _registered_method=True)
         self.RefundPayment = channel.unary_unary(
                 '/cws.billing.v1.BillingService/RefundPayment',
                 request_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.RefundPaymentRequest.SerializeToString,
@@ -357,6 +362,14 @@ class BillingServiceServicer:
 
     def RecordManualPayment(self, request, context):
         """Payments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordExternalPayment(self, request, context):
+        """A payment recorded in an outside ledger (integrations' qbo-sync): applied like a manual payment
+        (status recomputed, audited), once per provider reference.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -659,6 +672,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.RecordManualPayment,
                     request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.RecordManualPaymentRequest.FromString,
                     response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.RecordManualPaymentResponse.SerializeToString,
+            ),
+            'RecordExternalPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordExternalPayment,
+                    request_deserializer=cws_dot_billing_dot_v1_dot_billing__pb2.RecordExternalPaymentRequest.FromString,
+                    response_serializer=cws_dot_billing_dot_v1_dot_billing__pb2.RecordExternalPaymentResponse.SerializeToString,
             ),
             'RefundPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.RefundPayment,
@@ -1169,6 +1187,33 @@ class BillingService:
             '/cws.billing.v1.BillingService/RecordManualPayment',
             cws_dot_billing_dot_v1_dot_billing__pb2.RecordManualPaymentRequest.SerializeToString,
             cws_dot_billing_dot_v1_dot_billing__pb2.RecordManualPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordExternalPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.billing.v1.BillingService/RecordExternalPayment',
+            cws_dot_billing_dot_v1_dot_billing__pb2.RecordExternalPaymentRequest.SerializeToString,
+            cws_dot_billing_dot_v1_dot_billing__pb2.RecordExternalPaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

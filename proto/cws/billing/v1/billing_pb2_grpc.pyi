@@ -52,6 +52,10 @@ class BillingServiceStub:
     UpdateBillingSettings: _grpc.UnaryUnaryMultiCallable[_billing_pb2.UpdateBillingSettingsRequest, _billing_pb2.UpdateBillingSettingsResponse]
     RecordManualPayment: _grpc.UnaryUnaryMultiCallable[_billing_pb2.RecordManualPaymentRequest, _billing_pb2.RecordManualPaymentResponse]
     """Payments."""
+    RecordExternalPayment: _grpc.UnaryUnaryMultiCallable[_billing_pb2.RecordExternalPaymentRequest, _billing_pb2.RecordExternalPaymentResponse]
+    """A payment recorded in an outside ledger (integrations' qbo-sync): applied like a manual payment
+    (status recomputed, audited), once per provider reference.
+    """
     RefundPayment: _grpc.UnaryUnaryMultiCallable[_billing_pb2.RefundPaymentRequest, _billing_pb2.RefundPaymentResponse]
     CreateInvoiceCheckout: _grpc.UnaryUnaryMultiCallable[_billing_pb2.CreateInvoiceCheckoutRequest, _billing_pb2.CreateInvoiceCheckoutResponse]
     CreateDepositCheckout: _grpc.UnaryUnaryMultiCallable[_billing_pb2.CreateDepositCheckoutRequest, _billing_pb2.CreateDepositCheckoutResponse]
@@ -135,6 +139,10 @@ class BillingServiceAsyncStub(BillingServiceStub):
     UpdateBillingSettings: _aio.UnaryUnaryMultiCallable[_billing_pb2.UpdateBillingSettingsRequest, _billing_pb2.UpdateBillingSettingsResponse]  # type: ignore[assignment]
     RecordManualPayment: _aio.UnaryUnaryMultiCallable[_billing_pb2.RecordManualPaymentRequest, _billing_pb2.RecordManualPaymentResponse]  # type: ignore[assignment]
     """Payments."""
+    RecordExternalPayment: _aio.UnaryUnaryMultiCallable[_billing_pb2.RecordExternalPaymentRequest, _billing_pb2.RecordExternalPaymentResponse]  # type: ignore[assignment]
+    """A payment recorded in an outside ledger (integrations' qbo-sync): applied like a manual payment
+    (status recomputed, audited), once per provider reference.
+    """
     RefundPayment: _aio.UnaryUnaryMultiCallable[_billing_pb2.RefundPaymentRequest, _billing_pb2.RefundPaymentResponse]  # type: ignore[assignment]
     CreateInvoiceCheckout: _aio.UnaryUnaryMultiCallable[_billing_pb2.CreateInvoiceCheckoutRequest, _billing_pb2.CreateInvoiceCheckoutResponse]  # type: ignore[assignment]
     CreateDepositCheckout: _aio.UnaryUnaryMultiCallable[_billing_pb2.CreateDepositCheckoutRequest, _billing_pb2.CreateDepositCheckoutResponse]  # type: ignore[assignment]
@@ -287,6 +295,16 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_pb2.RecordManualPaymentResponse, _abc.Awaitable[_billing_pb2.RecordManualPaymentResponse]]:
         """Payments."""
+
+    @_abc_1.abstractmethod
+    def RecordExternalPayment(
+        self,
+        request: _billing_pb2.RecordExternalPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.RecordExternalPaymentResponse, _abc.Awaitable[_billing_pb2.RecordExternalPaymentResponse]]:
+        """A payment recorded in an outside ledger (integrations' qbo-sync): applied like a manual payment
+        (status recomputed, audited), once per provider reference.
+        """
 
     @_abc_1.abstractmethod
     def RefundPayment(

@@ -525,6 +525,7 @@ class Booking(_message.Message):
     NOTES_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     org_id: _builtins.str
     lead_id: _builtins.str
@@ -553,6 +554,8 @@ class Booking(_message.Message):
     def worker_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -580,10 +583,11 @@ class Booking(_message.Message):
         notes: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         cancel_reason: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ends_at", b"ends_at", "starts_at", b"starts_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ends_at", b"ends_at", "starts_at", b"starts_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "baths", b"baths", "beds", b"beds", "cancel_reason", b"cancel_reason", "cleaning_type", b"cleaning_type", "client_email", b"client_email", "client_name", b"client_name", "client_phone", b"client_phone", "created_at", b"created_at", "currency", b"currency", "deposit_paid", b"deposit_paid", "deposit_required", b"deposit_required", "ends_at", b"ends_at", "id", b"id", "lead_id", b"lead_id", "notes", b"notes", "org_id", b"org_id", "postal_code", b"postal_code", "starts_at", b"starts_at", "status", b"status", "team_id", b"team_id", "time_zone", b"time_zone", "total_before_tax_cents", b"total_before_tax_cents", "worker_ids", b"worker_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "baths", b"baths", "beds", b"beds", "cancel_reason", b"cancel_reason", "cleaning_type", b"cleaning_type", "client_email", b"client_email", "client_name", b"client_name", "client_phone", b"client_phone", "created_at", b"created_at", "currency", b"currency", "deposit_paid", b"deposit_paid", "deposit_required", b"deposit_required", "ends_at", b"ends_at", "id", b"id", "lead_id", b"lead_id", "notes", b"notes", "org_id", b"org_id", "postal_code", b"postal_code", "starts_at", b"starts_at", "status", b"status", "team_id", b"team_id", "time_zone", b"time_zone", "total_before_tax_cents", b"total_before_tax_cents", "updated_at", b"updated_at", "worker_ids", b"worker_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -682,6 +686,7 @@ class ListBookingsRequest(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     CLIENT_EMAIL_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    UPDATED_SINCE_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     limit: _builtins.int
     offset: _builtins.int
@@ -693,6 +698,10 @@ class ListBookingsRequest(_message.Message):
     def from_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def to_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_since(self) -> _timestamp_pb2.Timestamp:
+        """Changed at or after this time (gcal-sync's cursor), oldest change first; with from/to as well."""
+
     def __init__(
         self,
         *,
@@ -703,10 +712,11 @@ class ListBookingsRequest(_message.Message):
         offset: _builtins.int = ...,
         client_email: _builtins.str = ...,
         worker_id: _builtins.str = ...,
+        updated_since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["from_time", b"from_time", "to_time", b"to_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from_time", b"from_time", "to_time", b"to_time", "updated_since", b"updated_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_email", b"client_email", "from_time", b"from_time", "limit", b"limit", "offset", b"offset", "status", b"status", "to_time", b"to_time", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_email", b"client_email", "from_time", b"from_time", "limit", b"limit", "offset", b"offset", "status", b"status", "to_time", b"to_time", "updated_since", b"updated_since", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1369,6 +1379,107 @@ class DeleteBlackoutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteBlackoutResponse: _TypeAlias = DeleteBlackoutResponse  # noqa: Y015
+
+@_typing.final
+class PutExternalBlackoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTERNAL_KEY_FIELD_NUMBER: _builtins.int
+    TEAM_ID_FIELD_NUMBER: _builtins.int
+    STARTS_AT_FIELD_NUMBER: _builtins.int
+    ENDS_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    external_key: _builtins.str
+    """e.g. "gcal:<calendar id>:<event id>"; unique per org and team."""
+    team_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def starts_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ends_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        external_key: _builtins.str = ...,
+        team_id: _builtins.str = ...,
+        starts_at: _timestamp_pb2.Timestamp | None = ...,
+        ends_at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ends_at", b"ends_at", "starts_at", b"starts_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ends_at", b"ends_at", "external_key", b"external_key", "reason", b"reason", "starts_at", b"starts_at", "team_id", b"team_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutExternalBlackoutRequest: _TypeAlias = PutExternalBlackoutRequest  # noqa: Y015
+
+@_typing.final
+class PutExternalBlackoutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLACKOUT_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    changed: _builtins.bool
+    @_builtins.property
+    def blackout(self) -> Global___Blackout: ...
+    def __init__(
+        self,
+        *,
+        blackout: Global___Blackout | None = ...,
+        created: _builtins.bool = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blackout", b"blackout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blackout", b"blackout", "changed", b"changed", "created", b"created"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutExternalBlackoutResponse: _TypeAlias = PutExternalBlackoutResponse  # noqa: Y015
+
+@_typing.final
+class DeleteExternalBlackoutsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTERNAL_KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def external_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every blackout whose external key is one of these (any team)."""
+
+    def __init__(
+        self,
+        *,
+        external_keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_keys", b"external_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteExternalBlackoutsRequest: _TypeAlias = DeleteExternalBlackoutsRequest  # noqa: Y015
+
+@_typing.final
+class DeleteExternalBlackoutsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteExternalBlackoutsResponse: _TypeAlias = DeleteExternalBlackoutsResponse  # noqa: Y015
 
 @_typing.final
 class AssignBookingRequest(_message.Message):

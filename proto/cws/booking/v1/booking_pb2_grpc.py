@@ -142,6 +142,16 @@ class BookingServiceStub:
                 request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.DeleteBlackoutRequest.SerializeToString,
                 response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.DeleteBlackoutResponse.FromString,
                 _registered_method=True)
+        self.PutExternalBlackout = channel.unary_unary(
+                '/cws.booking.v1.BookingService/PutExternalBlackout',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.PutExternalBlackoutRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.PutExternalBlackoutResponse.FromString,
+                _registered_method=True)
+        self.DeleteExternalBlackouts = channel.unary_unary(
+                '/cws.booking.v1.BookingService/DeleteExternalBlackouts',
+                request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.DeleteExternalBlackoutsRequest.SerializeToString,
+                response_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.DeleteExternalBlackoutsResponse.FromString,
+                _registered_method=True)
         self.AssignBooking = channel.unary_unary(
                 '/cws.booking.v1.BookingService/AssignBooking',
                 request_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.AssignBookingRequest.SerializeToString,
@@ -373,6 +383,20 @@ class BookingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteBlackout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutExternalBlackout(self, request, context):
+        """Busy time read from an outside calendar (integrations' gcal-sync): created or moved by its
+        external key, so a sync that reruns after a crash never makes a second blackout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteExternalBlackouts(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -618,6 +642,16 @@ def add_BookingServiceServicer_to_server(servicer, server):
                     servicer.DeleteBlackout,
                     request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.DeleteBlackoutRequest.FromString,
                     response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.DeleteBlackoutResponse.SerializeToString,
+            ),
+            'PutExternalBlackout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutExternalBlackout,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.PutExternalBlackoutRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.PutExternalBlackoutResponse.SerializeToString,
+            ),
+            'DeleteExternalBlackouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteExternalBlackouts,
+                    request_deserializer=cws_dot_booking_dot_v1_dot_booking__pb2.DeleteExternalBlackoutsRequest.FromString,
+                    response_serializer=cws_dot_booking_dot_v1_dot_booking__pb2.DeleteExternalBlackoutsResponse.SerializeToString,
             ),
             'AssignBooking': grpc.unary_unary_rpc_method_handler(
                     servicer.AssignBooking,
@@ -1290,6 +1324,60 @@ class BookingService:
             '/cws.booking.v1.BookingService/DeleteBlackout',
             cws_dot_booking_dot_v1_dot_booking__pb2.DeleteBlackoutRequest.SerializeToString,
             cws_dot_booking_dot_v1_dot_booking__pb2.DeleteBlackoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutExternalBlackout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/PutExternalBlackout',
+            cws_dot_booking_dot_v1_dot_booking__pb2.PutExternalBlackoutRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.PutExternalBlackoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteExternalBlackouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cws.booking.v1.BookingService/DeleteExternalBlackouts',
+            cws_dot_booking_dot_v1_dot_booking__pb2.DeleteExternalBlackoutsRequest.SerializeToString,
+            cws_dot_booking_dot_v1_dot_booking__pb2.DeleteExternalBlackoutsResponse.FromString,
             options,
             channel_credentials,
             insecure,

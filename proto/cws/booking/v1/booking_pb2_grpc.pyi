@@ -60,6 +60,11 @@ class BookingServiceStub:
     CreateBlackout: _grpc.UnaryUnaryMultiCallable[_booking_pb2.CreateBlackoutRequest, _booking_pb2.CreateBlackoutResponse]
     ListBlackouts: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListBlackoutsRequest, _booking_pb2.ListBlackoutsResponse]
     DeleteBlackout: _grpc.UnaryUnaryMultiCallable[_booking_pb2.DeleteBlackoutRequest, _booking_pb2.DeleteBlackoutResponse]
+    PutExternalBlackout: _grpc.UnaryUnaryMultiCallable[_booking_pb2.PutExternalBlackoutRequest, _booking_pb2.PutExternalBlackoutResponse]
+    """Busy time read from an outside calendar (integrations' gcal-sync): created or moved by its
+    external key, so a sync that reruns after a crash never makes a second blackout.
+    """
+    DeleteExternalBlackouts: _grpc.UnaryUnaryMultiCallable[_booking_pb2.DeleteExternalBlackoutsRequest, _booking_pb2.DeleteExternalBlackoutsResponse]
     AssignBooking: _grpc.UnaryUnaryMultiCallable[_booking_pb2.AssignBookingRequest, _booking_pb2.AssignBookingResponse]
     ScheduleSuggestions: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ScheduleSuggestionsRequest, _booking_pb2.ScheduleSuggestionsResponse]
     ScheduleConflicts: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ScheduleConflictsRequest, _booking_pb2.ScheduleConflictsResponse]
@@ -131,6 +136,11 @@ class BookingServiceAsyncStub(BookingServiceStub):
     CreateBlackout: _aio.UnaryUnaryMultiCallable[_booking_pb2.CreateBlackoutRequest, _booking_pb2.CreateBlackoutResponse]  # type: ignore[assignment]
     ListBlackouts: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListBlackoutsRequest, _booking_pb2.ListBlackoutsResponse]  # type: ignore[assignment]
     DeleteBlackout: _aio.UnaryUnaryMultiCallable[_booking_pb2.DeleteBlackoutRequest, _booking_pb2.DeleteBlackoutResponse]  # type: ignore[assignment]
+    PutExternalBlackout: _aio.UnaryUnaryMultiCallable[_booking_pb2.PutExternalBlackoutRequest, _booking_pb2.PutExternalBlackoutResponse]  # type: ignore[assignment]
+    """Busy time read from an outside calendar (integrations' gcal-sync): created or moved by its
+    external key, so a sync that reruns after a crash never makes a second blackout.
+    """
+    DeleteExternalBlackouts: _aio.UnaryUnaryMultiCallable[_booking_pb2.DeleteExternalBlackoutsRequest, _booking_pb2.DeleteExternalBlackoutsResponse]  # type: ignore[assignment]
     AssignBooking: _aio.UnaryUnaryMultiCallable[_booking_pb2.AssignBookingRequest, _booking_pb2.AssignBookingResponse]  # type: ignore[assignment]
     ScheduleSuggestions: _aio.UnaryUnaryMultiCallable[_booking_pb2.ScheduleSuggestionsRequest, _booking_pb2.ScheduleSuggestionsResponse]  # type: ignore[assignment]
     ScheduleConflicts: _aio.UnaryUnaryMultiCallable[_booking_pb2.ScheduleConflictsRequest, _booking_pb2.ScheduleConflictsResponse]  # type: ignore[assignment]
@@ -325,6 +335,23 @@ class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _booking_pb2.DeleteBlackoutRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_booking_pb2.DeleteBlackoutResponse, _abc.Awaitable[_booking_pb2.DeleteBlackoutResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PutExternalBlackout(
+        self,
+        request: _booking_pb2.PutExternalBlackoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.PutExternalBlackoutResponse, _abc.Awaitable[_booking_pb2.PutExternalBlackoutResponse]]:
+        """Busy time read from an outside calendar (integrations' gcal-sync): created or moved by its
+        external key, so a sync that reruns after a crash never makes a second blackout.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteExternalBlackouts(
+        self,
+        request: _booking_pb2.DeleteExternalBlackoutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.DeleteExternalBlackoutsResponse, _abc.Awaitable[_booking_pb2.DeleteExternalBlackoutsResponse]]: ...
 
     @_abc_1.abstractmethod
     def AssignBooking(
