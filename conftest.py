@@ -11,6 +11,7 @@ Each test creates its own org, so tests run in any order and never share state.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -258,6 +260,96 @@ def media(stack: Stack, booking: ServiceProc, notify: ServiceProc) -> Iterator[S
     proc.stop()
 
 
+# --- integrations (issue 17): Google Calendar and QuickBooks Online, each a local fake --------------
+
+# The OAuth client the fakes know (tools/fake_oauth.py CLIENT_ID / CLIENT_SECRET).
+INTEGRATIONS_CLIENT_ID = "fake-client-id"
+INTEGRATIONS_CLIENT_SECRET = "fake-client-secret"
+# Where both providers send the browser back: the console's page (the seed's redirect URI path).
+INTEGRATIONS_REDIRECT_URI = "https://console.cws.test/admin/settings/integrations"
+# The session's token sealing key (base64 of 32 bytes), made afresh per run.
+INTEGRATIONS_TEST_TOKEN_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture(scope="session")
+def fake_google(work_dir: Path) -> Iterator[Any]:
+    """Google Calendar API v3 + Google's OAuth server (tools/fake_google.py), one process."""
+    from tools.fake_google import FakeGoogle
+
+    google = FakeGoogle(work_dir / "logs").start()
+    yield google
+    google.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_quickbooks(work_dir: Path) -> Iterator[Any]:
+    """QuickBooks Online's accounting API + Intuit's OAuth server (tools/fake_quickbooks.py)."""
+    from tools.fake_quickbooks import FakeQuickBooks
+
+    quickbooks = FakeQuickBooks(work_dir / "logs").start()
+    yield quickbooks
+    quickbooks.stop()
+
+
+def integrations_env(
+    stack: Stack,
+    iam: ServiceProc,
+    booking: ServiceProc,
+    billing: ServiceProc,
+    notify: ServiceProc,
+    google_url: str,
+    quickbooks_url: str,
+    redirect_uri: str = INTEGRATIONS_REDIRECT_URI,
+) -> dict[str, str]:
+    """Integrations as the session runs it: both providers configured against the local fakes (their
+    base URLs), the session's token key, a breaker that opens after 2 failures and resets in 1 s, and
+    Retry-After waited up to 5 s inside a pass."""
+    return {
+        **stack.env(),
+        "IAM_GRPC_TARGET": iam.target,
+        "BOOKING_GRPC_TARGET": booking.target,
+        "BILLING_GRPC_TARGET": billing.target,
+        "NOTIFY_GRPC_TARGET": notify.target,
+        "GOOGLE_OAUTH_CLIENT_ID": INTEGRATIONS_CLIENT_ID,
+        "GOOGLE_OAUTH_CLIENT_SECRET": INTEGRATIONS_CLIENT_SECRET,
+        "GOOGLE_OAUTH_REDIRECT_URI": redirect_uri,
+        "GOOGLE_OAUTH_AUTH_URL": f"{google_url}/oauth/authorize",
+        "GOOGLE_OAUTH_TOKEN_URL": f"{google_url}/oauth/token",
+        "GOOGLE_OAUTH_REVOKE_URL": f"{google_url}/oauth/revoke",
+        "GOOGLE_CALENDAR_API_URL": f"{google_url}/",
+        "QUICKBOOKS_OAUTH_CLIENT_ID": INTEGRATIONS_CLIENT_ID,
+        "QUICKBOOKS_OAUTH_CLIENT_SECRET": INTEGRATIONS_CLIENT_SECRET,
+        "QUICKBOOKS_OAUTH_REDIRECT_URI": redirect_uri,
+        "QUICKBOOKS_OAUTH_AUTH_URL": f"{quickbooks_url}/oauth/authorize",
+        "QUICKBOOKS_OAUTH_TOKEN_URL": f"{quickbooks_url}/oauth/token",
+        "QUICKBOOKS_OAUTH_REVOKE_URL": f"{quickbooks_url}/oauth/revoke",
+        "QUICKBOOKS_API_URL": quickbooks_url,
+        "INTEGRATIONS_TOKEN_KEY": INTEGRATIONS_TEST_TOKEN_KEY,
+        "INTEGRATIONS_HTTP_TIMEOUT_SECONDS": "5",
+        "INTEGRATIONS_MAX_RETRY_AFTER_SECONDS": "5",
+        "INTEGRATIONS_BREAKER_FAILURES": "2",
+        "INTEGRATIONS_BREAKER_RESET_SECONDS": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def integrations(
+    stack: Stack,
+    iam: ServiceProc,
+    booking: ServiceProc,
+    billing: ServiceProc,
+    notify: ServiceProc,
+    fake_google: Any,
+    fake_quickbooks: Any,
+) -> Iterator[ServiceProc]:
+    env = integrations_env(
+        stack, iam, booking, billing, notify, fake_google.base_url, fake_quickbooks.base_url
+    )
+    proc = service_proc("integrations", env, stack.work_dir / "logs").start().wait_ready()
+    yield proc
+    proc.stop()
+
+
 def jobs_env(
     stack: Stack,
     iam: ServiceProc,
@@ -265,10 +357,12 @@ def jobs_env(
     notify: ServiceProc,
     billing: ServiceProc | None = None,
     media: ServiceProc | None = None,
+    integrations: ServiceProc | None = None,
 ) -> dict[str, str]:
     """The jobs process's env, its internal keys included: `python -m services.jobs.run` is started
     with it directly (not through service_proc) and signs its calls as jobs. Without billing, the
-    billing jobs (invoices-overdue) fail, as they would with billing down."""
+    billing jobs (invoices-overdue) fail, as they would with billing down; without integrations,
+    gcal-sync and qbo-sync are skipped (INTEGRATIONS_GRPC_TARGET empty: not deployed)."""
     env = {
         **stack.env(),
         **DEV_KEYRING.env_for("jobs"),
@@ -280,6 +374,7 @@ def jobs_env(
         env["BILLING_GRPC_TARGET"] = billing.target
     if media is not None:
         env["MEDIA_GRPC_TARGET"] = media.target
+    env["INTEGRATIONS_GRPC_TARGET"] = integrations.target if integrations is not None else ""
     return env
 
 
@@ -291,9 +386,10 @@ def jobs(
     notify: ServiceProc,
     billing: ServiceProc,
     media: ServiceProc,
+    integrations: ServiceProc,
 ) -> Iterator[ServiceProc]:
     """The jobs service serving status, its scheduler off (tests that schedule start their own)."""
-    env = {**jobs_env(stack, iam, booking, notify, billing, media), "JOBS_ENABLED": "false"}
+    env = {**jobs_env(stack, iam, booking, notify, billing, media, integrations), "JOBS_ENABLED": "false"}
     proc = service_proc("jobs", env, stack.work_dir / "logs").start().wait_ready()
     yield proc
     proc.stop()
@@ -311,6 +407,7 @@ class Gateways:
         jobs: ServiceProc,
         billing: ServiceProc,
         media: ServiceProc,
+        integrations: ServiceProc | None = None,
     ) -> None:
         self.stack = stack
         self.iam = iam
@@ -319,6 +416,7 @@ class Gateways:
         self.jobs = jobs
         self.billing = billing
         self.media = media
+        self.integrations = integrations
         self._running: dict[tuple[tuple[str, str], ...], GatewayProc] = {}
 
     def base_env(self) -> dict[str, str]:
@@ -330,6 +428,7 @@ class Gateways:
             "JOBS_GRPC_TARGET": self.jobs.target,
             "BILLING_GRPC_TARGET": self.billing.target,
             "MEDIA_GRPC_TARGET": self.media.target,
+            "INTEGRATIONS_GRPC_TARGET": self.integrations.target if self.integrations is not None else "",
             "RATE_LIMIT_PER_MINUTE": "100000",
             "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
             "GRPC_DEADLINE_SECONDS": "3",
@@ -361,8 +460,9 @@ def gateways(
     jobs: ServiceProc,
     billing: ServiceProc,
     media: ServiceProc,
+    integrations: ServiceProc,
 ) -> Iterator[Gateways]:
-    running = Gateways(stack, iam, booking, notify, jobs, billing, media)
+    running = Gateways(stack, iam, booking, notify, jobs, billing, media, integrations)
     yield running
     running.stop_all()
 

@@ -31,13 +31,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 # Who calls whom (mirrors gateway/clients.py and services/*/peers.py). A service lists the callers
 # it accepts in INTERNAL_TRUSTED_KEYS; iam and booking call no one, so they hold no private key.
 CALLEES: Mapping[str, tuple[str, ...]] = {
-    "gateway": ("iam", "booking", "billing", "media", "notify", "jobs"),
+    "gateway": ("iam", "booking", "billing", "media", "notify", "jobs", "integrations"),
     "notify": ("iam", "booking"),
-    "jobs": ("iam", "booking", "billing", "media", "notify"),
+    "jobs": ("iam", "booking", "billing", "media", "notify", "integrations"),
     "billing": ("iam", "booking", "notify", "media"),
     "media": ("booking", "notify"),
+    "integrations": ("booking", "billing", "iam", "notify"),
 }
-SERVICES = ("iam", "booking", "billing", "media", "notify", "jobs")
+SERVICES = ("iam", "booking", "billing", "media", "notify", "jobs", "integrations")
 GATEWAY = "gateway"
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 

@@ -74,7 +74,7 @@ PUBLISHED: tuple[Event[Any], ...] = (
 
 # Services whose admin writes are audited here: a new service (billing, media) adds its name, and
 # gets its event declaration and its durable consumer (iam-audit-<service>) from the lines below.
-AUDITED_SERVICES = ("booking", "billing", "media", "notify")
+AUDITED_SERVICES = ("booking", "billing", "media", "notify", "integrations")
 AUDIT_RECORDED: tuple[Event[audit_pb2.AdminAuditRecorded], ...] = tuple(
     audit_event(service) for service in AUDITED_SERVICES
 )

@@ -187,20 +187,23 @@ def test_keys_parse_and_refuse_without_echoing() -> None:
 
 def test_keyring_gives_each_process_only_what_it_uses() -> None:
     keyring = Keyring.generate()
-    assert callers_of("iam") == ("gateway", "notify", "jobs", "billing")
+    assert callers_of("iam") == ("gateway", "notify", "jobs", "billing", "integrations")
     assert callers_of("jobs") == ("gateway",)
+    assert callers_of("integrations") == ("gateway", "jobs")
     assert keyring.env_for("gateway").keys() == {"INTERNAL_SIGNING_KEY"}
     assert keyring.env_for("iam").keys() == {"INTERNAL_TRUSTED_KEYS"}
     assert keyring.env_for("booking").keys() == {"INTERNAL_TRUSTED_KEYS"}
     assert keyring.env_for("notify").keys() == {"INTERNAL_SIGNING_KEY", "INTERNAL_TRUSTED_KEYS"}
     trusted = load_trusted_keys(keyring.env_for("notify")["INTERNAL_TRUSTED_KEYS"].split(","))
-    assert set(trusted) == {"gateway", "jobs", "billing", "media"}
+    assert set(trusted) == {"gateway", "jobs", "billing", "media", "integrations"}
     assert keyring.env_for("billing").keys() == {"INTERNAL_SIGNING_KEY", "INTERNAL_TRUSTED_KEYS"}
     trusted = load_trusted_keys(keyring.env_for("booking")["INTERNAL_TRUSTED_KEYS"].split(","))
-    assert set(trusted) == {"gateway", "notify", "jobs", "billing", "media"}
+    assert set(trusted) == {"gateway", "notify", "jobs", "billing", "media", "integrations"}
     # Media is called by billing too (the usage report's stored bytes).
     trusted = load_trusted_keys(keyring.env_for("media")["INTERNAL_TRUSTED_KEYS"].split(","))
     assert set(trusted) == {"gateway", "jobs", "billing"}
+    # Integrations calls booking, billing, iam and notify for its syncs and holds a key of its own.
+    assert keyring.env_for("integrations").keys() == {"INTERNAL_SIGNING_KEY", "INTERNAL_TRUSTED_KEYS"}
     kept = Keyring.generate({"jobs": keyring.private["jobs"]})
     assert (
         kept.private["jobs"] == keyring.private["jobs"]
@@ -216,5 +219,6 @@ def test_operator_command_prints_a_key_and_its_public_entry(capsys: pytest.Captu
     assert main(["new", "Not A Name"]) == 2
     assert main(["suite"]) == 0
     out = capsys.readouterr().out
-    # gateway, notify, jobs, billing and media sign; iam, booking, billing, media, notify and jobs trust.
-    assert out.count("INTERNAL_SIGNING_KEY=") == 5 and out.count("INTERNAL_TRUSTED_KEYS=") == 6
+    # gateway, notify, jobs, billing, media and integrations sign; iam, booking, billing, media, notify,
+    # jobs and integrations trust.
+    assert out.count("INTERNAL_SIGNING_KEY=") == 6 and out.count("INTERNAL_TRUSTED_KEYS=") == 7

@@ -1,0 +1,1 @@
+"""The integrations service: Google Calendar and QuickBooks Online, connected per org with OAuth."""
