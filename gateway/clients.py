@@ -17,6 +17,7 @@ from cws.billing.v1 import billing_pb2_grpc
 from cws.booking.v1 import booking_pb2_grpc
 from cws.common.v1 import ops_pb2, ops_pb2_grpc, privacy_pb2_grpc, views_pb2_grpc
 from cws.iam.v1 import iam_pb2_grpc
+from cws.integrations.v1 import integrations_pb2_grpc
 from cws.jobs.v1 import jobs_pb2_grpc
 from cws.media.v1 import media_pb2_grpc
 from cws.notify.v1 import notify_pb2_grpc
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from cws.common.v1.privacy_pb2_grpc import PrivacyServiceAsyncStub
     from cws.common.v1.views_pb2_grpc import ViewsServiceAsyncStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub
+    from cws.integrations.v1.integrations_pb2_grpc import IntegrationsServiceAsyncStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceAsyncStub
     from cws.media.v1.media_pb2_grpc import MediaServiceAsyncStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub
@@ -194,9 +196,13 @@ class Backends:
     media: Backend[MediaServiceAsyncStub]
     notify: Backend[NotifyServiceAsyncStub]
     jobs: Backend[JobsServiceAsyncStub]
+    # None when INTEGRATIONS_GRPC_TARGET is empty: not deployed here (its routes answer 503 saying so,
+    # and /readyz does not wait for it).
+    integrations: Backend[IntegrationsServiceAsyncStub] | None
 
     def all(self) -> list[Backend[Any]]:
-        return [self.iam, self.booking, self.billing, self.media, self.notify, self.jobs]
+        optional = [self.integrations] if self.integrations is not None else []
+        return [self.iam, self.booking, self.billing, self.media, self.notify, self.jobs, *optional]
 
     def views(self) -> dict[str, ViewsServiceAsyncStub]:
         """ViewsService of every service that serves it, by service name."""
@@ -225,4 +231,12 @@ def build_backends(settings: GatewaySettings) -> Backends:
             "notify", settings.notify_grpc_target, notify_pb2_grpc.NotifyServiceStub, settings
         ),
         jobs=make_backend("jobs", settings.jobs_grpc_target, jobs_pb2_grpc.JobsServiceStub, settings),
+        integrations=make_backend(
+            "integrations",
+            settings.integrations_grpc_target,
+            integrations_pb2_grpc.IntegrationsServiceStub,
+            settings,
+        )
+        if settings.integrations_grpc_target
+        else None,
     )

@@ -49,6 +49,8 @@ class GatewaySettings(AuthSecretSettings):
     media_grpc_target: str = "127.0.0.1:50054"
     notify_grpc_target: str = "127.0.0.1:50055"
     jobs_grpc_target: str = "127.0.0.1:50056"
+    # Empty: integrations is not deployed here (its routes answer 503 saying so; /readyz leaves it out).
+    integrations_grpc_target: str = "127.0.0.1:50057"
     # The same setting media reads (seed 002): the gateway refuses a larger upload with 413 before
     # streaming it on (Content-Length first, then counting), media checks again.
     order_photo_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)

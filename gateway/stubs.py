@@ -19,6 +19,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from gateway.clients import Backends
+from gateway.problems import ProblemError
 
 if TYPE_CHECKING:
     from cws.billing.v1.billing_pb2_grpc import BillingServiceAsyncStub as BillingStub
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from cws.common.v1.privacy_pb2_grpc import PrivacyServiceAsyncStub as PrivacyStub
     from cws.common.v1.views_pb2_grpc import ViewsServiceAsyncStub as ViewsStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub as IamStub
+    from cws.integrations.v1.integrations_pb2_grpc import IntegrationsServiceAsyncStub as IntegrationsStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceAsyncStub as JobsStub
     from cws.media.v1.media_pb2_grpc import MediaServiceAsyncStub as MediaStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub as NotifyStub
@@ -35,6 +37,7 @@ else:  # FastAPI reads annotations at run time, where only the generated classes
     from cws.common.v1.privacy_pb2_grpc import PrivacyServiceStub as PrivacyStub
     from cws.common.v1.views_pb2_grpc import ViewsServiceStub as ViewsStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceStub as IamStub
+    from cws.integrations.v1.integrations_pb2_grpc import IntegrationsServiceStub as IntegrationsStub
     from cws.jobs.v1.jobs_pb2_grpc import JobsServiceStub as JobsStub
     from cws.media.v1.media_pb2_grpc import MediaServiceStub as MediaStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceStub as NotifyStub
@@ -70,6 +73,17 @@ async def jobs_stub(conn: HTTPConnection) -> JobsStub:
     return backends_of(conn).jobs.stub
 
 
+async def integrations_stub(conn: HTTPConnection) -> IntegrationsStub:
+    backend = backends_of(conn).integrations
+    if backend is None:
+        raise ProblemError(
+            503,
+            "integrations_not_deployed",
+            "integrations is not deployed here (INTEGRATIONS_GRPC_TARGET is empty)",
+        )
+    return backend.stub
+
+
 async def views_stubs(conn: HTTPConnection) -> dict[str, ViewsStub]:
     return backends_of(conn).views()
 
@@ -86,6 +100,7 @@ Billing = Annotated[BillingStub, Depends(billing_stub)]
 Media = Annotated[MediaStub, Depends(media_stub)]
 Notify = Annotated[NotifyStub, Depends(notify_stub)]
 Jobs = Annotated[JobsStub, Depends(jobs_stub)]
+Integrations = Annotated[IntegrationsStub, Depends(integrations_stub)]
 # ViewsService and PrivacyService of every service serving them, by service name (issue 13): the
 # timelines, metrics and exports ask them all in parallel.
 Views = Annotated[dict[str, ViewsStub], Depends(views_stubs)]

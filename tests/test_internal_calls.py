@@ -29,6 +29,7 @@ from libs.common.internal_keys import CallSigner
 from services.billing.settings import BillingSettings
 from services.booking.settings import BookingSettings
 from services.iam.settings import IamSettings
+from services.integrations.settings import IntegrationsSettings
 from services.jobs.settings import JobsSettings
 from services.media.settings import MediaSettings
 from services.notify.settings import NotifySettings
@@ -289,9 +290,9 @@ def test_booking_notify_and_jobs_start_in_prod_without_the_jwt_and_portal_secret
     ):
         assert not hasattr(settings, field), f"{process} should not carry {field}"
     accepted = {
-        "booking": {"gateway", "notify", "jobs", "billing", "media"},
-        "billing": {"gateway", "jobs"},
-        "notify": {"gateway", "jobs", "billing", "media"},
+        "booking": {"gateway", "notify", "jobs", "billing", "media", "integrations"},
+        "billing": {"gateway", "jobs", "integrations"},
+        "notify": {"gateway", "jobs", "billing", "media", "integrations"},
         "jobs": {"gateway"},
     }
     assert set(settings.trusted_callers) == accepted[process]
@@ -320,6 +321,7 @@ def test_iam_needs_its_secrets_and_trusted_keys_but_no_signing_key(no_shared_sec
         (JobsSettings, "jobs"),
         (BillingSettings, "billing"),
         (MediaSettings, "media"),
+        (IntegrationsSettings, "integrations"),
     ],
 )
 def test_prod_refuses_a_caller_without_its_signing_key(
@@ -359,8 +361,14 @@ PROVIDER_SECRETS = {
         "CF_IMAGES_API_TOKEN",
         "CF_IMAGES_SIGNING_KEY",
     ),
+    "integrations": (
+        "INTEGRATIONS_TOKEN_KEY",
+        "INTEGRATIONS_TOKEN_OLD_KEYS",
+        "GOOGLE_OAUTH_CLIENT_SECRET",
+        "QUICKBOOKS_OAUTH_CLIENT_SECRET",
+    ),
 }
-PROCESSES = ("gateway", "iam", "booking", "billing", "media", "notify", "jobs")
+PROCESSES = ("gateway", "iam", "booking", "billing", "media", "notify", "jobs", "integrations")
 
 
 def call_secrets_of(process: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ the replica counts the deploy files give (docs/operations.md "Connection budget"
     python -m tools.connection_budget --replicas 3 --pool-size 4   # what if
 
 A process's most is fixed by its settings, never by its load:
-- a service process (iam, booking, billing, media, notify, jobs): its pool, DATABASE_POOL_SIZE +
+- a service process (iam, booking, billing, media, notify, jobs, integrations): its pool, DATABASE_POOL_SIZE +
   DATABASE_MAX_OVERFLOW (the pool never hands out more; a unit of work waits up to
   DATABASE_POOL_TIMEOUT_SECONDS for one, then answers 503; a connection abandoned by a cancelled call
   may stay open a moment longer, which OPS_RESERVE absorbs), plus one LISTEN connection for its outbox
@@ -29,9 +29,9 @@ import yaml
 from libs.common.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("iam", "booking", "billing", "media", "notify", "jobs")
+SERVICES = ("iam", "booking", "billing", "media", "notify", "jobs", "integrations")
 # LISTEN connections and the jobs lock connection, beside the pool.
-EXTRA = {"iam": 1, "booking": 1, "billing": 1, "media": 1, "notify": 2, "jobs": 2}
+EXTRA = {"iam": 1, "booking": 1, "billing": 1, "media": 1, "notify": 2, "jobs": 2, "integrations": 1}
 # Migrations (2), a backup or restore (1), an operator's psql (1).
 OPS_RESERVE = 4
 SUPERUSER_RESERVED = 3
@@ -74,13 +74,13 @@ class Budget:
 
     def table(self) -> str:
         rows = [f"{self.where}: max_connections {self.max_connections}, {self.available} for the suite"]
-        rows.append(f"  {'service':<8} {'replicas':>8} {'pool':>5} {'overflow':>8} {'extra':>5} {'total':>6}")
+        rows.append(f"  {'service':<12} {'replicas':>8} {'pool':>5} {'overflow':>8} {'extra':>5} {'total':>6}")
         for line in self.lines:
             rows.append(
-                f"  {line.service:<8} {line.replicas:>8} {line.pool_size:>5} {line.max_overflow:>8}"
+                f"  {line.service:<12} {line.replicas:>8} {line.pool_size:>5} {line.max_overflow:>8}"
                 f" {EXTRA[line.service]:>5} {line.total:>6}"
             )
-        rows.append(f"  {'ops reserve (migrations, backup, psql)':<47} {OPS_RESERVE:>6}")
+        rows.append(f"  {'ops reserve (migrations, backup, psql)':<51} {OPS_RESERVE:>6}")
         verdict = "fits" if self.needed <= self.available else "OVER BUDGET"
         rows.append(f"  needed {self.needed} of {self.available}: {verdict}")
         return "\n".join(rows)

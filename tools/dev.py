@@ -8,6 +8,7 @@ a demo org with an owner, starts every process, prints how to log in, and stops 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import shlex
@@ -35,7 +36,7 @@ from tools.processes import DEV_SECRETS, NATS_USER_PASSWORDS, Proc, gateway_proc
 from tools.smtp_sink import SmtpSink
 from tools.stripe_local import LocalStripe
 
-SERVICES = ("iam", "booking", "billing", "media", "notify", "jobs")
+SERVICES = ("iam", "booking", "billing", "media", "notify", "jobs", "integrations")
 # Default ports (ARCHITECTURE's numbering).
 DEFAULT_PORTS = {
     "iam": (50051, 8101),
@@ -44,6 +45,7 @@ DEFAULT_PORTS = {
     "media": (50054, 8104),
     "notify": (50055, 8105),
     "jobs": (50056, 8106),
+    "integrations": (50057, 8107),
 }
 DEFAULT_OWNER_EMAIL = "owner@example.com"
 DEFAULT_OWNER_PASSWORD = "Demo-owner-password-1"
@@ -97,6 +99,43 @@ def _dev_photo_secret() -> str:
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def _dev_integrations_key() -> str:
+    """INTEGRATIONS_TOKEN_KEY, one per .run/ folder: the OAuth tokens sealed in a run still open after
+    a restart (base64 of 32 random bytes, as the setting wants)."""
+    path = RUN_DIR / "integrations_token_key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    return path.read_text().strip()
+
+
+# The OAuth providers of the integrations service (docs/integrations.md): (name shown, env prefix).
+OAUTH_PROVIDERS = (("Google Calendar", "GOOGLE_OAUTH"), ("QuickBooks Online", "QUICKBOOKS_OAUTH"))
+
+
+def _integrations_env(web_url: str) -> tuple[dict[str, str], list[str]]:
+    """The integrations' settings for this run, and one line per provider for the banner. A provider is
+    configured only when its client id and secret are given; its redirect URI defaults to this run's
+    console page (register that exact URI with the provider)."""
+    env = {"INTEGRATIONS_TOKEN_KEY": _env("INTEGRATIONS_TOKEN_KEY") or _dev_integrations_key()}
+    lines = []
+    for name, prefix in OAUTH_PROVIDERS:
+        client_id, secret = _env(f"{prefix}_CLIENT_ID"), _env(f"{prefix}_CLIENT_SECRET")
+        if client_id and secret:
+            redirect = _env(f"{prefix}_REDIRECT_URI", web_url + "/admin/settings/integrations")
+            env.update(
+                {
+                    f"{prefix}_CLIENT_ID": client_id,
+                    f"{prefix}_CLIENT_SECRET": secret,
+                    f"{prefix}_REDIRECT_URI": redirect,
+                }
+            )
+            lines.append(f"{name}: configured (redirect URI {redirect})")
+        else:
+            lines.append(f"{name}: off ({prefix}_CLIENT_ID and {prefix}_CLIENT_SECRET turn it on)")
+    return env, lines
 
 
 class StartupError(Exception):
@@ -291,6 +330,10 @@ def _run() -> int:
         # Emailed client sign-in links open the web console's portal pages (docs/web.md).
         web_url = f"http://127.0.0.1:{ports['WEB_PORT']}"
         env["CLIENT_PORTAL_BASE_URL"] = _env("CLIENT_PORTAL_BASE_URL", web_url + "/portal")
+        # Google Calendar and QuickBooks Online: off unless their OAuth clients are given; the tokens of a
+        # connected org are sealed with a key kept in .run/ (docs/integrations.md).
+        integrations_env, integrations_lines = _integrations_env(web_url)
+        env.update(integrations_env)
         log_dir = RUN_DIR / "logs"
         keyring = _keyring()
         services = [
@@ -341,6 +384,7 @@ CleanWithSnapshot suite is running (logs in .run/logs/).
   photos:   {"ORDER_STORAGE_BACKEND=" + env["ORDER_STORAGE_BACKEND"] + (" under " + env["ORDER_UPLOAD_ROOT"] if env["ORDER_STORAGE_BACKEND"] == "local" else "")}
   stripe:   {"local: " + local_stripe.api_base + " (webhooks to the gateway; docs/billing.md walks a payment)" if local_stripe else "STRIPE_SECRET_KEY given: Stripe itself"}
   jobs:     scheduler {"on" if env["JOBS_ENABLED"].lower() == "true" else "off (JOBS_ENABLED=true turns it on)"}
+  integrations: {"; ".join(integrations_lines)}
   shell 2:  python -m services.jobs.run ..., python -m services.iam.manage ... and make migrate in another
             shell read this run's settings (.run/dev.env) and call keys (.run/keys/<process>.env);
             `set -a; . .run/dev.env; set +a` sets $API_BASE and the Basic Auth pairs for seed 004's curl

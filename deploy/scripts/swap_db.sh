@@ -50,7 +50,7 @@ if [[ -n "$busy" ]]; then
   if [[ "${RESTORE_TERMINATE:-0}" != 1 ]]; then
     log "NOT SWAPPED: sessions are connected to '$live': $busy"
     log "'$restored' is restored and left as it is. Stop what uses '$live', then swap:"
-    log "  docker compose stop gateway iam booking billing media notify jobs"
+    log "  docker compose stop gateway iam booking billing media notify jobs integrations"
     log "  $0 $restored $live"
     log "  (compose: docker compose run --rm backup deploy/scripts/swap_db.sh $restored $live)"
     log "or end those sessions as part of the swap (their transactions in flight roll back):"

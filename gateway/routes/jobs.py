@@ -1,5 +1,6 @@
 """/v1/admin/jobs/status: what the scheduler ran, and whether its runners are alive. Suite-wide (every
-org's job runs, their errors, the runners' hosts): platform operators only, not an org's owner.
+org's job runs, their errors, the runners' hosts, and every org's Google Calendar and QuickBooks sync
+state of gcal-sync and qbo-sync): platform operators only, not an org's owner.
 
 /v1/admin/jobs/health (issue 16): the same jobs for an org's OWNER and ADMIN, cut to whether each is
 running well (its interval, last success and finish, consecutive failures, last outcome), so the web
@@ -17,6 +18,7 @@ from gateway.access import ADMIN
 from gateway.deps import require_platform_operator, require_roles
 from gateway.principal import Principal
 from gateway.routes.convert import optional_time
+from gateway.routes.integrations import sync_view
 from gateway.stubs import Jobs
 from libs.common.roles import MANAGERS
 
@@ -59,6 +61,12 @@ async def jobs_status(
     return {
         "jobs": [_job(job) for job in response.jobs],
         "heartbeats": [_heartbeat(beat) for beat in response.heartbeats],
+        # gcal-sync and qbo-sync per org: the integrations service's record of each org's last pass.
+        "integration_syncs": [
+            {"org_id": state.org_id, "provider": state.provider, **sync_view(state)}
+            for state in response.integration_syncs
+        ],
+        "integration_syncs_unavailable": response.integration_syncs_unavailable or None,
     }
 
 

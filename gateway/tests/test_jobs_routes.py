@@ -171,7 +171,10 @@ async def test_jobs_status_for_platform_operators_only(
         assert_clean(response)
         assert response.status_code == 200, response.text
         body = response.json()
-        assert set(body) == {"jobs", "heartbeats"}
+        # Beside the jobs: every org's Google Calendar / QuickBooks sync state (issue 17,
+        # gateway/tests/test_integrations_routes.py), asked of the integrations service.
+        assert set(body) == {"jobs", "heartbeats", "integration_syncs", "integration_syncs_unavailable"}
+        assert body["integration_syncs_unavailable"] is None, body
         names = [job["name"] for job in body["jobs"]]
         assert {"cleanup", "email-scan", "outbox-delivery", "email-dlq", "retention-cleanup"} <= set(names)
         assert {"notifications-digest-daily", "notifications-digest-weekly", "storage-janitor"} <= set(names)

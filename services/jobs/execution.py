@@ -27,6 +27,10 @@ and the record of what happened. (run.py is the command line; this module is wha
 - One org failing does not stop the others; the job then counts as failed, its error naming how
   many orgs failed and with what status codes (never their ids: job status is shown to every org's
   admins), while the log carries each org's id and error.
+- A job that cannot run here at all is skipped, saying why: its precondition (Job.precondition, e.g.
+  integrations not deployed) is asked before any call, and a per-org job's conclusion
+  (Job.conclude) may find, from the run's detail, that every org was skipped for a reason the whole
+  installation shares (a provider not configured); the detail is kept with the skip.
 """
 
 from __future__ import annotations
@@ -213,7 +217,7 @@ class JobRunner:
             async with asyncio.timeout(self.settings.job_timeout_seconds):
                 result.detail = await self._work(job)
         except JobSkipped as skipped:
-            result.outcome, result.error = SKIPPED, skipped.reason
+            result.outcome, result.error, result.detail = SKIPPED, skipped.reason, skipped.detail
         except JobFailed as failed:
             result.outcome, result.error, result.detail = FAILED, str(failed), failed.detail
         except TimeoutError:
@@ -231,6 +235,8 @@ class JobRunner:
         return result
 
     async def _work(self, job: Job) -> dict[str, int]:
+        if job.precondition is not None:
+            job.precondition(self.peers)
         if not job.per_org:
             with acting_as(service_context("jobs")):
                 return await job.run(self.peers)
@@ -268,6 +274,8 @@ class JobRunner:
         if failures:
             codes = ", ".join(f"{code} x{n}" for code, n in Counter(failures).most_common())
             raise JobFailed(f"{len(failures)} of {orgs} orgs failed ({codes})", detail)
+        if job.conclude is not None:
+            job.conclude(detail)
         return detail
 
     async def _started(self, name: str) -> None:

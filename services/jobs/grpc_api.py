@@ -1,5 +1,6 @@
-"""The jobs servicer: the freshest heartbeat (the gateway's /readyz), the operators' status view, and
-an org's retention cleanup run now (POST /v1/admin/retention/cleanup)."""
+"""The jobs servicer: the freshest heartbeat (the gateway's /readyz), the operators' status view (with
+every org's integration sync state), and an org's retention cleanup run now (POST
+/v1/admin/retention/cleanup)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from services.jobs import heartbeats
 from services.jobs.execution import LOCKED_REASON, SKIPPED, JobFailed, JobRunner, RunResult
 from services.jobs.peers import Peers
 from services.jobs.registry import REGISTRY, Job, RetentionPass, retention_pass
-from services.jobs.status import JobView, job_views
+from services.jobs.status import JobView, integration_syncs, job_views
 
 RETENTION_JOB = "retention-cleanup"
 # While another run holds the org's lock (the scheduled run working in this org, or another of its
@@ -137,10 +138,14 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
     async def GetStatus(self, request: jobs_pb2.GetStatusRequest, context: Any) -> jobs_pb2.GetStatusResponse:
         # Suite-wide internals: platform operators only (libs/common/context.py says who).
         request_context.require_platform_operator()
-        views = await job_views(self.db, self.jobs)
-        beats = await heartbeats.recent(self.db)
+        views, beats, (syncs, syncs_unavailable) = await asyncio.gather(
+            job_views(self.db, self.jobs), heartbeats.recent(self.db), integration_syncs(self.runner.peers)
+        )
         return jobs_pb2.GetStatusResponse(
-            jobs=[_job(view) for view in views], heartbeats=[_heartbeat(beat) for beat in beats]
+            jobs=[_job(view) for view in views],
+            heartbeats=[_heartbeat(beat) for beat in beats],
+            integration_syncs=syncs,
+            integration_syncs_unavailable=syncs_unavailable,
         )
 
     async def GetJobHealth(

@@ -1,6 +1,7 @@
-"""The services jobs call over gRPC (IAM for the org list, booking, billing, media and notify for the work), as
-typed stubs over channels opened once inside the running loop. Media is None when MEDIA_GRPC_TARGET is
-empty: media is not deployed (its jobs are skipped; an erasure has no photos to delete).
+"""The services jobs call over gRPC (IAM for the org list, booking, billing, media, notify and integrations
+for the work), as typed stubs over channels opened once inside the running loop. Media is None when
+MEDIA_GRPC_TARGET is empty: media is not deployed (its jobs are skipped; an erasure has no photos to
+delete); integrations likewise with INTEGRATIONS_GRPC_TARGET empty (gcal-sync and qbo-sync are skipped).
 
 Every call acts as the jobs service itself: the runner makes each job's calls inside
 `acting_as(service_context("jobs", org_id))` (execution.py), and the org listing acts with no org."""
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from cws.billing.v1 import billing_pb2_grpc
 from cws.booking.v1 import booking_pb2_grpc
 from cws.iam.v1 import iam_pb2, iam_pb2_grpc
+from cws.integrations.v1 import integrations_pb2_grpc
 from cws.media.v1 import media_pb2_grpc
 from cws.notify.v1 import notify_pb2_grpc
 
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from cws.billing.v1.billing_pb2_grpc import BillingServiceAsyncStub
     from cws.booking.v1.booking_pb2_grpc import BookingServiceAsyncStub
     from cws.iam.v1.iam_pb2_grpc import IamServiceAsyncStub
+    from cws.integrations.v1.integrations_pb2_grpc import IntegrationsServiceAsyncStub
     from cws.media.v1.media_pb2_grpc import MediaServiceAsyncStub
     from cws.notify.v1.notify_pb2_grpc import NotifyServiceAsyncStub
 
@@ -38,6 +41,7 @@ class Peers:
     billing: Peer[BillingServiceAsyncStub]
     media: Peer[MediaServiceAsyncStub] | None
     notify: Peer[NotifyServiceAsyncStub]
+    integrations: Peer[IntegrationsServiceAsyncStub] | None = None
 
     async def org_ids(self) -> AsyncIterator[str]:
         """Every org, keyset-paged through IAM's ListOrgs (a call only suite services may make)."""
@@ -54,7 +58,7 @@ class Peers:
             after = page.orgs[-1].org_id
 
     async def close(self) -> None:
-        for peer in (self.iam, self.booking, self.billing, self.media, self.notify):
+        for peer in (self.iam, self.booking, self.billing, self.media, self.notify, self.integrations):
             if peer is not None:
                 await peer.close()
 
@@ -99,4 +103,13 @@ def open_peers(settings: JobsSettings) -> Peers:
             signer=signer,
             deadline_seconds=deadline,
         ),
+        integrations=open_peer(
+            "integrations",
+            settings.integrations_grpc_target,
+            integrations_pb2_grpc.IntegrationsServiceStub,
+            signer=signer,
+            deadline_seconds=deadline,
+        )
+        if settings.integrations_grpc_target
+        else None,
     )

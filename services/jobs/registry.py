@@ -1,6 +1,6 @@
 """The jobs the scheduler knows. Each is one gRPC call to the service that owns the data, made per
-org when the data is tenant data; a later job (gcal-sync, qbo-sync) joins by adding one entry to
-REGISTRY, as accounting-export did.
+org when the data is tenant data; a later job joins by adding one entry to REGISTRY, as
+accounting-export, gcal-sync and qbo-sync did.
 
 A job's work takes the peers and calls a typed stub method; it never says who it acts as: the runner
 (execution.py) makes every call of a per-org job inside `acting_as(service_context("jobs", org_id))`
@@ -21,6 +21,7 @@ import grpc
 from cws.billing.v1 import billing_pb2
 from cws.booking.v1 import booking_pb2
 from cws.common.v1 import ops_pb2, ops_pb2_grpc
+from cws.integrations.v1 import integrations_pb2
 from cws.media.v1 import media_pb2
 from cws.notify.v1 import notify_pb2
 from google.protobuf.message import Message
@@ -43,14 +44,22 @@ class Job:
     # one org now takes instead of the job's lock: the retention cleanup an admin asks for waits for
     # the scheduled run of its own org only, never for the whole walk over every org.
     org_locked: bool = False
+    # Asked once before the job's calls (before a per-org job walks the orgs): raises JobSkipped when
+    # the job cannot run here at all (its service is not deployed).
+    precondition: Callable[[Peers], None] | None = None
+    # Given a per-org run's detail after every org answered: raises JobSkipped (with the detail) when
+    # each org was skipped for a reason the whole installation shares (a provider not configured).
+    conclude: Callable[[dict[str, int]], None] | None = None
 
 
 class JobSkipped(Exception):
-    """Raised by a job that cannot run here at all (its service is not deployed): outcome "skipped"."""
+    """Raised by a job that cannot run here at all (its service is not deployed, or not configured):
+    outcome "skipped", the reason as the run's error, and the detail of what was asked, if any."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: dict[str, int] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail or {}
 
 
 class ScheduleError(ValueError):
@@ -160,6 +169,63 @@ async def storage_janitor(peers: Peers) -> dict[str, int]:
     return counts(await peers.media.stub.RunStorageJanitor(media_pb2.RunStorageJanitorRequest()))
 
 
+# gcal-sync and qbo-sync (issue 17): the integrations service runs one pass for the org when it is due
+# (GCAL_SYNC_INTERVAL_SECONDS / QBO_SYNC_INTERVAL_SECONDS per org, applied there) and says why it
+# skipped otherwise; the job runs every minute so no org waits much past its own interval.
+SYNC_SKIP_PREFIX = "skipped_"
+NOT_CONFIGURED = "not_configured"
+SYNC_PROVIDERS = {
+    "gcal-sync": (
+        "Google Calendar",
+        "GOOGLE_OAUTH_CLIENT_ID, GOOGLE_OAUTH_CLIENT_SECRET, GOOGLE_OAUTH_REDIRECT_URI",
+    ),
+    "qbo-sync": (
+        "QuickBooks Online",
+        "QUICKBOOKS_OAUTH_CLIENT_ID, QUICKBOOKS_OAUTH_CLIENT_SECRET, QUICKBOOKS_OAUTH_REDIRECT_URI",
+    ),
+}
+
+
+def integrations_deployed(peers: Peers) -> None:
+    if peers.integrations is None:
+        raise JobSkipped("integrations is not deployed here (INTEGRATIONS_GRPC_TARGET is empty)")
+
+
+def sync_counts(
+    response: integrations_pb2.SyncGoogleCalendarResponse | integrations_pb2.SyncQuickBooksResponse,
+) -> dict[str, int]:
+    """One org's answer as the run's detail: the pass's counts and `synced`, or `skipped_<reason>`
+    (not_connected, not_due, no_calendar, breaker_open, not_configured...), so the run says why."""
+    if response.skipped:
+        return {SYNC_SKIP_PREFIX + (response.skip_reason or "unknown"): 1}
+    return {"synced": 1, **{name: int(value) for name, value in response.counts.items()}}
+
+
+async def gcal_sync(peers: Peers) -> dict[str, int]:
+    assert peers.integrations is not None  # the job's precondition
+    request = integrations_pb2.SyncGoogleCalendarRequest()
+    return sync_counts(await peers.integrations.stub.SyncGoogleCalendar(request))
+
+
+async def qbo_sync(peers: Peers) -> dict[str, int]:
+    assert peers.integrations is not None  # the job's precondition
+    request = integrations_pb2.SyncQuickBooksRequest()
+    return sync_counts(await peers.integrations.stub.SyncQuickBooks(request))
+
+
+def skipped_unless_configured(name: str) -> Callable[[dict[str, int]], None]:
+    """A sync run in which every org answered not_configured is the installation's, not the orgs':
+    the run is skipped, naming the settings that turn the provider on."""
+    provider, settings = SYNC_PROVIDERS[name]
+
+    def conclude(detail: dict[str, int]) -> None:
+        orgs = detail.get("orgs", 0)
+        if orgs and detail.get(SYNC_SKIP_PREFIX + NOT_CONFIGURED, 0) == orgs:
+            raise JobSkipped(f"{provider} is not configured here ({settings})", detail)
+
+    return conclude
+
+
 REGISTRY: tuple[Job, ...] = (
     Job("cleanup", 3600, per_org=True, run=cleanup),
     Job("email-scan", 300, per_org=True, run=email_scan),
@@ -180,6 +246,22 @@ REGISTRY: tuple[Job, ...] = (
     # Daily: the month an org's export covers turns over at its own midnight; a day late is fine for
     # month-end books, and a run that finds the month exported does nothing.
     Job("accounting-export", 86400, per_org=True, run=accounting_export),
+    Job(
+        "gcal-sync",
+        60,
+        per_org=True,
+        run=gcal_sync,
+        precondition=integrations_deployed,
+        conclude=skipped_unless_configured("gcal-sync"),
+    ),
+    Job(
+        "qbo-sync",
+        60,
+        per_org=True,
+        run=qbo_sync,
+        precondition=integrations_deployed,
+        conclude=skipped_unless_configured("qbo-sync"),
+    ),
 )
 
 JOB_NAMES = tuple(job.name for job in REGISTRY)

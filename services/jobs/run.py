@@ -8,7 +8,8 @@ With --once: record a heartbeat, run each job now (under its lock, no slot claim
 `job_complete` / `job_skipped` / `job_failed` for each, and exit 0 when every job succeeded or was
 skipped, 1 if any failed. Without --once: run those jobs on their schedules, with heartbeats, until
 SIGTERM or SIGINT. Needs DATABASE_URL, IAM_GRPC_TARGET, BOOKING_GRPC_TARGET, NOTIFY_GRPC_TARGET and
-the jobs process's INTERNAL_SIGNING_KEY (it calls as "jobs"). Beside `make dev`, with APP_ENV unset or
+the jobs process's INTERNAL_SIGNING_KEY (it calls as "jobs"); gcal-sync and qbo-sync call
+INTEGRATIONS_GRPC_TARGET (empty: skipped, integrations not deployed). Beside `make dev`, with APP_ENV unset or
 dev, what the environment lacks comes from .run/dev.env and .run/keys/jobs.env (use_dev_env), so seed
 004's line runs as written in a second shell.
 An unknown job name is a usage error (exit 2) listing the known jobs.

@@ -11,7 +11,7 @@ from libs.common.settings import CommonSettings, CsvList, split_csv
 class JobsSettings(CommonSettings):
     # Reported by /v1/admin/feature-flags (libs/common OpsService.GetFeatureFlags).
     FEATURE_FLAGS: ClassVar[tuple[str, ...]] = ("jobs_enabled",)
-    # jobs calls iam, booking, billing and notify (its own key) and serves the gateway (its public key).
+    # jobs calls iam, booking, billing, media, notify and integrations (its own key) and serves the gateway (its public key).
     CALLS_SERVICES: ClassVar[bool] = True
     SERVES_CALLS: ClassVar[bool] = True
     service_name: str = "jobs"
@@ -22,6 +22,8 @@ class JobsSettings(CommonSettings):
     billing_grpc_target: str = "127.0.0.1:50053"
     media_grpc_target: str = "127.0.0.1:50054"
     notify_grpc_target: str = "127.0.0.1:50055"
+    # Empty: integrations is not deployed here (gcal-sync and qbo-sync are skipped, saying so).
+    integrations_grpc_target: str = "127.0.0.1:50057"
 
     # Seed 002: the scheduler runs only with JOBS_ENABLED; JOB_RUNNER_ID names this runner.
     jobs_enabled: bool = False

@@ -1,15 +1,25 @@
 """What the operators' view shows: every registered job (even one never run) with its interval and
-its recorded status."""
+its recorded status, and every org's Google Calendar and QuickBooks sync state (gcal-sync, qbo-sync)
+as the integrations service records it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
+import grpc
+from cws.integrations.v1 import integrations_pb2
 from sqlalchemy import text
 
+from libs.common.context import service_context
 from libs.common.db import Database, unit_of_work
+from libs.common.grpc_client import acting_as
+from services.jobs.peers import Peers
 from services.jobs.registry import Job
+
+# The status view answers within its own budget even when integrations hangs: the syncs are then
+# left out, and the answer says why.
+SYNC_STATES_TIMEOUT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -95,3 +105,19 @@ async def job_figures(db: Database) -> tuple[float | None, float, list[JobFigure
         for r in rows
     ]
     return (float(clock.beat) if clock.beat is not None else None), float(clock.now), figures
+
+
+async def integration_syncs(peers: Peers) -> tuple[list[integrations_pb2.SyncState], str]:
+    """Every org's sync state of both providers, and "" (or why there are none: integrations not
+    deployed here, or not answering). Asked as the jobs service itself, with no org: the integrations
+    service answers ListSyncStates to service callers only."""
+    if peers.integrations is None:
+        return [], "integrations is not deployed here (INTEGRATIONS_GRPC_TARGET is empty)"
+    try:
+        with acting_as(service_context("jobs")):
+            response = await peers.integrations.stub.ListSyncStates(
+                integrations_pb2.ListSyncStatesRequest(), timeout=SYNC_STATES_TIMEOUT_SECONDS
+            )
+    except grpc.aio.AioRpcError as error:
+        return [], f"integrations did not answer ({error.code().name})"
+    return list(response.states), ""

@@ -163,10 +163,26 @@ def proxy() -> Iterator[Proxy]:
 
 
 def test_the_console_pages_go_to_the_web_and_the_rest_to_the_gateway(proxy: Proxy) -> None:
-    for path in ("/", "/console", "/console/bookings?view=week", "/portal/client/", "/static/app.css"):
+    for path in (
+        "/",
+        "/console",
+        "/console/bookings?view=week",
+        "/portal/client/",
+        "/static/app.css",
+        # Where Google and QuickBooks send an admin back after consent (GOOGLE_OAUTH_REDIRECT_URI's path).
+        "/admin/settings/integrations?state=s&code=c",
+        "/admin/settings/integrations?state=s&code=c&realmId=123",
+    ):
         answer = httpx.get(proxy.url + path, timeout=5)
         assert (answer.status_code, answer.text) == (200, "web"), path
-    for path in ("/v1/admin/profile", "/client/login/callback?token=x", "/worker/login/confirm", "/consoles"):
+    for path in (
+        "/v1/admin/profile",
+        "/v1/admin/integrations",
+        "/client/login/callback?token=x",
+        "/worker/login/confirm",
+        "/consoles",
+        "/admin/settingsx",
+    ):
         assert httpx.get(proxy.url + path, timeout=5).status_code == 302, path  # the gateway stand-in
 
 
@@ -227,7 +243,12 @@ def test_no_credential_the_gateway_takes_reaches_the_proxy_logs(
         http.get(
             "/v1/x", headers={"Referer": f"https://api.example.com/v1/public/invoices/{referer_path}/pdf"}
         )
-        sent += 3
+        # The OAuth redirect back from Google or QuickBooks (the web console's page) carries the
+        # authorization code in its query.
+        oauth_code = secret()
+        leaked.append(oauth_code)
+        http.get("/admin/settings/integrations", params={"state": "kept", "code": oauth_code, "realmId": "1"})
+        sent += 4
     access = wait_for_lines(proxy, "http.log.access", sent + 1)  # + the readiness probe's
     text = proxy.log.read_text()
     assert proxy.storage_signature not in text, "the storage's signed URL in Location"
@@ -237,6 +258,7 @@ def test_no_credential_the_gateway_takes_reaches_the_proxy_logs(
     uris = [line["request"]["uri"] for line in access]
     assert "/client/login/callback?next=kept&token=REDACTED" in uris, uris
     assert "/v1/public/photos/REDACTED?next=kept" in uris, uris
+    assert "/admin/settings/integrations?state=kept&code=REDACTED&realmId=1" in uris, uris
     locations = {loc for line in access for loc in line.get("resp_headers", {}).get("Location", [])}
     assert locations == {STORAGE_URL.split("?")[0] + "?REDACTED"}, locations
     assert all(line["request"]["headers"].get("Cookie") in (None, ["REDACTED"]) for line in access)

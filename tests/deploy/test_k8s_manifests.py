@@ -57,7 +57,7 @@ def container(service: str) -> dict[str, Any]:
 
 
 def test_the_service_list_comes_from_the_code() -> None:
-    assert SERVICES == ["billing", "booking", "iam", "jobs", "media", "notify"]
+    assert SERVICES == ["billing", "booking", "iam", "integrations", "jobs", "media", "notify"]
 
 
 def test_kustomize_applies_every_manifest_and_only_those() -> None:

@@ -110,7 +110,7 @@ def test_rollback_restores_beside_the_live_database_and_swaps_it_in_once_it_is_f
         assert f"NOT SWAPPED: sessions are connected to '{live}'" in held.stderr
         (restored,) = pg.databases_like(f"{live}_restore_")
         swap_command = f"swap_db.sh {restored} {live}"
-        assert "docker compose stop gateway iam booking billing media notify jobs" in held.stderr
+        assert "docker compose stop gateway iam booking billing media notify jobs integrations" in held.stderr
         assert swap_command in held.stderr and "RESTORE_TERMINATE=1 " in held.stderr
         assert scalar(pg, live, "SELECT version_num FROM booking.alembic_version") == "0003_bad"
         assert service.execute("SELECT 1").fetchone() == (1,)

@@ -146,6 +146,16 @@ async def billing_jobs_setup(
 
 
 @pytest.fixture
+async def integrations_jobs_setup(
+    stack: Any, iam: Any, booking: Any, notify: Any, billing: Any, media: Any, integrations: Any
+) -> AsyncIterator[JobsEnv]:
+    """As billing_jobs_setup, with the session's integrations too (INTEGRATIONS_GRPC_TARGET, both
+    providers configured against the local fakes): for gcal-sync and qbo-sync."""
+    async for env in _jobs_env(stack, jobs_env(stack, iam, booking, notify, billing, media, integrations)):
+        yield env
+
+
+@pytest.fixture
 def stopping() -> Iterator[list[Proc]]:
     """Processes a test started: stopped after it whatever happened."""
     procs: list[Proc] = []

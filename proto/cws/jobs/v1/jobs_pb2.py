@@ -22,38 +22,39 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cws.integrations.v1 import integrations_pb2 as cws_dot_integrations_dot_v1_dot_integrations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63ws/jobs/v1/jobs.proto\x12\x0b\x63ws.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1c\n\x1aRunRetentionCleanupRequest\"\x97\x01\n\x1bRunRetentionCleanupResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12#\n\x1b\x64\x65letion_requests_processed\x18\x02 \x01(\x05\x12#\n\x1b\x64\x65letion_requests_completed\x18\x03 \x01(\x05\x12\x1d\n\x15\x64\x65letion_steps_failed\x18\x04 \x01(\x05\"u\n\tHeartbeat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\trunner_id\x18\x02 \x01(\t\x12\x32\n\x0elast_heartbeat\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61ge_seconds\x18\x04 \x01(\x01\"\x15\n\x13GetHeartbeatRequest\"P\n\x14GetHeartbeatResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12)\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.cws.jobs.v1.Heartbeat\"\xdf\x02\n\tJobStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x05\x12\x33\n\x0flast_started_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_finished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_success_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x06 \x01(\x05\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x16\n\x0elast_runner_id\x18\x08 \x01(\t\x12\x12\n\nruns_total\x18\t \x01(\x03\x12\x16\n\x0e\x66\x61ilures_total\x18\n \x01(\x03\x12\x14\n\x0clast_outcome\x18\x0b \x01(\t\"\x12\n\x10GetStatusRequest\"\xd2\x01\n\tJobHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x05\x12\x34\n\x10last_finished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_success_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x05 \x01(\x05\x12\x14\n\x0clast_outcome\x18\x06 \x01(\t\"\x15\n\x13GetJobHealthRequest\"<\n\x14GetJobHealthResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.cws.jobs.v1.JobHealth\"e\n\x11GetStatusResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.cws.jobs.v1.JobStatus\x12*\n\nheartbeats\x18\x02 \x03(\x0b\x32\x16.cws.jobs.v1.Heartbeat2\xed\x02\n\x0bJobsService\x12S\n\x0cGetHeartbeat\x12 .cws.jobs.v1.GetHeartbeatRequest\x1a!.cws.jobs.v1.GetHeartbeatResponse\x12J\n\tGetStatus\x12\x1d.cws.jobs.v1.GetStatusRequest\x1a\x1e.cws.jobs.v1.GetStatusResponse\x12S\n\x0cGetJobHealth\x12 .cws.jobs.v1.GetJobHealthRequest\x1a!.cws.jobs.v1.GetJobHealthResponse\x12h\n\x13RunRetentionCleanup\x12\'.cws.jobs.v1.RunRetentionCleanupRequest\x1a(.cws.jobs.v1.RunRetentionCleanupResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63ws/jobs/v1/jobs.proto\x12\x0b\x63ws.jobs.v1\x1a&cws/integrations/v1/integrations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1c\n\x1aRunRetentionCleanupRequest\"\x97\x01\n\x1bRunRetentionCleanupResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12#\n\x1b\x64\x65letion_requests_processed\x18\x02 \x01(\x05\x12#\n\x1b\x64\x65letion_requests_completed\x18\x03 \x01(\x05\x12\x1d\n\x15\x64\x65letion_steps_failed\x18\x04 \x01(\x05\"u\n\tHeartbeat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\trunner_id\x18\x02 \x01(\t\x12\x32\n\x0elast_heartbeat\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61ge_seconds\x18\x04 \x01(\x01\"\x15\n\x13GetHeartbeatRequest\"P\n\x14GetHeartbeatResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12)\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.cws.jobs.v1.Heartbeat\"\xdf\x02\n\tJobStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x05\x12\x33\n\x0flast_started_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_finished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_success_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x06 \x01(\x05\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x16\n\x0elast_runner_id\x18\x08 \x01(\t\x12\x12\n\nruns_total\x18\t \x01(\x03\x12\x16\n\x0e\x66\x61ilures_total\x18\n \x01(\x03\x12\x14\n\x0clast_outcome\x18\x0b \x01(\t\"\x12\n\x10GetStatusRequest\"\xd2\x01\n\tJobHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x05\x12\x34\n\x10last_finished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_success_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x05 \x01(\x05\x12\x14\n\x0clast_outcome\x18\x06 \x01(\t\"\x15\n\x13GetJobHealthRequest\"<\n\x14GetJobHealthResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.cws.jobs.v1.JobHealth\"\xc7\x01\n\x11GetStatusResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.cws.jobs.v1.JobStatus\x12*\n\nheartbeats\x18\x02 \x03(\x0b\x32\x16.cws.jobs.v1.Heartbeat\x12\x39\n\x11integration_syncs\x18\x03 \x03(\x0b\x32\x1e.cws.integrations.v1.SyncState\x12%\n\x1dintegration_syncs_unavailable\x18\x04 \x01(\t2\xed\x02\n\x0bJobsService\x12S\n\x0cGetHeartbeat\x12 .cws.jobs.v1.GetHeartbeatRequest\x1a!.cws.jobs.v1.GetHeartbeatResponse\x12J\n\tGetStatus\x12\x1d.cws.jobs.v1.GetStatusRequest\x1a\x1e.cws.jobs.v1.GetStatusResponse\x12S\n\x0cGetJobHealth\x12 .cws.jobs.v1.GetJobHealthRequest\x1a!.cws.jobs.v1.GetJobHealthResponse\x12h\n\x13RunRetentionCleanup\x12\'.cws.jobs.v1.RunRetentionCleanupRequest\x1a(.cws.jobs.v1.RunRetentionCleanupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cws.jobs.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNRETENTIONCLEANUPREQUEST']._serialized_start=72
-  _globals['_RUNRETENTIONCLEANUPREQUEST']._serialized_end=100
-  _globals['_RUNRETENTIONCLEANUPRESPONSE']._serialized_start=103
-  _globals['_RUNRETENTIONCLEANUPRESPONSE']._serialized_end=254
-  _globals['_HEARTBEAT']._serialized_start=256
-  _globals['_HEARTBEAT']._serialized_end=373
-  _globals['_GETHEARTBEATREQUEST']._serialized_start=375
-  _globals['_GETHEARTBEATREQUEST']._serialized_end=396
-  _globals['_GETHEARTBEATRESPONSE']._serialized_start=398
-  _globals['_GETHEARTBEATRESPONSE']._serialized_end=478
-  _globals['_JOBSTATUS']._serialized_start=481
-  _globals['_JOBSTATUS']._serialized_end=832
-  _globals['_GETSTATUSREQUEST']._serialized_start=834
-  _globals['_GETSTATUSREQUEST']._serialized_end=852
-  _globals['_JOBHEALTH']._serialized_start=855
-  _globals['_JOBHEALTH']._serialized_end=1065
-  _globals['_GETJOBHEALTHREQUEST']._serialized_start=1067
-  _globals['_GETJOBHEALTHREQUEST']._serialized_end=1088
-  _globals['_GETJOBHEALTHRESPONSE']._serialized_start=1090
-  _globals['_GETJOBHEALTHRESPONSE']._serialized_end=1150
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1152
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1253
-  _globals['_JOBSSERVICE']._serialized_start=1256
-  _globals['_JOBSSERVICE']._serialized_end=1621
+  _globals['_RUNRETENTIONCLEANUPREQUEST']._serialized_start=112
+  _globals['_RUNRETENTIONCLEANUPREQUEST']._serialized_end=140
+  _globals['_RUNRETENTIONCLEANUPRESPONSE']._serialized_start=143
+  _globals['_RUNRETENTIONCLEANUPRESPONSE']._serialized_end=294
+  _globals['_HEARTBEAT']._serialized_start=296
+  _globals['_HEARTBEAT']._serialized_end=413
+  _globals['_GETHEARTBEATREQUEST']._serialized_start=415
+  _globals['_GETHEARTBEATREQUEST']._serialized_end=436
+  _globals['_GETHEARTBEATRESPONSE']._serialized_start=438
+  _globals['_GETHEARTBEATRESPONSE']._serialized_end=518
+  _globals['_JOBSTATUS']._serialized_start=521
+  _globals['_JOBSTATUS']._serialized_end=872
+  _globals['_GETSTATUSREQUEST']._serialized_start=874
+  _globals['_GETSTATUSREQUEST']._serialized_end=892
+  _globals['_JOBHEALTH']._serialized_start=895
+  _globals['_JOBHEALTH']._serialized_end=1105
+  _globals['_GETJOBHEALTHREQUEST']._serialized_start=1107
+  _globals['_GETJOBHEALTHREQUEST']._serialized_end=1128
+  _globals['_GETJOBHEALTHRESPONSE']._serialized_start=1130
+  _globals['_GETJOBHEALTHRESPONSE']._serialized_end=1190
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1193
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1392
+  _globals['_JOBSSERVICE']._serialized_start=1395
+  _globals['_JOBSSERVICE']._serialized_end=1760
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from cws.integrations.v1 import integrations_pb2 as _integrations_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -277,19 +278,33 @@ class GetStatusResponse(_message.Message):
 
     JOBS_FIELD_NUMBER: _builtins.int
     HEARTBEATS_FIELD_NUMBER: _builtins.int
+    INTEGRATION_SYNCS_FIELD_NUMBER: _builtins.int
+    INTEGRATION_SYNCS_UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    integration_syncs_unavailable: _builtins.str
+    """"" when integration_syncs is complete; otherwise why it is empty (integrations not deployed here,
+    or unreachable: its gRPC status).
+    """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobStatus]: ...
     @_builtins.property
     def heartbeats(self) -> _containers.RepeatedCompositeFieldContainer[Global___Heartbeat]: ...
+    @_builtins.property
+    def integration_syncs(self) -> _containers.RepeatedCompositeFieldContainer[_integrations_pb2.SyncState]:
+        """Every org's Google Calendar and QuickBooks sync state (gcal-sync, qbo-sync), as the integrations
+        service records it (ListSyncStates).
+        """
+
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___JobStatus] | None = ...,
         heartbeats: _abc.Iterable[Global___Heartbeat] | None = ...,
+        integration_syncs: _abc.Iterable[_integrations_pb2.SyncState] | None = ...,
+        integration_syncs_unavailable: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeats", b"heartbeats", "jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeats", b"heartbeats", "integration_syncs", b"integration_syncs", "integration_syncs_unavailable", b"integration_syncs_unavailable", "jobs", b"jobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
