@@ -12,6 +12,7 @@ from web.routes import (
     clients,
     finance,
     home,
+    integrations,
     operations,
     people,
     photos,
@@ -27,6 +28,7 @@ ROUTERS: list[APIRouter] = [
     photos.router,
     people.router,
     operations.router,
+    integrations.router,
     client_portal.router,
     worker_portal.router,
 ]

@@ -23,11 +23,16 @@ log = structlog.get_logger("web.account")
 router = APIRouter(prefix="/console")
 
 
+# Where a sign-in may return to: the console's pages, and the integrations page the OAuth providers
+# redirect to (a sign-in that expired during the provider's consent keeps the code and state).
+SIGN_IN_RETURNS = ("/console", "/admin/settings/")
+
+
 def _safe_next(value: Any) -> str:
     """Only a path of our own console: never another site (an open redirect)."""
     target = str(value or "")
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/console") or target.startswith("//"):
+    if parts.scheme or parts.netloc or not target.startswith(SIGN_IN_RETURNS) or target.startswith("//"):
         return "/console"
     return target
 
