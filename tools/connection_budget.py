@@ -74,7 +74,9 @@ class Budget:
 
     def table(self) -> str:
         rows = [f"{self.where}: max_connections {self.max_connections}, {self.available} for the suite"]
-        rows.append(f"  {'service':<12} {'replicas':>8} {'pool':>5} {'overflow':>8} {'extra':>5} {'total':>6}")
+        rows.append(
+            f"  {'service':<12} {'replicas':>8} {'pool':>5} {'overflow':>8} {'extra':>5} {'total':>6}"
+        )
         for line in self.lines:
             rows.append(
                 f"  {line.service:<12} {line.replicas:>8} {line.pool_size:>5} {line.max_overflow:>8}"

@@ -62,15 +62,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from aiohttp import web
 
-from tools.devstack import free_port
-from tools.fake_oauth import OAuthServer
-from tools.processes import Proc
+from tools.fake_oauth import FakeServer, OAuthServer
 
 API = "/calendar/v3"
 CONTROL = "/_control"
@@ -730,58 +727,18 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 @dataclass
-class _GoogleProc(Proc):
-    base_url: str = ""
-
-    @property
-    def probe_url(self) -> str:
-        return f"{self.base_url}{CONTROL}/healthz"
-
-
-@dataclass
-class FakeGoogle:
+class FakeGoogle(FakeServer):
     """`python -m tools.fake_google` on a free port: `FakeGoogle(log_dir).start()`, `.base_url`,
     `.control(action, body)` for the /_control routes, `.stop()`, `.kill()`."""
 
-    log_dir: Path
-    port: int = 0
-    _proc: _GoogleProc | None = field(default=None, init=False)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    name: ClassVar[str] = "fake-google"
+    module: ClassVar[str] = "tools.fake_google"
+    health_path: ClassVar[str] = f"{CONTROL}/healthz"
 
     @property
     def api_url(self) -> str:
         """GOOGLE_CALENDAR_API_URL (the root googleapiclient adds calendar/v3/ to)."""
         return f"{self.base_url}/"
-
-    def start(self, timeout: float = 30) -> FakeGoogle:
-        self.port = self.port or free_port()
-        self._proc = _GoogleProc(
-            name="fake-google",
-            args=["-m", "tools.fake_google", "--port", str(self.port)],
-            env={},
-            log_path=self.log_dir / "fake-google.log",
-            base_url=self.base_url,
-        )
-        self._proc.start()
-        try:
-            self._proc.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc = None
 
     def control(self, action: str, body: dict[str, Any] | None = None, method: str = "POST") -> Any:
         response = httpx.request(method, f"{self.base_url}{CONTROL}/{action}", json=body, timeout=10)

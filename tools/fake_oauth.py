@@ -49,7 +49,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
@@ -421,42 +421,45 @@ def _with_query(url: str, params: dict[str, str]) -> str:
 
 
 @dataclass
-class FakeOAuthProc(Proc):
-    base_url: str = ""
+class FakeServerProc(Proc):
+    """A local fake provider's process: ready when its health route answers."""
+
+    health_url: str = ""
 
     @property
     def probe_url(self) -> str:
-        return f"{self.base_url}{HEALTH_PATH}"
+        return self.health_url
 
 
 @dataclass
-class FakeOAuth:
-    """`python -m tools.fake_oauth` as a process on a free port: `FakeOAuth(log_dir).start()`,
-    `.base_url`, `.stop()`; the control functions call its /_control/oauth routes."""
+class FakeServer:
+    """A local fake provider (`python -m <module> --port N ...`) as a process on a free port, logging
+    to `log_dir`: `.start()`, `.base_url`, `.stop()`, `.kill()` (SIGKILL, for the fault tests). Each
+    fake names its module, its log and its health route, and adds its own command-line arguments."""
 
     log_dir: Path
-    realm_id: str | None = None
-    rotate_refresh: bool = False
     port: int = 0
-    _proc: FakeOAuthProc | None = field(default=None, init=False)
+    _proc: FakeServerProc | None = field(default=None, init=False)
+
+    name: ClassVar[str]
+    module: ClassVar[str]
+    health_path: ClassVar[str]
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> FakeOAuth:
+    def arguments(self) -> list[str]:
+        return []
+
+    def start(self, timeout: float = 30) -> Self:
         self.port = self.port or free_port()
-        args = ["-m", "tools.fake_oauth", "--port", str(self.port)]
-        if self.realm_id:
-            args += ["--realm-id", self.realm_id]
-        if self.rotate_refresh:
-            args.append("--rotate-refresh")
-        self._proc = FakeOAuthProc(
-            name="fake-oauth",
-            args=args,
+        self._proc = FakeServerProc(
+            name=self.name,
+            args=["-m", self.module, "--port", str(self.port), *self.arguments()],
             env={},
-            log_path=self.log_dir / "fake-oauth.log",
-            base_url=self.base_url,
+            log_path=self.log_dir / f"{self.name}.log",
+            health_url=f"{self.base_url}{self.health_path}",
         )
         self._proc.start()
         try:
@@ -470,6 +473,28 @@ class FakeOAuth:
         if self._proc is not None:
             self._proc.stop()
             self._proc = None
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc = None
+
+
+@dataclass
+class FakeOAuth(FakeServer):
+    """`python -m tools.fake_oauth` as a process on a free port: `FakeOAuth(log_dir).start()`,
+    `.base_url`, `.stop()`; the control functions call its /_control/oauth routes."""
+
+    realm_id: str | None = None
+    rotate_refresh: bool = False
+
+    name: ClassVar[str] = "fake-oauth"
+    module: ClassVar[str] = "tools.fake_oauth"
+    health_path: ClassVar[str] = HEALTH_PATH
+
+    def arguments(self) -> list[str]:
+        extra = ["--realm-id", self.realm_id] if self.realm_id else []
+        return extra + (["--rotate-refresh"] if self.rotate_refresh else [])
 
     def control(self, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         import httpx

@@ -63,14 +63,11 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
-from tools.devstack import free_port
-from tools.fake_oauth import OAuthServer
-from tools.processes import Proc
+from tools.fake_oauth import FakeServer, OAuthServer
 
 DEFAULT_REALM = "9130357000000001"
 DEFAULT_COMPANY = "Sparkle Books Inc."
@@ -967,53 +964,17 @@ async def _control_json(request: web.Request) -> dict[str, Any]:
 
 
 @dataclass
-class FakeQuickBooksProc(Proc):
-    base_url: str = ""
-
-    @property
-    def probe_url(self) -> str:
-        return f"{self.base_url}/_control/healthz"
-
-
-@dataclass
-class FakeQuickBooks:
+class FakeQuickBooks(FakeServer):
     """`python -m tools.fake_quickbooks` as a process on a free port (see the module docstring)."""
 
-    log_dir: Path
     realm_id: str = DEFAULT_REALM
-    port: int = 0
-    _proc: FakeQuickBooksProc | None = field(default=None, init=False)
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    name: ClassVar[str] = "fake-quickbooks"
+    module: ClassVar[str] = "tools.fake_quickbooks"
+    health_path: ClassVar[str] = "/_control/healthz"
 
-    def start(self, timeout: float = 30) -> FakeQuickBooks:
-        self.port = self.port or free_port()
-        self._proc = FakeQuickBooksProc(
-            name="fake-quickbooks",
-            args=["-m", "tools.fake_quickbooks", "--port", str(self.port), "--realm-id", self.realm_id],
-            env={},
-            log_path=self.log_dir / "fake-quickbooks.log",
-            base_url=self.base_url,
-        )
-        self._proc.start()
-        try:
-            self._proc.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc = None
+    def arguments(self) -> list[str]:
+        return ["--realm-id", self.realm_id]
 
     def control(self, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """POST /_control/<action> with a JSON body; the answer's JSON."""
