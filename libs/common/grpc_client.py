@@ -20,6 +20,7 @@ import grpc
 from libs.common import tracing
 from libs.common.call_signing import sign_call
 from libs.common.context import RequestContext
+from libs.common.errors import InvalidArgument, NotFound, Unavailable
 from libs.common.internal_keys import CallSigner
 
 StubT = TypeVar("StubT")
@@ -189,3 +190,26 @@ def open_peer(
     # The tracing interceptors (tracing on) put the trace context in the call's metadata.
     channel = open_channel(target, [*tracing.grpc_client_interceptors(), *signing, *interceptors])
     return Peer(name, target, stub_class(channel), channel, open_channel(target))
+
+
+@contextmanager
+def peer_answers(service: str, *, refused_means_not_found: bool = False) -> Iterator[None]:
+    """A peer's refusal as the caller's own answer, never an unexpected error (a 502 at the gateway):
+    NOT_FOUND stays not found; INVALID_ARGUMENT is a 422 naming the peer's reason, or not found where
+    the caller passed on an id the peer could not read (`refused_means_not_found`); anything else
+    (down, timed out) is UNAVAILABLE, which callers may retry."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as error:
+        code = error.code()
+        if code == grpc.StatusCode.NOT_FOUND or (
+            refused_means_not_found and code == grpc.StatusCode.INVALID_ARGUMENT
+        ):
+            raise NotFound(f"not found by the {service} service", code=f"{service}_not_found") from None
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidArgument(
+                f"the {service} service refused it: {error.details()}", code=f"{service}_refused"
+            ) from None
+        raise Unavailable(
+            f"the {service} service is unavailable; try again shortly", code=f"{service}_unavailable"
+        ) from None

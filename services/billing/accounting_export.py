@@ -32,10 +32,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from libs.common.context import service_context
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import FailedPrecondition, invalid
-from libs.common.grpc_client import acting_as
+from libs.common.grpc_client import acting_as, peer_answers
 from services.billing import accounting, orgs
 from services.billing.models import accounting_exports
-from services.billing.peers import Peers, answers_of
+from services.billing.peers import Peers
 from services.billing.settings import BillingSettings
 
 MODE = "accounting_csv"
@@ -112,7 +112,7 @@ async def run(
 
     content, rows = await _csv(db, settings, org_id, zone, month)
     size = len(content.encode())
-    with answers_of("notify"), acting_as(service_context("billing", str(org_id), request_id)):
+    with peer_answers("notify"), acting_as(service_context("billing", str(org_id), request_id)):
         queued = await peers.notify.stub.QueueExport(
             notify_pb2.QueueExportRequest(
                 mode=MODE,

@@ -19,7 +19,7 @@ from libs.common.context import AuthMethod, service_context
 from libs.common.convert import page
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import PermissionDenied, Unauthenticated
-from libs.common.grpc_client import acting_as
+from libs.common.grpc_client import acting_as, peer_answers
 from libs.common.roles import MANAGERS
 from services.billing import checkout, from_bookings, invoices, links, orgs
 from services.billing.events import INVOICE_OVERDUE
@@ -34,7 +34,7 @@ from services.billing.grpc_invoices import (
 from services.billing.grpc_payments import PaymentsApi, checkout_message
 from services.billing.grpc_subscription import SubscriptionApi
 from services.billing.grpc_usage import UsageApi
-from services.billing.peers import Peers, answers_of
+from services.billing.peers import Peers
 from services.billing.settings import BillingSettings
 from services.billing.status import as_status
 from services.billing.stripe_api import StripeApi
@@ -174,7 +174,7 @@ class BillingServicer(
             )
             if request.HasField("since"):
                 query.from_time.CopyFrom(request.since)
-            with answers_of("booking"), acting_as(service_context("billing", str(org_id), ctx.request_id)):
+            with peer_answers("booking"), acting_as(service_context("billing", str(org_id), ctx.request_id)):
                 listed = await self.peers.booking.stub.ListBookings(query)
             async with unit_of_work(self.db, org_id) as uow:
                 org = await orgs.get(uow, self.settings, self.peers)

@@ -21,14 +21,14 @@ from libs.common.context import service_context
 from libs.common.convert import from_ts_or_none, page, parse_id
 from libs.common.db import Database, UnitOfWork, unit_of_work
 from libs.common.errors import FailedPrecondition, FieldViolation, NotFound, invalid
-from libs.common.grpc_client import acting_as
+from libs.common.grpc_client import acting_as, peer_answers
 from libs.common.money import format_cents
 from libs.common.roles import FINANCE_STAFF
 from services.billing import invoices, links, orgs, payments, protos
 from services.billing.events import INVOICE_ISSUED, INVOICE_SENT, INVOICE_VOIDED
 from services.billing.models import invoices as invoices_table
 from services.billing.pdf import render_invoice_pdf
-from services.billing.peers import Peers, answers_of
+from services.billing.peers import Peers
 from services.billing.settings import BillingSettings
 from services.billing.status import InvoiceStatus, as_status
 
@@ -226,7 +226,7 @@ class InvoicesApi:
         url = self.settings.invoice_public_url.replace("{token}", token)
         email = invoice_email(invoice, org.name, url, summary.outstanding_cents)
         with (
-            answers_of("notify"),
+            peer_answers("notify"),
             acting_as(service_context("billing", str(org_id), request_context.current().request_id)),
         ):
             enqueued = await self.peers.notify.stub.Enqueue(

@@ -23,13 +23,13 @@ from libs.common.errors import (
     Unavailable,
     invalid,
 )
-from libs.common.grpc_client import acting_as
+from libs.common.grpc_client import acting_as, peer_answers
 from libs.common.logs import get_logger
 from libs.common.roles import DISPATCH, FINANCE_STAFF
 from services.billing import checkout, orgs, payments, protos, reconcile, webhooks
 from services.billing.grpc_invoices import client_invoice, invoice_message
 from services.billing.invoices import get as get_invoice
-from services.billing.peers import Peers, answers_of
+from services.billing.peers import Peers
 from services.billing.settings import BillingSettings
 from services.billing.stripe_api import StripeApi, WebhookRejected
 
@@ -211,7 +211,7 @@ class PaymentsApi:
     ) -> booking_pb2.Booking:
         """The booking as booking's API gives it, asked as billing in the caller's org (billing never
         speaks for a user: only the gateway does). Its refusals become billing's own answers."""
-        with answers_of("booking"), acting_as(service_context("billing", str(org_id), request_id)):
+        with peer_answers("booking"), acting_as(service_context("billing", str(org_id), request_id)):
             response = await self.peers.booking.stub.GetBooking(
                 booking_pb2.GetBookingRequest(booking_id=str(booking_id))
             )

@@ -15,11 +15,11 @@ from libs.common.context import service_context
 from libs.common.convert import to_ts
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import ServiceError
-from libs.common.grpc_client import acting_as
+from libs.common.grpc_client import acting_as, peer_answers
 from libs.common.logs import get_logger
 from libs.common.roles import FINANCE_STAFF
 from services.billing import orgs, subscriptions, usage
-from services.billing.peers import Peers, answers_of
+from services.billing.peers import Peers
 from services.billing.settings import BillingSettings
 
 log = get_logger(__name__)
@@ -43,7 +43,7 @@ class UsageApi:
         # Booking counts its own rows in this org, billing acting for it (never the caller's context:
         # CountUsage is for suite services only).
         acting = service_context("billing", str(org_id), ctx.request_id)
-        with answers_of("booking"), acting_as(acting):
+        with peer_answers("booking"), acting_as(acting):
             truth = await self.peers.booking.stub.CountUsage(
                 booking_pb2.CountUsageRequest(month_start=to_ts(month.start), month_end=to_ts(month.end))
             )
@@ -66,7 +66,7 @@ class UsageApi:
         if self.peers.media is None:
             return None, usage.STORAGE_NOT_DEPLOYED
         try:
-            with answers_of("media"), acting_as(acting):
+            with peer_answers("media"), acting_as(acting):
                 truth = await self.peers.media.stub.GetStorageUsage(media_pb2.GetStorageUsageRequest())
         except ServiceError as error:
             log.warning("usage_storage_not_checked", reason=error.code)

@@ -9,18 +9,14 @@ signed context (libs/common/grpc_client.py)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import grpc
 from cws.booking.v1 import booking_pb2_grpc
 from cws.iam.v1 import iam_pb2_grpc
 from cws.media.v1 import media_pb2_grpc
 from cws.notify.v1 import notify_pb2_grpc
 
-from libs.common.errors import InvalidArgument, NotFound, Unavailable
 from libs.common.grpc_client import Peer, open_peer
 from services.billing.settings import BillingSettings
 
@@ -80,22 +76,3 @@ def open_peers(settings: BillingSettings) -> Peers:
         if settings.media_grpc_target
         else None,
     )
-
-
-@contextlib.contextmanager
-def answers_of(service: str) -> Iterator[None]:
-    """A peer's refusal as billing's own answer, never an unexpected error (a 502 at the gateway):
-    NOT_FOUND stays not found, a refused argument stays a 422 naming the peer's reason, anything else
-    (down, timed out) is UNAVAILABLE, which callers may retry."""
-    try:
-        yield
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            raise NotFound(f"not found by the {service} service", code=f"{service}_not_found") from None
-        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            raise InvalidArgument(
-                f"the {service} service refused it: {error.details()}", code=f"{service}_refused"
-            ) from None
-        raise Unavailable(
-            f"the {service} service is unavailable; try again shortly", code=f"{service}_unavailable"
-        ) from None

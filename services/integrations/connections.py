@@ -30,11 +30,11 @@ from libs.common.errors import (
     Unavailable,
     invalid,
 )
+from libs.common.grpc_client import peer_answers
 from libs.common.logs import get_logger
 from services.integrations import crypto, oauth, sync_state
 from services.integrations.grants import PROVIDER_LABELS, GrantStore, NotConnected, not_audited
 from services.integrations.models import connections, oauth_states
-from services.integrations.peers import answers_of
 from services.integrations.sync_types import GOOGLE_CALENDAR, PROVIDERS, QUICKBOOKS, Grant, SyncStateRow
 
 log = get_logger(__name__)
@@ -365,7 +365,7 @@ async def choose_calendar(
     if chosen is None:
         raise invalid("calendar_id", "this calendar is not one the connected Google account can see")
     if team is not None:
-        with store.peers.acting(org_id), answers_of("booking"):
+        with store.peers.acting(org_id), peer_answers("booking"):
             teams = await store.peers.booking.stub.ListTeams(booking_pb2.ListTeamsRequest())
         if str(team) not in {t.id for t in teams.teams}:
             raise NotFound("no such team in this organisation", code="team_not_found")

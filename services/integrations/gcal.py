@@ -74,10 +74,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from libs.common.convert import from_ts, to_ts
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import NotFound
+from libs.common.grpc_client import peer_answers
 from libs.common.logs import get_logger
 from services.integrations import oauth
 from services.integrations.models import gcal_busy, gcal_events
-from services.integrations.peers import Peers, answers_of
+from services.integrations.peers import Peers
 from services.integrations.settings import IntegrationsSettings
 from services.integrations.sync_types import Grant, PassResult, SyncContext
 
@@ -377,7 +378,7 @@ async def remove_busy_time(db: Database, peers: Peers, org_id: uuid.UUID, keep_c
     deleted = 0
     for start in range(0, len(rows), 500):
         chunk = rows[start : start + 500]
-        with peers.acting(org_id), answers_of("booking"):
+        with peers.acting(org_id), peer_answers("booking"):
             answer = await peers.booking.stub.DeleteExternalBlackouts(
                 booking_pb2.DeleteExternalBlackoutsRequest(
                     external_keys=[f"gcal:{r.calendar_id}:{r.event_id}" for r in chunk]
@@ -397,7 +398,7 @@ async def remove_busy_time(db: Database, peers: Peers, org_id: uuid.UUID, keep_c
 
 
 async def _teams(ctx: SyncContext) -> dict[str, str]:
-    with ctx.peers.acting(ctx.org_id), answers_of("booking"):
+    with ctx.peers.acting(ctx.org_id), peer_answers("booking"):
         listed = await ctx.peers.booking.stub.ListTeams(booking_pb2.ListTeamsRequest())
     return {team.id: team.name for team in listed.teams}
 
@@ -575,7 +576,7 @@ async def _put_busy(run: Pass, event_id: str, period: tuple[datetime, datetime])
                 run.count("busy_skipped")  # the team went meanwhile, or a time booking refuses
                 log.info("gcal_busy_skipped", event_id=event_id, team_id=team_id, code=error.code().name)
                 continue
-            with answers_of("booking"):
+            with peer_answers("booking"):
                 raise
         run.count(
             "busy_created" if answer.created else "busy_updated" if answer.changed else "busy_unchanged"
@@ -592,7 +593,7 @@ async def _put_busy(run: Pass, event_id: str, period: tuple[datetime, datetime])
 async def _drop_busy(run: Pass, event_ids: list[str]) -> None:
     for start in range(0, len(event_ids), 500):
         chunk = event_ids[start : start + 500]
-        with run.ctx.peers.acting(run.ctx.org_id), answers_of("booking"):
+        with run.ctx.peers.acting(run.ctx.org_id), peer_answers("booking"):
             answer = await run.ctx.peers.booking.stub.DeleteExternalBlackouts(
                 booking_pb2.DeleteExternalBlackoutsRequest(external_keys=[_key(run, e) for e in chunk])
             )
@@ -622,7 +623,7 @@ async def _bookings(run: Pass, **query: Any) -> list[booking_pb2.Booking]:
     found: list[booking_pb2.Booking] = []
     offset = 0
     while True:
-        with run.ctx.peers.acting(run.ctx.org_id), answers_of("booking"):
+        with run.ctx.peers.acting(run.ctx.org_id), peer_answers("booking"):
             page = await run.ctx.peers.booking.stub.ListBookings(
                 booking_pb2.ListBookingsRequest(limit=BOOKINGS_PAGE, offset=offset, **query)
             )
@@ -646,7 +647,7 @@ async def _to_push(run: Pass, cursor: Cursor, full: bool) -> list[booking_pb2.Bo
     by_id = {booking.id: booking for booking in listed}
     for booking_id in sorted(run.repush - set(by_id)):
         try:
-            with run.ctx.peers.acting(run.ctx.org_id), answers_of("booking"):
+            with run.ctx.peers.acting(run.ctx.org_id), peer_answers("booking"):
                 got = await run.ctx.peers.booking.stub.GetBooking(
                     booking_pb2.GetBookingRequest(booking_id=booking_id)
                 )
@@ -714,7 +715,7 @@ async def _sweep_deleted(run: Pass, listed: set[str]) -> None:
         candidates = [(str(r.booking_id), r.event_id) for r in rows if str(r.booking_id) not in listed]
     for booking_id, event_id in candidates:
         try:
-            with run.ctx.peers.acting(run.ctx.org_id), answers_of("booking"):
+            with run.ctx.peers.acting(run.ctx.org_id), peer_answers("booking"):
                 await run.ctx.peers.booking.stub.GetBooking(
                     booking_pb2.GetBookingRequest(booking_id=booking_id)
                 )

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import grpc
 from cws.billing.v1 import billing_pb2_grpc
 from cws.booking.v1 import booking_pb2_grpc
 from cws.common.v1 import context_pb2
@@ -22,8 +21,7 @@ from cws.notify.v1 import notify_pb2, notify_pb2_grpc
 from google.protobuf import struct_pb2
 
 from libs.common.context import service_context
-from libs.common.errors import NotFound, Unavailable
-from libs.common.grpc_client import Peer, acting_as, open_peer
+from libs.common.grpc_client import Peer, acting_as, open_peer, peer_answers
 from services.integrations.settings import IntegrationsSettings
 
 if TYPE_CHECKING:
@@ -53,7 +51,7 @@ class Peers:
     async def owner_emails(self, org_id: uuid.UUID) -> list[str]:
         """The active OWNERs' addresses (the ADMINs' when the org has no owner with one)."""
         users: list[iam_pb2.User] = []
-        with self.acting(org_id), answers_of("iam"):
+        with self.acting(org_id), peer_answers("iam"):
             offset = 0
             while True:
                 page = await self.iam.stub.ListUsers(
@@ -75,7 +73,7 @@ class Peers:
         """One email through notify's outbox; `dedupe_key` makes a repeat one email. True if created."""
         payload = struct_pb2.Struct()
         payload.update({"to": to, "subject": subject, "text": text, "email_type": email_type})
-        with self.acting(org_id), answers_of("notify"):
+        with self.acting(org_id), peer_answers("notify"):
             response = await self.notify.stub.Enqueue(
                 notify_pb2.EnqueueRequest(kind="email", dedupe_key=dedupe_key, payload=payload)
             )
@@ -118,16 +116,3 @@ def open_peers(settings: IntegrationsSettings) -> Peers:
             deadline_seconds=deadline,
         ),
     )
-
-
-@contextlib.contextmanager
-def answers_of(service: str) -> Iterator[None]:
-    """A peer's refusal as our own answer: NOT_FOUND stays not found, anything else is UNAVAILABLE."""
-    try:
-        yield
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            raise NotFound(f"not found in the {service} service", code=f"{service}_not_found") from None
-        raise Unavailable(
-            f"the {service} service is unavailable; try again shortly", code=f"{service}_unavailable"
-        ) from None

@@ -67,10 +67,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common.db import unit_of_work
 from libs.common.errors import Unavailable
+from libs.common.grpc_client import peer_answers
 from libs.common.logs import get_logger
 from services.integrations.models import qbo_customers, qbo_invoices, qbo_payments
 from services.integrations.oauth import OAuthRefused, ProviderUnavailable, RateLimited, retry_after_seconds
-from services.integrations.peers import answers_of
 from services.integrations.settings import IntegrationsSettings
 from services.integrations.sync_types import Grant, PassResult, SyncContext
 
@@ -358,7 +358,7 @@ async def changed_invoices(ctx: SyncContext, since: datetime) -> AsyncIterator[b
     stamp.FromDatetime(since.astimezone(UTC).replace(tzinfo=None))
     offset = 0
     while True:
-        with ctx.peers.acting(ctx.org_id), answers_of("billing"):
+        with ctx.peers.acting(ctx.org_id), peer_answers("billing"):
             page = await ctx.peers.billing.stub.ListInvoices(
                 billing_pb2.ListInvoicesRequest(updated_since=stamp, limit=INVOICE_PAGE, offset=offset)
             )
@@ -616,7 +616,7 @@ async def push_payments(run: Pass, invoice: billing_pb2.Invoice, customer_id: st
     mapped = await _mapping(run, uuid.UUID(invoice.id))
     if mapped is None or mapped.pushed_hash == VOIDED:
         return
-    with run.ctx.peers.acting(run.ctx.org_id), answers_of("billing"):
+    with run.ctx.peers.acting(run.ctx.org_id), peer_answers("billing"):
         found = await run.ctx.peers.billing.stub.GetInvoice(
             billing_pb2.GetInvoiceRequest(invoice_id=invoice.id)
         )

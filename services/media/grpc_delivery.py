@@ -24,10 +24,10 @@ from libs.common.context import RequestContext
 from libs.common.convert import parse_id, to_ts
 from libs.common.db import Database, unit_of_work
 from libs.common.errors import NotFound, PermissionDenied
-from libs.common.grpc_client import acting_as
+from libs.common.grpc_client import acting_as, peer_answers
 from libs.common.roles import DISPATCH, STAFF, Role
 from services.media import consent, delivery, links
-from services.media.peers import Peers, answers_of
+from services.media.peers import Peers
 from services.media.settings import MediaSettings
 from services.media.storage.base import Storage
 
@@ -67,7 +67,10 @@ class DeliveryApi:
     async def _client_booking(self, ctx: RequestContext, booking_id: uuid.UUID) -> None:
         """The booking is the signed-in client's own, else NotFound (as booking answers a portal)."""
         org_id = request_context.current_org_id()
-        with acting_as(request_context.service_context("media", str(org_id))), answers_of("booking"):
+        with (
+            acting_as(request_context.service_context("media", str(org_id))),
+            peer_answers("booking", refused_means_not_found=True),
+        ):
             found = await self.peers.booking.stub.GetBooking(
                 booking_pb2.GetBookingRequest(booking_id=str(booking_id))
             )

@@ -20,12 +20,12 @@ from libs.common.context import service_context
 from libs.common.convert import page, parse_id
 from libs.common.db import Database
 from libs.common.errors import ServiceError
-from libs.common.grpc_client import acting_as
+from libs.common.grpc_client import acting_as, peer_answers
 from libs.common.logs import get_logger
 from libs.common.roles import DISPATCH, Role
 from services.media import janitor, protos, review
 from services.media.models import Record
-from services.media.peers import Peers, answers_of
+from services.media.peers import Peers
 from services.media.settings import MediaSettings
 from services.media.storage.base import Storage
 
@@ -90,12 +90,12 @@ class ReviewApi:
             return False
         try:
             with acting_as(service_context("media", str(org_id), request_id)):
-                with answers_of("booking"):
+                with peer_answers("booking", refused_means_not_found=True):
                     workers = await self.peers.booking.stub.ListWorkers(booking_pb2.ListWorkersRequest())
                 email = next((w.email for w in workers.workers if w.id == row.uploaded_by and w.email), "")
                 if not email:
                     return False
-                with answers_of("notify"):
+                with peer_answers("notify", refused_means_not_found=True):
                     await self.peers.notify.stub.Enqueue(
                         notify_pb2.EnqueueRequest(
                             kind="email",

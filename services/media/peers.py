@@ -8,19 +8,15 @@ NOT_FOUND, exactly as for the caller."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import grpc
 from cws.booking.v1 import booking_pb2, booking_pb2_grpc
 from cws.notify.v1 import notify_pb2_grpc
 
 from libs.common.context import service_context
-from libs.common.errors import NotFound, Unavailable
-from libs.common.grpc_client import Peer, acting_as, open_peer
+from libs.common.grpc_client import Peer, acting_as, open_peer, peer_answers
 from services.media.settings import MediaSettings
 
 if TYPE_CHECKING:
@@ -44,7 +40,10 @@ class Peers:
 
     async def booking_facts(self, org_id: uuid.UUID, booking_id: uuid.UUID) -> BookingFacts:
         """The booking in `org_id`; NotFound (booking_not_found) when it is not the org's."""
-        with acting_as(service_context("media", str(org_id))), answers_of("booking"):
+        with (
+            acting_as(service_context("media", str(org_id))),
+            peer_answers("booking", refused_means_not_found=True),
+        ):
             response = await self.booking.stub.GetBooking(
                 booking_pb2.GetBookingRequest(booking_id=str(booking_id))
             )
@@ -77,17 +76,3 @@ def open_peers(settings: MediaSettings) -> Peers:
             deadline_seconds=deadline,
         ),
     )
-
-
-@contextlib.contextmanager
-def answers_of(service: str) -> Iterator[None]:
-    """A peer's refusal as media's own answer: NOT_FOUND (or a malformed id the peer refused) stays
-    not found, anything else (down, timed out) is UNAVAILABLE, which callers may retry."""
-    try:
-        yield
-    except grpc.aio.AioRpcError as error:
-        if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            raise NotFound(f"no such {service} in this organisation", code=f"{service}_not_found") from None
-        raise Unavailable(
-            f"the {service} service is unavailable; try again shortly", code=f"{service}_unavailable"
-        ) from None
