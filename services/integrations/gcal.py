@@ -49,7 +49,6 @@ the next full pass (daily). Recurring events are read as their single instances 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import http.client
 import json
@@ -126,21 +125,6 @@ def api_endpoint(settings: IntegrationsSettings) -> str:
     return urljoin(root if root.endswith("/") else root + "/", SERVICE_PATH)
 
 
-def _retry_after(error: HttpError) -> float:
-    value = str(error.resp.get("retry-after", "") or "").strip()
-    if not value:
-        return DEFAULT_RETRY_AFTER
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def _reason(error: HttpError) -> str:
     details = error.error_details
     if isinstance(details, list) and details and isinstance(details[0], dict):
@@ -200,7 +184,7 @@ class GoogleCalendar:
                     refreshed = True
                     continue
                 if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS):
-                    retry_after = _retry_after(error)
+                    retry_after = oauth.retry_after_seconds(error.resp, DEFAULT_RETRY_AFTER)
                     if retry_after > self.settings.integrations_max_retry_after_seconds or waits >= MAX_WAITS:
                         raise oauth.RateLimited(retry_after) from None
                     waits += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -134,14 +135,16 @@ def authorization_url(settings: IntegrationsSettings, provider: str, state: str,
     return f"{ep.auth_url}{separator}{urlencode(params)}"
 
 
-def retry_after_seconds(headers: httpx.Headers | dict[str, str], default: float = 1.0) -> float:
-    """Retry-After as seconds (delta-seconds or an HTTP date); `default` when absent or unreadable."""
-    value = headers.get("Retry-After") or headers.get("retry-after")
+def retry_after_seconds(headers: Mapping[str, str], default: float = 1.0) -> float:
+    """Retry-After as seconds (delta-seconds or an HTTP date); `default` when absent or unreadable.
+    `headers`: httpx's, or httplib2's response (google-api-python-client's), whose keys are lower case."""
+    value = str(headers.get("Retry-After") or headers.get("retry-after") or "").strip()
     if not value:
         return default
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
