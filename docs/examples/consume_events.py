@@ -50,7 +50,7 @@ async def read_booking_events(url: str, password: str, consumer: str) -> list[tu
         while True:
             try:
                 batch = await subscription.fetch(batch=50, timeout=2)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py's own, or asyncio's when the deadline ends between its requests
                 return events  # nothing more for now
             for msg in batch:
                 headers = msg.headers or {}
