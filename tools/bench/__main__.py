@@ -19,7 +19,9 @@
    bench org's owner through the console's form, each page closed loop at BENCH_WEB_CONCURRENCY (2).
 9. Outbox relay (tools/bench/relay_bench.py): BENCH_RELAY_EVENTS (50,000) rows in booking's outbox
    in one transaction, timed until booking's relay has them all acknowledged by JetStream.
-10. Prints one Markdown table (also .run/bench/last.md; raw numbers in .run/bench/last.json) and stops
+10. The hop floor (tools/bench/hop_floor.py), once the stack has stopped: the CPU of one bare gRPC call
+   between two processes and of the signed call context, and the read ratio they leave possible.
+11. Prints one Markdown table (also .run/bench/last.md; raw numbers in .run/bench/last.json) and stops
    everything, dropping the database, whatever happened.
 
 A benchmark, not a test: a missed target is reported, never a failure; the exit status is non-zero
@@ -29,7 +31,7 @@ httpx), BENCH_WORKERS (1000), BENCH_BOOKINGS (100000), BENCH_SUGGESTIONS (200), 
 BENCH_WEBHOOK_REPEAT_EVERY (4: one webhook in 4 a redelivery), BENCH_EMAILS (10000, the notify
 backlog; 0 skips it), BENCH_CONFIRM_RATE (unset: half the measured capacity), BENCH_CONFIRM_CAPACITY_SECONDS (4), BENCH_CONFIRM_SECONDS (10),
 BENCH_MEDIA_CONCURRENCY (16), BENCH_MEDIA_SECONDS (5), BENCH_MEDIA_WARMUP (1), BENCH_MEDIA_S3 (1; 0
-skips the S3 row), BENCH_WEB_CONCURRENCY (2), BENCH_WEB_SECONDS (4).
+skips the S3 row), BENCH_WEB_CONCURRENCY (2), BENCH_WEB_SECONDS (4), BENCH_HOP_CALLS (20000; 0 skips it).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tools.bench import billing_bench, media_bench, notify_bench, relay_bench, web_bench
+from tools.bench import billing_bench, hop_floor, media_bench, notify_bench, relay_bench, web_bench
 from tools.bench import stack as bench_stack
 from tools.bench.cpu import CpuMeter
 from tools.bench.report import Row, table, verdict
@@ -433,6 +435,8 @@ class Bench:
             )
             relay = relay_bench.run(stack)
 
+        # After the stack stopped: nothing else of ours is running while the bare hop is timed.
+        self.notes += self._hop_note(read_base)
         elapsed = time.monotonic() - started
         self._rows(read_suite, read_base, saturation, half, create_suite, create_base, suggestions, about)
         if half_base:
@@ -543,13 +547,7 @@ class Bench:
         """Server CPU per request, suite against baseline: the cost the architecture adds, which the
         throughput ratio hides while the suite's two processes can use both cores."""
 
-        def total(result: dict[str, Any] | None) -> float | None:
-            if not result:
-                return None
-            cpu = result.get("cpu_ms_per_request", {})
-            return sum(cpu.get(k, 0.0) for k in ("gateway", "booking", "iam", "baseline", "postgres"))
-
-        read_suite, read_base, create_suite, create_base = (total(r) for r in results)
+        read_suite, read_base, create_suite, create_base = (self._server_cpu(r) for r in results)
         parts = []
         for name, suite, base in (("read", read_suite, read_base), ("create", create_suite, create_base)):
             if suite and base:
@@ -565,6 +563,47 @@ class Bench:
             + f". Postgres sessions opened per scenario (pool overflow churn; their backends' CPU is "
             f"not in pg): {sessions}."
         )
+
+    @staticmethod
+    def _server_cpu(result: dict[str, Any] | None) -> float | None:
+        """Server CPU ms per request of a read or create scenario, every process it set off."""
+        if not result:
+            return None
+        cpu = result.get("cpu_ms_per_request", {})
+        return sum(cpu.get(k, 0.0) for k in ("gateway", "booking", "iam", "baseline", "postgres"))
+
+    def _hop_note(self, read_base: dict[str, Any] | None) -> list[str]:
+        """What one gRPC hop and one signed context cost on this machine, and the read ratio they leave
+        possible against this run's baseline (the README's bound for the read row)."""
+        if int(os.environ.get("BENCH_HOP_CALLS", "20000")) <= 0:
+            return []
+        try:
+            floor = hop_floor.measure()
+        except Exception as exc:
+            log(f"hop floor failed: {exc}")
+            self.failed = True
+            self.results["hop floor"] = {"error": str(exc)}
+            return [f"Hop floor: failed ({exc})."]
+        log(f"hop floor: {hop_floor.describe(floor)}")
+        base_ms = self._server_cpu(read_base)
+        ceiling = floor.ceiling(base_ms) if base_ms else None
+        self.results["hop floor"] = {
+            **floor.as_dict(),
+            "baseline_read_ms": base_ms,
+            "read_ratio_ceiling": ceiling,
+        }
+        bound = (
+            f" Against this run's baseline read ({base_ms:.2f} ms of server CPU), a suite that did nothing "
+            f"else per read than the baseline plus one hop and one signed context could reach at most "
+            f"{ceiling:.2f} of its throughput on a CPU-bound machine."
+            if base_ms and ceiling
+            else ""
+        )
+        return [
+            f"Hop floor (tools/bench/hop_floor.py): {hop_floor.describe(floor)}: grpc.aio on uvloop on "
+            f"both sides, a bytes handler with no interceptor, {len(hop_floor.REQUEST)} B in and "
+            f"{len(hop_floor.ANSWER)} B out, {hop_floor.IN_FLIGHT} in flight.{bound}"
+        ]
 
     def report(self) -> str:
         return table(self.rows) + "\n\n" + "\n".join(f"- {note}" for note in self.notes) + "\n"
