@@ -20,6 +20,8 @@ reads as it grows (stack.start_sink). Notify starts only here, after the other s
    (EMAIL_MODE=smtp, OUTBOX_CONCURRENCY and the rest at their defaults). emails/s counts from the
    sink's first acceptance to its last, so the process start-up is not in it (the notes give the
    time from start to the last acceptance too). Server CPU per email is taken over the same window.
+3. SMTP floor (tools/bench/smtp_floor.py): with notify stopped, a bare aiosmtplib client sends 3,000
+   mails to the same sink over 16 kept-open connections: the rate and CPU of the exchange alone.
 
 A missed target is reported, never a failure.
 """
@@ -41,6 +43,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from tools.bench import smtp_floor
 from tools.bench import stack as bench_stack
 from tools.bench.cpu import CpuMeter, Snapshot
 from tools.bench.load import percentile
@@ -187,6 +190,7 @@ class NotifyBench:
             if self.config.emails > 0:
                 notify.stop()  # the backlog is written while notify is down, as after an outage
                 backlog = self.measure_backlog(sink.port)
+                self.measure_smtp_floor(sink)
         except Exception as exc:
             log(f"notify scenarios failed: {exc!r}")
             self.failed = True
@@ -296,6 +300,18 @@ class NotifyBench:
             "more per email in its own process."
         )
         return result
+
+    def measure_smtp_floor(self, sink: bench_stack.SinkProc) -> None:
+        """The SMTP exchange alone against the same sink, notify stopped: what bounds the backlog row."""
+        assert sink.process is not None
+        floor = smtp_floor.measure(sink.port, sink.process.pid, run=secrets.token_hex(3))
+        self.results["notify smtp floor"] = floor.as_dict()
+        log(f"notify: SMTP floor: {smtp_floor.describe(floor)}")
+        self.notes.append(
+            f"SMTP floor (tools/bench/smtp_floor.py), after the backlog with notify stopped: a bare "
+            f"aiosmtplib client, no database, to the same sink: {smtp_floor.describe(floor)}. Those two "
+            "figures are part of every backlog email's cost; Postgres' share per email is the backlog row's."
+        )
 
     def measure_capacity(self) -> float:
         """Confirmations per second the machine carries end to end: a closed loop of 16 confirming
