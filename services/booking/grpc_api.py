@@ -184,7 +184,8 @@ class BookingServicer(
             row, token = await bookings.transition(
                 uow, request.booking_id, request.action, reason=request.reason
             )
-            (result,) = await protos.bookings(uow, [row])
+            zone = (await orgs.profile(uow)).time_zone
+            result = protos.booking(row, zone, bookings.assigned_worker_ids(row))
         return booking_pb2.TransitionBookingResponse(booking=result, nps_token=token)
 
     async def RescheduleBooking(

@@ -306,3 +306,32 @@ async def test_concurrent_assignments_of_one_worker_to_one_slot_exactly_one_wins
     owner = await testkit.owner(http, gateway.url, await make_org())
     worker = await make_worker(http, gateway.url, owner, "Racer")
     await _race(http, gateway.url, owner, {"worker_ids": [worker["id"]]})
+
+
+async def test_a_transition_answers_the_booking_with_its_workers(gateway, http, make_org):
+    """A transition returns the booking from its UPDATE, workers included (bookings._update_returning):
+    a confirmed job keeps its workers, a cancelled one has freed them in the same transaction."""
+    url = gateway.url
+    owner = await testkit.owner(http, url, await make_org())
+    team = await make_team(http, url, owner, "Confirmers")
+    ada, bo = [await make_worker(http, url, owner, name, team_id=team["id"]) for name in ("Ada", "Bo")]
+    job = await create_booking(http, url, owner, starts_at=slot(30), duration_minutes=90)
+    await assign(http, url, owner, job["id"], team_id=team["id"], worker_ids=[ada["id"], bo["id"]])
+
+    confirmed = await http.post(f"{url}/v1/admin/bookings/{job['id']}/confirm", headers=owner)
+    assert confirmed.status_code == 200, confirmed.text
+    body = confirmed.json()
+    assert body["status"] == "confirmed" and sorted(body["worker_ids"]) == sorted([ada["id"], bo["id"]])
+    assert body["team_id"] == team["id"]
+    got = (await http.get(f"{url}/v1/admin/bookings/{job['id']}", headers=owner)).json()
+    body.pop("nps_token", None)  # a transition's answer only (set when it completes the job)
+    assert {**got, "worker_ids": sorted(got["worker_ids"])} == {
+        **body,
+        "worker_ids": sorted(body["worker_ids"]),
+    }
+
+    cancelled = await http.post(
+        f"{url}/v1/admin/bookings/{job['id']}/cancel", headers=owner, json={"reason": "x"}
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["worker_ids"] == []
