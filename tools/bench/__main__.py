@@ -577,7 +577,7 @@ class Bench:
 
     def _hop_note(self, read_base: dict[str, Any] | None) -> list[str]:
         """What one gRPC hop and one signed context cost on this machine, and the read ratio they leave
-        possible against this run's baseline (the README's bound for the read row)."""
+        possible against this run's baseline (the read row's bound in docs/performance.md)."""
         if int(os.environ.get("BENCH_HOP_CALLS", "20000")) <= 0:
             return []
         try:
