@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
+from libs.common.cancellation import raise_if_cancelled
 from libs.common.logs import get_logger
 
 log = get_logger(__name__)
@@ -194,6 +195,7 @@ async def follow_subject(
                 try:
                     message = await subscription.next_msg(timeout=0.5)
                 except TimeoutError:
+                    raise_if_cancelled()
                     quiet += 0.5
                     if quiet > REPLAY_HEARTBEAT_SECONDS * REPLAY_MISSED_HEARTBEATS:
                         raise RuntimeError(f"the replay consumer of {subject} went silent") from None

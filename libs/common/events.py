@@ -43,6 +43,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common import tracing
 from libs.common.bus import STREAM_MAX_AGE_DAYS, EventBus, event_headers, follow_subject, stream_name
+from libs.common.cancellation import raise_if_cancelled
 from libs.common.db import (
     ORG_SETTING,
     Database,
@@ -103,6 +104,7 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
                 except TimeoutError:
                     pass
+                raise_if_cancelled()
                 self._wake.clear()
                 if not self.bus.is_connected:
                     continue
@@ -289,7 +291,10 @@ class DurableConsumer:
                     try:
                         messages = await subscription.fetch(batch=max(50, self.batch), timeout=1)
                     except TimeoutError:
+                        raise_if_cancelled()
                         continue
+                    # Fetched as the service stopped: not handled, so redelivered after ack_wait.
+                    raise_if_cancelled()
                     await self.handle_all(messages)
             except asyncio.CancelledError:
                 raise

@@ -17,6 +17,7 @@ import uuid
 
 from cws.billing.v1 import events_pb2
 
+from libs.common.cancellation import raise_if_cancelled
 from libs.common.db import Database, unit_of_work
 from libs.common.logs import get_logger
 from services.billing import orgs, webhooks
@@ -46,6 +47,7 @@ class WebhookProcessor:
             self.arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), self.settings.stripe_events_poll_seconds)
+            raise_if_cancelled()
 
     async def round(self) -> int:
         """Process the events due now; how many were tried."""

@@ -530,6 +530,22 @@ async def test_an_event_delivered_twice_is_handled_once(env: EventEnv) -> None:
     assert await env.dead_letters() == 0
 
 
+async def test_a_relay_cancelled_as_it_is_woken_stops(env: EventEnv) -> None:
+    """Python 3.11's wait_for drops a cancel that arrives as the wait completes; the relay's loop must
+    still stop (libs/common/cancellation.py), or a service's shutdown waits for it until killed."""
+    relay = OutboxRelay(env.db, env.bus, env.service, poll_interval=3600)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.5)  # its first round done, waiting to be woken
+        relay._wake.set()
+        task.cancel()  # in the same turn of the event loop
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert done == {task} and task.cancelled(), "the relay kept running after it was cancelled"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_batching_consumer_commits_many_events_at_once_and_sets_a_poison_one_apart(
     env: EventEnv,
 ) -> None:

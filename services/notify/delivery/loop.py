@@ -16,6 +16,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 
 from libs.common import tracing
+from libs.common.cancellation import raise_if_cancelled
 from libs.common.db import Database, wake_on_notify
 from libs.common.logs import get_logger
 from services.notify.adapters.base import Outbound
@@ -80,6 +81,7 @@ class Delivery:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.settings.outbox_poll_seconds)
                 except TimeoutError:
                     pass
+                raise_if_cancelled()
                 self._wake.clear()
                 try:
                     counts = await self.deliver_due()
