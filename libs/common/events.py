@@ -299,6 +299,8 @@ class DurableConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # stream missing, NATS reconnecting: try again shortly
+                # nats-py turns a cancel that meets a closed connection into ConnectionClosedError.
+                raise_if_cancelled()
                 log.warning("consumer_loop_error", consumer=self.name, error=str(exc))
                 await asyncio.sleep(1)
             finally:
