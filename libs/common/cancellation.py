@@ -6,7 +6,8 @@ completes (python/cpython gh-86296, fixed in 3.12 by reimplementing wait_for). n
 `next_msg` wait with it too. A background loop that waits that way again and again (a consumer, a
 relay, a delivery loop) would then never see the cancel its service sent at shutdown: the stop hangs
 until the process is killed. The task still counts the request (`Task.cancelling()`), so the loop
-checks it after each wait and ends as cancelled."""
+checks it after each wait and ends as cancelled: `wait_woken` for the wake-or-timeout loops,
+`raise_if_cancelled` after any other wait."""
 
 from __future__ import annotations
 
@@ -18,3 +19,13 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def wait_woken(event: asyncio.Event, timeout: float) -> None:
+    """Wait until `event` is set or `timeout` seconds pass, whichever is first; a stop asked meanwhile
+    ends the caller even where wait_for dropped it."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        pass
+    raise_if_cancelled()

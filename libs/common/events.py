@@ -43,7 +43,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.common import tracing
 from libs.common.bus import STREAM_MAX_AGE_DAYS, EventBus, event_headers, follow_subject, stream_name
-from libs.common.cancellation import raise_if_cancelled
+from libs.common.cancellation import raise_if_cancelled, wait_woken
 from libs.common.db import (
     ORG_SETTING,
     Database,
@@ -100,11 +100,7 @@ class OutboxRelay:
         )
         try:
             while True:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-                except TimeoutError:
-                    pass
-                raise_if_cancelled()
+                await wait_woken(self._wake, self.poll_interval)
                 self._wake.clear()
                 if not self.bus.is_connected:
                     continue

@@ -12,12 +12,11 @@ before processing it processes it once when it (or another replica) comes back."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 
 from cws.billing.v1 import events_pb2
 
-from libs.common.cancellation import raise_if_cancelled
+from libs.common.cancellation import wait_woken
 from libs.common.db import Database, unit_of_work
 from libs.common.logs import get_logger
 from services.billing import orgs, webhooks
@@ -45,9 +44,7 @@ class WebhookProcessor:
             if handled:
                 continue  # a full batch may mean more are due
             self.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), self.settings.stripe_events_poll_seconds)
-            raise_if_cancelled()
+            await wait_woken(self.arrived, self.settings.stripe_events_poll_seconds)
 
     async def round(self) -> int:
         """Process the events due now; how many were tried."""

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.bench.cpu import process_cpu
+from tools.devstack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 METHOD = "/cws.bench.v1.Hop/Echo"
@@ -113,19 +113,13 @@ async def _client(port: int, calls: int) -> dict[str, float]:
         return {"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", "tools.bench.hop_floor", *args]
 
 
 def hop_cost(calls: int = 20_000) -> tuple[float, float, float]:
     """(seconds, client CPU seconds, server CPU seconds) of `calls` bare calls, 16 in flight."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(_python("--serve", str(port)), cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 
 from libs.common import tracing
-from libs.common.cancellation import raise_if_cancelled
+from libs.common.cancellation import wait_woken
 from libs.common.db import Database, wake_on_notify
 from libs.common.logs import get_logger
 from services.notify.adapters.base import Outbound
@@ -77,11 +77,7 @@ class Delivery:
         )
         try:
             while True:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.outbox_poll_seconds)
-                except TimeoutError:
-                    pass
-                raise_if_cancelled()
+                await wait_woken(self._wake, self.settings.outbox_poll_seconds)
                 self._wake.clear()
                 try:
                     counts = await self.deliver_due()
