@@ -40,6 +40,11 @@ from tools.smtp_sink import SmtpSink
 from tools.stripe_local import LocalStripe
 
 APP_ROLE = "cws_app"
+# Each service process of the session keeps at most this many pooled connections. Tests run one at a
+# time, so a service serves a few calls at once (a race test's two dozen wait their turn briefly).
+TEST_POOL_SIZE = 4
+# make dev's whole suite, started beside the session's by tests/test_dev_command.py, serves one caller.
+MAKE_DEV_POOL_SIZE = 3
 # Settings built in this process (test fixtures, domain tests) are test settings; APP_ENV has no default.
 os.environ.setdefault("APP_ENV", "test")
 
@@ -72,9 +77,10 @@ class Stack:
             **self.nats.password_env(),
             "REDIS_URL": "",
             "LOG_LEVEL": "INFO",
-            # Six service processes share a Postgres that allows 100 connections (its default, and
-            # the machine's): each keeps at most this many, so the suite and the tests' own fit.
-            "DATABASE_POOL_SIZE": "8",
+            # The session's processes share a Postgres that allows 100 connections (its default, the
+            # machine's and CI's) with make dev's whole suite in tests/test_dev_command.py and the
+            # tests' own pools: tests/deploy/test_connection_budget.py adds them up.
+            "DATABASE_POOL_SIZE": str(TEST_POOL_SIZE),
             "READINESS_INTERVAL_SECONDS": "0.5",
             **TEST_PASSWORD_HASHING,
         }

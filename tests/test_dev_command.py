@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import MAKE_DEV_POOL_SIZE
 from libs.common.settings import DEV_ENV_FILE, read_env_file, use_dev_env
 from tools.dev import DEFAULT_OWNER_EMAIL, DEFAULT_OWNER_PASSWORD, SERVICES, _write_dev_env
 from tools.devstack import ROOT, free_port
@@ -47,8 +48,9 @@ def _run_dev(stack, env_extra: dict[str, str], then=None) -> tuple[int, str]:
         "NATS_URL": stack.nats.url,
         # A given NATS_URL comes with its users' passwords (NATS_<USER>_PASSWORD): the session's server.
         **stack.nats.password_env(),
-        # A second whole suite beside the session's, on the same Postgres (100 connections): small pools.
-        "DATABASE_POOL_SIZE": "4",
+        # A second whole suite beside the session's, on the same Postgres (100 connections): small pools
+        # (tests/deploy/test_connection_budget.py adds them up).
+        "DATABASE_POOL_SIZE": str(MAKE_DEV_POOL_SIZE),
         **env_extra,
     }
     env.pop("APP_ENV", None)  # as a newcomer's shell: make dev's own default (dev)
