@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,50 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+# Ports this process has handed out: each once, so two servers started together never get the same.
+_HANDED_OUT: set[int] = set()
+LOWEST_PORT = 10000
+
+
+def ephemeral_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (Linux's default where it cannot be read)."""
+    try:
+        low, high = (int(part) for part in path.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_port() -> int:
+    """A port nothing holds now, for a server about to start, from below the ephemeral range. A port
+    the kernel picks for bind(port 0) is one it may also give the next outgoing connection (to
+    Postgres, NATS, an HTTP call) before the server binds it, and a server on the wildcard address
+    (gRPC's 0.0.0.0 and [::]) then fails with "Address already in use", as a `make dev` test did.
+    Ports below the range are only ever taken by a bind, and the wildcard bind below checks them as
+    the server will."""
+    low, _ = ephemeral_range()
+    if low - LOWEST_PORT < 1000:  # a machine that gives nearly every port to outgoing connections
+        return _kernel_port()
+    candidates = (secrets.randbelow(low - LOWEST_PORT) + LOWEST_PORT for _ in range(1000))
+    return first_free(candidates) or _kernel_port()
+
+
+def first_free(candidates: Iterable[int]) -> int | None:
+    """The first candidate not handed out before and free on every address, now."""
+    for port in candidates:
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:  # a listener, a connection's local port, or one closing (TIME_WAIT)
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    return None
+
+
+def _kernel_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
