@@ -23,7 +23,7 @@ CreateBooking; keep the two in step when the suite's SQL changes):
           subquery over schedule_blocks) · org profile (per-process cache for 60 s, else SELECT it)
   create: set_config · org profile (cached) · SELECT the org's entitlement FOR SHARE (paused?) ·
           SELECT active pricing · INSERT booking ON CONFLICT DO NOTHING RETURNING the row · INSERT event
-          outbox · pg_notify · INSERT the admin audit row
+          outbox with its pg_notify (one statement) · INSERT the admin audit row
 The monolith audits an admin's write as the suite does, in its own transaction: where the suite raises
 an event that IAM turns into iam.admin_audit_logs, the baseline inserts that row itself.
 And as services/billing does the queue (grpc_invoices.py InvoiceQueue: invoices.py list_page with
@@ -104,11 +104,12 @@ INSERT_BOOKING = text(
     ":client_name, :client_email, :client_phone, :address, :postal_code, :cleaning_type, :beds, :baths, "
     f":total, :currency, :deposit_required, :notes, NULL) ON CONFLICT DO NOTHING RETURNING {BOOKING_COLUMNS}"
 )
-INSERT_OUTBOX = text(
-    "INSERT INTO booking.event_outbox (id, subject, payload, org_id, request_id, created_at, published_at) "
-    "VALUES (:id, :subject, :payload, :org_id, '', :created_at, :created_at)"
+# The outbox row and its notify in one statement, as libs/common/db.py UnitOfWork._flush_events.
+INSERT_OUTBOX_AND_NOTIFY = text(
+    "WITH written AS (INSERT INTO booking.event_outbox (id, subject, payload, org_id, request_id, "
+    "created_at, published_at) VALUES (:id, :subject, :payload, :org_id, '', :created_at, :created_at)) "
+    "SELECT pg_notify(:channel, '')"
 )
-NOTIFY = text("SELECT pg_notify(:channel, '')")
 
 # services/billing/invoices.py QUEUE_FILTERS, list_page (oldest_due_first) and payments.py
 # summaries / invoice_money, as SQLAlchemy renders them for billing.
@@ -454,16 +455,16 @@ def create_app() -> FastAPI:
             event.starts_at.FromDatetime(row.starts_at.astimezone(UTC))
             event.ends_at.FromDatetime(row.ends_at.astimezone(UTC))
             await session.execute(
-                INSERT_OUTBOX,
+                INSERT_OUTBOX_AND_NOTIFY,
                 {
                     "id": uuid.uuid4(),
                     "subject": "cws.booking.booking.created",
                     "payload": event.SerializeToString(),
                     "org_id": row.org_id,
                     "created_at": datetime.now(UTC),
+                    "channel": NOTIFY_CHANNEL,
                 },
             )
-            await session.execute(NOTIFY, {"channel": NOTIFY_CHANNEL})
             await session.execute(
                 INSERT_AUDIT,
                 {
