@@ -239,6 +239,9 @@ class OutboxRelay:
         OUTBOX_PENDING.labels(self.service).set(pending or 0)
 
 
+_NOT_SET = object()  # a batch's transaction before its first event set the org
+
+
 class DurableConsumer:
     """A durable pull consumer whose handler runs at most once per event id.
 
@@ -363,6 +366,9 @@ class DurableConsumer:
                     )
                 ).all()
             )
+            # The transaction's org setting, as the last event left it: set again only when the next
+            # event's org differs (a batch is mostly one org's events: one statement each fewer).
+            in_org: uuid.UUID | object | None = _NOT_SET
             for message, meta in zip(messages, metas, strict=True):
                 if meta.id not in first:
                     continue
@@ -370,14 +376,19 @@ class DurableConsumer:
                 uow = UnitOfWork(session=session, org_id=None, db=self.db)
                 session.info.pop("wrote", None)  # as a fresh session: what this event's handler writes
                 with self._traced(message, meta):
-                    if meta.org_id:
-                        await uow.set_org(uuid.UUID(meta.org_id))
-                    else:  # the previous event's org must not leak into this one
-                        await session.execute(
-                            text("SELECT set_config(:name, '', true)"), {"name": ORG_SETTING}
-                        )
+                    org = uuid.UUID(meta.org_id) if meta.org_id else None
+                    if org != in_org:
+                        if org is not None:
+                            await uow.set_org(org)
+                        else:  # the previous event's org must not leak into this one
+                            await session.execute(
+                                text("SELECT set_config(:name, '', true)"), {"name": ORG_SETTING}
+                            )
+                    uow.org_id = org
                     await self.spec.handler(uow, self.spec.event.decode(message.data), meta)
                     await uow._flush_events()
+                # A handler that switched org did it with set_org, which says so in uow.org_id.
+                in_org = uow.org_id
                 callbacks += uow.after_commit
         for callback in callbacks:
             callback()

@@ -134,6 +134,12 @@ MEDIA_PHOTO_DELETED = Event(
 )
 
 
+# Events per transaction for the usage consumers (libs/common/events.py DurableConsumer): every
+# booking made is one (issue 15). Their handlers only insert a row unique per event id, so a batch
+# replayed one by one after a failure counts nothing twice.
+USAGE_BATCH = 50
+
+
 def consumers(settings: BillingSettings, peers: Peers) -> Sequence[Consumer[Any]]:
     handlers = Handlers(settings, peers)
     return (
@@ -155,35 +161,41 @@ def consumers(settings: BillingSettings, peers: Peers) -> Sequence[Consumer[Any]
             BOOKING_CREATED,
             usage.on_booking_created,
             doc="usage: +1 booking, in the month the booking was created",
+            batch=USAGE_BATCH,
         ),
         Consumer(
             "billing-usage-booking-deleted",
             BOOKING_DELETED,
             usage.on_booking_deleted,
             doc="usage: -1 booking, in the month the deleted booking was created",
+            batch=USAGE_BATCH,
         ),
         Consumer(
             "billing-usage-worker-added",
             BOOKING_WORKER_ADDED,
             usage.on_worker_added,
             doc="usage: +1 worker",
+            batch=USAGE_BATCH,
         ),
         Consumer(
             "billing-usage-worker-deactivated",
             BOOKING_WORKER_DEACTIVATED,
             usage.on_worker_deactivated,
             doc="usage: -1 worker, when the worker was active until then",
+            batch=USAGE_BATCH,
         ),
         Consumer(
             "billing-usage-photo-stored",
             MEDIA_PHOTO_STORED,
             usage.on_photo_stored,
             doc="usage: +bytes of storage, the stored photo's size",
+            batch=USAGE_BATCH,
         ),
         Consumer(
             "billing-usage-photo-deleted",
             MEDIA_PHOTO_DELETED,
             usage.on_photo_deleted,
             doc="usage: -bytes of storage, the deleted photo's size",
+            batch=USAGE_BATCH,
         ),
     )

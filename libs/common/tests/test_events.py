@@ -32,6 +32,7 @@ from google.protobuf.wrappers_pb2 import Int64Value, StringValue
 from nats.aio.msg import Msg
 from psycopg import sql
 from sqlalchemy import create_engine, text
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError
 
 from libs.common import context as request_context
@@ -593,6 +594,46 @@ async def test_a_batching_consumer_commits_many_events_at_once_and_sets_a_poison
     assert len(inbox) == 40 and poison_id not in {r[0] for r in inbox}
     [(parked, deliveries)] = await env.admin("SELECT event_id, deliveries FROM {s}.event_dead_letters")
     assert (parked, deliveries) == (poison_id, 2)
+
+
+async def test_a_batch_sets_the_org_once_per_run_of_one_org_s_events(env: EventEnv) -> None:
+    """A batch's events mostly share an org: the transaction's org is set when it changes, not per
+    event, and every handler still runs in its own event's org, also after another handler
+    switched the org itself."""
+    a, b, elsewhere = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    orgs: list[uuid.UUID | None] = [a, a, a, b, b, None, None, a, a, a]
+    seen: dict[str, str] = {}
+
+    async def handler(uow: UnitOfWork, message: StringValue, meta: EventMeta) -> None:
+        seen[message.value] = (
+            await uow.session.scalar(text("SELECT current_setting('app.current_org_id', true)")) or ""
+        )
+        assert uow.org_id == (uuid.UUID(meta.org_id) if meta.org_id else None)
+        if message.value == "e7":  # a handler that moves its unit to another org (as billing's may)
+            await uow.set_org(elsewhere)
+        uow.add_event(env.event("effects.recorded"), StringValue(value=message.value), uow.org_id)
+
+    org_settings: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if "set_config" in statement:
+            org_settings.append(statement)
+
+    for n, org in enumerate(orgs):
+        await env.publish("stock.moved", str(uuid.uuid4()), org, f"e{n}")
+    sa_event.listen(env.db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        env.consume("stock-counter", "stock.moved", handler, batch=20)
+        await eventually(lambda: env.consumer_done("stock-counter", len(orgs)), message="all acknowledged")
+    finally:
+        sa_event.remove(env.db.engine.sync_engine, "before_cursor_execute", count)
+    assert seen == {f"e{n}": str(org or "") for n, org in enumerate(orgs)}, "each in its event's org"
+    # a; b; none; a; e7's own switch; a again after it. Was one per event (10) before.
+    assert len(org_settings) == 6, org_settings
+    effects = {
+        StringValue.FromString(r[2]).value: r[3] for r in await env.outbox() if r[1].endswith("recorded")
+    }
+    assert effects["e8"] == a and effects["e7"] == elsewhere and effects["e5"] is None
 
 
 async def test_failing_event_is_parked_after_max_deliver_and_can_be_replayed(env: EventEnv) -> None:
